@@ -1,0 +1,20 @@
+"""orbit-fast: resumable, verified data movement.
+
+The public API is in `orbit_fast.api` and re-exported here lazily, so that `import orbit_fast`
+(and the CLI's start-up) stays cheap.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__version__ = "0.1.0"
+__all__ = ["CancelToken", "SyncOptions", "__version__", "sync"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in ("sync", "CancelToken", "SyncOptions"):
+        from orbit_fast import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'orbit_fast' has no attribute {name!r}")

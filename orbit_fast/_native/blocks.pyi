@@ -1,0 +1,3 @@
+ABI: int
+
+def is_zero(buf: bytes | bytearray | memoryview) -> bool: ...

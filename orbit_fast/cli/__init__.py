@@ -1,0 +1,34 @@
+"""The `orbit-fast` / `orbit` command line: flags -> SyncOptions -> api; errors -> exit codes.
+
+Only click is imported at start-up; each command imports the engine when it runs, so that
+`orbit-fast --help` and a no-change sync start quickly.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from orbit_fast import __version__
+from orbit_fast.cli.sync_cmd import sync_cmd
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="orbit-fast")
+def cli() -> None:
+    """orbit-fast: resumable, verified data movement.
+
+    Exit codes are listed in docs/exit-codes.md (0 ok, 1 finished with skipped files,
+    2 usage, 3-10 specific errors, 130/143 interrupted and resumable).
+    """
+
+
+cli.add_command(sync_cmd)
+
+
+def main() -> None:
+    try:
+        cli.main(prog_name="orbit-fast", standalone_mode=True)
+    except KeyboardInterrupt:  # a second Ctrl-C while the first one was being handled
+        sys.exit(130)

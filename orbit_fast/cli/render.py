@@ -1,0 +1,96 @@
+"""Turns engine events into terminal output: JSON lines, a progress bar, or plain lines."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from orbit_fast import progress as p
+
+
+class Renderer:
+    def __init__(self, json_out: bool, progress: bool) -> None:
+        self.json_out = json_out
+        self.bar: Any = None
+        self.want_bar = progress and sys.stdout.isatty()
+
+    def __call__(self, ev: p.Event) -> None:
+        if self.json_out:
+            sys.stdout.buffer.write(p.encode_json(ev) + b"\n")
+            if isinstance(ev, p.Summary | p.Error | p.Warning):
+                sys.stdout.flush()
+            return
+        if isinstance(ev, p.Progress):
+            self._bar(ev)
+        elif isinstance(ev, p.Warning):
+            self._write_err(
+                f"orbit-fast: warning: {ev.path}: {ev.message}"
+                if ev.path
+                else f"orbit-fast: warning: {ev.message}"
+            )
+        elif isinstance(ev, p.FileDone) and ev.action.startswith("plan-"):
+            print(f"{ev.action[5:]:>7} {ev.path}")
+        elif isinstance(ev, p.Summary):
+            self.close()
+            print(_summary_text(ev))
+
+    def _write_err(self, text: str) -> None:
+        if self.bar is not None:
+            self.bar.write(text, file=sys.stderr)
+        else:
+            print(text, file=sys.stderr)
+
+    def _bar(self, ev: p.Progress) -> None:
+        if not self.want_bar:
+            return
+        if self.bar is None:
+            from tqdm import tqdm
+
+            self.bar = tqdm(
+                total=ev.bytes_total,
+                unit="B",
+                unit_scale=True,
+                unit_divisor=1024,
+                dynamic_ncols=True,
+                leave=False,
+            )
+        self.bar.total = ev.bytes_total
+        self.bar.n = ev.bytes_done
+        self.bar.set_postfix_str(
+            f"{ev.files_done}/{ev.files_total} files" + ("" if ev.scan_done else " (scanning)"),
+            refresh=False,
+        )
+        self.bar.refresh()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+def _size(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
+        n /= 1024
+    return str(n)
+
+
+def _summary_text(s: p.Summary) -> str:
+    rate = s.bytes_copied / s.elapsed_s if s.elapsed_s > 0 else 0.0
+    verb = "would copy" if s.dry_run else "copied"
+    lines = [
+        f"{verb} {s.files_copied if not s.dry_run else s.files_scanned - s.files_unchanged} "
+        f"files ({_size(s.bytes_copied if not s.dry_run else s.bytes_total)}), "
+        f"{s.files_unchanged} unchanged, {s.files_deleted} deleted, "
+        f"{s.dirs_created} dirs and {s.links_created} links created in {s.elapsed_s:.2f} s"
+        + (f" ({_size(rate)}/s)" if not s.dry_run and s.bytes_copied else ""),
+    ]
+    if s.bytes_resumed:
+        lines.append(f"resumed {_size(s.bytes_resumed)} verified from an interrupted run")
+    if s.skipped:
+        lines.append(f"{len(s.skipped)} entries skipped (exit code 1):")
+        lines += [f"  {path}" for path in s.skipped[:50]]
+        if len(s.skipped) > 50:
+            lines.append(f"  ... and {len(s.skipped) - 50} more (see --json)")
+    return "\n".join(lines)

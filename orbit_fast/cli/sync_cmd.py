@@ -1,0 +1,178 @@
+"""`orbit-fast sync SRC DST` (also `orbit sync --source SRC --destination DST`)."""
+
+from __future__ import annotations
+
+import signal
+import sys
+from typing import Any
+
+import click
+
+_FILTER_FLAGS = ("--include", "--exclude")
+
+
+class _FilterOrderCommand(click.Command):
+    """Records --include/--exclude in command-line order: first match wins (filters.py)."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        order: list[tuple[str, str]] = []
+        it = iter(args)
+        for arg in it:
+            if arg == "--":
+                break
+            for flag in _FILTER_FLAGS:
+                if arg == flag:
+                    value = next(it, None)
+                    if value is not None:
+                        order.append((flag[2:], value))
+                elif arg.startswith(flag + "="):
+                    order.append((flag[2:], arg[len(flag) + 1 :]))
+        ctx.meta["filter_order"] = tuple(order)
+        return super().parse_args(ctx, args)
+
+
+@click.command("sync", cls=_FilterOrderCommand)
+@click.argument("src", required=False)
+@click.argument("dst", required=False)
+@click.option("--source", "source_opt", metavar="PATH", help="Source directory (or give SRC).")
+@click.option(
+    "--destination", "dest_opt", metavar="PATH", help="Destination directory (or give DST)."
+)
+@click.option(
+    "--db-path",
+    envvar="ORBIT_DB_PATH",
+    metavar="PATH",
+    help="Jobs DB (SQLite) holding checkpoints. Default: $XDG_STATE_HOME/orbit-fast/jobs.db. "
+    "Must be on a local disk.",
+)
+@click.option(
+    "--mirror",
+    "--delete",
+    "mirror",
+    is_flag=True,
+    help="Also delete destination entries that are not in the source (never excluded ones).",
+)
+@click.option(
+    "--checksum",
+    "-c",
+    is_flag=True,
+    help="Compare content (xxh3-128), not size and mtime, to find changed files.",
+)
+@click.option("--dry-run", "-n", is_flag=True, help="Print the plan; change nothing.")
+@click.option(
+    "--include",
+    multiple=True,
+    metavar="GLOB",
+    help="Take part in the run if this matches first (repeatable).",
+)
+@click.option(
+    "--exclude",
+    multiple=True,
+    metavar="GLOB",
+    help="Leave out if this matches first (repeatable). See docs/sync.md.",
+)
+@click.option(
+    "--concurrency",
+    "-j",
+    type=int,
+    default=0,
+    envvar="ORBIT_CONCURRENCY",
+    show_default="one per CPU",
+    help="Worker processes.",
+)
+@click.option(
+    "--chunk-size-mb",
+    type=float,
+    default=None,
+    envvar="ORBIT_CHUNK_SIZE_MB",
+    help="Block size moved through the ring, in MiB [default: 4].",
+)
+@click.option(
+    "--fsync",
+    "fsync_policy",
+    type=click.Choice(["none", "batch", "file"]),
+    default="batch",
+    envvar="ORBIT_FSYNC",
+    show_default=True,
+    help="none: leave flushing to the OS; batch: flush the destination once before "
+    "reporting success; file: flush every file before its rename.",
+)
+@click.option("--no-sparse", is_flag=True, help="Write zero blocks instead of leaving holes.")
+@click.option(
+    "--json",
+    "json_out",
+    is_flag=True,
+    help="Write one JSON event per line to stdout (for scripts and the hub).",
+)
+@click.option("--no-progress", is_flag=True, help="No progress bar, even on a terminal.")
+@click.pass_context
+def sync_cmd(
+    ctx: click.Context,
+    src: str | None,
+    dst: str | None,
+    source_opt: str | None,
+    dest_opt: str | None,
+    db_path: str | None,
+    mirror: bool,
+    checksum: bool,
+    dry_run: bool,
+    include: tuple[str, ...],
+    exclude: tuple[str, ...],
+    concurrency: int,
+    chunk_size_mb: float | None,
+    fsync_policy: str,
+    no_sparse: bool,
+    json_out: bool,
+    no_progress: bool,
+) -> None:
+    """Copy new and changed files from SRC to DST; rerun the same command to resume."""
+    source = _one(src, source_opt, "SRC", "--source")
+    destination = _one(dst, dest_opt, "DST", "--destination")
+    from orbit_fast.cli.render import Renderer
+    from orbit_fast.config import DEFAULT_CHUNK_SIZE_MB, FsyncPolicy, SyncOptions
+    from orbit_fast.coordinator.coordinator import CancelToken
+    from orbit_fast.errors import ExitCode, OrbitError
+
+    opts = SyncOptions(
+        source=source,
+        destination=destination,
+        mirror=mirror,
+        checksum=checksum,
+        dry_run=dry_run,
+        filters=ctx.meta.get("filter_order", ()),
+        concurrency=concurrency,
+        chunk_size_mb=DEFAULT_CHUNK_SIZE_MB if chunk_size_mb is None else chunk_size_mb,
+        fsync=FsyncPolicy(fsync_policy),
+        db_path=db_path or "",
+        sparse=not no_sparse,
+    )
+    cancel = CancelToken()
+
+    def on_signal(signum: int, frame: Any) -> None:
+        if cancel.cancelled:
+            raise KeyboardInterrupt  # second signal: stop waiting for in-flight blocks
+        cancel.cancel(ExitCode.TERMINATED if signum == signal.SIGTERM else ExitCode.INTERRUPTED)
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    renderer = Renderer(json_out=json_out, progress=not no_progress and not json_out)
+    from orbit_fast.api import sync
+
+    try:
+        summary = sync(options=opts, on_event=renderer, cancel=cancel)
+    except OrbitError as err:
+        renderer.close()
+        if not json_out:
+            click.echo(f"orbit-fast: error: {err}", err=True)
+        sys.exit(int(err.exit_code))
+    renderer.close()
+    sys.exit(summary.exit_code)
+
+
+def _one(arg: str | None, opt: str | None, arg_name: str, opt_name: str) -> str:
+    if arg and opt and arg != opt:
+        raise click.UsageError(f"give {arg_name} or {opt_name}, not both")
+    value = arg or opt
+    if not value:
+        raise click.UsageError(f"missing {arg_name} (or {opt_name} PATH)")
+    return value

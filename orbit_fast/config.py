@@ -1,0 +1,98 @@
+"""Options of a sync run (msgspec Struct) and their validation; importable from every layer.
+
+Precedence: defaults < ORBIT_* environment < CLI flags / API arguments. The same struct is
+what the CLI builds, what `api.sync()` takes and what the jobs DB stores for a job.
+"""
+
+from __future__ import annotations
+
+import os
+from enum import StrEnum
+from pathlib import Path
+
+import msgspec
+
+from orbit_fast.errors import UsageError
+
+MIB = 1 << 20
+# 4 MiB: the best local-to-local throughput of 1/2/4/8/16 MiB blocks on the 2 GB bench tree
+# (docs/performance.md, bench/bench_chunk_size.py); also the top of the guide's 1-4 MB advice.
+DEFAULT_CHUNK_SIZE_MB = 4
+MAX_CHUNK_SIZE_MB = 256
+MAX_CONCURRENCY = 256
+
+
+class FsyncPolicy(StrEnum):
+    """When copied data is forced to stable storage (docs/sync.md, "Durability")."""
+
+    NONE = "none"  # leave it to the OS: survives a crash of orbit-fast, not a power loss
+    BATCH = "batch"  # syncfs() the destination before each checkpoint that records files as done
+    FILE = "file"  # fdatasync each file before its rename, fsync its directory after
+
+
+class SyncOptions(msgspec.Struct, kw_only=True, frozen=True):
+    """Everything that defines one sync run. Paths are stored absolute."""
+
+    source: str
+    destination: str
+    mirror: bool = False
+    checksum: bool = False
+    dry_run: bool = False
+    # (action, pattern) in command-line order; action is "include" or "exclude". First match wins.
+    filters: tuple[tuple[str, str], ...] = ()
+    concurrency: int = 0  # 0 = number of CPUs
+    chunk_size_mb: float = DEFAULT_CHUNK_SIZE_MB
+    fsync: FsyncPolicy = FsyncPolicy.BATCH
+    db_path: str = ""  # "" = default_db_path()
+    sparse: bool = True
+
+    @property
+    def chunk_size_bytes(self) -> int:
+        return int(self.chunk_size_mb * MIB)
+
+    @property
+    def workers(self) -> int:
+        return self.concurrency or (os.cpu_count() or 1)
+
+
+def state_dir() -> Path:
+    """Where orbit-fast keeps its own state: $ORBIT_STATE_DIR, else XDG_STATE_HOME/orbit-fast."""
+    if env := os.environ.get("ORBIT_STATE_DIR"):
+        return Path(env)
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "orbit-fast"
+
+
+def default_db_path() -> Path:
+    return state_dir() / "jobs.db"
+
+
+def validate(opts: SyncOptions) -> SyncOptions:
+    """Check ranges and normalise paths; raise UsageError naming the option and the fix."""
+    if not (isinstance(opts.concurrency, int) and 0 <= opts.concurrency <= MAX_CONCURRENCY):
+        raise UsageError(
+            f"--concurrency must be a whole number from 1 to {MAX_CONCURRENCY} "
+            f"(0 = one per CPU), got {opts.concurrency!r}"
+        )
+    size = opts.chunk_size_mb
+    if not (isinstance(size, int | float) and size > 0 and size <= MAX_CHUNK_SIZE_MB):
+        raise UsageError(
+            f"--chunk-size-mb must be more than 0 and at most {MAX_CHUNK_SIZE_MB}, got {size!r}"
+        )
+    if opts.chunk_size_bytes < 4096:
+        raise UsageError(f"--chunk-size-mb must be at least 4 KiB (0.004), got {size!r}")
+    for action, pattern in opts.filters:
+        if action not in ("include", "exclude") or not pattern:
+            raise UsageError(f"bad filter rule {action!r} {pattern!r}")
+    db = opts.db_path or str(default_db_path())
+    return msgspec.structs.replace(
+        opts,
+        source=os.path.abspath(opts.source),
+        destination=os.path.abspath(opts.destination),
+        db_path=os.path.abspath(os.path.expanduser(db)),
+    )
+
+
+def env_default(name: str, fallback: str | None = None) -> str | None:
+    """An ORBIT_* environment value, used as a flag default (flags override it)."""
+    return os.environ.get(name, fallback)

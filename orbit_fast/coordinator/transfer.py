@@ -1,0 +1,121 @@
+"""Per-file transfer state kept by the coordinator while a file's blocks are in flight.
+
+A Transfer is a queue of block operations ("verify" a block already in the temp file from an
+interrupted run, "copy" a block, then "finalize"), the digests gathered so far and the count of
+tasks still out. Only the coordinator touches it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections import deque
+
+import xxhash
+
+COPY, VERIFY, FINALIZE, DIGEST_SRC, DIGEST_DST = "copy", "verify", "finalize", "dsrc", "ddst"
+_NAME_MAX = 255
+
+
+def temp_name(name: str, token: str) -> str:
+    """Deterministic temp name in the same directory, so an interrupted copy can resume."""
+    tmp = f".{name}.orbit-{token}.tmp"
+    if len(os.fsencode(tmp)) <= _NAME_MAX:
+        return tmp
+    digest = hashlib.sha256(os.fsencode(name)).hexdigest()[:24]
+    return f".orbit-{token}-{digest}.tmp"
+
+
+def is_temp_name(name: str, token: str) -> bool:
+    return name.startswith(".") and (
+        name.endswith(f".orbit-{token}.tmp") or name.startswith(f".orbit-{token}-")
+    )
+
+
+class Transfer:
+    __slots__ = (
+        "rel",
+        "relb",
+        "src",
+        "dst",
+        "tmp",
+        "size",
+        "mtime_ns",
+        "atime_ns",
+        "mode",
+        "action",
+        "block_size",
+        "nblocks",
+        "ops",
+        "outstanding",
+        "blocks_done",
+        "digests",
+        "recorded",
+        "had_partial",
+        "failed",
+        "attempts",
+        "finalizing",
+        "src_digest",
+        "dst_digest",
+        "started",
+    )
+
+    def __init__(
+        self,
+        rel: str,
+        src: str,
+        dst: str,
+        tmp: str,
+        st: os.stat_result,
+        action: str,
+        block_size: int,
+        attempts: int = 0,
+    ) -> None:
+        self.rel = rel
+        self.relb = os.fsencode(rel)
+        self.src, self.dst, self.tmp = src, dst, tmp
+        self.size = st.st_size
+        self.mtime_ns = st.st_mtime_ns
+        self.atime_ns = st.st_atime_ns
+        self.mode = st.st_mode
+        self.action = action
+        self.block_size = block_size
+        self.nblocks = max(1, -(-self.size // block_size))
+        self.ops: deque[tuple[str, int]] = deque()
+        self.outstanding = 0
+        self.blocks_done = 0
+        self.digests: list[bytes | None] = [None] * self.nblocks
+        self.recorded: dict[int, bytes] = {}
+        self.had_partial = False
+        self.failed: str | None = None
+        self.attempts = attempts
+        self.finalizing = False
+        self.src_digest: bytes | None = None
+        self.dst_digest: bytes | None = None
+        self.started = False  # counted in the run's totals (not just compared)
+
+    @property
+    def single(self) -> bool:
+        return self.nblocks == 1
+
+    def block_range(self, idx: int) -> tuple[int, int]:
+        off = idx * self.block_size
+        return off, min(self.block_size, self.size - off)
+
+    def plan_fresh(self) -> None:
+        self.ops.extend((COPY, i) for i in range(self.nblocks))
+
+    def plan_resume(self, recorded: dict[int, bytes]) -> None:
+        """Verify the blocks an interrupted run committed, copy the others."""
+        self.had_partial = True
+        self.recorded = {i: d for i, d in recorded.items() if 0 <= i < self.nblocks}
+        self.ops.extend((VERIFY if i in self.recorded else COPY, i) for i in range(self.nblocks))
+
+    def all_blocks_done(self) -> bool:
+        return self.blocks_done == self.nblocks
+
+    def file_digest(self) -> bytes:
+        """xxh3-128 of the file for one block, else of the concatenated block digests."""
+        if self.single:
+            return self.digests[0] or b""
+        return xxhash.xxh3_128_digest(b"".join(d or b"" for d in self.digests))

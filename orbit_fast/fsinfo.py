@@ -1,0 +1,88 @@
+"""Filesystem facts the engine must not guess: network filesystems (statfs), syncfs.
+
+The deployment guide's first rule is that jobs.db and universe.db never live on SMB/NFS; the
+coordinator asks `network_fs_name()` before it opens a database there.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import os
+
+# f_type magic numbers from linux/magic.h and the filesystems' own headers.
+NETWORK_FS_MAGIC = {
+    0xFF534D42: "cifs",
+    0xFE534D42: "smb2/smb3",
+    0x517B: "smbfs",
+    0x6969: "nfs",
+    0x5346414F: "afs",
+    0x6B414653: "afs (kafs)",
+    0x73757245: "coda",
+    0x00C36400: "ceph",
+    0x01021997: "9p",
+    0x47504653: "gpfs",
+    0x0BD00BD0: "lustre",
+    0x7461636F: "ocfs2",
+}
+_FUSE_MAGIC = 0x65735546
+# FUSE filesystems that reach over the network (from /proc/self/mountinfo's fstype field).
+_NETWORK_FUSE = ("fuse.sshfs", "fuse.rclone", "fuse.s3fs", "fuse.glusterfs", "fuse.smbnetfs")
+
+_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+
+
+class _Statfs(ctypes.Structure):
+    # struct statfs on 64-bit Linux: f_type comes first; the rest is padding for our purpose.
+    _fields_ = [("f_type", ctypes.c_long), ("_rest", ctypes.c_byte * 256)]
+
+
+def fs_type(path: str) -> int:
+    """statfs(2) f_type of the filesystem holding `path` (which must exist)."""
+    buf = _Statfs()
+    if _libc.statfs(os.fsencode(path), ctypes.byref(buf)) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err), path)
+    return buf.f_type & 0xFFFFFFFF
+
+
+def _mount_fstype(path: str) -> str | None:
+    """fstype of the longest mount point containing `path`, from /proc/self/mountinfo."""
+    real = os.path.realpath(path)
+    best, best_type = "", None
+    try:
+        with open("/proc/self/mountinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                left, _, right = line.partition(" - ")
+                fields = left.split()
+                mnt = fields[4].replace("\\040", " ") if len(fields) > 4 else ""
+                if (real == mnt or real.startswith(mnt.rstrip("/") + "/")) and len(mnt) >= len(
+                    best
+                ):
+                    best, best_type = mnt, right.split()[0] if right else None
+    except OSError:
+        return None
+    return best_type
+
+
+def network_fs_name(path: str) -> str | None:
+    """The network filesystem `path` lives on ("cifs", "nfs", ...), or None when it is local."""
+    magic = fs_type(path)
+    if magic in NETWORK_FS_MAGIC:
+        return NETWORK_FS_MAGIC[magic]
+    if magic == _FUSE_MAGIC:
+        kind = _mount_fstype(path)
+        if kind and kind.startswith(_NETWORK_FUSE):
+            return kind
+    return None
+
+
+def syncfs(path: str) -> None:
+    """Flush every dirty page of the filesystem holding `path` (syncfs(2))."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        if _libc.syncfs(fd) != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, os.strerror(err), path)
+    finally:
+        os.close(fd)

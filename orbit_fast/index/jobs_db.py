@@ -1,0 +1,339 @@
+"""The jobs DB: jobs, runs, per-file state and block checkpoints (SQLite in WAL mode).
+
+Only the coordinator opens it, and only one coordinator at a time: `JobsDB.open` takes an
+exclusive flock on "<db>.lock" (released by the kernel if the process dies, so a kill -9 never
+leaves a stale lock) and refuses databases on network filesystems. Paths are stored as BLOBs
+(os.fsencode) so that names that are not valid UTF-8 round-trip.
+
+Durability: WAL with synchronous=NORMAL is always consistent; a power loss may roll back the
+last checkpoints, which only means those blocks are verified or copied again on the rerun.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import secrets
+import sqlite3
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from orbit_fast.errors import DatabaseBusy, DatabaseError, NetworkFilesystemError
+from orbit_fast.fsinfo import network_fs_name
+
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS jobs (
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    kind TEXT NOT NULL,
+    source TEXT NOT NULL,
+    destination TEXT NOT NULL,
+    options TEXT NOT NULL,
+    token TEXT NOT NULL,
+    state TEXT NOT NULL DEFAULT 'pending',
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL,
+    last_error TEXT
+);
+CREATE TABLE IF NOT EXISTS runs (
+    id INTEGER PRIMARY KEY,
+    job_id INTEGER NOT NULL REFERENCES jobs(id),
+    started_at REAL NOT NULL,
+    finished_at REAL,
+    state TEXT NOT NULL,
+    exit_code INTEGER,
+    stats TEXT
+);
+CREATE TABLE IF NOT EXISTS files (
+    job_id INTEGER NOT NULL,
+    path BLOB NOT NULL,
+    size INTEGER NOT NULL,
+    mtime_ns INTEGER NOT NULL,
+    digest BLOB NOT NULL,
+    run_id INTEGER NOT NULL,
+    PRIMARY KEY (job_id, path)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS partials (
+    job_id INTEGER NOT NULL,
+    path BLOB NOT NULL,
+    src_size INTEGER NOT NULL,
+    src_mtime_ns INTEGER NOT NULL,
+    block_size INTEGER NOT NULL,
+    tmp BLOB NOT NULL,
+    PRIMARY KEY (job_id, path)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS blocks (
+    job_id INTEGER NOT NULL,
+    path BLOB NOT NULL,
+    idx INTEGER NOT NULL,
+    digest BLOB NOT NULL,
+    PRIMARY KEY (job_id, path, idx)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS file_errors (
+    run_id INTEGER NOT NULL,
+    path BLOB NOT NULL,
+    msgid TEXT NOT NULL,
+    message TEXT NOT NULL
+);
+"""
+
+
+@dataclass(frozen=True)
+class Job:
+    id: int
+    name: str
+    token: str  # short random id, part of temp file names: ".<name>.orbit-<token>.tmp"
+
+
+@dataclass(frozen=True)
+class Partial:
+    src_size: int
+    src_mtime_ns: int
+    block_size: int
+    tmp: str
+    blocks: dict[int, bytes]
+
+
+class JobsDB:
+    def __init__(self, path: str, conn: sqlite3.Connection, lock_fd: int):
+        self.path = path
+        self._conn = conn
+        self._lock_fd = lock_fd
+        self._ops: list[tuple[str, tuple[object, ...]]] = []
+
+    @classmethod
+    def open(cls, path: str) -> JobsDB:
+        directory = os.path.dirname(path) or "."
+        try:
+            os.makedirs(directory, exist_ok=True)
+        except OSError as exc:
+            raise DatabaseError(
+                f"cannot create the jobs DB directory {directory}: {exc.strerror}; "
+                "choose another --db-path"
+            ) from exc
+        fs = network_fs_name(directory)
+        if fs:
+            raise NetworkFilesystemError(
+                f"the jobs DB {path} would live on a network filesystem ({fs}); SQLite over "
+                "SMB/NFS corrupts databases. Put --db-path on a local disk "
+                "(the deployment guide's first rule)"
+            )
+        lock_path = path + ".lock"
+        lock_fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(lock_fd, 32, 0).decode(errors="replace").strip() or "?"
+            os.close(lock_fd)
+            raise DatabaseBusy(
+                f"another orbit-fast process (pid {holder}) is using the jobs DB {path}; "
+                "wait for it to finish, or give this run its own --db-path"
+            ) from None
+        os.ftruncate(lock_fd, 0)
+        os.pwrite(lock_fd, f"{os.getpid()}\n".encode(), 0)
+        try:
+            conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.executescript(_SCHEMA)
+            row = conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+            if row is None:
+                conn.execute(
+                    "INSERT INTO meta(key, value) VALUES ('schema_version', ?)",
+                    (str(SCHEMA_VERSION),),
+                )
+            elif int(row[0]) > SCHEMA_VERSION:
+                raise DatabaseError(
+                    f"the jobs DB {path} has schema version {row[0]}, newer than this "
+                    f"orbit-fast understands ({SCHEMA_VERSION}); upgrade orbit-fast"
+                )
+        except sqlite3.DatabaseError as exc:
+            os.close(lock_fd)
+            raise DatabaseError(
+                f"the jobs DB {path} is unreadable ({exc}); move it aside and rerun "
+                "(the destination is intact: files already copied are skipped)"
+            ) from exc
+        return cls(path, conn, lock_fd)
+
+    def close(self) -> None:
+        self._conn.close()
+        os.close(self._lock_fd)
+
+    # -- jobs and runs ---------------------------------------------------------------------
+
+    def get_or_create_job(
+        self, name: str, kind: str, source: str, destination: str, options: str
+    ) -> Job:
+        now = time.time()
+        row = self._conn.execute("SELECT id, token FROM jobs WHERE name=?", (name,)).fetchone()
+        if row is None:
+            token = secrets.token_hex(4)
+            cur = self._conn.execute(
+                "INSERT INTO jobs(name, kind, source, destination, options, token, created_at,"
+                " updated_at) VALUES (?,?,?,?,?,?,?,?)",
+                (name, kind, source, destination, options, token, now, now),
+            )
+            return Job(int(cur.lastrowid or 0), name, token)
+        self._conn.execute(
+            "UPDATE jobs SET options=?, updated_at=? WHERE id=?", (options, now, row[0])
+        )
+        return Job(int(row[0]), name, str(row[1]))
+
+    def start_run(self, job_id: int) -> int:
+        now = time.time()
+        self._conn.execute("BEGIN IMMEDIATE")
+        # A run left 'running' by a crash is over: it is what this run resumes.
+        self._conn.execute(
+            "UPDATE runs SET state='crashed', finished_at=? WHERE job_id=? AND state='running'",
+            (now, job_id),
+        )
+        cur = self._conn.execute(
+            "INSERT INTO runs(job_id, started_at, state) VALUES (?,?, 'running')", (job_id, now)
+        )
+        self._conn.execute(
+            "UPDATE jobs SET state='running', updated_at=? WHERE id=?", (now, job_id)
+        )
+        self._conn.execute("COMMIT")
+        return int(cur.lastrowid or 0)
+
+    def finish_run(
+        self, job_id: int, run_id: int, state: str, exit_code: int, stats: str, error: str | None
+    ) -> None:
+        now = time.time()
+        self._conn.execute("BEGIN IMMEDIATE")
+        self._conn.execute(
+            "UPDATE runs SET state=?, finished_at=?, exit_code=?, stats=? WHERE id=?",
+            (state, now, exit_code, stats, run_id),
+        )
+        self._conn.execute(
+            "UPDATE jobs SET state=?, updated_at=?, last_error=? WHERE id=?",
+            (state, now, error, job_id),
+        )
+        self._conn.execute("COMMIT")
+
+    def runs(self, job_id: int) -> list[tuple[int, str, int | None]]:
+        return [
+            (int(r[0]), str(r[1]), r[2])
+            for r in self._conn.execute(
+                "SELECT id, state, exit_code FROM runs WHERE job_id=? ORDER BY id", (job_id,)
+            )
+        ]
+
+    # -- resume state ----------------------------------------------------------------------
+
+    def partial(self, job_id: int, path: bytes) -> Partial | None:
+        row = self._conn.execute(
+            "SELECT src_size, src_mtime_ns, block_size, tmp FROM partials"
+            " WHERE job_id=? AND path=?",
+            (job_id, path),
+        ).fetchone()
+        if row is None:
+            return None
+        blocks = {
+            int(i): bytes(d)
+            for i, d in self._conn.execute(
+                "SELECT idx, digest FROM blocks WHERE job_id=? AND path=?", (job_id, path)
+            )
+        }
+        return Partial(int(row[0]), int(row[1]), int(row[2]), os.fsdecode(row[3]), blocks)
+
+    def partial_paths(self, job_id: int) -> set[bytes]:
+        return {
+            bytes(r[0])
+            for r in self._conn.execute("SELECT path FROM partials WHERE job_id=?", (job_id,))
+        }
+
+    # Writes are queued in order and applied by checkpoint() in one transaction.
+
+    def queue_partial(
+        self, job_id: int, path: bytes, size: int, mtime_ns: int, block_size: int, tmp: bytes
+    ) -> None:
+        self._ops.append(("DELETE FROM blocks WHERE job_id=? AND path=?", (job_id, path)))
+        self._ops.append(
+            (
+                "INSERT OR REPLACE INTO partials VALUES (?,?,?,?,?,?)",
+                (job_id, path, size, mtime_ns, block_size, tmp),
+            )
+        )
+
+    def queue_block(self, job_id: int, path: bytes, idx: int, digest: bytes) -> None:
+        self._ops.append(
+            ("INSERT OR REPLACE INTO blocks VALUES (?,?,?,?)", (job_id, path, idx, digest))
+        )
+
+    def queue_file_done(
+        self,
+        job_id: int,
+        run_id: int,
+        path: bytes,
+        size: int,
+        mtime_ns: int,
+        digest: bytes,
+        had_partial: bool,
+    ) -> None:
+        if had_partial:
+            self._ops.append(("DELETE FROM blocks WHERE job_id=? AND path=?", (job_id, path)))
+            self._ops.append(("DELETE FROM partials WHERE job_id=? AND path=?", (job_id, path)))
+        self._ops.append(
+            (
+                "INSERT OR REPLACE INTO files VALUES (?,?,?,?,?,?)",
+                (job_id, path, size, mtime_ns, digest, run_id),
+            )
+        )
+
+    def queue_drop_partial(self, job_id: int, path: bytes) -> None:
+        self._ops.append(("DELETE FROM blocks WHERE job_id=? AND path=?", (job_id, path)))
+        self._ops.append(("DELETE FROM partials WHERE job_id=? AND path=?", (job_id, path)))
+
+    def queue_file_deleted(self, job_id: int, path: bytes) -> None:
+        self._ops.append(("DELETE FROM files WHERE job_id=? AND path=?", (job_id, path)))
+
+    def queue_error(self, run_id: int, path: bytes, msgid: str, message: str) -> None:
+        self._ops.append(
+            ("INSERT INTO file_errors VALUES (?,?,?,?)", (run_id, path, msgid, message))
+        )
+
+    @property
+    def pending_ops(self) -> int:
+        return len(self._ops)
+
+    def checkpoint(self) -> int:
+        """Apply every queued write in one transaction; returns how many were applied."""
+        ops, self._ops = self._ops, []
+        if not ops:
+            return 0
+        self._conn.execute("BEGIN IMMEDIATE")
+        try:
+            for sql, group in _grouped(ops):
+                self._conn.executemany(sql, group)
+            self._conn.execute("COMMIT")
+        except BaseException:
+            self._conn.execute("ROLLBACK")
+            self._ops = ops + self._ops
+            raise
+        return len(ops)
+
+    def integrity_check(self) -> str:
+        return str(self._conn.execute("PRAGMA integrity_check").fetchone()[0])
+
+    def execute(self, sql: str, params: tuple[object, ...] = ()) -> list[tuple[object, ...]]:
+        """Read-only queries for tests and tools."""
+        return list(self._conn.execute(sql, params))
+
+
+def _grouped(
+    ops: list[tuple[str, tuple[object, ...]]],
+) -> Iterable[tuple[str, list[tuple[object, ...]]]]:
+    """Consecutive runs of the same statement, for executemany (order is preserved)."""
+    sql0, group = ops[0][0], [ops[0][1]]
+    for sql, params in ops[1:]:
+        if sql == sql0:
+            group.append(params)
+        else:
+            yield sql0, group
+            sql0, group = sql, [params]
+    yield sql0, group

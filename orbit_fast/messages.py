@@ -1,0 +1,142 @@
+"""Control messages between the coordinator and its workers: tagged msgspec Structs.
+
+Tasks flow coordinator -> worker, results worker -> coordinator, each over that worker's own
+pipe as msgpack. They name ring slots by number; the bytes themselves stay in shared memory and
+are never part of a message. Paths travel as bytes (os.fsencode) so that any file name
+the OS accepts round-trips, valid UTF-8 or not. One Encoder/Decoder per union per process, reused.
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+
+class _Msg(msgspec.Struct, tag=True, array_like=True, frozen=True):
+    pass
+
+
+class Finalize(_Msg):
+    """Turn a finished temp file into the destination file (worker side of the rename)."""
+
+    tmp: bytes
+    dst: bytes
+    size: int
+    mtime_ns: int
+    atime_ns: int
+    mode: int
+    src: bytes
+    src_size: int  # the source stat seen by the scan; a change means "copy again"
+    src_mtime_ns: int
+    fsync: bool  # fdatasync the file before the rename, fsync the directory after
+
+
+# ---- tasks ---------------------------------------------------------------------------------
+
+
+class CopyBlock(_Msg):
+    """Read [offset, offset+length) of src into ring slot `slot`, digest it, write it to tmp.
+
+    With `finalize` set the file is a single block: the worker creates the temp file itself
+    and renames it into place afterwards, in one round trip.
+    """
+
+    task_id: int
+    slot: int
+    src: bytes
+    tmp: bytes
+    offset: int
+    length: int
+    sparse: bool
+    finalize: Finalize | None = None
+
+
+class VerifyBlock(_Msg):
+    """Read a block of an existing temp file into a slot and return its digest (resume check)."""
+
+    task_id: int
+    slot: int
+    path: bytes
+    offset: int
+    length: int
+
+
+class DigestFile(_Msg):
+    """Digest a whole file through one slot (for --checksum)."""
+
+    task_id: int
+    slot: int
+    path: bytes
+
+
+class FinalizeFile(_Msg):
+    task_id: int
+    finalize: Finalize
+
+
+class Shutdown(_Msg):
+    pass
+
+
+Task = CopyBlock | VerifyBlock | DigestFile | FinalizeFile | Shutdown
+
+
+# ---- results -------------------------------------------------------------------------------
+
+
+class WorkerReady(_Msg):
+    worker: int
+    pid: int
+
+
+class BlockCopied(_Msg):
+    task_id: int
+    length: int
+    digest: bytes  # xxh3-128 of the block, 16 bytes
+    finalized: bool  # the single-block case: already renamed into place
+
+
+class BlockVerified(_Msg):
+    task_id: int
+    length: int
+    digest: bytes
+
+
+class FileDigested(_Msg):
+    task_id: int
+    size: int
+    digest: bytes
+
+
+class FileFinalized(_Msg):
+    task_id: int
+
+
+class SourceChanged(_Msg):
+    """The source's size or mtime moved while it was copied; the copy was discarded."""
+
+    task_id: int
+    detail: str
+
+
+class TaskFailed(_Msg):
+    """An OSError in the task. side is "source" (a warning: skip the file) or "destination"."""
+
+    task_id: int
+    side: str
+    errno: int
+    message: str
+
+
+Result = (
+    WorkerReady
+    | BlockCopied
+    | BlockVerified
+    | FileDigested
+    | FileFinalized
+    | SourceChanged
+    | TaskFailed
+)
+
+task_encoder = msgspec.msgpack.Encoder()
+task_decoder = msgspec.msgpack.Decoder(Task)
+result_decoder = msgspec.msgpack.Decoder(Result)

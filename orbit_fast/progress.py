@@ -1,0 +1,141 @@
+"""Progress events of a run and the counters they are made from.
+
+Events are msgspec Structs tagged by `event`; `--json` prints each as one line and the hub
+stores and streams the same objects. Counters are updated by the coordinator where results
+arrive (bytes are counted when a worker reports them written, not when they are planned).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+import msgspec
+
+
+class _Event(msgspec.Struct, tag_field="event", kw_only=True, frozen=True):
+    pass
+
+
+class Started(_Event, tag="start"):
+    job_id: int
+    run_id: int
+    source: str
+    destination: str
+    dry_run: bool
+    workers: int
+    chunk_size_bytes: int
+
+
+class FileDone(_Event, tag="file_done"):
+    path: str
+    action: str  # copy | update | resume | delete | mkdir | link | meta | plan-*
+    size: int
+
+
+class Progress(_Event, tag="progress"):
+    files_done: int
+    files_total: int
+    bytes_done: int
+    bytes_total: int
+    scan_done: bool
+    rate_bps: float
+    eta_s: float | None
+    elapsed_s: float
+    queue_depth: int
+
+
+class Warning(_Event, tag="warning"):  # noqa: A001 - the event's name on the wire
+    msgid: str
+    path: str
+    message: str
+
+
+class Error(_Event, tag="error"):
+    msgid: str
+    message: str
+    exit_code: int
+
+
+class Summary(_Event, tag="summary"):
+    job_id: int
+    run_id: int
+    exit_code: int
+    files_scanned: int
+    files_copied: int
+    files_unchanged: int
+    files_deleted: int
+    dirs_created: int
+    links_created: int
+    bytes_copied: int
+    bytes_resumed: int  # already at the destination from an interrupted run, verified by digest
+    bytes_total: int
+    warnings: int
+    skipped: list[str]
+    elapsed_s: float
+    dry_run: bool
+
+
+Event = Started | FileDone | Progress | Warning | Error | Summary
+
+_json = msgspec.json.Encoder()
+
+
+def encode_json(event: Event) -> bytes:
+    return _json.encode(event)
+
+
+def display_path(rel: str) -> str:
+    """A path fit for JSON and terminals: undecodable bytes shown as \\xNN."""
+    try:
+        rel.encode("utf-8")
+        return rel
+    except UnicodeEncodeError:
+        return os.fsencode(rel).decode("utf-8", "backslashreplace")
+
+
+class Counters:
+    """Totals of one run; the coordinator is their only writer."""
+
+    def __init__(self) -> None:
+        self.t0 = time.monotonic()
+        self.files_scanned = 0
+        self.files_total = 0  # files planned for transfer
+        self.files_done = 0
+        self.files_copied = 0
+        self.files_unchanged = 0
+        self.files_deleted = 0
+        self.dirs_created = 0
+        self.links_created = 0
+        self.bytes_total = 0
+        self.bytes_done = 0  # copied + resumed
+        self.bytes_copied = 0
+        self.bytes_resumed = 0
+        self.warnings = 0
+        self.skipped: list[str] = []
+        self.scan_done = False
+        self._rate_t = self.t0
+        self._rate_b = 0
+        self.rate_bps = 0.0
+
+    def progress(self, queue_depth: int) -> Progress:
+        now = time.monotonic()
+        dt = now - self._rate_t
+        if dt >= 0.5:
+            inst = (self.bytes_done - self._rate_b) / dt
+            # Exponential smoothing: a steady rate for the ETA, still quick to follow changes.
+            self.rate_bps = inst if self.rate_bps == 0 else 0.7 * self.rate_bps + 0.3 * inst
+            self._rate_t, self._rate_b = now, self.bytes_done
+        left = self.bytes_total - self.bytes_done
+        eta = left / self.rate_bps if self.scan_done and self.rate_bps > 0 else None
+        return Progress(
+            files_done=self.files_done,
+            files_total=self.files_total,
+            bytes_done=self.bytes_done,
+            bytes_total=self.bytes_total,
+            scan_done=self.scan_done,
+            rate_bps=round(self.rate_bps, 1),
+            eta_s=None if eta is None else round(eta, 1),
+            elapsed_s=round(now - self.t0, 3),
+            queue_depth=queue_depth,
+        )

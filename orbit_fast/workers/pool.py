@@ -1,0 +1,154 @@
+"""WorkerPool: starts N worker processes once per run, supervises and replaces them.
+
+Each worker has two pipes of its own (tasks in, results out), so a worker killed mid-message
+can never leave a shared lock held. `wait()` multiplexes every result pipe and every process
+sentinel; a dead worker is reported to the coordinator, which requeues its tasks, and replaced.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection, wait
+
+from orbit_fast import messages as m
+from orbit_fast.workers.ring import SharedRing
+from orbit_fast.workers.worker import worker_main
+
+
+@dataclass
+class _Slot:
+    proc: mp.process.BaseProcess
+    tasks: Connection
+    results: Connection
+    outstanding: set[int] = field(default_factory=set)
+
+
+@dataclass
+class Death:
+    worker: int
+    exitcode: int | None
+    task_ids: set[int]
+
+
+class WorkerPool:
+    def __init__(self, size: int, ring: SharedRing):
+        # spawn: workers inherit no file descriptors, locks or DB handles from the coordinator,
+        # which matters when the engine is embedded in the threaded hub.
+        self._ctx = mp.get_context("spawn")
+        self.size = size
+        self.ring = ring
+        self._workers: list[_Slot | None] = [None] * size
+        self._enc = m.task_encoder
+        self.deaths = 0
+
+    def start(self) -> None:
+        for i in range(self.size):
+            self._start(i)
+
+    def _start(self, i: int) -> None:
+        task_r, task_w = self._ctx.Pipe(duplex=False)
+        res_r, res_w = self._ctx.Pipe(duplex=False)
+        proc = self._ctx.Process(
+            target=worker_main,
+            args=(
+                i,
+                self.ring.name,
+                self.ring.slot_size,
+                self.ring.slots,
+                task_r,
+                res_w,
+                os.getpid(),
+            ),
+            name=f"orbit-worker-{i}",
+            daemon=True,
+        )
+        proc.start()
+        task_r.close()
+        res_w.close()
+        self._workers[i] = _Slot(proc, task_w, res_r)
+
+    def pids(self) -> list[int]:
+        return [w.proc.pid or 0 for w in self._workers if w is not None]
+
+    def load(self, i: int) -> int:
+        w = self._workers[i]
+        return len(w.outstanding) if w else 1 << 30
+
+    def least_loaded(self) -> int:
+        return min(range(self.size), key=self.load)
+
+    def send(self, i: int, task_id: int, task: m.Task) -> None:
+        w = self._workers[i]
+        assert w is not None
+        w.outstanding.add(task_id)
+        try:
+            w.tasks.send_bytes(self._enc.encode(task))
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the death is seen by wait(), which returns this task for requeueing
+
+    def wait(self, timeout: float) -> tuple[list[tuple[int, m.Result]], list[Death]]:
+        conns: dict[object, tuple[int, str]] = {}
+        for i, w in enumerate(self._workers):
+            if w is not None:
+                conns[w.results] = (i, "r")
+                conns[w.proc.sentinel] = (i, "s")
+        results: list[tuple[int, m.Result]] = []
+        dead: set[int] = set()
+        for ready in wait(list(conns), timeout):
+            i, kind = conns[ready]
+            if kind == "s":
+                dead.add(i)
+                continue
+            if not self._drain(i, results):
+                dead.add(i)
+        for i in dead:
+            self._drain(i, results)  # results sent just before dying still count
+        deaths = [self._bury(i) for i in sorted(dead)]
+        return results, deaths
+
+    def _drain(self, i: int, out: list[tuple[int, m.Result]]) -> bool:
+        """Read every complete result waiting on worker i's pipe; False on EOF."""
+        w = self._workers[i]
+        assert w is not None
+        try:
+            while w.results.poll():
+                res = m.result_decoder.decode(w.results.recv_bytes())
+                tid = getattr(res, "task_id", None)
+                if tid is not None:
+                    w.outstanding.discard(tid)
+                out.append((i, res))
+        except (EOFError, OSError):
+            return False
+        return True
+
+    def _bury(self, i: int) -> Death:
+        w = self._workers[i]
+        assert w is not None
+        # Results already in the pipe before death were read above; what is left was lost.
+        w.proc.join(timeout=5)
+        death = Death(i, w.proc.exitcode, set(w.outstanding))
+        w.tasks.close()
+        w.results.close()
+        self.deaths += 1
+        self._start(i)
+        return death
+
+    def shutdown(self, timeout_s: float = 10.0) -> None:
+        for w in self._workers:
+            if w is not None:
+                try:
+                    w.tasks.send_bytes(self._enc.encode(m.Shutdown()))
+                except OSError:
+                    pass
+        for w in self._workers:
+            if w is None:
+                continue
+            w.proc.join(timeout_s)
+            if w.proc.is_alive():
+                w.proc.kill()
+                w.proc.join()
+            w.tasks.close()
+            w.results.close()
+        self._workers = [None] * self.size

@@ -1,0 +1,243 @@
+"""Worker process: executes block tasks on ring slots and reports one result per task.
+
+A worker is a pure transform of files through its lent slot: it reads source bytes into the
+slot, digests them (xxh3-128), writes them to the temp file and, for the last step, renames the
+temp file into place. It never opens a database and keeps no state between tasks; the
+coordinator owns slots, files and progress. It exits on Shutdown, on EOF of its task pipe, or
+when its parent disappears.
+"""
+
+from __future__ import annotations
+
+import errno as errno_mod
+import os
+import signal
+from multiprocessing.connection import Connection
+
+import xxhash
+
+from orbit_fast import messages as m
+from orbit_fast._native import kernels
+from orbit_fast.workers.ring import SharedRing
+
+_PARENT_POLL_S = 1.0
+
+
+def worker_main(
+    index: int,
+    ring_name: str,
+    slot_size: int,
+    slots: int,
+    tasks: Connection,
+    results: Connection,
+    parent_pid: int,
+) -> None:
+    # Ctrl-C and SIGTERM go to the coordinator, which checkpoints and then sends Shutdown;
+    # a worker killed mid-write would only cost a requeue, but a clean stop costs nothing.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    ring = SharedRing.attach(ring_name, slot_size, slots)
+    runner = _Runner(ring)
+    enc = m.task_encoder
+    results.send_bytes(enc.encode(m.WorkerReady(worker=index, pid=os.getpid())))
+    try:
+        while True:
+            if not tasks.poll(_PARENT_POLL_S):
+                if os.getppid() != parent_pid:
+                    return
+                continue
+            try:
+                raw = tasks.recv_bytes()
+            except EOFError:
+                return
+            task = m.task_decoder.decode(raw)
+            if isinstance(task, m.Shutdown):
+                return
+            results.send_bytes(enc.encode(runner.run(task)))
+    finally:
+        runner.close()
+        ring.close()
+
+
+class _Side(Exception):
+    """An OSError tagged with the side it happened on."""
+
+    def __init__(self, side: str, exc: OSError, path: bytes):
+        self.side, self.exc, self.path = side, exc, path
+
+
+class _Runner:
+    def __init__(self, ring: SharedRing):
+        self.ring = ring
+        self.is_zero = kernels().is_zero
+
+    def close(self) -> None:
+        pass
+
+    def run(self, task: m.Task) -> m.Result:
+        try:
+            if isinstance(task, m.CopyBlock):
+                return self._copy(task)
+            if isinstance(task, m.VerifyBlock):
+                return self._verify(task)
+            if isinstance(task, m.DigestFile):
+                return self._digest_file(task)
+            if isinstance(task, m.FinalizeFile):
+                return self._finalize(task.task_id, task.finalize)
+        except _Side as err:
+            shown = (
+                os.fsdecode(err.path)
+                .encode("utf-8", "surrogateescape")
+                .decode("utf-8", "backslashreplace")
+            )
+            msg = f"{err.exc.strerror or err.exc}: {shown}"
+            return m.TaskFailed(
+                task_id=task.task_id, side=err.side, errno=err.exc.errno or 0, message=msg
+            )
+        raise TypeError(f"unexpected task {task!r}")
+
+    def _read_into(self, path: bytes, view: memoryview, offset: int) -> int:
+        """Fill `view` from `path` at `offset`; fewer bytes only at end of file."""
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError as exc:
+            raise _Side("source", exc, path) from exc
+        try:
+            got, want = 0, len(view)
+            while got < want:
+                n = os.preadv(fd, [view[got:]], offset + got)
+                if n == 0:
+                    break
+                got += n
+            return got
+        except OSError as exc:
+            raise _Side("source", exc, path) from exc
+        finally:
+            os.close(fd)
+
+    def _copy(self, t: m.CopyBlock) -> m.Result:
+        view = self.ring.view(t.slot, t.length)
+        try:
+            got = self._read_into(t.src, view, t.offset)
+            if got != t.length:
+                if t.finalize is None:
+                    return m.SourceChanged(
+                        task_id=t.task_id, detail=f"shrank below {t.offset + t.length} bytes"
+                    )
+                return m.SourceChanged(task_id=t.task_id, detail=f"{got} of {t.length} bytes")
+            digest = xxhash.xxh3_128_digest(view)
+            flags = os.O_WRONLY | os.O_CLOEXEC
+            if t.finalize is not None:
+                flags |= os.O_CREAT | os.O_TRUNC
+            try:
+                fd = os.open(t.tmp, flags, 0o600)
+                try:
+                    # A zero block becomes a hole: Finalize sets the length with ftruncate.
+                    if got and not (t.sparse and self.is_zero(view)):
+                        done = 0
+                        while done < got:
+                            done += os.pwrite(fd, view[done:], t.offset + done)
+                finally:
+                    os.close(fd)
+            except OSError as exc:
+                raise _Side("destination", exc, t.tmp) from exc
+        finally:
+            view.release()
+        if t.finalize is not None:
+            fin = self._finalize(t.task_id, t.finalize)
+            if not isinstance(fin, m.FileFinalized):
+                return fin
+        return m.BlockCopied(
+            task_id=t.task_id, length=got, digest=digest, finalized=t.finalize is not None
+        )
+
+    def _verify(self, t: m.VerifyBlock) -> m.Result:
+        view = self.ring.view(t.slot, t.length)
+        try:
+            try:
+                got = self._read_into(t.path, view, t.offset)
+            except _Side as err:  # a missing temp file just means "nothing to keep"
+                if err.exc.errno == errno_mod.ENOENT:
+                    return m.BlockVerified(task_id=t.task_id, length=0, digest=b"")
+                raise _Side("destination", err.exc, t.path) from err.exc
+            return m.BlockVerified(
+                task_id=t.task_id, length=got, digest=xxhash.xxh3_128_digest(view[:got])
+            )
+        finally:
+            view.release()
+
+    def _digest_file(self, t: m.DigestFile) -> m.Result:
+        view = self.ring.view(t.slot)
+        h = xxhash.xxh3_128()
+        size = 0
+        try:
+            try:
+                fd = os.open(t.path, os.O_RDONLY | os.O_CLOEXEC)
+            except OSError as exc:
+                raise _Side("source", exc, t.path) from exc
+            try:
+                while n := os.readv(fd, [view]):
+                    h.update(view[:n])
+                    size += n
+            except OSError as exc:
+                raise _Side("source", exc, t.path) from exc
+            finally:
+                os.close(fd)
+        finally:
+            view.release()
+        return m.FileDigested(task_id=t.task_id, size=size, digest=h.digest())
+
+    def _finalize(self, task_id: int, f: m.Finalize) -> m.Result:
+        try:
+            st = os.lstat(f.src)
+        except OSError as exc:
+            _unlink_quietly(f.tmp)
+            raise _Side("source", exc, f.src) from exc
+        if st.st_size != f.src_size or st.st_mtime_ns != f.src_mtime_ns:
+            _unlink_quietly(f.tmp)
+            return m.SourceChanged(
+                task_id=task_id,
+                detail=f"size {f.src_size}->{st.st_size}, mtime_ns {f.src_mtime_ns}->"
+                f"{st.st_mtime_ns}",
+            )
+        try:
+            try:
+                fd = os.open(f.tmp, os.O_WRONLY | os.O_CLOEXEC)
+            except FileNotFoundError:
+                # Requeued after a worker died between the rename and its report: done already.
+                if _matches(f.dst, f.size, f.mtime_ns):
+                    return m.FileFinalized(task_id=task_id)
+                raise
+            try:
+                os.ftruncate(fd, f.size)
+                if f.fsync:
+                    os.fdatasync(fd)
+                os.fchmod(fd, f.mode & 0o7777)
+            finally:
+                os.close(fd)
+            os.utime(f.tmp, ns=(f.atime_ns, f.mtime_ns))
+            os.replace(f.tmp, f.dst)
+            if f.fsync:
+                dfd = os.open(os.path.dirname(f.dst) or b".", os.O_RDONLY | os.O_DIRECTORY)
+                try:
+                    os.fsync(dfd)
+                finally:
+                    os.close(dfd)
+        except OSError as exc:
+            raise _Side("destination", exc, f.dst) from exc
+        return m.FileFinalized(task_id=task_id)
+
+
+def _matches(path: bytes, size: int, mtime_ns: int) -> bool:
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return False
+    return st.st_size == size and st.st_mtime_ns == mtime_ns
+
+
+def _unlink_quietly(path: bytes) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass

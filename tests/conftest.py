@@ -1,0 +1,133 @@
+"""Shared fixtures: isolated state dirs, a seeded rng, tree builders and comparers."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import xxhash
+
+ORBIT = [sys.executable, "-m", "orbit_fast"]
+
+
+@pytest.fixture(autouse=True)
+def _isolated_state(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch):
+    for key in list(os.environ):
+        if key.startswith("ORBIT_"):
+            monkeypatch.delenv(key)
+    state = tmp_path_factory.mktemp("state")
+    monkeypatch.setenv("XDG_STATE_HOME", str(state))
+
+
+class SeededRandom(random.Random):
+    def __init__(self, seed: int):
+        super().__init__(seed)
+        self.seed_value = seed
+
+    def __repr__(self) -> str:
+        return f"SeededRandom(seed={self.seed_value})"
+
+
+@pytest.fixture
+def rng(request: pytest.FixtureRequest) -> SeededRandom:
+    seed = int(os.environ.get("ORBIT_TEST_SEED", "0")) or (hash(request.node.nodeid) & 0xFFFFFF)
+    return SeededRandom(seed)
+
+
+def write(path: Path, data: bytes, mtime: float | None = None, mode: int | None = None) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    if mode is not None:
+        path.chmod(mode)
+    if mtime is not None:
+        os.utime(path, (mtime, mtime))
+    return path
+
+
+def make_tree(root: Path, rng: random.Random, files: int = 60, max_size: int = 20000) -> Path:
+    """Nested dirs of random files with varied modes and mtimes, an empty dir and a symlink."""
+    for i in range(files):
+        depth = rng.randint(0, 3) if i >= 2 else 0
+        parts = [f"d{rng.randint(0, 4)}" for _ in range(depth)]
+        size = rng.choice([0, 1, rng.randint(2, max_size)])
+        data = rng.randbytes(size)
+        write(
+            root.joinpath(*parts, f"f{i}.bin"),
+            data,
+            mtime=1_600_000_000 + rng.randint(0, 10**7) + rng.random(),
+            mode=rng.choice([0o644, 0o600, 0o755, 0o640]),
+        )
+    (root / "empty_dir").mkdir(parents=True, exist_ok=True)
+    (root / "link_to_f0").symlink_to("f0.bin")
+    (root / "dangling").symlink_to("../nowhere/at/all")
+    return root
+
+
+def snapshot(root: Path, with_dir_times: bool = True) -> dict[str, tuple]:
+    """Everything sync promises to preserve: kind, content digest, mode, mtime_ns, link target."""
+    out: dict[str, tuple] = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames + filenames:
+            full = os.path.join(dirpath, name)
+            rel = os.path.relpath(full, root)
+            st = os.lstat(full)
+            if stat.S_ISLNK(st.st_mode):
+                out[rel] = ("link", os.readlink(full), st.st_mtime_ns)
+            elif stat.S_ISDIR(st.st_mode):
+                out[rel] = (
+                    "dir",
+                    stat.S_IMODE(st.st_mode),
+                    st.st_mtime_ns if with_dir_times else 0,
+                )
+            else:
+                h = xxhash.xxh3_128()
+                with open(full, "rb") as f:
+                    while chunk := f.read(1 << 22):
+                        h.update(chunk)
+                out[rel] = (
+                    "file",
+                    h.hexdigest(),
+                    st.st_size,
+                    stat.S_IMODE(st.st_mode),
+                    st.st_mtime_ns,
+                )
+    return out
+
+
+def assert_same_tree(src: Path, dst: Path, with_dir_times: bool = True) -> None:
+    a, b = snapshot(src, with_dir_times), snapshot(dst, with_dir_times)
+    missing = sorted(set(a) - set(b))
+    extra = sorted(set(b) - set(a))
+    differ = sorted(k for k in set(a) & set(b) if a[k] != b[k])
+    assert not (missing or extra or differ), (
+        f"missing={missing[:10]} extra={extra[:10]} differ={[(k, a[k], b[k]) for k in differ[:5]]}"
+    )
+
+
+def temp_files(root: Path) -> list[str]:
+    return [str(p) for p in root.rglob("*") if ".orbit-" in p.name and p.name.endswith(".tmp")]
+
+
+def run_cli(*args: str, check: int | None = 0, **kw) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run([*ORBIT, *args], capture_output=True, text=True, timeout=300, **kw)
+    if check is not None:
+        assert proc.returncode == check, (
+            f"exit {proc.returncode} != {check}\nstdout:\n{proc.stdout[-3000:]}\n"
+            f"stderr:\n{proc.stderr[-3000:]}"
+        )
+    return proc
+
+
+def json_events(stdout: str) -> list[dict]:
+    return [json.loads(line) for line in stdout.splitlines() if line.startswith("{")]
+
+
+def summary_of(stdout: str) -> dict:
+    (summary,) = [e for e in json_events(stdout) if e["event"] == "summary"]
+    return summary

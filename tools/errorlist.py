@@ -1,0 +1,57 @@
+"""Print the exit-code table from orbit_fast.errors; --check fails on a code used twice or a
+table in docs/exit-codes.md that does not match the code."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from orbit_fast import errors
+
+DOC = Path(__file__).resolve().parent.parent / "docs" / "exit-codes.md"
+MEANING = {
+    "OK": "success: the destination matches the source",
+    "PARTIAL": "finished, but some source entries were skipped (listed in the summary and "
+    "in --json warnings); rerun once they are readable",
+    "USAGE": "bad arguments or options (nothing was changed)",
+    "SOURCE": "the source is missing, not a directory or unreadable",
+    "DESTINATION": "the destination cannot be used: inside the source (or the reverse), "
+    "read-only, not a directory, or a write failed",
+    "NETWORK_DB": "the jobs DB would be on a network filesystem (SMB/CIFS/NFS): refused",
+    "BUSY": "another run holds the jobs DB; wait, or use another --db-path",
+    "DISK_FULL": "no space left on the destination; free space and rerun to resume",
+    "WORKER": "worker processes kept dying on the same task; progress is checkpointed",
+    "DATABASE": "the jobs DB is unreadable, damaged or from a newer version",
+    "NATIVE": "compiled kernels missing or stale; reinstall",
+    "INTERRUPTED": "stopped by SIGINT (Ctrl-C) after a checkpoint; rerun to resume",
+    "TERMINATED": "stopped by SIGTERM after a checkpoint; rerun to resume",
+}
+
+
+def table() -> str:
+    rows = ["| code | name | meaning |", "|---|---|---|"]
+    rows += [f"| {c.value} | `{c.name}` | {MEANING[c.name]} |" for c in errors.ExitCode]
+    return "\n".join(rows) + "\n"
+
+
+def main() -> int:
+    values = [c.value for c in errors.ExitCode]
+    if len(values) != len(set(values)):
+        print("an exit code is used twice", file=sys.stderr)
+        return 1
+    missing = [c.name for c in errors.ExitCode if c.name not in MEANING]
+    if missing:
+        print(f"exit codes without a meaning: {missing}", file=sys.stderr)
+        return 1
+    if "--check" in sys.argv:
+        if table() not in DOC.read_text(encoding="utf-8"):
+            print(f"{DOC} is out of date; regenerate with: python tools/errorlist.py",
+                  file=sys.stderr)  # fmt: skip
+            return 1
+        return 0
+    print(table(), end="")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
