@@ -12,14 +12,14 @@ from __future__ import annotations
 
 import re
 
-from pathspec.patterns.gitignore.spec import GitIgnoreSpecPattern
-
 from orbit_fast.errors import UsageError
 
 
 class FilterRules:
     def __init__(self, rules: tuple[tuple[str, str], ...] = ()):
         self._rules: list[tuple[bool, re.Pattern[str]]] = []
+        if rules:  # pathspec is imported only when there are rules
+            from pathspec.patterns.gitignore.spec import GitIgnoreSpecPattern
         for action, pattern in rules:
             try:
                 compiled = GitIgnoreSpecPattern(pattern)

@@ -17,7 +17,7 @@ import secrets
 import sqlite3
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from orbit_fast.errors import DatabaseBusy, DatabaseError, NetworkFilesystemError
 from orbit_fast.fsinfo import network_fs_name
@@ -82,15 +82,13 @@ CREATE TABLE IF NOT EXISTS file_errors (
 """
 
 
-@dataclass(frozen=True)
-class Job:
+class Job(NamedTuple):
     id: int
     name: str
     token: str  # short random id, part of temp file names: ".<name>.orbit-<token>.tmp"
 
 
-@dataclass(frozen=True)
-class Partial:
+class Partial(NamedTuple):
     src_size: int
     src_mtime_ns: int
     block_size: int

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
-from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
 
 from orbit_fast import messages as m
@@ -17,19 +16,21 @@ from orbit_fast.workers.ring import SharedRing
 from orbit_fast.workers.worker import worker_main
 
 
-@dataclass
 class _Slot:
-    proc: mp.process.BaseProcess
-    tasks: Connection
-    results: Connection
-    outstanding: set[int] = field(default_factory=set)
+    __slots__ = ("proc", "tasks", "results", "outstanding")
+
+    def __init__(self, proc: mp.process.BaseProcess, tasks: Connection, results: Connection):
+        self.proc, self.tasks, self.results = proc, tasks, results
+        self.outstanding: set[int] = set()
 
 
-@dataclass
 class Death:
-    worker: int
-    exitcode: int | None
-    task_ids: set[int]
+    """A worker that exited, and the tasks it still held (to be requeued)."""
+
+    __slots__ = ("worker", "exitcode", "task_ids")
+
+    def __init__(self, worker: int, exitcode: int | None, task_ids: set[int]):
+        self.worker, self.exitcode, self.task_ids = worker, exitcode, task_ids
 
 
 class WorkerPool:

@@ -1,0 +1,105 @@
+"""End-to-end sync benchmark: orbit-fast vs `rsync -a` vs `rclone copy` on the seeded ~2 GB tree.
+
+Usage:  python bench/bench_sync.py [--root /tmp/orbit-bench] [--runs 3]
+Needs rsync and rclone (Debian packages: apt-get install rsync rclone). Writes a JSON result to
+bench/results/ and prints a Markdown table for docs/performance.md. Each tool copies into a
+fresh destination on the same filesystem; the source is read from page cache after the first
+pass (all tools alike). Peak memory is the max RSS of the whole process tree (wait4 rusage of
+children, which include orbit-fast's workers).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from data import make_tree  # noqa: E402
+
+ORBIT = [sys.executable, "-m", "orbit_fast"]
+
+
+def timed(cmd: list[str]) -> tuple[float, int]:
+    """Wall seconds and peak RSS (KiB) of the largest process in cmd's tree."""
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(proc.pid, 0)
+    dt = time.perf_counter() - t0
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode not in (0,):
+        raise SystemExit(f"{cmd[:3]} failed ({proc.returncode}): {proc.stderr.read()[-2000:]}")
+    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    return dt, max(usage.ru_maxrss, children)
+
+
+def tools(src: Path, dst: Path, db: Path) -> dict[str, list[str]]:
+    return {
+        "orbit-fast --fsync none": [*ORBIT, "sync", str(src), str(dst), "--db-path", str(db),
+                                    "--fsync", "none", "--no-progress"],
+        "orbit-fast (default: --fsync batch)": [*ORBIT, "sync", str(src), str(dst),
+                                                "--db-path", str(db), "--no-progress"],
+        "rsync -a": ["rsync", "-a", f"{src}/", f"{dst}/"],
+        "rclone copy": ["rclone", "copy", "--config", "/dev/null", str(src), str(dst)],
+    }  # fmt: skip
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--root", default="/tmp/orbit-bench")
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--large-mib", type=int, default=256)
+    args = ap.parse_args()
+    root = Path(args.root)
+    src = root / "src"
+    total = make_tree(src, large_mib=args.large_mib)
+    nfiles = sum(len(f) for _, _, f in os.walk(src))
+    results: dict[str, dict[str, list[float]]] = {}
+    for run in range(args.runs):
+        for name in tools(src, root / "x", root / "x.db"):
+            dst, db = root / f"dst-{abs(hash(name))}", root / f"db-{abs(hash(name))}.db"
+            shutil.rmtree(dst, ignore_errors=True)
+            for suffix in ("", "-wal", "-shm", ".lock"):
+                Path(str(db) + suffix).unlink(missing_ok=True)
+            subprocess.run(["sync"], check=True)
+            cmd = tools(src, dst, db)[name]
+            initial, rss = timed(cmd)
+            nochange, _ = timed(cmd)
+            r = results.setdefault(name, {"initial_s": [], "nochange_s": [], "peak_rss_kib": []})
+            r["initial_s"].append(round(initial, 3))
+            r["nochange_s"].append(round(nochange, 3))
+            r["peak_rss_kib"].append(rss)
+            print(f"run {run}: {name}: initial {initial:.2f} s, no-change {nochange:.3f} s, "
+                  f"peak RSS {rss / 1024:.0f} MiB", flush=True)  # fmt: skip
+            shutil.rmtree(dst, ignore_errors=True)
+    out = {
+        "bench": "sync", "bytes": total, "files": nfiles, "runs": args.runs,
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
+                    "python": platform.python_version()},
+        "git": subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                              text=True).stdout.strip(),
+        "results": results,
+    }  # fmt: skip
+    Path(__file__).with_name("results").mkdir(exist_ok=True)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    (Path(__file__).with_name("results") / f"sync-{stamp}.json").write_text(
+        json.dumps(out, indent=1)
+    )
+    print(f"\n{nfiles} files, {total / 1e9:.2f} GB; best of {args.runs}\n")
+    print("| tool | initial sync | MB/s | no-change rerun | peak RSS |")
+    print("|---|---|---|---|---|")
+    for name, r in results.items():
+        best = min(r["initial_s"])
+        print(f"| {name} | {best:.2f} s | {total / best / 1e6:.0f} | {min(r['nochange_s']):.3f} s "
+              f"| {max(r['peak_rss_kib']) / 1024:.0f} MiB |")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
