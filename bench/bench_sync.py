@@ -4,8 +4,8 @@ Usage:  python bench/bench_sync.py [--root /tmp/orbit-bench] [--runs 3]
 Needs rsync and rclone (Debian packages: apt-get install rsync rclone). Writes a JSON result to
 bench/results/ and prints a Markdown table for docs/performance.md. Each tool copies into a
 fresh destination on the same filesystem; the source is read from page cache after the first
-pass (all tools alike). Peak memory is the max RSS of the whole process tree (wait4 rusage of
-children, which include orbit-fast's workers).
+pass (all tools alike). Peak memory is the largest RSS of one process of the tool's tree
+(wait4 rusage: orbit-fast's coordinator or one of its workers).
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ import argparse
 import json
 import os
 import platform
-import resource
 import shutil
 import subprocess
 import sys
@@ -36,8 +35,9 @@ def timed(cmd: list[str]) -> tuple[float, int]:
     proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode not in (0,):
         raise SystemExit(f"{cmd[:3]} failed ({proc.returncode}): {proc.stderr.read()[-2000:]}")
-    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    return dt, max(usage.ru_maxrss, children)
+    # wait4's ru_maxrss is the largest RSS among the child and its waited-for descendants
+    # (orbit-fast's workers included); RUSAGE_CHILDREN would mix in earlier tools' peaks.
+    return dt, usage.ru_maxrss
 
 
 def tools(src: Path, dst: Path, db: Path) -> dict[str, list[str]]:

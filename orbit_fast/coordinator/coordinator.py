@@ -365,7 +365,8 @@ class Coordinator:
 
     def _plan(self, e: Entry) -> None:
         o = self.opts
-        dst = os.path.join(o.destination, e.rel)
+        # The destination listing already holds the joined path: no join on the hot path.
+        dst = e.dst.path if e.dst is not None else os.path.join(o.destination, e.rel)
         if e.kind is None:
             if o.mirror:
                 self._delete(e.rel, dst, e.dst_kind)

@@ -27,12 +27,13 @@ class Entry(NamedTuple):
 
 
 def kind_of(e: os.DirEntry[str]) -> str:
-    if e.is_symlink():
-        return LINK
-    if e.is_dir(follow_symlinks=False):
-        return DIR
+    # Regular files first: they are most entries. DirEntry answers from d_type, no syscall.
     if e.is_file(follow_symlinks=False):
         return FILE
+    if e.is_dir(follow_symlinks=False):
+        return DIR
+    if e.is_symlink():
+        return LINK
     return OTHER
 
 
