@@ -15,8 +15,9 @@ import msgspec
 from orbit_fast.errors import UsageError
 
 MIB = 1 << 20
-# 4 MiB: the best local-to-local throughput of 1/2/4/8/16 MiB blocks on the 2 GB bench tree
-# (docs/performance.md, bench/bench_chunk_size.py); also the top of the guide's 1-4 MB advice.
+# 4 MiB: the top of the deployment guide's 1-4 MB advice; at this size per-block messaging is
+# negligible (2 GB tree: ~500 block tasks). A measured sweep is TODO(#2):
+# bench/bench_chunk_size.py, see docs/performance.md.
 DEFAULT_CHUNK_SIZE_MB = 4
 MAX_CHUNK_SIZE_MB = 256
 MAX_CONCURRENCY = 256
