@@ -92,8 +92,3 @@ def validate(opts: SyncOptions) -> SyncOptions:
         destination=os.path.abspath(opts.destination),
         db_path=os.path.abspath(os.path.expanduser(db)),
     )
-
-
-def env_default(name: str, fallback: str | None = None) -> str | None:
-    """An ORBIT_* environment value, used as a flag default (flags override it)."""
-    return os.environ.get(name, fallback)

@@ -25,8 +25,7 @@ class Finalize(_Msg):
     atime_ns: int
     mode: int
     src: bytes
-    src_size: int  # the source stat seen by the scan; a change means "copy again"
-    src_mtime_ns: int
+    src_mtime_ns: int  # with `size`, the source stat seen by the scan: a change means "again"
     fsync: bool  # fdatasync the file before the rename, fsync the directory after
 
 

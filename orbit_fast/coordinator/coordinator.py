@@ -580,7 +580,6 @@ class Coordinator:
             atime_ns=tr.atime_ns,
             mode=tr.mode,
             src=os.fsencode(tr.src),
-            src_size=tr.size,
             src_mtime_ns=tr.mtime_ns,
             fsync=self.opts.fsync == FsyncPolicy.FILE,
         )

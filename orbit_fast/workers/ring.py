@@ -26,7 +26,6 @@ class SharedRing:
 
     @classmethod
     def create(cls, slot_size: int, slots: int) -> SharedRing:
-        reap_stale_segments()
         name = f"{SHM_PREFIX}{os.getpid()}-{secrets.token_hex(4)}"
         shm = shared_memory.SharedMemory(name=name, create=True, size=slot_size * slots)
         return cls(shm, slot_size, slots, owner=True)

@@ -55,7 +55,6 @@ def worker_main(
                 return
             results.send_bytes(enc.encode(runner.run(task)))
     finally:
-        runner.close()
         ring.close()
 
 
@@ -70,9 +69,6 @@ class _Runner:
     def __init__(self, ring: SharedRing):
         self.ring = ring
         self.is_zero = kernels().is_zero
-
-    def close(self) -> None:
-        pass
 
     def run(self, task: m.Task) -> m.Result:
         try:
@@ -193,12 +189,11 @@ class _Runner:
         except OSError as exc:
             _unlink_quietly(f.tmp)
             raise _Side("source", exc, f.src) from exc
-        if st.st_size != f.src_size or st.st_mtime_ns != f.src_mtime_ns:
+        if st.st_size != f.size or st.st_mtime_ns != f.src_mtime_ns:
             _unlink_quietly(f.tmp)
             return m.SourceChanged(
                 task_id=task_id,
-                detail=f"size {f.src_size}->{st.st_size}, mtime_ns {f.src_mtime_ns}->"
-                f"{st.st_mtime_ns}",
+                detail=f"size {f.size}->{st.st_size}, mtime_ns {f.src_mtime_ns}->{st.st_mtime_ns}",
             )
         try:
             try:

@@ -129,6 +129,12 @@ def test_kill_9_at_random_moments_then_rerun(tmp_path: Path, rng) -> None:
     assert total > 2 * BIG_MIB << 20
 
 
+def _json_sync(src: Path, dst: Path, db: Path, concurrency: int) -> list[str]:
+    """A sync with 1 MiB blocks, so that a 256 MiB file takes long enough to interrupt."""
+    return ["sync", str(src), str(dst), "--db-path", str(db), "--json", "--chunk-size-mb", "1",
+            "--concurrency", str(concurrency)]  # fmt: skip
+
+
 def _start(args: list[str]) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [*ORBIT, *args],
@@ -152,18 +158,7 @@ def _wait_for_bytes(proc: subprocess.Popen[str], lines: list[str]) -> None:
 def test_signal_checkpoints_and_exits(tmp_path: Path, rng, sig: int, code: int) -> None:
     src, dst, db = tmp_path / "src", tmp_path / "dst", tmp_path / "jobs.db"
     seeded_tree(src, rng, small=50, big=1)
-    args = [
-        "sync",
-        str(src),
-        str(dst),
-        "--db-path",
-        str(db),
-        "--json",
-        "--chunk-size-mb",
-        "1",
-        "--concurrency",
-        "1",
-    ]
+    args = _json_sync(src, dst, db, concurrency=1)
     proc = _start(args)
     lines: list[str] = []
     _wait_for_bytes(proc, lines)
@@ -183,20 +178,7 @@ def test_signal_checkpoints_and_exits(tmp_path: Path, rng, sig: int, code: int) 
 def test_killed_worker_is_replaced_and_its_task_requeued(tmp_path: Path, rng) -> None:
     src, dst, db = tmp_path / "src", tmp_path / "dst", tmp_path / "jobs.db"
     seeded_tree(src, rng, small=20, big=1)
-    proc = _start(
-        [
-            "sync",
-            str(src),
-            str(dst),
-            "--db-path",
-            str(db),
-            "--json",
-            "--chunk-size-mb",
-            "1",
-            "--concurrency",
-            "2",
-        ]
-    )
+    proc = _start(_json_sync(src, dst, db, concurrency=2))
     lines: list[str] = []
     _wait_for_bytes(proc, lines)
     workers = _children(proc.pid, "spawn_main")
