@@ -26,15 +26,23 @@ def main() -> None:
     ap.add_argument("--sizes", default="1,2,4,8,16")
     ap.add_argument("--concurrency", default="1,2")
     ap.add_argument("--runs", type=int, default=2)
+    ap.add_argument(
+        "--dst-root",
+        default=None,
+        help="where destinations go (a tmpfs such as /dev/shm/obench takes the "
+        "disk out of the measurement); default: --root",
+    )
     args = ap.parse_args()
     root = Path(args.root)
     total = make_tree(root / "src")
+    dst_root = Path(args.dst_root or args.root)
+    dst_root.mkdir(parents=True, exist_ok=True)
     rows = []
     for conc in [int(c) for c in args.concurrency.split(",")]:
         for size in [float(s) for s in args.sizes.split(",")]:
             best = float("inf")
             for _ in range(args.runs):
-                dst, db = root / "dst-chunk", root / "chunk.db"
+                dst, db = dst_root / "dst-chunk", root / "chunk.db"
                 shutil.rmtree(dst, ignore_errors=True)
                 for suffix in ("", "-wal", "-shm", ".lock"):
                     Path(str(db) + suffix).unlink(missing_ok=True)
@@ -46,7 +54,7 @@ def main() -> None:
             rows.append({"concurrency": conc, "chunk_size_mb": size, "seconds": round(best, 3),
                          "mb_per_s": round(total / best / 1e6)})  # fmt: skip
             print(rows[-1], flush=True)
-    shutil.rmtree(root / "dst-chunk", ignore_errors=True)
+    shutil.rmtree(dst_root / "dst-chunk", ignore_errors=True)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     out = Path(__file__).with_name("results") / f"chunk-size-{stamp}.json"
     out.parent.mkdir(exist_ok=True)

@@ -15,9 +15,10 @@ import msgspec
 from orbit_fast.errors import UsageError
 
 MIB = 1 << 20
-# 4 MiB: the top of the deployment guide's 1-4 MB advice; at this size per-block messaging is
-# negligible (2 GB tree: ~500 block tasks). A measured sweep is TODO(#2):
-# bench/bench_chunk_size.py, see docs/performance.md.
+# 4 MiB: on the 2 GB bench tree 1, 4 and 8 MiB blocks tie (580-614 MB/s into tmpfs) while
+# 0.5 MiB, and 16 MiB with one worker, lose ~20% (bench/bench_chunk_size.py,
+# docs/performance.md); 4 MiB needs a quarter of the tasks of 1 MiB and is the top of the
+# deployment guide's 1-4 MB advice.
 DEFAULT_CHUNK_SIZE_MB = 4
 MAX_CHUNK_SIZE_MB = 256
 MAX_CONCURRENCY = 256
