@@ -250,6 +250,7 @@ class JobsDB:
     def queue_partial(
         self, job_id: int, path: bytes, size: int, mtime_ns: int, block_size: int, tmp: bytes
     ) -> None:
+        # Blocks of an earlier attempt are stale; the partials row itself is replaced.
         self._ops.append(("DELETE FROM blocks WHERE job_id=? AND path=?", (job_id, path)))
         self._ops.append(
             (
@@ -274,8 +275,7 @@ class JobsDB:
         had_partial: bool,
     ) -> None:
         if had_partial:
-            self._ops.append(("DELETE FROM blocks WHERE job_id=? AND path=?", (job_id, path)))
-            self._ops.append(("DELETE FROM partials WHERE job_id=? AND path=?", (job_id, path)))
+            self.queue_drop_partial(job_id, path)
         self._ops.append(
             (
                 "INSERT OR REPLACE INTO files VALUES (?,?,?,?,?,?)",
