@@ -105,6 +105,7 @@ class Counters:
         self.files_copied = 0
         self.files_unchanged = 0
         self.files_deleted = 0
+        self.files_meta = 0  # unchanged content, mode fixed
         self.dirs_created = 0
         self.links_created = 0
         self.bytes_total = 0

@@ -123,7 +123,7 @@ class Coordinator:
         self._last_ckpt = time.monotonic()
         self._last_progress = 0.0
         self._blocks_since_ckpt = 0
-        self.wrote = False  # anything changed at the destination (so there is data to flush)
+        self._temps: set[str] | None = None
 
     # ---- the run ------------------------------------------------------------------------
 
@@ -159,7 +159,7 @@ class Coordinator:
                 self._loop()
                 if self.fatal is None and not self.cancel.cancelled:
                     self._finish_dirs()
-                    if self.wrote and opts.fsync != FsyncPolicy.NONE:
+                    if self._changed_destination() and opts.fsync != FsyncPolicy.NONE:
                         syncfs(opts.destination)
             except OSError as exc:
                 self._fail(self._dest_error(exc, opts.destination))
@@ -306,7 +306,7 @@ class Coordinator:
     # ---- planning -----------------------------------------------------------------------
 
     def _fill(self) -> None:
-        limit = max(16, 4 * (self.ring.slots if self.ring else 2 * self.opts.workers))
+        limit = max(16, 4 * TASK_DEPTH * self.opts.workers)  # 4 files per ring slot
         for _ in range(SCAN_BUDGET):
             if self.scan_done or len(self.active) >= limit:
                 return
@@ -350,18 +350,27 @@ class Coordinator:
 
     def _on_temp(self, rel: str, path: str) -> None:
         """A temp file of ours left by an interrupted run: keep it only if a resume needs it."""
-        d, name = os.path.split(rel)
-        if self.opts.dry_run:
+        if self.opts.dry_run or rel in self._resumable_temps():
             return
-        for relb in self.partials:
-            r = os.fsdecode(relb)
-            rd, rn = os.path.split(r)
-            if rd == d and temp_name(rn, self.job.token) == name:
-                return
         try:
             os.unlink(path)
         except FileNotFoundError:
             pass
+
+    def _resumable_temps(self) -> set[str]:
+        """Relative temp paths of the partial files the jobs DB can resume (built once)."""
+        if self._temps is None:
+            self._temps = set()
+            for relb in self.partials:
+                d, name = os.path.split(os.fsdecode(relb))
+                self._temps.add(os.path.join(d, temp_name(name, self.job.token)))
+        return self._temps
+
+    def _changed_destination(self) -> bool:
+        c = self.c
+        return not self.opts.dry_run and bool(
+            c.dirs_created or c.links_created or c.files_total or c.files_deleted or c.files_meta
+        )
 
     def _plan(self, e: Entry) -> None:
         o = self.opts
@@ -409,7 +418,6 @@ class Coordinator:
             return
         if e.dst_kind != DIR:
             self.c.dirs_created += 1
-            self.wrote = not self.opts.dry_run
             if not self.opts.dry_run:
                 os.mkdir(dst, 0o700)
             self.emit(p.FileDone(path=p.display_path(e.rel), action="mkdir", size=0))
@@ -424,7 +432,6 @@ class Coordinator:
         if e.dst_kind == DIR and not self._clear_conflict(e, dst, LINK):
             return
         self.c.links_created += 1
-        self.wrote = not self.opts.dry_run
         self.emit(p.FileDone(path=p.display_path(e.rel), action="link", size=0))
         if self.opts.dry_run:
             return
@@ -451,7 +458,7 @@ class Coordinator:
                 if stat.S_IMODE(dst_st.st_mode) != stat.S_IMODE(st.st_mode):
                     if not o.dry_run:
                         os.chmod(dst, stat.S_IMODE(st.st_mode))
-                        self.wrote = True
+                    self.c.files_meta += 1
                     self.emit(p.FileDone(path=p.display_path(e.rel), action="meta", size=0))
                 return
         action = "update" if e.dst_kind is not None else "copy"
@@ -466,7 +473,6 @@ class Coordinator:
 
     def _start_copy(self, tr: Transfer) -> None:
         tr.started = True
-        self.wrote = not self.opts.dry_run
         self.c.files_total += 1
         self.c.bytes_total += tr.size
         if self.opts.dry_run:
@@ -502,7 +508,6 @@ class Coordinator:
 
     def _delete(self, rel: str, path: str, kind: str | None) -> None:
         self.c.files_deleted += 1
-        self.wrote = not self.opts.dry_run
         self.emit(
             p.FileDone(
                 path=p.display_path(rel),
@@ -528,8 +533,13 @@ class Coordinator:
             0, (self.opts.destination, root.st_mode, root.st_atime_ns, root.st_mtime_ns)
         )
         for path, mode, atime_ns, mtime_ns in reversed(self.dirs):
-            os.chmod(path, stat.S_IMODE(mode))
-            os.utime(path, ns=(atime_ns, mtime_ns))
+            # Read before writing: an unchanged tree costs one stat per directory, not two
+            # metadata writes that the next syncfs would have to flush.
+            st = os.lstat(path)
+            if stat.S_IMODE(st.st_mode) != stat.S_IMODE(mode):
+                os.chmod(path, stat.S_IMODE(mode))
+            if st.st_mtime_ns != mtime_ns:
+                os.utime(path, ns=(atime_ns, mtime_ns))
         self.dirs.clear()
 
     # ---- dispatch -----------------------------------------------------------------------
