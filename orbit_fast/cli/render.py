@@ -17,7 +17,9 @@ class Renderer:
     def __call__(self, ev: p.Event) -> None:
         if self.json_out:
             sys.stdout.buffer.write(p.encode_json(ev) + b"\n")
-            if isinstance(ev, p.Summary | p.Error | p.Warning):
+            # Live for pipes: everything but the per-file lines (which come in thousands a
+            # second and are flushed with the next progress event, at most 0.25 s later).
+            if not isinstance(ev, p.FileDone):
                 sys.stdout.flush()
             return
         if isinstance(ev, p.Progress):
