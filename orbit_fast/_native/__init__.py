@@ -1,31 +1,37 @@
 """Compiled kernels (built from ext/) and the choice between them and their pure-Python twins.
 
-`kernels()` returns the module to use: the compiled one, or `reference` when
-ORBIT_KERNEL=reference. A compiled module whose ABI differs from the twin's is stale: that is an
-error with the rebuild command, never a silent fallback.
+`kernels()` returns an object with every kernel function: the compiled ones, or those of
+`reference` when ORBIT_KERNEL=reference. A compiled module whose ABI differs from the twin's is
+stale: that is an error with the rebuild command, never a silent fallback.
 """
 
 from __future__ import annotations
 
+import importlib
 import os
-from types import ModuleType
+from types import ModuleType, SimpleNamespace
 
 from orbit_fast._native import reference
 from orbit_fast.errors import NativeUnavailable
 
+COMPILED = ("blocks", "scan")  # ext/<name>.pyx -> orbit_fast._native.<name>
 
-def kernels() -> ModuleType:
+
+def kernels() -> ModuleType | SimpleNamespace:
     choice = os.environ.get("ORBIT_KERNEL", "native")
     if choice == "reference":
         return reference
     if choice != "native":
         raise NativeUnavailable(f"ORBIT_KERNEL={choice!r} (expected 'native' or 'reference')")
-    try:
-        from orbit_fast._native import blocks
-    except ImportError as exc:
-        raise NativeUnavailable(f"cannot import the compiled module ({exc})") from exc
-    if blocks.ABI != reference.ABI:
-        raise NativeUnavailable(
-            f"native extensions are stale (ABI {blocks.ABI}, expected {reference.ABI})"
-        )
-    return blocks
+    funcs: dict[str, object] = {}
+    for name in COMPILED:
+        try:
+            mod = importlib.import_module(f"orbit_fast._native.{name}")
+        except ImportError as exc:
+            raise NativeUnavailable(f"cannot import orbit_fast._native.{name} ({exc})") from exc
+        if mod.ABI != reference.ABI:
+            raise NativeUnavailable(
+                f"native extensions are stale ({name} ABI {mod.ABI}, expected {reference.ABI})"
+            )
+        funcs.update({k: v for k, v in vars(mod).items() if callable(v) and not k.startswith("_")})
+    return SimpleNamespace(**funcs)

@@ -5,6 +5,11 @@ They are the test oracle and the readable specification; ORBIT_KERNEL=reference 
 
 from __future__ import annotations
 
+import os
+import stat
+
+# Every compiled module exports this same number; bump it (and theirs) on any change of a
+# signature or a result.
 ABI = 1
 
 
@@ -12,3 +17,52 @@ def is_zero(buf: bytes | bytearray | memoryview) -> bool:
     """True when every byte of ``buf`` is 0 (an empty buffer is all zeros)."""
     mv = memoryview(buf).cast("B")
     return mv.nbytes == 0 or not any(mv)
+
+
+FILE, DIR, LINK, OTHER = 0, 1, 2, 3
+
+
+def _listing(path: bytes) -> list[tuple[bytes, tuple[int, int, int, int, int]]]:
+    out = []
+    with os.scandir(path) as it:
+        for e in it:
+            try:
+                st = e.stat(follow_symlinks=False)
+            except FileNotFoundError:
+                continue  # vanished since readdir
+            m = st.st_mode
+            kind = (FILE if stat.S_ISREG(m) else DIR if stat.S_ISDIR(m)
+                    else LINK if stat.S_ISLNK(m) else OTHER)  # fmt: skip
+            out.append((e.name, (kind, st.st_size, st.st_mtime_ns, st.st_atime_ns, m)))
+    out.sort()
+    return out
+
+
+def scan_pair(
+    src_dir: bytes, dst_dir: bytes, fold_unchanged: bool
+) -> tuple[list[tuple[bytes, tuple[int, ...] | None, tuple[int, ...] | None]], int]:
+    """Compare one source directory with its destination twin.
+
+    Returns ``(entries, folded)``: entries is a list, sorted by name, of ``(name, src, dst)``
+    where ``src``/``dst`` are ``(kind, size, mtime_ns, atime_ns, mode)`` or None when that
+    side lacks the name; folded counts the unchanged regular files left out (same size, mtime
+    and permission bits on both sides), always 0 without ``fold_unchanged``.
+    """
+    src = _listing(src_dir)
+    try:
+        dst = dict(_listing(dst_dir))
+    except (FileNotFoundError, NotADirectoryError):
+        dst = {}
+    names = {name for name, _ in src}
+    out: list[tuple[bytes, tuple[int, ...] | None, tuple[int, ...] | None]] = []
+    folded = 0
+    for name, s in src:
+        d = dst.get(name)
+        if (fold_unchanged and d is not None and s[0] == d[0] == FILE and s[1] == d[1]
+                and s[2] == d[2] and s[4] & 0o7777 == d[4] & 0o7777):  # fmt: skip
+            folded += 1
+            continue
+        out.append((name, s, d))
+    out += [(name, None, d) for name, d in dst.items() if name not in names]
+    out.sort(key=lambda t: t[0])
+    return out, folded

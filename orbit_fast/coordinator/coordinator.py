@@ -24,7 +24,7 @@ import msgspec
 from orbit_fast import messages as m
 from orbit_fast import progress as p
 from orbit_fast.config import FsyncPolicy, SyncOptions
-from orbit_fast.coordinator.scan import DIR, FILE, LINK, OTHER, Entry, merge_walk
+from orbit_fast.coordinator.scan import DIR, FILE, LINK, OTHER, Entry, Stat, merge_walk
 from orbit_fast.coordinator.transfer import (
     COPY,
     DIGEST_DST,
@@ -266,6 +266,10 @@ class Coordinator:
             is_temp=lambda name: is_temp_name(name, self.job.token),
             on_temp=self._on_temp,
             prune=self.prune,
+            # --checksum must see files that look unchanged; everyone else lets the kernel
+            # count them without building Python objects.
+            fold_unchanged=not o.checksum,
+            on_folded=self._on_folded,
         )
         while True:
             if not self.stopping:
@@ -372,22 +376,21 @@ class Coordinator:
             c.dirs_created or c.links_created or c.files_total or c.files_deleted or c.files_meta
         )
 
+    def _on_folded(self, n: int) -> None:
+        self.c.files_scanned += n
+        self.c.files_unchanged += n
+
     def _plan(self, e: Entry) -> None:
         o = self.opts
-        # The destination listing already holds the joined path: no join on the hot path.
-        dst = e.dst.path if e.dst is not None else os.path.join(o.destination, e.rel)
+        dst = os.path.join(o.destination, e.rel)
         if e.kind is None:
             if o.mirror:
                 self._delete(e.rel, dst, e.dst_kind)
             return
-        assert e.src is not None
+        st = e.src
+        assert st is not None
         if e.kind == OTHER:
             self._warn("special", e.rel, "not a regular file, directory or symlink; skipped")
-            return
-        try:
-            st = e.src.stat(follow_symlinks=False)
-        except FileNotFoundError:
-            self._warn("vanished", e.rel, "vanished from the source during the scan")
             return
         if e.kind == DIR:
             self._plan_dir(e, dst, st)
@@ -413,7 +416,7 @@ class Coordinator:
             self.prune.add(e.rel)
         return False
 
-    def _plan_dir(self, e: Entry, dst: str, st: os.stat_result) -> None:
+    def _plan_dir(self, e: Entry, dst: str, st: Stat) -> None:
         if e.dst_kind not in (None, DIR) and not self._clear_conflict(e, dst, DIR):
             return
         if e.dst_kind != DIR:
@@ -424,9 +427,8 @@ class Coordinator:
         if not self.opts.dry_run:
             self.dirs.append((dst, st.st_mode, st.st_atime_ns, st.st_mtime_ns))
 
-    def _plan_link(self, e: Entry, dst: str, st: os.stat_result) -> None:
-        assert e.src is not None
-        target = os.readlink(e.src.path)
+    def _plan_link(self, e: Entry, dst: str, st: Stat) -> None:
+        target = os.readlink(os.path.join(self.opts.source, e.rel))
         if e.dst_kind == LINK and os.readlink(dst) == target:
             return
         if e.dst_kind == DIR and not self._clear_conflict(e, dst, LINK):
@@ -444,14 +446,14 @@ class Coordinator:
         os.utime(tmp, ns=(st.st_atime_ns, st.st_mtime_ns), follow_symlinks=False)
         os.replace(tmp, dst)
 
-    def _plan_file(self, e: Entry, dst: str, st: os.stat_result) -> None:
+    def _plan_file(self, e: Entry, dst: str, st: Stat) -> None:
         o = self.opts
         if e.dst_kind == DIR and not self._clear_conflict(e, dst, FILE):
             return
         same = False
         if e.dst_kind == FILE:
-            assert e.dst is not None
-            dst_st = e.dst.stat(follow_symlinks=False)
+            dst_st = e.dst
+            assert dst_st is not None
             same = dst_st.st_size == st.st_size and dst_st.st_mtime_ns == st.st_mtime_ns
             if same and not o.checksum:
                 self.c.files_unchanged += 1
@@ -463,8 +465,8 @@ class Coordinator:
                 return
         action = "update" if e.dst_kind is not None else "copy"
         tmp = os.path.join(os.path.dirname(dst), temp_name(os.path.basename(dst), self.job.token))
-        assert e.src is not None
-        tr = Transfer(e.rel, e.src.path, dst, tmp, st, action, o.chunk_size_bytes)
+        src = os.path.join(o.source, e.rel)
+        tr = Transfer(e.rel, src, dst, tmp, st, action, o.chunk_size_bytes)
         if same:  # --checksum with equal size and mtime: compare content first
             tr.ops.extend([(DIGEST_SRC, 0), (DIGEST_DST, 0)])
             self.active.append(tr)

@@ -13,6 +13,8 @@ from collections import deque
 
 import xxhash
 
+from orbit_fast.coordinator.scan import Stat
+
 COPY, VERIFY, FINALIZE, DIGEST_SRC, DIGEST_DST = "copy", "verify", "finalize", "dsrc", "ddst"
 _NAME_MAX = 255
 
@@ -66,7 +68,7 @@ class Transfer:
         src: str,
         dst: str,
         tmp: str,
-        st: os.stat_result,
+        st: Stat | os.stat_result,
         action: str,
         block_size: int,
         attempts: int = 0,

@@ -1,0 +1,11 @@
+ABI: int
+FILE: int
+DIR: int
+LINK: int
+OTHER: int
+
+Side = tuple[int, int, int, int, int]  # kind, size, mtime_ns, atime_ns, mode
+
+def scan_pair(
+    src_dir: bytes, dst_dir: bytes, fold_unchanged: bool
+) -> tuple[list[tuple[bytes, Side | None, Side | None]], int]: ...
