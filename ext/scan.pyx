@@ -13,13 +13,14 @@ opened or read -> OSError; a destination that does not exist or is not a directo
 an entry that vanishes between readdir and fstatat is left out.
 """
 
-from libc.errno cimport ENOENT, ENOTDIR, errno
+from libc.errno cimport ELOOP, ENOENT, ENOTDIR, errno
 from libc.stdlib cimport free, qsort, realloc
 from libc.string cimport strcmp, strdup
-from posix.fcntl cimport AT_SYMLINK_NOFOLLOW
+from posix.fcntl cimport AT_SYMLINK_NOFOLLOW, O_CLOEXEC, O_DIRECTORY, O_RDONLY, open
+from posix.unistd cimport close
 from posix.stat cimport S_ISDIR, S_ISLNK, S_ISREG, fstatat, struct_stat
 
-ABI = 1
+ABI = 2
 
 cdef enum:
     K_FILE = 0
@@ -31,12 +32,16 @@ cdef enum:
 FILE, DIR, LINK, OTHER = K_FILE, K_DIR, K_LINK, K_OTHER
 
 
+cdef extern from "<fcntl.h>" nogil:
+    enum: O_NOFOLLOW  # POSIX.1-2008; not in Cython's posix/fcntl.pxd
+
+
 cdef extern from "<dirent.h>" nogil:
     ctypedef struct c_DIR "DIR":
         pass
     struct dirent:
         char d_name[256]
-    c_DIR *opendir(const char *name)
+    c_DIR *fdopendir(int fd)
     dirent *readdir(c_DIR *d)
     int closedir(c_DIR *d)
     int dirfd(c_DIR *d)
@@ -62,9 +67,18 @@ cdef void _free(Ent *ents, Py_ssize_t n) noexcept nogil:
     free(ents)
 
 
-cdef int _list(const char *path, Ent **out, Py_ssize_t *count) noexcept nogil:
-    """Fill *out with the sorted entries of path; 0, or -1 with errno set."""
-    cdef c_DIR *d = opendir(path)
+cdef int _list(const char *path, bint follow, Ent **out, Py_ssize_t *count) noexcept nogil:
+    """Fill *out with the sorted entries of path; 0, or -1 with errno set. Without `follow`,
+    a symlink in place of the directory fails (ENOTDIR on Linux) instead of being entered."""
+    cdef int flags = O_RDONLY | O_DIRECTORY | O_CLOEXEC | (0 if follow else O_NOFOLLOW)
+    cdef int dfd = open(path, flags)
+    cdef c_DIR *d
+    if dfd < 0:
+        return -1
+    d = fdopendir(dfd)
+    if d == NULL:
+        close(dfd)
+        return -1
     cdef dirent *de
     cdef struct_stat st
     cdef Ent *ents = NULL
@@ -72,8 +86,6 @@ cdef int _list(const char *path, Ent **out, Py_ssize_t *count) noexcept nogil:
     cdef Py_ssize_t n = 0, cap = 0
     cdef int fd, err
     cdef const char *name
-    if d == NULL:
-        return -1
     fd = dirfd(d)
     while True:
         errno = 0
@@ -137,13 +149,17 @@ cdef tuple _side(Ent *e):
     return (e.kind, e.size, e.mtime_ns, e.atime_ns, e.mode)
 
 
-def scan_pair(bytes src_dir, bytes dst_dir, bint fold_unchanged):
+def scan_pair(bytes src_dir, bytes dst_dir, bint fold_unchanged, bint follow=False):
     """Compare one source directory with its destination twin.
 
     Returns ``(entries, folded)``: entries is a list, sorted by name, of
     ``(name, src, dst)`` where ``name`` is bytes and ``src``/``dst`` are
     ``(kind, size, mtime_ns, atime_ns, mode)`` or None when that side lacks the name; folded
     counts the unchanged regular files left out (always 0 without ``fold_unchanged``).
+
+    Symlinks in place of either directory are not entered unless ``follow`` (the tree roots,
+    which the user named): the source then raises OSError (ENOTDIR on Linux), the destination
+    is empty.
     """
     cdef const char *sp = src_dir
     cdef const char *dp = dst_dir
@@ -152,15 +168,15 @@ def scan_pair(bytes src_dir, bytes dst_dir, bint fold_unchanged):
     cdef Py_ssize_t ns = 0, nd = 0, i = 0, j = 0, folded = 0
     cdef int rc, err = 0, dst_err = 0, c
     with nogil:
-        rc = _list(sp, &s, &ns)
+        rc = _list(sp, follow, &s, &ns)
         if rc != 0:
             err = errno
         else:
-            if _list(dp, &d, &nd) != 0:
+            if _list(dp, follow, &d, &nd) != 0:
                 dst_err = errno
     if rc != 0:
         raise OSError(err, _strerror(err), src_dir)
-    if dst_err not in (0, ENOENT, ENOTDIR):
+    if dst_err not in (0, ENOENT, ENOTDIR, ELOOP):
         _free(s, ns)
         raise OSError(dst_err, _strerror(dst_err), dst_dir)
     out = []

@@ -5,12 +5,13 @@ They are the test oracle and the readable specification; ORBIT_KERNEL=reference 
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 
 # Every compiled module exports this same number; bump it (and theirs) on any change of a
 # signature or a result.
-ABI = 1
+ABI = 2
 
 
 def is_zero(buf: bytes | bytearray | memoryview) -> bool:
@@ -22,36 +23,46 @@ def is_zero(buf: bytes | bytearray | memoryview) -> bool:
 FILE, DIR, LINK, OTHER = 0, 1, 2, 3
 
 
-def _listing(path: bytes) -> list[tuple[bytes, tuple[int, int, int, int, int]]]:
+def _listing(path: bytes, follow: bool) -> list[tuple[bytes, tuple[int, int, int, int, int]]]:
+    """Sorted (name, (kind, size, mtime_ns, atime_ns, mode)) of a directory, like _list in C:
+    opened once (O_NOFOLLOW unless `follow`), every entry lstat'ed relative to that fd."""
+    flags = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC | (0 if follow else os.O_NOFOLLOW)
+    fd = os.open(path, flags)
     out = []
-    with os.scandir(path) as it:
-        for e in it:
+    try:
+        for name in os.listdir(fd):  # str names (surrogateescape); fsencode gives the bytes
             try:
-                st = e.stat(follow_symlinks=False)
+                st = os.stat(name, dir_fd=fd, follow_symlinks=False)
             except FileNotFoundError:
                 continue  # vanished since readdir
             m = st.st_mode
             kind = (FILE if stat.S_ISREG(m) else DIR if stat.S_ISDIR(m)
                     else LINK if stat.S_ISLNK(m) else OTHER)  # fmt: skip
-            out.append((e.name, (kind, st.st_size, st.st_mtime_ns, st.st_atime_ns, m)))
+            out.append((os.fsencode(name), (kind, st.st_size, st.st_mtime_ns, st.st_atime_ns, m)))
+    finally:
+        os.close(fd)
     out.sort()
     return out
 
 
 def scan_pair(
-    src_dir: bytes, dst_dir: bytes, fold_unchanged: bool
+    src_dir: bytes, dst_dir: bytes, fold_unchanged: bool, follow: bool = False
 ) -> tuple[list[tuple[bytes, tuple[int, ...] | None, tuple[int, ...] | None]], int]:
     """Compare one source directory with its destination twin.
 
     Returns ``(entries, folded)``: entries is a list, sorted by name, of ``(name, src, dst)``
     where ``src``/``dst`` are ``(kind, size, mtime_ns, atime_ns, mode)`` or None when that
     side lacks the name; folded counts the unchanged regular files left out (same size, mtime
-    and permission bits on both sides), always 0 without ``fold_unchanged``.
+    and permission bits on both sides), always 0 without ``fold_unchanged``. Symlinks in place
+    of either directory are not entered unless ``follow``: the source raises OSError (ENOTDIR
+    on Linux), the destination is empty.
     """
-    src = _listing(src_dir)
+    src = _listing(src_dir, follow)
     try:
-        dst = dict(_listing(dst_dir))
-    except (FileNotFoundError, NotADirectoryError):
+        dst = dict(_listing(dst_dir, follow))
+    except OSError as exc:
+        if exc.errno not in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP):
+            raise
         dst = {}
     names = {name for name, _ in src}
     out: list[tuple[bytes, tuple[int, ...] | None, tuple[int, ...] | None]] = []

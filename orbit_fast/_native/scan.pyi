@@ -7,5 +7,5 @@ OTHER: int
 Side = tuple[int, int, int, int, int]  # kind, size, mtime_ns, atime_ns, mode
 
 def scan_pair(
-    src_dir: bytes, dst_dir: bytes, fold_unchanged: bool
+    src_dir: bytes, dst_dir: bytes, fold_unchanged: bool, follow: bool = False
 ) -> tuple[list[tuple[bytes, Side | None, Side | None]], int]: ...

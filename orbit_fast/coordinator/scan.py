@@ -71,7 +71,11 @@ def merge_walk(
         src_dir = os.path.join(src_root, rel_dir) if rel_dir else src_root
         dst_dir = os.path.join(dst_root, rel_dir) if rel_dir else dst_root
         try:
-            listing, folded = scan_pair(os.fsencode(src_dir), os.fsencode(dst_dir), fold)
+            # Only the roots (named by the user) may be symlinks; below them a directory
+            # swapped for a link after it was listed is refused, never followed.
+            listing, folded = scan_pair(
+                os.fsencode(src_dir), os.fsencode(dst_dir), fold, not rel_dir
+            )
         except OSError as exc:
             if exc.filename == os.fsencode(dst_dir):
                 raise  # the destination is unreadable: not a source problem to skip

@@ -79,3 +79,19 @@ def test_missing_destination_is_empty_missing_source_raises(tmp_path: Path) -> N
     assert info.value.errno == errno.ENOENT and info.value.filename == os.fsencode(
         tmp_path / "nope"
     )
+
+
+@pytest.mark.parametrize("impl", [scan, reference], ids=["native", "reference"])
+def test_symlinked_directories_are_entered_only_at_the_roots(tmp_path: Path, impl) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret").write_bytes(b"s")
+    (tmp_path / "link").symlink_to(outside)
+    link, real = os.fsencode(tmp_path / "link"), os.fsencode(tmp_path / "empty")
+    os.mkdir(real)
+    with pytest.raises(OSError) as info:
+        impl.scan_pair(link, real, True)  # below a root: a swapped-in link is refused
+    assert info.value.errno in (errno.ELOOP, errno.ENOTDIR)  # Linux says ENOTDIR
+    assert impl.scan_pair(real, link, True) == ([], 0)  # ... and is no destination to list
+    entries, _ = impl.scan_pair(link, real, True, True)  # a root the user named: followed
+    assert [e[0] for e in entries] == [b"secret"]
