@@ -7,7 +7,7 @@ coordinator asks `network_fs_name()` before it opens a database there.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
+import functools
 import os
 
 # f_type magic numbers from linux/magic.h and the filesystems' own headers.
@@ -29,18 +29,22 @@ _FUSE_MAGIC = 0x65735546
 # FUSE filesystems that reach over the network (from /proc/self/mountinfo's fstype field).
 _NETWORK_FUSE = ("fuse.sshfs", "fuse.rclone", "fuse.s3fs", "fuse.glusterfs", "fuse.smbnetfs")
 
-_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-
-
-class _Statfs(ctypes.Structure):
-    # struct statfs on 64-bit Linux: f_type comes first; the rest is padding for our purpose.
-    _fields_ = [("f_type", ctypes.c_long), ("_rest", ctypes.c_byte * 256)]
+@functools.cache
+def _libc() -> ctypes.CDLL:
+    # The interpreter is linked against libc already: CDLL(None) finds statfs and syncfs
+    # without ctypes.util.find_library, which runs ldconfig in a subprocess.
+    return ctypes.CDLL(None, use_errno=True)
 
 
 def fs_type(path: str) -> int:
     """statfs(2) f_type of the filesystem holding `path` (which must exist)."""
+
+    class _Statfs(ctypes.Structure):
+        # struct statfs on 64-bit Linux: f_type comes first; the rest is room for the others.
+        _fields_ = [("f_type", ctypes.c_long), ("_rest", ctypes.c_byte * 256)]
+
     buf = _Statfs()
-    if _libc.statfs(os.fsencode(path), ctypes.byref(buf)) != 0:
+    if _libc().statfs(os.fsencode(path), ctypes.byref(buf)) != 0:
         err = ctypes.get_errno()
         raise OSError(err, os.strerror(err), path)
     return buf.f_type & 0xFFFFFFFF
@@ -81,7 +85,7 @@ def syncfs(path: str) -> None:
     """Flush every dirty page of the filesystem holding `path` (syncfs(2))."""
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
-        if _libc.syncfs(fd) != 0:
+        if _libc().syncfs(fd) != 0:
             err = ctypes.get_errno()
             raise OSError(err, os.strerror(err), path)
     finally:
