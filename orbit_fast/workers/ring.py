@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import os
 import secrets
-from multiprocessing import shared_memory
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # imported by create()/attach(): a run with nothing to copy makes no ring
+    from multiprocessing import shared_memory
 
 SHM_PREFIX = "orbit-"
 
@@ -26,6 +29,8 @@ class SharedRing:
 
     @classmethod
     def create(cls, slot_size: int, slots: int) -> SharedRing:
+        from multiprocessing import shared_memory
+
         name = f"{SHM_PREFIX}{os.getpid()}-{secrets.token_hex(4)}"
         shm = shared_memory.SharedMemory(name=name, create=True, size=slot_size * slots)
         return cls(shm, slot_size, slots, owner=True)
@@ -34,6 +39,8 @@ class SharedRing:
     def attach(cls, name: str, slot_size: int, slots: int) -> SharedRing:
         # A multiprocessing child shares the parent's resource tracker: no unregister here
         # (RECIPES.md §4, case 1).
+        from multiprocessing import shared_memory
+
         return cls(shared_memory.SharedMemory(name=name), slot_size, slots, owner=False)
 
     @property
