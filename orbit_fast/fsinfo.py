@@ -29,6 +29,7 @@ _FUSE_MAGIC = 0x65735546
 # FUSE filesystems that reach over the network (from /proc/self/mountinfo's fstype field).
 _NETWORK_FUSE = ("fuse.sshfs", "fuse.rclone", "fuse.s3fs", "fuse.glusterfs", "fuse.smbnetfs")
 
+
 @functools.cache
 def _libc() -> ctypes.CDLL:
     # The interpreter is linked against libc already: CDLL(None) finds statfs and syncfs

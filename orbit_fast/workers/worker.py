@@ -113,6 +113,7 @@ class _Runner:
 
     def _copy(self, t: m.CopyBlock) -> m.Result:
         view = self.ring.view(t.slot, t.length)
+        fd = -1
         try:
             got = self._read_into(t.src, view, t.offset)
             if got != t.length:
@@ -125,27 +126,28 @@ class _Runner:
             flags = os.O_WRONLY | os.O_CLOEXEC
             if t.finalize is not None:
                 flags |= os.O_CREAT | os.O_TRUNC
+            # A zero block becomes a hole: the length is then set by ftruncate.
+            hole = bool(got) and t.sparse and self.is_zero(view)
             try:
                 fd = os.open(t.tmp, flags, 0o600)
-                try:
-                    # A zero block becomes a hole: Finalize sets the length with ftruncate.
-                    if got and not (t.sparse and self.is_zero(view)):
-                        done = 0
-                        while done < got:
-                            done += os.pwrite(fd, view[done:], t.offset + done)
-                finally:
-                    os.close(fd)
+                if got and not hole:
+                    done = 0
+                    while done < got:
+                        done += os.pwrite(fd, view[done:], t.offset + done)
             except OSError as exc:
+                if fd >= 0:
+                    os.close(fd)
                 raise _Side("destination", exc, t.tmp) from exc
         finally:
             view.release()
-        if t.finalize is not None:
-            fin = self._finalize(t.task_id, t.finalize)
-            if not isinstance(fin, m.FileFinalized):
-                return fin
-        return m.BlockCopied(
-            task_id=t.task_id, length=got, digest=digest, finalized=t.finalize is not None
-        )
+        if t.finalize is None:
+            os.close(fd)
+            return m.BlockCopied(task_id=t.task_id, length=got, digest=digest, finalized=False)
+        # One block is the whole file: seal it through the descriptor still open.
+        fin = self._finalize(t.task_id, t.finalize, fd, truncate=hole)
+        if not isinstance(fin, m.FileFinalized):
+            return fin
+        return m.BlockCopied(task_id=t.task_id, length=got, digest=digest, finalized=True)
 
     def _verify(self, t: m.VerifyBlock) -> m.Result:
         view = self.ring.view(t.slot, t.length)
@@ -183,34 +185,42 @@ class _Runner:
             view.release()
         return m.FileDigested(task_id=t.task_id, size=size, digest=h.digest())
 
-    def _finalize(self, task_id: int, f: m.Finalize) -> m.Result:
+    def _finalize(
+        self, task_id: int, f: m.Finalize, fd: int = -1, truncate: bool = True
+    ) -> m.Result:
+        """Check the source is unchanged, seal the temp file (length, mode, times, optional
+        fdatasync) and rename it into place. Takes ownership of `fd` when one is given."""
         try:
             st = os.lstat(f.src)
         except OSError as exc:
+            _close_quietly(fd)
             _unlink_quietly(f.tmp)
             raise _Side("source", exc, f.src) from exc
         if st.st_size != f.size or st.st_mtime_ns != f.src_mtime_ns:
+            _close_quietly(fd)
             _unlink_quietly(f.tmp)
             return m.SourceChanged(
                 task_id=task_id,
                 detail=f"size {f.size}->{st.st_size}, mtime_ns {f.src_mtime_ns}->{st.st_mtime_ns}",
             )
         try:
+            if fd < 0:
+                try:
+                    fd = os.open(f.tmp, os.O_WRONLY | os.O_CLOEXEC)
+                except FileNotFoundError:
+                    # Requeued after a worker died between the rename and its report.
+                    if _matches(f.dst, f.size, f.mtime_ns):
+                        return m.FileFinalized(task_id=task_id)
+                    raise
             try:
-                fd = os.open(f.tmp, os.O_WRONLY | os.O_CLOEXEC)
-            except FileNotFoundError:
-                # Requeued after a worker died between the rename and its report: done already.
-                if _matches(f.dst, f.size, f.mtime_ns):
-                    return m.FileFinalized(task_id=task_id)
-                raise
-            try:
-                os.ftruncate(fd, f.size)
+                if truncate:
+                    os.ftruncate(fd, f.size)
                 if f.fsync:
                     os.fdatasync(fd)
                 os.fchmod(fd, f.mode & 0o7777)
+                os.utime(fd, ns=(f.atime_ns, f.mtime_ns))
             finally:
                 os.close(fd)
-            os.utime(f.tmp, ns=(f.atime_ns, f.mtime_ns))
             os.replace(f.tmp, f.dst)
             if f.fsync:
                 dfd = os.open(os.path.dirname(f.dst) or b".", os.O_RDONLY | os.O_DIRECTORY)
@@ -221,6 +231,11 @@ class _Runner:
         except OSError as exc:
             raise _Side("destination", exc, f.dst) from exc
         return m.FileFinalized(task_id=task_id)
+
+
+def _close_quietly(fd: int) -> None:
+    if fd >= 0:
+        os.close(fd)
 
 
 def _matches(path: bytes, size: int, mtime_ns: int) -> bool:
