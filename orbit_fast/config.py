@@ -89,6 +89,8 @@ def validate(opts: SyncOptions) -> SyncOptions:
     db = opts.db_path or str(default_db_path())
     return msgspec.structs.replace(
         opts,
+        # Resolved once: `workers` is read on every turn of the coordinator's loop.
+        concurrency=opts.workers,
         source=os.path.abspath(opts.source),
         destination=os.path.abspath(opts.destination),
         db_path=os.path.abspath(os.path.expanduser(db)),

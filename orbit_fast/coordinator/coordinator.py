@@ -499,7 +499,7 @@ class Coordinator:
                 os.close(fd)
                 assert self.db is not None
                 self.db.queue_partial(
-                    self.job.id, tr.relb, tr.size, tr.mtime_ns, tr.block_size, os.fsencode(tr.tmp)
+                    self.job.id, tr.relb, tr.size, tr.mtime_ns, tr.block_size, tr.tmpb
                 )
                 tr.had_partial = True
                 tr.plan_fresh()
@@ -585,13 +585,13 @@ class Coordinator:
 
     def _finalize_msg(self, tr: Transfer) -> m.Finalize:
         return m.Finalize(
-            tmp=os.fsencode(tr.tmp),
-            dst=os.fsencode(tr.dst),
+            tmp=tr.tmpb,
+            dst=tr.dstb,
             size=tr.size,
             mtime_ns=tr.mtime_ns,
             atime_ns=tr.atime_ns,
             mode=tr.mode,
-            src=os.fsencode(tr.src),
+            src=tr.srcb,
             src_mtime_ns=tr.mtime_ns,
             fsync=self.opts.fsync == FsyncPolicy.FILE,
         )
@@ -605,8 +605,8 @@ class Coordinator:
             return m.CopyBlock(
                 task_id=tid,
                 slot=slot,
-                src=os.fsencode(tr.src),
-                tmp=os.fsencode(tr.tmp),
+                src=tr.srcb,
+                tmp=tr.tmpb,
                 offset=off,
                 length=length,
                 sparse=self.opts.sparse,
@@ -614,11 +614,8 @@ class Coordinator:
             )
         if kind == VERIFY:
             off, length = tr.block_range(idx)
-            return m.VerifyBlock(
-                task_id=tid, slot=slot, path=os.fsencode(tr.tmp), offset=off, length=length
-            )
-        path = tr.src if kind == DIGEST_SRC else tr.dst
-        return m.DigestFile(task_id=tid, slot=slot, path=os.fsencode(path))
+            return m.VerifyBlock(task_id=tid, slot=slot, path=tr.tmpb, offset=off, length=length)
+        return m.DigestFile(task_id=tid, slot=slot, path=tr.srcb if kind == DIGEST_SRC else tr.dstb)
 
     # ---- results ------------------------------------------------------------------------
 

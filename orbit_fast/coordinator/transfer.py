@@ -41,6 +41,9 @@ class Transfer:
         "src",
         "dst",
         "tmp",
+        "srcb",
+        "dstb",
+        "tmpb",
         "size",
         "mtime_ns",
         "atime_ns",
@@ -76,6 +79,8 @@ class Transfer:
         self.rel = rel
         self.relb = os.fsencode(rel)
         self.src, self.dst, self.tmp = src, dst, tmp
+        # Encoded once: every task message carries paths as bytes.
+        self.srcb, self.dstb, self.tmpb = os.fsencode(src), os.fsencode(dst), os.fsencode(tmp)
         self.size = st.st_size
         self.mtime_ns = st.st_mtime_ns
         self.atime_ns = st.st_atime_ns

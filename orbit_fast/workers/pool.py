@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
-from multiprocessing.connection import Connection, wait
+import selectors
+from multiprocessing.connection import Connection
 
 from orbit_fast import messages as m
 from orbit_fast.workers.ring import SharedRing
@@ -43,6 +44,9 @@ class WorkerPool:
         self._workers: list[_Slot | None] = [None] * size
         self._enc = m.task_encoder
         self.deaths = 0
+        # One epoll set for every result pipe and process sentinel, kept across waits:
+        # multiprocessing.connection.wait() rebuilds and re-registers it on every call.
+        self._sel = selectors.DefaultSelector()
 
     def start(self) -> None:
         for i in range(self.size):
@@ -69,6 +73,8 @@ class WorkerPool:
         task_r.close()
         res_w.close()
         self._workers[i] = _Slot(proc, task_w, res_r)
+        self._sel.register(res_r, selectors.EVENT_READ, (i, "r"))
+        self._sel.register(proc.sentinel, selectors.EVENT_READ, (i, "s"))
 
     def pids(self) -> list[int]:
         return [w.proc.pid or 0 for w in self._workers if w is not None]
@@ -90,15 +96,10 @@ class WorkerPool:
             pass  # the death is seen by wait(), which returns this task for requeueing
 
     def wait(self, timeout: float) -> tuple[list[tuple[int, m.Result]], list[Death]]:
-        conns: dict[object, tuple[int, str]] = {}
-        for i, w in enumerate(self._workers):
-            if w is not None:
-                conns[w.results] = (i, "r")
-                conns[w.proc.sentinel] = (i, "s")
         results: list[tuple[int, m.Result]] = []
         dead: set[int] = set()
-        for ready in wait(list(conns), timeout):
-            i, kind = conns[ready]
+        for key, _ in self._sel.select(timeout):
+            i, kind = key.data
             if kind == "s":
                 dead.add(i)
                 continue
@@ -130,6 +131,8 @@ class WorkerPool:
         # Results already in the pipe before death were read above; what is left was lost.
         w.proc.join(timeout=5)
         death = Death(i, w.proc.exitcode, set(w.outstanding))
+        self._sel.unregister(w.results)
+        self._sel.unregister(w.proc.sentinel)
         w.tasks.close()
         w.results.close()
         self.deaths += 1
@@ -150,6 +153,9 @@ class WorkerPool:
             if w.proc.is_alive():
                 w.proc.kill()
                 w.proc.join()
+            self._sel.unregister(w.results)
+            self._sel.unregister(w.proc.sentinel)
             w.tasks.close()
             w.results.close()
         self._workers = [None] * self.size
+        self._sel.close()
