@@ -35,12 +35,13 @@ class Death:
 
 
 class WorkerPool:
-    def __init__(self, size: int, ring: SharedRing):
+    def __init__(self, size: int, ring: SharedRing, threads: int = 1):
         # spawn: workers inherit no file descriptors, locks or DB handles from the coordinator,
         # which matters when the engine is embedded in the threaded hub.
         self._ctx = mp.get_context("spawn")
         self.size = size
         self.ring = ring
+        self.threads = threads  # tasks each worker runs at once
         self._workers: list[_Slot | None] = [None] * size
         self._enc = m.task_encoder
         self.deaths = 0
@@ -65,6 +66,7 @@ class WorkerPool:
                 task_r,
                 res_w,
                 os.getpid(),
+                self.threads,
             ),
             name=f"orbit-worker-{i}",
             daemon=True,

@@ -12,6 +12,9 @@ from __future__ import annotations
 import errno as errno_mod
 import os
 import signal
+import threading
+import traceback
+from concurrent.futures import ThreadPoolExecutor
 from multiprocessing.connection import Connection
 
 import xxhash
@@ -31,7 +34,14 @@ def worker_main(
     tasks: Connection,
     results: Connection,
     parent_pid: int,
+    threads: int = 1,
 ) -> None:
+    """Run tasks from `tasks` until Shutdown, EOF or the parent's death.
+
+    Up to `threads` tasks run at once: the file system calls they spend their time in
+    (open, pread, pwrite, rename) release the GIL, so one process per core still keeps
+    several I/O operations in flight when the storage is latency-bound (docs/performance.md).
+    """
     # Ctrl-C and SIGTERM go to the coordinator, which checkpoints and then sends Shutdown;
     # a worker killed mid-write would only cost a requeue, but a clean stop costs nothing.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -39,7 +49,21 @@ def worker_main(
     ring = SharedRing.attach(ring_name, slot_size, slots)
     runner = _Runner(ring)
     enc = m.task_encoder
+    send_lock = threading.Lock()  # one writer at a time on the pipe; the encoder is shared too
+
+    def run(task: m.Task) -> None:
+        try:
+            res = runner.run(task)
+            with send_lock:
+                results.send_bytes(enc.encode(res))
+        except BaseException:
+            # Not an I/O error of a file (those are results): a bug or a broken pipe. Die
+            # loudly, as a single-threaded worker would, so the pool requeues the tasks.
+            traceback.print_exc()
+            os._exit(70)
+
     results.send_bytes(enc.encode(m.WorkerReady(worker=index, pid=os.getpid())))
+    executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix=f"orbit-w{index}")
     try:
         while True:
             if not tasks.poll(_PARENT_POLL_S):
@@ -53,8 +77,9 @@ def worker_main(
             task = m.task_decoder.decode(raw)
             if isinstance(task, m.Shutdown):
                 return
-            results.send_bytes(enc.encode(runner.run(task)))
+            executor.submit(run, task)
     finally:
+        executor.shutdown(wait=True)  # no thread may still hold a view when the ring closes
         ring.close()
 
 
