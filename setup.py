@@ -25,7 +25,7 @@ def _ext(name: str, sources: list[str]) -> Extension:
 
 setup(
     ext_modules=cythonize(
-        [_ext("blocks", ["ext/blocks.pyx"]), _ext("scan", ["ext/scan.pyx"])],
+        [_ext("blocks", ["ext/blocks.pyx"]), _ext("scan", ["ext/scan.pyx"]), _ext("cdc", ["ext/cdc.pyx"])],
         language_level=3,
         compiler_directives={"boundscheck": False, "wraparound": False, "cdivision": True},
     )

@@ -77,3 +77,48 @@ def scan_pair(
     out += [(name, None, d) for name, d in dst.items() if name not in names]
     out.sort(key=lambda t: t[0])
     return out, folded
+
+
+class Chunker:
+    """FastCDC, byte by byte: the specification of ext/cdc.pyx (see its docstring)."""
+
+    def __init__(self, gear: bytes, min_size: int, avg_size: int, max_size: int,
+                 mask_s: int, mask_l: int) -> None:  # fmt: skip
+        if len(gear) != 2048:
+            raise ValueError(f"gear table must be 2048 bytes, got {len(gear)}")
+        if not (0 < min_size <= avg_size <= max_size):
+            raise ValueError("need 0 < min_size <= avg_size <= max_size")
+        self._gear = [int.from_bytes(gear[i * 8 : i * 8 + 8], "little") for i in range(256)]
+        self._min, self._avg, self._max = min_size, avg_size, max_size
+        self._ms, self._ml = mask_s, mask_l
+        self._fp = 0
+        self._start = 0
+        self._offset = 0
+
+    @property
+    def offset(self) -> int:
+        return self._offset
+
+    @property
+    def chunk_start(self) -> int:
+        return self._start
+
+    def feed(self, data: bytes | bytearray | memoryview, out: memoryview) -> tuple[int, int]:
+        ncuts = 0
+        i = 0
+        mem = memoryview(data).cast("B")
+        while i < len(mem) and ncuts < len(out):
+            j = self._offset + i - self._start
+            cut = j + 1 == self._max  # the chunk ends at max, hashed byte or not
+            if j >= self._min:
+                self._fp = ((self._fp << 1) + self._gear[mem[i]]) & 0xFFFFFFFFFFFFFFFF
+                mask = self._ms if j + 1 < self._avg else self._ml
+                cut = cut or (self._fp & mask) == 0
+            if cut:
+                out[ncuts] = self._offset + i + 1
+                ncuts += 1
+                self._start = self._offset + i + 1
+                self._fp = 0
+            i += 1
+        self._offset += i
+        return ncuts, i
