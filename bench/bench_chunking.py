@@ -36,3 +36,25 @@ def test_chunking(benchmark, impl, avg: int) -> None:
     gbps = SIZE / benchmark.stats.stats.min / 1e9
     benchmark.extra_info["GB/s (best)"] = round(gbps, 2)
     print(f"\n{impl.__name__} avg {avg >> 10} KiB: {gbps:.2f} GB/s, {chunks} chunks")
+
+
+def _chunk_and_id(avg: int) -> int:
+    from orbit_fast.hashing import chunk_id
+
+    key = bytes(32)
+    params = ChunkerParams(min_size=avg // 4, avg_size=avg, max_size=avg * 4)
+    view = memoryview(DATA)
+    start = 0
+    for end in cut_points(make_chunker(params), DATA):
+        chunk_id(key, view[start:end])
+        start = end
+    return start
+
+
+@pytest.mark.parametrize("avg", AVGS, ids=lambda a: f"avg{a >> 10}KiB")
+def test_chunk_and_id(benchmark, avg: int) -> None:
+    """Chunking plus a keyed BLAKE3-256 id per chunk on one core (issue #3: >= 1.5 GB/s)."""
+    benchmark.pedantic(_chunk_and_id, args=(avg,), rounds=3, iterations=1, warmup_rounds=1)
+    gbps = SIZE / benchmark.stats.stats.min / 1e9
+    benchmark.extra_info["GB/s (best)"] = round(gbps, 2)
+    print(f"\nchunk + id avg {avg >> 10} KiB: {gbps:.2f} GB/s")
