@@ -11,6 +11,7 @@ import sys
 import click
 
 from orbit_fast import __version__
+from orbit_fast.cli.bench_cmd import bench_cmd
 from orbit_fast.cli.sync_cmd import sync_cmd
 
 
@@ -25,6 +26,7 @@ def cli() -> None:
 
 
 cli.add_command(sync_cmd)
+cli.add_command(bench_cmd)
 
 
 def main() -> None:
