@@ -9,6 +9,7 @@ by golden tests (tests/native/test_cdc.py).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import math
@@ -33,6 +34,7 @@ MIN_CHUNK = 64
 MAX_CHUNK = 64 << 20
 
 
+@functools.cache
 def gear_table() -> bytes:
     """256 little-endian uint64: entry i is the first 8 bytes of SHA-256(GEAR_SEED || i)."""
     return b"".join(hashlib.sha256(GEAR_SEED + bytes([i])).digest()[:8] for i in range(256))

@@ -72,11 +72,34 @@ class FinalizeFile(_Msg):
     finalize: Finalize
 
 
+class ChunkRange(_Msg):
+    """Read [offset, offset+length) of `path` into the slot's input half, cut it into chunks
+    (starting fresh: `offset` is a cut point), name each with the keyed id, compress it, and
+    write the blobs back to back into the slot's output half, starting at `out_at`.
+
+    Only complete chunks are emitted, and at `eof` the final one too; the result says where
+    the next range of the file starts (the last cut).
+    """
+
+    task_id: int
+    slot: int
+    path: bytes
+    offset: int
+    length: int
+    eof: bool
+    out_at: int  # where the output half of the slot begins
+    min_size: int
+    avg_size: int
+    max_size: int
+    codec: str
+    key: bytes
+
+
 class Shutdown(_Msg):
     pass
 
 
-Task = CopyBlock | VerifyBlock | DigestFile | FinalizeFile | Shutdown
+Task = CopyBlock | VerifyBlock | DigestFile | FinalizeFile | ChunkRange | Shutdown
 
 
 # ---- results -------------------------------------------------------------------------------
@@ -126,8 +149,23 @@ class TaskFailed(_Msg):
     message: str
 
 
+class ChunkRecord(msgspec.Struct, array_like=True, frozen=True):
+    offset: int  # in the file
+    length: int  # raw bytes
+    chunk_id: bytes  # keyed BLAKE3-256
+    blob_at: int  # where its blob starts in the slot
+    blob_len: int  # header included (compression.HEADER)
+
+
+class RangeChunked(_Msg):
+    task_id: int
+    chunks: list[ChunkRecord]
+    next_offset: int  # the file's next range starts here (== file size when done)
+
+
 Result = (
     WorkerReady
+    | RangeChunked
     | BlockCopied
     | BlockVerified
     | FileDigested

@@ -105,6 +105,8 @@ class _Runner:
                 return self._digest_file(task)
             if isinstance(task, m.FinalizeFile):
                 return self._finalize(task.task_id, task.finalize)
+            if isinstance(task, m.ChunkRange):
+                return self._chunk_range(task)
         except _Side as err:
             shown = (
                 os.fsdecode(err.path)
@@ -173,6 +175,38 @@ class _Runner:
         if not isinstance(fin, m.FileFinalized):
             return fin
         return m.BlockCopied(task_id=t.task_id, length=got, digest=digest, finalized=True)
+
+    def _chunk_range(self, t: m.ChunkRange) -> m.Result:
+        from orbit_fast.chunking import ChunkerParams, cut_points, make_chunker
+        from orbit_fast.compression import compress, parse_codec
+        from orbit_fast.hashing import chunk_id
+
+        slot = self.ring.view(t.slot)
+        try:
+            data = slot[: t.length]
+            got = self._read_into(t.path, data, t.offset)
+            if got != t.length:
+                return m.SourceChanged(task_id=t.task_id, detail=f"{got} of {t.length} bytes")
+            params = ChunkerParams(min_size=t.min_size, avg_size=t.avg_size,
+                                   max_size=t.max_size)  # fmt: skip
+            ends = list(cut_points(make_chunker(params), data))
+            if t.eof and (not ends or ends[-1] != got) and got:
+                ends.append(got)  # the file's last chunk may be shorter than min
+            codec = parse_codec(t.codec)
+            pos, start, records = t.out_at, 0, []
+            for end in ends:
+                piece = data[start:end]
+                blob = compress(codec, piece)
+                slot[pos : pos + len(blob)] = blob
+                records.append(m.ChunkRecord(offset=t.offset + start, length=end - start,
+                                             chunk_id=chunk_id(t.key, piece), blob_at=pos,
+                                             blob_len=len(blob)))  # fmt: skip
+                pos += len(blob)
+                start = end
+            return m.RangeChunked(task_id=t.task_id, chunks=records,
+                                  next_offset=t.offset + start)  # fmt: skip
+        finally:
+            slot.release()
 
     def _verify(self, t: m.VerifyBlock) -> m.Result:
         view = self.ring.view(t.slot, t.length)

@@ -1,0 +1,110 @@
+"""Chunk, name and compress files in the worker pool: the front half of backup (#4).
+
+Each task is a range of one file that starts at a cut point. The worker reads it into its
+ring slot, cuts it (a fresh chunker gives the whole file's cut points, because CDC state
+resets at every cut), names each complete chunk with the keyed id and compresses it into the
+slot's output half. Its result says where the file's next range starts. So a file has at most
+one task out, and different files are worked on in parallel. A range is at least the maximum
+chunk size, so every task makes progress. The caller gets (path, record, blob) in file order
+per file; blobs are copied out of the slot before it is lent again.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import deque
+from collections.abc import Iterable, Iterator
+
+from orbit_fast import messages as m
+from orbit_fast.chunking import ChunkerParams
+from orbit_fast.compression import HEADER, parse_codec
+from orbit_fast.errors import SourceError, WorkerFailed
+from orbit_fast.workers.ring import SharedRing
+
+TASKS_PER_WORKER = 2  # one being cut, one waiting: chunking is CPU work, one thread each
+MAX_TASK_DEATHS = 3
+
+
+def chunk_files(
+    paths: Iterable[str],
+    params: ChunkerParams,
+    codec: str,
+    key: bytes,
+    workers: int,
+    range_bytes: int = 4 << 20,
+) -> Iterator[tuple[str, m.ChunkRecord, bytes]]:
+    """Yield (path, chunk record, blob) for every chunk of every file, in order per file."""
+    from orbit_fast.workers.pool import WorkerPool
+
+    params.validate()
+    str(parse_codec(codec))  # a bad spec fails here, not in every worker
+    in_cap = max(range_bytes, params.max_size)
+    # Output: every chunk's blob is at most its raw bytes plus a header (raw fallback).
+    out_cap = in_cap + HEADER.size * (in_cap // params.min_size + 2)
+    ring = SharedRing.create(in_cap + out_cap, TASKS_PER_WORKER * workers)
+    pool = WorkerPool(workers, ring, threads=1)
+    pool.start()
+    files = iter(paths)
+    ready: deque[tuple[str, int, int]] = deque()  # (path, next offset, size)
+    out: dict[int, tuple[str, int, int, int, m.Task]] = {}  # task -> path, size, slot, deaths
+    next_id = 1
+    more = True
+    try:
+        while True:
+            while more and len(ready) < ring.slots:
+                path = next(files, None)
+                if path is None:
+                    more = False
+                    break
+                ready.append((path, 0, os.stat(path).st_size))
+            while (
+                ready
+                and (w := pool.least_loaded()) is not None
+                and pool.load(w) < TASKS_PER_WORKER
+                and (slot := ring.acquire()) is not None
+            ):
+                path, offset, size = ready.popleft()
+                length = min(in_cap, size - offset)
+                task = m.ChunkRange(
+                    task_id=next_id, slot=slot, path=os.fsencode(path), offset=offset,
+                    length=length, eof=offset + length == size, out_at=in_cap,
+                    min_size=params.min_size, avg_size=params.avg_size,
+                    max_size=params.max_size, codec=codec, key=key,
+                )  # fmt: skip
+                out[next_id] = (path, size, slot, 0, task)
+                pool.send(w, next_id, task)
+                next_id += 1
+            if not out:
+                if not ready and not more:
+                    return
+                continue
+            results, deaths = pool.wait(1.0)
+            for _, res in results:
+                tid = getattr(res, "task_id", None)
+                if tid is None:
+                    continue
+                path, size, slot, _, _ = out.pop(tid)
+                if not isinstance(res, m.RangeChunked):
+                    ring.release(slot)
+                    detail = getattr(res, "message", None) or getattr(res, "detail", res)
+                    raise SourceError(f"cannot chunk {path}: {detail}")
+                view = ring.view(slot)
+                try:
+                    blobs = [bytes(view[r.blob_at : r.blob_at + r.blob_len]) for r in res.chunks]
+                finally:
+                    view.release()
+                ring.release(slot)
+                if res.next_offset < size:
+                    ready.appendleft((path, res.next_offset, size))
+                for rec, blob in zip(res.chunks, blobs, strict=True):
+                    yield path, rec, blob
+            for death in deaths:
+                for tid in sorted(death.task_ids):
+                    path, size, slot, n, task = out[tid]
+                    if n + 1 >= MAX_TASK_DEATHS:
+                        raise WorkerFailed(f"workers died {n + 1} times chunking {path}")
+                    out[tid] = (path, size, slot, n + 1, task)
+                    pool.send(pool.least_loaded(), tid, task)
+    finally:
+        pool.shutdown()
+        ring.close()

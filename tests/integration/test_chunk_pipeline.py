@@ -1,0 +1,61 @@
+"""chunk_files through real worker processes and the ring, against in-process chunking."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import pytest
+
+from orbit_fast.chunking import ChunkerParams, cut_points, make_chunker
+from orbit_fast.compression import decompress
+from orbit_fast.coordinator.chunk_pipeline import chunk_files
+from orbit_fast.errors import SourceError
+from orbit_fast.hashing import chunk_id, new_repo_key
+
+pytestmark = pytest.mark.integration
+PARAMS = ChunkerParams(min_size=4 << 10, avg_size=16 << 10, max_size=64 << 10)
+
+
+def _files(root: Path, rng: random.Random) -> list[Path]:
+    root.mkdir()
+    sizes = [0, 1, 4095, 64 << 10, 200_003, 1 << 20, 3 << 20]
+    paths = []
+    for i, size in enumerate(sizes):
+        half = size // 2
+        text = (b"ring slot worker chunk " * (size // 23 + 1))[: size - half]
+        p = root / f"f{i}.bin"
+        p.write_bytes(rng.randbytes(half) + text)
+        paths.append(p)
+    return paths
+
+
+@pytest.mark.parametrize("codec", ["none", "lz4", "zstd:3"])
+def test_ranges_give_the_whole_file_cut_points(tmp_path: Path, rng, codec: str) -> None:
+    paths = _files(tmp_path / "src", rng)
+    key = new_repo_key()
+    got: dict[str, list] = {str(p): [] for p in paths}
+    # 64 KiB ranges: most files take several tasks, each starting at the previous last cut.
+    for path, rec, blob in chunk_files(map(str, paths), PARAMS, codec, key, workers=2,
+                                       range_bytes=64 << 10):  # fmt: skip
+        got[path].append((rec, blob))
+    for p in paths:
+        data = p.read_bytes()
+        ends = [*cut_points(make_chunker(PARAMS), data)]
+        if data and (not ends or ends[-1] != len(data)):
+            ends.append(len(data))
+        recs = got[str(p)]
+        assert [r.offset + r.length for r, _ in recs] == ends, p.name
+        assert b"".join(decompress(b) for _, b in recs) == data
+        for r, _ in recs:
+            assert r.chunk_id == chunk_id(key, data[r.offset : r.offset + r.length])
+
+
+def test_a_file_that_shrinks_is_an_error(tmp_path: Path, rng) -> None:
+    p = tmp_path / "f"
+    p.write_bytes(rng.randbytes(1 << 20))
+    gen = chunk_files([str(p)], PARAMS, "lz4", new_repo_key(), workers=1, range_bytes=64 << 10)
+    next(gen)
+    p.write_bytes(b"short now")
+    with pytest.raises(SourceError, match="cannot chunk"):
+        list(gen)
