@@ -81,7 +81,8 @@ def worth_compressing(data: bytes | memoryview) -> bool:
 def compress(codec: Codec, data: bytes | bytearray | memoryview) -> bytes:
     """A self-describing blob holding `data`, compressed with `codec` when that pays."""
     raw = memoryview(data).cast("B")
-    if codec.name != "none" and worth_compressing(raw):
+    # The probe is lz4: for lz4 itself it would only be the same work done twice.
+    if codec.name == "lz4" or (codec.name != "none" and worth_compressing(raw)):
         packed = _compress_with(codec, raw)
         if len(packed) < len(raw):
             code = LZ4 if codec.name == "lz4" else ZSTD
