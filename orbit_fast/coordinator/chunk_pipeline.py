@@ -37,7 +37,7 @@ def chunk_files(
     from orbit_fast.workers.pool import WorkerPool
 
     params.validate()
-    str(parse_codec(codec))  # a bad spec fails here, not in every worker
+    parse_codec(codec)  # a bad spec fails here, not in every worker
     in_cap = max(range_bytes, params.max_size)
     # Output: every chunk's blob is at most its raw bytes plus a header (raw fallback).
     out_cap = in_cap + HEADER.size * (in_cap // params.min_size + 2)
