@@ -26,7 +26,7 @@ def _ext(name: str, sources: list[str]) -> Extension:
 setup(
     ext_modules=cythonize(
         # orbit_fast._native.COMPILED lists the same modules (checked at import).
-        [_ext(name, [f"ext/{name}.pyx"]) for name in ("blocks", "cdc", "scan")],
+        [_ext(name, [f"ext/{name}.pyx"]) for name in ("blocks", "cdc", "scan", "table")],
         language_level=3,
         compiler_directives={"boundscheck": False, "wraparound": False, "cdivision": True},
     )

@@ -14,7 +14,7 @@ from types import ModuleType, SimpleNamespace
 from orbit_fast._native import reference
 from orbit_fast.errors import NativeUnavailable
 
-COMPILED = ("blocks", "cdc", "scan")  # ext/<name>.pyx -> orbit_fast._native.<name>
+COMPILED = ("blocks", "cdc", "scan", "table")  # ext/<name>.pyx -> orbit_fast._native.<name>
 
 
 def kernels() -> ModuleType | SimpleNamespace:

@@ -122,3 +122,93 @@ class Chunker:
             i += 1
         self._offset += i
         return ncuts, i
+
+
+# ---- table: the universe's hash table (ext/table.pyx) -------------------------------------
+
+_REC, _KEY = 48, 32
+
+
+def _home(key: bytes | memoryview, cap: int) -> int:
+    return (int.from_bytes(key[:8], "little") * cap) >> 64
+
+
+def _put(t: memoryview, cap: int, rec: bytes | memoryview) -> int:
+    i = _home(rec, cap)
+    for _ in range(cap):
+        at = i * _REC
+        if int.from_bytes(t[at + 32 : at + 36], "little") == 0:
+            t[at : at + _REC] = rec
+            return 1
+        if t[at : at + _KEY] == rec[:_KEY]:
+            t[at + _KEY : at + _REC] = rec[_KEY:]
+            return 0
+        i = 0 if i + 1 == cap else i + 1
+    return -1
+
+
+def table_lookup(table: bytes | bytearray | memoryview, keys: bytes | bytearray | memoryview,
+                 out: bytearray | memoryview) -> int:  # fmt: skip
+    """Find each 32-byte key; write (pack, offset, stored, raw) to `out` (4 uint32 per key,
+    pack 0 for a miss). Returns the number of hits."""
+    t, ks, o = memoryview(table).cast("B"), memoryview(keys).cast("B"), memoryview(out)
+    if ks.nbytes % _KEY or len(o) < 4 * (ks.nbytes // _KEY):
+        raise ValueError("keys must be 32 bytes each and out must hold 4 uint32 per key")
+    cap, hits = t.nbytes // _REC, 0
+    for k in range(ks.nbytes // _KEY):
+        key = ks[k * _KEY : (k + 1) * _KEY]
+        o[4 * k : 4 * k + 4] = array_u32(0, 0, 0, 0)
+        i = _home(key, cap) if cap else 0
+        for _ in range(cap):
+            at = i * _REC
+            if int.from_bytes(t[at + 32 : at + 36], "little") == 0:
+                break
+            if t[at : at + _KEY] == key:
+                vals = t[at + _KEY : at + _REC]
+                o[4 * k : 4 * k + 4] = array_u32(
+                    *(int.from_bytes(vals[j : j + 4], "little") for j in range(0, 16, 4))
+                )
+                hits += 1
+                break
+            i = 0 if i + 1 == cap else i + 1
+    return hits
+
+
+def array_u32(*vals: int) -> memoryview:
+    return memoryview(b"".join(v.to_bytes(4, "little") for v in vals)).cast("I")
+
+
+def table_insert(table: bytearray | memoryview, records: bytes | bytearray | memoryview) -> int:
+    """Insert 48-byte records (overwriting an existing key's location); returns how many keys
+    were new. ValueError if the table fills up."""
+    t, rs = memoryview(table).cast("B"), memoryview(records).cast("B")
+    if rs.nbytes % _REC:
+        raise ValueError("records must be 48 bytes each")
+    cap, added = t.nbytes // _REC, 0
+    for k in range(rs.nbytes // _REC):
+        rec = rs[k * _REC : (k + 1) * _REC]
+        if int.from_bytes(rec[32:36], "little") == 0:
+            continue
+        r = _put(t, cap, rec) if cap else -1
+        if r < 0:
+            raise ValueError("the table is full")
+        added += r
+    return added
+
+
+def table_rehash(src: bytes | bytearray | memoryview, dst: bytearray | memoryview,
+                 dead: bytes | bytearray | memoryview) -> int:  # fmt: skip
+    """Copy the records of `src` whose pack is not set in the bitmap `dead` into empty `dst`;
+    returns how many were kept."""
+    s, d, bits = memoryview(src).cast("B"), memoryview(dst).cast("B"), bytes(dead)
+    dcap, kept = d.nbytes // _REC, 0
+    for k in range(s.nbytes // _REC):
+        rec = s[k * _REC : (k + 1) * _REC]
+        p = int.from_bytes(rec[32:36], "little")
+        if p == 0 or (p < len(bits) * 8 and (bits[p >> 3] >> (p & 7)) & 1):
+            continue
+        r = _put(d, dcap, rec) if dcap else -1
+        if r < 0:
+            raise ValueError("the destination table is full")
+        kept += r
+    return kept

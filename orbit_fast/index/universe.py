@@ -1,0 +1,366 @@
+"""The universe: chunk id -> (pack, offset, stored length, raw length) for every repository.
+
+Only the coordinator opens it (an exclusive flock on "<path>.lock", like the jobs DB). It is a
+cache of the repositories, never the truth: every entry can be rebuilt from the pack indexes
+(`orbit-fast index rebuild`), and `Repository` reconciles it with the repository's list of packs
+whenever it opens one, so a lost or stale universe never loses data.
+
+On disk (docs/universe.md has the layout and the measurements behind the choice):
+- `<path>`: a checkpoint. A header, the hash table (48-byte records, ext/table.pyx) and the
+  pack registry (msgpack). Replaced only whole: written to a temp file, fsynced, renamed.
+- `<path>-journal`: what changed since that checkpoint, in batches (one per pack added or per
+  prune) with a CRC each, fsynced before the change is used. A torn tail is dropped on open:
+  the packs it named are re-indexed by the next reconcile.
+The table is mapped copy-on-write from the checkpoint, so pages are read on demand and
+changes live in memory until the next checkpoint. Memory: at most the table (48 bytes per slot,
+60-80 bytes per entry) plus about 150 bytes per pack for the registry.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import mmap
+import os
+import struct
+import zlib
+from typing import NamedTuple
+
+import msgspec
+import numpy as np
+
+from orbit_fast._native import kernels
+from orbit_fast.errors import DatabaseBusy, DatabaseError, NetworkFilesystemError
+from orbit_fast.fsinfo import network_fs_name
+
+RECORD = np.dtype([("id", "V32"), ("pack", "<u4"), ("offset", "<u4"), ("stored", "<u4"),
+                   ("raw", "<u4")])  # fmt: skip
+assert RECORD.itemsize == 48
+
+_MAGIC = b"ORBUNIV1"
+_VERSION = 1
+# magic, version, generation, capacity, count, meta offset, meta length; then a CRC of those.
+_HEADER = struct.Struct("<8sIQQQQQ")
+_TABLE_AT = 4096
+_JMAGIC = b"ORBJRNL1"
+_JHEADER = struct.Struct("<8sQ")
+_BATCH = struct.Struct("<II")  # payload length, crc32 of payload
+MIN_CAPACITY = 1 << 16
+MAX_LOAD = 0.8  # linear probing: ~3 probes per hit, ~13 per miss at 0.8 (Knuth)
+GROWN_LOAD = 0.6  # after growing: 60-80 bytes of table per entry (bench/bench_universe.py)
+
+
+class PackInfo(msgspec.Struct, array_like=True, frozen=True):
+    number: int
+    repo: int
+    name: bytes  # 32 bytes: BLAKE3 of the pack file
+    chunks: int
+
+
+class _Meta(msgspec.Struct, array_like=True):
+    repos: dict[str, int]
+    packs: list[PackInfo]
+    next_pack: int
+
+
+class _Batch(msgspec.Struct, array_like=True):
+    repos: dict[str, int]
+    packs: list[PackInfo]
+    records: bytes  # RECORD rows
+    dropped: list[int]
+
+
+class Location(NamedTuple):
+    pack: bytes  # pack name
+    offset: int
+    stored: int
+    raw: int
+
+
+class Universe:
+    def __init__(self, path: str, lock_fd: int) -> None:
+        self.path = path
+        self._lock_fd = lock_fd
+        self._generation = 0
+        self._table: mmap.mmap | np.ndarray = np.zeros(0, np.uint8)
+        self.count = 0
+        self._repos: dict[str, int] = {}
+        self._packs: dict[int, PackInfo] = {}
+        self._by_name: dict[tuple[int, bytes], int] = {}
+        self._next_pack = 1
+        self._journal: int = -1
+        self._journal_bytes = 0
+        self._k = kernels()
+
+    # ---- opening and closing --------------------------------------------------------------
+
+    @classmethod
+    def open(cls, path: str) -> Universe:
+        path = os.path.abspath(path)
+        directory = os.path.dirname(path)
+        try:
+            os.makedirs(directory, exist_ok=True)
+        except OSError as exc:
+            raise DatabaseError(
+                f"cannot create the directory of the universe index {path}: {exc.strerror}; "
+                "set UNIVERSE_PATH (or --universe-path) to a local disk"
+            ) from exc
+        fs = network_fs_name(directory)
+        if fs:
+            raise NetworkFilesystemError(
+                f"the universe index {path} would live on a network filesystem ({fs}); put "
+                "UNIVERSE_PATH on a local disk"
+            )
+        lock_fd = os.open(path + ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(lock_fd)
+            raise DatabaseBusy(
+                f"the universe index {path} is in use by another orbit-fast process; wait for "
+                "it to finish (only one coordinator may own the index)"
+            ) from None
+        self = cls(path, lock_fd)
+        try:
+            self._load()
+        except BaseException:
+            self.close(checkpoint=False)
+            raise
+        return self
+
+    def _load(self) -> None:
+        try:
+            f = open(self.path, "rb")
+        except FileNotFoundError:
+            pass
+        else:
+            with f:
+                head = f.read(_HEADER.size + 4)
+                if len(head) < _HEADER.size + 4:
+                    raise self._corrupt("its header is truncated")
+                magic, version, gen, cap, count, meta_at, meta_len = _HEADER.unpack_from(head)
+                (crc,) = struct.unpack_from("<I", head, _HEADER.size)
+                if magic != _MAGIC or crc != zlib.crc32(head[: _HEADER.size]):
+                    raise self._corrupt("it is not a universe checkpoint")
+                if version != _VERSION:
+                    raise DatabaseError(
+                        f"the universe index {self.path} has format {version}; this orbit-fast "
+                        f"reads format {_VERSION}. Upgrade orbit-fast, or move the file away "
+                        "and run `orbit-fast index rebuild REPO`"
+                    )
+                f.seek(meta_at)
+                meta = msgspec.msgpack.decode(f.read(meta_len), type=_Meta)
+                if cap:
+                    self._table = mmap.mmap(
+                        f.fileno(), cap * RECORD.itemsize, access=mmap.ACCESS_COPY,
+                        offset=_TABLE_AT,
+                    )  # fmt: skip
+            self._generation, self.count = gen, count
+            self._repos = meta.repos
+            self._next_pack = meta.next_pack
+            for p in meta.packs:
+                self._register(p)
+        self._replay_journal()
+
+    def _corrupt(self, why: str) -> DatabaseError:
+        return DatabaseError(
+            f"the universe index {self.path} is damaged ({why}); move it away and run "
+            "`orbit-fast index rebuild REPO` for each repository (it is a cache of them)"
+        )
+
+    def _replay_journal(self) -> None:
+        jpath = self.path + "-journal"
+        fd = os.open(jpath, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        self._journal = fd
+        head = os.pread(fd, _JHEADER.size, 0)
+        good_end = _JHEADER.size
+        if len(head) == _JHEADER.size and head[:8] == _JMAGIC:
+            (gen,) = _JHEADER.unpack(head)[1:]
+            if gen == self._generation:
+                with open(fd, "rb", closefd=False) as f:
+                    f.seek(good_end)
+                    while True:
+                        bh = f.read(_BATCH.size)
+                        if len(bh) < _BATCH.size:
+                            break
+                        n, crc = _BATCH.unpack(bh)
+                        payload = f.read(n)
+                        if len(payload) < n or zlib.crc32(payload) != crc:
+                            break  # a torn tail: reconcile re-indexes the packs it named
+                        self._apply(msgspec.msgpack.decode(payload, type=_Batch))
+                        good_end += _BATCH.size + n
+                os.ftruncate(fd, good_end)
+                self._journal_bytes = good_end
+                return
+        # Missing, foreign or from an older checkpoint (a crash between writing a checkpoint
+        # and resetting the journal): everything in it is already in the checkpoint.
+        self._reset_journal()
+
+    def _reset_journal(self) -> None:
+        os.ftruncate(self._journal, 0)
+        os.pwrite(self._journal, _JHEADER.pack(_JMAGIC, self._generation), 0)
+        os.fsync(self._journal)
+        self._journal_bytes = _JHEADER.size
+
+    def close(self, checkpoint: bool = True) -> None:
+        """Release the index; write a checkpoint first if the journal has grown large."""
+        if self._lock_fd < 0:
+            return
+        try:
+            if checkpoint and self._journal >= 0 and self._journal_bytes > max(
+                64 << 20, len(self._table) // 4
+            ):
+                self.checkpoint()
+        finally:
+            if self._journal >= 0:
+                os.close(self._journal)
+                self._journal = -1
+            if isinstance(self._table, mmap.mmap):
+                self._table.close()
+            os.close(self._lock_fd)
+            self._lock_fd = -1
+
+    def __enter__(self) -> Universe:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close(checkpoint=exc[0] is None)
+
+    def checkpoint(self) -> None:
+        """Write the whole index as a new checkpoint and start an empty journal."""
+        gen = self._generation + 1
+        meta = msgspec.msgpack.encode(
+            _Meta(self._repos, sorted(self._packs.values(), key=lambda p: p.number),
+                  self._next_pack)  # fmt: skip
+        )
+        cap = len(self._table) // RECORD.itemsize
+        meta_at = _TABLE_AT + cap * RECORD.itemsize
+        head = _HEADER.pack(_MAGIC, _VERSION, gen, cap, self.count, meta_at, len(meta))
+        tmp = f"{self.path}.tmp-{os.getpid()}"
+        with open(tmp, "wb") as f:
+            f.write(head + struct.pack("<I", zlib.crc32(head)))
+            f.seek(_TABLE_AT)
+            f.write(memoryview(self._table))
+            f.write(meta)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, self.path)
+        _fsync_dir(os.path.dirname(self.path))
+        self._generation = gen
+        self._reset_journal()
+
+    # ---- the pack registry ----------------------------------------------------------------
+
+    def _register(self, p: PackInfo) -> None:
+        self._packs[p.number] = p
+        self._by_name[(p.repo, p.name)] = p.number
+
+    def repo_number(self, repo_id: str) -> int:
+        """The small number that stands for a repository (by its config id) in the index."""
+        n = self._repos.get(repo_id)
+        if n is None:
+            n = max(self._repos.values(), default=0) + 1
+            self._commit(_Batch({repo_id: n}, [], b"", []))
+        return n
+
+    def packs_of(self, repo_id: str) -> dict[bytes, int]:
+        """Name -> number of every pack of that repository the index knows."""
+        repo = self._repos.get(repo_id)
+        return {p.name: n for n, p in self._packs.items() if p.repo == repo}
+
+    def pack_name(self, number: int) -> bytes:
+        return self._packs[number].name
+
+    # ---- changes --------------------------------------------------------------------------
+
+    def add_pack(self, repo_id: str, name: bytes, records: np.ndarray) -> int:
+        """Index a pack that is completely written: `records` are RECORD rows with `pack` 0,
+        filled in here. Durable (journal fsynced) when this returns."""
+        repo = self.repo_number(repo_id)
+        known = self._by_name.get((repo, name))
+        if known is not None:
+            return known
+        number = self._next_pack
+        rows = records.copy()
+        rows["pack"] = number
+        self._commit(_Batch({}, [PackInfo(number, repo, name, len(rows))], rows.tobytes(), []))
+        return number
+
+    def drop_packs(self, repo_id: str, names: list[bytes]) -> None:
+        """Forget packs (before they are deleted from the repository) and all their entries."""
+        repo = self._repos.get(repo_id)
+        numbers = [n for name in names if (n := self._by_name.get((repo, name))) is not None]
+        if numbers:
+            self._commit(_Batch({}, [], b"", numbers))
+
+    def _commit(self, batch: _Batch) -> None:
+        payload = msgspec.msgpack.encode(batch)
+        data = _BATCH.pack(len(payload), zlib.crc32(payload)) + payload
+        os.pwrite(self._journal, data, self._journal_bytes)
+        os.fsync(self._journal)
+        self._journal_bytes += len(data)
+        self._apply(batch)
+
+    def _apply(self, batch: _Batch) -> None:
+        self._repos.update(batch.repos)
+        for p in batch.packs:
+            self._register(p)
+            self._next_pack = max(self._next_pack, p.number + 1)
+        if batch.records:
+            n = len(batch.records) // RECORD.itemsize
+            self._reserve(n)
+            self.count += self._k.table_insert(self._table, batch.records)
+        if batch.dropped:
+            dead = np.zeros(max(batch.dropped) // 8 + 1, np.uint8)
+            for num in batch.dropped:
+                dead[num >> 3] |= 1 << (num & 7)
+                p = self._packs.pop(num, None)
+                if p is not None:
+                    self._by_name.pop((p.repo, p.name), None)
+            self._rehash(len(self._table) // RECORD.itemsize, dead)
+
+    def _reserve(self, n: int) -> None:
+        cap = len(self._table) // RECORD.itemsize
+        if self.count + n <= MAX_LOAD * cap:
+            return
+        self._rehash(max(MIN_CAPACITY, int((self.count + n) / GROWN_LOAD)), np.zeros(0, np.uint8))
+
+    def _rehash(self, capacity: int, dead: np.ndarray) -> None:
+        new = np.zeros(capacity * RECORD.itemsize, np.uint8)  # calloc: pages appear on use
+        self.count = self._k.table_rehash(self._table, new, dead) if len(self._table) else 0
+        old, self._table = self._table, new
+        if isinstance(old, mmap.mmap):
+            old.close()
+
+    # ---- queries --------------------------------------------------------------------------
+
+    def lookup(self, ids: bytes | bytearray | memoryview) -> np.ndarray:
+        """(n, 4) uint32 rows of (pack number, offset, stored, raw) for n 32-byte ids; pack 0
+        where the id is unknown."""
+        out = np.zeros(len(ids) // 32 * 4, np.uint32)
+        if len(self._table):
+            self._k.table_lookup(self._table, ids, out)
+        return out.reshape(-1, 4)
+
+    def locate(self, repo_id: str, ids: list[bytes]) -> list[Location | None]:
+        """Where each chunk of that repository is stored, or None."""
+        repo = self._repos.get(repo_id)
+        rows = self.lookup(b"".join(ids))
+        out: list[Location | None] = []
+        for pack, off, stored, raw in rows.tolist():
+            info = self._packs.get(pack) if pack else None
+            out.append(Location(info.name, off, stored, raw) if info and info.repo == repo
+                       else None)  # fmt: skip
+        return out
+
+    def records(self) -> np.ndarray:
+        """Every entry, as RECORD rows (a copy)."""
+        view = np.frombuffer(memoryview(self._table), RECORD) if len(self._table) else None
+        return np.zeros(0, RECORD) if view is None else view[view["pack"] != 0].copy()
+
+
+def _fsync_dir(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
