@@ -9,11 +9,13 @@ from __future__ import annotations
 from typing import Any
 
 __version__ = "0.1.0"
-__all__ = ["CancelToken", "SyncOptions", "__version__", "sync"]
+_API = ("sync", "CancelToken", "SyncOptions", "BackupOptions", "backup", "restore", "verify",
+        "forget", "prune", "init_repository", "rebuild_index")
+__all__ = ["__version__", *_API]
 
 
 def __getattr__(name: str) -> Any:
-    if name in ("sync", "CancelToken", "SyncOptions"):
+    if name in _API:
         from orbit_fast import api
 
         return getattr(api, name)

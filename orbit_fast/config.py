@@ -69,6 +69,61 @@ def default_db_path() -> Path:
     return state_dir() / "jobs.db"
 
 
+def default_universe_path(db_path: str) -> str:
+    """$UNIVERSE_PATH, else universe.db next to the jobs DB (the deployment guide's layout)."""
+    return os.environ.get("UNIVERSE_PATH") or os.path.join(os.path.dirname(db_path),
+                                                           "universe.db")  # fmt: skip
+
+
+class BackupOptions(msgspec.Struct, kw_only=True, frozen=True):
+    """Everything that defines one backup run. Paths are stored absolute."""
+
+    source: str
+    repository: str  # a local path (s3:// and smb:// with #5)
+    filters: tuple[tuple[str, str], ...] = ()
+    concurrency: int = 0
+    codec: str = ""  # "" = the repository's default (set at init; zstd:3 unless told)
+    tags: tuple[str, ...] = ()
+    db_path: str = ""
+    universe_path: str = ""
+
+    @property
+    def workers(self) -> int:
+        return self.concurrency or (os.cpu_count() or 1)
+
+
+def resolve_state_paths(db_path: str, universe_path: str) -> tuple[str, str]:
+    db = os.path.abspath(os.path.expanduser(db_path or str(default_db_path())))
+    return db, os.path.abspath(os.path.expanduser(universe_path or default_universe_path(db)))
+
+
+def validate_backup(opts: BackupOptions) -> BackupOptions:
+    from orbit_fast.compression import parse_codec
+
+    if not (isinstance(opts.concurrency, int) and 0 <= opts.concurrency <= MAX_CONCURRENCY):
+        raise UsageError(
+            f"--concurrency must be a whole number from 1 to {MAX_CONCURRENCY} "
+            f"(0 = one per CPU), got {opts.concurrency!r}"
+        )
+    if opts.codec:
+        parse_codec(opts.codec)
+    for action, pattern in opts.filters:
+        if action not in ("include", "exclude") or not pattern:
+            raise UsageError(f"bad filter rule {action!r} {pattern!r}")
+    db, universe = resolve_state_paths(opts.db_path, opts.universe_path)
+    repo = opts.repository
+    if "://" not in repo:
+        repo = os.path.abspath(os.path.expanduser(repo))
+        src = os.path.abspath(opts.source)
+        if repo == src or repo.startswith(src.rstrip("/") + "/"):
+            raise UsageError(f"the repository {repo} is inside the source {src}; it would "
+                             "back itself up. Put it elsewhere, or --exclude it")  # fmt: skip
+    return msgspec.structs.replace(
+        opts, concurrency=opts.workers, source=os.path.abspath(opts.source), repository=repo,
+        db_path=db, universe_path=universe,
+    )  # fmt: skip
+
+
 def validate(opts: SyncOptions) -> SyncOptions:
     """Check ranges and normalise paths; raise UsageError naming the option and the fix."""
     if not (isinstance(opts.concurrency, int) and 0 <= opts.concurrency <= MAX_CONCURRENCY):

@@ -22,6 +22,9 @@ class ExitCode(IntEnum):
     WORKER = 8  # a worker process kept dying on the same task
     DATABASE = 9  # the jobs DB is unreadable or damaged
     NATIVE = 10  # compiled kernels missing or stale
+    REPOSITORY = 11  # not a repository, a newer format, or a damaged config/snapshot
+    LOCKED = 12  # another process holds the repository lock
+    INTEGRITY = 13  # verify/restore found missing or damaged chunks (named in the output)
     INTERRUPTED = 130  # SIGINT (Ctrl-C): checkpointed, rerun resumes
     TERMINATED = 143  # SIGTERM: checkpointed, rerun resumes
 
@@ -89,6 +92,21 @@ class NativeUnavailable(OrbitError):
             f"orbit-fast's compiled kernels are unusable: {detail}; "
             "rebuild them with `pip install -e .` (or `pip install .`)"
         )
+
+
+class RepositoryError(OrbitError):
+    exit_code = ExitCode.REPOSITORY
+    msgid = "repository"
+
+
+class RepositoryLocked(OrbitError):
+    exit_code = ExitCode.LOCKED
+    msgid = "locked"
+
+
+class IntegrityError(OrbitError):
+    exit_code = ExitCode.INTEGRITY
+    msgid = "integrity"
 
 
 class Interrupted(OrbitError):

@@ -76,7 +76,59 @@ class Summary(_Event, tag="summary"):
     dry_run: bool
 
 
-Event = Started | FileDone | Progress | Warning | Error | Summary
+class BackupSummary(_Event, tag="backup_summary"):
+    job_id: int
+    run_id: int
+    exit_code: int
+    snapshot: str
+    parent: str | None
+    files_new: int
+    files_changed: int
+    files_unchanged: int  # not read again: size, mtime, ctime and inode as in the parent
+    files_total: int
+    bytes_total: int
+    bytes_read: int
+    chunks_added: int
+    bytes_added: int  # stored (compressed) bytes of new chunks
+    packs_added: int
+    warnings: int
+    skipped: list[str]
+    elapsed_s: float
+
+
+class RestoreSummary(_Event, tag="restore_summary"):
+    exit_code: int
+    files_restored: int
+    files_skipped: int  # already in place (same size and mtime): a resumed restore
+    bytes_total: int
+    problems: list[str]
+    elapsed_s: float
+
+
+class VerifySummary(_Event, tag="verify_summary"):
+    exit_code: int
+    quick: bool
+    packs: int
+    chunks: int
+    bytes_read: int
+    snapshots: int
+    problems: list[str]  # "snapshot S file F chunk C: why", or a damaged pack
+    elapsed_s: float
+
+
+class PruneSummary(_Event, tag="prune_summary"):
+    exit_code: int
+    snapshots_forgotten: list[str]
+    packs_deleted: int
+    packs_repacked: int
+    packs_written: int
+    bytes_freed: int
+    chunks_dropped: int
+    elapsed_s: float
+
+
+Event = (Started | FileDone | Progress | Warning | Error | Summary | BackupSummary
+         | RestoreSummary | VerifySummary | PruneSummary)  # fmt: skip
 
 _json = msgspec.json.Encoder()
 

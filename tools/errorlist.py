@@ -23,6 +23,12 @@ MEANING = {
     "WORKER": "worker processes kept dying on the same task; progress is checkpointed",
     "DATABASE": "the jobs DB is unreadable, damaged or from a newer version",
     "NATIVE": "compiled kernels missing or stale; reinstall",
+    "REPOSITORY": "not a backup repository, a repository of a newer format, or a damaged "
+    "config or snapshot",
+    "LOCKED": "another process holds the repository lock; wait, or `orbit-fast unlock REPO` "
+    "if that process is gone",
+    "INTEGRITY": "verify or restore found missing or damaged chunks (each named with its "
+    "snapshot and file); files that do not use them were restored",
     "INTERRUPTED": "stopped by SIGINT (Ctrl-C) after a checkpoint; rerun to resume",
     "TERMINATED": "stopped by SIGTERM after a checkpoint; rerun to resume",
 }

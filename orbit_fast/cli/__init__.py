@@ -11,6 +11,7 @@ import sys
 import click
 
 from orbit_fast import __version__
+from orbit_fast.cli.backup_cmd import COMMANDS as REPO_COMMANDS
 from orbit_fast.cli.bench_cmd import bench_cmd
 from orbit_fast.cli.sync_cmd import sync_cmd
 
@@ -27,6 +28,8 @@ def cli() -> None:
 
 cli.add_command(sync_cmd)
 cli.add_command(bench_cmd)
+for _cmd in REPO_COMMANDS:
+    cli.add_command(_cmd)
 
 
 def main() -> None:

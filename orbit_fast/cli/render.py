@@ -35,6 +35,10 @@ class Renderer:
         elif isinstance(ev, p.Summary):
             self.close()
             print(_summary_text(ev))
+        elif isinstance(ev, p.BackupSummary | p.RestoreSummary | p.VerifySummary
+                        | p.PruneSummary):  # fmt: skip
+            self.close()
+            print(_repo_summary_text(ev))
 
     def _write_err(self, text: str) -> None:
         if self.bar is not None:
@@ -96,3 +100,35 @@ def _summary_text(s: p.Summary) -> str:
         if len(s.skipped) > 50:
             lines.append(f"  ... and {len(s.skipped) - 50} more (see --json)")
     return "\n".join(lines)
+
+
+def _repo_summary_text(
+    s: p.BackupSummary | p.RestoreSummary | p.VerifySummary | p.PruneSummary,
+) -> str:
+    if isinstance(s, p.BackupSummary):
+        lines = [
+            f"snapshot {s.snapshot[:8]} saved: {s.files_total} files ({_size(s.bytes_total)}); "
+            f"{s.files_new} new, {s.files_changed} changed, {s.files_unchanged} unchanged",
+            f"read {_size(s.bytes_read)}, added {s.chunks_added} chunks "
+            f"({_size(s.bytes_added)} stored) in {s.packs_added} packs, {s.elapsed_s:.2f} s",
+        ]
+        if s.skipped:
+            lines.append(f"{len(s.skipped)} entries skipped (exit code 1):")
+            lines += [f"  {path}" for path in s.skipped[:50]]
+        return "\n".join(lines)
+    if isinstance(s, p.RestoreSummary):
+        return (f"restored {s.files_restored} files, {s.files_skipped} already in place "
+                f"({_size(s.bytes_total)}) in {s.elapsed_s:.2f} s"
+                + "".join(f"\n  not restored: {x}" for x in s.problems[:50]))  # fmt: skip
+    if isinstance(s, p.VerifySummary):
+        what = "structure of " if s.quick else ""
+        head = (f"checked the {what}{s.packs} packs ({s.chunks} chunks, {_size(s.bytes_read)} "
+                f"read) and {s.snapshots} snapshots in {s.elapsed_s:.2f} s: ")  # fmt: skip
+        if not s.problems:
+            return head + "no problems"
+        return head + f"{len(s.problems)} problems (exit code 13)\n" + "\n".join(
+            f"  {x}" for x in s.problems
+        )
+    return (f"pruned: {s.packs_deleted} packs deleted, {s.packs_repacked} rewritten into "
+            f"{s.packs_written}, {s.chunks_dropped} chunks dropped, {_size(s.bytes_freed)} "
+            f"freed in {s.elapsed_s:.2f} s")  # fmt: skip

@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import signal
-import sys
-from typing import Any
-
 import click
 
 _FILTER_FLAGS = ("--include", "--exclude")
@@ -130,8 +126,6 @@ def sync_cmd(
     destination = _one(dst, dest_opt, "DST", "--destination")
     from orbit_fast.cli.render import Renderer
     from orbit_fast.config import DEFAULT_CHUNK_SIZE_MB, FsyncPolicy, SyncOptions
-    from orbit_fast.coordinator.coordinator import CancelToken
-    from orbit_fast.errors import ExitCode, OrbitError
 
     opts = SyncOptions(
         source=source,
@@ -146,27 +140,12 @@ def sync_cmd(
         db_path=db_path or "",
         sparse=not no_sparse,
     )
-    cancel = CancelToken()
-
-    def on_signal(signum: int, frame: Any) -> None:
-        if cancel.cancelled:
-            raise KeyboardInterrupt  # second signal: stop waiting for in-flight blocks
-        cancel.cancel(ExitCode.TERMINATED if signum == signal.SIGTERM else ExitCode.INTERRUPTED)
-
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGTERM, on_signal)
     renderer = Renderer(json_out=json_out, progress=not no_progress and not json_out)
     from orbit_fast.api import sync
+    from orbit_fast.cli.runner import run_engine
 
-    try:
-        summary = sync(options=opts, on_event=renderer, cancel=cancel)
-    except OrbitError as err:
-        renderer.close()
-        if not json_out:
-            click.echo(f"orbit-fast: error: {err}", err=True)
-        sys.exit(int(err.exit_code))
-    renderer.close()
-    sys.exit(summary.exit_code)
+    run_engine(lambda cancel: sync(options=opts, on_event=renderer, cancel=cancel), renderer,
+               json_out, emits_errors=True)  # fmt: skip
 
 
 def _one(arg: str | None, opt: str | None, arg_name: str, opt_name: str) -> str:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 from orbit_fast import messages as m
 from orbit_fast.chunking import ChunkerParams
@@ -32,8 +32,16 @@ def chunk_files(
     key: bytes,
     workers: int,
     range_bytes: int = 4 << 20,
+    on_error: Callable[[str, str], None] | None = None,
+    cancelled: Callable[[], bool] = lambda: False,
 ) -> Iterator[tuple[str, m.ChunkRecord, bytes]]:
-    """Yield (path, chunk record, blob) for every chunk of every file, in order per file."""
+    """Yield (path, chunk record, blob) for every chunk of every file, in order per file.
+
+    A file that cannot be read (or changes size while it is read) raises SourceError, or with
+    `on_error` is reported there as (path, message) and dropped: chunks of it already yielded
+    are to be discarded by the caller. Once `cancelled()` is true no new range is started and
+    the generator ends after the ranges in flight.
+    """
     from orbit_fast.workers.pool import WorkerPool
 
     params.validate()
@@ -51,12 +59,23 @@ def chunk_files(
     more = True
     try:
         while True:
+            if cancelled():
+                more = False
+                ready.clear()
             while more and len(ready) < ring.slots:
                 path = next(files, None)
                 if path is None:
                     more = False
                     break
-                ready.append((path, 0, os.stat(path).st_size))
+                try:
+                    size = os.stat(path).st_size
+                except OSError as exc:
+                    if on_error is None:
+                        raise SourceError(f"cannot read {path}: {exc.strerror}") from exc
+                    on_error(path, exc.strerror or str(exc))
+                    continue
+                if size:
+                    ready.append((path, 0, size))
             while (
                 ready
                 and (w := pool.least_loaded()) is not None
@@ -87,7 +106,10 @@ def chunk_files(
                 if not isinstance(res, m.RangeChunked):
                     ring.release(slot)
                     detail = getattr(res, "message", None) or getattr(res, "detail", res)
-                    raise SourceError(f"cannot chunk {path}: {detail}")
+                    if on_error is None:
+                        raise SourceError(f"cannot chunk {path}: {detail}")
+                    on_error(path, f"changed or unreadable while read: {detail}")
+                    continue
                 view = ring.view(slot)
                 try:
                     blobs = [bytes(view[r.blob_at : r.blob_at + r.blob_len]) for r in res.chunks]

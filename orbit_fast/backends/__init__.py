@@ -1,0 +1,1 @@
+"""Object stores under repositories: the Store protocol and its implementations."""

@@ -1,0 +1,337 @@
+"""Backup repository commands: init, backup, snapshots, ls, diff, restore, verify, forget,
+prune, unlock. Commands on an existing repository take it from -r/--repo or ORBIT_REPOSITORY,
+as restic does."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from typing import Any
+
+import click
+
+from orbit_fast.cli.sync_cmd import _FilterOrderCommand
+
+repo_option = click.option(
+    "-r", "--repo", "repo", envvar="ORBIT_REPOSITORY", required=True, metavar="REPO",
+    help="The repository (a path). Env: ORBIT_REPOSITORY.",
+)  # fmt: skip
+json_option = click.option("--json", "json_out", is_flag=True,
+                           help="One JSON object per line on stdout.")  # fmt: skip
+state_options = [
+    click.option("--db-path", envvar="ORBIT_DB_PATH", metavar="PATH", default="",
+                 help="Jobs DB (local disk). Default: $XDG_STATE_HOME/orbit-fast/jobs.db."),
+    click.option("--universe-path", envvar="UNIVERSE_PATH", metavar="PATH", default="",
+                 help="Universe chunk index (local disk). Default: universe.db next to the "
+                 "jobs DB. Env: UNIVERSE_PATH."),
+]  # fmt: skip
+
+
+def with_state(f: Any) -> Any:
+    for opt in reversed(state_options):
+        f = opt(f)
+    return f
+
+
+def _fail(err: Exception, json_out: bool) -> None:
+    from orbit_fast import progress as p
+    from orbit_fast.errors import OrbitError
+
+    if not isinstance(err, OrbitError):
+        raise err
+    if json_out:
+        print(p.encode_json(p.Error(msgid=err.msgid, message=str(err),
+                                    exit_code=int(err.exit_code))).decode())  # fmt: skip
+    else:
+        click.echo(f"orbit-fast: error: {err}", err=True)
+    sys.exit(int(err.exit_code))
+
+
+def _when(ns: int) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ns / 1e9))
+
+
+@click.command("init")
+@click.argument("repo")
+@click.option("--codec", default="zstd:3", show_default=True,
+              help="Default compression: none, lz4, zstd or zstd:N (1-19).")  # fmt: skip
+def init_cmd(repo: str, codec: str) -> None:
+    """Create an empty backup repository at REPO."""
+    from orbit_fast.api import init_repository
+    from orbit_fast.errors import OrbitError
+
+    try:
+        rid = init_repository(repo, codec)
+    except OrbitError as err:
+        _fail(err, False)
+    click.echo(f"created repository {rid[:8]} at {os.path.abspath(repo)}")
+
+
+@click.command("backup", cls=_FilterOrderCommand)
+@click.argument("src")
+@click.argument("repo")
+@click.option("--codec", default="", help="Compression for new chunks [default: the "
+              "repository's, zstd:3 unless set at init].")  # fmt: skip
+@click.option("--tag", multiple=True, help="Label the snapshot (repeatable).")
+@click.option("--include", multiple=True, metavar="GLOB", help="As for sync (repeatable).")
+@click.option("--exclude", multiple=True, metavar="GLOB", help="As for sync (repeatable).")
+@click.option("--concurrency", "-j", type=int, default=0, envvar="ORBIT_CONCURRENCY",
+              show_default="one per CPU", help="Worker processes.")  # fmt: skip
+@with_state
+@json_option
+@click.option("--no-progress", is_flag=True, help="No progress bar, even on a terminal.")
+@click.pass_context
+def backup_cmd(ctx: click.Context, src: str, repo: str, codec: str, tag: tuple[str, ...],
+               include: tuple[str, ...], exclude: tuple[str, ...], concurrency: int,
+               db_path: str, universe_path: str, json_out: bool,
+               no_progress: bool) -> None:  # fmt: skip
+    """Back up SRC into the repository REPO (created if it does not exist) as a snapshot.
+
+    Files unchanged since the last snapshot of SRC are not read again; only chunks the
+    repository lacks are stored. Rerun an interrupted backup to resume it.
+    """
+    from orbit_fast.api import backup
+    from orbit_fast.cli.render import Renderer
+    from orbit_fast.cli.runner import run_engine
+    from orbit_fast.config import BackupOptions
+
+    opts = BackupOptions(source=src, repository=repo, filters=ctx.meta.get("filter_order", ()),
+                         concurrency=concurrency, codec=codec, tags=tag, db_path=db_path,
+                         universe_path=universe_path)  # fmt: skip
+    renderer = Renderer(json_out=json_out, progress=not no_progress and not json_out)
+    run_engine(lambda cancel: backup(options=opts, on_event=renderer, cancel=cancel),
+               renderer, json_out)  # fmt: skip
+
+
+@click.command("snapshots")
+@repo_option
+@json_option
+def snapshots_cmd(repo: str, json_out: bool) -> None:
+    """List the snapshots, oldest first."""
+    from orbit_fast.errors import OrbitError
+    from orbit_fast.repo.repository import Repository
+
+    try:
+        with Repository.open(repo) as r:
+            snaps = r.snapshots()
+    except OrbitError as err:
+        _fail(err, json_out)
+    for name, s in snaps:
+        files = sum(1 for n in s.nodes if n.kind == "f")
+        if json_out:
+            print(json.dumps({"id": name, "time_ns": s.time_ns, "hostname": s.hostname,
+                              "source": s.source, "tags": s.tags, "parent": s.parent,
+                              "files": files, "bytes": s.bytes_total,
+                              "bytes_added": s.bytes_added}))  # fmt: skip
+        else:
+            tags = f"  [{', '.join(s.tags)}]" if s.tags else ""
+            click.echo(f"{name[:8]}  {_when(s.time_ns)}  {s.hostname}  {s.source}  "
+                       f"{files} files, {s.bytes_total:,} bytes{tags}")  # fmt: skip
+    if not json_out:
+        click.echo(f"{len(snaps)} snapshots")
+
+
+@click.command("ls")
+@repo_option
+@click.argument("snapshot")
+@click.argument("path", required=False, default="")
+@json_option
+def ls_cmd(repo: str, snapshot: str, path: str, json_out: bool) -> None:
+    """List what SNAPSHOT ("latest" or an id prefix) holds at or below PATH."""
+    from orbit_fast.coordinator.restore import select
+    from orbit_fast.errors import OrbitError
+    from orbit_fast.repo.repository import Repository
+
+    try:
+        with Repository.open(repo) as r:
+            _, snap = r.resolve(snapshot)
+        nodes = select(snap.nodes, (path,) if path.strip("/") else (), parents=False)
+    except OrbitError as err:
+        _fail(err, json_out)
+    for n in nodes:
+        shown = n.path.decode("utf-8", "backslashreplace") or "."
+        if json_out:
+            print(json.dumps({"path": shown, "kind": n.kind, "size": n.size, "mode": n.mode,
+                              "mtime_ns": n.mtime_ns, "chunks": len(n.chunks) // 32}))  # fmt: skip
+        else:
+            suffix = "/" if n.kind == "d" else f" -> {os.fsdecode(n.target)}" if n.kind == "l" \
+                else ""  # fmt: skip
+            click.echo(f"{n.kind} {oct(n.mode)[2:]:>4} {n.size:>12}  {_when(n.mtime_ns)}  "
+                       f"{shown}{suffix}")  # fmt: skip
+
+
+@click.command("diff")
+@repo_option
+@click.argument("snap1")
+@click.argument("snap2")
+@json_option
+def diff_cmd(repo: str, snap1: str, snap2: str, json_out: bool) -> None:
+    """What changed from SNAP1 to SNAP2: + added, - removed, M content, T metadata only."""
+    from orbit_fast.errors import OrbitError
+    from orbit_fast.repo.repository import Repository
+
+    try:
+        with Repository.open(repo) as r:
+            _, a = r.resolve(snap1)
+            _, b = r.resolve(snap2)
+    except OrbitError as err:
+        _fail(err, json_out)
+    old = {n.path: n for n in a.nodes}
+    new = {n.path: n for n in b.nodes}
+    rows: list[tuple[str, bytes]] = []
+    for path in sorted(old.keys() | new.keys()):
+        x, y = old.get(path), new.get(path)
+        if x is None:
+            rows.append(("+", path))
+        elif y is None:
+            rows.append(("-", path))
+        elif (x.kind, x.chunks, x.target) != (y.kind, y.chunks, y.target):
+            rows.append(("M", path))
+        elif (x.mode, x.uid, x.gid, x.mtime_ns) != (y.mode, y.uid, y.gid, y.mtime_ns):
+            rows.append(("T", path))
+    for what, path in rows:
+        shown = path.decode("utf-8", "backslashreplace") or "."
+        if json_out:
+            print(json.dumps({"change": what, "path": shown}))
+        else:
+            click.echo(f"{what} {shown}")
+    if not json_out:
+        counts = {k: sum(1 for w, _ in rows if w == k) for k in "+-MT"}
+        click.echo(f"{counts['+']} added, {counts['-']} removed, {counts['M']} modified, "
+                   f"{counts['T']} metadata only")  # fmt: skip
+
+
+@click.command("restore")
+@repo_option
+@click.argument("snapshot")
+@click.argument("paths", nargs=-1)
+@click.option("--target", required=True, metavar="DIR", help="Where to restore to.")
+@with_state
+@json_option
+@click.option("--no-progress", is_flag=True, help="No progress bar, even on a terminal.")
+def restore_cmd(repo: str, snapshot: str, paths: tuple[str, ...], target: str, db_path: str,
+                universe_path: str, json_out: bool, no_progress: bool) -> None:  # fmt: skip
+    """Restore SNAPSHOT ("latest" or an id prefix), or only PATHS of it, into --target.
+
+    Files are byte-identical with their mode and times (and owners as root). Rerun to resume:
+    files already in place are skipped.
+    """
+    from orbit_fast.api import restore
+    from orbit_fast.cli.render import Renderer
+    from orbit_fast.cli.runner import run_engine
+
+    renderer = Renderer(json_out=json_out, progress=not no_progress and not json_out)
+    run_engine(lambda cancel: restore(repo, snapshot, target, paths, on_event=renderer,
+                                      cancel=cancel, universe_path=universe_path,
+                                      db_path=db_path), renderer, json_out)  # fmt: skip
+
+
+@click.command("verify")
+@repo_option
+@click.option("--quick", is_flag=True, help="Check structure only: pack indexes parse and "
+              "every chunk a snapshot needs is listed in a pack.")  # fmt: skip
+@json_option
+def verify_cmd(repo: str, quick: bool, json_out: bool) -> None:
+    """Read every pack and check every chunk against its id; name each damaged snapshot,
+    file and chunk (exit code 13)."""
+    from orbit_fast.api import verify
+    from orbit_fast.cli.render import Renderer
+    from orbit_fast.cli.runner import run_engine
+
+    renderer = Renderer(json_out=json_out, progress=False)
+    run_engine(lambda cancel: verify(repo, quick, on_event=renderer), renderer, json_out)
+
+
+@click.command("forget")
+@repo_option
+@click.option("--keep-last", type=click.IntRange(0), default=0, help="Keep the N newest.")
+@click.option("--keep-daily", type=click.IntRange(0), default=0,
+              help="Keep the newest of each of the last N days.")  # fmt: skip
+@click.option("--keep-weekly", type=click.IntRange(0), default=0,
+              help="Keep the newest of each of the last N weeks.")  # fmt: skip
+@click.option("--keep-monthly", type=click.IntRange(0), default=0,
+              help="Keep the newest of each of the last N months.")  # fmt: skip
+@click.option("--prune", "and_prune", is_flag=True, help="Prune afterwards.")
+@click.option("--dry-run", "-n", is_flag=True, help="Only list what would be forgotten.")
+@with_state
+@json_option
+def forget_cmd(repo: str, keep_last: int, keep_daily: int, keep_weekly: int, keep_monthly: int,
+               and_prune: bool, dry_run: bool, db_path: str, universe_path: str,
+               json_out: bool) -> None:  # fmt: skip
+    """Delete the snapshots the policy does not keep (per host and source); their data goes at
+    the next prune."""
+    from orbit_fast.api import forget
+    from orbit_fast.cli.render import Renderer
+    from orbit_fast.errors import OrbitError
+
+    renderer = Renderer(json_out=json_out, progress=False)
+    try:
+        drop = forget(repo, keep_last=keep_last, keep_daily=keep_daily,
+                      keep_weekly=keep_weekly, keep_monthly=keep_monthly, prune=and_prune,
+                      dry_run=dry_run, on_event=renderer, universe_path=universe_path,
+                      db_path=db_path)  # fmt: skip
+    except OrbitError as err:
+        _fail(err, json_out)
+    verb = "would forget" if dry_run else "forgot"
+    if json_out:
+        print(json.dumps({"event": "forget", "dry_run": dry_run, "snapshots": drop}))
+    else:
+        click.echo(f"{verb} {len(drop)} snapshots" + "".join(f"\n  {n[:8]}" for n in drop))
+
+
+@click.command("prune")
+@repo_option
+@with_state
+@json_option
+def prune_cmd(repo: str, db_path: str, universe_path: str, json_out: bool) -> None:
+    """Delete chunks no snapshot references and rewrite mostly-empty packs (crash-safe)."""
+    from orbit_fast.api import prune
+    from orbit_fast.cli.render import Renderer
+    from orbit_fast.cli.runner import run_engine
+
+    renderer = Renderer(json_out=json_out, progress=False)
+    run_engine(lambda cancel: prune(repo, on_event=renderer, universe_path=universe_path,
+                                    db_path=db_path), renderer, json_out)  # fmt: skip
+
+
+@click.command("unlock")
+@repo_option
+def unlock_cmd(repo: str) -> None:
+    """Remove the repository lock. Only when the process that holds it is gone: a lock of a
+    dead process on this host is cleared automatically."""
+    from orbit_fast.errors import OrbitError
+    from orbit_fast.repo.repository import Repository
+
+    try:
+        with Repository.open(repo) as r:
+            holder = r.force_unlock()
+    except OrbitError as err:
+        _fail(err, False)
+    click.echo("no lock was held" if holder is None else
+               f"removed the lock of pid {holder.get('pid')} on {holder.get('host')}")  # fmt: skip
+
+
+@click.group("index")
+def index_group() -> None:
+    """The universe chunk index (a cache of the repositories)."""
+
+
+@index_group.command("rebuild")
+@repo_option
+@with_state
+def index_rebuild_cmd(repo: str, db_path: str, universe_path: str) -> None:
+    """Rebuild the index entries of REPO from its pack files."""
+    from orbit_fast.api import rebuild_index
+    from orbit_fast.errors import OrbitError
+
+    try:
+        n = rebuild_index(repo, universe_path=universe_path, db_path=db_path)
+    except OrbitError as err:
+        _fail(err, False)
+    click.echo(f"indexed {n} packs")
+
+
+COMMANDS = [init_cmd, backup_cmd, snapshots_cmd, ls_cmd, diff_cmd, restore_cmd, verify_cmd,
+            forget_cmd, prune_cmd, unlock_cmd, index_group]  # fmt: skip

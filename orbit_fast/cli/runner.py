@@ -1,0 +1,46 @@
+"""Running an engine call from the CLI: signals -> CancelToken, OrbitError -> exit code."""
+
+from __future__ import annotations
+
+import signal
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+from orbit_fast.cli.render import Renderer
+
+
+def run_engine(call: Callable[[Any], Any], renderer: Renderer, json_out: bool,
+               emits_errors: bool = False) -> None:  # fmt: skip
+    """Run `call(cancel)` and exit with its summary's exit code (or the error's).
+
+    The first SIGINT/SIGTERM asks the engine to stop at a safe point (checkpointed, exit 130 or
+    143); a second one stops waiting. Errors are printed to stderr, or as an `error` JSON event
+    with --json unless the engine already emitted it (`emits_errors`).
+    """
+    from orbit_fast import progress as p
+    from orbit_fast.coordinator.coordinator import CancelToken
+    from orbit_fast.errors import ExitCode, OrbitError
+
+    cancel = CancelToken()
+
+    def on_signal(signum: int, frame: Any) -> None:
+        if cancel.cancelled:
+            raise KeyboardInterrupt  # second signal: stop waiting for in-flight work
+        cancel.cancel(ExitCode.TERMINATED if signum == signal.SIGTERM else ExitCode.INTERRUPTED)
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    try:
+        summary = call(cancel)
+    except OrbitError as err:
+        renderer.close()
+        if not json_out:
+            click.echo(f"orbit-fast: error: {err}", err=True)
+        elif not emits_errors:
+            renderer(p.Error(msgid=err.msgid, message=str(err), exit_code=int(err.exit_code)))
+        sys.exit(int(err.exit_code))
+    renderer.close()
+    sys.exit(getattr(summary, "exit_code", 0))

@@ -1,0 +1,261 @@
+"""A backup run: walk the source, chunk what changed in the workers, store new chunks in packs,
+write the snapshot last.
+
+The coordinator owns the repository lock, the universe index and the jobs DB. Files whose
+size, mtime, ctime and inode equal the parent snapshot's are not read again: their chunk list
+is copied. Changed files go through the worker pool (chunk_pipeline.chunk_files: chunk, keyed
+id, compress on ring slots); a chunk the universe already knows for this repository, or that
+is in the pack being filled, is not stored again. A pack is written whole and only then
+indexed, so the index never points at a pack that is not complete. The snapshot comes last: a
+crash at any instant leaves the old set of snapshots, plus packs the rerun dedups against.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import stat as st
+import time
+from collections.abc import Callable, Iterator
+
+import msgspec
+
+from orbit_fast import progress as p
+from orbit_fast.config import BackupOptions
+from orbit_fast.coordinator.chunk_pipeline import chunk_files
+from orbit_fast.coordinator.coordinator import CancelToken
+from orbit_fast.errors import ExitCode, Interrupted, SourceError
+from orbit_fast.filters import FilterRules
+from orbit_fast.index.jobs_db import JobsDB
+from orbit_fast.index.universe import Universe
+from orbit_fast.repo import snapshot as snapfmt
+from orbit_fast.repo.pack import PackBuilder
+from orbit_fast.repo.repository import Repository, _records
+from orbit_fast.repo.snapshot import Node
+
+PROGRESS_EVERY_S = 0.25
+
+
+def node_of(rel: bytes, s: os.stat_result, target: bytes = b"") -> Node:
+    kind = snapfmt.DIR if st.S_ISDIR(s.st_mode) else snapfmt.LINK if st.S_ISLNK(s.st_mode) \
+        else snapfmt.FILE  # fmt: skip
+    return Node(path=rel, kind=kind, mode=st.S_IMODE(s.st_mode), uid=s.st_uid, gid=s.st_gid,
+                mtime_ns=s.st_mtime_ns, atime_ns=s.st_atime_ns, ctime_ns=s.st_ctime_ns,
+                ino=s.st_ino, size=s.st_size if kind == snapfmt.FILE else 0,
+                target=target)  # fmt: skip
+
+
+def walk(
+    root: str, rules: FilterRules, on_unreadable: Callable[[str, OSError], None]
+) -> Iterator[tuple[bytes, os.stat_result]]:
+    """(relative path, lstat) of the root and everything below it, directories before their
+    contents, names sorted; filtered; symlinks reported, never followed."""
+    root_b = os.fsencode(root)
+    yield b"", os.stat(root_b)
+    stack = [b""]
+    while stack:
+        rel_dir = stack.pop()
+        path = os.path.join(root_b, rel_dir) if rel_dir else root_b
+        try:
+            with os.scandir(path) as it:
+                entries = sorted(((e.name, e.stat(follow_symlinks=False)) for e in it),
+                                 key=lambda x: x[0])  # fmt: skip
+        except OSError as exc:
+            on_unreadable(os.fsdecode(rel_dir), exc)
+            continue
+        subdirs = []
+        for name, s in entries:
+            rel = rel_dir + b"/" + name if rel_dir else name
+            is_dir = st.S_ISDIR(s.st_mode)
+            if rules and not rules.included(os.fsdecode(rel), is_dir):
+                continue
+            if not (is_dir or st.S_ISREG(s.st_mode) or st.S_ISLNK(s.st_mode)):
+                continue  # sockets, fifos, devices: not backed up (docs/backup.md)
+            yield rel, s
+            if is_dir:
+                subdirs.append(rel)
+        stack.extend(reversed(subdirs))
+
+
+def _unchanged(old: Node | None, s: os.stat_result) -> bool:
+    return (old is not None and old.kind == snapfmt.FILE and old.size == s.st_size
+            and old.mtime_ns == s.st_mtime_ns and old.ctime_ns == s.st_ctime_ns
+            and old.ino == s.st_ino)  # fmt: skip
+
+
+class Backup:
+    def __init__(self, opts: BackupOptions, on_event: Callable[[p.Event], None],
+                 cancel: CancelToken) -> None:  # fmt: skip
+        self.opts = opts
+        self.emit = on_event
+        self.cancel = cancel
+        self.warnings: list[str] = []
+
+    def _warn(self, path: str, msgid: str, message: str) -> None:
+        self.warnings.append(path)
+        self.emit(p.Warning(msgid=msgid, path=p.display_path(path), message=message))
+
+    def run(self) -> p.BackupSummary:
+        opts = self.opts
+        t0 = time.monotonic()
+        if not os.path.isdir(opts.source):
+            raise SourceError(f"the backup source {opts.source} is not a directory (or is "
+                              "missing); check the path")  # fmt: skip
+        repo = Repository.open_or_init(opts.repository, opts.codec or "zstd:3")
+        with repo:
+            repo.lock("backup")
+            db = JobsDB.open(opts.db_path)
+            try:
+                job = db.get_or_create_job(
+                    f"backup:{opts.source}->{repo.store.url}", "backup", opts.source,
+                    repo.store.url, msgspec.json.encode(opts).decode(),
+                )  # fmt: skip
+                run_id = db.start_run(job.id)
+                try:
+                    with Universe.open(opts.universe_path) as universe:
+                        summary = self._run(repo, universe, job.id, run_id, t0)
+                except Interrupted as exc:
+                    db.finish_run(job.id, run_id, "interrupted", exc.exit_code, "{}", str(exc))
+                    raise
+                except BaseException as exc:
+                    code = getattr(exc, "exit_code", ExitCode.WORKER)
+                    db.finish_run(job.id, run_id, "failed", int(code), "{}", str(exc))
+                    raise
+                db.finish_run(job.id, run_id, "done", summary.exit_code,
+                              msgspec.json.encode(summary).decode(), None)  # fmt: skip
+            finally:
+                db.close()
+        self.emit(summary)
+        return summary
+
+    def _run(self, repo: Repository, universe: Universe, job_id: int, run_id: int,
+             t0: float) -> p.BackupSummary:  # fmt: skip
+        opts = self.opts
+        repo.sync_index(universe)
+        host = socket.gethostname()
+        parent_name, parent = None, None
+        for name, snap in reversed(repo.snapshots()):
+            if snap.source == opts.source and snap.hostname == host:
+                parent_name, parent = name, snap
+                break
+        old = {n.path: n for n in parent.nodes} if parent else {}
+        self.emit(p.Started(job_id=job_id, run_id=run_id, source=opts.source,
+                            destination=repo.store.url, dry_run=False, workers=opts.workers,
+                            chunk_size_bytes=repo.config.avg_size))  # fmt: skip
+
+        nodes: list[Node] = []
+        todo: dict[str, int] = {}  # absolute path -> index in nodes
+        counters = p.Counters()
+        files_unchanged = 0
+        new_files: set[str] = set()
+        rules = FilterRules(opts.filters)
+        for rel, s in walk(opts.source, rules,
+                           lambda r, e: self._warn(r, "unreadable_dir", e.strerror or str(e))):
+            if self.cancel.cancelled:
+                break
+            target = b""
+            if st.S_ISLNK(s.st_mode):
+                try:
+                    target = os.readlink(os.path.join(os.fsencode(opts.source), rel))
+                except OSError as exc:
+                    self._warn(os.fsdecode(rel), "unreadable", exc.strerror or str(exc))
+                    continue
+            node = node_of(rel, s, target)
+            if node.kind == snapfmt.FILE:
+                prev = old.get(rel)
+                if _unchanged(prev, s):
+                    assert prev is not None
+                    node = msgspec.structs.replace(node, chunks=prev.chunks)
+                    files_unchanged += 1
+                else:
+                    if prev is None:
+                        new_files.add(os.fsdecode(rel))
+                    if s.st_size:
+                        todo[os.path.join(opts.source, os.fsdecode(rel))] = len(nodes)
+                        counters.bytes_total += s.st_size
+            nodes.append(node)
+        counters.files_total = len(todo)
+        counters.scan_done = True
+
+        chunks: dict[str, list[bytes]] = {path: [] for path in todo}
+        sizes: dict[str, int] = dict.fromkeys(todo, 0)
+        failed: set[str] = set()
+        builder = PackBuilder()
+        pending: set[bytes] = set()
+        stored = {"bytes": 0, "chunks": 0, "packs": 0}
+        pack_bytes = repo.config.pack_bytes
+
+        def flush() -> None:
+            nonlocal builder
+            if not builder.count:
+                return
+            name, entries = repo.write_pack(builder)
+            universe.add_pack(repo.id, name, _records(entries))
+            stored["packs"] += 1
+            builder = PackBuilder()
+            pending.clear()
+
+        def on_error(path: str, message: str) -> None:
+            failed.add(path)
+            self._warn(os.path.relpath(path, opts.source), "unreadable", message)
+
+        last = 0.0
+        if todo:
+            for path, rec, blob in chunk_files(
+                todo, repo.config.params, opts.codec or repo.config.codec,
+                repo.config.key_bytes, opts.workers, on_error=on_error,
+                cancelled=lambda: self.cancel.cancelled,
+            ):  # fmt: skip
+                chunks[path].append(rec.chunk_id)
+                sizes[path] += rec.length
+                counters.bytes_done += rec.length
+                cid = rec.chunk_id
+                if cid not in pending and universe.locate(repo.id, [cid])[0] is None:
+                    builder.add(cid, blob, rec.length)
+                    pending.add(cid)
+                    stored["bytes"] += len(blob)
+                    stored["chunks"] += 1
+                    if len(builder) >= pack_bytes:
+                        flush()
+                now = time.monotonic()
+                if now - last >= PROGRESS_EVERY_S:
+                    last = now
+                    counters.files_done = sum(1 for f in sizes if sizes[f] and f not in failed)
+                    self.emit(counters.progress(0))
+        flush()  # what was stored is kept even when the run stops here
+        if self.cancel.cancelled:
+            code = self.cancel.exit_code or ExitCode.INTERRUPTED
+            raise Interrupted(
+                "backup interrupted; the chunks stored so far are kept and the rerun does not "
+                "store them again", code,
+            )  # fmt: skip
+
+        for path, i in todo.items():
+            if path in failed:
+                nodes[i] = msgspec.structs.replace(nodes[i], kind="")
+                continue
+            nodes[i] = msgspec.structs.replace(nodes[i], chunks=b"".join(chunks[path]),
+                                               size=sizes[path])  # fmt: skip
+        kept = [n for n in nodes if n.kind]
+        failed_rel = {os.path.relpath(f, opts.source) for f in failed}
+        files_new = len(new_files - failed_rel)
+        files_changed = sum(1 for n in kept if n.kind == snapfmt.FILE) - files_new \
+            - files_unchanged  # fmt: skip
+        snap = snapfmt.Snapshot(
+            time_ns=time.time_ns(), hostname=host, source=opts.source, tags=list(opts.tags),
+            parent=parent_name, nodes=kept, files_new=files_new,
+            files_changed=files_changed, files_unchanged=files_unchanged,
+            bytes_total=sum(n.size for n in kept), bytes_added=stored["bytes"],
+        )  # fmt: skip
+        name = repo.write_snapshot(snap)
+        return p.BackupSummary(
+            job_id=job_id, run_id=run_id, exit_code=int(ExitCode.PARTIAL if self.warnings
+                                                        else ExitCode.OK),
+            snapshot=name, parent=parent_name, files_new=snap.files_new,
+            files_changed=files_changed, files_unchanged=files_unchanged,
+            files_total=sum(1 for n in kept if n.kind == snapfmt.FILE),
+            bytes_total=snap.bytes_total, bytes_read=counters.bytes_done,
+            chunks_added=stored["chunks"], bytes_added=stored["bytes"],
+            packs_added=stored["packs"], warnings=len(self.warnings),
+            skipped=self.warnings[:1000], elapsed_s=round(time.monotonic() - t0, 3),
+        )  # fmt: skip

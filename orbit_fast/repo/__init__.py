@@ -1,0 +1,1 @@
+"""Backup repositories: on-disk formats (packs, snapshots), the repository and its lock."""

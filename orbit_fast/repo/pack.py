@@ -1,0 +1,78 @@
+"""Pack files: immutable containers of compressed chunks with their own index at the end.
+
+Layout (little-endian), docs/backup.md:
+    header   "ORBPACK1", uint32 flags (0: plain; bits reserved for encryption), uint32 0
+    blobs    back to back; each is self-describing (compression.HEADER + stored bytes)
+    index    one 44-byte entry per chunk: id (32), offset, stored length, raw length (uint32)
+    trailer  uint64 index offset, uint32 entry count, uint32 CRC-32 of the index, "ORBPIDX1"
+A pack is named by the BLAKE3-256 of its whole content, so `verify` can check it without the
+repository key, and a pack is never changed once written: prune writes new ones.
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+
+import blake3
+import numpy as np
+
+from orbit_fast.errors import RepositoryError
+
+MAGIC = b"ORBPACK1"
+HEADER = struct.Struct("<8sII")
+TRAILER = struct.Struct("<QII8s")
+IDX_MAGIC = b"ORBPIDX1"
+ENTRY = np.dtype([("id", "V32"), ("offset", "<u4"), ("stored", "<u4"), ("raw", "<u4")])
+MAX_PACK_BYTES = (1 << 32) - 1  # offsets are uint32
+
+
+class PackBuilder:
+    """Collects blobs into one pack in memory; `finish()` returns (name, bytes, entries)."""
+
+    def __init__(self) -> None:
+        self._buf = bytearray(HEADER.pack(MAGIC, 0, 0))
+        self._entries: list[tuple[bytes, int, int, int]] = []
+
+    def __len__(self) -> int:
+        return len(self._buf)
+
+    @property
+    def count(self) -> int:
+        return len(self._entries)
+
+    def add(self, chunk_id: bytes, blob: bytes | memoryview, raw_len: int) -> None:
+        self._entries.append((chunk_id, len(self._buf), len(blob), raw_len))
+        self._buf += blob
+
+    def finish(self) -> tuple[bytes, bytearray, np.ndarray]:
+        entries = np.array(self._entries, dtype=ENTRY)
+        index = entries.tobytes()
+        at = len(self._buf)
+        self._buf += index
+        self._buf += TRAILER.pack(at, len(entries), zlib.crc32(index), IDX_MAGIC)
+        return blake3.blake3(self._buf).digest(), self._buf, entries
+
+
+def parse_trailer(name: str, tail: bytes, size: int) -> tuple[int, int, int]:
+    """(index offset, count, crc) from the last TRAILER.size bytes of a pack of `size` bytes."""
+    if len(tail) != TRAILER.size:
+        raise RepositoryError(f"pack {name} is truncated ({size} bytes)")
+    at, count, crc, magic = TRAILER.unpack(tail)
+    if magic != IDX_MAGIC or at + count * ENTRY.itemsize + TRAILER.size != size:
+        raise RepositoryError(f"pack {name} has a damaged trailer; run `orbit-fast verify`")
+    return at, count, crc
+
+
+def parse_index(name: str, index: bytes, crc: int) -> np.ndarray:
+    if zlib.crc32(index) != crc:
+        raise RepositoryError(f"pack {name} has a damaged index; run `orbit-fast verify`")
+    return np.frombuffer(index, ENTRY)
+
+
+def read_index_from(name: str, data: bytes | memoryview) -> np.ndarray:
+    """The index of a pack held whole in memory."""
+    at, count, crc = parse_trailer(name, bytes(data[-TRAILER.size :]), len(data))
+    if bytes(data[: len(MAGIC)]) != MAGIC:
+        raise RepositoryError(f"pack {name} does not start with a pack header")
+    return parse_index(name, bytes(data[at : at + count * ENTRY.itemsize]), crc)

@@ -1,0 +1,389 @@
+"""A backup repository on a Store: its config, lock, packs and snapshots.
+
+Layout: `config` (JSON), `packs/<2 hex>/<64 hex>`, `snapshots/<64 hex>`, `locks/exclusive`.
+Everything is write-once except the lock; the universe index is a cache of the pack indexes
+(`sync_index` reconciles the two whenever a command opens the repository).
+
+The lock is one object created with an exclusive write, so two processes can never both hold
+it. It names its holder (host, pid, process start time); a lock whose holder is a dead process
+on this host is stale and is taken over, by renaming it away first so that two processes
+recovering at once cannot both win. A holder on another host can only be cleared by
+`orbit-fast unlock`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import socket
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import msgspec
+import numpy as np
+
+from orbit_fast.backends.base import Store
+from orbit_fast.backends.local import LocalStore
+from orbit_fast.chunking import ChunkerParams
+from orbit_fast.compression import decompress, parse_codec
+from orbit_fast.errors import (
+    DestinationError,
+    DiskFull,
+    RepositoryError,
+    RepositoryLocked,
+    UsageError,
+)
+from orbit_fast.hashing import new_repo_key
+from orbit_fast.index.universe import RECORD, Location, Universe
+from orbit_fast.repo import pack as packfmt
+from orbit_fast.repo import snapshot as snapfmt
+
+FORMAT = 1
+LOCK = "locks/exclusive"
+# 32 MiB: see docs/backup.md (pack size): fewer files than restic's 16 MiB for the same tree,
+# small enough that prune rewrites little and an S3 PUT stays one request.
+DEFAULT_PACK_BYTES = 32 << 20
+
+
+class RepoConfig(msgspec.Struct, kw_only=True, frozen=True):
+    format: int
+    id: str
+    created_ns: int
+    min_size: int
+    avg_size: int
+    max_size: int
+    id_hash: str  # "blake3-keyed-256"
+    codec: str
+    key: str  # hex of the chunk-id key
+    pack_bytes: int
+    encryption: str = "none"  # room for authenticated encryption of packs and snapshots
+
+    @property
+    def params(self) -> ChunkerParams:
+        return ChunkerParams(min_size=self.min_size, avg_size=self.avg_size, max_size=self.max_size)
+
+    @property
+    def key_bytes(self) -> bytes:
+        return bytes.fromhex(self.key)
+
+
+def open_store(url: str) -> Store:
+    if "://" in url and not url.startswith("file://"):
+        scheme = url.split("://", 1)[0]
+        raise UsageError(
+            f"repository {url}: the {scheme}:// scheme is not supported yet; use a local path"
+        )
+    return LocalStore(url.removeprefix("file://"))
+
+
+class Repository:
+    def __init__(self, store: Store, config: RepoConfig) -> None:
+        self.store = store
+        self.config = config
+        self.locked = False
+
+    @property
+    def id(self) -> str:
+        return self.config.id
+
+    # ---- init / open ----------------------------------------------------------------------
+
+    @classmethod
+    def init(cls, url: str, codec: str = "zstd:3", params: ChunkerParams | None = None,
+             pack_bytes: int = DEFAULT_PACK_BYTES) -> Repository:  # fmt: skip
+        parse_codec(codec)
+        params = params or ChunkerParams()
+        params.validate()
+        store = open_store(url)
+        if isinstance(store, LocalStore) and os.path.isdir(store.root) and os.listdir(store.root):
+            if store.exists("config"):
+                raise UsageError(f"{url} is already a repository; back up into it directly")
+            raise UsageError(
+                f"{url} is a directory that is not empty and not a repository; choose an "
+                "empty or new directory for `orbit-fast init`"
+            )
+        cfg = RepoConfig(
+            format=FORMAT, id=secrets.token_hex(16), created_ns=time.time_ns(),
+            min_size=params.min_size, avg_size=params.avg_size, max_size=params.max_size,
+            id_hash="blake3-keyed-256", codec=codec, key=new_repo_key().hex(),
+            pack_bytes=pack_bytes,
+        )  # fmt: skip
+        try:
+            store.write("config", msgspec.json.format(msgspec.json.encode(cfg)), exclusive=True)
+        except FileExistsError:
+            raise UsageError(f"{url} is already a repository") from None
+        except OSError as exc:
+            raise _store_error(url, "create the repository", exc) from exc
+        os.chmod(os.path.join(store.url, "config"), 0o600) if isinstance(store, LocalStore) else 0
+        return cls(store, cfg)
+
+    @classmethod
+    def open(cls, url: str) -> Repository:
+        store = open_store(url)
+        try:
+            raw = store.read("config")
+        except (FileNotFoundError, NotADirectoryError):
+            raise RepositoryError(
+                f"{url} is not an orbit-fast repository (it has no config); check the path, "
+                f"or create one with `orbit-fast init {url}`"
+            ) from None
+        except OSError as exc:
+            raise RepositoryError(f"cannot read the config of {url}: {exc.strerror}") from exc
+        try:
+            fields: dict[str, Any] = json.loads(raw)
+        except ValueError:
+            raise RepositoryError(f"{url}: the config is not valid JSON") from None
+        version = fields.get("format")
+        if isinstance(version, int) and version > FORMAT:
+            raise RepositoryError(
+                f"{url} is a format {version} repository; this orbit-fast reads format "
+                f"{FORMAT} and older. Upgrade orbit-fast to use it (nothing was changed)"
+            )
+        try:
+            cfg = msgspec.convert(fields, RepoConfig)
+        except msgspec.ValidationError as exc:
+            raise RepositoryError(f"{url}: the config is damaged ({exc})") from None
+        if cfg.encryption != "none":
+            raise RepositoryError(f"{url}: encryption {cfg.encryption!r} is not supported")
+        return cls(store, cfg)
+
+    @classmethod
+    def open_or_init(cls, url: str, codec: str) -> Repository:
+        """Open the repository at url, or create it there if nothing is there yet."""
+        store = open_store(url)
+        if isinstance(store, LocalStore) and not store.exists("config") and (
+            not os.path.exists(store.root)
+            or (os.path.isdir(store.root) and not os.listdir(store.root))
+        ):
+            return cls.init(url, codec)
+        return cls.open(url)
+
+    # ---- lock -----------------------------------------------------------------------------
+
+    def lock(self, operation: str) -> None:
+        me = {"host": socket.gethostname(), "pid": os.getpid(), "start": _start_time(os.getpid()),
+              "operation": operation, "time_ns": time.time_ns()}  # fmt: skip
+        data = json.dumps(me).encode()
+        for _ in range(3):
+            try:
+                self.store.write(LOCK, data, exclusive=True)
+                self.locked = True
+                break
+            except FileExistsError:
+                holder = self._holder()
+                if holder is None:
+                    continue  # released meanwhile
+                if not _is_stale(holder):
+                    since = time.strftime("%Y-%m-%d %H:%M:%S",
+                                          time.localtime(holder.get("time_ns", 0) / 1e9))
+                    raise RepositoryLocked(
+                        f"repository {self.store.url} is locked by {holder.get('operation')} "
+                        f"(pid {holder.get('pid')} on {holder.get('host')}, since {since}); "
+                        "wait for it to finish, or if that process is gone run "
+                        f"`orbit-fast unlock {self.store.url}`"
+                    ) from None
+                self._break_lock()
+            except OSError as exc:
+                raise _store_error(self.store.url, "lock the repository", exc) from exc
+        else:
+            raise RepositoryLocked(f"could not lock {self.store.url}: the lock keeps changing")
+        if isinstance(self.store, LocalStore):
+            self.store.sweep_temp("packs")  # only a crashed writer leaves these; we hold the lock
+            self.store.sweep_temp("snapshots")
+
+    def _holder(self) -> dict[str, Any] | None:
+        try:
+            return json.loads(self.store.read(LOCK))
+        except FileNotFoundError:
+            return None
+        except ValueError:
+            return {}  # torn by a crash in the middle of a write on a store without rename
+
+    def _break_lock(self) -> None:
+        if isinstance(self.store, LocalStore):
+            src = os.path.join(self.store.root, "locks", "exclusive")
+            dst = f"{src}.stale-{secrets.token_hex(4)}"
+            try:
+                os.rename(src, dst)  # only one of several recovering processes wins this
+            except FileNotFoundError:
+                return
+            os.unlink(dst)
+        else:
+            self.store.delete(LOCK)
+
+    def unlock(self) -> None:
+        if self.locked:
+            self.store.delete(LOCK)
+            self.locked = False
+
+    def force_unlock(self) -> dict[str, Any] | None:
+        holder = self._holder()
+        self.store.delete(LOCK)
+        return holder
+
+    def close(self) -> None:
+        self.unlock()
+        self.store.close()
+
+    def __enter__(self) -> Repository:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ---- packs ----------------------------------------------------------------------------
+
+    @staticmethod
+    def pack_path(name: bytes) -> str:
+        h = name.hex()
+        return f"packs/{h[:2]}/{h}"
+
+    def pack_names(self) -> dict[bytes, int]:
+        """Name -> size of every pack in the repository."""
+        out = {}
+        for path, size in self.store.list("packs"):
+            h = path.rsplit("/", 1)[-1]
+            if len(h) == 64:
+                out[bytes.fromhex(h)] = size
+        return out
+
+    def write_pack(self, builder: packfmt.PackBuilder) -> tuple[bytes, np.ndarray]:
+        name, data, entries = builder.finish()
+        try:
+            self.store.write(self.pack_path(name), data)
+        except OSError as exc:
+            raise _store_error(self.store.url, "write a pack", exc) from exc
+        return name, entries
+
+    def read_pack_index(self, name: bytes, size: int | None = None) -> np.ndarray:
+        path = self.pack_path(name)
+        size = self.store.size(path) if size is None else size
+        at, count, crc = packfmt.parse_trailer(
+            name.hex()[:12], self.store.read_range(path, size - packfmt.TRAILER.size,
+                                                   packfmt.TRAILER.size), size)  # fmt: skip
+        idx = self.store.read_range(path, at, count * packfmt.ENTRY.itemsize)
+        return packfmt.parse_index(name.hex()[:12], idx, crc)
+
+    def read_blob(self, loc: Location) -> bytes:
+        return self.store.read_range(self.pack_path(loc.pack), loc.offset, loc.stored)
+
+    def read_chunk(self, loc: Location) -> bytes:
+        return decompress(self.read_blob(loc))
+
+    def delete_pack(self, name: bytes) -> None:
+        self.store.delete(self.pack_path(name))
+
+    def sync_index(self, universe: Universe) -> tuple[int, int]:
+        """Make the universe agree with the packs in the repository: forget packs that are
+        gone, index packs it does not know (written by a run that crashed before indexing
+        them, or by another hub). Returns (added, dropped)."""
+        present = self.pack_names()
+        known = universe.packs_of(self.id)
+        gone = [n for n in known if n not in present]
+        if gone:
+            universe.drop_packs(self.id, gone)
+        added = 0
+        for name, size in present.items():
+            if name in known:
+                continue
+            try:
+                entries = self.read_pack_index(name, size)
+            except RepositoryError:
+                continue  # verify reports it; its chunks are stored again if needed
+            universe.add_pack(self.id, name, _records(entries))
+            added += 1
+        return added, len(gone)
+
+    # ---- snapshots ------------------------------------------------------------------------
+
+    def snapshot_names(self) -> list[str]:
+        return [p.rsplit("/", 1)[-1] for p, _ in self.store.list("snapshots")
+                if len(p.rsplit("/", 1)[-1]) == 64]  # fmt: skip
+
+    def load_snapshot(self, name: str) -> snapfmt.Snapshot:
+        return snapfmt.decode(name, self.store.read(f"snapshots/{name}"))
+
+    def snapshots(self) -> list[tuple[str, snapfmt.Snapshot]]:
+        """Every snapshot, oldest first."""
+        snaps = [(n, self.load_snapshot(n)) for n in self.snapshot_names()]
+        return sorted(snaps, key=lambda s: (s[1].time_ns, s[0]))
+
+    def resolve(self, ref: str) -> tuple[str, snapfmt.Snapshot]:
+        """A snapshot by "latest" or by a unique prefix of its id."""
+        names = self.snapshot_names()
+        if ref == "latest":
+            snaps = self.snapshots()
+            if not snaps:
+                raise UsageError(f"repository {self.store.url} has no snapshots yet")
+            return snaps[-1]
+        found = [n for n in names if n.startswith(ref.lower())]
+        if len(found) != 1 or not ref:
+            what = "no snapshot" if not found else f"{len(found)} snapshots"
+            raise UsageError(
+                f"{what} in {self.store.url} match {ref!r}; `orbit-fast snapshots "
+                f"{self.store.url}` lists them"
+            )
+        return found[0], self.load_snapshot(found[0])
+
+    def write_snapshot(self, snap: snapfmt.Snapshot) -> str:
+        name, data = snapfmt.encode(snap)
+        try:
+            self.store.write(f"snapshots/{name}", data)
+        except OSError as exc:
+            raise _store_error(self.store.url, "write the snapshot", exc) from exc
+        return name
+
+    def delete_snapshot(self, name: str) -> None:
+        self.store.delete(f"snapshots/{name}")
+
+
+def _records(entries: np.ndarray) -> np.ndarray:
+    rows = np.zeros(len(entries), RECORD)
+    for f in ("id", "offset", "stored", "raw"):
+        rows[f] = entries[f]
+    return rows
+
+
+def _store_error(url: str, what: str, exc: OSError) -> Exception:
+    import errno
+
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return DiskFull(
+            f"no space left to {what} in {url}; free space and rerun (chunks already stored "
+            "are kept and not sent again)"
+        )
+    return DestinationError(f"cannot {what} in {url}: {exc.strerror or exc}")
+
+
+def _start_time(pid: int) -> int:
+    """The process start time (clock ticks since boot), to tell a reused pid from its owner."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return int(f.read().rsplit(b")", 1)[1].split()[19])
+    except (OSError, IndexError, ValueError):
+        return 0
+
+
+def _is_stale(holder: dict[str, Any]) -> bool:
+    if not holder:
+        return True  # unreadable: a lock write torn by a crash
+    if holder.get("host") != socket.gethostname():
+        return False
+    pid = holder.get("pid")
+    if not isinstance(pid, int):
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        pass
+    return _start_time(pid) != holder.get("start")
+
+
+def iter_chunk_ids(snap: snapfmt.Snapshot) -> Iterator[tuple[snapfmt.Node, bytes]]:
+    for node in snap.nodes:
+        for cid in node.chunk_ids():
+            yield node, cid
