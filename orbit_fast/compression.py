@@ -13,7 +13,8 @@ checksum can tell).
 from __future__ import annotations
 
 import struct
-from typing import NamedTuple
+import threading
+from typing import Any, NamedTuple
 
 from orbit_fast.errors import DatabaseError, UsageError
 
@@ -58,14 +59,29 @@ def parse_codec(spec: str) -> Codec:
     raise UsageError(f"unknown compression {spec!r}: use {SPECS}")
 
 
+_local = threading.local()
+
+
+def _zstd(level: int) -> Any:
+    """This thread's compressor for `level`: a ZstdCompressor owns a context of about 1 MiB
+    that is slow to set up (and not safe to share between threads), so it is made once."""
+    cache = getattr(_local, "zstd", None)
+    if cache is None:
+        cache = _local.zstd = {}
+    comp = cache.get(level)
+    if comp is None:
+        import zstandard
+
+        comp = cache[level] = zstandard.ZstdCompressor(level=level)
+    return comp
+
+
 def _compress_with(codec: Codec, data: bytes | memoryview) -> bytes:
     if codec.name == "lz4":
         import lz4.block
 
         return lz4.block.compress(data, store_size=False)
-    import zstandard
-
-    return zstandard.ZstdCompressor(level=codec.level).compress(data)
+    return _zstd(codec.level).compress(data)
 
 
 def worth_compressing(data: bytes | memoryview) -> bool:
@@ -78,17 +94,29 @@ def worth_compressing(data: bytes | memoryview) -> bool:
     return len(_compress_with(Codec("lz4"), sample)) < SAMPLE_MAX_RATIO * SAMPLE_BYTES
 
 
-def compress(codec: Codec, data: bytes | bytearray | memoryview) -> bytes:
-    """A self-describing blob holding `data`, compressed with `codec` when that pays."""
+def compress_into(codec: Codec, data: bytes | bytearray | memoryview, out: memoryview) -> int:
+    """Write the self-describing blob of `data` (compressed with `codec` when that pays) to
+    the start of `out`, which must hold len(data) + HEADER.size bytes; returns its length.
+    Stored raw, the data is copied once; compressed, the codec's output is copied once."""
     raw = memoryview(data).cast("B")
     # The probe is lz4: for lz4 itself it would only be the same work done twice.
     if codec.name == "lz4" or (codec.name != "none" and worth_compressing(raw)):
         packed = _compress_with(codec, raw)
         if len(packed) < len(raw):
             code = LZ4 if codec.name == "lz4" else ZSTD
-            return HEADER.pack(BLOB_FORMAT, code, 0, len(raw), len(packed)) + packed
+            HEADER.pack_into(out, 0, BLOB_FORMAT, code, 0, len(raw), len(packed))
+            out[HEADER.size : HEADER.size + len(packed)] = packed
+            return HEADER.size + len(packed)
     flags = FLAG_INCOMPRESSIBLE if codec.name != "none" else 0
-    return HEADER.pack(BLOB_FORMAT, RAW, flags, len(raw), len(raw)) + bytes(raw)
+    HEADER.pack_into(out, 0, BLOB_FORMAT, RAW, flags, len(raw), len(raw))
+    out[HEADER.size : HEADER.size + len(raw)] = raw
+    return HEADER.size + len(raw)
+
+
+def compress(codec: Codec, data: bytes | bytearray | memoryview) -> bytes:
+    """A self-describing blob holding `data`, compressed with `codec` when that pays."""
+    out = bytearray(len(data) + HEADER.size)
+    return bytes(out[: compress_into(codec, data, memoryview(out))])
 
 
 def blob_info(blob: bytes | memoryview) -> tuple[int, int, int, int]:

@@ -72,21 +72,27 @@ class FinalizeFile(_Msg):
     finalize: Finalize
 
 
-class ChunkRange(_Msg):
-    """Read [offset, offset+length) of `path` into the slot's input half, cut it into chunks
-    (starting fresh: `offset` is a cut point), name each with the keyed id, compress it, and
-    write the blobs back to back into the slot's output half, starting at `out_at`.
+class RangePart(msgspec.Struct, array_like=True, frozen=True):
+    path: bytes
+    offset: int  # a cut point of the file (0, or where the previous range's last chunk ended)
+    length: int
+    eof: bool  # the range reaches the end of the file: its tail is a chunk too
 
-    Only complete chunks are emitted, and at `eof` the final one too; the result says where
-    the next range of the file starts (the last cut).
+
+class ChunkRange(_Msg):
+    """Read each part (a range of one file) into the slot's input half, back to back; cut each
+    into chunks (a fresh chunker per part: its offset is a cut point), name each chunk with the
+    keyed id, compress it, and write the blobs back to back into the slot's output half,
+    starting at `out_at`. Several parts per task let small files share one round trip.
+
+    Only complete chunks are emitted, and at `eof` the final one too; each part's result says
+    where the file's next range starts (the last cut). A chunk the worker already sent in this
+    run comes without a blob (blob_len 0).
     """
 
     task_id: int
     slot: int
-    path: bytes
-    offset: int
-    length: int
-    eof: bool
+    parts: list[RangePart]
     out_at: int  # where the output half of the slot begins
     min_size: int
     avg_size: int
@@ -154,13 +160,18 @@ class ChunkRecord(msgspec.Struct, array_like=True, frozen=True):
     length: int  # raw bytes
     chunk_id: bytes  # keyed BLAKE3-256
     blob_at: int  # where its blob starts in the slot
-    blob_len: int  # header included (compression.HEADER)
+    blob_len: int  # header included (compression.HEADER); 0: this worker sent it before
+
+
+class PartChunked(msgspec.Struct, array_like=True, frozen=True):
+    chunks: list[ChunkRecord]
+    next_offset: int  # the file's next range starts here (== file size when done)
+    error: str = ""  # the part could not be read (or the file shrank): no chunks
 
 
 class RangeChunked(_Msg):
     task_id: int
-    chunks: list[ChunkRecord]
-    next_offset: int  # the file's next range starts here (== file size when done)
+    parts: list[PartChunked]  # in the order of the task's parts
 
 
 Result = (

@@ -7,6 +7,7 @@ stale: that is an error with the rebuild command, never a silent fallback.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import os
 from types import ModuleType, SimpleNamespace
@@ -18,7 +19,12 @@ COMPILED = ("blocks", "cdc", "scan", "table")  # ext/<name>.pyx -> orbit_fast._n
 
 
 def kernels() -> ModuleType | SimpleNamespace:
-    choice = os.environ.get("ORBIT_KERNEL", "native")
+    """The kernels ORBIT_KERNEL selects (cached: workers ask once per task)."""
+    return _kernels(os.environ.get("ORBIT_KERNEL", "native"))
+
+
+@functools.cache
+def _kernels(choice: str) -> ModuleType | SimpleNamespace:
     if choice == "reference":
         return reference
     if choice != "native":

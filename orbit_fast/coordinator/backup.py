@@ -29,8 +29,8 @@ from orbit_fast.filters import FilterRules
 from orbit_fast.index.jobs_db import JobsDB
 from orbit_fast.index.universe import Universe
 from orbit_fast.repo import snapshot as snapfmt
-from orbit_fast.repo.pack import PackBuilder
-from orbit_fast.repo.repository import Repository, _records
+from orbit_fast.repo.pack_writer import PackWriter
+from orbit_fast.repo.repository import Repository
 from orbit_fast.repo.snapshot import Node
 
 PROGRESS_EVERY_S = 0.25
@@ -145,6 +145,7 @@ class Backup:
 
         nodes: list[Node] = []
         todo: dict[str, int] = {}  # absolute path -> index in nodes
+        todo_sizes: dict[str, int] = {}
         counters = p.Counters()
         files_unchanged = 0
         new_files: set[str] = set()
@@ -172,6 +173,7 @@ class Backup:
                         new_files.add(os.fsdecode(rel))
                     if s.st_size:
                         todo[os.path.join(opts.source, os.fsdecode(rel))] = len(nodes)
+                        todo_sizes[os.path.join(opts.source, os.fsdecode(rel))] = s.st_size
                         counters.bytes_total += s.st_size
             nodes.append(node)
         counters.files_total = len(todo)
@@ -180,49 +182,37 @@ class Backup:
         chunks: dict[str, list[bytes]] = {path: [] for path in todo}
         sizes: dict[str, int] = dict.fromkeys(todo, 0)
         failed: set[str] = set()
-        builder = PackBuilder()
-        pending: set[bytes] = set()
-        stored = {"bytes": 0, "chunks": 0, "packs": 0}
-        pack_bytes = repo.config.pack_bytes
-
-        def flush() -> None:
-            nonlocal builder
-            if not builder.count:
-                return
-            name, entries = repo.write_pack(builder)
-            universe.add_pack(repo.id, name, _records(entries))
-            stored["packs"] += 1
-            builder = PackBuilder()
-            pending.clear()
+        writer = PackWriter(repo, universe)
+        done_files = 0
 
         def on_error(path: str, message: str) -> None:
             failed.add(path)
             self._warn(os.path.relpath(path, opts.source), "unreadable", message)
 
         last = 0.0
-        if todo:
-            for path, rec, blob in chunk_files(
-                todo, repo.config.params, opts.codec or repo.config.codec,
-                repo.config.key_bytes, opts.workers, on_error=on_error,
-                cancelled=lambda: self.cancel.cancelled,
-            ):  # fmt: skip
-                chunks[path].append(rec.chunk_id)
-                sizes[path] += rec.length
-                counters.bytes_done += rec.length
-                cid = rec.chunk_id
-                if cid not in pending and universe.locate(repo.id, [cid])[0] is None:
-                    builder.add(cid, blob, rec.length)
-                    pending.add(cid)
-                    stored["bytes"] += len(blob)
-                    stored["chunks"] += 1
-                    if len(builder) >= pack_bytes:
-                        flush()
-                now = time.monotonic()
-                if now - last >= PROGRESS_EVERY_S:
-                    last = now
-                    counters.files_done = sum(1 for f in sizes if sizes[f] and f not in failed)
-                    self.emit(counters.progress(0))
-        flush()  # what was stored is kept even when the run stops here
+        try:
+            if todo:
+                for path, rec, blob in chunk_files(
+                    todo, repo.config.params, opts.codec or repo.config.codec,
+                    repo.config.key_bytes, opts.workers, on_error=on_error,
+                    cancelled=lambda: self.cancel.cancelled,
+                ):  # fmt: skip
+                    chunks[path].append(rec.chunk_id)
+                    sizes[path] += rec.length
+                    counters.bytes_done += rec.length
+                    if sizes[path] == todo_sizes[path]:
+                        done_files += 1
+                    if not writer.has(rec.chunk_id):
+                        writer.add(rec.chunk_id, blob, rec.length)
+                    now = time.monotonic()
+                    if now - last >= PROGRESS_EVERY_S:
+                        last = now
+                        counters.files_done = done_files
+                        self.emit(counters.progress(0))
+        finally:
+            writer.close()  # what was stored is kept even when the run stops here
+        stored = {"bytes": writer.bytes_written, "chunks": writer.chunks_written,
+                  "packs": writer.packs_written}  # fmt: skip
         if self.cancel.cancelled:
             code = self.cancel.exit_code or ExitCode.INTERRUPTED
             raise Interrupted(

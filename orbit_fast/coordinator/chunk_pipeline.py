@@ -1,12 +1,14 @@
 """Chunk, name and compress files in the worker pool: the front half of backup (#4).
 
-Each task is a range of one file that starts at a cut point. The worker reads it into its
-ring slot, cuts it (a fresh chunker gives the whole file's cut points, because CDC state
-resets at every cut), names each complete chunk with the keyed id and compresses it into the
-slot's output half. Its result says where the file's next range starts. So a file has at most
-one task out, and different files are worked on in parallel. A range is at least the maximum
-chunk size, so every task makes progress. The caller gets (path, record, blob) in file order
-per file; blobs are copied out of the slot before it is lent again.
+A task is one or more parts, each a range of one file that starts at a cut point; small
+files share a task (up to MAX_PARTS), a large file's range fills a slot alone. The worker reads
+the parts into its ring slot, cuts each (a fresh chunker gives the whole file's cut points,
+because CDC state resets at every cut), names each complete chunk with the keyed id and
+compresses it into the slot's output half. Each part's result says where its file's next
+range starts, so a file has at most one range out and different files are worked on in
+parallel. A range that does not reach its file's end is at least the maximum chunk size, so
+every task makes progress. The caller gets (path, record, blob) in file order per file;
+blobs are copied out of the slot before it is lent again.
 """
 
 from __future__ import annotations
@@ -23,6 +25,10 @@ from orbit_fast.workers.ring import SharedRing
 
 TASKS_PER_WORKER = 2  # one being cut, one waiting: chunking is CPU work, one thread each
 MAX_TASK_DEATHS = 3
+# Small files share a task, up to this many (one round trip per file cost the coordinator
+# more than the workers' chunking of the bench tree's 20k small files).
+MAX_PARTS = 256
+MAX_READY = 4096  # files stat'ed ahead of dispatch
 
 
 def chunk_files(
@@ -47,22 +53,31 @@ def chunk_files(
     params.validate()
     parse_codec(codec)  # a bad spec fails here, not in every worker
     in_cap = max(range_bytes, params.max_size)
-    # Output: every chunk's blob is at most its raw bytes plus a header (raw fallback).
-    out_cap = in_cap + HEADER.size * (in_cap // params.min_size + 2)
+    # Output: every chunk's blob is at most its raw bytes plus a header (raw fallback); a part
+    # may end in a chunk shorter than min_size, so each part adds one more header.
+    out_cap = in_cap + HEADER.size * (in_cap // params.min_size + 2 + MAX_PARTS)
     ring = SharedRing.create(in_cap + out_cap, TASKS_PER_WORKER * workers)
     pool = WorkerPool(workers, ring, threads=1)
     pool.start()
     files = iter(paths)
     ready: deque[tuple[str, int, int]] = deque()  # (path, next offset, size)
-    out: dict[int, tuple[str, int, int, int, m.Task]] = {}  # task -> path, size, slot, deaths
+    ready_bytes = 0
+    # task -> ([(path, size)] of its parts, slot, deaths, task)
+    out: dict[int, tuple[list[tuple[str, int]], int, int, m.ChunkRange]] = {}
     next_id = 1
     more = True
+
+    def fail(path: str, detail: str) -> None:
+        if on_error is None:
+            raise SourceError(f"cannot chunk {path}: {detail}")
+        on_error(path, f"changed or unreadable while read: {detail}")
+
     try:
         while True:
             if cancelled():
                 more = False
                 ready.clear()
-            while more and len(ready) < ring.slots:
+            while more and ready_bytes < ring.slots * in_cap and len(ready) < MAX_READY:
                 path = next(files, None)
                 if path is None:
                     more = False
@@ -76,21 +91,34 @@ def chunk_files(
                     continue
                 if size:
                     ready.append((path, 0, size))
+                    ready_bytes += size
             while (
                 ready
                 and (w := pool.least_loaded()) is not None
                 and pool.load(w) < TASKS_PER_WORKER
                 and (slot := ring.acquire()) is not None
             ):
-                path, offset, size = ready.popleft()
-                length = min(in_cap, size - offset)
+                parts: list[m.RangePart] = []
+                owners: list[tuple[str, int]] = []
+                used = 0
+                while ready and len(parts) < MAX_PARTS:
+                    path, offset, size = ready[0]
+                    left = size - offset
+                    if left > in_cap - used and parts:
+                        break  # a part that does not reach its file's end needs a whole slot
+                    ready.popleft()
+                    length = min(in_cap - used, left)
+                    ready_bytes -= left  # the rest comes back with the result
+                    parts.append(m.RangePart(os.fsencode(path), offset, length,
+                                             offset + length == size))  # fmt: skip
+                    owners.append((path, size))
+                    used += length
                 task = m.ChunkRange(
-                    task_id=next_id, slot=slot, path=os.fsencode(path), offset=offset,
-                    length=length, eof=offset + length == size, out_at=in_cap,
+                    task_id=next_id, slot=slot, parts=parts, out_at=in_cap,
                     min_size=params.min_size, avg_size=params.avg_size,
                     max_size=params.max_size, codec=codec, key=key,
                 )  # fmt: skip
-                out[next_id] = (path, size, slot, 0, task)
+                out[next_id] = (owners, slot, 0, task)
                 pool.send(w, next_id, task)
                 next_id += 1
             if not out:
@@ -102,30 +130,38 @@ def chunk_files(
                 tid = getattr(res, "task_id", None)
                 if tid is None:
                     continue
-                path, size, slot, _, _ = out.pop(tid)
+                owners, slot, _, _ = out.pop(tid)
                 if not isinstance(res, m.RangeChunked):
                     ring.release(slot)
                     detail = getattr(res, "message", None) or getattr(res, "detail", res)
-                    if on_error is None:
-                        raise SourceError(f"cannot chunk {path}: {detail}")
-                    on_error(path, f"changed or unreadable while read: {detail}")
+                    for path, _ in owners:
+                        fail(path, str(detail))
                     continue
                 view = ring.view(slot)
                 try:
-                    blobs = [bytes(view[r.blob_at : r.blob_at + r.blob_len]) for r in res.chunks]
+                    blobs = [[bytes(view[r.blob_at : r.blob_at + r.blob_len]) for r in part.chunks]
+                             for part in res.parts]  # fmt: skip
                 finally:
                     view.release()
                 ring.release(slot)
-                if res.next_offset < size:
-                    ready.appendleft((path, res.next_offset, size))
-                for rec, blob in zip(res.chunks, blobs, strict=True):
-                    yield path, rec, blob
+                for (path, size), part, part_blobs in zip(owners, res.parts, blobs, strict=True):
+                    if part.error:
+                        fail(path, part.error)
+                        continue
+                    if part.next_offset < size:
+                        ready.appendleft((path, part.next_offset, size))
+                        ready_bytes += size - part.next_offset
+                    for rec, blob in zip(part.chunks, part_blobs, strict=True):
+                        yield path, rec, blob
             for death in deaths:
                 for tid in sorted(death.task_ids):
-                    path, size, slot, n, task = out[tid]
+                    owners, slot, n, task = out[tid]
                     if n + 1 >= MAX_TASK_DEATHS:
-                        raise WorkerFailed(f"workers died {n + 1} times chunking {path}")
-                    out[tid] = (path, size, slot, n + 1, task)
+                        raise WorkerFailed(
+                            f"workers died {n + 1} times chunking {owners[0][0]}"
+                            + (f" (and {len(owners) - 1} more files)" if len(owners) > 1 else "")
+                        )
+                    out[tid] = (owners, slot, n + 1, task)
                     pool.send(pool.least_loaded(), tid, task)
     finally:
         pool.shutdown()

@@ -23,8 +23,8 @@ from orbit_fast import progress as p
 from orbit_fast.errors import ExitCode, UsageError
 from orbit_fast.index.universe import Universe
 from orbit_fast.repo import snapshot as snapfmt
-from orbit_fast.repo.pack import PackBuilder
-from orbit_fast.repo.repository import Repository, _records
+from orbit_fast.repo.pack_writer import PackWriter
+from orbit_fast.repo.repository import Repository
 
 # A pack whose live chunks fill less than this is rewritten; above it the dead bytes stay
 # until more of the pack dies (restic's default --max-unused is 5% of the repository; borg
@@ -96,25 +96,16 @@ def prune(repo: Repository, universe: Universe, on_event: Callable[[p.Event], No
             repack.append((name, entries[live]))
             freed += size - live_bytes
             dropped_chunks += int((~live).sum())
-    written = 0
-    builder = PackBuilder()
-
-    def flush() -> None:
-        nonlocal builder, written
-        if builder.count:
-            new_name, entries = repo.write_pack(builder)
-            universe.add_pack(repo.id, new_name, _records(entries))
-            written += 1
-            builder = PackBuilder()
-
-    for name, live_entries in repack:
-        path = repo.pack_path(name)
-        for e in live_entries:
-            blob = repo.store.read_range(path, int(e["offset"]), int(e["stored"]))
-            builder.add(e["id"].tobytes(), blob, int(e["raw"]))
-            if len(builder) >= repo.config.pack_bytes:
-                flush()
-    flush()
+    writer = PackWriter(repo, universe)
+    try:
+        for name, live_entries in repack:
+            path = repo.pack_path(name)
+            for e in live_entries:
+                blob = repo.store.read_range(path, int(e["offset"]), int(e["stored"]))
+                writer.add(e["id"].tobytes(), blob, int(e["raw"]))
+    finally:
+        writer.close()
+    written = writer.packs_written
     old = dead_packs + [n for n, _ in repack]
     universe.drop_packs(repo.id, old)
     for name in old:

@@ -31,27 +31,36 @@ class PackBuilder:
     """Collects blobs into one pack in memory; `finish()` returns (name, bytes, entries)."""
 
     def __init__(self) -> None:
-        self._buf = bytearray(HEADER.pack(MAGIC, 0, 0))
+        # Parts joined once at the end: appending to one growing buffer copied every blob
+        # again on each reallocation (0.8 s of a 9 s backup of the bench tree).
+        self._parts: list[bytes] = [HEADER.pack(MAGIC, 0, 0)]
+        self._size = HEADER.size
         self._entries: list[tuple[bytes, int, int, int]] = []
 
+    @property
+    def ids(self) -> list[bytes]:
+        return [e[0] for e in self._entries]
+
     def __len__(self) -> int:
-        return len(self._buf)
+        return self._size
 
     @property
     def count(self) -> int:
         return len(self._entries)
 
-    def add(self, chunk_id: bytes, blob: bytes | memoryview, raw_len: int) -> None:
-        self._entries.append((chunk_id, len(self._buf), len(blob), raw_len))
-        self._buf += blob
+    def add(self, chunk_id: bytes, blob: bytes, raw_len: int) -> None:
+        self._entries.append((chunk_id, self._size, len(blob), raw_len))
+        self._parts.append(blob)
+        self._size += len(blob)
 
-    def finish(self) -> tuple[bytes, bytearray, np.ndarray]:
+    def finish(self) -> tuple[bytes, bytes, np.ndarray]:
         entries = np.array(self._entries, dtype=ENTRY)
         index = entries.tobytes()
-        at = len(self._buf)
-        self._buf += index
-        self._buf += TRAILER.pack(at, len(entries), zlib.crc32(index), IDX_MAGIC)
-        return blake3.blake3(self._buf).digest(), self._buf, entries
+        self._parts += [index, TRAILER.pack(self._size, len(entries), zlib.crc32(index),
+                                            IDX_MAGIC)]  # fmt: skip
+        data = b"".join(self._parts)
+        self._parts = []
+        return blake3.blake3(data).digest(), data, entries
 
 
 def parse_trailer(name: str, tail: bytes, size: int) -> tuple[int, int, int]:

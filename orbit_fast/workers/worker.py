@@ -24,6 +24,11 @@ from orbit_fast._native import kernels
 from orbit_fast.workers.ring import SharedRing
 
 _PARENT_POLL_S = 1.0
+# Chunk ids this worker has sent with their blob (a set of ~100 bytes per id; cleared when
+# full). A repeat is sent without a blob: the coordinator has the first one, because one
+# worker's results arrive in order. Saves compressing duplicates (75% of the bench tree's
+# large files) before the coordinator's dedup could say they are not needed.
+MAX_SENT_IDS = 1 << 20
 
 
 def worker_main(
@@ -94,6 +99,7 @@ class _Runner:
     def __init__(self, ring: SharedRing):
         self.ring = ring
         self.is_zero = kernels().is_zero
+        self.sent_ids: set[bytes] = set()
 
     def run(self, task: m.Task) -> m.Result:
         try:
@@ -178,33 +184,48 @@ class _Runner:
 
     def _chunk_range(self, t: m.ChunkRange) -> m.Result:
         from orbit_fast.chunking import ChunkerParams, cut_points, make_chunker
-        from orbit_fast.compression import compress, parse_codec
+        from orbit_fast.compression import compress_into, parse_codec
         from orbit_fast.hashing import chunk_id
 
+        params = ChunkerParams(min_size=t.min_size, avg_size=t.avg_size,
+                               max_size=t.max_size)  # fmt: skip
+        codec = parse_codec(t.codec)
         slot = self.ring.view(t.slot)
+        pos, at, parts = t.out_at, 0, []
         try:
-            data = slot[: t.length]
-            got = self._read_into(t.path, data, t.offset)
-            if got != t.length:
-                return m.SourceChanged(task_id=t.task_id, detail=f"{got} of {t.length} bytes")
-            params = ChunkerParams(min_size=t.min_size, avg_size=t.avg_size,
-                                   max_size=t.max_size)  # fmt: skip
-            ends = list(cut_points(make_chunker(params), data))
-            if t.eof and (not ends or ends[-1] != got) and got:
-                ends.append(got)  # the file's last chunk may be shorter than min
-            codec = parse_codec(t.codec)
-            pos, start, records = t.out_at, 0, []
-            for end in ends:
-                piece = data[start:end]
-                blob = compress(codec, piece)
-                slot[pos : pos + len(blob)] = blob
-                records.append(m.ChunkRecord(offset=t.offset + start, length=end - start,
-                                             chunk_id=chunk_id(t.key, piece), blob_at=pos,
-                                             blob_len=len(blob)))  # fmt: skip
-                pos += len(blob)
-                start = end
-            return m.RangeChunked(task_id=t.task_id, chunks=records,
-                                  next_offset=t.offset + start)  # fmt: skip
+            for part in t.parts:
+                data = slot[at : at + part.length]
+                at += part.length
+                try:
+                    got = self._read_into(part.path, data, part.offset)
+                except _Side as err:
+                    parts.append(m.PartChunked([], part.offset, err.exc.strerror or str(err.exc)))
+                    continue
+                if got != part.length:
+                    why = f"shrank while read ({got} of {part.length} bytes at {part.offset})"
+                    parts.append(m.PartChunked([], part.offset, why))
+                    continue
+                ends = list(cut_points(make_chunker(params), data))
+                if part.eof and (not ends or ends[-1] != got) and got:
+                    ends.append(got)  # the file's last chunk may be shorter than min
+                start, records = 0, []
+                for end in ends:
+                    piece = data[start:end]
+                    cid = chunk_id(t.key, piece)
+                    if cid in self.sent_ids:
+                        n = 0  # sent with its blob earlier in this run: not compressed again
+                    else:
+                        n = compress_into(codec, piece, slot[pos:])
+                        if len(self.sent_ids) >= MAX_SENT_IDS:
+                            self.sent_ids.clear()
+                        self.sent_ids.add(cid)
+                    records.append(m.ChunkRecord(offset=part.offset + start, length=end - start,
+                                                 chunk_id=cid, blob_at=pos,
+                                                 blob_len=n))  # fmt: skip
+                    pos += n
+                    start = end
+                parts.append(m.PartChunked(records, part.offset + start))
+            return m.RangeChunked(task_id=t.task_id, parts=parts)
         finally:
             slot.release()
 

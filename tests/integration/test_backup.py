@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 from pathlib import Path
 
@@ -175,15 +176,17 @@ def test_two_backups_at_once_one_waits_out(tmp_path: Path, rng) -> None:
     env = {**os.environ, "UNIVERSE_PATH": str(tmp_path / "u2.db")}
     first = subprocess.Popen([*ORBIT, "backup", str(src), str(repo), "--json",
                               "--db-path", str(tmp_path / "j1.db")],
-                             stdout=subprocess.PIPE, text=True)  # fmt: skip
+                             stdout=subprocess.PIPE, text=True, start_new_session=True)  # fmt: skip
     try:
         for line in first.stdout:  # wait until it holds the lock and works
             if '"event":"start"' in line:
                 break
+        os.killpg(first.pid, signal.SIGSTOP)  # frozen while holding the lock
         proc = run_cli("backup", str(src), str(repo), "--db-path", str(tmp_path / "j2.db"),
                        env=env, check=ExitCode.LOCKED)  # fmt: skip
         assert "is locked by backup" in proc.stderr
     finally:
+        os.killpg(first.pid, signal.SIGCONT)
         out, _ = first.communicate(timeout=120)
     assert first.returncode == 0, out
     restore(repo, tmp_path / "out")

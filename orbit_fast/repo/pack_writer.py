@@ -1,0 +1,77 @@
+"""Fills packs and writes them on a background thread, indexing each once it is stored.
+
+The thread only builds and writes bytes (the store write releases the GIL, so disk time
+overlaps the coordinator's work); indexing stays in the caller's thread, which owns the
+universe. A pack is indexed only after its write returned, so the index never points at a
+pack that is not complete. At most `depth` packs wait to be written (memory bound:
+(depth + 1) x pack size).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
+
+import numpy as np
+
+from orbit_fast.errors import WorkerFailed
+from orbit_fast.index.universe import Universe
+from orbit_fast.repo.pack import PackBuilder
+from orbit_fast.repo.repository import Repository, _records
+
+
+class PackWriter:
+    def __init__(self, repo: Repository, universe: Universe, depth: int = 2) -> None:
+        self.repo = repo
+        self.universe = universe
+        self.depth = depth
+        self.builder = PackBuilder()
+        self.pending: set[bytes] = set()  # ids in packs not yet indexed: dedup against them too
+        self._inflight: deque[tuple[Future[tuple[bytes, np.ndarray]], list[bytes]]] = deque()
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="orbit-pack-writer")
+        self.packs_written = 0
+        self.chunks_written = 0
+        self.bytes_written = 0
+
+    def has(self, chunk_id: bytes) -> bool:
+        """Stored already, or on its way: in a pack being filled or written."""
+        return chunk_id in self.pending or self.universe.locate(
+            self.repo.id, [chunk_id])[0] is not None  # fmt: skip
+
+    def add(self, chunk_id: bytes, blob: bytes, raw_len: int) -> None:
+        if not blob:
+            raise WorkerFailed(
+                f"chunk {chunk_id.hex()[:16]} came without its data and is not stored yet "
+                "(a worker protocol error); rerun the backup"
+            )
+        self.builder.add(chunk_id, blob, raw_len)
+        self.pending.add(chunk_id)
+        self.chunks_written += 1
+        self.bytes_written += len(blob)
+        if len(self.builder) >= self.repo.config.pack_bytes:
+            self.flush()
+
+    def flush(self) -> None:
+        """Send the pack being filled to the writer thread (if it holds anything)."""
+        if self.builder.count:
+            ids = self.builder.ids
+            self._inflight.append((self._pool.submit(self.repo.write_pack, self.builder), ids))
+            self.builder = PackBuilder()
+        while len(self._inflight) > self.depth:
+            self._index_next()
+
+    def _index_next(self) -> None:
+        fut, ids = self._inflight.popleft()
+        name, entries = fut.result()  # a write error surfaces here, in the owner's thread
+        self.universe.add_pack(self.repo.id, name, _records(entries))
+        self.pending.difference_update(ids)
+        self.packs_written += 1
+
+    def close(self) -> None:
+        """Write and index everything added so far."""
+        try:
+            self.flush()
+            while self._inflight:
+                self._index_next()
+        finally:
+            self._pool.shutdown(wait=True, cancel_futures=True)
