@@ -67,7 +67,8 @@ def main() -> None:
     t3 = time.perf_counter()
     hits = 0
     for i in range(0, len(probe_b), 32 * 1000):
-        hits += int(np.count_nonzero(u.lookup(probe_b[i : i + 32 * 1000])[:, 0]))
+        rows = np.frombuffer(u.lookup(probe_b[i : i + 32 * 1000]), np.uint32)
+        hits += int(np.count_nonzero(rows[0::4]))
     lookup_rate = len(probe) / (time.perf_counter() - t3)
     insert_rate = fill(u, rng, 200_000, "bench-repo")
     u.close(checkpoint=False)

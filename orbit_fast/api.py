@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
+from orbit_fast.cancel import CancelToken
 from orbit_fast.config import (
     BackupOptions,
     SyncOptions,
@@ -25,7 +26,6 @@ from orbit_fast.config import (
     validate,
     validate_backup,
 )
-from orbit_fast.coordinator.coordinator import CancelToken, Coordinator
 from orbit_fast.progress import (
     BackupSummary,
     Event,
@@ -84,6 +84,8 @@ def sync(
         if source is None or destination is None:
             raise TypeError("sync() needs source and destination, or options")
         options = SyncOptions(source=source, destination=destination, **fields)
+    from orbit_fast.coordinator.coordinator import Coordinator
+
     options = validate(options)
     return Coordinator(options, on_event or (lambda ev: None), cancel or CancelToken()).run()
 

@@ -11,7 +11,7 @@ import stat
 
 # Every compiled module exports this same number; bump it (and theirs) on any change of a
 # signature or a result.
-ABI = 2
+ABI = 3
 
 
 def is_zero(buf: bytes | bytearray | memoryview) -> bool:
@@ -39,6 +39,30 @@ def _listing(path: bytes, follow: bool) -> list[tuple[bytes, tuple[int, int, int
             kind = (FILE if stat.S_ISREG(m) else DIR if stat.S_ISDIR(m)
                     else LINK if stat.S_ISLNK(m) else OTHER)  # fmt: skip
             out.append((os.fsencode(name), (kind, st.st_size, st.st_mtime_ns, st.st_atime_ns, m)))
+    finally:
+        os.close(fd)
+    out.sort()
+    return out
+
+
+def scan_dir(path: bytes, follow: bool = False) -> list[tuple[bytes, tuple[int, ...]]]:
+    """Sorted (name, (kind, size, mtime_ns, atime_ns, mode, ctime_ns, ino, uid, gid)) of a
+    directory, for a backup; a symlink in place of it raises OSError unless `follow`."""
+    flags = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC | (0 if follow else os.O_NOFOLLOW)
+    fd = os.open(path, flags)
+    out = []
+    try:
+        for name in os.listdir(fd):
+            try:
+                st = os.stat(name, dir_fd=fd, follow_symlinks=False)
+            except FileNotFoundError:
+                continue
+            m = st.st_mode
+            kind = (FILE if stat.S_ISREG(m) else DIR if stat.S_ISDIR(m)
+                    else LINK if stat.S_ISLNK(m) else OTHER)  # fmt: skip
+            out.append((os.fsencode(name), (kind, st.st_size, st.st_mtime_ns, st.st_atime_ns, m,
+                                            st.st_ctime_ns, st.st_ino, st.st_uid,
+                                            st.st_gid)))  # fmt: skip
     finally:
         os.close(fd)
     out.sort()

@@ -119,7 +119,7 @@ def snapshots_cmd(repo: str, json_out: bool) -> None:
     except OrbitError as err:
         _fail(err, json_out)
     for name, s in snaps:
-        files = sum(1 for n in s.nodes if n.kind == "f")
+        files = s.files_total
         if json_out:
             print(json.dumps({"id": name, "time_ns": s.time_ns, "hostname": s.hostname,
                               "source": s.source, "tags": s.tags, "parent": s.parent,

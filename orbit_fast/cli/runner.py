@@ -21,7 +21,7 @@ def run_engine(call: Callable[[Any], Any], renderer: Renderer, json_out: bool,
     with --json unless the engine already emitted it (`emits_errors`).
     """
     from orbit_fast import progress as p
-    from orbit_fast.coordinator.coordinator import CancelToken
+    from orbit_fast.cancel import CancelToken
     from orbit_fast.errors import ExitCode, OrbitError
 
     cancel = CancelToken()

@@ -21,9 +21,10 @@ from collections.abc import Callable, Iterator
 import msgspec
 
 from orbit_fast import progress as p
+from orbit_fast._native import kernels
+from orbit_fast._native.reference import DIR, LINK, OTHER
+from orbit_fast.cancel import CancelToken
 from orbit_fast.config import BackupOptions
-from orbit_fast.coordinator.chunk_pipeline import chunk_files
-from orbit_fast.coordinator.coordinator import CancelToken
 from orbit_fast.errors import ExitCode, Interrupted, SourceError
 from orbit_fast.filters import FilterRules
 from orbit_fast.index.jobs_db import JobsDB
@@ -36,51 +37,54 @@ from orbit_fast.repo.snapshot import Node
 PROGRESS_EVERY_S = 0.25
 
 
-def node_of(rel: bytes, s: os.stat_result, target: bytes = b"") -> Node:
-    kind = snapfmt.DIR if st.S_ISDIR(s.st_mode) else snapfmt.LINK if st.S_ISLNK(s.st_mode) \
-        else snapfmt.FILE  # fmt: skip
-    return Node(path=rel, kind=kind, mode=st.S_IMODE(s.st_mode), uid=s.st_uid, gid=s.st_gid,
-                mtime_ns=s.st_mtime_ns, atime_ns=s.st_atime_ns, ctime_ns=s.st_ctime_ns,
-                ino=s.st_ino, size=s.st_size if kind == snapfmt.FILE else 0,
-                target=target)  # fmt: skip
+_KINDS = (snapfmt.FILE, snapfmt.DIR, snapfmt.LINK, "")  # by the scan kernel's kind codes
+
+
+def node_of(rel: bytes, s: tuple[int, ...], target: bytes = b"") -> Node:
+    """A node from a scan_dir stat tuple (kind, size, mtime, atime, mode, ctime, ino, uid,
+    gid)."""
+    kind = _KINDS[s[0]]
+    return Node(path=rel, kind=kind, mode=st.S_IMODE(s[4]), uid=s[7], gid=s[8], mtime_ns=s[2],
+                atime_ns=s[3], ctime_ns=s[5], ino=s[6], size=s[1] if kind == snapfmt.FILE
+                else 0, target=target)  # fmt: skip
 
 
 def walk(
     root: str, rules: FilterRules, on_unreadable: Callable[[str, OSError], None]
-) -> Iterator[tuple[bytes, os.stat_result]]:
-    """(relative path, lstat) of the root and everything below it, directories before their
-    contents, names sorted; filtered; symlinks reported, never followed."""
+) -> Iterator[tuple[bytes, tuple[int, ...]]]:
+    """(relative path, stat tuple) of the root and everything below it, directories before
+    their contents, names sorted; filtered; symlinks reported, never followed. Sockets, fifos
+    and devices are left out (docs/backup.md)."""
+    scan_dir = kernels().scan_dir
     root_b = os.fsencode(root)
-    yield b"", os.stat(root_b)
+    r = os.stat(root_b)
+    yield b"", (1, 0, r.st_mtime_ns, r.st_atime_ns, r.st_mode, r.st_ctime_ns, r.st_ino,
+                r.st_uid, r.st_gid)  # fmt: skip
     stack = [b""]
     while stack:
         rel_dir = stack.pop()
-        path = os.path.join(root_b, rel_dir) if rel_dir else root_b
         try:
-            with os.scandir(path) as it:
-                entries = sorted(((e.name, e.stat(follow_symlinks=False)) for e in it),
-                                 key=lambda x: x[0])  # fmt: skip
+            entries = scan_dir(os.path.join(root_b, rel_dir) if rel_dir else root_b,
+                               not rel_dir)  # fmt: skip
         except OSError as exc:
             on_unreadable(os.fsdecode(rel_dir), exc)
             continue
         subdirs = []
         for name, s in entries:
-            rel = rel_dir + b"/" + name if rel_dir else name
-            is_dir = st.S_ISDIR(s.st_mode)
-            if rules and not rules.included(os.fsdecode(rel), is_dir):
+            if s[0] == OTHER:
                 continue
-            if not (is_dir or st.S_ISREG(s.st_mode) or st.S_ISLNK(s.st_mode)):
-                continue  # sockets, fifos, devices: not backed up (docs/backup.md)
+            rel = rel_dir + b"/" + name if rel_dir else name
+            if rules and not rules.included(os.fsdecode(rel), s[0] == DIR):
+                continue
             yield rel, s
-            if is_dir:
+            if s[0] == DIR:
                 subdirs.append(rel)
         stack.extend(reversed(subdirs))
 
 
-def _unchanged(old: Node | None, s: os.stat_result) -> bool:
-    return (old is not None and old.kind == snapfmt.FILE and old.size == s.st_size
-            and old.mtime_ns == s.st_mtime_ns and old.ctime_ns == s.st_ctime_ns
-            and old.ino == s.st_ino)  # fmt: skip
+def _unchanged(old: Node | None, s: tuple[int, ...]) -> bool:
+    return (old is not None and old.kind == snapfmt.FILE and old.size == s[1]
+            and old.mtime_ns == s[2] and old.ctime_ns == s[5] and old.ino == s[6])  # fmt: skip
 
 
 class Backup:
@@ -134,9 +138,9 @@ class Backup:
         repo.sync_index(universe)
         host = socket.gethostname()
         parent_name, parent = None, None
-        for name, snap in reversed(repo.snapshots()):
-            if snap.source == opts.source and snap.hostname == host:
-                parent_name, parent = name, snap
+        for name, info in reversed(repo.snapshots()):
+            if info.source == opts.source and info.hostname == host:
+                parent_name, parent = name, repo.load_snapshot(name)
                 break
         old = {n.path: n for n in parent.nodes} if parent else {}
         self.emit(p.Started(job_id=job_id, run_id=run_id, source=opts.source,
@@ -155,7 +159,7 @@ class Backup:
             if self.cancel.cancelled:
                 break
             target = b""
-            if st.S_ISLNK(s.st_mode):
+            if s[0] == LINK:
                 try:
                     target = os.readlink(os.path.join(os.fsencode(opts.source), rel))
                 except OSError as exc:
@@ -171,10 +175,10 @@ class Backup:
                 else:
                     if prev is None:
                         new_files.add(os.fsdecode(rel))
-                    if s.st_size:
+                    if s[1]:
                         todo[os.path.join(opts.source, os.fsdecode(rel))] = len(nodes)
-                        todo_sizes[os.path.join(opts.source, os.fsdecode(rel))] = s.st_size
-                        counters.bytes_total += s.st_size
+                        todo_sizes[os.path.join(opts.source, os.fsdecode(rel))] = s[1]
+                        counters.bytes_total += s[1]
             nodes.append(node)
         counters.files_total = len(todo)
         counters.scan_done = True
@@ -192,6 +196,8 @@ class Backup:
         last = 0.0
         try:
             if todo:
+                from orbit_fast.coordinator.chunk_pipeline import chunk_files
+
                 for path, rec, blob in chunk_files(
                     todo, repo.config.params, opts.codec or repo.config.codec,
                     repo.config.key_bytes, opts.workers, on_error=on_error,
@@ -235,6 +241,7 @@ class Backup:
             time_ns=time.time_ns(), hostname=host, source=opts.source, tags=list(opts.tags),
             parent=parent_name, nodes=kept, files_new=files_new,
             files_changed=files_changed, files_unchanged=files_unchanged,
+            files_total=sum(1 for n in kept if n.kind == snapfmt.FILE),
             bytes_total=sum(n.size for n in kept), bytes_added=stored["bytes"],
         )  # fmt: skip
         name = repo.write_snapshot(snap)
@@ -243,7 +250,7 @@ class Backup:
                                                         else ExitCode.OK),
             snapshot=name, parent=parent_name, files_new=snap.files_new,
             files_changed=files_changed, files_unchanged=files_unchanged,
-            files_total=sum(1 for n in kept if n.kind == snapfmt.FILE),
+            files_total=snap.files_total,
             bytes_total=snap.bytes_total, bytes_read=counters.bytes_done,
             chunks_added=stored["chunks"], bytes_added=stored["bytes"],
             packs_added=stored["packs"], warnings=len(self.warnings),

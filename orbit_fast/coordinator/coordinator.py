@@ -23,6 +23,7 @@ import msgspec
 
 from orbit_fast import messages as m
 from orbit_fast import progress as p
+from orbit_fast.cancel import CancelToken
 from orbit_fast.config import FsyncPolicy, SyncOptions
 from orbit_fast.coordinator.scan import DIR, FILE, LINK, OTHER, Entry, Stat, merge_walk
 from orbit_fast.coordinator.transfer import (
@@ -67,21 +68,6 @@ PROGRESS_INTERVAL_S = 0.25
 MAX_SOURCE_CHANGES = 3  # copies of a file that keeps changing before it is skipped
 MAX_TASK_DEATHS = 3  # worker deaths on one task before the run fails
 SCAN_BUDGET = 256  # entries planned per loop turn, so results are serviced while scanning
-
-
-class CancelToken:
-    """Set from a signal handler or another thread; the coordinator polls it."""
-
-    def __init__(self) -> None:
-        self.exit_code: ExitCode | None = None
-
-    def cancel(self, exit_code: ExitCode = ExitCode.INTERRUPTED) -> None:
-        if self.exit_code is None:
-            self.exit_code = exit_code
-
-    @property
-    def cancelled(self) -> bool:
-        return self.exit_code is not None
 
 
 class _Task:

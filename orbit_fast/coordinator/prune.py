@@ -81,7 +81,7 @@ def prune(repo: Repository, universe: Universe, on_event: Callable[[p.Event], No
         ids = [e.tobytes() for e in entries["id"]]
         # Live: referenced, and this pack is where the index finds it (a copy elsewhere,
         # left by a crash or an earlier prune, is as dead as an unreferenced chunk).
-        rows = universe.lookup(b"".join(ids)) if ids else np.zeros((0, 4), np.uint32)
+        rows = np.frombuffer(universe.lookup(b"".join(ids)), np.uint32).reshape(-1, 4)
         here = numbers.get(name, -1)
         live = np.array([cid in referenced and int(r[0]) == here and int(r[1]) == int(e["offset"])
                          for cid, r, e in zip(ids, rows, entries, strict=True)], bool)  # fmt: skip

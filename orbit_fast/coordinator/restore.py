@@ -14,8 +14,8 @@ import time
 from collections.abc import Callable
 
 from orbit_fast import progress as p
+from orbit_fast.cancel import CancelToken
 from orbit_fast.compression import CorruptBlob, decompress
-from orbit_fast.coordinator.coordinator import CancelToken
 from orbit_fast.errors import DestinationError, ExitCode, IntegrityError, Interrupted, UsageError
 from orbit_fast.hashing import chunk_id
 from orbit_fast.index.universe import Universe

@@ -23,18 +23,31 @@ import mmap
 import os
 import struct
 import zlib
-from typing import NamedTuple
+from array import array
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import msgspec
-import numpy as np
 
 from orbit_fast._native import kernels
 from orbit_fast.errors import DatabaseBusy, DatabaseError, NetworkFilesystemError
 from orbit_fast.fsinfo import network_fs_name
 
-RECORD = np.dtype([("id", "V32"), ("pack", "<u4"), ("offset", "<u4"), ("stored", "<u4"),
-                   ("raw", "<u4")])  # fmt: skip
-assert RECORD.itemsize == 48
+if TYPE_CHECKING:
+    import numpy as np
+
+# numpy is imported only where record arrays are built (adding packs, listing entries): a
+# no-change backup never needs it, and it is a third of the CLI's start-up time.
+RECORD_BYTES = 48  # id (32 bytes), pack, offset, stored length, raw length (uint32 each)
+
+
+def __getattr__(name: str) -> Any:
+    if name == "RECORD":  # the numpy dtype of a record, built on first use
+        import numpy as np
+
+        return np.dtype([("id", "V32"), ("pack", "<u4"), ("offset", "<u4"), ("stored", "<u4"),
+                         ("raw", "<u4")])  # fmt: skip
+    raise AttributeError(name)
+
 
 _MAGIC = b"ORBUNIV1"
 _VERSION = 1
@@ -81,7 +94,7 @@ class Universe:
         self.path = path
         self._lock_fd = lock_fd
         self._generation = 0
-        self._table: mmap.mmap | np.ndarray = np.zeros(0, np.uint8)
+        self._table: mmap.mmap | bytes = b""
         self.count = 0
         self._repos: dict[str, int] = {}
         self._packs: dict[int, PackInfo] = {}
@@ -151,7 +164,7 @@ class Universe:
                 meta = msgspec.msgpack.decode(f.read(meta_len), type=_Meta)
                 if cap:
                     self._table = mmap.mmap(
-                        f.fileno(), cap * RECORD.itemsize, access=mmap.ACCESS_COPY,
+                        f.fileno(), cap * RECORD_BYTES, access=mmap.ACCESS_COPY,
                         offset=_TABLE_AT,
                     )  # fmt: skip
             self._generation, self.count = gen, count
@@ -232,8 +245,8 @@ class Universe:
             _Meta(self._repos, sorted(self._packs.values(), key=lambda p: p.number),
                   self._next_pack)  # fmt: skip
         )
-        cap = len(self._table) // RECORD.itemsize
-        meta_at = _TABLE_AT + cap * RECORD.itemsize
+        cap = len(self._table) // RECORD_BYTES
+        meta_at = _TABLE_AT + cap * RECORD_BYTES
         head = _HEADER.pack(_MAGIC, _VERSION, gen, cap, self.count, meta_at, len(meta))
         tmp = f"{self.path}.tmp-{os.getpid()}"
         with open(tmp, "wb") as f:
@@ -280,7 +293,7 @@ class Universe:
         if known is not None:
             return known
         number = self._next_pack
-        rows = records.copy()
+        rows = records.copy()  # numpy is loaded: the caller made `records` with it
         rows["pack"] = number
         self._commit(_Batch({}, [PackInfo(number, repo, name, len(rows))], rows.tobytes(), []))
         return number
@@ -306,26 +319,26 @@ class Universe:
             self._register(p)
             self._next_pack = max(self._next_pack, p.number + 1)
         if batch.records:
-            n = len(batch.records) // RECORD.itemsize
+            n = len(batch.records) // RECORD_BYTES
             self._reserve(n)
             self.count += self._k.table_insert(self._table, batch.records)
         if batch.dropped:
-            dead = np.zeros(max(batch.dropped) // 8 + 1, np.uint8)
+            dead = bytearray(max(batch.dropped) // 8 + 1)
             for num in batch.dropped:
                 dead[num >> 3] |= 1 << (num & 7)
                 p = self._packs.pop(num, None)
                 if p is not None:
                     self._by_name.pop((p.repo, p.name), None)
-            self._rehash(len(self._table) // RECORD.itemsize, dead)
+            self._rehash(len(self._table) // RECORD_BYTES, dead)
 
     def _reserve(self, n: int) -> None:
-        cap = len(self._table) // RECORD.itemsize
+        cap = len(self._table) // RECORD_BYTES
         if self.count + n <= MAX_LOAD * cap:
             return
-        self._rehash(max(MIN_CAPACITY, int((self.count + n) / GROWN_LOAD)), np.zeros(0, np.uint8))
+        self._rehash(max(MIN_CAPACITY, int((self.count + n) / GROWN_LOAD)), bytearray())
 
-    def _rehash(self, capacity: int, dead: np.ndarray) -> None:
-        new = np.zeros(capacity * RECORD.itemsize, np.uint8)  # calloc: pages appear on use
+    def _rehash(self, capacity: int, dead: bytearray) -> None:
+        new = mmap.mmap(-1, capacity * RECORD_BYTES)  # anonymous: zero pages appear on use
         self.count = self._k.table_rehash(self._table, new, dead) if len(self._table) else 0
         old, self._table = self._table, new
         if isinstance(old, mmap.mmap):
@@ -333,20 +346,21 @@ class Universe:
 
     # ---- queries --------------------------------------------------------------------------
 
-    def lookup(self, ids: bytes | bytearray | memoryview) -> np.ndarray:
-        """(n, 4) uint32 rows of (pack number, offset, stored, raw) for n 32-byte ids; pack 0
-        where the id is unknown."""
-        out = np.zeros(len(ids) // 32 * 4, np.uint32)
+    def lookup(self, ids: bytes | bytearray | memoryview) -> array[int]:
+        """Flat uint32 (pack number, offset, stored, raw) per 32-byte id, 4 values each; pack
+        0 where the id is unknown."""
+        out = array("I", bytes(len(ids) // 32 * 16))
         if len(self._table):
             self._k.table_lookup(self._table, ids, out)
-        return out.reshape(-1, 4)
+        return out
 
     def locate(self, repo_id: str, ids: list[bytes]) -> list[Location | None]:
         """Where each chunk of that repository is stored, or None."""
         repo = self._repos.get(repo_id)
         rows = self.lookup(b"".join(ids))
         out: list[Location | None] = []
-        for pack, off, stored, raw in rows.tolist():
+        for i in range(0, len(rows), 4):
+            pack, off, stored, raw = rows[i : i + 4]
             info = self._packs.get(pack) if pack else None
             out.append(Location(info.name, off, stored, raw) if info and info.repo == repo
                        else None)  # fmt: skip
@@ -354,8 +368,11 @@ class Universe:
 
     def records(self) -> np.ndarray:
         """Every entry, as RECORD rows (a copy)."""
-        view = np.frombuffer(memoryview(self._table), RECORD) if len(self._table) else None
-        return np.zeros(0, RECORD) if view is None else view[view["pack"] != 0].copy()
+        import numpy as np
+
+        dtype = __getattr__("RECORD")
+        view = np.frombuffer(memoryview(self._table), dtype) if len(self._table) else None
+        return np.zeros(0, dtype) if view is None else view[view["pack"] != 0].copy()
 
 
 def _fsync_dir(path: str) -> None:

@@ -13,17 +13,28 @@ from __future__ import annotations
 
 import struct
 import zlib
+from typing import TYPE_CHECKING, Any
 
 import blake3
-import numpy as np
 
 from orbit_fast.errors import RepositoryError
+
+if TYPE_CHECKING:
+    import numpy as np
 
 MAGIC = b"ORBPACK1"
 HEADER = struct.Struct("<8sII")
 TRAILER = struct.Struct("<QII8s")
 IDX_MAGIC = b"ORBPIDX1"
-ENTRY = np.dtype([("id", "V32"), ("offset", "<u4"), ("stored", "<u4"), ("raw", "<u4")])
+ENTRY_BYTES = 44  # id (32 bytes), offset, stored length, raw length (uint32 each)
+
+
+def __getattr__(name: str) -> Any:
+    if name == "ENTRY":  # the numpy dtype of an index entry (numpy loaded on first use)
+        import numpy as np
+
+        return np.dtype([("id", "V32"), ("offset", "<u4"), ("stored", "<u4"), ("raw", "<u4")])
+    raise AttributeError(name)
 MAX_PACK_BYTES = (1 << 32) - 1  # offsets are uint32
 
 
@@ -54,7 +65,9 @@ class PackBuilder:
         self._size += len(blob)
 
     def finish(self) -> tuple[bytes, bytes, np.ndarray]:
-        entries = np.array(self._entries, dtype=ENTRY)
+        import numpy as np
+
+        entries = np.array(self._entries, dtype=__getattr__("ENTRY"))
         index = entries.tobytes()
         self._parts += [index, TRAILER.pack(self._size, len(entries), zlib.crc32(index),
                                             IDX_MAGIC)]  # fmt: skip
@@ -68,7 +81,7 @@ def parse_trailer(name: str, tail: bytes, size: int) -> tuple[int, int, int]:
     if len(tail) != TRAILER.size:
         raise RepositoryError(f"pack {name} is truncated ({size} bytes)")
     at, count, crc, magic = TRAILER.unpack(tail)
-    if magic != IDX_MAGIC or at + count * ENTRY.itemsize + TRAILER.size != size:
+    if magic != IDX_MAGIC or at + count * ENTRY_BYTES + TRAILER.size != size:
         raise RepositoryError(f"pack {name} has a damaged trailer; run `orbit-fast verify`")
     return at, count, crc
 
@@ -76,7 +89,9 @@ def parse_trailer(name: str, tail: bytes, size: int) -> tuple[int, int, int]:
 def parse_index(name: str, index: bytes, crc: int) -> np.ndarray:
     if zlib.crc32(index) != crc:
         raise RepositoryError(f"pack {name} has a damaged index; run `orbit-fast verify`")
-    return np.frombuffer(index, ENTRY)
+    import numpy as np
+
+    return np.frombuffer(index, __getattr__("ENTRY"))
 
 
 def read_index_from(name: str, data: bytes | memoryview) -> np.ndarray:
@@ -84,4 +99,4 @@ def read_index_from(name: str, data: bytes | memoryview) -> np.ndarray:
     at, count, crc = parse_trailer(name, bytes(data[-TRAILER.size :]), len(data))
     if bytes(data[: len(MAGIC)]) != MAGIC:
         raise RepositoryError(f"pack {name} does not start with a pack header")
-    return parse_index(name, bytes(data[at : at + count * ENTRY.itemsize]), crc)
+    return parse_index(name, bytes(data[at : at + count * ENTRY_BYTES]), crc)

@@ -11,13 +11,15 @@ from __future__ import annotations
 
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from orbit_fast.errors import WorkerFailed
 from orbit_fast.index.universe import Universe
 from orbit_fast.repo.pack import PackBuilder
 from orbit_fast.repo.repository import Repository, _records
+
+if TYPE_CHECKING:
+    import numpy as np
 
 
 class PackWriter:

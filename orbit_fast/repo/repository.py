@@ -19,10 +19,9 @@ import secrets
 import socket
 import time
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
-import numpy as np
 
 from orbit_fast.backends.base import Store
 from orbit_fast.backends.local import LocalStore
@@ -36,9 +35,12 @@ from orbit_fast.errors import (
     UsageError,
 )
 from orbit_fast.hashing import new_repo_key
-from orbit_fast.index.universe import RECORD, Location, Universe
+from orbit_fast.index.universe import Location, Universe
 from orbit_fast.repo import pack as packfmt
 from orbit_fast.repo import snapshot as snapfmt
+
+if TYPE_CHECKING:
+    import numpy as np
 
 FORMAT = 1
 LOCK = "locks/exclusive"
@@ -263,7 +265,7 @@ class Repository:
         at, count, crc = packfmt.parse_trailer(
             name.hex()[:12], self.store.read_range(path, size - packfmt.TRAILER.size,
                                                    packfmt.TRAILER.size), size)  # fmt: skip
-        idx = self.store.read_range(path, at, count * packfmt.ENTRY.itemsize)
+        idx = self.store.read_range(path, at, count * packfmt.ENTRY_BYTES)
         return packfmt.parse_index(name.hex()[:12], idx, crc)
 
     def read_blob(self, loc: Location) -> bytes:
@@ -305,9 +307,18 @@ class Repository:
     def load_snapshot(self, name: str) -> snapfmt.Snapshot:
         return snapfmt.decode(name, self.store.read(f"snapshots/{name}"))
 
+    def load_info(self, name: str) -> snapfmt.Snapshot:
+        """A snapshot's header: everything but its nodes (read without the rest)."""
+        path = f"snapshots/{name}"
+        head = self.store.read_range(path, 0, min(4096, self.store.size(path)))
+        end = snapfmt.header_length(name, head)
+        if end > len(head):
+            head = self.store.read_range(path, 0, end)
+        return snapfmt.decode_info(name, head)
+
     def snapshots(self) -> list[tuple[str, snapfmt.Snapshot]]:
-        """Every snapshot, oldest first."""
-        snaps = [(n, self.load_snapshot(n)) for n in self.snapshot_names()]
+        """Every snapshot's header (nodes empty: `load_snapshot` reads them), oldest first."""
+        snaps = [(n, self.load_info(n)) for n in self.snapshot_names()]
         return sorted(snaps, key=lambda s: (s[1].time_ns, s[0]))
 
     def resolve(self, ref: str) -> tuple[str, snapfmt.Snapshot]:
@@ -317,7 +328,7 @@ class Repository:
             snaps = self.snapshots()
             if not snaps:
                 raise UsageError(f"repository {self.store.url} has no snapshots yet")
-            return snaps[-1]
+            return snaps[-1][0], self.load_snapshot(snaps[-1][0])
         found = [n for n in names if n.startswith(ref.lower())]
         if len(found) != 1 or not ref:
             what = "no snapshot" if not found else f"{len(found)} snapshots"
@@ -340,7 +351,11 @@ class Repository:
 
 
 def _records(entries: np.ndarray) -> np.ndarray:
-    rows = np.zeros(len(entries), RECORD)
+    import numpy as np
+
+    from orbit_fast.index import universe
+
+    rows = np.zeros(len(entries), universe.RECORD)
     for f in ("id", "offset", "stored", "raw"):
         rows[f] = entries[f]
     return rows

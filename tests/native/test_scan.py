@@ -95,3 +95,25 @@ def test_symlinked_directories_are_entered_only_at_the_roots(tmp_path: Path, imp
     assert impl.scan_pair(real, link, True) == ([], 0)  # ... and is no destination to list
     entries, _ = impl.scan_pair(link, real, True, True)  # a root the user named: followed
     assert [e[0] for e in entries] == [b"secret"]
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.dictionaries(NAMES, st.tuples(SIDE, SIDE), max_size=8))
+def test_scan_dir_matches_reference(tmp_path_factory, plan) -> None:
+    root = tmp_path_factory.mktemp("d")
+    path, other = os.fsencode(root / "s"), os.fsencode(root / "x")
+    os.mkdir(path)
+    os.mkdir(other)
+    _populate(path, other, plan)
+    got = scan.scan_dir(path)
+    assert got == reference.scan_dir(path)
+    st_ = os.lstat(path)
+    for name, full in got:
+        s = os.lstat(os.path.join(path, name))
+        assert full[1:] == (s.st_size, s.st_mtime_ns, s.st_atime_ns, s.st_mode, s.st_ctime_ns,
+                            s.st_ino, s.st_uid, s.st_gid)  # fmt: skip
+    assert st_.st_ino not in [f[6] for _, f in got]
+    os.symlink(path, os.path.join(os.fsencode(root), b"ln"))
+    with pytest.raises(OSError):
+        scan.scan_dir(os.path.join(os.fsencode(root), b"ln"))
+    assert scan.scan_dir(os.path.join(os.fsencode(root), b"ln"), True) == got
