@@ -42,7 +42,7 @@ def main() -> None:
         for _ in range(args.rounds):
             for workers in (1, 2):
                 t0 = time.perf_counter()
-                stored = sum(len(blob) for _, _, blob in
+                stored = sum(len(bytes(blob)) for _, _, blob in
                              chunk_files(paths, params, args.codec, key, workers))  # fmt: skip
                 dt = time.perf_counter() - t0
                 best[workers] = min(best.get(workers, dt), dt)

@@ -7,8 +7,8 @@ because CDC state resets at every cut), names each complete chunk with the keyed
 compresses it into the slot's output half. Each part's result says where its file's next
 range starts, so a file has at most one range out and different files are worked on in
 parallel. A range that does not reach its file's end is at least the maximum chunk size, so
-every task makes progress. The caller gets (path, record, blob) in file order per file;
-blobs are copied out of the slot before it is lent again.
+every task makes progress. The caller gets (path, record, blob) in file order per file; a
+blob is a view into the ring slot, valid until the next item is asked for: copy what you keep.
 """
 
 from __future__ import annotations
@@ -41,7 +41,8 @@ def chunk_files(
     on_error: Callable[[str, str], None] | None = None,
     cancelled: Callable[[], bool] = lambda: False,
 ) -> Iterator[tuple[str, m.ChunkRecord, bytes]]:
-    """Yield (path, chunk record, blob) for every chunk of every file, in order per file.
+    """Yield (path, chunk record, blob view) for every chunk of every file, in order per file.
+    The view is valid until the next item is asked for.
 
     A file that cannot be read (or changes size while it is read) raises SourceError, or with
     `on_error` is reported there as (path, message) and dropped: chunks of it already yielded
@@ -139,20 +140,22 @@ def chunk_files(
                     continue
                 view = ring.view(slot)
                 try:
-                    blobs = [[bytes(view[r.blob_at : r.blob_at + r.blob_len]) for r in part.chunks]
-                             for part in res.parts]  # fmt: skip
+                    for (path, size), part in zip(owners, res.parts, strict=True):
+                        if part.error:
+                            fail(path, part.error)
+                            continue
+                        if part.next_offset < size:
+                            ready.appendleft((path, part.next_offset, size))
+                            ready_bytes += size - part.next_offset
+                        for rec in part.chunks:
+                            blob = view[rec.blob_at : rec.blob_at + rec.blob_len]
+                            try:
+                                yield path, rec, blob
+                            finally:
+                                blob.release()  # a kept view would pin the ring's memory
                 finally:
                     view.release()
-                ring.release(slot)
-                for (path, size), part, part_blobs in zip(owners, res.parts, blobs, strict=True):
-                    if part.error:
-                        fail(path, part.error)
-                        continue
-                    if part.next_offset < size:
-                        ready.appendleft((path, part.next_offset, size))
-                        ready_bytes += size - part.next_offset
-                    for rec, blob in zip(part.chunks, part_blobs, strict=True):
-                        yield path, rec, blob
+                    ring.release(slot)
             for death in deaths:
                 for tid in sorted(death.task_ids):
                     owners, slot, n, task = out[tid]

@@ -219,8 +219,9 @@ class Universe:
         if self._lock_fd < 0:
             return
         try:
+            # Replaying the journal costs every open; a checkpoint writes the whole table.
             if checkpoint and self._journal >= 0 and self._journal_bytes > max(
-                64 << 20, len(self._table) // 4
+                8 << 20, len(self._table) // 4
             ):
                 self.checkpoint()
         finally:

@@ -39,6 +39,7 @@ def test_ranges_give_the_whole_file_cut_points(tmp_path: Path, rng, codec: str) 
     # 64 KiB ranges: most files take several tasks, each starting at the previous last cut.
     for path, rec, blob in chunk_files(map(str, paths), PARAMS, codec, key, workers=2,
                                        range_bytes=64 << 10):  # fmt: skip
+        blob = bytes(blob)  # a view into the ring slot, valid until the next item
         if not blob:  # a repeat: its blob came earlier
             blob = sent[rec.chunk_id]
         sent.setdefault(rec.chunk_id, blob)
@@ -69,8 +70,9 @@ def test_a_worker_sends_each_blob_once(tmp_path: Path, rng) -> None:
     data = rng.randbytes(300_000)
     for name in "abc":
         (tmp_path / name).write_bytes(data)
-    out = list(chunk_files([str(tmp_path / n) for n in "abc"], PARAMS, "zstd:3",
-                           new_repo_key(), workers=1))  # fmt: skip
+    out = [(path, rec, bytes(blob)) for path, rec, blob in
+           chunk_files([str(tmp_path / n) for n in "abc"], PARAMS, "zstd:3", new_repo_key(),
+                       workers=1)]  # fmt: skip
     first = [blob for path, _, blob in out if path.endswith("a")]
     later = [blob for path, _, blob in out if not path.endswith("a")]
     assert all(first) and len(later) == 2 * len(first)
