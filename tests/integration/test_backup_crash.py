@@ -166,3 +166,30 @@ def test_kill_9_during_prune(tmp_path: Path, rng) -> None:
     assert killed >= TRIALS // 3, "most kills must land inside a prune"
     for i, name in enumerate(snapshots(repo)):
         restores_as(repo, name, taken[name], tmp_path / f"final{i}")
+
+
+@pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_signal_stores_what_was_read_and_exits_resumable(tmp_path: Path, rng, sig, code) -> None:
+    src, repo = tmp_path / "src", tmp_path / "repo"
+    for i in range(40):
+        write(src / f"f{i:02d}", rng.randbytes(1 << 20))
+    small_pack_repo(repo, codec="none")
+    proc = subprocess.Popen([*ORBIT, "backup", str(src), str(repo), "-j", "1"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)  # fmt: skip
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and proc.poll() is None:
+        if any(p.is_file() for p in (repo / "packs").rglob("*")):
+            break
+        time.sleep(0.02)
+    os.killpg(proc.pid, sig)  # as a terminal's Ctrl-C or a service manager's stop would
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == code, err
+    assert "interrupted" in err and "not store them again" in err
+    assert snapshots(repo) == []  # no snapshot of a partial tree
+    stored = sum(p.stat().st_size for p in (repo / "packs").rglob("*") if p.is_file())
+    assert stored >= SMALL_PACK  # at least the pack seen before the signal, plus the open one
+    summary = [e for e in json_events(run_cli("backup", str(src), str(repo), "--json").stdout)
+               if e["event"] == "backup_summary"][0]  # fmt: skip
+    assert summary["bytes_added"] <= (40 << 20) - stored + 2 * SMALL_PACK
+    restores_as(repo, summary["snapshot"], snapshot(src, with_dir_times=False), tmp_path / "o")
