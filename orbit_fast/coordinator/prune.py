@@ -106,7 +106,10 @@ def prune(repo: Repository, universe: Universe, on_event: Callable[[p.Event], No
     finally:
         writer.close()
     written = writer.packs_written
-    old = dead_packs + [n for n, _ in repack]
+    kept_names = set(writer.names_written)
+    # Never delete what this prune wrote (pack names are unique, but this is the invariant
+    # that keeps the only copy of a chunk: checked, not assumed).
+    old = [n for n in dead_packs + [n for n, _ in repack] if n not in kept_names]
     universe.drop_packs(repo.id, old)
     for name in old:
         repo.delete_pack(name)

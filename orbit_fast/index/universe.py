@@ -291,12 +291,13 @@ class Universe:
         filled in here. Durable (journal fsynced) when this returns."""
         repo = self.repo_number(repo_id)
         known = self._by_name.get((repo, name))
-        if known is not None:
-            return known
-        number = self._next_pack
+        number = self._next_pack if known is None else known
         rows = records.copy()  # numpy is loaded: the caller made `records` with it
         rows["pack"] = number
-        self._commit(_Batch({}, [PackInfo(number, repo, name, len(rows))], rows.tobytes(), []))
+        # A known pack's entries are written again: its chunks may have been pointed
+        # elsewhere since, and the caller is saying they live here.
+        info = [] if known is not None else [PackInfo(number, repo, name, len(rows))]
+        self._commit(_Batch({}, info, rows.tobytes(), []))
         return number
 
     def drop_packs(self, repo_id: str, names: list[bytes]) -> None:

@@ -1,7 +1,8 @@
 """Pack files: immutable containers of compressed chunks with their own index at the end.
 
 Layout (little-endian), docs/backup.md:
-    header   "ORBPACK1", uint32 flags (0: plain; bits reserved for encryption), uint32 0
+    header   "ORBPACK1", uint32 flags (0: plain; bits reserved for encryption), uint32 0,
+             16 random bytes (every pack's name is unique)
     blobs    back to back; each is self-describing (compression.HEADER + stored bytes)
     index    one 44-byte entry per chunk: id (32), offset, stored length, raw length (uint32)
     trailer  uint64 index offset, uint32 entry count, uint32 CRC-32 of the index, "ORBPIDX1"
@@ -11,6 +12,7 @@ repository key, and a pack is never changed once written: prune writes new ones.
 
 from __future__ import annotations
 
+import secrets
 import struct
 import zlib
 from typing import TYPE_CHECKING, Any
@@ -23,7 +25,9 @@ if TYPE_CHECKING:
     import numpy as np
 
 MAGIC = b"ORBPACK1"
-HEADER = struct.Struct("<8sII")
+# magic, flags, reserved, 16 random bytes: two packs never share a name, even with the same
+# chunks (prune rewriting what a killed prune already wrote must not name a pack it deletes).
+HEADER = struct.Struct("<8sII16s")
 TRAILER = struct.Struct("<QII8s")
 IDX_MAGIC = b"ORBPIDX1"
 ENTRY_BYTES = 44  # id (32 bytes), offset, stored length, raw length (uint32 each)
@@ -47,7 +51,7 @@ class PackBuilder:
 
     def __init__(self, buf: bytearray | None = None) -> None:
         self.buf = buf if buf is not None else bytearray(1 << 20)
-        HEADER.pack_into(self.buf, 0, MAGIC, 0, 0)
+        HEADER.pack_into(self.buf, 0, MAGIC, 0, 0, secrets.token_bytes(16))
         self._size = HEADER.size
         self._entries: list[tuple[bytes, int, int, int]] = []
 

@@ -36,6 +36,7 @@ class PackWriter:
         self._inflight = deque()
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="orbit-pack-writer")
         self.packs_written = 0
+        self.names_written: list[bytes] = []
         self.chunks_written = 0
         self.bytes_written = 0
 
@@ -80,6 +81,7 @@ class PackWriter:
         self.universe.add_pack(self.repo.id, name, _records(entries))
         self.pending.difference_update(ids)
         self.packs_written += 1
+        self.names_written.append(name)
 
     def close(self) -> None:
         """Write and index everything added so far."""

@@ -292,3 +292,26 @@ def test_disk_full_then_resume_without_storing_again(tmp_path: Path, rng) -> Non
         assert_same_tree(src, tmp_path / "out")
     finally:
         subprocess.run(["umount", str(repo)], check=True)
+
+
+def test_prune_killed_between_forgetting_and_deleting_packs(tmp_path: Path, rng) -> None:
+    """The old packs of a prune come back (it died before deleting them): the next prune must
+    not delete the only copy of a live chunk, even where it repacks the same chunks again."""
+    src, repo = tmp_path / "src", tmp_path / "repo"
+    write(src / "keep.bin", rng.randbytes(2 << 20))
+    write(src / "churn.bin", rng.randbytes(3 << 20))
+    backup(src, repo)
+    write(src / "churn.bin", rng.randbytes(3 << 20))
+    backup(src, repo)
+    run_cli("forget", "-r", str(repo), "--keep-last", "1")
+    saved = {p: p.read_bytes() for p in packs(repo)}
+    run_cli("prune", "-r", str(repo))
+    for p, data in saved.items():
+        if not p.exists():
+            p.parent.mkdir(parents=True, exist_ok=True)
+            p.write_bytes(data)  # as if the deletes never happened
+    for _ in range(2):
+        run_cli("prune", "-r", str(repo))
+        run_cli("verify", "-r", str(repo))
+    restore(repo, tmp_path / "out")
+    assert_same_tree(src, tmp_path / "out")
