@@ -25,6 +25,7 @@ class ExitCode(IntEnum):
     REPOSITORY = 11  # not a repository, a newer format, or a damaged config/snapshot
     LOCKED = 12  # another process holds the repository lock
     INTEGRITY = 13  # verify/restore found missing or damaged chunks (named in the output)
+    REMOTE = 14  # remote storage unreachable after retries, login refused, bucket/share missing
     INTERRUPTED = 130  # SIGINT (Ctrl-C): checkpointed, rerun resumes
     TERMINATED = 143  # SIGTERM: checkpointed, rerun resumes
 
@@ -107,6 +108,13 @@ class RepositoryLocked(OrbitError):
 class IntegrityError(OrbitError):
     exit_code = ExitCode.INTEGRITY
     msgid = "integrity"
+
+
+class RemoteError(OrbitError):
+    """Remote storage (S3, SMB) refused or failed: what, where, and what to check."""
+
+    exit_code = ExitCode.REMOTE
+    msgid = "remote"
 
 
 class Interrupted(OrbitError):

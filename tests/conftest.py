@@ -131,3 +131,50 @@ def json_events(stdout: str) -> list[dict]:
 def summary_of(stdout: str) -> dict:
     (summary,) = [e for e in json_events(stdout) if e["event"] == "summary"]
     return summary
+
+
+# ---- real servers on 127.0.0.1 (tests/servers.py) ------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def moto(tmp_path_factory: pytest.TempPathFactory):
+    from tests.servers import MotoServer
+
+    server = MotoServer(tmp_path_factory.mktemp("moto"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def samba(tmp_path_factory: pytest.TempPathFactory):
+    from tests.servers import SambaServer, smb_available
+
+    why = smb_available()
+    if why:
+        pytest.skip(why)
+    server = SambaServer(tmp_path_factory.mktemp("samba"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def s3_bucket(moto, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest) -> str:
+    """A fresh bucket; the environment points orbit-fast at the moto server."""
+    import re
+
+    for k, v in moto.env().items():
+        monkeypatch.setenv(k, v)
+    name = "t-" + re.sub(r"[^a-z0-9-]", "-", request.node.name.lower())[:40].strip("-")
+    name = f"{name}-{os.getpid() % 10000}-{random.randrange(10**6)}"
+    moto.client().create_bucket(Bucket=name)
+    return name
+
+
+@pytest.fixture
+def smb_dir(samba, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest) -> str:
+    """A fresh directory on the Samba share (its smb:// URL path part)."""
+    for k, v in samba.env().items():
+        monkeypatch.setenv(k, v)
+    name = f"t{random.randrange(10**9)}"
+    (samba.share_dir / name).mkdir()
+    return name

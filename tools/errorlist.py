@@ -29,6 +29,8 @@ MEANING = {
     "if that process is gone",
     "INTEGRITY": "verify or restore found missing or damaged chunks (each named with its "
     "snapshot and file); files that do not use them were restored",
+    "REMOTE": "remote storage (S3, SMB) unreachable after retries, credentials refused, bucket "
+    "or share missing, or permission denied; the message names which",
     "INTERRUPTED": "stopped by SIGINT (Ctrl-C) after a checkpoint; rerun to resume",
     "TERMINATED": "stopped by SIGTERM after a checkpoint; rerun to resume",
 }

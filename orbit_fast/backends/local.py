@@ -13,11 +13,17 @@ import secrets
 from collections import OrderedDict
 from collections.abc import Iterator
 
-_TMP = ".tmp-"
+from orbit_fast.backends.base import TMP_PREFIX as _TMP
+from orbit_fast.backends.base import Capabilities
+
 _OPEN_FILES = 16
 
 
 class LocalStore:
+    capabilities = Capabilities(ranged_reads=True, atomic_rename=True, server_side_copy=False,
+                                exclusive_create=True, min_part_bytes=0,
+                                max_part_bytes=0)  # fmt: skip
+
     def __init__(self, root: str) -> None:
         self.root = os.path.abspath(root)
         self.url = self.root
@@ -99,7 +105,7 @@ class LocalStore:
                     size = os.stat(os.path.join(dirpath, fname)).st_size
                 except FileNotFoundError:
                     continue
-                yield f"{rel}/{fname}", size
+                yield (fname if rel == "." else f"{rel}/{fname}"), size
 
     def sweep_temp(self, prefix: str) -> int:
         """Delete temp files a crashed writer left below prefix; returns how many."""

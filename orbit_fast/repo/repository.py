@@ -25,6 +25,7 @@ import msgspec
 
 from orbit_fast.backends.base import Store
 from orbit_fast.backends.local import LocalStore
+from orbit_fast.backends.registry import open_store
 from orbit_fast.chunking import ChunkerParams
 from orbit_fast.compression import decompress, parse_codec
 from orbit_fast.errors import (
@@ -71,15 +72,6 @@ class RepoConfig(msgspec.Struct, kw_only=True, frozen=True):
         return bytes.fromhex(self.key)
 
 
-def open_store(url: str) -> Store:
-    if "://" in url and not url.startswith("file://"):
-        scheme = url.split("://", 1)[0]
-        raise UsageError(
-            f"repository {url}: the {scheme}:// scheme is not supported yet; use a local path"
-        )
-    return LocalStore(url.removeprefix("file://"))
-
-
 class Repository:
     def __init__(self, store: Store, config: RepoConfig) -> None:
         self.store = store
@@ -99,12 +91,12 @@ class Repository:
         params = params or ChunkerParams()
         params.validate()
         store = open_store(url)
-        if isinstance(store, LocalStore) and os.path.isdir(store.root) and os.listdir(store.root):
+        if _has_objects(store):
             if store.exists("config"):
                 raise UsageError(f"{url} is already a repository; back up into it directly")
             raise UsageError(
-                f"{url} is a directory that is not empty and not a repository; choose an "
-                "empty or new directory for `orbit-fast init`"
+                f"{url} is not empty and not a repository; choose an empty or new location "
+                "for `orbit-fast init`"
             )
         cfg = RepoConfig(
             format=FORMAT, id=secrets.token_hex(16), created_ns=time.time_ns(),
@@ -155,12 +147,11 @@ class Repository:
     def open_or_init(cls, url: str, codec: str) -> Repository:
         """Open the repository at url, or create it there if nothing is there yet."""
         store = open_store(url)
-        if isinstance(store, LocalStore) and not store.exists("config") and (
-            not os.path.exists(store.root)
-            or (os.path.isdir(store.root) and not os.listdir(store.root))
-        ):
-            return cls.init(url, codec)
-        return cls.open(url)
+        try:
+            fresh = not store.exists("config") and not _has_objects(store)
+        finally:
+            store.close()
+        return cls.init(url, codec) if fresh else cls.open(url)
 
     # ---- lock -----------------------------------------------------------------------------
 
@@ -191,9 +182,8 @@ class Repository:
                 raise _store_error(self.store.url, "lock the repository", exc) from exc
         else:
             raise RepositoryLocked(f"could not lock {self.store.url}: the lock keeps changing")
-        if isinstance(self.store, LocalStore):
-            self.store.sweep_temp("packs")  # only a crashed writer leaves these; we hold the lock
-            self.store.sweep_temp("snapshots")
+        self.store.sweep_temp("packs")  # only a crashed writer leaves these; we hold the lock
+        self.store.sweep_temp("snapshots")
 
     def _holder(self) -> dict[str, Any] | None:
         try:
@@ -348,6 +338,16 @@ class Repository:
 
     def delete_snapshot(self, name: str) -> None:
         self.store.delete(f"snapshots/{name}")
+
+
+def _has_objects(store: Store) -> bool:
+    """Whether anything is stored at the store's location (a local path: any entry at all)."""
+    if isinstance(store, LocalStore):
+        return os.path.isdir(store.root) and bool(os.listdir(store.root))
+    try:
+        return next(iter(store.list("")), None) is not None
+    except FileNotFoundError:
+        return False
 
 
 def _records(entries: np.ndarray) -> np.ndarray:

@@ -1,0 +1,38 @@
+"""URL scheme -> Store: local paths (and file://), s3://bucket/prefix, smb://host/share/path.
+
+Every store comes wrapped in RetryingStore (ORBIT_RETRY_ATTEMPTS, default 5), so backends only
+classify their errors and never loop themselves.
+"""
+
+from __future__ import annotations
+
+import os
+
+from orbit_fast.backends.base import Store
+from orbit_fast.backends.local import LocalStore
+from orbit_fast.backends.wrappers import DEFAULT_ATTEMPTS, RetryingStore
+from orbit_fast.errors import UsageError
+
+SCHEMES = ("s3", "smb", "file")
+
+
+def is_remote(url: str) -> bool:
+    return "://" in url and not url.startswith("file://")
+
+
+def open_store(url: str, retry_attempts: int | None = None) -> Store:
+    """The Store for `url`; UsageError for a scheme orbit-fast does not know."""
+    attempts = retry_attempts or int(os.environ.get("ORBIT_RETRY_ATTEMPTS") or DEFAULT_ATTEMPTS)
+    scheme = url.split("://", 1)[0].lower() if "://" in url else ""
+    if scheme in ("", "file"):
+        return LocalStore(url.removeprefix("file://"))
+    if scheme == "s3":
+        from orbit_fast.backends.s3 import S3Store
+
+        return RetryingStore(S3Store(url), attempts)
+    if scheme == "smb":
+        from orbit_fast.backends.smb import SMBStore
+
+        return RetryingStore(SMBStore(url), attempts)
+    raise UsageError(f"{url}: unknown scheme {scheme}://; use a local path, s3://bucket/prefix "
+                     "or smb://[user@]host[:port]/share/path")  # fmt: skip

@@ -1,0 +1,312 @@
+"""A Store on an SMB share through smbprotocol's smbclient: `smb://[user@]host[:port]/share/path`.
+
+Credentials: the password from ORBIT_SMB_PASSWORD, else from a credentials file in the mount
+format the deployment guide uses (`username=`, `password=`, `domain=`; ORBIT_SMB_CREDENTIALS,
+default ~/.smbcredentials), else `user:password@` in the URL (warned against: it ends up in
+shell history and job records). Signing is always on (Samba refuses unsigned SMB 3.1.1);
+ORBIT_SMB_ENCRYPT=1 adds SMB 3 encryption.
+
+Writes go to a temp name beside the object and are renamed into place (replace, or, for an
+exclusive write, a rename that fails if the name exists), so readers never see part of an
+object. Reads and writes use requests of at most IO_BYTES (1 MiB: the fastest size on loopback,
+RECIPES.md 8). smbclient needs `port=` on every call (its session cache is keyed by
+host:port), which `_kw` supplies.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import secrets
+import warnings
+from collections import OrderedDict
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+from orbit_fast.backends.base import (
+    TMP_PREFIX,
+    Capabilities,
+    ExistsBySize,
+    TransientError,
+    check_name,
+)
+from orbit_fast.errors import RemoteError, UsageError
+
+IO_BYTES = 1 << 20
+_OPEN_FILES = 8
+
+
+def parse_url(url: str) -> tuple[str, int, str, str, str | None, str | None]:
+    """(host, port, share, path below the share, user, password) of an smb:// URL."""
+    u = urlsplit(url)
+    parts = [p for p in unquote(u.path).split("/") if p]
+    if not u.hostname or not parts:
+        raise UsageError(f"{url}: an SMB URL is smb://[user@]host[:port]/share[/path]")
+    user = unquote(u.username) if u.username else None
+    password = unquote(u.password) if u.password else None
+    return u.hostname, u.port or 445, parts[0], "/".join(parts[1:]), user, password
+
+
+def read_credentials(path: str) -> dict[str, str]:
+    """username/password/domain from a mount-style credentials file."""
+    out = {}
+    for line in Path(path).read_text().splitlines():
+        key, sep, value = line.strip().partition("=")
+        if sep and key.strip() in ("username", "password", "domain"):
+            out[key.strip()] = value.strip()
+    return out
+
+
+class SMBStore(ExistsBySize):
+    capabilities = Capabilities(ranged_reads=True, atomic_rename=True, server_side_copy=True,
+                                exclusive_create=True, min_part_bytes=0,
+                                max_part_bytes=0)  # fmt: skip
+
+    def __init__(self, url: str) -> None:
+        import smbclient
+
+        self._smb = smbclient
+        self.url = url
+        host, port, share, path, user, password = parse_url(url)
+        if password is not None:
+            warnings.warn(f"{host}: a password in the SMB URL is visible in process lists and "
+                          "job records; use ORBIT_SMB_PASSWORD or a credentials file",
+                          stacklevel=2)  # fmt: skip
+        creds_file = os.environ.get("ORBIT_SMB_CREDENTIALS") or os.path.expanduser(
+            "~/.smbcredentials")  # fmt: skip
+        creds = read_credentials(creds_file) if os.path.isfile(creds_file) else {}
+        user = user or os.environ.get("ORBIT_SMB_USER") or creds.get("username")
+        password = os.environ.get("ORBIT_SMB_PASSWORD") or password or creds.get("password")
+        domain = creds.get("domain")
+        if user and domain and "\\" not in user:
+            user = f"{domain}\\{user}"
+        self.host, self.port = host, port
+        self._root = f"\\\\{host}\\{share}" + (("\\" + path.replace("/", "\\")) if path else "")
+        self._fds: OrderedDict[str, Any] = OrderedDict()
+        self._dirs_made: set[str] = set()
+        # A connection cache of our own: smbclient's global one would hand this store another
+        # store's session (other credentials) for the same host:port.
+        self._cache: dict[str, Any] = {}
+        self._login = {"username": user, "password": password,
+                       "encrypt": os.environ.get("ORBIT_SMB_ENCRYPT") == "1"}  # fmt: skip
+        self._connect()
+        self._first_tree_connect()
+
+    def _first_tree_connect(self) -> None:
+        """Open the share once, with a deadline: smbprotocol waits without one when a share is
+        missing and it chases a DFS referral, so a wrong share name would hang the job."""
+        import threading
+
+        done: list[BaseException | None] = []
+
+        def run() -> None:
+            try:
+                self._do("open", "", self._smb.makedirs, self._root, exist_ok=True)
+                done.append(None)
+            except BaseException as exc:  # noqa: BLE001 - handed to the caller
+                done.append(exc)
+
+        t = threading.Thread(target=run, daemon=True, name="orbit-smb-connect")
+        t.start()
+        t.join(float(os.environ.get("ORBIT_SMB_TIMEOUT") or 15))
+        if not done:
+            raise RemoteError(
+                f"{self.url}: the SMB server at {self.host}:{self.port} did not answer when the "
+                "share was opened; check the share name (a missing share can look like this)"
+            )
+        if done[0] is not None:
+            raise done[0]
+
+    def _connect(self) -> None:
+        try:
+            self._smb.register_session(self.host, port=self.port, connection_timeout=10,
+                                       connection_cache=self._cache,
+                                       **self._login)  # fmt: skip
+        except Exception as exc:  # noqa: BLE001 - classified
+            raise self._error("connect to", "", exc) from None
+
+    def _p(self, name: str) -> str:
+        return self._root + ("\\" + name.replace("/", "\\") if name else "")
+
+    def _error(self, what: str, name: str, exc: BaseException) -> BaseException:
+        """Classify an smbprotocol/smbclient failure into the Store contract."""
+        from smbprotocol.exceptions import (
+            SMBAuthenticationError,
+            SMBException,
+            SMBResponseException,
+        )
+
+        where = f"{self.url}/{name}" if name else self.url
+        if isinstance(exc, FileNotFoundError | FileExistsError | IsADirectoryError):
+            return exc
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOENT, errno.ENOTDIR):
+            return FileNotFoundError(errno.ENOENT, "no such object", where)
+        if isinstance(exc, OSError) and exc.errno == errno.EEXIST:
+            return FileExistsError(errno.EEXIST, "object exists", where)
+        if isinstance(exc, PermissionError):
+            return RemoteError(f"the SMB server denied access to {where}; check the account's "
+                               "rights on the share")  # fmt: skip
+        text = str(exc)
+        if isinstance(exc, SMBAuthenticationError) or "STATUS_LOGON_FAILURE" in text:
+            return RemoteError(f"the SMB server at {self.host}:{self.port} refused the login; "
+                               "check ORBIT_SMB_PASSWORD / the credentials file")  # fmt: skip
+        if "STATUS_BAD_NETWORK_NAME" in text:
+            return RemoteError(f"{where}: no such share on {self.host}:{self.port}")
+        if "STATUS_ACCESS_DENIED" in text:
+            return RemoteError(f"the SMB server denied access to {where}")
+        if isinstance(exc, OSError | ConnectionError | TimeoutError) or (
+            isinstance(exc, SMBException) and not isinstance(exc, SMBResponseException)
+        ) or "connect" in text.lower():
+            self._drop_connection()
+            return TransientError(f"{what} {where}: {exc}")
+        return RemoteError(f"SMB could not {what} {where}: {exc}")
+
+    def _drop_connection(self) -> None:
+        self.close()  # handles on a dead connection are gone with it
+        try:
+            self._smb.reset_connection_cache(connection_cache=self._cache)
+        except Exception:  # noqa: BLE001 - it is being dropped anyway
+            pass
+        self._cache.clear()
+
+    def _do(self, what: str, name: str, fn: Any, *args: Any, **kw: Any) -> Any:
+        try:
+            # Credentials on every call: after a dropped connection smbclient logs in again.
+            return fn(*args, port=self.port, connection_cache=self._cache, **self._login, **kw)
+        except Exception as exc:  # noqa: BLE001 - classified
+            raise self._error(what, name, exc) from None
+
+    # ---- the Store protocol ---------------------------------------------------------------
+
+    def write(self, name: str, data: bytes | bytearray | memoryview,
+              exclusive: bool = False) -> None:  # fmt: skip
+        directory = name.rsplit("/", 1)[0] if "/" in name else ""
+        if directory and directory not in self._dirs_made:
+            self._do("create", directory, self._smb.makedirs, self._p(directory), exist_ok=True)
+            self._dirs_made.add(directory)
+        tmp = (f"{directory}/" if directory else "") + TMP_PREFIX + secrets.token_hex(6)
+        view = memoryview(data)
+        try:
+            with self._do("write", name, self._smb.open_file, self._p(tmp), mode="wb",
+                          buffering=0) as f:  # fmt: skip
+                while view:
+                    n = f.write(view[:IO_BYTES])  # short writes happen: loop on the count
+                    view = view[n:]
+        except (RemoteError, TransientError):
+            self._quiet_remove(tmp)
+            raise
+        except Exception as exc:  # noqa: BLE001 - classified
+            self._quiet_remove(tmp)
+            raise self._error("write", name, exc) from None
+        self._fds.pop(name, None)
+        try:
+            if exclusive:
+                self._do("create", name, self._smb.rename, self._p(tmp), self._p(name))
+            else:
+                self._do("write", name, self._smb.replace, self._p(tmp), self._p(name))
+        except BaseException:
+            self._quiet_remove(tmp)
+            raise
+
+    def _quiet_remove(self, name: str) -> None:
+        try:
+            self._smb.remove(self._p(name), port=self.port, connection_cache=self._cache,
+                             **self._login)  # fmt: skip
+        except Exception:  # noqa: BLE001 - cleanup of a temp object; sweep_temp retries
+            pass
+
+    def _file(self, name: str) -> Any:
+        f = self._fds.pop(name, None)
+        if f is None:
+            f = self._do("read", name, self._smb.open_file, self._p(name), mode="rb",
+                         buffering=0)  # fmt: skip
+            if len(self._fds) >= _OPEN_FILES:
+                self._fds.popitem(last=False)[1].close()
+        self._fds[name] = f
+        return f
+
+    def read(self, name: str) -> bytes:
+        return self.read_range(name, 0, self.size(name))
+
+    def read_range(self, name: str, offset: int, length: int) -> bytes:
+        out = bytearray(length)
+        view, got = memoryview(out), 0
+        try:
+            f = self._file(name)
+            f.seek(offset)
+            while got < length:
+                n = f.readinto(view[got : got + IO_BYTES])
+                if not n:
+                    break
+                got += n
+        except (RemoteError, TransientError, FileNotFoundError):
+            raise
+        except Exception as exc:  # noqa: BLE001
+            self._fds.pop(name, None)
+            raise self._error("read", name, exc) from None
+        if got != length:
+            raise TransientError(f"{self.url}/{name}: short read at {offset} ({got} of {length})")
+        return bytes(out)
+
+    def size(self, name: str) -> int:
+        return int(self._do("stat", name, self._smb.stat, self._p(name)).st_size)
+
+    def list(self, prefix: str) -> Iterator[tuple[str, int]]:
+        stack = [prefix.strip("/")]
+        while stack:
+            rel = stack.pop()
+            try:
+                entries = sorted(self._scandir(rel), key=lambda e: e.name)
+            except FileNotFoundError:
+                continue
+            subdirs = []
+            for e in entries:
+                child = f"{rel}/{e.name}" if rel else e.name
+                if e.is_dir():
+                    subdirs.append(child)
+                elif not e.name.startswith(TMP_PREFIX):
+                    # smb_info: no extra round trip (DirEntry.stat() cannot take a port).
+                    yield check_name(child, self.url), int(e.smb_info.end_of_file)
+            stack.extend(reversed(subdirs))
+
+    def _scandir(self, rel: str) -> list[Any]:
+        # scandir is lazy: list it inside _do so that its errors are classified too.
+        return self._do("list", rel, lambda path, **kw: list(self._smb.scandir(path, **kw)),
+                        self._p(rel))  # fmt: skip
+
+    def sweep_temp(self, prefix: str) -> int:
+        n = 0
+        stack = [prefix.strip("/")]
+        while stack:
+            rel = stack.pop()
+            try:
+                entries = self._scandir(rel)
+            except FileNotFoundError:
+                continue
+            for e in entries:
+                child = f"{rel}/{e.name}" if rel else e.name
+                if e.is_dir():
+                    stack.append(child)
+                elif e.name.startswith(TMP_PREFIX):
+                    self._quiet_remove(child)
+                    n += 1
+        return n
+
+    def delete(self, name: str) -> None:
+        f = self._fds.pop(name, None)
+        if f is not None:
+            f.close()
+        try:
+            self._do("delete", name, self._smb.remove, self._p(name))
+        except FileNotFoundError:
+            pass
+
+    def close(self) -> None:
+        """Close open read handles (the connection stays cached for this store)."""
+        while self._fds:
+            try:
+                self._fds.popitem()[1].close()
+            except Exception:  # noqa: BLE001 - closing a handle on a dead connection
+                pass

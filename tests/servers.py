@@ -1,0 +1,152 @@
+"""Real servers on 127.0.0.1 for the backend tests: a moto S3 server and a private Samba.
+
+Started by session fixtures in conftest.py and stopped by their own pid (never pkill). Samba
+needs root (useradd, smbpasswd) and the samba package: `.ci/run` installs it; without it the
+SMB tests skip with the reason. Recipes and pitfalls: ../shared/RECIPES.md sections 1, 2 and 7.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+SMB_USER, SMB_PASSWORD = "orbitsmb", "Orbit-Test-1"
+
+SMB_CONF = """[global]
+   server role = standalone server
+   smb ports = {port}
+   interfaces = 127.0.0.1
+   bind interfaces only = yes
+   disable netbios = yes
+   server min protocol = SMB2_10
+   private dir = {d}/private
+   lock directory = {d}/lock
+   state directory = {d}/state
+   cache directory = {d}/cache
+   pid directory = {d}/run
+   ncalrpc dir = {d}/ncalrpc
+   log file = {d}/log/log.%m
+   passdb backend = tdbsam:{d}/private/passdb.tdb
+   map to guest = never
+   load printers = no
+   printing = bsd
+   printcap name = /dev/null
+   disable spoolss = yes
+[share]
+   path = {d}/share
+   read only = no
+   valid users = {user}
+   force user = root
+[readonly]
+   path = {d}/share
+   read only = yes
+   valid users = {user}
+   force user = root
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port: int, proc: subprocess.Popen, timeout: float = 15.0) -> None:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited early with rc={proc.returncode}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise TimeoutError(f"port {port} not listening after {timeout}s")
+
+
+def stop(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+class MotoServer:
+    def __init__(self, workdir: Path) -> None:
+        self.port = free_port()
+        self.endpoint = f"http://127.0.0.1:{self.port}"
+        self._log = open(workdir / "moto.log", "wb")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
+            stdout=self._log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        wait_port(self.port, self.proc)
+
+    def client(self):  # noqa: ANN201 - a boto3 client
+        import boto3
+        from botocore.config import Config
+
+        return boto3.client("s3", endpoint_url=self.endpoint, region_name="us-east-1",
+                            aws_access_key_id="test", aws_secret_access_key="test",
+                            config=Config(s3={"addressing_style": "path"}))  # fmt: skip
+
+    def env(self) -> dict[str, str]:
+        return {"ORBIT_S3_ENDPOINT": self.endpoint, "AWS_ACCESS_KEY_ID": "test",
+                "AWS_SECRET_ACCESS_KEY": "test", "AWS_DEFAULT_REGION": "us-east-1"}  # fmt: skip
+
+    def stop(self) -> None:
+        stop(self.proc)
+        self._log.close()
+
+
+def smb_available() -> str | None:
+    """Why Samba tests cannot run here, or None."""
+    if shutil.which("smbd") is None or shutil.which("smbpasswd") is None:
+        return "needs the samba package (apt-get install samba; .ci/run does)"
+    if os.geteuid() != 0:
+        return "needs root (useradd and smbpasswd for a private Samba)"
+    return None
+
+
+class SambaServer:
+    def __init__(self, workdir: Path) -> None:
+        self.port = free_port()
+        self.dir = str(workdir)
+        for sub in ("private", "lock", "state", "cache", "run", "ncalrpc", "log", "share"):
+            os.makedirs(os.path.join(self.dir, sub), exist_ok=True)
+        self.conf = os.path.join(self.dir, "smb.conf")
+        with open(self.conf, "w") as f:
+            f.write(SMB_CONF.format(port=self.port, d=self.dir, user=SMB_USER))
+        if subprocess.run(["id", SMB_USER], capture_output=True).returncode != 0:
+            subprocess.run(["useradd", "-M", "-s", "/usr/sbin/nologin", SMB_USER], check=True)
+        subprocess.run(["smbpasswd", "-c", self.conf, "-s", "-a", SMB_USER],
+                       input=f"{SMB_PASSWORD}\n{SMB_PASSWORD}\n", text=True, check=True,
+                       capture_output=True)  # fmt: skip
+        self.share_dir = Path(self.dir) / "share"
+        self.proc: subprocess.Popen | None = None
+        self.start()
+
+    def start(self) -> None:
+        # Plain --foreground calls setsid itself: stopping it cannot signal pytest's group.
+        self.proc = subprocess.Popen(["smbd", "--foreground", f"--configfile={self.conf}"],
+                                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL)  # fmt: skip
+        wait_port(self.port, self.proc)
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            stop(self.proc)
+            self.proc = None
+
+    def url(self, path: str = "", share: str = "share") -> str:
+        return f"smb://{SMB_USER}@127.0.0.1:{self.port}/{share}" + (f"/{path}" if path else "")
+
+    def env(self) -> dict[str, str]:
+        return {"ORBIT_SMB_PASSWORD": SMB_PASSWORD}
