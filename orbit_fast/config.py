@@ -126,6 +126,13 @@ def validate_backup(opts: BackupOptions) -> BackupOptions:
 
 def validate(opts: SyncOptions) -> SyncOptions:
     """Check ranges and normalise paths; raise UsageError naming the option and the fix."""
+    for what, url in (("--source", opts.source), ("--destination", opts.destination)):
+        if "://" in url and not url.startswith("file://"):
+            raise UsageError(
+                f"{what} {url}: sync to and from remote storage is not built yet (#5); "
+                "`orbit-fast backup SRC URL` stores backups on s3:// and smb://, and a CIFS "
+                "mount works as a local path (docs/storage.md)"
+            )
     if not (isinstance(opts.concurrency, int) and 0 <= opts.concurrency <= MAX_CONCURRENCY):
         raise UsageError(
             f"--concurrency must be a whole number from 1 to {MAX_CONCURRENCY} "
@@ -146,7 +153,7 @@ def validate(opts: SyncOptions) -> SyncOptions:
         opts,
         # Resolved once: `workers` is read on every turn of the coordinator's loop.
         concurrency=opts.workers,
-        source=os.path.abspath(opts.source),
-        destination=os.path.abspath(opts.destination),
+        source=os.path.abspath(opts.source.removeprefix("file://")),
+        destination=os.path.abspath(opts.destination.removeprefix("file://")),
         db_path=os.path.abspath(os.path.expanduser(db)),
     )

@@ -145,3 +145,12 @@ def test_disk_full_stops_cleanly_and_resumes(tmp_path: Path, rng) -> None:
         assert [p.name for p in dst.iterdir() if p.name.startswith(".")] == []
     finally:
         subprocess.run(["umount", str(dst)], check=True)
+
+
+@pytest.mark.parametrize("url", ["s3://bucket/prefix", "smb://host/share/dir"])
+def test_remote_sync_urls_are_refused_not_made_into_directories(tmp_path: Path, url) -> None:
+    write(tmp_path / "s" / "f", b"x")
+    proc = run_cli("sync", "--source", str(tmp_path / "s"), "--destination", url, "--db-path",
+                   str(tmp_path / "j.db"), check=ExitCode.USAGE, cwd=tmp_path)  # fmt: skip
+    assert "not built yet" in proc.stderr and "orbit-fast backup" in proc.stderr
+    assert not (tmp_path / (url.split(":")[0] + ":")).exists()
