@@ -181,7 +181,7 @@ def table_lookup(table: bytes | bytearray | memoryview, keys: bytes | bytearray 
     cap, hits = t.nbytes // _REC, 0
     for k in range(ks.nbytes // _KEY):
         key = ks[k * _KEY : (k + 1) * _KEY]
-        o[4 * k : 4 * k + 4] = array_u32(0, 0, 0, 0)
+        o[4 * k : 4 * k + 4] = _u32(0, 0, 0, 0)
         i = _home(key, cap) if cap else 0
         for _ in range(cap):
             at = i * _REC
@@ -189,7 +189,7 @@ def table_lookup(table: bytes | bytearray | memoryview, keys: bytes | bytearray 
                 break
             if t[at : at + _KEY] == key:
                 vals = t[at + _KEY : at + _REC]
-                o[4 * k : 4 * k + 4] = array_u32(
+                o[4 * k : 4 * k + 4] = _u32(
                     *(int.from_bytes(vals[j : j + 4], "little") for j in range(0, 16, 4))
                 )
                 hits += 1
@@ -198,7 +198,7 @@ def table_lookup(table: bytes | bytearray | memoryview, keys: bytes | bytearray 
     return hits
 
 
-def array_u32(*vals: int) -> memoryview:
+def _u32(*vals: int) -> memoryview:
     return memoryview(b"".join(v.to_bytes(4, "little") for v in vals)).cast("I")
 
 

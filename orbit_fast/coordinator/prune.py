@@ -69,8 +69,7 @@ def prune(repo: Repository, universe: Universe, on_event: Callable[[p.Event], No
     referenced: set[bytes] = set()
     for name in repo.snapshot_names():
         for node in repo.load_snapshot(name).nodes:
-            c = node.chunks
-            referenced.update(c[i : i + 32] for i in range(0, len(c), 32))
+            referenced.update(node.chunk_ids())
     packs = repo.pack_names()
     numbers = universe.packs_of(repo.id)
     dead_packs: list[bytes] = []
@@ -99,10 +98,11 @@ def prune(repo: Repository, universe: Universe, on_event: Callable[[p.Event], No
     writer = PackWriter(repo, universe)
     try:
         for name, live_entries in repack:
-            path = repo.pack_path(name)
+            # One read per pack, not one per chunk: on S3 each read is a request.
+            data = memoryview(repo.store.read(repo.pack_path(name)))
             for e in live_entries:
-                blob = repo.store.read_range(path, int(e["offset"]), int(e["stored"]))
-                writer.add(e["id"].tobytes(), blob, int(e["raw"]))
+                off = int(e["offset"])
+                writer.add(e["id"].tobytes(), data[off : off + int(e["stored"])], int(e["raw"]))
     finally:
         writer.close()
     written = writer.packs_written

@@ -18,7 +18,6 @@ import os
 import secrets
 import socket
 import time
-from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -110,7 +109,8 @@ class Repository:
             raise UsageError(f"{url} is already a repository") from None
         except OSError as exc:
             raise _store_error(url, "create the repository", exc) from exc
-        os.chmod(os.path.join(store.url, "config"), 0o600) if isinstance(store, LocalStore) else 0
+        if isinstance(store, LocalStore):
+            os.chmod(os.path.join(store.root, "config"), 0o600)  # it holds the chunk-id key
         return cls(store, cfg)
 
     @classmethod
@@ -396,9 +396,3 @@ def _is_stale(holder: dict[str, Any]) -> bool:
     except PermissionError:
         pass
     return _start_time(pid) != holder.get("start")
-
-
-def iter_chunk_ids(snap: snapfmt.Snapshot) -> Iterator[tuple[snapfmt.Node, bytes]]:
-    for node in snap.nodes:
-        for cid in node.chunk_ids():
-            yield node, cid
