@@ -149,10 +149,9 @@ class Backup:
 
         nodes: list[Node] = []
         todo: dict[str, int] = {}  # absolute path -> index in nodes
-        todo_sizes: dict[str, int] = {}
         counters = p.Counters()
         files_unchanged = 0
-        new_files: set[str] = set()
+        new_files: set[str] = set()  # absolute paths
         rules = FilterRules(opts.filters)
         for rel, s in walk(opts.source, rules,
                            lambda r, e: self._warn(r, "unreadable_dir", e.strerror or str(e))):
@@ -173,11 +172,11 @@ class Backup:
                     node = msgspec.structs.replace(node, chunks=prev.chunks)
                     files_unchanged += 1
                 else:
+                    path = os.path.join(opts.source, os.fsdecode(rel))
                     if prev is None:
-                        new_files.add(os.fsdecode(rel))
+                        new_files.add(path)
                     if s[1]:
-                        todo[os.path.join(opts.source, os.fsdecode(rel))] = len(nodes)
-                        todo_sizes[os.path.join(opts.source, os.fsdecode(rel))] = s[1]
+                        todo[path] = len(nodes)
                         counters.bytes_total += s[1]
             nodes.append(node)
         counters.files_total = len(todo)
@@ -206,7 +205,7 @@ class Backup:
                     chunks[path].append(rec.chunk_id)
                     sizes[path] += rec.length
                     counters.bytes_done += rec.length
-                    if sizes[path] == todo_sizes[path]:
+                    if sizes[path] == nodes[todo[path]].size:
                         done_files += 1
                     if not writer.has(rec.chunk_id):
                         writer.add(rec.chunk_id, blob, rec.length)
@@ -217,8 +216,6 @@ class Backup:
                         self.emit(counters.progress(0))
         finally:
             writer.close()  # what was stored is kept even when the run stops here
-        stored = {"bytes": writer.bytes_written, "chunks": writer.chunks_written,
-                  "packs": writer.packs_written}  # fmt: skip
         if self.cancel.cancelled:
             code = self.cancel.exit_code or ExitCode.INTERRUPTED
             raise Interrupted(
@@ -233,8 +230,7 @@ class Backup:
             nodes[i] = msgspec.structs.replace(nodes[i], chunks=b"".join(chunks[path]),
                                                size=sizes[path])  # fmt: skip
         kept = [n for n in nodes if n.kind]
-        failed_rel = {os.path.relpath(f, opts.source) for f in failed}
-        files_new = len(new_files - failed_rel)
+        files_new = len(new_files - failed)
         files_changed = sum(1 for n in kept if n.kind == snapfmt.FILE) - files_new \
             - files_unchanged  # fmt: skip
         snap = snapfmt.Snapshot(
@@ -242,7 +238,7 @@ class Backup:
             parent=parent_name, nodes=kept, files_new=files_new,
             files_changed=files_changed, files_unchanged=files_unchanged,
             files_total=sum(1 for n in kept if n.kind == snapfmt.FILE),
-            bytes_total=sum(n.size for n in kept), bytes_added=stored["bytes"],
+            bytes_total=sum(n.size for n in kept), bytes_added=writer.bytes_written,
         )  # fmt: skip
         name = repo.write_snapshot(snap)
         return p.BackupSummary(
@@ -252,7 +248,7 @@ class Backup:
             files_changed=files_changed, files_unchanged=files_unchanged,
             files_total=snap.files_total,
             bytes_total=snap.bytes_total, bytes_read=counters.bytes_done,
-            chunks_added=stored["chunks"], bytes_added=stored["bytes"],
-            packs_added=stored["packs"], warnings=len(self.warnings),
+            chunks_added=writer.chunks_written, bytes_added=writer.bytes_written,
+            packs_added=writer.packs_written, warnings=len(self.warnings),
             skipped=self.warnings[:1000], elapsed_s=round(time.monotonic() - t0, 3),
         )  # fmt: skip
