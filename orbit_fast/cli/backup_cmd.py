@@ -6,9 +6,8 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import time
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 
@@ -35,18 +34,10 @@ def with_state(f: Any) -> Any:
     return f
 
 
-def _fail(err: Exception, json_out: bool) -> None:
-    from orbit_fast import progress as p
-    from orbit_fast.errors import OrbitError
+def _fail(err: Exception, json_out: bool) -> NoReturn:
+    from orbit_fast.cli.runner import exit_with_error
 
-    if not isinstance(err, OrbitError):
-        raise err
-    if json_out:
-        print(p.encode_json(p.Error(msgid=err.msgid, message=str(err),
-                                    exit_code=int(err.exit_code))).decode())  # fmt: skip
-    else:
-        click.echo(f"orbit-fast: error: {err}", err=True)
-    sys.exit(int(err.exit_code))
+    exit_with_error(err, json_out)
 
 
 def _when(ns: int) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import signal
 import sys
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 
@@ -20,7 +20,6 @@ def run_engine(call: Callable[[Any], Any], renderer: Renderer, json_out: bool,
     143); a second one stops waiting. Errors are printed to stderr, or as an `error` JSON event
     with --json unless the engine already emitted it (`emits_errors`).
     """
-    from orbit_fast import progress as p
     from orbit_fast.cancel import CancelToken
     from orbit_fast.errors import ExitCode, OrbitError
 
@@ -37,10 +36,23 @@ def run_engine(call: Callable[[Any], Any], renderer: Renderer, json_out: bool,
         summary = call(cancel)
     except OrbitError as err:
         renderer.close()
-        if not json_out:
-            click.echo(f"orbit-fast: error: {err}", err=True)
-        elif not emits_errors:
-            renderer(p.Error(msgid=err.msgid, message=str(err), exit_code=int(err.exit_code)))
-        sys.exit(int(err.exit_code))
+        exit_with_error(err, json_out, already_emitted=emits_errors)
     renderer.close()
     sys.exit(getattr(summary, "exit_code", 0))
+
+
+def exit_with_error(err: Exception, json_out: bool, already_emitted: bool = False) -> NoReturn:
+    """Print an OrbitError (stderr, or an `error` JSON line with --json) and exit with its
+    code; anything else is a bug and propagates with its traceback."""
+    from orbit_fast import progress as p
+    from orbit_fast.errors import OrbitError
+
+    if not isinstance(err, OrbitError):
+        raise err
+    if not json_out:
+        click.echo(f"orbit-fast: error: {err}", err=True)
+    elif not already_emitted:
+        sys.stdout.buffer.write(p.encode_json(p.Error(msgid=err.msgid, message=str(err),
+                                                      exit_code=int(err.exit_code))) + b"\n")
+        sys.stdout.flush()
+    sys.exit(int(err.exit_code))
