@@ -159,6 +159,7 @@ class Repository:
         me = {"host": socket.gethostname(), "pid": os.getpid(), "start": _start_time(os.getpid()),
               "operation": operation, "time_ns": time.time_ns()}  # fmt: skip
         data = json.dumps(me).encode()
+        recovered = False
         for _ in range(3):
             try:
                 self.store.write(LOCK, data, exclusive=True)
@@ -178,11 +179,19 @@ class Repository:
                         f"`orbit-fast unlock {self.store.url}`"
                     ) from None
                 self._break_lock()
+                recovered = True
             except OSError as exc:
                 raise _store_error(self.store.url, "lock the repository", exc) from exc
         else:
             raise RepositoryLocked(f"could not lock {self.store.url}: the lock keeps changing")
-        self.store.sweep_temp("packs")  # only a crashed writer leaves these; we hold the lock
+        if recovered:
+            self._sweep()
+
+    def _sweep(self) -> None:
+        """Delete temp objects of a crashed writer. Every writer holds the lock, so only a
+        holder that died leaves them: this runs after taking over a stale lock (or `unlock`),
+        not on every command (on SMB it walks every pack directory)."""
+        self.store.sweep_temp("packs")
         self.store.sweep_temp("snapshots")
 
     def _holder(self) -> dict[str, Any] | None:
@@ -211,8 +220,13 @@ class Repository:
             self.locked = False
 
     def force_unlock(self) -> dict[str, Any] | None:
+        """Remove the lock whoever holds it, then sweep what a dead holder left, under a lock of
+        our own. Returns the removed lock's holder (None if there was none)."""
         holder = self._holder()
         self.store.delete(LOCK)
+        self.lock("unlock")
+        self._sweep()
+        self.unlock()
         return holder
 
     def close(self) -> None:
@@ -290,17 +304,25 @@ class Repository:
 
     # ---- snapshots ------------------------------------------------------------------------
 
+    def _snapshot_sizes(self) -> dict[str, int]:
+        out = {}
+        for path, size in self.store.list("snapshots"):
+            name = path.rsplit("/", 1)[-1]
+            if len(name) == 64:
+                out[name] = size
+        return out
+
     def snapshot_names(self) -> list[str]:
-        return [p.rsplit("/", 1)[-1] for p, _ in self.store.list("snapshots")
-                if len(p.rsplit("/", 1)[-1]) == 64]  # fmt: skip
+        return list(self._snapshot_sizes())
 
     def load_snapshot(self, name: str) -> snapfmt.Snapshot:
         return snapfmt.decode(name, self.store.read(f"snapshots/{name}"))
 
-    def load_info(self, name: str) -> snapfmt.Snapshot:
-        """A snapshot's header: everything but its nodes (read without the rest)."""
+    def load_info(self, name: str, size: int) -> snapfmt.Snapshot:
+        """A snapshot's header: everything but its nodes (read without the rest). `size` is
+        the file's, from the listing: no stat round trip per snapshot."""
         path = f"snapshots/{name}"
-        head = self.store.read_range(path, 0, min(4096, self.store.size(path)))
+        head = self.store.read_range(path, 0, min(4096, size))
         end = snapfmt.header_length(name, head)
         if end > len(head):
             head = self.store.read_range(path, 0, end)
@@ -308,7 +330,7 @@ class Repository:
 
     def snapshots(self) -> list[tuple[str, snapfmt.Snapshot]]:
         """Every snapshot's header (nodes empty: `load_snapshot` reads them), oldest first."""
-        snaps = [(n, self.load_info(n)) for n in self.snapshot_names()]
+        snaps = [(n, self.load_info(n, size)) for n, size in self._snapshot_sizes().items()]
         return sorted(snaps, key=lambda s: (s[1].time_ns, s[0]))
 
     def resolve(self, ref: str) -> tuple[str, snapfmt.Snapshot]:

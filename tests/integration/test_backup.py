@@ -315,3 +315,21 @@ def test_prune_killed_between_forgetting_and_deleting_packs(tmp_path: Path, rng)
         run_cli("verify", "-r", str(repo))
     restore(repo, tmp_path / "out")
     assert_same_tree(src, tmp_path / "out")
+
+
+def test_temp_files_of_a_dead_writer_are_swept_with_its_lock(tmp_path: Path) -> None:
+    src, repo = tmp_path / "src", tmp_path / "repo"
+    write(src / "f", b"data")
+    backup(src, repo)
+    leftover = repo / "packs" / "00" / ".tmp-deadbeef0000"
+    write(leftover, b"half a pack")
+    backup(src, repo)  # no stale lock: nothing tells us a writer died, nothing is swept
+    assert leftover.exists()
+    dead = subprocess.Popen(["true"])
+    dead.wait()  # a pid that is gone
+    (repo / "locks").mkdir(exist_ok=True)
+    (repo / "locks" / "exclusive").write_text(json.dumps(
+        {"host": os.uname().nodename, "pid": dead.pid, "start": 1, "operation": "backup",
+         "time_ns": 0}))  # fmt: skip
+    backup(src, repo)
+    assert not leftover.exists()

@@ -109,6 +109,8 @@ def test_kill_9_during_backup(tmp_path: Path, rng) -> None:
             restores_as(repo, summary["snapshot"], state, tmp_path / f"out{trial}")
     assert killed >= TRIALS // 2, "most kills must land inside a run"
     run_cli("verify", "-r", str(repo))
+    # Temp files of the killed writers were swept when the next command took over their lock.
+    assert not list(repo.rglob(".tmp-*"))
     for i, name in enumerate(snapshots(repo)):
         restores_as(repo, name, taken[name], tmp_path / f"final{i}")
 
