@@ -11,7 +11,6 @@ last checkpoints, which only means those blocks are verified or copied again on 
 
 from __future__ import annotations
 
-import fcntl
 import os
 import secrets
 import sqlite3
@@ -19,8 +18,8 @@ import time
 from collections.abc import Iterable
 from typing import NamedTuple
 
-from orbit_fast.errors import DatabaseBusy, DatabaseError, NetworkFilesystemError
-from orbit_fast.fsinfo import network_fs_name
+from orbit_fast.errors import DatabaseError
+from orbit_fast.index import state_file
 
 SCHEMA_VERSION = 1
 
@@ -105,34 +104,8 @@ class JobsDB:
 
     @classmethod
     def open(cls, path: str) -> JobsDB:
-        directory = os.path.dirname(path) or "."
-        try:
-            os.makedirs(directory, exist_ok=True)
-        except OSError as exc:
-            raise DatabaseError(
-                f"cannot create the jobs DB directory {directory}: {exc.strerror}; "
-                "choose another --db-path"
-            ) from exc
-        fs = network_fs_name(directory)
-        if fs:
-            raise NetworkFilesystemError(
-                f"the jobs DB {path} would live on a network filesystem ({fs}); SQLite over "
-                "SMB/NFS corrupts databases. Put --db-path on a local disk "
-                "(the deployment guide's first rule)"
-            )
-        lock_path = path + ".lock"
-        lock_fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        try:
-            fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(lock_fd, 32, 0).decode(errors="replace").strip() or "?"
-            os.close(lock_fd)
-            raise DatabaseBusy(
-                f"another orbit-fast process (pid {holder}) is using the jobs DB {path}; "
-                "wait for it to finish, or give this run its own --db-path"
-            ) from None
-        os.ftruncate(lock_fd, 0)
-        os.pwrite(lock_fd, f"{os.getpid()}\n".encode(), 0)
+        lock_fd = state_file.claim(path, "the jobs DB", "--db-path",
+                                   "SQLite over SMB/NFS corrupts databases")  # fmt: skip
         try:
             conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
             conn.execute("PRAGMA journal_mode=WAL")

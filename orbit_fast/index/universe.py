@@ -18,7 +18,6 @@ changes live in memory until the next checkpoint. Memory: at most the table (48 
 
 from __future__ import annotations
 
-import fcntl
 import mmap
 import os
 import struct
@@ -29,8 +28,8 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import msgspec
 
 from orbit_fast._native import kernels
-from orbit_fast.errors import DatabaseBusy, DatabaseError, NetworkFilesystemError
-from orbit_fast.fsinfo import network_fs_name
+from orbit_fast.errors import DatabaseError
+from orbit_fast.index import state_file
 
 if TYPE_CHECKING:
     import numpy as np
@@ -109,29 +108,10 @@ class Universe:
     @classmethod
     def open(cls, path: str) -> Universe:
         path = os.path.abspath(path)
-        directory = os.path.dirname(path)
-        try:
-            os.makedirs(directory, exist_ok=True)
-        except OSError as exc:
-            raise DatabaseError(
-                f"cannot create the directory of the universe index {path}: {exc.strerror}; "
-                "set UNIVERSE_PATH (or --universe-path) to a local disk"
-            ) from exc
-        fs = network_fs_name(directory)
-        if fs:
-            raise NetworkFilesystemError(
-                f"the universe index {path} would live on a network filesystem ({fs}); put "
-                "UNIVERSE_PATH on a local disk"
-            )
-        lock_fd = os.open(path + ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        try:
-            fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(lock_fd)
-            raise DatabaseBusy(
-                f"the universe index {path} is in use by another orbit-fast process; wait for "
-                "it to finish (only one coordinator may own the index)"
-            ) from None
+        lock_fd = state_file.claim(
+            path, "the universe index", "UNIVERSE_PATH (or --universe-path)",
+            "its journal relies on local locking and fsync",
+        )  # fmt: skip
         self = cls(path, lock_fd)
         try:
             self._load()

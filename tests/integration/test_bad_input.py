@@ -62,10 +62,8 @@ def test_invalid_options(tmp_path: Path, flag: str, value: str, words: str) -> N
 def test_db_on_network_filesystem_is_refused(tmp_path: Path, monkeypatch) -> None:
     # The decision is made from statfs(2); pretend it said CIFS (0xFF534D42).
     import orbit_fast.fsinfo as fsinfo
-    import orbit_fast.index.jobs_db as jobs_db
 
     monkeypatch.setattr(fsinfo, "fs_type", lambda path: 0xFF534D42)
-    monkeypatch.setattr(jobs_db, "network_fs_name", fsinfo.network_fs_name)
     src = write(tmp_path / "s" / "a", b"1").parent
     with pytest.raises(NetworkFilesystemError, match="network filesystem \\(cifs\\)"):
         orbit_fast.sync(str(src), str(tmp_path / "d"), db_path=str(tmp_path / "db" / "j.db"))
