@@ -147,7 +147,8 @@ def init_repository(url: str, codec: str = "zstd:3") -> str:
 def locked_repository(
     url: str, operation: str, universe_path: str = "", db_path: str = ""
 ) -> Iterator[tuple[Repository, Universe]]:
-    """The repository, locked, and the universe index reconciled with it."""
+    """The repository, locked, and the universe index (the operations that read chunk
+    locations reconcile it with the repository themselves, once)."""
     from orbit_fast.index.universe import Universe
     from orbit_fast.repo.repository import Repository
 
@@ -155,7 +156,6 @@ def locked_repository(
     with Repository.open(url) as repo:
         repo.lock(operation)
         with Universe.open(upath) as universe:
-            repo.sync_index(universe)
             yield repo, universe
 
 
@@ -240,13 +240,7 @@ def prune(
 def rebuild_index(repository: str, *, universe_path: str = "", db_path: str = "") -> int:
     """Forget everything the universe knows about the repository and index its packs again
     from the pack files; returns the number of packs indexed."""
-    from orbit_fast.index.universe import Universe
-    from orbit_fast.repo.repository import Repository
-
-    _, upath = resolve_state_paths(db_path, universe_path)
-    with Repository.open(repository) as repo:
-        repo.lock("index rebuild")
-        with Universe.open(upath) as universe:
-            universe.drop_packs(repo.id, list(universe.packs_of(repo.id)))
-            added, _ = repo.sync_index(universe)
-            return added
+    with locked_repository(repository, "index rebuild", universe_path, db_path) as (repo, u):
+        u.drop_packs(repo.id, list(u.packs_of(repo.id)))
+        added, _ = repo.sync_index(u)
+        return added
