@@ -57,11 +57,12 @@ def sync(
     Parameters
     ----------
     source, destination
-        Directory paths. Ignored when `options` is given.
+        Directory paths, or s3://bucket/prefix and smb://host/share/path URLs (either side
+        or both). Ignored when `options` is given.
     options
         A complete `SyncOptions`; otherwise one is built from `source`, `destination` and
         `fields` (any SyncOptions field: mirror, checksum, dry_run, filters, concurrency,
-        chunk_size_mb, fsync, db_path, sparse).
+        chunk_size_mb, fsync, db_path, sparse, retry_attempts, s3_endpoint).
     on_event
         Called in the caller's thread with every progress event (start, file_done, progress,
         warning, error, summary).
@@ -87,7 +88,12 @@ def sync(
     from orbit_fast.coordinator.coordinator import Coordinator
 
     options = validate(options)
-    return Coordinator(options, on_event or (lambda ev: None), cancel or CancelToken()).run()
+    engine = Coordinator
+    if options.remote:
+        from orbit_fast.coordinator.object_sync import ObjectSync
+
+        engine = ObjectSync
+    return engine(options, on_event or (lambda ev: None), cancel or CancelToken()).run()
 
 
 # ---- backup repositories (docs/backup.md) -------------------------------------------------

@@ -47,6 +47,16 @@ class SyncOptions(msgspec.Struct, kw_only=True, frozen=True):
     fsync: FsyncPolicy = FsyncPolicy.BATCH
     db_path: str = ""  # "" = default_db_path()
     sparse: bool = True
+    # Remote storage (docs/storage.md): tries per request (0 = ORBIT_RETRY_ATTEMPTS, else 5)
+    # and an S3-compatible endpoint ("" = ORBIT_S3_ENDPOINT, else AWS).
+    retry_attempts: int = 0
+    s3_endpoint: str = ""
+
+    @property
+    def remote(self) -> bool:
+        """Either side is s3:// or smb://: the run lists and copies objects."""
+        return any("://" in u and not u.startswith("file://")
+                   for u in (self.source, self.destination))  # fmt: skip
 
     @property
     def chunk_size_bytes(self) -> int:
@@ -78,8 +88,8 @@ def default_universe_path(db_path: str) -> str:
 class BackupOptions(msgspec.Struct, kw_only=True, frozen=True):
     """Everything that defines one backup run. Paths are stored absolute."""
 
-    source: str
-    repository: str  # a local path (s3:// and smb:// with #5)
+    source: str  # a local directory, or an s3:// or smb:// URL
+    repository: str  # a local path, s3:// or smb://
     filters: tuple[tuple[str, str], ...] = ()
     concurrency: int = 0
     codec: str = ""  # "" = the repository's default (set at init; zstd:3 unless told)
@@ -112,14 +122,15 @@ def validate_backup(opts: BackupOptions) -> BackupOptions:
             raise UsageError(f"bad filter rule {action!r} {pattern!r}")
     db, universe = resolve_state_paths(opts.db_path, opts.universe_path)
     repo = opts.repository
+    source = _abs_or_url(opts.source)
     if "://" not in repo:
         repo = os.path.abspath(os.path.expanduser(repo))
-        src = os.path.abspath(opts.source)
+        src = source
         if repo == src or repo.startswith(src.rstrip("/") + "/"):
             raise UsageError(f"the repository {repo} is inside the source {src}; it would "
                              "back itself up. Put it elsewhere, or --exclude it")  # fmt: skip
     return msgspec.structs.replace(
-        opts, concurrency=opts.workers, source=os.path.abspath(opts.source), repository=repo,
+        opts, concurrency=opts.workers, source=source, repository=repo,
         db_path=db, universe_path=universe,
     )  # fmt: skip
 
@@ -127,12 +138,15 @@ def validate_backup(opts: BackupOptions) -> BackupOptions:
 def validate(opts: SyncOptions) -> SyncOptions:
     """Check ranges and normalise paths; raise UsageError naming the option and the fix."""
     for what, url in (("--source", opts.source), ("--destination", opts.destination)):
-        if "://" in url and not url.startswith("file://"):
+        scheme = url.split("://", 1)[0].lower() if "://" in url else ""
+        if scheme not in ("", "file", "s3", "smb"):
             raise UsageError(
-                f"{what} {url}: sync to and from remote storage is not built yet (#5); "
-                "`orbit-fast backup SRC URL` stores backups on s3:// and smb://, and a CIFS "
-                "mount works as a local path (docs/storage.md)"
+                f"{what} {url}: unknown scheme {scheme}://; use a local path, "
+                "s3://bucket/prefix or smb://[user@]host[:port]/share/path"
             )
+    if not (isinstance(opts.retry_attempts, int) and 0 <= opts.retry_attempts <= 100):
+        raise UsageError(f"--retry-attempts must be a whole number from 1 to 100, "
+                         f"got {opts.retry_attempts!r}")  # fmt: skip
     if not (isinstance(opts.concurrency, int) and 0 <= opts.concurrency <= MAX_CONCURRENCY):
         raise UsageError(
             f"--concurrency must be a whole number from 1 to {MAX_CONCURRENCY} "
@@ -149,11 +163,19 @@ def validate(opts: SyncOptions) -> SyncOptions:
         if action not in ("include", "exclude") or not pattern:
             raise UsageError(f"bad filter rule {action!r} {pattern!r}")
     db = opts.db_path or str(default_db_path())
+    # Remote transfers wait on the network, not the CPU: at least 4 at once (rclone's
+    # --transfers default) unless told.
+    workers = opts.workers if not opts.remote or opts.concurrency else max(4, opts.workers)
     return msgspec.structs.replace(
         opts,
         # Resolved once: `workers` is read on every turn of the coordinator's loop.
-        concurrency=opts.workers,
-        source=os.path.abspath(opts.source.removeprefix("file://")),
-        destination=os.path.abspath(opts.destination.removeprefix("file://")),
+        concurrency=workers,
+        source=_abs_or_url(opts.source),
+        destination=_abs_or_url(opts.destination),
         db_path=os.path.abspath(os.path.expanduser(db)),
     )
+
+
+def _abs_or_url(url: str) -> str:
+    url = url.removeprefix("file://")
+    return url.rstrip("/") if "://" in url else os.path.abspath(url)

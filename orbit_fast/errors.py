@@ -117,6 +117,10 @@ class RemoteError(OrbitError):
     msgid = "remote"
 
 
+class RemoteUnavailable(RemoteError):
+    """Remote storage kept failing with transient errors until the retries ran out."""
+
+
 class Interrupted(OrbitError):
     """Raised by the engine after a clean checkpoint when a run was cancelled."""
 

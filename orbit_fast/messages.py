@@ -99,13 +99,79 @@ class ChunkRange(_Msg):
     max_size: int
     codec: str
     key: bytes
+    # A remote source (backup of s3:// or smb://): the parts' paths are object names there.
+    src_url: str = ""
+
+
+# ---- sync between stores (coordinator/object_sync.py, workers/objects.py) -----------------
+# Objects go from store to store inside the worker: the bytes are read and written there and
+# never cross a process boundary, so these tasks carry no slot.
+
+
+class Ends(msgspec.Struct, array_like=True, frozen=True):
+    """The two stores of a run, as each worker thread opens them."""
+
+    src: str
+    dst: str
+    s3_endpoint: str
+    attempts: int
+
+
+class PutObject(_Msg):
+    """Copy a whole object (read in one request, written in one) with its mtime."""
+
+    task_id: int
+    ends: Ends
+    name: str
+    durable: bool
+
+
+class PutPart(_Msg):
+    """Read [offset, offset+length) of the source object and store it as part `part`."""
+
+    task_id: int
+    ends: Ends
+    name: str
+    upload: str
+    size: int
+    part_bytes: int
+    mtime_ns: int
+    part: int
+    offset: int
+    length: int
+
+
+class CompleteUpload(_Msg):
+    """Check the source still has `src_sig`, then assemble the parts under the name."""
+
+    task_id: int
+    ends: Ends
+    name: str
+    upload: str
+    size: int
+    part_bytes: int
+    mtime_ns: int
+    tokens: dict[int, str]
+    src_sig: str
+
+
+class DigestObject(_Msg):
+    """Digest an object of one side (`side` "src" or "dst") for --checksum: style "xxh3",
+    "md5" (an S3 ETag of a single PUT) or "md5:<part bytes>" (of a multipart upload)."""
+
+    task_id: int
+    ends: Ends
+    side: str
+    name: str
+    style: str
 
 
 class Shutdown(_Msg):
     pass
 
 
-Task = CopyBlock | VerifyBlock | DigestFile | FinalizeFile | ChunkRange | Shutdown
+Task = (CopyBlock | VerifyBlock | DigestFile | FinalizeFile | ChunkRange | PutObject | PutPart
+        | CompleteUpload | DigestObject | Shutdown)  # fmt: skip
 
 
 # ---- results -------------------------------------------------------------------------------
@@ -147,7 +213,8 @@ class SourceChanged(_Msg):
 
 
 class TaskFailed(_Msg):
-    """An OSError in the task. side is "source" (a warning: skip the file) or "destination"."""
+    """An OSError in the task. side is "source" (a warning: skip the file) or "destination";
+    "remote": storage that stays unreachable after retries, which ends the run."""
 
     task_id: int
     side: str
@@ -174,8 +241,35 @@ class RangeChunked(_Msg):
     parts: list[PartChunked]  # in the order of the task's parts
 
 
+class ObjectPut(_Msg):
+    task_id: int
+    length: int
+    src_sig: str  # the source as read
+    dst_sig: str  # the destination as written (what its next listing will show)
+
+
+class PartPut(_Msg):
+    task_id: int
+    length: int
+    token: str
+
+
+class UploadCompleted(_Msg):
+    task_id: int
+    dst_sig: str
+
+
+class ObjectDigested(_Msg):
+    task_id: int
+    digest: str
+
+
 Result = (
     WorkerReady
+    | ObjectPut
+    | PartPut
+    | UploadCompleted
+    | ObjectDigested
     | RangeChunked
     | BlockCopied
     | BlockVerified

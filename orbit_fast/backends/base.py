@@ -17,12 +17,31 @@ Names are "/"-separated relative paths ("packs/ab/ab12..."). The contract, error
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import re
+import secrets
+from collections.abc import Callable, Iterator
 from typing import NamedTuple, Protocol
 
 from orbit_fast.errors import RemoteError
 
 TMP_PREFIX = ".tmp-"  # writers' temp objects; listings skip them, sweep_temp removes them
+# Exactly the names writers make: ".tmp-" + 12 hex (whole writes) or ".tmp-up-" + 16 hex
+# (uploads in parts), so that a user's ".tmp-notes.txt" is still synced.
+_TEMP_RE = re.compile(r"\.tmp-(?:[0-9a-f]{12}|up-[0-9a-f]{16})\Z")
+
+
+def is_temp(basename: str) -> bool:
+    return basename.startswith(TMP_PREFIX) and _TEMP_RE.match(basename) is not None
+
+
+def upload_temp_name(name: str) -> str:
+    """A fresh temp name beside `name` for an upload in parts."""
+    head, _, _ = name.rpartition("/")
+    return (f"{head}/" if head else "") + f"{TMP_PREFIX}up-{secrets.token_hex(8)}"
+
+
+Descend = Callable[[str], bool]  # list_info: whether to read a directory
+OnSkip = Callable[[str, str], None]  # list_info: (name, why) of an entry that is not a file
 
 
 class TransientError(Exception):
@@ -36,6 +55,41 @@ class Capabilities(NamedTuple):
     exclusive_create: bool  # write(exclusive=True) is atomic, not check-then-write
     min_part_bytes: int  # multipart uploads: smallest part but the last (0: no multipart)
     max_part_bytes: int
+    mtime_ns_precision: int = 1  # what the store keeps of a file's mtime (SMB listings: 1 us)
+
+
+class ObjectInfo(NamedTuple):
+    name: str
+    size: int
+    mtime_ns: int | None  # the file's mtime; None: not in this listing (S3: ask stat_info)
+    etag: str = ""  # S3: the ETag without quotes (MD5, or MD5 of part MD5s + "-N")
+    part_bytes: int = 0  # S3 objects orbit-fast uploaded in parts: the part size (metadata)
+
+    @property
+    def sig(self) -> str:
+        """What changes when the object changes: the ETag on S3, else size and mtime."""
+        return self.etag or f"{self.size}:{self.mtime_ns}"
+
+
+class Upload(Protocol):
+    """A large object arriving in parts; nothing is visible under its name until complete()."""
+
+    state: str  # S3: the upload id; files: the temp name. Recorded to resume after a crash.
+    part_bytes: int
+
+    def write_part(self, number: int, offset: int, data: bytes) -> str:
+        """Store part `number` (1-based) at `offset`; returns its token (S3 ETag, else xxh3)."""
+        ...
+
+    def confirmed(self, recorded: dict[int, str], lengths: dict[int, int]) -> set[int]:
+        """Of the parts an earlier run recorded, those the server still has, same content."""
+        ...
+
+    def complete(self, tokens: dict[int, str], size: int) -> ObjectInfo:
+        """Assemble the object, check its size (and ETag on S3), return its info."""
+        ...
+
+    def abort(self) -> None: ...
 
 
 class Store(Protocol):
@@ -61,6 +115,23 @@ class Store(Protocol):
 
     def close(self) -> None: ...
 
+    def list_info(self, prefix: str, descend: Descend | None = None,
+                  on_skip: OnSkip | None = None) -> Iterator[ObjectInfo]: ...  # fmt: skip
+
+    def stat_info(self, name: str) -> ObjectInfo: ...
+
+    def read_info(self, name: str) -> tuple[bytes, ObjectInfo]: ...
+
+    def put_file(self, name: str, data: bytes, mtime_ns: int,
+                 durable: bool = True) -> ObjectInfo: ...  # fmt: skip
+
+    def begin_upload(self, name: str, size: int, part_bytes: int, mtime_ns: int) -> Upload: ...
+
+    def resume_upload(self, name: str, state: str, size: int, part_bytes: int,
+                      mtime_ns: int) -> Upload: ...  # fmt: skip
+
+    def delete_many(self, names: list[str]) -> None: ...
+
 
 class ExistsBySize:
     """`exists()` for remote stores: a stat that raises FileNotFoundError means absent."""
@@ -74,6 +145,13 @@ class ExistsBySize:
             return True
         except FileNotFoundError:
             return False
+
+
+def upload_part_bytes(size: int, wanted: int, caps: Capabilities) -> int:
+    """The part size for an object of `size`: `wanted` (chunk_size_mb), raised to the store's
+    minimum and, for S3's 10,000-part limit, to what the object needs."""
+    part = max(wanted, caps.min_part_bytes, -(-size // 10_000))
+    return min(part, caps.max_part_bytes) if caps.max_part_bytes else part
 
 
 def check_name(name: str, where: str) -> str:

@@ -10,11 +10,20 @@ from __future__ import annotations
 
 import os
 import secrets
+import stat
 from collections import OrderedDict
 from collections.abc import Iterator
 
 from orbit_fast.backends.base import TMP_PREFIX as _TMP
-from orbit_fast.backends.base import Capabilities
+from orbit_fast.backends.base import (
+    Capabilities,
+    Descend,
+    ObjectInfo,
+    OnSkip,
+    is_temp,
+    upload_temp_name,
+)
+from orbit_fast.backends.parts import FileUpload
 
 _OPEN_FILES = 16
 
@@ -33,20 +42,27 @@ class LocalStore:
     def _path(self, name: str) -> str:
         return os.path.join(self.root, *name.split("/"))
 
-    def write(self, name: str, data: bytes | bytearray | memoryview,
-              exclusive: bool = False) -> None:  # fmt: skip
-        path = self._path(name)
-        directory = os.path.dirname(path)
+    def _makedirs(self, directory: str) -> None:
         if directory not in self._dirs_made:
             os.makedirs(directory, exist_ok=True)
             self._dirs_made.add(directory)
+
+    def write(self, name: str, data: bytes | bytearray | memoryview,
+              exclusive: bool = False, mtime_ns: int | None = None,
+              durable: bool = True) -> None:  # fmt: skip
+        path = self._path(name)
+        directory = os.path.dirname(path)
+        self._makedirs(directory)
         tmp = os.path.join(directory, f"{_TMP}{secrets.token_hex(6)}")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
         try:
             view = memoryview(data)
             while view:
                 view = view[os.write(fd, view) :]
-            os.fsync(fd)
+            if durable:
+                os.fsync(fd)
+            if mtime_ns is not None:
+                os.utime(fd, ns=(mtime_ns, mtime_ns))
         except BaseException:
             os.close(fd)
             os.unlink(tmp)
@@ -62,11 +78,8 @@ class LocalStore:
             if os.path.exists(tmp):
                 os.unlink(tmp)
             raise
-        dfd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
+        if durable:
+            _fsync_dir(directory)
 
     def _fd(self, name: str) -> int:
         fd = self._fds.pop(name, None)
@@ -121,9 +134,7 @@ class LocalStore:
         return n
 
     def delete(self, name: str) -> None:
-        fd = self._fds.pop(name, None)
-        if fd is not None:
-            os.close(fd)
+        self.delete_handle(name)
         try:
             os.unlink(self._path(name))
         except FileNotFoundError:
@@ -132,3 +143,114 @@ class LocalStore:
     def close(self) -> None:
         while self._fds:
             os.close(self._fds.popitem()[1])
+
+    # ---- sync between stores (base.py) --------------------------------------------------
+
+    def list_info(self, prefix: str, descend: Descend | None = None,
+                  on_skip: OnSkip | None = None) -> Iterator[ObjectInfo]:  # fmt: skip
+        """Regular files below prefix, depth first in name order. Symlinks, devices and the like
+        are reported to `on_skip` (objects have no such kinds); directories `descend` refuses
+        are not read."""
+        stack = [prefix.strip("/")]
+        while stack:
+            rel = stack.pop()
+            try:
+                with os.scandir(self._path(rel)) as it:
+                    entries = sorted(it, key=lambda e: e.name)
+            except FileNotFoundError:
+                continue
+            except OSError as exc:
+                if on_skip is None:
+                    raise
+                on_skip(rel, f"cannot list: {exc.strerror or exc}")
+                continue
+            subdirs = []
+            for e in entries:
+                child = f"{rel}/{e.name}" if rel else e.name
+                try:
+                    st = e.stat(follow_symlinks=False)
+                except FileNotFoundError:
+                    continue
+                if stat.S_ISDIR(st.st_mode):
+                    if descend is None or descend(child):
+                        subdirs.append(child)
+                elif stat.S_ISREG(st.st_mode):
+                    if not is_temp(e.name):
+                        yield ObjectInfo(child, st.st_size, st.st_mtime_ns)
+                elif on_skip is not None:
+                    kind = "a symlink" if stat.S_ISLNK(st.st_mode) else "not a regular file"
+                    on_skip(child, f"{kind}: object stores keep only files")
+            stack.extend(reversed(subdirs))
+
+    def stat_info(self, name: str) -> ObjectInfo:
+        st = os.stat(self._path(name))
+        return ObjectInfo(name, st.st_size, st.st_mtime_ns)
+
+    def read_info(self, name: str) -> tuple[bytes, ObjectInfo]:
+        with open(self._path(name), "rb") as f:
+            st = os.fstat(f.fileno())
+            data = f.read()
+        return data, ObjectInfo(name, len(data), st.st_mtime_ns)
+
+    def put_file(self, name: str, data: bytes, mtime_ns: int,
+                 durable: bool = True) -> ObjectInfo:  # fmt: skip
+        self.write(name, data, mtime_ns=mtime_ns, durable=durable)
+        return ObjectInfo(name, len(data), mtime_ns)
+
+    def begin_upload(self, name: str, size: int, part_bytes: int, mtime_ns: int) -> FileUpload:
+        tmp = upload_temp_name(name)
+        self.create_sized(tmp, size)
+        return FileUpload(self, name, tmp, part_bytes, mtime_ns)
+
+    def resume_upload(self, name: str, state: str, size: int, part_bytes: int,
+                      mtime_ns: int) -> FileUpload:  # fmt: skip
+        return FileUpload(self, name, state, part_bytes, mtime_ns)
+
+    def delete_many(self, names: list[str]) -> None:
+        for name in names:
+            self.delete(name)
+
+    # FileOps for FileUpload (parts.py)
+
+    def create_sized(self, tmp: str, size: int) -> None:
+        path = self._path(tmp)
+        self._makedirs(os.path.dirname(path))
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+        try:
+            os.ftruncate(fd, size)
+        finally:
+            os.close(fd)
+
+    def pwrite(self, tmp: str, offset: int, data: bytes) -> None:
+        fd = os.open(self._path(tmp), os.O_WRONLY | os.O_CLOEXEC)
+        try:
+            view = memoryview(data)
+            while view:
+                n = os.pwrite(fd, view, offset)
+                view, offset = view[n:], offset + n
+        finally:
+            os.close(fd)
+
+    def commit(self, tmp: str, name: str, mtime_ns: int) -> ObjectInfo:
+        self.delete_handle(tmp)
+        self.delete_handle(name)
+        src = self._path(tmp)
+        os.utime(src, ns=(mtime_ns, mtime_ns))
+        os.replace(src, self._path(name))
+        return self.stat_info(name)
+
+    def discard(self, tmp: str) -> None:
+        self.delete(tmp)
+
+    def delete_handle(self, name: str) -> None:
+        fd = self._fds.pop(name, None)
+        if fd is not None:
+            os.close(fd)
+
+
+def _fsync_dir(directory: str) -> None:
+    dfd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(dfd)
+    finally:
+        os.close(dfd)

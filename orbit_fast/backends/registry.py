@@ -10,7 +10,7 @@ import os
 
 from orbit_fast.backends.base import Store
 from orbit_fast.backends.local import LocalStore
-from orbit_fast.backends.wrappers import DEFAULT_ATTEMPTS, RetryingStore
+from orbit_fast.backends.wrappers import DEFAULT_ATTEMPTS, Retrier, RetryingStore
 from orbit_fast.errors import UsageError
 
 SCHEMES = ("s3", "smb", "file")
@@ -20,8 +20,9 @@ def is_remote(url: str) -> bool:
     return "://" in url and not url.startswith("file://")
 
 
-def open_store(url: str, retry_attempts: int | None = None) -> Store:
-    """The Store for `url`; UsageError for a scheme orbit-fast does not know."""
+def open_store(url: str, retry_attempts: int | None = None, s3_endpoint: str = "") -> Store:
+    """The Store for `url`; UsageError for a scheme orbit-fast does not know. `s3_endpoint`
+    (--s3-endpoint) overrides ORBIT_S3_ENDPOINT."""
     attempts = retry_attempts or int(os.environ.get("ORBIT_RETRY_ATTEMPTS") or DEFAULT_ATTEMPTS)
     scheme = url.split("://", 1)[0].lower() if "://" in url else ""
     if scheme in ("", "file"):
@@ -29,10 +30,13 @@ def open_store(url: str, retry_attempts: int | None = None) -> Store:
     if scheme == "s3":
         from orbit_fast.backends.s3 import S3Store
 
-        return RetryingStore(S3Store(url), attempts)
+        inner: Store = S3Store(url, endpoint=s3_endpoint or None)
+        return RetryingStore(inner, attempts)
     if scheme == "smb":
         from orbit_fast.backends.smb import SMBStore
 
-        return RetryingStore(SMBStore(url), attempts)
+        # Connecting is retried too: a share that is rebooting fails here first.
+        inner = Retrier(url, attempts)("connecting", lambda: SMBStore(url))
+        return RetryingStore(inner, attempts)
     raise UsageError(f"{url}: unknown scheme {scheme}://; use a local path, s3://bucket/prefix "
                      "or smb://[user@]host[:port]/share/path")  # fmt: skip

@@ -25,7 +25,15 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from orbit_fast.backends.base import Capabilities, ExistsBySize, TransientError, check_name
+from orbit_fast.backends.base import (
+    Capabilities,
+    Descend,
+    ExistsBySize,
+    ObjectInfo,
+    OnSkip,
+    TransientError,
+    check_name,
+)
 from orbit_fast.errors import RemoteError, UsageError
 
 MIN_PART = 5 << 20  # S3's minimum for every part but the last
@@ -51,6 +59,33 @@ def _md5_b64(data: bytes | bytearray | memoryview) -> str:
     return base64.b64encode(hashlib.md5(data).digest()).decode()  # noqa: S324 (integrity, as S3)
 
 
+def format_mtime(mtime_ns: int) -> str:
+    """The file's mtime as object metadata: seconds with nine decimals, under the key "mtime"
+    as rclone writes it, so either tool sees the other's modification times."""
+    sec, frac = divmod(mtime_ns, 1_000_000_000)
+    return f"{sec}.{frac:09d}"
+
+
+def parse_mtime(text: str | None) -> int | None:
+    if not text:
+        return None
+    sec, _, frac = text.strip().partition(".")
+    try:
+        return int(sec) * 1_000_000_000 + int((frac + "000000000")[:9] or 0)
+    except ValueError:
+        return None
+
+
+def multipart_etag(tokens: list[str]) -> str:
+    """The ETag S3 gives an object assembled from parts with these ETags (MD5s)."""
+    joined = b"".join(bytes.fromhex(t) for t in tokens)
+    return f"{hashlib.md5(joined).hexdigest()}-{len(tokens)}"  # noqa: S324
+
+
+def _etag(raw: str) -> str:
+    return raw.strip('"')
+
+
 class S3Store(ExistsBySize):
     def __init__(self, url: str, endpoint: str | None = None, part_bytes: int = 8 << 20) -> None:
         import boto3
@@ -71,8 +106,15 @@ class S3Store(ExistsBySize):
             request_checksum_calculation=checksums, response_checksum_validation=checksums,
             max_pool_connections=16,
         )  # fmt: skip
-        self._s3 = boto3.session.Session().client("s3", endpoint_url=endpoint,
-                                                  region_name=region, config=config)  # fmt: skip
+        from botocore.exceptions import BotoCoreError
+
+        try:
+            session = boto3.session.Session()
+            self._s3 = session.client("s3", endpoint_url=endpoint, region_name=region,
+                                      config=config)  # fmt: skip
+        except BotoCoreError as exc:  # e.g. AWS_PROFILE names a profile that does not exist
+            raise RemoteError(f"cannot set up S3 access for {url}: {exc}; check AWS_PROFILE "
+                              "and the AWS config and credentials files") from None  # fmt: skip
         self.part_bytes = max(MIN_PART, min(part_bytes, MAX_PART))
         self._conditional = True  # If-None-Match: * works, until the server says it does not
         self.capabilities = Capabilities(ranged_reads=True, atomic_rename=False,
@@ -206,6 +248,10 @@ class S3Store(ExistsBySize):
                               Key=self._key(name))["ContentLength"])  # fmt: skip
 
     def list(self, prefix: str) -> Iterator[tuple[str, int]]:
+        for name, size, _ in self._list(prefix):
+            yield name, size
+
+    def _list(self, prefix: str) -> Iterator[tuple[str, int, str]]:
         base = self._key(prefix).rstrip("/") + "/" if prefix else (
             self.prefix + "/" if self.prefix else "")  # fmt: skip
         strip = len(self.prefix) + 1 if self.prefix else 0
@@ -216,7 +262,10 @@ class S3Store(ExistsBySize):
                 kw["ContinuationToken"] = token
             page = self._call("list", prefix, self._s3.list_objects_v2, **kw)
             for obj in page.get("Contents", []):
-                yield check_name(obj["Key"][strip:], self.url), int(obj["Size"])
+                if obj["Key"].endswith("/"):
+                    continue  # a "folder" marker of consoles and other tools, not a file
+                yield (check_name(obj["Key"][strip:], self.url), int(obj["Size"]),
+                       _etag(obj.get("ETag", "")))  # fmt: skip
             if not page.get("IsTruncated"):
                 return
             token = page["NextContinuationToken"]
@@ -229,3 +278,132 @@ class S3Store(ExistsBySize):
 
     def close(self) -> None:
         self._s3.close()
+
+    # ---- sync between stores (base.py) --------------------------------------------------
+
+    def list_info(self, prefix: str, descend: Descend | None = None,
+                  on_skip: OnSkip | None = None) -> Iterator[ObjectInfo]:  # fmt: skip
+        # No directories to prune on S3: the caller filters names. mtime is in the metadata,
+        # which listings do not return (stat_info has it).
+        for name, size, etag in self._list(prefix):
+            yield ObjectInfo(name, size, None, etag)
+
+    def _info(self, name: str, head: dict[str, Any]) -> ObjectInfo:
+        meta = head.get("Metadata") or {}
+        mtime = parse_mtime(meta.get("mtime"))
+        if mtime is None and head.get("LastModified") is not None:
+            mtime = int(head["LastModified"].timestamp()) * 1_000_000_000
+        part = meta.get("orbit-part-bytes", "")
+        return ObjectInfo(name, int(head["ContentLength"]), mtime, _etag(head.get("ETag", "")),
+                          int(part) if part.isdigit() else 0)  # fmt: skip
+
+    def stat_info(self, name: str) -> ObjectInfo:
+        return self._info(name, self._call("stat", name, self._s3.head_object,
+                                           Key=self._key(name)))  # fmt: skip
+
+    def read_info(self, name: str) -> tuple[bytes, ObjectInfo]:
+        r = self._call("read", name, self._s3.get_object, Key=self._key(name))
+        try:
+            data = r["Body"].read()
+        except Exception as exc:
+            raise TransientError(f"read {self._where(name)}: {exc}") from exc
+        info = self._info(name, r)
+        if len(data) != info.size:
+            raise TransientError(f"{self._where(name)}: short read ({len(data)} of {info.size})")
+        return data, info
+
+    def put_file(self, name: str, data: bytes, mtime_ns: int,
+                 durable: bool = True) -> ObjectInfo:  # fmt: skip
+        r = self._call("write", name, self._s3.put_object, Key=self._key(name), Body=data,
+                       ContentMD5=_md5_b64(data),
+                       Metadata={"mtime": format_mtime(mtime_ns)})  # fmt: skip
+        return ObjectInfo(name, len(data), mtime_ns, _etag(r.get("ETag", "")))
+
+    def begin_upload(self, name: str, size: int, part_bytes: int, mtime_ns: int) -> S3Upload:
+        meta = {"mtime": format_mtime(mtime_ns), "orbit-part-bytes": str(part_bytes)}
+        r = self._call("start a multipart upload of", name, self._s3.create_multipart_upload,
+                       Key=self._key(name), Metadata=meta)  # fmt: skip
+        return S3Upload(self, name, r["UploadId"], part_bytes)
+
+    def resume_upload(self, name: str, state: str, size: int, part_bytes: int,
+                      mtime_ns: int) -> S3Upload:  # fmt: skip
+        return S3Upload(self, name, state, part_bytes)
+
+    def delete_many(self, names: list[str]) -> None:
+        for i in range(0, len(names), 1000):  # DeleteObjects takes at most 1000 keys
+            batch = names[i : i + 1000]
+            r = self._call("delete", batch[0], self._s3.delete_objects, Delete={
+                "Objects": [{"Key": self._key(n)} for n in batch], "Quiet": True})  # fmt: skip
+            errors = r.get("Errors") or []
+            if errors:
+                first = errors[0]
+                raise RemoteError(f"S3 did not delete {len(errors)} of {len(batch)} objects, "
+                                  f"e.g. {first.get('Key')}: {first.get('Code')} "
+                                  f"{first.get('Message', '')}")  # fmt: skip
+
+
+class S3Upload:
+    """A multipart upload: parts from any process holding the upload id, resumable."""
+
+    def __init__(self, store: S3Store, name: str, upload_id: str, part_bytes: int):
+        self._st = store
+        self.name = name
+        self.state = upload_id
+        self.part_bytes = part_bytes
+        self._key = store._key(name)
+
+    def write_part(self, number: int, offset: int, data: bytes) -> str:
+        r = self._st._call("upload a part of", self.name, self._st._s3.upload_part,
+                           Key=self._key, UploadId=self.state, PartNumber=number, Body=data,
+                           ContentMD5=_md5_b64(data))  # fmt: skip
+        return _etag(r["ETag"])
+
+    def _listed(self) -> dict[int, tuple[str, int]]:
+        out: dict[int, tuple[str, int]] = {}
+        marker = 0
+        while True:
+            try:
+                r = self._st._call("list the parts of", self.name, self._st._s3.list_parts,
+                                   Key=self._key, UploadId=self.state,
+                                   PartNumberMarker=marker)  # fmt: skip
+            except RemoteError as exc:
+                if "NoSuchUpload" in str(exc):
+                    raise FileNotFoundError(2, "upload gone", self.state) from None
+                raise
+            for part in r.get("Parts", []):
+                out[int(part["PartNumber"])] = (_etag(part["ETag"]), int(part["Size"]))
+            if not r.get("IsTruncated"):
+                return out
+            marker = int(r["NextPartNumberMarker"])
+
+    def confirmed(self, recorded: dict[int, str], lengths: dict[int, int]) -> set[int]:
+        listed = self._listed()
+        return {n for n, token in recorded.items()
+                if n in listed and listed[n] == (token, lengths.get(n))}  # fmt: skip
+
+    def complete(self, tokens: dict[int, str], size: int) -> ObjectInfo:
+        order = sorted(tokens)
+        parts = [{"PartNumber": n, "ETag": f'"{tokens[n]}"'} for n in order]
+        try:
+            self._st._call("complete the upload of", self.name,
+                           self._st._s3.complete_multipart_upload, Key=self._key,
+                           UploadId=self.state, MultipartUpload={"Parts": parts})  # fmt: skip
+        except RemoteError as exc:
+            # A retry of a completion that did succeed: the upload is gone, the object is there.
+            if "NoSuchUpload" not in str(exc):
+                raise
+        info = self._st.stat_info(self.name)
+        want = multipart_etag([tokens[n] for n in order])
+        if info.size != size or ("-" in info.etag and info.etag != want):
+            raise RemoteError(f"{self._st._where(self.name)}: after the upload the server has "
+                              f"{info.size} bytes, ETag {info.etag}; expected {size} bytes, "
+                              f"ETag {want}. Rerun to upload it again")  # fmt: skip
+        return info
+
+    def abort(self) -> None:
+        try:
+            self._st._call("abort the upload of", self.name,
+                           self._st._s3.abort_multipart_upload, Key=self._key,
+                           UploadId=self.state)  # fmt: skip
+        except (RemoteError, FileNotFoundError):
+            pass  # already gone; what matters is that it does not linger

@@ -15,6 +15,7 @@ host:port), which `_kw` supplies.
 
 from __future__ import annotations
 
+import datetime
 import errno
 import os
 import secrets
@@ -28,14 +29,27 @@ from urllib.parse import unquote, urlsplit
 from orbit_fast.backends.base import (
     TMP_PREFIX,
     Capabilities,
+    Descend,
     ExistsBySize,
+    ObjectInfo,
+    OnSkip,
     TransientError,
     check_name,
+    is_temp,
+    upload_temp_name,
 )
+from orbit_fast.backends.parts import FileUpload
 from orbit_fast.errors import RemoteError, UsageError
 
 IO_BYTES = 1 << 20
 _OPEN_FILES = 8
+_EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)
+_US = 1000  # smbprotocol turns times into datetimes: microseconds are what listings keep
+
+
+def _dt_ns(dt: datetime.datetime) -> int:
+    td = dt - _EPOCH
+    return (td.days * 86400 + td.seconds) * 1_000_000_000 + td.microseconds * _US
 
 
 def parse_url(url: str) -> tuple[str, int, str, str, str | None, str | None]:
@@ -62,7 +76,7 @@ def read_credentials(path: str) -> dict[str, str]:
 class SMBStore(ExistsBySize):
     capabilities = Capabilities(ranged_reads=True, atomic_rename=True, server_side_copy=True,
                                 exclusive_create=True, min_part_bytes=0,
-                                max_part_bytes=0)  # fmt: skip
+                                max_part_bytes=0, mtime_ns_precision=_US)  # fmt: skip
 
     def __init__(self, url: str) -> None:
         import smbclient
@@ -86,6 +100,7 @@ class SMBStore(ExistsBySize):
         self._root = f"\\\\{host}\\{share}" + (("\\" + path.replace("/", "\\")) if path else "")
         self._fds: OrderedDict[str, Any] = OrderedDict()
         self._dirs_made: set[str] = set()
+        self._orphans: set[str] = set()  # our temp objects a failed cleanup left behind
         # A connection cache of our own: smbclient's global one would hand this store another
         # store's session (other credentials) for the same host:port.
         self._cache: dict[str, Any] = {}
@@ -180,12 +195,16 @@ class SMBStore(ExistsBySize):
 
     # ---- the Store protocol ---------------------------------------------------------------
 
-    def write(self, name: str, data: bytes | bytearray | memoryview,
-              exclusive: bool = False) -> None:  # fmt: skip
+    def _makedirs_for(self, name: str) -> str:
         directory = name.rsplit("/", 1)[0] if "/" in name else ""
         if directory and directory not in self._dirs_made:
             self._do("create", directory, self._smb.makedirs, self._p(directory), exist_ok=True)
             self._dirs_made.add(directory)
+        return directory
+
+    def write(self, name: str, data: bytes | bytearray | memoryview,
+              exclusive: bool = False, mtime_ns: int | None = None) -> None:  # fmt: skip
+        directory = self._makedirs_for(name)
         tmp = (f"{directory}/" if directory else "") + TMP_PREFIX + secrets.token_hex(6)
         view = memoryview(data)
         try:
@@ -200,8 +219,11 @@ class SMBStore(ExistsBySize):
         except Exception as exc:  # noqa: BLE001 - classified
             self._quiet_remove(tmp)
             raise self._error("write", name, exc) from None
-        self._fds.pop(name, None)
+        self._close_handle(name)
         try:
+            if mtime_ns is not None:
+                self._do("set the mtime of", name, self._smb.utime, self._p(tmp),
+                         ns=(mtime_ns, mtime_ns))  # fmt: skip
             if exclusive:
                 self._do("create", name, self._smb.rename, self._p(tmp), self._p(name))
             else:
@@ -209,19 +231,27 @@ class SMBStore(ExistsBySize):
         except BaseException:
             self._quiet_remove(tmp)
             raise
+        for orphan in list(self._orphans):  # the server is back: clean up after the outage
+            self._quiet_remove(orphan)
 
     def _quiet_remove(self, name: str) -> None:
         try:
             self._smb.remove(self._p(name), port=self.port, connection_cache=self._cache,
                              **self._login)  # fmt: skip
-        except Exception:  # noqa: BLE001 - cleanup of a temp object; sweep_temp retries
-            pass
+            self._orphans.discard(name)
+        except Exception as exc:  # noqa: BLE001 - the server is away: retry after a write
+            if isinstance(exc, OSError) and exc.errno in (errno.ENOENT, errno.ENOTDIR):
+                self._orphans.discard(name)
+            else:
+                self._orphans.add(name)
 
     def _file(self, name: str) -> Any:
         f = self._fds.pop(name, None)
         if f is None:
+            # Shared like a POSIX open: other readers (our parallel part reads) and writers
+            # and renames elsewhere go on; the default would lock the file for us alone.
             f = self._do("read", name, self._smb.open_file, self._p(name), mode="rb",
-                         buffering=0)  # fmt: skip
+                         buffering=0, share_access="rwd")  # fmt: skip
             if len(self._fds) >= _OPEN_FILES:
                 self._fds.popitem(last=False)[1].close()
         self._fds[name] = f
@@ -266,10 +296,92 @@ class SMBStore(ExistsBySize):
                 child = f"{rel}/{e.name}" if rel else e.name
                 if e.is_dir():
                     subdirs.append(child)
-                elif not e.name.startswith(TMP_PREFIX):
+                elif not is_temp(e.name):
                     # smb_info: no extra round trip (DirEntry.stat() cannot take a port).
                     yield check_name(child, self.url), int(e.smb_info.end_of_file)
             stack.extend(reversed(subdirs))
+
+    def list_info(self, prefix: str, descend: Descend | None = None,
+                  on_skip: OnSkip | None = None) -> Iterator[ObjectInfo]:  # fmt: skip
+        stack = [prefix.strip("/")]
+        while stack:
+            rel = stack.pop()
+            try:
+                entries = sorted(self._scandir(rel), key=lambda e: e.name)
+            except FileNotFoundError:
+                continue
+            subdirs = []
+            for e in entries:
+                child = f"{rel}/{e.name}" if rel else e.name
+                if e.is_dir():
+                    if descend is None or descend(child):
+                        subdirs.append(child)
+                elif not is_temp(e.name):
+                    info = e.smb_info
+                    yield ObjectInfo(check_name(child, self.url), int(info.end_of_file),
+                                     _dt_ns(info.last_write_time))  # fmt: skip
+            stack.extend(reversed(subdirs))
+
+    def stat_info(self, name: str) -> ObjectInfo:
+        st = self._do("stat", name, self._smb.stat, self._p(name))
+        return ObjectInfo(name, int(st.st_size), int(st.st_mtime_ns) // _US * _US)
+
+    def read_info(self, name: str) -> tuple[bytes, ObjectInfo]:
+        info = self.stat_info(name)
+        data = self.read_range(name, 0, info.size)
+        self._close_handle(name)
+        return data, info
+
+    def put_file(self, name: str, data: bytes, mtime_ns: int,
+                 durable: bool = True) -> ObjectInfo:  # fmt: skip
+        self.write(name, data, mtime_ns=mtime_ns)
+        return ObjectInfo(name, len(data), mtime_ns // 100 * 100 // _US * _US)
+
+    def begin_upload(self, name: str, size: int, part_bytes: int, mtime_ns: int) -> FileUpload:
+        tmp = upload_temp_name(name)
+        self.create_sized(tmp, size)
+        return FileUpload(self, name, tmp, part_bytes, mtime_ns)
+
+    def resume_upload(self, name: str, state: str, size: int, part_bytes: int,
+                      mtime_ns: int) -> FileUpload:  # fmt: skip
+        return FileUpload(self, name, state, part_bytes, mtime_ns)
+
+    def delete_many(self, names: list[str]) -> None:
+        for name in names:
+            self.delete(name)
+
+    # FileOps for FileUpload (parts.py)
+
+    def create_sized(self, tmp: str, size: int) -> None:
+        self._makedirs_for(tmp)
+
+        def create(path: str, **kw: Any) -> None:
+            with self._smb.open_file(path, mode="wb", buffering=0, **kw) as f:
+                f.truncate(size)
+
+        self._do("create", tmp, create, self._p(tmp))
+
+    def pwrite(self, tmp: str, offset: int, data: bytes) -> None:
+        def write(path: str, **kw: Any) -> None:
+            with self._smb.open_file(path, mode="r+b", buffering=0, share_access="rwd",
+                                     **kw) as f:  # fmt: skip
+                f.seek(offset)
+                view = memoryview(data)
+                while view:
+                    view = view[f.write(view[:IO_BYTES]) :]  # short writes: loop on the count
+
+        self._do("write", tmp, write, self._p(tmp))
+
+    def commit(self, tmp: str, name: str, mtime_ns: int) -> ObjectInfo:
+        self._close_handle(tmp)
+        self._close_handle(name)
+        self._do("set the mtime of", name, self._smb.utime, self._p(tmp),
+                 ns=(mtime_ns, mtime_ns))  # fmt: skip
+        self._do("write", name, self._smb.replace, self._p(tmp), self._p(name))
+        return self.stat_info(name)
+
+    def discard(self, tmp: str) -> None:
+        self.delete(tmp)
 
     def _scandir(self, rel: str) -> list[Any]:
         # scandir is lazy: list it inside _do so that its errors are classified too.
@@ -294,10 +406,16 @@ class SMBStore(ExistsBySize):
                     n += 1
         return n
 
-    def delete(self, name: str) -> None:
+    def _close_handle(self, name: str) -> None:
         f = self._fds.pop(name, None)
         if f is not None:
-            f.close()
+            try:
+                f.close()
+            except Exception:  # noqa: BLE001 - a handle on a dead connection
+                pass
+
+    def delete(self, name: str) -> None:
+        self._close_handle(name)
         try:
             self._do("delete", name, self._smb.remove, self._p(name))
         except FileNotFoundError:

@@ -14,8 +14,15 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
-from orbit_fast.backends.base import Store, TransientError
-from orbit_fast.errors import RemoteError
+from orbit_fast.backends.base import (
+    Descend,
+    ObjectInfo,
+    OnSkip,
+    Store,
+    TransientError,
+    Upload,
+)
+from orbit_fast.errors import RemoteUnavailable
 
 T = TypeVar("T")
 DEFAULT_ATTEMPTS = 5
@@ -23,18 +30,15 @@ BASE_DELAY_S = 0.5
 MAX_DELAY_S = 10.0
 
 
-class RetryingStore:
-    def __init__(self, inner: Store, attempts: int = DEFAULT_ATTEMPTS,
+class Retrier:
+    """Runs calls, retrying TransientError with backoff; RemoteUnavailable when it persists."""
+
+    def __init__(self, url: str, attempts: int = DEFAULT_ATTEMPTS,
                  sleep: Callable[[float], None] = time.sleep) -> None:  # fmt: skip
-        self.inner = inner
-        self.url = inner.url
+        self.url = url
         self.attempts = max(1, attempts)
         self._sleep = sleep
         self.retries = 0  # transient failures absorbed so far (for stats)
-
-    @property
-    def capabilities(self) -> Any:
-        return self.inner.capabilities
 
     def _retry(self, what: str, fn: Callable[[], T]) -> T:
         for attempt in range(1, self.attempts + 1):
@@ -42,7 +46,7 @@ class RetryingStore:
                 return fn()
             except TransientError as exc:
                 if attempt == self.attempts:
-                    raise RemoteError(
+                    raise RemoteUnavailable(
                         f"{self.url}: {what} kept failing after {attempt} attempts ({exc}); "
                         "check that the server is reachable, then rerun: finished work is kept"
                     ) from exc
@@ -50,6 +54,21 @@ class RetryingStore:
                 cap = min(MAX_DELAY_S, BASE_DELAY_S * 2 ** (attempt - 1) * 2)
                 self._sleep(cap / 2 + random.uniform(0, cap / 2))
         raise AssertionError("unreachable")
+
+
+    def __call__(self, what: str, fn: Callable[[], T]) -> T:
+        return self._retry(what, fn)
+
+
+class RetryingStore(Retrier):
+    def __init__(self, inner: Store, attempts: int = DEFAULT_ATTEMPTS,
+                 sleep: Callable[[float], None] = time.sleep) -> None:  # fmt: skip
+        super().__init__(inner.url, attempts, sleep)
+        self.inner = inner
+
+    @property
+    def capabilities(self) -> Any:
+        return self.inner.capabilities
 
     def write(self, name: str, data: bytes | bytearray | memoryview,
               exclusive: bool = False) -> None:  # fmt: skip
@@ -80,3 +99,58 @@ class RetryingStore:
 
     def close(self) -> None:
         self.inner.close()
+
+    def list_info(self, prefix: str, descend: Descend | None = None,
+                  on_skip: OnSkip | None = None) -> Iterator[ObjectInfo]:  # fmt: skip
+        # Whole listings are retried; `on_skip` may then hear of an entry twice, harmlessly.
+        def listing() -> list[ObjectInfo]:
+            return list(self.inner.list_info(prefix, descend, on_skip))
+
+        yield from self._retry(f"listing {prefix or '/'}", listing)
+
+    def stat_info(self, name: str) -> ObjectInfo:
+        return self._retry(f"stat of {name}", lambda: self.inner.stat_info(name))
+
+    def read_info(self, name: str) -> tuple[bytes, ObjectInfo]:
+        return self._retry(f"reading {name}", lambda: self.inner.read_info(name))
+
+    def put_file(self, name: str, data: bytes, mtime_ns: int,
+                 durable: bool = True) -> ObjectInfo:  # fmt: skip
+        return self._retry(f"writing {name}",
+                           lambda: self.inner.put_file(name, data, mtime_ns, durable))  # fmt: skip
+
+    def begin_upload(self, name: str, size: int, part_bytes: int, mtime_ns: int) -> Upload:
+        def begin() -> Upload:
+            return self.inner.begin_upload(name, size, part_bytes, mtime_ns)
+
+        up = self._retry(f"starting the upload of {name}", begin)
+        return RetryingUpload(up, self)
+
+    def resume_upload(self, name: str, state: str, size: int, part_bytes: int,
+                      mtime_ns: int) -> Upload:  # fmt: skip
+        up = self.inner.resume_upload(name, state, size, part_bytes, mtime_ns)
+        return RetryingUpload(up, self)
+
+    def delete_many(self, names: list[str]) -> None:
+        self._retry(f"deleting {len(names)} objects", lambda: self.inner.delete_many(names))
+
+
+class RetryingUpload(Retrier):
+    def __init__(self, inner: Upload, store: RetryingStore) -> None:
+        super().__init__(store.url, store.attempts, store._sleep)
+        self.inner = inner
+        self.state, self.part_bytes = inner.state, inner.part_bytes
+
+    def write_part(self, number: int, offset: int, data: bytes) -> str:
+        return self._retry(f"uploading part {number}",
+                           lambda: self.inner.write_part(number, offset, data))  # fmt: skip
+
+    def confirmed(self, recorded: dict[int, str], lengths: dict[int, int]) -> set[int]:
+        return self._retry("listing uploaded parts",
+                           lambda: self.inner.confirmed(recorded, lengths))  # fmt: skip
+
+    def complete(self, tokens: dict[int, str], size: int) -> ObjectInfo:
+        return self._retry("completing an upload", lambda: self.inner.complete(tokens, size))
+
+    def abort(self) -> None:
+        self._retry("aborting an upload", self.inner.abort)

@@ -30,10 +30,10 @@ class _FilterOrderCommand(click.Command):
 @click.command("sync", cls=_FilterOrderCommand)
 @click.argument("src", required=False)
 @click.argument("dst", required=False)
-@click.option("--source", "source_opt", metavar="PATH", help="Source directory (or give SRC).")
-@click.option(
-    "--destination", "dest_opt", metavar="PATH", help="Destination directory (or give DST)."
-)
+@click.option("--source", "source_opt", metavar="PATH",
+              help="Source directory or s3:// / smb:// URL (or give SRC).")  # fmt: skip
+@click.option("--destination", "dest_opt", metavar="PATH",
+              help="Destination directory or s3:// / smb:// URL (or give DST).")  # fmt: skip
 @click.option(
     "--db-path",
     envvar="ORBIT_DB_PATH",
@@ -95,6 +95,21 @@ class _FilterOrderCommand(click.Command):
 )
 @click.option("--no-sparse", is_flag=True, help="Write zero blocks instead of leaving holes.")
 @click.option(
+    "--retry-attempts",
+    type=int,
+    default=0,
+    envvar="ORBIT_RETRY_ATTEMPTS",
+    show_default="5",
+    help="Tries of each remote request before the run stops (backoff with jitter).",
+)
+@click.option(
+    "--s3-endpoint",
+    default="",
+    envvar="ORBIT_S3_ENDPOINT",
+    metavar="URL",
+    help="An S3-compatible server (MinIO, Ceph, ...); path-style addressing is then used.",
+)
+@click.option(
     "--json",
     "json_out",
     is_flag=True,
@@ -118,6 +133,8 @@ def sync_cmd(
     chunk_size_mb: float | None,
     fsync_policy: str,
     no_sparse: bool,
+    retry_attempts: int,
+    s3_endpoint: str,
     json_out: bool,
     no_progress: bool,
 ) -> None:
@@ -139,6 +156,8 @@ def sync_cmd(
         fsync=FsyncPolicy(fsync_policy),
         db_path=db_path or "",
         sparse=not no_sparse,
+        retry_attempts=retry_attempts,
+        s3_endpoint=s3_endpoint,
     )
     renderer = Renderer(json_out=json_out, progress=not no_progress and not json_out)
     from orbit_fast.api import sync

@@ -72,6 +72,28 @@ CREATE TABLE IF NOT EXISTS blocks (
     digest BLOB NOT NULL,
     PRIMARY KEY (job_id, path, idx)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS objects (
+    job_id INTEGER NOT NULL,
+    path BLOB NOT NULL,
+    src_sig TEXT NOT NULL,
+    dst_sig TEXT NOT NULL,
+    PRIMARY KEY (job_id, path)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS uploads (
+    job_id INTEGER NOT NULL,
+    path BLOB NOT NULL,
+    src_sig TEXT NOT NULL,
+    part_bytes INTEGER NOT NULL,
+    state TEXT NOT NULL,
+    PRIMARY KEY (job_id, path)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS upload_parts (
+    job_id INTEGER NOT NULL,
+    path BLOB NOT NULL,
+    part INTEGER NOT NULL,
+    token TEXT NOT NULL,
+    PRIMARY KEY (job_id, path, part)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS file_errors (
     run_id INTEGER NOT NULL,
     path BLOB NOT NULL,
@@ -93,6 +115,13 @@ class Partial(NamedTuple):
     block_size: int
     tmp: str
     blocks: dict[int, bytes]
+
+
+class UploadRecord(NamedTuple):
+    src_sig: str
+    part_bytes: int
+    state: str  # the destination's resume handle: S3 upload id, or the temp file's name
+    parts: dict[int, str]  # part number -> token (ETag or xxh3) of parts known stored
 
 
 class JobsDB:
@@ -262,6 +291,54 @@ class JobsDB:
 
     def queue_file_deleted(self, job_id: int, path: bytes) -> None:
         self._ops.append(("DELETE FROM files WHERE job_id=? AND path=?", (job_id, path)))
+
+    # -- sync between stores: what each object was copied from and as, and open uploads ------
+
+    def object_records(self, job_id: int) -> dict[str, tuple[str, str]]:
+        """name -> (source sig, destination sig) as of the copy (or the last comparison)."""
+        return {
+            os.fsdecode(bytes(r[0])): (str(r[1]), str(r[2]))
+            for r in self._conn.execute(
+                "SELECT path, src_sig, dst_sig FROM objects WHERE job_id=?", (job_id,)
+            )
+        }
+
+    def queue_object(self, job_id: int, name: str, src_sig: str, dst_sig: str) -> None:
+        self._ops.append(("INSERT OR REPLACE INTO objects VALUES (?,?,?,?)",
+                          (job_id, os.fsencode(name), src_sig, dst_sig)))  # fmt: skip
+
+    def queue_object_deleted(self, job_id: int, name: str) -> None:
+        self._ops.append(("DELETE FROM objects WHERE job_id=? AND path=?",
+                          (job_id, os.fsencode(name))))  # fmt: skip
+
+    def uploads(self, job_id: int) -> dict[str, UploadRecord]:
+        out: dict[str, UploadRecord] = {}
+        for path, sig, part_bytes, state in self._conn.execute(
+            "SELECT path, src_sig, part_bytes, state FROM uploads WHERE job_id=?", (job_id,)
+        ):
+            out[os.fsdecode(bytes(path))] = UploadRecord(str(sig), int(part_bytes), str(state), {})
+        for path, part, token in self._conn.execute(
+            "SELECT path, part, token FROM upload_parts WHERE job_id=?", (job_id,)
+        ):
+            rec = out.get(os.fsdecode(bytes(path)))
+            if rec is not None:
+                rec.parts[int(part)] = str(token)
+        return out
+
+    def queue_upload(self, job_id: int, name: str, src_sig: str, part_bytes: int,
+                     state: str) -> None:  # fmt: skip
+        self.queue_drop_upload(job_id, name)
+        self._ops.append(("INSERT INTO uploads VALUES (?,?,?,?,?)",
+                          (job_id, os.fsencode(name), src_sig, part_bytes, state)))  # fmt: skip
+
+    def queue_part(self, job_id: int, name: str, part: int, token: str) -> None:
+        self._ops.append(("INSERT OR REPLACE INTO upload_parts VALUES (?,?,?,?)",
+                          (job_id, os.fsencode(name), part, token)))  # fmt: skip
+
+    def queue_drop_upload(self, job_id: int, name: str) -> None:
+        key = (job_id, os.fsencode(name))
+        self._ops.append(("DELETE FROM upload_parts WHERE job_id=? AND path=?", key))
+        self._ops.append(("DELETE FROM uploads WHERE job_id=? AND path=?", key))
 
     def queue_error(self, run_id: int, path: bytes, msgid: str, message: str) -> None:
         self._ops.append(

@@ -21,6 +21,7 @@ import xxhash
 
 from orbit_fast import messages as m
 from orbit_fast._native import kernels
+from orbit_fast.errors import OrbitError
 from orbit_fast.workers.ring import SharedRing
 
 _PARENT_POLL_S = 1.0
@@ -113,6 +114,10 @@ class _Runner:
                 return self._finalize(task.task_id, task.finalize)
             if isinstance(task, m.ChunkRange):
                 return self._chunk_range(task)
+            if isinstance(task, m.PutObject | m.PutPart | m.CompleteUpload | m.DigestObject):
+                from orbit_fast.workers.objects import run_object_task
+
+                return run_object_task(task)
         except _Side as err:
             shown = (
                 os.fsdecode(err.path)
@@ -197,9 +202,17 @@ class _Runner:
                 data = slot[at : at + part.length]
                 at += part.length
                 try:
-                    got = self._read_into(part.path, data, part.offset)
+                    if t.src_url:
+                        from orbit_fast.workers.objects import read_remote
+
+                        got = read_remote(t.src_url, part.path, data, part.offset)
+                    else:
+                        got = self._read_into(part.path, data, part.offset)
                 except _Side as err:
                     parts.append(m.PartChunked([], part.offset, err.exc.strerror or str(err.exc)))
+                    continue
+                except OrbitError as err:  # a remote source that failed (after retries)
+                    parts.append(m.PartChunked([], part.offset, str(err)))
                     continue
                 if got != part.length:
                     why = f"shrank while read ({got} of {part.length} bytes at {part.offset})"

@@ -113,6 +113,9 @@ def test_s3_errors_are_named(moto, monkeypatch) -> None:
         monkeypatch.setenv(k, v)
     with pytest.raises(RemoteError, match="does not exist"):
         open_store("s3://no-such-bucket-here/x").write("a", b"1")
+    monkeypatch.setenv("AWS_PROFILE", "no-such-profile")
+    with pytest.raises(RemoteError, match="no-such-profile"):
+        open_store("s3://bucket/x")
 
 
 def test_s3_listing_refuses_escaping_keys(moto, s3_bucket) -> None:

@@ -145,10 +145,15 @@ def test_disk_full_stops_cleanly_and_resumes(tmp_path: Path, rng) -> None:
         subprocess.run(["umount", str(dst)], check=True)
 
 
-@pytest.mark.parametrize("url", ["s3://bucket/prefix", "smb://host/share/dir"])
-def test_remote_sync_urls_are_refused_not_made_into_directories(tmp_path: Path, url) -> None:
+@pytest.mark.parametrize("url", ["s3://bucket/prefix", "smb://no-such-host.invalid/share/dir"])
+def test_unreachable_remote_urls_are_errors_not_local_directories(tmp_path: Path, url) -> None:
     write(tmp_path / "s" / "f", b"x")
-    proc = run_cli("sync", "--source", str(tmp_path / "s"), "--destination", url, "--db-path",
-                   str(tmp_path / "j.db"), check=ExitCode.USAGE, cwd=tmp_path)  # fmt: skip
-    assert "not built yet" in proc.stderr and "orbit-fast backup" in proc.stderr
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    env.update(ORBIT_RETRY_ATTEMPTS="1", AWS_SHARED_CREDENTIALS_FILE=str(tmp_path / "none"),
+               AWS_CONFIG_FILE=str(tmp_path / "none"), AWS_EC2_METADATA_DISABLED="true")
+    proc = run_cli("sync", "--source", str(tmp_path / "s"), "--destination", url,
+                   "--db-path", str(tmp_path / "j.db"), check=ExitCode.REMOTE, cwd=tmp_path,
+                   env=env)  # fmt: skip
+    assert ("no S3 credentials" in proc.stderr) if url.startswith("s3") else (
+        "no-such-host.invalid" in proc.stderr)  # fmt: skip
     assert not (tmp_path / (url.split(":")[0] + ":")).exists()

@@ -1,0 +1,146 @@
+"""Worker side of sync between stores: object and part copies, upload completion, digests.
+
+Each worker thread opens its own store per URL (its own S3 client, its own SMB connection:
+smbprotocol fails when threads share one connection with large requests, RECIPES.md 8), so
+`concurrency` transfers run at once across the pool. Bytes go from the source store to the
+destination store inside this thread and never through the coordinator. Failures become
+TaskFailed results: "source" (the file is skipped with a warning), "destination" or "remote"
+(the run stops; a rerun resumes).
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import xxhash
+
+from orbit_fast import messages as m
+from orbit_fast.backends.base import ObjectInfo, Store
+from orbit_fast.errors import RemoteError, RemoteUnavailable
+
+_local = threading.local()
+DIGEST_READ_BYTES = 8 << 20
+
+
+def _store(url: str, ends: m.Ends) -> Any:
+    stores: dict[str, Store] = getattr(_local, "stores", None) or {}
+    _local.stores = stores
+    store = stores.get(url)
+    if store is None:
+        from orbit_fast.backends.registry import open_store
+
+        store = stores[url] = open_store(url, ends.attempts, ends.s3_endpoint)
+    return store
+
+
+class _Failed(Exception):
+    def __init__(self, side: str, err: int, message: str):
+        self.side, self.errno, self.message = side, err, message
+
+
+def _on(side: str, fn: Callable[[], Any]) -> Any:
+    """Run fn, turning its failure into a _Failed that names the side."""
+    try:
+        return fn()
+    except RemoteUnavailable as exc:
+        raise _Failed("remote", 0, str(exc)) from exc
+    except RemoteError as exc:
+        raise _Failed("source" if side == "source" else "remote", errno.EIO, str(exc)) from exc
+    except OSError as exc:
+        where = f": {exc.filename}" if exc.filename else ""
+        raise _Failed(side, exc.errno or errno.EIO, f"{exc.strerror or exc}{where}") from exc
+
+
+def run_object_task(task: m.Task) -> m.Result:
+    tid = task.task_id  # type: ignore[union-attr]
+    try:
+        if isinstance(task, m.PutObject):
+            return _put_object(task)
+        if isinstance(task, m.PutPart):
+            return _put_part(task)
+        if isinstance(task, m.CompleteUpload):
+            return _complete(task)
+        if isinstance(task, m.DigestObject):
+            return _digest(task)
+    except _Failed as f:
+        return m.TaskFailed(task_id=tid, side=f.side, errno=f.errno, message=f.message)
+    raise TypeError(f"unexpected task {task!r}")
+
+
+def _put_object(t: m.PutObject) -> m.Result:
+    src, dst = _store(t.ends.src, t.ends), _store(t.ends.dst, t.ends)
+    data, info = _on("source", lambda: src.read_info(t.name))
+    if info.mtime_ns is None:
+        raise _Failed("source", errno.EIO, f"{t.name}: no modification time")
+    # A local file written while it was read: its mtime moved. Copy it again later.
+    if "://" not in t.ends.src:
+        now = _on("source", lambda: src.stat_info(t.name))
+        if now.sig != info.sig:
+            return m.SourceChanged(task_id=t.task_id, detail=f"{info.sig} -> {now.sig}")
+    out: ObjectInfo = _on("destination",
+                          lambda: dst.put_file(t.name, data, info.mtime_ns, t.durable))  # fmt: skip
+    return m.ObjectPut(task_id=t.task_id, length=len(data), src_sig=info.sig, dst_sig=out.sig)
+
+
+def _put_part(t: m.PutPart) -> m.Result:
+    src, dst = _store(t.ends.src, t.ends), _store(t.ends.dst, t.ends)
+    data = _on("source", lambda: src.read_range(t.name, t.offset, t.length))
+    upload = dst.resume_upload(t.name, t.upload, t.size, t.part_bytes, t.mtime_ns)
+    token = _on("destination", lambda: upload.write_part(t.part, t.offset, data))
+    return m.PartPut(task_id=t.task_id, length=len(data), token=token)
+
+
+def _complete(t: m.CompleteUpload) -> m.Result:
+    src, dst = _store(t.ends.src, t.ends), _store(t.ends.dst, t.ends)
+    now = _on("source", lambda: src.stat_info(t.name))
+    upload = dst.resume_upload(t.name, t.upload, t.size, t.part_bytes, t.mtime_ns)
+    if now.sig != t.src_sig:
+        _on("destination", upload.abort)
+        return m.SourceChanged(task_id=t.task_id, detail=f"{t.src_sig} -> {now.sig}")
+    info = _on("destination", lambda: upload.complete(t.tokens, t.size))
+    return m.UploadCompleted(task_id=t.task_id, dst_sig=info.sig)
+
+
+def _digest(t: m.DigestObject) -> m.Result:
+    url = t.ends.src if t.side == "src" else t.ends.dst
+    store = _store(url, t.ends)
+    side = "source" if t.side == "src" else "destination"
+    size = _on(side, lambda: store.size(t.name))
+    style, _, part = t.style.partition(":")
+    step = int(part) if part else DIGEST_READ_BYTES
+    pieces: list[str] = []
+    h: Any = xxhash.xxh3_128() if style == "xxh3" else hashlib.md5()  # noqa: S324
+    for off in range(0, size, step):
+        data = _on(side, lambda off=off: store.read_range(t.name, off, min(step, size - off)))
+        if part:  # an S3 multipart ETag: MD5 of each part's MD5
+            pieces.append(hashlib.md5(data).hexdigest())  # noqa: S324
+        else:
+            h.update(data)
+    if part:
+        from orbit_fast.backends.s3 import multipart_etag
+
+        return m.ObjectDigested(task_id=t.task_id, digest=multipart_etag(pieces))
+    return m.ObjectDigested(task_id=t.task_id, digest=h.hexdigest())
+
+
+def read_remote(url: str, name: bytes, view: memoryview, offset: int) -> int:
+    """Fill `view` from object `name` of the store at `url` (a backup's remote source)."""
+    import os
+
+    store = _store(url, m.Ends(src=url, dst=url, s3_endpoint="", attempts=0))
+    data = store.read_range(os.fsdecode(name), offset, len(view))
+    view[: len(data)] = data
+    return len(data)
+
+
+def close_stores() -> None:
+    for store in (getattr(_local, "stores", None) or {}).values():
+        try:
+            store.close()
+        except Exception:  # noqa: BLE001 - closing at exit
+            pass
+

@@ -1,0 +1,170 @@
+"""`orbit-fast sync` between local disks, S3 (moto server) and SMB (Samba), end to end."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import subprocess
+import time
+from pathlib import Path
+
+from orbit_fast.errors import ExitCode
+from tests.conftest import ORBIT, json_events, run_cli, summary_of, write
+
+BIG = 20 << 20  # above SINGLE_MAX (8 MiB): moves in parts (5 MiB on S3: its minimum)
+
+
+def _files(root: Path, us: bool = False) -> dict[str, tuple[str, int]]:
+    """rel -> (content digest, mtime_ns) of every regular file; mtimes to the microsecond
+    where the data went through SMB (smbprotocol keeps microseconds)."""
+    import xxhash
+
+    out = {}
+    for p in sorted(root.rglob("*")):
+        if p.is_file() and not p.is_symlink():
+            st = p.stat()
+            mtime = st.st_mtime_ns // 1000 if us else st.st_mtime_ns
+            out[str(p.relative_to(root))] = (xxhash.xxh3_128_hexdigest(p.read_bytes()), mtime)
+    return out
+
+
+def _tree(root: Path, rng, big: bool = True) -> Path:
+    for i in range(30):
+        sub = ["", "a/", "a/b/", "c/"][i % 4]
+        write(root / f"{sub}f{i}.bin", rng.randbytes(rng.choice([0, 1, 3000, 70_000])),
+              mtime=1_600_000_000 + i * 1000 + 0.123456789)  # fmt: skip
+    write(root / "ünïcödé name.txt", b"hello", mtime=1_650_000_000.5)
+    if big:
+        write(root / "big" / "blob.bin", rng.randbytes(BIG), mtime=1_700_000_000.25)
+    (root / "link").symlink_to("f0.bin")
+    return root
+
+
+def _sync(src: str, dst: str, *extra: str, check: int = 0) -> dict:
+    proc = run_cli("sync", src, dst, "--json", "--chunk-size-mb", "5", *extra, check=check)
+    return summary_of(proc.stdout)
+
+
+def test_sync_between_local_s3_and_smb(tmp_path: Path, rng, s3_bucket, samba, smb_dir) -> None:
+    src = _tree(tmp_path / "src", rng)
+    smb, s3 = samba.url(smb_dir + "/mirror"), f"s3://{s3_bucket}/copy"
+    want, want_us = _files(src), _files(src, us=True)
+    n = len(want)
+    # local -> SMB -> S3 -> local, and SMB -> local, and local -> S3 directly.
+    first = _sync(str(src), smb, check=ExitCode.PARTIAL)  # the symlink is skipped, with a warning
+    assert first["files_copied"] == n and first["skipped"] == ["link"]
+    assert _sync(smb, s3)["files_copied"] == n
+    assert _sync(s3, str(tmp_path / "out1"))["files_copied"] == n
+    assert _files(tmp_path / "out1", us=True) == want_us
+    assert _sync(smb, str(tmp_path / "out2"))["files_copied"] == n
+    assert _files(tmp_path / "out2", us=True) == want_us
+    assert _sync(str(src), f"s3://{s3_bucket}/direct", check=1)["files_copied"] == n
+    assert _sync(f"s3://{s3_bucket}/direct", str(tmp_path / "out3"))["files_copied"] == n
+    assert _files(tmp_path / "out3") == want  # S3 metadata keeps mtimes to the nanosecond
+    # Nothing changed: every hop copies nothing and the listing alone decides.
+    for a, b in ((smb, s3), (s3, str(tmp_path / "out1")), (smb, str(tmp_path / "out2"))):
+        again = _sync(a, b)
+        assert again["files_copied"] == 0 and again["files_unchanged"] == n, (a, b)
+    # A change, a new file and a deletion travel with --mirror, and only they.
+    write(src / "a" / "f1.bin", b"changed", mtime=1_690_000_000)
+    write(src / "new.txt", b"new")
+    os.unlink(src / "c" / "f3.bin")
+    hop = _sync(str(src), smb, "--mirror", check=1)
+    assert (hop["files_copied"], hop["files_deleted"]) == (2, 1)
+    hop = _sync(smb, s3, "--mirror")
+    assert (hop["files_copied"], hop["files_deleted"]) == (2, 1)
+    _sync(s3, str(tmp_path / "out1"), "--mirror")
+    assert _files(tmp_path / "out1", us=True) == _files(src, us=True)
+
+
+def test_checksum_dry_run_and_filters(tmp_path: Path, rng, s3_bucket) -> None:
+    src = _tree(tmp_path / "src", rng, big=False)
+    url = f"s3://{s3_bucket}/p"
+    dry = run_cli("sync", str(src), url, "--json", "--dry-run", check=1).stdout
+    assert any(e.get("action") == "plan-copy" for e in json_events(dry))
+    assert _sync(url, str(tmp_path / "none"))["files_scanned"] == 0  # nothing was written
+    _sync(str(src), url, "--exclude", "c/", check=1)
+    got = _sync(url, str(tmp_path / "out"))
+    assert got["files_copied"] == len([k for k in _files(src) if not k.startswith("c/")])
+    # Same size, same mtime, other content: only --checksum (S3's MD5 ETag) sees it.
+    f = src / "a" / "f1.bin"
+    st = f.stat()
+    f.write_bytes(bytes(255 - b for b in f.read_bytes()))
+    os.utime(f, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert _sync(str(src), url, "--exclude", "c/", check=1)["files_copied"] == 0
+    assert _sync(str(src), url, "--exclude", "c/", "--checksum", check=1)["files_copied"] == 1
+    assert _sync(url, str(tmp_path / "out"), "--checksum")["files_copied"] == 1
+    assert (tmp_path / "out" / "a" / "f1.bin").read_bytes() == f.read_bytes()
+
+
+def test_kill_during_multipart_upload_resumes_without_resending_parts(
+    tmp_path: Path, rng, s3_bucket, moto
+) -> None:
+    size = 60 << 20  # 12 parts of 5 MiB
+    write(tmp_path / "src" / "huge.bin", rng.randbytes(size))
+    db = tmp_path / "jobs.db"
+    url = f"s3://{s3_bucket}/up"
+    args = [*ORBIT, "sync", str(tmp_path / "src"), url, "--db-path", str(db), "-j", "1",
+            "--chunk-size-mb", "5", "--json"]  # fmt: skip
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    recorded: dict[int, str] = {}
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and len(recorded) < 3 and proc.poll() is None:
+        time.sleep(0.05)
+        try:
+            with sqlite3.connect(db) as conn:
+                recorded = dict(conn.execute("SELECT part, token FROM upload_parts"))
+        except sqlite3.Error:
+            pass
+    proc.kill()
+    proc.wait()
+    assert len(recorded) >= 3, "the kill came too late to test a resume"
+    with sqlite3.connect(db) as conn:
+        recorded = dict(conn.execute("SELECT part, token FROM upload_parts"))
+        (upload_id,) = conn.execute("SELECT state FROM uploads").fetchone()
+    listed = moto.client().list_parts(Bucket=s3_bucket, Key="up/huge.bin", UploadId=upload_id)
+    on_server = {p["PartNumber"]: p["ETag"].strip('"') for p in listed["Parts"]}
+    assert all(on_server.get(n) == t for n, t in recorded.items())  # recorded => stored
+    again = _sync(str(tmp_path / "src"), url, "--db-path", str(db))
+    assert again["bytes_resumed"] == len(recorded) * (5 << 20)
+    assert again["bytes_copied"] == size - again["bytes_resumed"]  # only the other parts sent
+    body = moto.client().get_object(Bucket=s3_bucket, Key="up/huge.bin")["Body"].read()
+    assert body == (tmp_path / "src" / "huge.bin").read_bytes()
+    uploads = moto.client().list_multipart_uploads(Bucket=s3_bucket).get("Uploads", [])
+    assert uploads == []
+
+
+def test_smb_server_restart_mid_sync_is_retried(tmp_path: Path, rng, samba, smb_dir) -> None:
+    src = tmp_path / "src"
+    for i in range(40):
+        write(src / f"f{i:02d}", rng.randbytes(512 << 10))
+    url = samba.url(smb_dir + "/dst")
+    proc = subprocess.Popen([*ORBIT, "sync", str(src), url, "-j", "1", "--json"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    dst = samba.share_dir / smb_dir / "dst"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and len(list(dst.glob("f*"))) < 3:
+        time.sleep(0.02)
+    samba.stop()
+    time.sleep(1.0)
+    samba.start()
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, out[-2000:] + err
+    assert _files(dst, us=True) == _files(src, us=True)
+
+
+def test_remote_errors_are_clear_and_lose_nothing(tmp_path: Path, s3_bucket, moto, samba,
+                                                  smb_dir, monkeypatch) -> None:  # fmt: skip
+    write(tmp_path / "src" / "f", b"x")
+    proc = run_cli("sync", str(tmp_path / "src"), "s3://no-such-bucket-zz/r",
+                   check=ExitCode.REMOTE)  # fmt: skip
+    assert "does not exist" in proc.stderr
+    # A key that would escape the target directory is refused before anything is written.
+    moto.client().put_object(Bucket=s3_bucket, Key="p/../../evil", Body=b"x")
+    proc = run_cli("sync", f"s3://{s3_bucket}/p", str(tmp_path / "out"), check=ExitCode.REMOTE)
+    assert "could escape" in proc.stderr and not (tmp_path / "evil").exists()
+    monkeypatch.setenv("ORBIT_SMB_PASSWORD", "wrong")
+    proc = run_cli("sync", str(tmp_path / "src"), samba.url(smb_dir), check=ExitCode.REMOTE)
+    assert "refused the login" in proc.stderr
+    proc = run_cli("sync", str(tmp_path / "src"), "ftp://host/x", check=ExitCode.USAGE)
+    assert "unknown scheme" in proc.stderr
