@@ -17,12 +17,14 @@ import socket
 import stat as st
 import time
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import msgspec
 
 from orbit_fast import progress as p
 from orbit_fast._native import kernels
 from orbit_fast._native.reference import DIR, LINK, OTHER
+from orbit_fast.backends.base import OnSkip
 from orbit_fast.cancel import CancelToken
 from orbit_fast.config import BackupOptions
 from orbit_fast.errors import ExitCode, Interrupted, SourceError
@@ -82,9 +84,64 @@ def walk(
         stack.extend(reversed(subdirs))
 
 
-def _unchanged(old: Node | None, s: tuple[int, ...]) -> bool:
+def walk_store(store: Any, rules: FilterRules, on_skip: OnSkip
+               ) -> Iterator[tuple[bytes, tuple[int, ...]]]:  # fmt: skip
+    """walk() for a remote source (s3://, smb://): the same (path, stat tuple) stream, in the
+    same order. Object stores list files only, so each directory is made up from the files
+    below it (mode 0755, the newest mtime among them). A file's `ino` is a hash of its
+    signature (the ETag on S3, size and mtime on SMB): what tells a changed object from an
+    unchanged one. S3 listings carry no mtime (0 here: Backup asks for it only for the
+    objects it reads)."""
+    import xxhash
+
+    uid, gid = os.getuid(), os.getgid()
+    children: dict[str, list[str]] = {"": []}
+    files: dict[str, tuple[int, ...]] = {}
+    newest: dict[str, int] = {"": 0}
+
+    def descend(d: str) -> bool:
+        return rules.included(d, True)
+
+    for info in store.list_info("", descend if rules else None, on_skip):
+        if rules and not all(rules.included("/".join(info.name.split("/")[:i]), True)
+                             for i in range(1, info.name.count("/") + 1)):  # fmt: skip
+            continue
+        if rules and not rules.included(info.name, False):
+            continue
+        mtime = info.mtime_ns or 0
+        ino = xxhash.xxh64_intdigest(info.sig.encode()) >> 1
+        files[info.name] = (0, info.size, mtime, mtime, 0o100644, 0, ino, uid, gid)
+        parent, _, _ = info.name.rpartition("/")
+        child = info.name
+        while True:
+            newest[parent] = max(newest.get(parent, 0), mtime)
+            known = parent in children
+            children.setdefault(parent, []).append(child)
+            if known or not parent:
+                break
+            child, parent = parent, parent.rpartition("/")[0]
+    stack = [""]
+    while stack:
+        d = stack.pop()
+        m = newest.get(d, 0)
+        if not d:
+            yield b"", (1, 0, m, m, 0o40755, 0, 0, uid, gid)
+        subdirs = []
+        for c in sorted(children.get(d, [])):
+            if c in files:
+                yield os.fsencode(c), files[c]
+            else:
+                mc = newest.get(c, 0)
+                yield os.fsencode(c), (1, 0, mc, mc, 0o40755, 0, 0, uid, gid)
+                subdirs.append(c)
+        stack.extend(reversed(subdirs))
+
+
+def _unchanged(old: Node | None, s: tuple[int, ...], remote: bool = False) -> bool:
+    # Remote sources: size and the signature hash in `ino` (S3 listings have no mtime).
     return (old is not None and old.kind == snapfmt.FILE and old.size == s[1]
-            and old.mtime_ns == s[2] and old.ctime_ns == s[5] and old.ino == s[6])  # fmt: skip
+            and (remote or (old.mtime_ns == s[2] and old.ctime_ns == s[5]))
+            and old.ino == s[6])  # fmt: skip
 
 
 class Backup:
@@ -102,9 +159,22 @@ class Backup:
     def run(self) -> p.BackupSummary:
         opts = self.opts
         t0 = time.monotonic()
-        if not os.path.isdir(opts.source):
+        self.src: Any = None
+        if "://" in opts.source:
+            from orbit_fast.backends.registry import open_store
+
+            self.src = open_store(opts.source)
+        elif not os.path.isdir(opts.source):
             raise SourceError(f"the backup source {opts.source} is not a directory (or is "
                               "missing); check the path")  # fmt: skip
+        try:
+            return self._locked_run(t0)
+        finally:
+            if self.src is not None:
+                self.src.close()
+
+    def _locked_run(self, t0: float) -> p.BackupSummary:
+        opts = self.opts
         repo = Repository.open_or_init(opts.repository, opts.codec or "zstd:3")
         with repo:
             repo.lock("backup")
@@ -153,8 +223,14 @@ class Backup:
         files_unchanged = 0
         new_files: set[str] = set()  # absolute paths
         rules = FilterRules(opts.filters)
-        for rel, s in walk(opts.source, rules,
-                           lambda r, e: self._warn(r, "unreadable_dir", e.strerror or str(e))):
+        remote = self.src is not None
+        if remote:
+            entries = walk_store(self.src, rules, lambda r, why: self._warn(r, "special", why))
+        else:
+            entries = walk(opts.source, rules,
+                           lambda r, e: self._warn(r, "unreadable_dir", e.strerror or str(e)))
+        object_sizes: dict[str, int] = {}  # remote sources: name -> size
+        for rel, s in entries:
             if self.cancel.cancelled:
                 break
             target = b""
@@ -167,12 +243,21 @@ class Backup:
             node = node_of(rel, s, target)
             if node.kind == snapfmt.FILE:
                 prev = old.get(rel)
-                if _unchanged(prev, s):
+                if _unchanged(prev, s, remote):
                     assert prev is not None
-                    node = msgspec.structs.replace(node, chunks=prev.chunks)
+                    node = msgspec.structs.replace(node, chunks=prev.chunks,
+                                                   mtime_ns=prev.mtime_ns,
+                                                   atime_ns=prev.atime_ns)  # fmt: skip
                     files_unchanged += 1
                 else:
                     path = os.path.join(opts.source, os.fsdecode(rel))
+                    if remote:
+                        path = os.fsdecode(rel)
+                        object_sizes[path] = s[1]
+                        if not node.mtime_ns:  # S3: the file's mtime is in the metadata
+                            mtime = self.src.stat_info(path).mtime_ns or 0
+                            node = msgspec.structs.replace(node, mtime_ns=mtime,
+                                                           atime_ns=mtime)  # fmt: skip
                     if prev is None:
                         new_files.add(path)
                     if s[1]:
@@ -190,7 +275,8 @@ class Backup:
 
         def on_error(path: str, message: str) -> None:
             failed.add(path)
-            self._warn(os.path.relpath(path, opts.source), "unreadable", message)
+            self._warn(path if remote else os.path.relpath(path, opts.source), "unreadable",
+                       message)  # fmt: skip
 
         last = 0.0
         try:
@@ -201,6 +287,7 @@ class Backup:
                     todo, repo.config.params, opts.codec or repo.config.codec,
                     repo.config.key_bytes, opts.workers, on_error=on_error,
                     cancelled=lambda: self.cancel.cancelled,
+                    src_url=opts.source if remote else "", sizes=object_sizes if remote else None,
                 ):  # fmt: skip
                     chunks[path].append(rec.chunk_id)
                     sizes[path] += rec.length

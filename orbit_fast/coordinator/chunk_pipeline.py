@@ -40,6 +40,8 @@ def chunk_files(
     range_bytes: int = 4 << 20,
     on_error: Callable[[str, str], None] | None = None,
     cancelled: Callable[[], bool] = lambda: False,
+    src_url: str = "",
+    sizes: dict[str, int] | None = None,
 ) -> Iterator[tuple[str, m.ChunkRecord, bytes]]:
     """Yield (path, chunk record, blob view) for every chunk of every file, in order per file.
     The view is valid until the next item is asked for.
@@ -47,7 +49,8 @@ def chunk_files(
     A file that cannot be read (or changes size while it is read) raises SourceError, or with
     `on_error` is reported there as (path, message) and dropped: chunks of it already yielded
     are to be discarded by the caller. Once `cancelled()` is true no new range is started and
-    the generator ends after the ranges in flight.
+    the generator ends after the ranges in flight. With `src_url` the paths are object names
+    in that store (the workers read them there) and `sizes` gives their sizes.
     """
     from orbit_fast.workers.pool import WorkerPool
 
@@ -84,7 +87,7 @@ def chunk_files(
                     more = False
                     break
                 try:
-                    size = os.stat(path).st_size
+                    size = sizes[path] if sizes is not None else os.stat(path).st_size
                 except OSError as exc:
                     if on_error is None:
                         raise SourceError(f"cannot read {path}: {exc.strerror}") from exc
@@ -117,7 +120,7 @@ def chunk_files(
                 task = m.ChunkRange(
                     task_id=next_id, slot=slot, parts=parts, out_at=in_cap,
                     min_size=params.min_size, avg_size=params.avg_size,
-                    max_size=params.max_size, codec=codec, key=key,
+                    max_size=params.max_size, codec=codec, key=key, src_url=src_url,
                 )  # fmt: skip
                 out[next_id] = (owners, slot, 0, task)
                 pool.send(w, next_id, task)
