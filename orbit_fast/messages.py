@@ -118,12 +118,17 @@ class Ends(msgspec.Struct, array_like=True, frozen=True):
 
 
 class PutObject(_Msg):
-    """Copy a whole object (read in one request, written in one) with its mtime."""
+    """Copy a whole object (read in one request, written in one) with its mtime; or, with
+    `server_side`, have the server copy it (both ends on one server: S3 CopyObject, SMB
+    FSCTL_SRV_COPYCHUNK), as `size` bytes with `mtime_ns` (-1: keep the source's)."""
 
     task_id: int
     ends: Ends
     name: str
     durable: bool
+    server_side: bool = False
+    size: int = 0
+    mtime_ns: int = -1
 
 
 class PutPart(_Msg):

@@ -74,6 +74,7 @@ class Summary(_Event, tag="summary"):
     skipped: list[str]
     elapsed_s: float
     dry_run: bool
+    files_server_side: int = 0  # of files_copied, those the server copied (S3 or SMB to itself)
 
 
 class BackupSummary(_Event, tag="backup_summary"):

@@ -150,3 +150,75 @@ class SambaServer:
 
     def env(self) -> dict[str, str]:
         return {"ORBIT_SMB_PASSWORD": SMB_PASSWORD}
+
+
+class TcpProxy:
+    """A TCP relay on 127.0.0.1 in front of a server, which a test can cut and restore: the
+    network blip of the deployment guide (moto keeps its state only while it runs, so the S3
+    server itself cannot be restarted in the middle of a transfer)."""
+
+    def __init__(self, target_port: int) -> None:
+        import threading
+
+        self.target = target_port
+        self.port = free_port()
+        self._conns: list[socket.socket] = []
+        self._lock = threading.Lock()
+        self._listener: socket.socket | None = None
+        self.resume()
+
+    def resume(self) -> None:
+        import threading
+
+        lst = socket.socket()
+        lst.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        lst.bind(("127.0.0.1", self.port))
+        lst.listen(64)
+        self._listener = lst
+        threading.Thread(target=self._accept, args=(lst,), daemon=True).start()
+
+    def pause(self) -> None:
+        """Refuse new connections and reset the open ones."""
+        lst, self._listener = self._listener, None
+        if lst is not None:
+            lst.close()
+        with self._lock:
+            conns, self._conns = self._conns, []
+        for c in conns:
+            try:
+                c.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            c.close()
+
+    def _accept(self, lst: socket.socket) -> None:
+        import threading
+
+        while True:
+            try:
+                client, _ = lst.accept()
+            except OSError:
+                return
+            try:
+                upstream = socket.create_connection(("127.0.0.1", self.target))
+            except OSError:
+                client.close()
+                continue
+            with self._lock:
+                self._conns += [client, upstream]
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pipe(a: socket.socket, b: socket.socket) -> None:
+        try:
+            while data := a.recv(1 << 16):
+                b.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (a, b):
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass

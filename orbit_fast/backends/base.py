@@ -56,6 +56,7 @@ class Capabilities(NamedTuple):
     min_part_bytes: int  # multipart uploads: smallest part but the last (0: no multipart)
     max_part_bytes: int
     mtime_ns_precision: int = 1  # what the store keeps of a file's mtime (SMB listings: 1 us)
+    max_copy_bytes: int = 0  # server-side copies: the largest object (0: no limit)
 
 
 class ObjectInfo(NamedTuple):
@@ -120,7 +121,8 @@ class Store(Protocol):
 
     def stat_info(self, name: str) -> ObjectInfo: ...
 
-    def read_info(self, name: str) -> tuple[bytes, ObjectInfo]: ...
+    def read_info(self, name: str,
+                  expect: ObjectInfo | None = None) -> tuple[bytes, ObjectInfo]: ...  # fmt: skip
 
     def put_file(self, name: str, data: bytes, mtime_ns: int,
                  durable: bool = True) -> ObjectInfo: ...  # fmt: skip

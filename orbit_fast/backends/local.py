@@ -186,7 +186,7 @@ class LocalStore:
         st = os.stat(self._path(name))
         return ObjectInfo(name, st.st_size, st.st_mtime_ns)
 
-    def read_info(self, name: str) -> tuple[bytes, ObjectInfo]:
+    def read_info(self, name: str, expect: ObjectInfo | None = None) -> tuple[bytes, ObjectInfo]:
         with open(self._path(name), "rb") as f:
             st = os.fstat(f.fileno())
             data = f.read()

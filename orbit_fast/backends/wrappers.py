@@ -111,8 +111,8 @@ class RetryingStore(Retrier):
     def stat_info(self, name: str) -> ObjectInfo:
         return self._retry(f"stat of {name}", lambda: self.inner.stat_info(name))
 
-    def read_info(self, name: str) -> tuple[bytes, ObjectInfo]:
-        return self._retry(f"reading {name}", lambda: self.inner.read_info(name))
+    def read_info(self, name: str, expect: ObjectInfo | None = None) -> tuple[bytes, ObjectInfo]:
+        return self._retry(f"reading {name}", lambda: self.inner.read_info(name, expect))
 
     def put_file(self, name: str, data: bytes, mtime_ns: int,
                  durable: bool = True) -> ObjectInfo:  # fmt: skip
@@ -133,6 +133,15 @@ class RetryingStore(Retrier):
 
     def delete_many(self, names: list[str]) -> None:
         self._retry(f"deleting {len(names)} objects", lambda: self.inner.delete_many(names))
+
+    def same_server(self, other: Any) -> bool:
+        fn = getattr(self.inner, "same_server", None)
+        return bool(fn and fn(getattr(other, "inner", other)))
+
+    def copy_from(self, other: Any, name: str, size: int, mtime_ns: int | None) -> ObjectInfo:
+        src = getattr(other, "inner", other)
+        return self._retry(f"copying {name} on the server",
+                           lambda: self.inner.copy_from(src, name, size, mtime_ns))  # fmt: skip
 
 
 class RetryingUpload(Retrier):

@@ -1,15 +1,19 @@
 """Sync where either side is remote storage (S3, SMB): list both, compare, copy objects.
 
 The run and its bookkeeping are the local sync's (Coordinator: jobs DB, run history, events,
-cancellation, worker deaths); what differs is below. Both sides are listed into memory and
-compared by name. A file is unchanged when the jobs DB says this job copied it (or compared it
-equal) from the source object that is there now to the destination object that is there now:
+cancellation, worker deaths); what differs is below. The destination is listed into memory,
+then the source is listed in a thread while the copies of what it found already run, each
+source entry compared with the destination's by name. A file is unchanged when the jobs DB
+says this job copied it (or compared it equal) from the source object that is there now to
+the destination object that is there now:
 the listing alone decides, with no request per file. Otherwise size and mtime are compared,
 asking the server for an mtime a listing lacks (S3 keeps it in metadata), and a match is
 recorded so the next run needs no such request. `--checksum` compares content instead: the
 MD5 S3 keeps as the ETag against the same digest of the other side, or xxh3 of both.
 
-Copies run in the worker pool (workers/objects.py), `concurrency` at a time. An object up to
+Copies run in the worker pool (workers/objects.py), `concurrency` at a time. When both ends
+are on one server with one login (two S3 prefixes, two SMB shares), the server copies (S3
+CopyObject up to 5 GiB, SMB server-side copy) and no data comes to this machine. An object up to
 SINGLE_MAX (or one part) moves in one read and one write. A larger one moves in parts read
 with ranged reads and written as an S3 multipart upload or into a temp file at offsets, all in
 parallel; the upload id or temp name and every finished part are checkpointed, so a rerun
@@ -21,8 +25,12 @@ from __future__ import annotations
 
 import errno
 import os
+import queue
+import threading
 from collections import deque
 from typing import Any
+
+import msgspec
 
 from orbit_fast import messages as m
 from orbit_fast import progress as p
@@ -81,6 +89,12 @@ class ObjectSync(Coordinator):
         self.deletes: list[str] = []
         self.unlisted: list[str] = []  # source directories that could not be listed
         self._dir_ok: dict[str, bool] = {}
+        self._lister: threading.Thread | None = None
+        self._stop_listing = threading.Event()
+        # Both ends on one server (and one login): the server copies, no byte comes here.
+        same = getattr(self.dst, "same_server", None)
+        self.server_side = bool(same and same(self.src))
+        self.server_copies = 0
         try:
             return super().run()
         finally:
@@ -108,21 +122,32 @@ class ObjectSync(Coordinator):
             self._abort_stale_uploads()
 
     def _loop(self) -> None:
-        self._list_and_plan()
-        while True:
-            if not self.stopping:
-                self._dispatch()
-            if not self.tasks:
-                if self.stopping or not (self.ready or self.todo):
-                    break
-                continue
-            assert self.pool is not None
-            results, deaths = self.pool.wait(PROGRESS_INTERVAL_S)
-            for _, res in results:
-                self._on_result(res)
-            for death in deaths:
-                self._on_death(death)
-            self._tick()
+        self._start_listing()
+        try:
+            while True:
+                if not self.stopping:
+                    self._take_listing()
+                    self._dispatch()
+                if not self.tasks:
+                    if self.stopping or (self.scan_done and not (self.ready or self.todo)):
+                        break
+                    if not (self.ready or self.todo):
+                        self._take_listing(wait=PROGRESS_INTERVAL_S)
+                        self._tick()
+                    continue
+                assert self.pool is not None
+                # While the listing runs, come back soon for what it found.
+                results, deaths = self.pool.wait(PROGRESS_INTERVAL_S if self.scan_done
+                                                 else 0.005)  # fmt: skip
+                for _, res in results:
+                    self._on_result(res)
+                for death in deaths:
+                    self._on_death(death)
+                self._tick()
+        finally:
+            self._stop_listing.set()
+            if self._lister is not None:
+                self._lister.join()
         self._tick(force=True)
 
     # ---- listing and comparing ------------------------------------------------------------
@@ -154,37 +179,81 @@ class ObjectSync(Coordinator):
         else:
             self._warn("special", rel, f"{why}; skipped", skipped=True)
 
-    def _listing(self, store: Any, on_skip: Any) -> dict[str, ObjectInfo]:
-        return {i.name: i for i in store.list_info("", self._descend, on_skip)
-                if self._included(i.name)}  # fmt: skip
-
-    def _list_and_plan(self) -> None:
-        srcl = self._listing(self.src, self._on_skip)
+    def _start_listing(self) -> None:
+        """List the destination, then list the source in a thread while copies already run:
+        on an SMB share with many directories the listing is seconds of CPU in smbprotocol,
+        which the transfers in the worker processes overlap."""
         try:
-            dstl = self._listing(self.dst, None)
+            self.dstl = {i.name: i for i in self.dst.list_info("", self._descend)
+                         if self._included(i.name)}  # fmt: skip
         except FileNotFoundError:
-            dstl = {}
+            self.dstl = {}
         if self.db is not None:
             self.records = self.db.object_records(self.job.id)
             self.uploads = self.db.uploads(self.job.id)
-        self.c.files_scanned = len(srcl)
-        for name in sorted(srcl):
-            s, d = srcl[name], dstl.get(name)
-            if d is None:
-                self._plan_copy(_Obj(s, "copy"))
-            elif self.opts.checksum:
-                self._plan_compare(s, d)
-            elif self.records.get(name) == (s.sig, d.sig):
-                self.c.files_unchanged += 1
-            elif s.size != d.size:
-                self._plan_copy(_Obj(s, "update"))
-            elif self._same_mtime(s, d):
-                self.c.files_unchanged += 1
-                self._record(name, s.sig, d.sig)
+        self.seen: set[str] = set()
+        self._found: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
+        self._lister = threading.Thread(target=self._list_source, name="orbit-list",
+                                        daemon=True)  # fmt: skip
+        self._lister.start()
+
+    def _list_source(self) -> None:
+        """The listing thread: hands every entry (and skip, and the end) to the loop."""
+        put = self._found.put
+        try:
+            for info in self.src.list_info("", self._descend,
+                                           lambda rel, why: put(("skip", (rel, why)))):  # fmt: skip
+                if self._stop_listing.is_set():
+                    break
+                put(("file", info))
+        except BaseException as exc:  # noqa: BLE001 - handed to the coordinator's thread
+            put(("error", exc))
+        put(("end", None))
+
+    def _take_listing(self, wait: float = 0.0) -> None:
+        """Plan what the listing thread found so far (up to a budget, to keep results
+        flowing); with `wait`, block that long for the first entry."""
+        for n in range(4096):
+            try:
+                kind, item = (self._found.get(timeout=wait) if wait and n == 0
+                              else self._found.get_nowait())  # fmt: skip
+            except queue.Empty:
+                return
+            if kind == "file":
+                if self._included(item.name):
+                    self._plan_entry(item)
+            elif kind == "skip":
+                self._on_skip(*item)
+            elif kind == "error":
+                if isinstance(item, OSError) and "://" not in self.opts.source:
+                    item = SourceError(f"cannot list the source {self.opts.source}: {item}")
+                self._fail(item if isinstance(item, OrbitError) else RemoteError(str(item)))
             else:
-                self._plan_copy(_Obj(s, "update"))
+                self._listing_done()
+                return
+
+    def _plan_entry(self, s: ObjectInfo) -> None:
+        name = s.name
+        self.seen.add(name)
+        self.c.files_scanned += 1
+        d = self.dstl.get(name)
+        if d is None:
+            self._plan_copy(_Obj(s, "copy"))
+        elif self.opts.checksum:
+            self._plan_compare(s, d)
+        elif self.records.get(name) == (s.sig, d.sig):
+            self.c.files_unchanged += 1
+        elif s.size != d.size:
+            self._plan_copy(_Obj(s, "update"))
+        elif self._same_mtime(s, d):
+            self.c.files_unchanged += 1
+            self._record(name, s.sig, d.sig)
+        else:
+            self._plan_copy(_Obj(s, "update"))
+
+    def _listing_done(self) -> None:
         if self.opts.mirror:
-            gone = [n for n in sorted(dstl) if n not in srcl]
+            gone = [n for n in sorted(self.dstl) if n not in self.seen]
             self.deletes = [n for n in gone if not self._below_unlisted(n)]
         self.scan_done = self.c.scan_done = True
 
@@ -253,6 +322,10 @@ class ObjectSync(Coordinator):
     def _start(self, obj: _Obj) -> None:
         """Queue the tasks of one copy: a whole-object put, or the parts of an upload."""
         size = obj.info.size
+        limit = self.dst.capabilities.max_copy_bytes
+        if self.server_side and (not limit or size <= limit):
+            self.ready.append((obj, "copy", 0))
+            return
         part = upload_part_bytes(size, self.opts.chunk_size_bytes, self.dst.capabilities)
         if size <= max(part, SINGLE_MAX):
             self.ready.append((obj, "put", 0))
@@ -305,7 +378,7 @@ class ObjectSync(Coordinator):
     # ---- dispatch and results -----------------------------------------------------------
 
     def _dispatch(self) -> None:
-        limit = self.opts.workers
+        limit = 2 * self.opts.workers  # a task queued behind each running one: no idle gap
         while len(self.tasks) < limit and not self.stopping:
             if not self.ready:
                 if not self.todo:
@@ -331,9 +404,11 @@ class ObjectSync(Coordinator):
 
     def _msg(self, tid: int, obj: _Obj, kind: str, part: int) -> m.Task:
         e, size = self.ends, obj.info.size
-        if kind == "put":
+        if kind in ("put", "copy"):
             return m.PutObject(task_id=tid, ends=e, name=obj.rel,
-                               durable=self.opts.fsync == FsyncPolicy.FILE)  # fmt: skip
+                               durable=self.opts.fsync == FsyncPolicy.FILE,
+                               server_side=kind == "copy", size=size,
+                               mtime_ns=-1 if obj.mtime_ns is None else obj.mtime_ns)  # fmt: skip
         if kind == "part":
             return m.PutPart(task_id=tid, ends=e, name=obj.rel, upload=obj.upload, size=size,
                              part_bytes=obj.part_bytes, mtime_ns=obj.mtime_ns or 0, part=part,
@@ -373,7 +448,8 @@ class ObjectSync(Coordinator):
         elif obj.failed:
             pass
         elif isinstance(res, m.ObjectPut):
-            self._copied(obj, res.length, res.src_sig, res.dst_sig)
+            self.server_copies += rec.kind == "copy"
+            self._copied(obj, res.length, res.src_sig or obj.info.sig, res.dst_sig)
         elif isinstance(res, m.PartPut):
             obj.tokens[rec.idx] = res.token
             self.c.bytes_copied += res.length
@@ -446,6 +522,10 @@ class ObjectSync(Coordinator):
         self.c.files_total -= 1
         self.c.bytes_total -= obj.info.size
         self.c.bytes_done -= sum(self._part_len(obj, n) for n in obj.tokens)
+
+    def _summary(self, code: int) -> p.Summary:
+        return msgspec.structs.replace(super()._summary(code),
+                                       files_server_side=self.server_copies)  # fmt: skip
 
     # ---- after the copies -------------------------------------------------------------------
 

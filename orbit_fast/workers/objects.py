@@ -73,7 +73,12 @@ def run_object_task(task: m.Task) -> m.Result:
 
 def _put_object(t: m.PutObject) -> m.Result:
     src, dst = _store(t.ends.src, t.ends), _store(t.ends.dst, t.ends)
-    data, info = _on("source", lambda: src.read_info(t.name))
+    if t.server_side:
+        mtime = None if t.mtime_ns < 0 else t.mtime_ns
+        out = _on("destination", lambda: dst.copy_from(src, t.name, t.size, mtime))
+        return m.ObjectPut(task_id=t.task_id, length=t.size, src_sig="", dst_sig=out.sig)
+    expect = ObjectInfo(t.name, t.size, t.mtime_ns) if t.mtime_ns >= 0 else None
+    data, info = _on("source", lambda: src.read_info(t.name, expect))
     if info.mtime_ns is None:
         raise _Failed("source", errno.EIO, f"{t.name}: no modification time")
     # A local file written while it was read: its mtime moved. Copy it again later.

@@ -77,8 +77,27 @@ def test_sync_between_local_s3_and_smb(tmp_path: Path, rng, s3_bucket, samba, sm
     assert _files(tmp_path / "out1", us=True) == _files(src, us=True)
 
 
+def test_server_side_copies(tmp_path: Path, rng, s3_bucket, samba, smb_dir) -> None:
+    """S3 to S3 and SMB to SMB on one server: the server copies, and the result is the same."""
+    src = _tree(tmp_path / "src", rng, big=False)
+    want, n = _files(src), len(_files(src))
+    a, b = samba.url(smb_dir + "/a"), samba.url(smb_dir + "/b")
+    _sync(str(src), a, check=1)
+    hop = _sync(a, b)
+    assert hop["files_copied"] == hop["files_server_side"] == n
+    _sync(str(src), f"s3://{s3_bucket}/a", check=1)
+    hop = _sync(f"s3://{s3_bucket}/a", f"s3://{s3_bucket}/b")
+    assert hop["files_copied"] == hop["files_server_side"] == n
+    assert _sync(f"s3://{s3_bucket}/a", f"s3://{s3_bucket}/b")["files_copied"] == 0
+    _sync(b, str(tmp_path / "out1"))
+    _sync(f"s3://{s3_bucket}/b", str(tmp_path / "out2"))
+    assert _files(tmp_path / "out1", us=True) == _files(src, us=True)
+    assert _files(tmp_path / "out2") == want
+
+
 def test_checksum_dry_run_and_filters(tmp_path: Path, rng, s3_bucket) -> None:
     src = _tree(tmp_path / "src", rng, big=False)
+    write(src / "a" / "f1.bin", rng.randbytes(5000), mtime=1_600_000_000)  # not empty: flipped
     url = f"s3://{s3_bucket}/p"
     dry = run_cli("sync", str(src), url, "--json", "--dry-run", check=1).stdout
     assert any(e.get("action") == "plan-copy" for e in json_events(dry))
@@ -163,8 +182,41 @@ def test_remote_errors_are_clear_and_lose_nothing(tmp_path: Path, s3_bucket, mot
     moto.client().put_object(Bucket=s3_bucket, Key="p/../../evil", Body=b"x")
     proc = run_cli("sync", f"s3://{s3_bucket}/p", str(tmp_path / "out"), check=ExitCode.REMOTE)
     assert "could escape" in proc.stderr and not (tmp_path / "evil").exists()
+    # A share the account may only read: a clear refusal, and the source is untouched.
+    proc = run_cli("sync", str(tmp_path / "src"), samba.url(smb_dir, share="readonly"),
+                   check=ExitCode.REMOTE)  # fmt: skip
+    assert "denied" in proc.stderr and (tmp_path / "src" / "f").read_bytes() == b"x"
     monkeypatch.setenv("ORBIT_SMB_PASSWORD", "wrong")
     proc = run_cli("sync", str(tmp_path / "src"), samba.url(smb_dir), check=ExitCode.REMOTE)
     assert "refused the login" in proc.stderr
     proc = run_cli("sync", str(tmp_path / "src"), "ftp://host/x", check=ExitCode.USAGE)
     assert "unknown scheme" in proc.stderr
+
+
+def test_s3_outage_mid_sync_is_retried(tmp_path: Path, rng, s3_bucket, moto,
+                                       monkeypatch) -> None:  # fmt: skip
+    """The network to S3 drops for a moment: requests are retried and the job completes."""
+    from tests.servers import TcpProxy
+
+    proxy = TcpProxy(moto.port)
+    src = tmp_path / "src"
+    for i in range(40):
+        write(src / f"f{i:02d}", rng.randbytes(256 << 10))
+    env = {**os.environ, "ORBIT_S3_ENDPOINT": f"http://127.0.0.1:{proxy.port}"}
+    proc = subprocess.Popen([*ORBIT, "sync", str(src), f"s3://{s3_bucket}/blip", "-j", "1",
+                             "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=env)  # fmt: skip
+    s3 = moto.client()
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and s3.list_objects_v2(
+            Bucket=s3_bucket, Prefix="blip/").get("KeyCount", 0) < 3:  # fmt: skip
+        time.sleep(0.02)
+    proxy.pause()
+    time.sleep(1.5)
+    assert proc.poll() is None, "the sync ended before the outage: nothing was tested"
+    proxy.resume()
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, out[-2000:] + err
+    assert summary_of(out)["files_copied"] == 40
+    _sync(f"s3://{s3_bucket}/blip", str(tmp_path / "back"))
+    assert _files(tmp_path / "back") == _files(src)
