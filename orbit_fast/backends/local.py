@@ -21,14 +21,13 @@ from orbit_fast.backends.base import (
     ObjectInfo,
     OnSkip,
     is_temp,
-    upload_temp_name,
 )
-from orbit_fast.backends.parts import FileUpload
+from orbit_fast.backends.parts import FileUploads
 
 _OPEN_FILES = 16
 
 
-class LocalStore:
+class LocalStore(FileUploads):
     capabilities = Capabilities(ranged_reads=True, atomic_rename=True, server_side_copy=False,
                                 exclusive_create=True, min_part_bytes=0,
                                 max_part_bytes=0)  # fmt: skip
@@ -196,19 +195,6 @@ class LocalStore:
                  durable: bool = True) -> ObjectInfo:  # fmt: skip
         self.write(name, data, mtime_ns=mtime_ns, durable=durable)
         return ObjectInfo(name, len(data), mtime_ns)
-
-    def begin_upload(self, name: str, size: int, part_bytes: int, mtime_ns: int) -> FileUpload:
-        tmp = upload_temp_name(name)
-        self.create_sized(tmp, size)
-        return FileUpload(self, name, tmp, part_bytes, mtime_ns)
-
-    def resume_upload(self, name: str, state: str, size: int, part_bytes: int,
-                      mtime_ns: int) -> FileUpload:  # fmt: skip
-        return FileUpload(self, name, state, part_bytes, mtime_ns)
-
-    def delete_many(self, names: list[str]) -> None:
-        for name in names:
-            self.delete(name)
 
     # FileOps for FileUpload (parts.py)
 

@@ -13,7 +13,7 @@ from typing import Protocol
 
 import xxhash
 
-from orbit_fast.backends.base import ObjectInfo
+from orbit_fast.backends.base import ObjectInfo, upload_temp_name
 
 
 class FileOps(Protocol):
@@ -71,3 +71,27 @@ class FileUpload:
 
     def abort(self) -> None:
         self._ops.discard(self.state)
+
+
+class FileUploads:
+    """The upload and batch-delete half of the Store protocol for file stores (local, SMB),
+    built on their FileOps and delete()."""
+
+    def create_sized(self, tmp: str, size: int) -> None:
+        raise NotImplementedError
+
+    def delete(self, name: str) -> None:
+        raise NotImplementedError
+
+    def begin_upload(self, name: str, size: int, part_bytes: int, mtime_ns: int) -> FileUpload:
+        tmp = upload_temp_name(name)
+        self.create_sized(tmp, size)
+        return FileUpload(self, name, tmp, part_bytes, mtime_ns)  # type: ignore[arg-type]
+
+    def resume_upload(self, name: str, state: str, size: int, part_bytes: int,
+                      mtime_ns: int) -> FileUpload:  # fmt: skip
+        return FileUpload(self, name, state, part_bytes, mtime_ns)  # type: ignore[arg-type]
+
+    def delete_many(self, names: list[str]) -> None:
+        for name in names:
+            self.delete(name)

@@ -39,7 +39,7 @@ from orbit_fast.backends.base import (
     is_temp,
     upload_temp_name,
 )
-from orbit_fast.backends.parts import FileUpload
+from orbit_fast.backends.parts import FileUploads
 from orbit_fast.errors import RemoteError, UsageError
 
 IO_BYTES = 1 << 20
@@ -74,7 +74,7 @@ def read_credentials(path: str) -> dict[str, str]:
     return out
 
 
-class SMBStore(ExistsBySize):
+class SMBStore(ExistsBySize, FileUploads):
     capabilities = Capabilities(ranged_reads=True, atomic_rename=True, server_side_copy=True,
                                 exclusive_create=True, min_part_bytes=0,
                                 max_part_bytes=0, mtime_ns_precision=_US)  # fmt: skip
@@ -113,13 +113,13 @@ class SMBStore(ExistsBySize):
     def _first_tree_connect(self) -> None:
         """Open the share once, with a deadline: smbprotocol waits without one when a share is
         missing and it chases a DFS referral, so a wrong share name would hang the job."""
-        import threading
-
         done: list[BaseException | None] = []
+        cache = self._cache  # the caller's connection: the helper thread must not make its own
 
         def run() -> None:
             try:
-                self._do("open", "", self._smb.makedirs, self._root, exist_ok=True)
+                self._do("open", "", self._smb.makedirs, self._root, exist_ok=True,
+                         cache=cache)  # fmt: skip
                 done.append(None)
             except BaseException as exc:  # noqa: BLE001 - handed to the caller
                 done.append(exc)
@@ -196,10 +196,12 @@ class SMBStore(ExistsBySize):
             pass
         self._cache.clear()
 
-    def _do(self, what: str, name: str, fn: Any, *args: Any, **kw: Any) -> Any:
+    def _do(self, what: str, name: str, fn: Any, *args: Any, cache: dict[str, Any] | None = None,
+            **kw: Any) -> Any:  # fmt: skip
         try:
             # Credentials on every call: after a dropped connection smbclient logs in again.
-            return fn(*args, port=self.port, connection_cache=self._cache, **self._login, **kw)
+            return fn(*args, port=self.port, connection_cache=self._cache if cache is None
+                      else cache, **self._login, **kw)  # fmt: skip
         except Exception as exc:  # noqa: BLE001 - classified
             raise self._error(what, name, exc) from None
 
@@ -294,22 +296,8 @@ class SMBStore(ExistsBySize):
         return int(self._do("stat", name, self._smb.stat, self._p(name)).st_size)
 
     def list(self, prefix: str) -> Iterator[tuple[str, int]]:
-        stack = [prefix.strip("/")]
-        while stack:
-            rel = stack.pop()
-            try:
-                entries = sorted(self._scandir(rel), key=lambda e: e.name)
-            except FileNotFoundError:
-                continue
-            subdirs = []
-            for e in entries:
-                child = f"{rel}/{e.name}" if rel else e.name
-                if e.is_dir():
-                    subdirs.append(child)
-                elif not is_temp(e.name):
-                    # smb_info: no extra round trip (DirEntry.stat() cannot take a port).
-                    yield check_name(child, self.url), int(e.smb_info.end_of_file)
-            stack.extend(reversed(subdirs))
+        for info in self.list_info(prefix):
+            yield info.name, info.size
 
     def list_info(self, prefix: str, descend: Descend | None = None,
                   on_skip: OnSkip | None = None) -> Iterator[ObjectInfo]:  # fmt: skip
@@ -396,19 +384,6 @@ class SMBStore(ExistsBySize):
                  durable: bool = True) -> ObjectInfo:  # fmt: skip
         self.write(name, data, mtime_ns=mtime_ns)
         return ObjectInfo(name, len(data), mtime_ns // 100 * 100 // _US * _US)
-
-    def begin_upload(self, name: str, size: int, part_bytes: int, mtime_ns: int) -> FileUpload:
-        tmp = upload_temp_name(name)
-        self.create_sized(tmp, size)
-        return FileUpload(self, name, tmp, part_bytes, mtime_ns)
-
-    def resume_upload(self, name: str, state: str, size: int, part_bytes: int,
-                      mtime_ns: int) -> FileUpload:  # fmt: skip
-        return FileUpload(self, name, state, part_bytes, mtime_ns)
-
-    def delete_many(self, names: list[str]) -> None:
-        for name in names:
-            self.delete(name)
 
     def same_server(self, other: Any) -> bool:
         """Whether copy_from(other) can copy on the server (same server, same login)."""

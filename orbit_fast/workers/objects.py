@@ -33,7 +33,9 @@ def _store(url: str, ends: m.Ends) -> Any:
     if store is None:
         from orbit_fast.backends.registry import open_store
 
-        store = stores[url] = open_store(url, ends.attempts, ends.s3_endpoint)
+        # A store that cannot be opened fails the task, never the worker process.
+        store = stores[url] = _on("remote", lambda: open_store(url, ends.attempts,
+                                                               ends.s3_endpoint))  # fmt: skip
     return store
 
 
@@ -136,7 +138,10 @@ def read_remote(url: str, name: bytes, view: memoryview, offset: int) -> int:
     """Fill `view` from object `name` of the store at `url` (a backup's remote source)."""
     import os
 
-    store = _store(url, m.Ends(src=url, dst=url, s3_endpoint="", attempts=0))
+    try:
+        store = _store(url, m.Ends(src=url, dst=url, s3_endpoint="", attempts=0))
+    except _Failed as f:
+        raise RemoteError(f.message) from None
     data = store.read_range(os.fsdecode(name), offset, len(view))
     view[: len(data)] = data
     return len(data)
