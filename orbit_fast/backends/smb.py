@@ -19,6 +19,7 @@ import datetime
 import errno
 import os
 import secrets
+import struct
 import threading
 import warnings
 from collections import OrderedDict
@@ -65,39 +66,66 @@ _LIST_REPLY = 64 << 10
 
 
 def _scan(path: str, **kw: Any) -> list[_Entry]:
-    """A directory's entries with only what a listing needs. smbclient.scandir builds an
-    SMBRawIO per entry; skipping that (and the unused fields) halves a listing's CPU. A
-    directory that is a reparse point (a link) is not followed, as local listings do not."""
+    """A directory's entries with only what a listing needs: open, query and close in one
+    compound request (one round trip, and no second query only to hear "no more files")
+    when the reply fills less than half of _LIST_REPLY; a bigger directory pages on. The
+    reply is parsed with struct: smbprotocol's per-field parsing was most of a listing's CPU.
+    A directory that is a reparse point (a link) is not followed, as local listings do not."""
     from smbclient._io import SMBDirectoryIO, SMBFileTransaction
     from smbprotocol.exceptions import NoMoreFiles, NoSuchFile
     from smbprotocol.file_info import FileInformationClass
-    from smbprotocol.open import QueryDirectoryFlags
+    from smbprotocol.open import QueryDirectoryFlags, SMB2QueryDirectoryResponse
 
     info_class = FileInformationClass.FILE_ID_FULL_DIRECTORY_INFORMATION
-    # Open, read the entries and close in one compound request (one round trip, and no second
-    # query only to hear "no more files") when the answer fits well within one reply.
     fd = SMBDirectoryIO(path, share_access="rwd", **kw)
+    query, _ = fd.fd.query_directory("*", info_class,
+                                     flags=QueryDirectoryFlags.SMB2_RESTART_SCANS,
+                                     max_output=_LIST_REPLY, send=False)  # fmt: skip
+
+    def receive(request: Any) -> bytes:
+        response = fd.fd.connection.receive(request)
+        reply = SMB2QueryDirectoryResponse()
+        reply.unpack(response["data"].get_value())
+        return bytes(reply["buffer"].get_value())
+
     tx = SMBFileTransaction(fd)
-    tx += fd.fd.query_directory("*", info_class, flags=QueryDirectoryFlags.SMB2_RESTART_SCANS,
-                                max_output=_LIST_REPLY, send=False)  # fmt: skip
+    tx += (query, receive)
     try:
         tx.commit()
-        raws = tx.results[0]
+        buf = tx.results[0]
     except (NoMoreFiles, NoSuchFile):
-        raws = []
-    if sum(104 + len(r["file_name"].get_value()) for r in raws) > _LIST_REPLY // 2:
-        with SMBDirectoryIO(path, share_access="rwd", **kw) as fd:  # a big directory: page on
-            raws = list(fd.query_directory("*", info_class))
-    out = []
-    for raw in raws:
-        name = raw["file_name"].get_value().decode("utf-16-le")
-        if name in (".", ".."):
-            continue
-        attrs = raw["file_attributes"].get_value()
-        if attrs & _DIRECTORY and attrs & _REPARSE:
-            continue
-        out.append(_Entry(name, bool(attrs & _DIRECTORY), int(raw["end_of_file"].get_value()),
-                          _dt_ns(raw["last_write_time"].get_value())))  # fmt: skip
+        buf = b""
+    if len(buf) <= _LIST_REPLY // 2:
+        return _parse_entries(buf)
+    with SMBDirectoryIO(path, share_access="rwd", **kw) as big:
+        return [_Entry(n, bool(a & _DIRECTORY), int(r["end_of_file"].get_value()),
+                       _dt_ns(r["last_write_time"].get_value()))
+                for r in big.query_directory("*", info_class)
+                if (n := r["file_name"].get_value().decode("utf-16-le")) not in (".", "..")
+                and not ((a := r["file_attributes"].get_value()) & _DIRECTORY
+                         and a & _REPARSE)]  # fmt: skip
+
+
+_FILETIME_EPOCH = 116444736000000000  # 1970-01-01 in 100 ns units since 1601
+
+
+def _parse_entries(buf: bytes) -> list[_Entry]:
+    """FILE_ID_FULL_DIR_INFORMATION records ([MS-FSCC] 2.4.18): the next-entry offset at 0,
+    last write time at 24, end of file at 40, attributes at 56, name length at 60, name at
+    80 (UTF-16LE). Times are kept to the microsecond, as smbprotocol's datetimes are."""
+    out, at = [], 0
+    while at < len(buf):
+        (nxt,) = struct.unpack_from("<I", buf, at)
+        (write,) = struct.unpack_from("<Q", buf, at + 24)
+        (eof,) = struct.unpack_from("<Q", buf, at + 40)
+        attrs, name_len = struct.unpack_from("<II", buf, at + 56)
+        name = buf[at + 80 : at + 80 + name_len].decode("utf-16-le")
+        if name not in (".", "..") and not (attrs & _DIRECTORY and attrs & _REPARSE):
+            mtime = (write - _FILETIME_EPOCH) // 10 * _US
+            out.append(_Entry(name, bool(attrs & _DIRECTORY), eof, mtime))
+        if not nxt:
+            break
+        at += nxt
     return out
 
 
@@ -409,22 +437,52 @@ class SMBStore(ExistsBySize, FileUploads):
 
     def _read_small(self, path: str, want: int, **kw: Any) -> tuple[bytes, int] | None:
         """Open, read and close in one compound request (one round trip instead of three):
-        (data, mtime_ns from the open's reply), or None when the file is larger than want."""
+        (data, mtime_ns from the open's reply), or None when the file is not `want - 1`
+        bytes long or anything unusual happens (the caller then stats and reads). The
+        replies are parsed with struct ([MS-SMB2] 2.2.14, 2.2.20): smbprotocol's parsing
+        of the three replies was most of the CPU of reading a small file."""
         from smbclient._io import SMBFileTransaction, SMBRawIO
-        from smbprotocol.exceptions import EndOfFile
+        from smbprotocol.exceptions import (
+            EndOfFile,
+            ObjectNameNotFound,
+            ObjectPathNotFound,
+            SMBResponseException,
+        )
 
         raw = SMBRawIO(path, mode="r", share_access="rwd", **kw)
-        tx = SMBFileTransaction(raw)
+        collect = SMBFileTransaction(raw)
+        raw.open(transaction=collect)  # only builds the CREATE request, with smbclient's flags
+        op = raw.fd
+        msgs = [collect._actions[0][0]]
         if want > 1:  # an empty file answers a read with STATUS_END_OF_FILE: open/close only
-            tx += raw.fd.read(0, want, send=False)
-        try:
-            tx.commit()
-        except EndOfFile:
+            msgs.append(op.read(0, want, send=False)[0])
+        msgs.append(op.close(send=False)[0])
+        conn = op.connection
+        requests = conn.send_compound(msgs, op.tree_connect.session.session_id,
+                                      op.tree_connect.tree_connect_id, related=True)  # fmt: skip
+        replies: list[bytes | None] = []
+        failure: BaseException | None = None
+        for request in requests:  # every reply must be received, failed or not
+            try:
+                replies.append(bytes(conn.receive(request)["data"].get_value()))
+            except SMBResponseException as exc:
+                replies.append(None)
+                failure = failure or exc
+        if isinstance(failure, ObjectNameNotFound | ObjectPathNotFound):
+            raise FileNotFoundError(errno.ENOENT, "no such object", path)
+        create = replies[0]
+        if create is None or (failure is not None and not isinstance(failure, EndOfFile)):
             return None
-        data = bytes(tx.results[0]) if want > 1 else b""
-        if raw.fd.end_of_file != len(data):
+        write_time, = struct.unpack_from("<Q", create, 24)
+        eof, = struct.unpack_from("<Q", create, 48)
+        data = b""
+        if want > 1 and replies[1] is not None:
+            body = replies[1]
+            offset, length = body[2] - 64, struct.unpack_from("<I", body, 4)[0]
+            data = body[offset : offset + length]
+        if eof != len(data):
             return None
-        return data, _dt_ns(raw.fd.last_write_time)
+        return data, (write_time - _FILETIME_EPOCH) // 10 * _US
 
     def put_file(self, name: str, data: bytes, mtime_ns: int,
                  durable: bool = True) -> ObjectInfo:  # fmt: skip

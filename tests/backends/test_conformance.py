@@ -146,3 +146,31 @@ def test_smb_credentials_file(samba, smb_dir, tmp_path, monkeypatch) -> None:
     s.write("f", b"via credentials file")
     assert (samba.share_dir / smb_dir / "f").read_bytes() == b"via credentials file"
     os.unlink(creds)
+
+
+def test_smb_listing_and_reads_agree_with_the_share(samba, smb_dir) -> None:
+    """The fast paths (one compound request per directory and per small file, parsed by
+    hand) against what is on disk: a directory too big for one reply, sizes, mtimes to the
+    microsecond, and a file that changed after it was listed."""
+    from tests.conftest import write
+
+    d = samba.share_dir / smb_dir
+    for i in range(600):  # ~600 entries with long names: more than half of a 64 KiB reply
+        f = write(d / "big" / f"a-rather-long-file-name-to-fill-the-reply-{i:04d}.txt", b"x" * i)
+        t = (1_600_000_000 + i) * 10**9 + 123456789
+        os.utime(f, ns=(t, t))
+    write(d / "small" / "f", b"before", mtime=1_650_000_000.5)
+    s = open_store(samba.url(smb_dir))
+    infos = {i.name: i for i in s.list_info("")}
+    assert len(infos) == 601
+    for i in range(600):
+        info = infos[f"big/a-rather-long-file-name-to-fill-the-reply-{i:04d}.txt"]
+        assert info.size == i and info.mtime_ns == (1_600_000_000 + i) * 10**9 + 123456000
+    listed = infos["small/f"]
+    assert s.read_info("small/f", listed) == (b"before", listed)
+    write(d / "small" / "f", b"after, and longer", mtime=1_660_000_000)
+    data, now = s.read_info("small/f", listed)  # the listing is stale: read what is there
+    assert data == b"after, and longer" and now.mtime_ns == 1_660_000_000 * 10**9
+    os.unlink(d / "small" / "f")
+    with pytest.raises(FileNotFoundError):
+        s.read_info("small/f", listed)
