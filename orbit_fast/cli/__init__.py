@@ -6,6 +6,7 @@ Only click is imported at start-up; each command imports the engine when it runs
 
 from __future__ import annotations
 
+import os
 import sys
 
 import click
@@ -18,12 +19,17 @@ from orbit_fast.cli.sync_cmd import sync_cmd
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="orbit-fast")
-def cli() -> None:
+@click.option("--s3-endpoint", envvar="ORBIT_S3_ENDPOINT", default="", metavar="URL",
+              help="An S3-compatible server for every s3:// URL of the command (MinIO, Ceph, "
+              "...). Env: ORBIT_S3_ENDPOINT.")  # fmt: skip
+def cli(s3_endpoint: str) -> None:
     """orbit-fast: resumable, verified data movement.
 
     Exit codes are listed in docs/exit-codes.md (0 ok, 1 finished with skipped files,
     2 usage, 3-10 specific errors, 130/143 interrupted and resumable).
     """
+    if s3_endpoint:  # read by every S3 store this command opens (backends/s3.py)
+        os.environ["ORBIT_S3_ENDPOINT"] = s3_endpoint
 
 
 cli.add_command(sync_cmd)

@@ -15,7 +15,8 @@ from orbit_fast.cli.sync_cmd import _FilterOrderCommand
 
 repo_option = click.option(
     "-r", "--repo", "repo", envvar="ORBIT_REPOSITORY", required=True, metavar="REPO",
-    help="The repository (a path). Env: ORBIT_REPOSITORY.",
+    help="The repository: a path, s3://bucket/prefix or smb://host/share/path. "
+    "Env: ORBIT_REPOSITORY.",
 )  # fmt: skip
 json_option = click.option("--json", "json_out", is_flag=True,
                            help="One JSON object per line on stdout.")  # fmt: skip

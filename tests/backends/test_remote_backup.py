@@ -50,6 +50,17 @@ def test_backup_restore_verify_prune_on_remote_repository(tmp_path: Path, rng, r
     assert_same_tree(src, tmp_path / "out2")
 
 
+def test_s3_endpoint_flag_for_every_command(tmp_path: Path, s3_bucket, moto,
+                                            monkeypatch) -> None:  # fmt: skip
+    monkeypatch.delenv("ORBIT_S3_ENDPOINT")
+    write(tmp_path / "src" / "f", b"data")
+    repo, flag = f"s3://{s3_bucket}/r", ["--s3-endpoint", moto.endpoint]
+    run_cli(*flag, "backup", str(tmp_path / "src"), repo)
+    assert "1 snapshots" in run_cli(*flag, "snapshots", "-r", repo).stdout
+    run_cli(*flag, "restore", "-r", repo, "latest", "--target", str(tmp_path / "out"))
+    assert (tmp_path / "out" / "f").read_bytes() == b"data"
+
+
 def test_missing_bucket_is_a_clear_error(tmp_path: Path, moto, monkeypatch) -> None:
     for k, v in moto.env().items():
         monkeypatch.setenv(k, v)
