@@ -45,16 +45,19 @@ class Retrier:
             try:
                 return fn()
             except TransientError as exc:
-                if attempt == self.attempts:
-                    raise RemoteUnavailable(
-                        f"{self.url}: {what} kept failing after {attempt} attempts ({exc}); "
-                        "check that the server is reachable, then rerun: finished work is kept"
-                    ) from exc
-                self.retries += 1
-                cap = min(MAX_DELAY_S, BASE_DELAY_S * 2 ** (attempt - 1) * 2)
-                self._sleep(cap / 2 + random.uniform(0, cap / 2))
+                self._after_failure(what, attempt, exc)
         raise AssertionError("unreachable")
 
+    def _after_failure(self, what: str, attempt: int, exc: TransientError) -> None:
+        """Wait before the next attempt, or raise RemoteUnavailable after the last one."""
+        if attempt == self.attempts:
+            raise RemoteUnavailable(
+                f"{self.url}: {what} kept failing after {attempt} attempts ({exc}); "
+                "check that the server is reachable, then rerun: finished work is kept"
+            ) from exc
+        self.retries += 1
+        cap = min(MAX_DELAY_S, BASE_DELAY_S * 2 ** (attempt - 1) * 2)
+        self._sleep(cap / 2 + random.uniform(0, cap / 2))
 
     def __call__(self, what: str, fn: Callable[[], T]) -> T:
         return self._retry(what, fn)
@@ -102,11 +105,20 @@ class RetryingStore(Retrier):
 
     def list_info(self, prefix: str, descend: Descend | None = None,
                   on_skip: OnSkip | None = None) -> Iterator[ObjectInfo]:  # fmt: skip
-        # Whole listings are retried; `on_skip` may then hear of an entry twice, harmlessly.
-        def listing() -> list[ObjectInfo]:
-            return list(self.inner.list_info(prefix, descend, on_skip))
-
-        yield from self._retry(f"listing {prefix or '/'}", listing)
+        # Entries stream as the backend finds them (a sync starts copying while the listing
+        # goes on). A listing cut in the middle cannot be resumed portably, so a retry lists
+        # again from the start and yields only the names not yielded yet; `on_skip` may hear
+        # of an entry twice, harmlessly.
+        yielded: set[str] = set()
+        for attempt in range(1, self.attempts + 1):
+            try:
+                for info in self.inner.list_info(prefix, descend, on_skip):
+                    if info.name not in yielded:
+                        yielded.add(info.name)
+                        yield info
+                return
+            except TransientError as exc:
+                self._after_failure(f"listing {prefix or '/'}", attempt, exc)
 
     def stat_info(self, name: str) -> ObjectInfo:
         return self._retry(f"stat of {name}", lambda: self.inner.stat_info(name))

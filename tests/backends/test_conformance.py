@@ -93,12 +93,25 @@ def test_retrying_store_retries_transient_then_gives_up() -> None:
         def size(self, name: str) -> int:
             raise TransientError("down")
 
+        def list_info(self, prefix, descend=None, on_skip=None):  # noqa: ANN001, ANN201
+            from orbit_fast.backends.base import ObjectInfo
+
+            self.calls += 1
+            for i in range(4):
+                if self.calls == 4 and i == 2:  # the connection drops half-way, once
+                    raise TransientError("connection reset")
+                yield ObjectInfo(f"o{i}", i, 0)
+
     inner, waits = Flaky(), []
     s = RetryingStore(inner, attempts=4, sleep=waits.append)  # type: ignore[arg-type]
     assert s.read("x") == b"ok" and inner.calls == 3 and len(waits) == 2
     with pytest.raises(RemoteError, match="kept failing after 4 attempts"):
         s.size("x")
     assert all(0 <= w <= 10 for w in waits)
+    # A listing streams; cut half-way, it starts over and yields each name once, in order.
+    listing = s.list_info("")
+    assert next(listing).name == "o0" and inner.calls == 4  # streaming: before the end
+    assert [i.name for i in listing] == ["o1", "o2", "o3"] and inner.calls == 5
 
 
 def test_unknown_scheme_and_bad_urls() -> None:
