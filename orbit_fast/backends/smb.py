@@ -44,6 +44,8 @@ from orbit_fast.backends.parts import FileUploads
 from orbit_fast.errors import RemoteError, UsageError
 
 IO_BYTES = 1 << 20
+# Files below this are read with one compound request (open, reads of IO_BYTES, close).
+COMPOUND_READ = 8 << 20
 _OPEN_FILES = 8
 _EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)
 _US = 1000  # smbprotocol turns times into datetimes: microseconds are what listings keep
@@ -405,7 +407,7 @@ class SMBStore(ExistsBySize, FileUploads):
         sent: the read itself shows whether the size still holds (one byte more is asked
         for; a short read is the end of the file), which saves the three requests of a stat
         per file. Any other length falls back to stat and read."""
-        if expect is not None and expect.mtime_ns is not None and expect.size < IO_BYTES:
+        if expect is not None and expect.mtime_ns is not None and expect.size < COMPOUND_READ:
             got = self._do("read", name, self._read_small, self._p(name), want=expect.size + 1)
             if got is not None and len(got[0]) == expect.size:
                 return got[0], ObjectInfo(name, expect.size, got[1])
@@ -436,7 +438,7 @@ class SMBStore(ExistsBySize, FileUploads):
         return data, info
 
     def _read_small(self, path: str, want: int, **kw: Any) -> tuple[bytes, int] | None:
-        """Open, read and close in one compound request (one round trip instead of three):
+        """Open, read and close in one compound request (one round trip instead of 2 + reads):
         (data, mtime_ns from the open's reply), or None when the file is not `want - 1`
         bytes long or anything unusual happens (the caller then stats and reads). The
         replies are parsed with struct ([MS-SMB2] 2.2.14, 2.2.20): smbprotocol's parsing
@@ -453,11 +455,17 @@ class SMBStore(ExistsBySize, FileUploads):
         collect = SMBFileTransaction(raw)
         raw.open(transaction=collect)  # only builds the CREATE request, with smbclient's flags
         op = raw.fd
-        msgs = [collect._actions[0][0]]
-        if want > 1:  # an empty file answers a read with STATUS_END_OF_FILE: open/close only
-            msgs.append(op.read(0, want, send=False)[0])
-        msgs.append(op.close(send=False)[0])
         conn = op.connection
+        # Reads of at most IO_BYTES each, all in the one compound: the server streams them.
+        # An empty file answers a read with STATUS_END_OF_FILE: then open and close only.
+        reads = [(at, min(IO_BYTES, want - at)) for at in range(0, want, IO_BYTES)] \
+            if want > 1 else []  # fmt: skip
+        charge = 2 + sum((n - 1) // (64 << 10) + 1 for _, n in reads)
+        if conn.sequence_window["high"] - conn.sequence_window["low"] < charge:
+            return None  # not enough credits for it all at once: the caller reads in turns
+        msgs = [collect._actions[0][0]]
+        msgs += [op.read(at, n, send=False)[0] for at, n in reads]
+        msgs.append(op.close(send=False)[0])
         requests = conn.send_compound(msgs, op.tree_connect.session.session_id,
                                       op.tree_connect.tree_connect_id, related=True)  # fmt: skip
         replies: list[bytes | None] = []
@@ -475,11 +483,13 @@ class SMBStore(ExistsBySize, FileUploads):
             return None
         write_time, = struct.unpack_from("<Q", create, 24)
         eof, = struct.unpack_from("<Q", create, 48)
-        data = b""
-        if want > 1 and replies[1] is not None:
-            body = replies[1]
+        pieces = []
+        for body in replies[1 : 1 + len(reads)]:
+            if body is None:  # STATUS_END_OF_FILE: nothing at this offset
+                break
             offset, length = body[2] - 64, struct.unpack_from("<I", body, 4)[0]
-            data = body[offset : offset + length]
+            pieces.append(body[offset : offset + length])
+        data = b"".join(pieces)
         if eof != len(data):
             return None
         return data, (write_time - _FILETIME_EPOCH) // 10 * _US

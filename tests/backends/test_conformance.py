@@ -187,3 +187,14 @@ def test_smb_listing_and_reads_agree_with_the_share(samba, smb_dir) -> None:
     os.unlink(d / "small" / "f")
     with pytest.raises(FileNotFoundError):
         s.read_info("small/f", listed)
+    # Several reads in the one request: sizes around the 1 MiB read size, and exactly 2 MiB
+    # (the read past the end then answers STATUS_END_OF_FILE).
+    def no_stat(name: str) -> None:
+        raise AssertionError(f"{name}: the compound read fell back to stat and read")
+
+    s.inner.stat_info = no_stat  # the listing's size is right: one request must do
+    for size in ((1 << 20) - 1, 1 << 20, 2 << 20, (3 << 20) + 5):
+        data = os.urandom(size)
+        write(d / "mid" / str(size), data, mtime=1_670_000_000)
+        (info,) = [i for i in s.list_info("mid") if i.name == f"mid/{size}"]
+        assert s.read_info(info.name, info) == (data, info)
