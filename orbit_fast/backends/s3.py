@@ -179,7 +179,7 @@ class S3Store(ExistsBySize):
               exclusive: bool = False) -> None:  # fmt: skip
         key = self._key(name)
         if len(data) > MULTIPART_BYTES and not exclusive:
-            self._write_multipart(name, key, memoryview(data))
+            self._write_multipart(name, memoryview(data))
             return
         kw: dict[str, Any] = {"Key": key, "Body": bytes(data), "ContentMD5": _md5_b64(data)}
         if exclusive:
@@ -196,32 +196,22 @@ class S3Store(ExistsBySize):
                 raise FileExistsError(17, "object exists", self._where(name))
         self._call("write", name, self._s3.put_object, **kw)
 
-    def _write_multipart(self, name: str, key: str, data: memoryview) -> None:
-        upload = self._call("start a multipart upload of", name,
-                            self._s3.create_multipart_upload, Key=key)["UploadId"]  # fmt: skip
-        def put(n: int, off: int) -> dict[str, Any]:
-            body = bytes(data[off : off + self.part_bytes])
-            r = self._call("upload a part of", name, self._s3.upload_part, Key=key,
-                           UploadId=upload, PartNumber=n, Body=body,
-                           ContentMD5=_md5_b64(body))  # fmt: skip
-            return {"PartNumber": n, "ETag": r["ETag"]}
+    def _write_multipart(self, name: str, data: memoryview) -> None:
+        up = self._start_upload(name, {}, self.part_bytes)
+
+        def put(n: int, off: int) -> tuple[int, str]:
+            return n, up.write_part(n, off, bytes(data[off : off + self.part_bytes]))
 
         try:
             # Parts in parallel (boto3 clients are thread-safe; one connection each, up to
             # PART_THREADS): one stream of PUTs leaves most of a link's bandwidth unused.
             with ThreadPoolExecutor(PART_THREADS, thread_name_prefix="orbit-s3-part") as pool:
                 offsets = range(0, len(data), self.part_bytes)
-                parts = list(pool.map(put, range(1, len(offsets) + 1), offsets))
-            self._call("complete the upload of", name, self._s3.complete_multipart_upload,
-                       Key=key, UploadId=upload, MultipartUpload={"Parts": parts})  # fmt: skip
+                tokens = dict(pool.map(put, range(1, len(offsets) + 1), offsets))
+            up.complete(tokens, len(data))  # checks the size and the multipart ETag
         except BaseException:
-            try:
-                self._s3.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload)
-            except Exception:  # noqa: BLE001 - best effort; the original error matters
-                pass
+            up.abort()
             raise
-        if self.size(name) != len(data):
-            raise RemoteError(f"{self._where(name)}: size after upload differs from the data")
 
     def read(self, name: str) -> bytes:
         body = self._call("read", name, self._s3.get_object, Key=self._key(name))["Body"]
@@ -322,6 +312,9 @@ class S3Store(ExistsBySize):
 
     def begin_upload(self, name: str, size: int, part_bytes: int, mtime_ns: int) -> S3Upload:
         meta = {"mtime": format_mtime(mtime_ns), "orbit-part-bytes": str(part_bytes)}
+        return self._start_upload(name, meta, part_bytes)
+
+    def _start_upload(self, name: str, meta: dict[str, str], part_bytes: int) -> S3Upload:
         r = self._call("start a multipart upload of", name, self._s3.create_multipart_upload,
                        Key=self._key(name), Metadata=meta)  # fmt: skip
         return S3Upload(self, name, r["UploadId"], part_bytes)
