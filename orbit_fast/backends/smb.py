@@ -15,7 +15,6 @@ host:port), which `_kw` supplies.
 
 from __future__ import annotations
 
-import datetime
 import errno
 import os
 import secrets
@@ -47,13 +46,14 @@ IO_BYTES = 1 << 20
 # Files below this are read with one compound request (open, reads of IO_BYTES, close).
 COMPOUND_READ = 8 << 20
 _OPEN_FILES = 8
-_EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)
 _US = 1000  # smbprotocol turns times into datetimes: microseconds are what listings keep
+_FILETIME_EPOCH = 116444736000000000  # 1970-01-01 in 100 ns units since 1601
 
 
-def _dt_ns(dt: datetime.datetime) -> int:
-    td = dt - _EPOCH
-    return (td.days * 86400 + td.seconds) * 1_000_000_000 + td.microseconds * _US
+def _filetime_ns(ft: int) -> int:
+    """A FILETIME as nanoseconds since the epoch, kept to the microsecond (as smbprotocol's
+    datetimes are, so that stat, listing and read agree)."""
+    return (ft - _FILETIME_EPOCH) // 10 * _US
 
 
 class _Entry(NamedTuple):
@@ -70,28 +70,31 @@ _LIST_REPLY = 64 << 10
 def _scan(path: str, **kw: Any) -> list[_Entry]:
     """A directory's entries with only what a listing needs: open, query and close in one
     compound request (one round trip, and no second query only to hear "no more files")
-    when the reply fills less than half of _LIST_REPLY; a bigger directory pages on. The
-    reply is parsed with struct: smbprotocol's per-field parsing was most of a listing's CPU.
-    A directory that is a reparse point (a link) is not followed, as local listings do not."""
+    when the reply fills less than half of _LIST_REPLY; a bigger directory is opened again
+    and paged. Replies are parsed with struct: smbprotocol's per-field parsing was most of
+    a listing's CPU."""
     from smbclient._io import SMBDirectoryIO, SMBFileTransaction
     from smbprotocol.exceptions import NoMoreFiles, NoSuchFile
     from smbprotocol.file_info import FileInformationClass
     from smbprotocol.open import QueryDirectoryFlags, SMB2QueryDirectoryResponse
 
-    info_class = FileInformationClass.FILE_ID_FULL_DIRECTORY_INFORMATION
+    def query(fd: Any, first: bool) -> tuple[Any, Any]:
+        """A QUERY_DIRECTORY request on fd and the function that receives its raw reply."""
+        msg, _ = fd.fd.query_directory(
+            "*", FileInformationClass.FILE_ID_FULL_DIRECTORY_INFORMATION,
+            flags=QueryDirectoryFlags.SMB2_RESTART_SCANS if first else 0,
+            max_output=_LIST_REPLY, send=False)  # fmt: skip
+
+        def receive(request: Any) -> bytes:
+            reply = SMB2QueryDirectoryResponse()
+            reply.unpack(fd.fd.connection.receive(request)["data"].get_value())
+            return bytes(reply["buffer"].get_value())
+
+        return msg, receive
+
     fd = SMBDirectoryIO(path, share_access="rwd", **kw)
-    query, _ = fd.fd.query_directory("*", info_class,
-                                     flags=QueryDirectoryFlags.SMB2_RESTART_SCANS,
-                                     max_output=_LIST_REPLY, send=False)  # fmt: skip
-
-    def receive(request: Any) -> bytes:
-        response = fd.fd.connection.receive(request)
-        reply = SMB2QueryDirectoryResponse()
-        reply.unpack(response["data"].get_value())
-        return bytes(reply["buffer"].get_value())
-
     tx = SMBFileTransaction(fd)
-    tx += (query, receive)
+    tx += query(fd, True)
     try:
         tx.commit()
         buf = tx.results[0]
@@ -99,16 +102,19 @@ def _scan(path: str, **kw: Any) -> list[_Entry]:
         buf = b""
     if len(buf) <= _LIST_REPLY // 2:
         return _parse_entries(buf)
+    out: list[_Entry] = []
     with SMBDirectoryIO(path, share_access="rwd", **kw) as big:
-        return [_Entry(n, bool(a & _DIRECTORY), int(r["end_of_file"].get_value()),
-                       _dt_ns(r["last_write_time"].get_value()))
-                for r in big.query_directory("*", info_class)
-                if (n := r["file_name"].get_value().decode("utf-16-le")) not in (".", "..")
-                and not ((a := r["file_attributes"].get_value()) & _DIRECTORY
-                         and a & _REPARSE)]  # fmt: skip
-
-
-_FILETIME_EPOCH = 116444736000000000  # 1970-01-01 in 100 ns units since 1601
+        tree = big.fd.tree_connect
+        first = True
+        while True:
+            msg, receive = query(big, first)
+            request = big.fd.connection.send(msg, tree.session.session_id,
+                                             tree.tree_connect_id)  # fmt: skip
+            try:
+                out += _parse_entries(receive(request))
+            except (NoMoreFiles, NoSuchFile):
+                return out
+            first = False
 
 
 def _parse_entries(buf: bytes) -> list[_Entry]:
@@ -123,8 +129,7 @@ def _parse_entries(buf: bytes) -> list[_Entry]:
         attrs, name_len = struct.unpack_from("<II", buf, at + 56)
         name = buf[at + 80 : at + 80 + name_len].decode("utf-16-le")
         if name not in (".", "..") and not (attrs & _DIRECTORY and attrs & _REPARSE):
-            mtime = (write - _FILETIME_EPOCH) // 10 * _US
-            out.append(_Entry(name, bool(attrs & _DIRECTORY), eof, mtime))
+            out.append(_Entry(name, bool(attrs & _DIRECTORY), eof, _filetime_ns(write)))
         if not nxt:
             break
         at += nxt
@@ -403,41 +408,20 @@ class SMBStore(ExistsBySize, FileUploads):
         return ObjectInfo(name, int(st.st_size), int(st.st_mtime_ns) // _US * _US)
 
     def read_info(self, name: str, expect: ObjectInfo | None = None) -> tuple[bytes, ObjectInfo]:
-        """The object and its info. With `expect` (from a listing moments ago) no stat is
-        sent: the read itself shows whether the size still holds (one byte more is asked
-        for; a short read is the end of the file), which saves the three requests of a stat
-        per file. Any other length falls back to stat and read."""
+        """The object and its info. With `expect` (from a listing moments ago) and a file
+        below COMPOUND_READ, one compound request opens, reads (one byte more than expected,
+        to see that the size still holds) and closes, with no stat; anything else is a stat
+        and a read."""
         if expect is not None and expect.mtime_ns is not None and expect.size < COMPOUND_READ:
-            got = self._do("read", name, self._read_small, self._p(name), want=expect.size + 1)
+            got = self._do("read", name, self._read_compound, self._p(name), want=expect.size + 1)
             if got is not None and len(got[0]) == expect.size:
                 return got[0], ObjectInfo(name, expect.size, got[1])
-        elif expect is not None and expect.mtime_ns is not None:
-            try:
-                f = self._file(name)
-                f.seek(0)
-                buf = bytearray(expect.size + 1)
-                view, got = memoryview(buf), 0
-                while got < len(buf):
-                    want = min(IO_BYTES, len(buf) - got)
-                    n = f.readinto(view[got : got + want])
-                    got += n
-                    if n < want:  # short: the end of the file (a small file is one request)
-                        break
-            except (RemoteError, TransientError, FileNotFoundError):
-                self._close_handle(name)
-                raise
-            except Exception as exc:  # noqa: BLE001
-                self._close_handle(name)
-                raise self._error("read", name, exc) from None
-            self._close_handle(name)
-            if got == expect.size:
-                return bytes(view[:got]), expect
         info = self.stat_info(name)
         data = self.read_range(name, 0, info.size)
         self._close_handle(name)
         return data, info
 
-    def _read_small(self, path: str, want: int, **kw: Any) -> tuple[bytes, int] | None:
+    def _read_compound(self, path: str, want: int, **kw: Any) -> tuple[bytes, int] | None:
         """Open, read and close in one compound request (one round trip instead of 2 + reads):
         (data, mtime_ns from the open's reply), or None when the file is not `want - 1`
         bytes long or anything unusual happens (the caller then stats and reads). The
@@ -492,7 +476,7 @@ class SMBStore(ExistsBySize, FileUploads):
         data = b"".join(pieces)
         if eof != len(data):
             return None
-        return data, (write_time - _FILETIME_EPOCH) // 10 * _US
+        return data, _filetime_ns(write_time)
 
     def put_file(self, name: str, data: bytes, mtime_ns: int,
                  durable: bool = True) -> ObjectInfo:  # fmt: skip
