@@ -55,8 +55,7 @@ class SyncOptions(msgspec.Struct, kw_only=True, frozen=True):
     @property
     def remote(self) -> bool:
         """Either side is s3:// or smb://: the run lists and copies objects."""
-        return any("://" in u and not u.startswith("file://")
-                   for u in (self.source, self.destination))  # fmt: skip
+        return is_remote(self.source) or is_remote(self.destination)
 
     @property
     def chunk_size_bytes(self) -> int:
@@ -65,6 +64,16 @@ class SyncOptions(msgspec.Struct, kw_only=True, frozen=True):
     @property
     def workers(self) -> int:
         return self.concurrency or (os.cpu_count() or 1)
+
+
+def url_scheme(url: str) -> str:
+    """"s3", "smb", "file", ... of a URL; "" for a plain path."""
+    return url.split("://", 1)[0].lower() if "://" in url else ""
+
+
+def is_remote(url: str) -> bool:
+    """Remote storage (s3://, smb://, ...), not a local path or file:// URL."""
+    return url_scheme(url) not in ("", "file")
 
 
 def state_dir() -> Path:
@@ -138,7 +147,7 @@ def validate_backup(opts: BackupOptions) -> BackupOptions:
 def validate(opts: SyncOptions) -> SyncOptions:
     """Check ranges and normalise paths; raise UsageError naming the option and the fix."""
     for what, url in (("--source", opts.source), ("--destination", opts.destination)):
-        scheme = url.split("://", 1)[0].lower() if "://" in url else ""
+        scheme = url_scheme(url)
         if scheme not in ("", "file", "s3", "smb"):
             raise UsageError(
                 f"{what} {url}: unknown scheme {scheme}://; use a local path, "
@@ -178,4 +187,4 @@ def validate(opts: SyncOptions) -> SyncOptions:
 
 def _abs_or_url(url: str) -> str:
     url = url.removeprefix("file://")
-    return url.rstrip("/") if "://" in url else os.path.abspath(url)
+    return url.rstrip("/") if is_remote(url) else os.path.abspath(url)

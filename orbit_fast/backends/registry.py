@@ -11,20 +11,17 @@ import os
 from orbit_fast.backends.base import Store
 from orbit_fast.backends.local import LocalStore
 from orbit_fast.backends.wrappers import DEFAULT_ATTEMPTS, Retrier, RetryingStore
+from orbit_fast.config import url_scheme
 from orbit_fast.errors import UsageError
 
 SCHEMES = ("s3", "smb", "file")
-
-
-def is_remote(url: str) -> bool:
-    return "://" in url and not url.startswith("file://")
 
 
 def open_store(url: str, retry_attempts: int | None = None, s3_endpoint: str = "") -> Store:
     """The Store for `url`; UsageError for a scheme orbit-fast does not know. `s3_endpoint`
     (--s3-endpoint) overrides ORBIT_S3_ENDPOINT."""
     attempts = retry_attempts or int(os.environ.get("ORBIT_RETRY_ATTEMPTS") or DEFAULT_ATTEMPTS)
-    scheme = url.split("://", 1)[0].lower() if "://" in url else ""
+    scheme = url_scheme(url)
     if scheme in ("", "file"):
         return LocalStore(url.removeprefix("file://"))
     if scheme == "s3":

@@ -26,7 +26,7 @@ from orbit_fast._native import kernels
 from orbit_fast._native.reference import DIR, LINK, OTHER
 from orbit_fast.backends.base import OnSkip
 from orbit_fast.cancel import CancelToken
-from orbit_fast.config import BackupOptions
+from orbit_fast.config import BackupOptions, is_remote
 from orbit_fast.errors import ExitCode, Interrupted, SourceError
 from orbit_fast.filters import FilterRules
 from orbit_fast.index.jobs_db import JobsDB
@@ -160,7 +160,7 @@ class Backup:
         opts = self.opts
         t0 = time.monotonic()
         self.src: Any = None
-        if "://" in opts.source:
+        if is_remote(opts.source):
             from orbit_fast.backends.registry import open_store
 
             self.src = open_store(opts.source)

@@ -35,7 +35,7 @@ import msgspec
 from orbit_fast import messages as m
 from orbit_fast import progress as p
 from orbit_fast.backends.base import ObjectInfo, upload_part_bytes
-from orbit_fast.config import FsyncPolicy
+from orbit_fast.config import FsyncPolicy, is_remote
 from orbit_fast.coordinator.coordinator import (
     MAX_SOURCE_CHANGES,
     PROGRESS_INTERVAL_S,
@@ -105,7 +105,7 @@ class ObjectSync(Coordinator):
 
     def _check_paths(self) -> None:
         src = self.opts.source
-        if "://" not in src:
+        if not is_remote(src):
             if not os.path.isdir(src):
                 raise SourceError(f"source {src} does not exist or is not a directory; "
                                   "check the path")  # fmt: skip
@@ -113,7 +113,7 @@ class ObjectSync(Coordinator):
                 raise SourceError(f"source {src} is not readable by this user")
 
     def _changed_destination(self) -> bool:
-        return "://" not in self.opts.destination and super()._changed_destination()
+        return not is_remote(self.opts.destination) and super()._changed_destination()
 
     def _finish_dirs(self) -> None:
         if self.opts.mirror and not self.stopping:
@@ -225,7 +225,7 @@ class ObjectSync(Coordinator):
             elif kind == "skip":
                 self._on_skip(*item)
             elif kind == "error":
-                if isinstance(item, OSError) and "://" not in self.opts.source:
+                if isinstance(item, OSError) and not is_remote(self.opts.source):
                     item = SourceError(f"cannot list the source {self.opts.source}: {item}")
                 self._fail(item if isinstance(item, OrbitError) else RemoteError(str(item)))
             else:
@@ -510,11 +510,7 @@ class ObjectSync(Coordinator):
         except FileNotFoundError:
             self._warn("vanished", obj.rel, "vanished from the source while being copied")
             return
-        again = _Obj(info, obj.action, obj.attempts + 1)
-        again.started = True
-        self.c.files_total += 1
-        self.c.bytes_total += info.size
-        self.todo.append(again)
+        self._plan_copy(_Obj(info, obj.action, obj.attempts + 1))
 
     def _drop_totals(self, obj: _Obj) -> None:
         """A copy that will not finish in this run leaves the progress totals."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import os
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -20,6 +21,7 @@ import xxhash
 
 from orbit_fast import messages as m
 from orbit_fast.backends.base import ObjectInfo, Store
+from orbit_fast.config import is_remote
 from orbit_fast.errors import RemoteError, RemoteUnavailable
 
 _local = threading.local()
@@ -27,8 +29,9 @@ DIGEST_READ_BYTES = 8 << 20
 
 
 def _store(url: str, ends: m.Ends) -> Any:
-    stores: dict[str, Store] = getattr(_local, "stores", None) or {}
-    _local.stores = stores
+    if not hasattr(_local, "stores"):
+        _local.stores = {}
+    stores: dict[str, Store] = _local.stores
     store = stores.get(url)
     if store is None:
         from orbit_fast.backends.registry import open_store
@@ -84,7 +87,7 @@ def _put_object(t: m.PutObject) -> m.Result:
     if info.mtime_ns is None:
         raise _Failed("source", errno.EIO, f"{t.name}: no modification time")
     # A local file written while it was read: its mtime moved. Copy it again later.
-    if "://" not in t.ends.src:
+    if not is_remote(t.ends.src):
         now = _on("source", lambda: src.stat_info(t.name))
         if now.sig != info.sig:
             return m.SourceChanged(task_id=t.task_id, detail=f"{info.sig} -> {now.sig}")
@@ -136,8 +139,6 @@ def _digest(t: m.DigestObject) -> m.Result:
 
 def read_remote(url: str, name: bytes, view: memoryview, offset: int) -> int:
     """Fill `view` from object `name` of the store at `url` (a backup's remote source)."""
-    import os
-
     try:
         store = _store(url, m.Ends(src=url, dst=url, s3_endpoint="", attempts=0))
     except _Failed as f:
@@ -145,12 +146,4 @@ def read_remote(url: str, name: bytes, view: memoryview, offset: int) -> int:
     data = store.read_range(os.fsdecode(name), offset, len(view))
     view[: len(data)] = data
     return len(data)
-
-
-def close_stores() -> None:
-    for store in (getattr(_local, "stores", None) or {}).values():
-        try:
-            store.close()
-        except Exception:  # noqa: BLE001 - closing at exit
-            pass
 
