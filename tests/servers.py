@@ -13,6 +13,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 SMB_USER, SMB_PASSWORD = "orbitsmb", "Orbit-Test-1"
@@ -67,6 +68,17 @@ def wait_port(port: int, proc: subprocess.Popen, timeout: float = 15.0) -> None:
         except OSError:
             time.sleep(0.05)
     raise TimeoutError(f"port {port} not listening after {timeout}s")
+
+
+def outage(job: subprocess.Popen, stop: Callable[[], None], start: Callable[[], None],
+           down_s: float = 1.0) -> tuple[str, str]:
+    """Take a server away under a running job for `down_s` and bring it back; the job's
+    (stdout, stderr) once it ends. Fails if the job had already ended: nothing was tested."""
+    stop()
+    time.sleep(down_s)
+    assert job.poll() is None, "the job ended before the outage: nothing was tested"
+    start()
+    return job.communicate(timeout=120)
 
 
 def stop(proc: subprocess.Popen) -> None:

@@ -11,6 +11,7 @@ import pytest
 
 from orbit_fast.errors import ExitCode
 from tests.conftest import ORBIT, assert_same_tree, json_events, make_tree, run_cli, write
+from tests.servers import outage
 
 
 def _summary(stdout: str) -> dict:
@@ -87,10 +88,7 @@ def test_smb_server_restart_mid_backup_is_retried(tmp_path: Path, rng, samba, sm
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and not any(p.is_file() for p in packs.rglob("*")):
         time.sleep(0.02)
-    samba.stop()
-    time.sleep(1.0)
-    samba.start()
-    out, err = proc.communicate(timeout=120)
+    out, err = outage(proc, samba.stop, samba.start)
     assert proc.returncode == 0, out[-2000:] + err
     assert _summary(out)["files_total"] == 24
     run_cli("restore", "-r", url, "latest", "--target", str(tmp_path / "out"))

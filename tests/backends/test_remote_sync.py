@@ -10,6 +10,7 @@ from pathlib import Path
 
 from orbit_fast.errors import ExitCode
 from tests.conftest import ORBIT, json_events, run_cli, summary_of, write
+from tests.servers import TcpProxy, outage
 
 BIG = 20 << 20  # above SINGLE_MAX (8 MiB): moves in parts (5 MiB on S3: its minimum)
 
@@ -164,10 +165,7 @@ def test_smb_server_restart_mid_sync_is_retried(tmp_path: Path, rng, samba, smb_
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and len(list(dst.glob("f*"))) < 3:
         time.sleep(0.02)
-    samba.stop()
-    time.sleep(1.0)
-    samba.start()
-    out, err = proc.communicate(timeout=120)
+    out, err = outage(proc, samba.stop, samba.start)
     assert proc.returncode == 0, out[-2000:] + err
     assert _files(dst, us=True) == _files(src, us=True)
 
@@ -196,7 +194,6 @@ def test_remote_errors_are_clear_and_lose_nothing(tmp_path: Path, s3_bucket, mot
 def test_s3_outage_mid_sync_is_retried(tmp_path: Path, rng, s3_bucket, moto,
                                        monkeypatch) -> None:  # fmt: skip
     """The network to S3 drops for a moment: requests are retried and the job completes."""
-    from tests.servers import TcpProxy
 
     proxy = TcpProxy(moto.port)
     src = tmp_path / "src"
@@ -211,11 +208,7 @@ def test_s3_outage_mid_sync_is_retried(tmp_path: Path, rng, s3_bucket, moto,
     while time.monotonic() < deadline and s3.list_objects_v2(
             Bucket=s3_bucket, Prefix="blip/").get("KeyCount", 0) < 3:  # fmt: skip
         time.sleep(0.02)
-    proxy.pause()
-    time.sleep(1.5)
-    assert proc.poll() is None, "the sync ended before the outage: nothing was tested"
-    proxy.resume()
-    out, err = proc.communicate(timeout=120)
+    out, err = outage(proc, proxy.pause, proxy.resume, down_s=1.5)
     assert proc.returncode == 0, out[-2000:] + err
     assert summary_of(out)["files_copied"] == 40
     _sync(f"s3://{s3_bucket}/blip", str(tmp_path / "back"))
