@@ -137,6 +137,9 @@ class JobsDB:
                                    "SQLite over SMB/NFS corrupts databases")  # fmt: skip
         try:
             conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+            # A hub runs several jobs on one jobs DB, each on its own connection: wait for
+            # another's write transaction instead of failing with "database is locked".
+            conn.execute("PRAGMA busy_timeout=30000")
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
             conn.executescript(_SCHEMA)
@@ -152,7 +155,7 @@ class JobsDB:
                     f"orbit-fast understands ({SCHEMA_VERSION}); upgrade orbit-fast"
                 )
         except sqlite3.DatabaseError as exc:
-            os.close(lock_fd)
+            state_file.release(lock_fd)
             raise DatabaseError(
                 f"the jobs DB {path} is unreadable ({exc}); move it aside and rerun "
                 "(the destination is intact: files already copied are skipped)"
@@ -161,7 +164,7 @@ class JobsDB:
 
     def close(self) -> None:
         self._conn.close()
-        os.close(self._lock_fd)
+        state_file.release(self._lock_fd)
 
     # -- jobs and runs ---------------------------------------------------------------------
 

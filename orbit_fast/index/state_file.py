@@ -5,23 +5,59 @@ directory is created, a network filesystem is refused (SQLite and our journal bo
 local locking and fsync semantics), and an exclusive flock is taken on "<path>.lock" with the
 holder's pid written into it. The kernel drops the flock when the process dies, so a kill -9
 never leaves a stale lock.
+
+A hub process holds both files for its whole life (`hold`) and runs many engine calls inside
+itself: their `claim` then borrows the hub's lock (a dup of its fd, so closing it releases
+nothing) instead of failing against its own process. The jobs DB may be borrowed by several
+runs at once (SQLite serialises their transactions); the universe by one at a time.
 """
 
 from __future__ import annotations
 
 import fcntl
 import os
+import threading
 
 from orbit_fast import fsinfo
 from orbit_fast.errors import DatabaseBusy, DatabaseError, NetworkFilesystemError
 
+_held: dict[str, int] = {}  # path -> lock fd, held by this process until it exits
+_borrowed: dict[int, str] = {}  # borrowed fd -> path, for `release`
+_lent_once: set[str] = set()  # held paths that one borrower at a time may use
+_guard = threading.Lock()
+
+
+def hold(path: str, what: str, setting: str, network_why: str, single: bool = False) -> None:
+    """Claim `path` for the rest of this process's life and lend it to later `claim`s in this
+    process (one at a time if `single`)."""
+    path = os.path.abspath(path)
+    fd = claim(path, what, setting, network_why)
+    with _guard:
+        _held[path] = fd
+        if single:
+            _lent_once.add(path)
+
+
+def is_held(path: str) -> bool:
+    return os.path.abspath(path) in _held
+
 
 def claim(path: str, what: str, setting: str, network_why: str) -> int:
-    """Make `path` usable by this process alone; returns the lock fd (close it to release).
+    """Make `path` usable by this process alone; returns the lock fd (`release` it).
 
     `what` names the file in messages ("the jobs DB"), `setting` says how to choose another
     location ("--db-path"), `network_why` why a network filesystem is refused.
     """
+    with _guard:
+        held = _held.get(os.path.abspath(path))
+        path = os.path.abspath(path) if held is not None else path
+        if held is not None:
+            if path in _lent_once and path in _borrowed.values():
+                raise DatabaseBusy(f"{what} {path} is in use by another job of this hub; "
+                                   "it runs when that one ends")  # fmt: skip
+            fd = os.dup(held)
+            _borrowed[fd] = path
+            return fd
     directory = os.path.dirname(path) or "."
     try:
         os.makedirs(directory, exist_ok=True)
@@ -49,3 +85,10 @@ def claim(path: str, what: str, setting: str, network_why: str) -> int:
     os.ftruncate(lock_fd, 0)
     os.pwrite(lock_fd, f"{os.getpid()}\n".encode(), 0)
     return lock_fd
+
+
+def release(fd: int) -> None:
+    """Give up a claim (or a borrowed claim)."""
+    with _guard:
+        _borrowed.pop(fd, None)
+    os.close(fd)

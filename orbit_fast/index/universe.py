@@ -210,7 +210,7 @@ class Universe:
                 self._journal = -1
             if isinstance(self._table, mmap.mmap):
                 self._table.close()
-            os.close(self._lock_fd)
+            state_file.release(self._lock_fd)
             self._lock_fd = -1
 
     def __enter__(self) -> Universe:
