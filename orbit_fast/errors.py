@@ -26,6 +26,8 @@ class ExitCode(IntEnum):
     LOCKED = 12  # another process holds the repository lock
     INTEGRITY = 13  # verify/restore found missing or damaged chunks (named in the output)
     REMOTE = 14  # remote storage unreachable after retries, login refused, bucket/share missing
+    JOB_FAILED = 15  # `job run --wait`: the hub ran the job and it failed or was cancelled
+    HUB = 16  # the hub is unreachable, or refused the request (auth, role, unknown job)
     INTERRUPTED = 130  # SIGINT (Ctrl-C): checkpointed, rerun resumes
     TERMINATED = 143  # SIGTERM: checkpointed, rerun resumes
 
@@ -119,6 +121,16 @@ class RemoteError(OrbitError):
 
 class RemoteUnavailable(RemoteError):
     """Remote storage kept failing with transient errors until the retries ran out."""
+
+
+class JobFailed(OrbitError):
+    exit_code = ExitCode.JOB_FAILED
+    msgid = "job_failed"
+
+
+class HubError(OrbitError):
+    exit_code = ExitCode.HUB
+    msgid = "hub"
 
 
 class Interrupted(OrbitError):

@@ -31,6 +31,9 @@ MEANING = {
     "snapshot and file); files that do not use them were restored",
     "REMOTE": "remote storage (S3, SMB) unreachable after retries, credentials refused, bucket "
     "or share missing, or permission denied; the message names which",
+    "JOB_FAILED": "`orbit-fast job run --wait`: the hub ran the job and it failed or was "
+    "cancelled (the message has the job's error)",
+    "HUB": "the hub is unreachable, refused the login or token, or has no such job",
     "INTERRUPTED": "stopped by SIGINT (Ctrl-C) after a checkpoint; rerun to resume",
     "TERMINATED": "stopped by SIGTERM after a checkpoint; rerun to resume",
 }

@@ -14,6 +14,7 @@ import click
 from orbit_fast import __version__
 from orbit_fast.cli.backup_cmd import COMMANDS as REPO_COMMANDS
 from orbit_fast.cli.bench_cmd import bench_cmd
+from orbit_fast.cli.hub_cmd import job_group, serve_cmd, state_group
 from orbit_fast.cli.sync_cmd import sync_cmd
 
 
@@ -34,6 +35,9 @@ def cli(s3_endpoint: str) -> None:
 
 cli.add_command(sync_cmd)
 cli.add_command(bench_cmd)
+cli.add_command(serve_cmd)
+cli.add_command(job_group)
+cli.add_command(state_group)
 for _cmd in REPO_COMMANDS:
     cli.add_command(_cmd)
 

@@ -1,0 +1,253 @@
+"""The hub's commands: `orbit-server` / `orbit-fast serve`, the `job` client for cron and
+systemd timers, and `state backup` / `state restore`."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from typing import Any
+
+import click
+
+from orbit_fast.cli.runner import exit_with_error
+
+_ENV_FILE = click.option("--env-file", envvar="ORBIT_ENV_FILE", default="", metavar="FILE",
+                         help="KEY=VALUE settings, as systemd's EnvironmentFile (e.g. "
+                         "/etc/orbit/orbit.env). The environment overrides it.")  # fmt: skip
+
+
+def _serve(env_file: str, host: str, port: int) -> None:
+    import logging
+
+    from orbit_fast.errors import OrbitError
+    from orbit_fast.hub import settings as hub_settings
+
+    try:
+        settings = hub_settings.load(env_file, host=host, port=port)
+    except OrbitError as exc:
+        exit_with_error(exc, json_out=False)
+    level = {"trace": "DEBUG", "warn": "WARNING"}.get(settings.log_level,
+                                                      settings.log_level.upper())  # fmt: skip
+    logging.basicConfig(level=level, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")  # fmt: skip
+    log = logging.getLogger("orbit_fast.hub")
+    for w in settings.warnings:
+        log.warning(w)
+    import uvicorn
+
+    from orbit_fast.hub.app import create_app
+    from orbit_fast.hub.core import Hub
+
+    try:
+        hub = Hub.open(settings)
+    except OrbitError as exc:
+        exit_with_error(exc, json_out=False)
+    # proxy_headers off: request.client stays the real peer, so "a direct loopback client"
+    # cannot be faked with X-Forwarded-For (nginx's requests carry those headers instead).
+    uvicorn.run(create_app(hub), host=settings.host, port=settings.port,
+                log_level="warning" if level == "INFO" else level.lower(),
+                proxy_headers=False, server_header=False, timeout_graceful_shutdown=30)  # fmt: skip
+
+
+@click.command("serve")
+@_ENV_FILE
+@click.option("--host", default="", help="Overrides ORBIT_HOST (default 127.0.0.1).")
+@click.option("--port", default=0, type=int, help="Overrides ORBIT_PORT (default 3000).")
+def serve_cmd(env_file: str, host: str, port: int) -> None:
+    """Run the hub: HTTP API, dashboard and every job (docs/deployment.md).
+
+    Settings come from the environment: ORBIT_HOST, ORBIT_PORT, DATABASE_URL, UNIVERSE_PATH,
+    ORBIT_AUTH_SECRET, ORBIT_AUTH_ENABLED, ORBIT_ALLOWED_ROOTS, ORBIT_MAX_JOBS, ORBIT_LOG.
+    """
+    _serve(env_file, host, port)
+
+
+def server_main() -> None:
+    """`orbit-server`: the deployment guide's hub binary."""
+    serve_cmd.main(prog_name="orbit-server", standalone_mode=True)
+
+
+# ---- the client side: `orbit-fast job ...` ------------------------------------------------------
+
+
+class HubClient:
+    def __init__(self, url: str, token: str) -> None:
+        self.url = url.rstrip("/")
+        self.token = token
+
+    def call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+        from orbit_fast.errors import HubError
+
+        data = json.dumps(body).encode() if body is not None else None
+        req = urllib.request.Request(self.url + path, data=data, method=method)
+        req.add_header("Accept", "application/json")
+        if data is not None:
+            req.add_header("Content-Type", "application/json")
+        if self.token:
+            req.add_header("Authorization", f"Bearer {self.token}")
+        try:
+            with urllib.request.urlopen(req, timeout=30) as resp:
+                return json.loads(resp.read() or b"null")
+        except urllib.error.HTTPError as exc:
+            try:
+                err = json.loads(exc.read())["error"]
+                msg = f"{err['message']} ({err['code']}, HTTP {exc.code})"
+            except Exception:
+                msg = f"HTTP {exc.code}"
+            raise HubError(f"the hub at {self.url} refused {method} {path}: {msg}") from None
+        except (urllib.error.URLError, OSError) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise HubError(f"cannot reach the hub at {self.url} ({reason}); is orbit-server "
+                           "running? Set --hub or ORBIT_HUB_URL") from None  # fmt: skip
+
+    def job(self, name_or_id: str) -> dict[str, Any]:
+        from orbit_fast.errors import HubError
+
+        if name_or_id.isdigit():
+            return self.call("GET", f"/api/jobs/{name_or_id}")  # type: ignore[no-any-return]
+        found = self.call("GET", "/api/jobs?name=" + urllib.parse.quote(name_or_id))["jobs"]
+        if not found:
+            raise HubError(f"the hub has no job named {name_or_id!r} (orbit-fast job list)")
+        return found[0]  # type: ignore[no-any-return]
+
+
+_HUB = click.option("--hub", envvar="ORBIT_HUB_URL", default="http://127.0.0.1:3000",
+                    show_default=True, help="The hub's URL. Env: ORBIT_HUB_URL.")  # fmt: skip
+_TOKEN = click.option("--token-file", envvar="ORBIT_TOKEN_FILE", default="", metavar="FILE",
+                      help="A file holding an API token (POST /api/auth/tokens). Env: "
+                      "ORBIT_TOKEN_FILE, or the token itself in ORBIT_TOKEN.")  # fmt: skip
+
+
+def _client(hub: str, token_file: str) -> HubClient:
+    token = os.environ.get("ORBIT_TOKEN", "")
+    if token_file:
+        with open(token_file) as f:
+            token = f.read().strip()
+    return HubClient(hub, token)
+
+
+@click.group("job")
+def job_group() -> None:
+    """Drive jobs on a running hub (for cron, systemd timers and scripts)."""
+
+
+@job_group.command("run")
+@click.argument("name")
+@click.option("--wait", is_flag=True, help="Wait until the run ends; exit 0 if it completed.")
+@click.option("--timeout", default=0.0, help="With --wait: give up after this many seconds.")
+@_HUB
+@_TOKEN
+def job_run(name: str, wait: bool, timeout: float, hub: str, token_file: str) -> None:
+    """Start job NAME (or id) on the hub; with --wait, follow it to the end.
+
+    Exit codes: 0 completed, 1 completed with skipped files, 15 failed or cancelled,
+    16 hub unreachable or refused.
+    """
+    from orbit_fast.errors import HubError, JobFailed, OrbitError
+
+    try:
+        client = _client(hub, token_file)
+        job = client.job(name)
+        before = job["attempt"]
+        client.call("POST", f"/api/jobs/{job['id']}/run")
+        click.echo(f"job {job['id']} ({job['name']}): queued", err=True)
+        if not wait:
+            return
+        deadline = time.monotonic() + timeout if timeout else None
+        while True:
+            time.sleep(1.0)
+            job = client.call("GET", f"/api/jobs/{job['id']}")
+            done = job["attempt"] > before and job["state"] in (
+                "completed", "partial", "failed", "cancelled")
+            if done:
+                break
+            if deadline is not None and time.monotonic() > deadline:
+                raise HubError(f"job {job['id']} still {job['state']} after {timeout:.0f} s; it "
+                               "goes on in the hub")  # fmt: skip
+        click.echo(f"job {job['id']} ({job['name']}): {job['state']}", err=True)
+        if job["state"] == "partial":
+            sys.exit(1)
+        if job["state"] != "completed":
+            raise JobFailed(f"job {job['name']} {job['state']}: {job['last_error']}")
+    except OrbitError as exc:
+        exit_with_error(exc, json_out=False)
+
+
+@job_group.command("list")
+@_HUB
+@_TOKEN
+def job_list(hub: str, token_file: str) -> None:
+    """List the hub's jobs."""
+    from orbit_fast.errors import OrbitError
+
+    try:
+        jobs = _client(hub, token_file).call("GET", "/api/jobs")["jobs"]
+    except OrbitError as exc:
+        exit_with_error(exc, json_out=False)
+    for j in jobs:
+        pct = (j.get("progress") or {}).get("percent", 0)
+        click.echo(f"{j['id']:>5}  {j['state']:<10} {pct:>5.1f}%  {j['mode']:<6} {j['name']}")
+
+
+# ---- state backups ----------------------------------------------------------------------------
+
+
+def _state_paths(env_file: str, db_path: str, universe_path: str) -> tuple[str, str]:
+    from orbit_fast.hub.settings import db_path_from_url, parse_env_file
+
+    env = {**(parse_env_file(env_file) if env_file else {}), **os.environ}
+    if not db_path:
+        from orbit_fast.config import state_dir
+
+        db_path = db_path_from_url(env.get("DATABASE_URL") or str(state_dir() / "jobs.db"))
+    universe_path = universe_path or env.get("UNIVERSE_PATH") or os.path.join(
+        os.path.dirname(db_path), "universe.db")
+    return os.path.abspath(db_path), os.path.abspath(universe_path)
+
+
+@click.group("state")
+def state_group() -> None:
+    """Back up and restore the hub's state (jobs DB and universe index)."""
+
+
+@state_group.command("backup")
+@click.argument("directory")
+@_ENV_FILE
+@click.option("--db-path", default="", help="The jobs DB (default: DATABASE_URL).")
+@click.option("--universe-path", default="", help="The universe (default: UNIVERSE_PATH).")
+def state_backup(directory: str, env_file: str, db_path: str, universe_path: str) -> None:
+    """Consistent copies into DIRECTORY, safe while the hub runs; prints the manifest."""
+    from orbit_fast.errors import OrbitError
+    from orbit_fast.index.state_backup import backup
+
+    try:
+        db, uni = _state_paths(env_file, db_path, universe_path)
+        click.echo(json.dumps(backup(db, uni, directory), indent=1))
+    except OrbitError as exc:
+        exit_with_error(exc, json_out=False)
+
+
+@state_group.command("restore")
+@click.argument("backup_file")
+@click.option("--universe", "universe_file", default="",
+              help="With a bare jobs DB copy (the guide's script): its universe copy.")  # fmt: skip
+@_ENV_FILE
+@click.option("--db-path", default="", help="The jobs DB (default: DATABASE_URL).")
+@click.option("--universe-path", default="", help="The universe (default: UNIVERSE_PATH).")
+def state_restore(backup_file: str, universe_file: str, env_file: str, db_path: str,
+                  universe_path: str) -> None:  # fmt: skip
+    """Check BACKUP_FILE (a manifest .json, or a jobs DB copy), then swap it in. Stop the hub
+    first; the replaced files are kept as *.before-restore-<time>."""
+    from orbit_fast.errors import OrbitError
+    from orbit_fast.index.state_backup import restore
+
+    try:
+        db, uni = _state_paths(env_file, db_path, universe_path)
+        click.echo(json.dumps(restore(backup_file, db, uni, universe_file), indent=1))
+    except OrbitError as exc:
+        exit_with_error(exc, json_out=False)

@@ -1,0 +1,602 @@
+"""The hub's HTTP face (FastAPI): routes -> Hub calls, auth and roles on every route, errors as
+JSON with a stable code, SSE progress, Prometheus metrics and the dashboard's static files.
+
+Deny by default: every route names the least role it needs (`need("viewer")` ...); only
+health, login, register and the dashboard's files are open.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import logging
+import secrets
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from importlib import resources
+from typing import Any
+
+from fastapi import Depends, FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, StreamingResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from orbit_fast import __version__
+from orbit_fast.errors import OrbitError
+from orbit_fast.hub import auth, models
+from orbit_fast.hub.core import Hub
+from orbit_fast.hub.jobspec import check_job
+from orbit_fast.hub.metrics import render_metrics
+
+log = logging.getLogger("orbit_fast.hub")
+
+SESSION_COOKIE = "orbit_session"
+CSRF_COOKIE = "orbit_csrf"
+SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
+FORWARD_HEADERS = ("forwarded", "x-forwarded-for", "x-real-ip")
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, code: str, message: str, **details: Any) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message, self.details = status, code, message, details
+
+
+def error_body(code: str, message: str, **details: Any) -> dict[str, Any]:
+    return {"error": {"code": code, "message": message, **details}}
+
+
+class BodyLimit:
+    """Refuse request bodies over `limit` bytes (413), whether announced or streamed."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        for k, v in scope.get("headers", ()):
+            if k == b"content-length" and (not v.isdigit() or int(v) > self.limit):
+                return await _send_json(send, 413, error_body(
+                    "body_too_large", f"request bodies are limited to {self.limit} bytes"))
+        if not any(k == b"transfer-encoding" for k, _ in scope.get("headers", ())):
+            return await self.app(scope, receive, send)
+        # A streamed body: read it here (bodies are small) and refuse it past the limit.
+        body, more = b"", True
+        while more:
+            msg = await receive()
+            if msg["type"] != "http.request":
+                return
+            body += msg.get("body", b"")
+            more = msg.get("more_body", False)
+            if len(body) > self.limit:
+                return await _send_json(send, 413, error_body(
+                    "body_too_large", f"request bodies are limited to {self.limit} bytes"))
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+
+async def _send_json(send: Send, status: int, body: dict[str, Any]) -> None:
+    data = json.dumps(body).encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"),
+                            (b"content-length", str(len(data)).encode())]})  # fmt: skip
+    await send({"type": "http.response.body", "body": data})
+
+
+def direct_loopback(request: Request) -> bool:
+    """The peer is this machine and no proxy forwarded the request (nginx on the hub adds
+    X-Real-IP / X-Forwarded-For, so its requests do not count as local)."""
+    from orbit_fast.hub.settings import is_loopback
+
+    host = request.client.host if request.client else ""
+    return is_loopback(host) and not any(h in request.headers for h in FORWARD_HEADERS)
+
+
+def client_key(request: Request) -> str:
+    host = request.client.host if request.client else "?"
+    fwd = request.headers.get("x-real-ip") or request.headers.get("x-forwarded-for", "")
+    return f"ip:{fwd.split(',')[0].strip() or host}"
+
+
+def create_app(hub: Hub) -> FastAPI:
+    settings = hub.settings
+    store = hub.store
+    runner = hub.runner
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        hub.start()
+        log.info("sys_startup: orbit-fast hub %s on %s:%s, jobs DB %s", __version__,
+                 settings.host, settings.port, settings.db_path)  # fmt: skip
+        try:
+            yield
+        finally:
+            log.info("sys_shutdown: stopping; running jobs checkpoint and resume at next start")
+            await asyncio.to_thread(hub.close)
+
+    app = FastAPI(title="orbit-fast hub", version=__version__, lifespan=lifespan,
+                  openapi_url="/api/openapi.json", docs_url="/api/docs",
+                  redoc_url=None)  # fmt: skip
+    app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
+
+    @app.middleware("http")
+    async def security_headers(request: Request, call_next: Callable[..., Any]) -> Any:
+        response = await call_next(request)
+        h = response.headers
+        h.setdefault("X-Content-Type-Options", "nosniff")
+        h.setdefault("X-Frame-Options", "DENY")
+        h.setdefault("Referrer-Policy", "no-referrer")
+        h.setdefault("Cache-Control", "no-store")
+        if not request.url.path.startswith("/api/docs"):
+            h.setdefault("Content-Security-Policy",
+                         "default-src 'self'; frame-ancestors 'none'; base-uri 'none'")  # fmt: skip
+        return response
+
+    # ---- errors ----------------------------------------------------------------------------
+
+    @app.exception_handler(ApiError)
+    async def on_api_error(request: Request, exc: ApiError) -> JSONResponse:
+        headers = {}
+        if exc.status == 429 and "retry_after_s" in exc.details:
+            headers["Retry-After"] = str(int(exc.details["retry_after_s"]) + 1)
+        if exc.status == 401:
+            headers["WWW-Authenticate"] = "Bearer"
+        return JSONResponse(error_body(exc.code, exc.message, **exc.details), exc.status,
+                            headers=headers)  # fmt: skip
+
+    @app.exception_handler(RequestValidationError)
+    async def on_invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        details = [{"field": ".".join(str(x) for x in e.get("loc", ())), "problem": e.get("msg")}
+                   for e in exc.errors()]  # fmt: skip
+        first = details[0] if details else {"field": "", "problem": "invalid"}
+        return JSONResponse(error_body("invalid_request",
+                                       f"{first['field']}: {first['problem']}", fields=details),
+                            422)  # fmt: skip
+
+    @app.exception_handler(StarletteHTTPException)
+    async def on_http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        return JSONResponse(error_body(code, str(exc.detail)), exc.status_code)
+
+    @app.exception_handler(Exception)
+    async def on_bug(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("internal error on %s %s", request.method, request.url.path)
+        return JSONResponse(error_body("internal", "internal error; the hub log has details"),
+                            500)  # fmt: skip
+
+    # ---- who is asking -----------------------------------------------------------------------
+
+    def principal(request: Request) -> auth.Principal | None:
+        if not settings.auth_enabled:
+            return auth.Principal(0, "anonymous", "admin", "anonymous")
+        header = request.headers.get("authorization", "")
+        token, via = "", "token"
+        if header[:7].lower() == "bearer ":
+            token = header[7:].strip()
+        elif SESSION_COOKIE in request.cookies:
+            token, via = request.cookies[SESSION_COOKIE], "session"
+        if not token:
+            return None
+        row = store.token(auth.token_hash(settings.auth_secret, token))
+        if row is None:
+            raise ApiError(401, "invalid_token", "the token or session is not valid; log in")
+        token_id, kind, csrf, expires_at, revoked, user_id, username, role = row
+        if revoked:
+            raise ApiError(401, "token_revoked", "the token or session was revoked; log in")
+        if expires_at < time.time():
+            raise ApiError(401, "token_expired", "the token or session expired; log in again")
+        if via == "session" and request.method not in SAFE_METHODS:
+            sent = request.headers.get("x-csrf-token", "")
+            if not hmac.compare_digest(sent.encode(), csrf.encode()):
+                raise ApiError(403, "csrf", "missing or wrong X-CSRF-Token header (the dashboard"
+                               " sends the orbit_csrf cookie's value)")  # fmt: skip
+        return auth.Principal(user_id, username, role, via, token_id, csrf)
+
+    def need(role: str) -> Callable[[Request], auth.Principal]:
+        def dep(request: Request) -> auth.Principal:
+            who = principal(request)
+            if who is None:
+                raise ApiError(401, "unauthorized", "log in (POST /api/auth/login) or send "
+                               "Authorization: Bearer <token>")  # fmt: skip
+            if not who.may(role):
+                log.warning("authz_fail:%s,%s %s", who.username, request.method, request.url.path)
+                raise ApiError(403, "forbidden", f"this needs the {role} role; you are "
+                               f"{who.role}")  # fmt: skip
+            return who
+
+        return dep
+
+    viewer, operator, admin = need("viewer"), need("operator"), need("admin")
+
+    def job_or_404(job_id: int) -> dict[str, Any]:
+        job = store.job(job_id)
+        if job is None:
+            raise ApiError(404, "job_not_found", f"no job {job_id}")
+        live = runner.live_progress(job_id)
+        if live is not None:
+            job["progress"] = live
+        return job
+
+    # ---- health and the guide's calls ---------------------------------------------------------
+
+    @app.get("/api/health", tags=["hub"])
+    def health() -> JSONResponse:
+        status, body = hub.health()
+        return JSONResponse(body, status)
+
+    @app.get("/api/list_jobs", tags=["jobs"])
+    def list_jobs(request: Request) -> dict[str, Any]:
+        """All jobs, as the guide's monitoring line reads them (`jq '.jobs | length'`). From
+        the hub itself it needs no token (ORBIT_LOOPBACK_READS, on by default)."""
+        if not (settings.loopback_reads and direct_loopback(request)):
+            need("viewer")(request)
+        jobs, _ = store.jobs()
+        for job in jobs:
+            job["progress"] = runner.live_progress(job["id"]) or job["progress"]
+        return {"jobs": jobs}
+
+    # ---- jobs ----------------------------------------------------------------------------
+
+    @app.get("/api/jobs", tags=["jobs"])
+    def jobs(state: str | None = Query(None, max_length=20),
+             mode: str | None = Query(None, max_length=10),
+             q: str | None = Query(None, max_length=200),
+             name: str | None = Query(None, max_length=200),
+             limit: int = Query(100, ge=1, le=1000), offset: int = Query(0, ge=0, le=10**9),
+             who: auth.Principal = Depends(viewer)) -> dict[str, Any]:  # fmt: skip
+        if name is not None:
+            job = store.job_by_name(name)
+            found = [job] if job else []
+            return {"jobs": found, "total": len(found), "limit": limit, "offset": 0}
+        rows, total = store.jobs(state, mode, q, limit, offset)
+        for job in rows:
+            job["progress"] = runner.live_progress(job["id"]) or job["progress"]
+        return {"jobs": rows, "total": total, "limit": limit, "offset": offset}
+
+    def create(body: models.JobCreate, who: auth.Principal) -> JSONResponse:
+        from orbit_fast.hub.schedule import check, next_after
+
+        fields = {"name": body.name, "mode": body.mode, "source": body.source,
+                  "destination": body.destination,
+                  "config": body.config.model_dump(exclude_none=True)}  # fmt: skip
+        try:
+            warnings = check_job(fields, settings.db_path, settings.universe_path,
+                                 settings.allowed_roots)  # fmt: skip
+            schedule = check(body.schedule) if body.schedule else None
+        except OrbitError as exc:
+            raise ApiError(400, "invalid_job", str(exc)) from None
+        if store.job_by_name(body.name) is not None:
+            raise ApiError(409, "job_exists", f"a job named {body.name!r} exists; pick another "
+                           "name or delete it first")  # fmt: skip
+        try:
+            job = store.create_job({**fields, "schedule": schedule, "state": "created",
+                                    "warnings": warnings, "created_by": who.username,
+                                    "next_run_at": next_after(schedule, time.time())
+                                    if schedule else None})  # fmt: skip
+        except Exception as exc:
+            if "UNIQUE" in str(exc):
+                raise ApiError(409, "job_exists", f"a job named {body.name!r} exists") from None
+            raise
+        runner._event(job["id"], "created")
+        return JSONResponse(job, 201)
+
+    @app.post("/api/jobs", tags=["jobs"], status_code=201)
+    def create_job(body: models.JobCreate,
+                   who: auth.Principal = Depends(operator)) -> JSONResponse:  # fmt: skip
+        """Create a job from the guide's body (name, source, destination, config) plus mode
+        and schedule. It runs when asked (POST .../run) or when its schedule fires."""
+        return create(body, who)
+
+    @app.post("/api/create_job", tags=["jobs"], status_code=201)
+    def create_job_alias(body: models.JobCreate,
+                         who: auth.Principal = Depends(operator)) -> JSONResponse:  # fmt: skip
+        """The same as POST /api/jobs, named like /api/list_jobs."""
+        return create(body, who)
+
+    @app.get("/api/jobs/{job_id}", tags=["jobs"])
+    def get_job(job_id: int, who: auth.Principal = Depends(viewer)) -> dict[str, Any]:
+        return job_or_404(job_id)
+
+    @app.delete("/api/jobs/{job_id}", tags=["jobs"])
+    def delete_job(job_id: int, who: auth.Principal = Depends(operator)) -> dict[str, Any]:
+        job = job_or_404(job_id)
+        if job["state"] in ("running", "pending", "retrying") or job_id in runner.active:
+            raise ApiError(409, "job_active", f"job {job_id} is {job['state']}; cancel it first")
+        store.delete_job(job_id)
+        runner._event(job_id, "deleted")
+        return {"deleted": job_id}
+
+    def control(job_id: int, action: str, fn: Callable[[int], bool]) -> JSONResponse:
+        job = job_or_404(job_id)
+        if not fn(job_id):
+            raise ApiError(409, "bad_state", f"cannot {action} job {job_id} while it is "
+                           f"{job['state']}")  # fmt: skip
+        return JSONResponse(job_or_404(job_id), 202)
+
+    @app.post("/api/jobs/{job_id}/run", tags=["jobs"], status_code=202)
+    def run_job(job_id: int, who: auth.Principal = Depends(operator)) -> JSONResponse:
+        return control(job_id, "run", runner.run)
+
+    @app.post("/api/jobs/{job_id}/cancel", tags=["jobs"], status_code=202)
+    def cancel_job(job_id: int, who: auth.Principal = Depends(operator)) -> JSONResponse:
+        return control(job_id, "cancel", runner.cancel)
+
+    @app.post("/api/jobs/{job_id}/pause", tags=["jobs"], status_code=202)
+    def pause_job(job_id: int, who: auth.Principal = Depends(operator)) -> JSONResponse:
+        return control(job_id, "pause", runner.pause)
+
+    @app.post("/api/jobs/{job_id}/resume", tags=["jobs"], status_code=202)
+    def resume_job(job_id: int, who: auth.Principal = Depends(operator)) -> JSONResponse:
+        return control(job_id, "resume", runner.resume)
+
+    @app.get("/api/jobs/{job_id}/runs", tags=["jobs"])
+    def job_runs(job_id: int, limit: int = Query(50, ge=1, le=1000),
+                 offset: int = Query(0, ge=0, le=10**9),
+                 who: auth.Principal = Depends(viewer)) -> dict[str, Any]:  # fmt: skip
+        job_or_404(job_id)
+        return {"runs": store.runs(job_id, limit, offset)}
+
+    @app.get("/api/jobs/{job_id}/runs/{run_id}/errors", tags=["jobs"])
+    def run_errors(job_id: int, run_id: int,
+                   who: auth.Principal = Depends(viewer)) -> dict[str, Any]:  # fmt: skip
+        run = store.run(run_id)
+        if run is None or run["job_id"] != job_id:
+            raise ApiError(404, "run_not_found", f"job {job_id} has no run {run_id}")
+        errors = store.file_errors(run["engine_run_id"]) if run["engine_run_id"] else []
+        return {"run": run, "errors": errors}
+
+    # ---- live progress (SSE) ------------------------------------------------------------------
+
+    async def stream(request: Request, job_id: int | None) -> AsyncIterator[str]:
+        loop = asyncio.get_running_loop()
+        flag = asyncio.Event()
+
+        def wake() -> None:
+            loop.call_soon_threadsafe(flag.set)
+
+        header = request.headers.get("last-event-id") or request.query_params.get("last_event_id")
+        last = int(header) if header and header.isdigit() else None
+        store.listeners.append(wake)
+        try:
+            yield "retry: 2000\n\n"
+            if last is None:  # a new client: the state now, then everything after it
+                last = store.last_event_id()
+                snap = job_or_404(job_id) if job_id else {"jobs": store.jobs()[0]}
+                yield f"event: snapshot\ndata: {json.dumps(snap)}\n\n"
+            while True:
+                flag.clear()
+                batch = await asyncio.to_thread(store.events_after, last, job_id)
+                for event_id, _, kind, data in batch:
+                    yield f"id: {event_id}\nevent: {kind}\ndata: {data}\n\n"
+                    last = event_id
+                if len(batch) >= 500:
+                    continue
+                try:
+                    await asyncio.wait_for(flag.wait(), 15.0)
+                except TimeoutError:
+                    yield ": keepalive\n\n"
+        finally:
+            store.listeners.remove(wake)
+
+    sse_headers = {"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
+
+    @app.get("/api/events", tags=["events"])
+    def events(request: Request, who: auth.Principal = Depends(viewer)) -> StreamingResponse:
+        """Server-Sent Events for all jobs: `job` (state changes), `progress`, `warning`.
+        Reconnect with Last-Event-ID to receive what was missed."""
+        return StreamingResponse(stream(request, None), media_type="text/event-stream",
+                                 headers=sse_headers)  # fmt: skip
+
+    @app.get("/api/jobs/{job_id}/events", tags=["events"])
+    def job_events(job_id: int, request: Request,
+                   who: auth.Principal = Depends(viewer)) -> StreamingResponse:  # fmt: skip
+        job_or_404(job_id)
+        return StreamingResponse(stream(request, job_id), media_type="text/event-stream",
+                                 headers=sse_headers)  # fmt: skip
+
+    # ---- auth --------------------------------------------------------------------------------
+
+    @app.post("/api/auth/register", tags=["auth"], status_code=201)
+    def register(body: models.Register, request: Request) -> JSONResponse:
+        """Create a user. While no user exists: open to the hub itself (a direct loopback
+        client) or to whoever has the bootstrap token; that first user is an admin. Afterwards
+        only admins register users."""
+        problem = auth.password_problem(body.password, body.username)
+        if problem:
+            raise ApiError(400, "weak_password", problem)
+        if store.user_count() == 0:
+            given = body.bootstrap_token or request.headers.get("x-orbit-bootstrap-token", "")
+            token_ok = bool(hub.bootstrap_token) and hmac.compare_digest(
+                given.encode(), hub.bootstrap_token.encode())
+            if direct_loopback(request) or token_ok:
+                user_id = store.add_user(body.username, auth.hash_password(body.password),
+                                         "admin", only_if_none=True)  # fmt: skip
+                if user_id:
+                    hub.bootstrap_used()
+                    log.warning("user_created:%s,admin (first user)", body.username)
+                    return JSONResponse({"id": user_id, "username": body.username,
+                                         "role": "admin"}, 201)  # fmt: skip
+            elif not given:
+                raise ApiError(403, "bootstrap_required", "the first user must be registered "
+                               "from the hub itself, or with the bootstrap token the hub "
+                               "printed at start (also in its data directory)")  # fmt: skip
+            else:
+                raise ApiError(403, "bootstrap_invalid", "wrong bootstrap token")
+        who = need("admin")(request)
+        return add_user(models.UserCreate(username=body.username, password=body.password,
+                                          role=body.role), who)  # fmt: skip
+
+    def add_user(body: models.UserCreate, who: auth.Principal) -> JSONResponse:
+        problem = auth.password_problem(body.password, body.username)
+        if problem:
+            raise ApiError(400, "weak_password", problem)
+        if store.user(body.username) is not None:
+            raise ApiError(409, "user_exists", f"user {body.username!r} exists")
+        user_id = store.add_user(body.username, auth.hash_password(body.password), body.role)
+        log.warning("user_created:%s,%s by %s", body.username, body.role, who.username)
+        return JSONResponse({"id": user_id, "username": body.username, "role": body.role}, 201)
+
+    @app.post("/api/auth/login", tags=["auth"])
+    def login(body: models.Login, request: Request) -> JSONResponse:
+        """Check a password; returns a session token (also set as an HttpOnly cookie for the
+        dashboard, with a CSRF value to echo in X-CSRF-Token)."""
+        keys = ("user:" + body.username.lower(), client_key(request))
+        wait = hub.throttle.wait_s(*keys)
+        if wait > 0:
+            log.warning("authn_login_fail_max:%s", body.username)
+            raise ApiError(429, "too_many_attempts", f"too many failed logins; wait {wait:.0f} s",
+                           retry_after_s=round(wait))  # fmt: skip
+        user = store.user(body.username)
+        if user is None:
+            auth.burn_time(body.password)
+            ok, rehash = False, None
+        else:
+            ok, rehash = auth.verify_password(user[2], body.password)
+        if not ok or user is None:
+            hub.throttle.failed(*keys)
+            log.warning("authn_login_fail:%s", body.username)
+            raise ApiError(401, "bad_credentials", "wrong user name or password")
+        hub.throttle.succeeded(keys[0])
+        if rehash:
+            store.set_user(user[0], pw_hash=rehash)
+        token, csrf = auth.new_token(), secrets.token_urlsafe(24)
+        expires = time.time() + settings.session_hours * 3600
+        store.add_token(auth.token_hash(settings.auth_secret, token), user[0], "session",
+                        "login", csrf, expires)  # fmt: skip
+        log.info("authn_login_success:%s", user[1])
+        resp = JSONResponse({"token": token, "csrf": csrf, "expires_at": expires,
+                             "user": {"id": user[0], "username": user[1],
+                                      "role": user[3]}})  # fmt: skip
+        secure = "https" in (request.url.scheme, request.headers.get("x-forwarded-proto"))
+        resp.set_cookie(SESSION_COOKIE, token, httponly=True, samesite="strict", secure=secure,
+                        max_age=int(settings.session_hours * 3600), path="/")  # fmt: skip
+        resp.set_cookie(CSRF_COOKIE, csrf, httponly=False, samesite="strict", secure=secure,
+                        max_age=int(settings.session_hours * 3600), path="/")  # fmt: skip
+        return resp
+
+    @app.post("/api/auth/logout", tags=["auth"])
+    def logout(who: auth.Principal = Depends(viewer)) -> JSONResponse:
+        if who.token_id:
+            store.revoke_token(who.token_id)
+            log.info("authn_token_revoked:%s", who.username)
+        resp = JSONResponse({"logged_out": True})
+        resp.delete_cookie(SESSION_COOKIE, path="/")
+        resp.delete_cookie(CSRF_COOKIE, path="/")
+        return resp
+
+    @app.get("/api/auth/me", tags=["auth"])
+    def me(who: auth.Principal = Depends(viewer)) -> dict[str, Any]:
+        return {"id": who.user_id, "username": who.username, "role": who.role, "via": who.via,
+                "auth_enabled": settings.auth_enabled}  # fmt: skip
+
+    @app.get("/api/auth/tokens", tags=["auth"])
+    def my_tokens(who: auth.Principal = Depends(viewer)) -> dict[str, Any]:
+        return {"tokens": store.tokens(who.user_id)}
+
+    @app.post("/api/auth/tokens", tags=["auth"], status_code=201)
+    def new_api_token(body: models.TokenCreate,
+                      who: auth.Principal = Depends(viewer)) -> JSONResponse:  # fmt: skip
+        """An API token for scripts (Authorization: Bearer); shown once."""
+        if not who.user_id:
+            raise ApiError(400, "no_user", "auth is off: there is no user to own a token")
+        token = auth.new_token()
+        expires = time.time() + body.days * 86400
+        token_id = store.add_token(auth.token_hash(settings.auth_secret, token), who.user_id,
+                                   "api", body.name, "", expires)  # fmt: skip
+        return JSONResponse({"id": token_id, "token": token, "name": body.name,
+                             "expires_at": expires}, 201)  # fmt: skip
+
+    @app.delete("/api/auth/tokens/{token_id}", tags=["auth"])
+    def revoke(token_id: int, who: auth.Principal = Depends(viewer)) -> dict[str, Any]:
+        ok = store.revoke_token(token_id, None if who.may("admin") else who.user_id)
+        if not ok:
+            raise ApiError(404, "token_not_found", f"no token {token_id} of yours")
+        log.info("authn_token_revoked:%s,%s", who.username, token_id)
+        return {"revoked": token_id}
+
+    # ---- users (admin) -------------------------------------------------------------------------
+
+    @app.get("/api/users", tags=["users"])
+    def users(who: auth.Principal = Depends(admin)) -> dict[str, Any]:
+        return {"users": store.users()}
+
+    @app.post("/api/users", tags=["users"], status_code=201)
+    def create_user(body: models.UserCreate,
+                    who: auth.Principal = Depends(admin)) -> JSONResponse:  # fmt: skip
+        return add_user(body, who)
+
+    @app.patch("/api/users/{user_id}", tags=["users"])
+    def update_user(user_id: int, body: models.UserUpdate,
+                    who: auth.Principal = Depends(admin)) -> dict[str, Any]:  # fmt: skip
+        fields: dict[str, Any] = {}
+        if body.role is not None:
+            fields["role"] = body.role
+        if body.password is not None:
+            name = next((u["username"] for u in store.users() if u["id"] == user_id), "")
+            if problem := auth.password_problem(body.password, name):
+                raise ApiError(400, "weak_password", problem)
+            fields["pw_hash"] = auth.hash_password(body.password)
+        if not fields:
+            raise ApiError(400, "nothing_to_change", "give role and/or password")
+        if not store.set_user(user_id, **fields):
+            raise ApiError(404, "user_not_found", f"no user {user_id}")
+        log.warning("privilege_permissions_changed:%s by %s", user_id, who.username)
+        return {"updated": user_id}
+
+    @app.delete("/api/users/{user_id}", tags=["users"])
+    def delete_user(user_id: int, who: auth.Principal = Depends(admin)) -> dict[str, Any]:
+        if user_id == who.user_id:
+            raise ApiError(409, "self_delete", "an admin cannot delete their own account")
+        if not store.delete_user(user_id):
+            raise ApiError(404, "user_not_found", f"no user {user_id}")
+        return {"deleted": user_id}
+
+    # ---- state backups and metrics -------------------------------------------------------------
+
+    @app.post("/api/admin/state-backup", tags=["hub"])
+    def state_backup(body: models.StateBackup,
+                     who: auth.Principal = Depends(admin)) -> dict[str, Any]:  # fmt: skip
+        """Consistent copies of jobs.db and the universe into a directory on the hub."""
+        from orbit_fast.index.state_backup import backup
+
+        if not body.directory.startswith("/"):
+            raise ApiError(400, "invalid_path", "give an absolute directory on the hub")
+        try:
+            return backup(settings.db_path, settings.universe_path, body.directory)
+        except OrbitError as exc:
+            raise ApiError(400, exc.msgid, str(exc)) from None
+
+    @app.get("/metrics", tags=["hub"], response_class=PlainTextResponse)
+    def metrics(who: auth.Principal = Depends(viewer)) -> PlainTextResponse:
+        """Prometheus text format."""
+        return PlainTextResponse(render_metrics(hub),
+                                 media_type="text/plain; version=0.0.4; charset=utf-8")  # fmt: skip
+
+    # ---- the dashboard ---------------------------------------------------------------------------
+
+    static = resources.files("orbit_fast.hub") / "dashboard"
+
+    @app.get("/", include_in_schema=False)
+    def index() -> FileResponse:
+        return FileResponse(str(static / "index.html"), media_type="text/html")
+
+    @app.get("/assets/{name}", include_in_schema=False)
+    def asset(name: str) -> FileResponse:
+        types = {"app.js": "text/javascript", "style.css": "text/css"}
+        if name not in types:
+            raise ApiError(404, "not_found", f"no asset {name}")
+        return FileResponse(str(static / name), media_type=types[name])
+
+    return app

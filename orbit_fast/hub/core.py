@@ -1,0 +1,120 @@
+"""The hub as one object: it claims the state files, owns the store and the job runner, and
+answers the health question. The HTTP layer (app.py) only translates requests into calls here.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import shutil
+import time
+from typing import Any
+
+from orbit_fast import __version__
+from orbit_fast.hub.auth import LoginThrottle
+from orbit_fast.hub.runner import JobRunner
+from orbit_fast.hub.settings import HubSettings
+from orbit_fast.hub.store import HubStore
+from orbit_fast.index import state_file
+
+log = logging.getLogger("orbit_fast.hub")
+
+HEALTH_CACHE_S = 2.0
+
+
+class Hub:
+    def __init__(self, settings: HubSettings, store: HubStore, runner: JobRunner) -> None:
+        self.settings = settings
+        self.store = store
+        self.runner = runner
+        self.throttle = LoginThrottle()
+        self.bootstrap_token = ""
+        self.started_at = time.time()
+        self._health: tuple[float, list[str]] = (0.0, [])
+        self.min_free_bytes = int(os.environ.get("ORBIT_MIN_FREE_BYTES") or (1 << 30))
+
+    @classmethod
+    def open(cls, settings: HubSettings) -> Hub:
+        """Claim jobs.db and the universe for this process's whole life (a second hub on the
+        same files refuses to start: DatabaseBusy), refusing network filesystems."""
+        from orbit_fast.index.jobs_db import JobsDB
+
+        os.makedirs(settings.data_dir, mode=0o700, exist_ok=True)
+        state_file.hold(settings.db_path, "the jobs DB", "DATABASE_URL",
+                        "SQLite over SMB/NFS corrupts databases")  # fmt: skip
+        state_file.hold(settings.universe_path, "the universe index", "UNIVERSE_PATH",
+                        "its journal relies on local locking and fsync", single=True)  # fmt: skip
+        JobsDB.open(settings.db_path).close()  # creates or migrates the engine's tables
+        store = HubStore(settings.db_path)
+        retry_base = float(os.environ.get("ORBIT_RETRY_BASE_S") or 5.0)
+        runner = JobRunner(store, settings.db_path, settings.universe_path, settings.max_jobs,
+                           retry_base_s=retry_base)  # fmt: skip
+        hub = cls(settings, store, runner)
+        hub._bootstrap()
+        return hub
+
+    def _bootstrap(self) -> None:
+        """With no user yet: a one-time token for registering the first admin from elsewhere
+        than the hub itself, printed and written to a file only the hub's user can read."""
+        path = os.path.join(self.settings.data_dir, "bootstrap-token")
+        if self.store.user_count():
+            if os.path.exists(path):
+                os.unlink(path)
+            return
+        self.bootstrap_token = secrets.token_urlsafe(24)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(self.bootstrap_token + "\n")
+        log.warning("no users yet: register the first admin with POST /api/auth/register from "
+                    "the hub itself, or from anywhere with the one-time bootstrap token in %s "
+                    "(%s)", path, self.bootstrap_token)  # fmt: skip
+
+    def bootstrap_used(self) -> None:
+        self.bootstrap_token = ""
+        try:
+            os.unlink(os.path.join(self.settings.data_dir, "bootstrap-token"))
+        except FileNotFoundError:
+            pass
+
+    def start(self) -> None:
+        self.runner.start()
+
+    def close(self) -> None:
+        self.runner.stop()
+        self.store.close()
+
+    # ---- health ------------------------------------------------------------------------------
+
+    def problems(self) -> list[str]:
+        """Why the hub is not healthy (cached briefly: load balancers poll this)."""
+        at, cached = self._health
+        if time.monotonic() - at < HEALTH_CACHE_S:
+            return cached
+        out = []
+        if why := self.store.writable():
+            out.append(f"the jobs DB {self.settings.db_path} is not writable: {why}")
+        usage = shutil.disk_usage(self.settings.data_dir)
+        if usage.free < self.min_free_bytes:
+            out.append(f"{self.settings.data_dir} has {usage.free >> 20} MiB free, under "
+                       f"{self.min_free_bytes >> 20} MiB: free space before jobs fail")  # fmt: skip
+        self._health = (time.monotonic(), out)
+        return out
+
+    def health(self) -> tuple[int, dict[str, Any]]:
+        problems = self.problems()
+        if not problems:
+            return 200, {"status": "healthy", "version": __version__}
+        return 503, {"status": "unhealthy", "version": __version__, "problems": problems}
+
+    def db_sizes(self) -> dict[str, int]:
+        out = {}
+        for name, path in (("jobs", self.settings.db_path),
+                           ("jobs_wal", self.settings.db_path + "-wal"),
+                           ("universe", self.settings.universe_path),
+                           ("universe_journal", self.settings.universe_path + "-journal")):
+            try:
+                out[name] = os.path.getsize(path)
+            except OSError:
+                out[name] = 0
+        return out

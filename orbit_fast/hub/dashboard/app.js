@@ -1,0 +1,263 @@
+// The hub's dashboard: a client of the JSON API only (the same calls scripts make).
+"use strict";
+
+const $ = (sel, root = document) => root.querySelector(sel);
+let me = null;
+let stream = null;
+let detailStream = null;
+let detailId = null;
+const jobs = new Map();
+
+function cookie(name) {
+  const m = document.cookie.match(new RegExp("(?:^|; )" + name + "=([^;]*)"));
+  return m ? decodeURIComponent(m[1]) : "";
+}
+
+async function api(method, path, body) {
+  const opts = { method, headers: { Accept: "application/json" }, credentials: "same-origin" };
+  if (body !== undefined) {
+    opts.headers["Content-Type"] = "application/json";
+    opts.body = JSON.stringify(body);
+  }
+  if (method !== "GET") opts.headers["X-CSRF-Token"] = cookie("orbit_csrf");
+  const resp = await fetch(path, opts);
+  const data = resp.headers.get("content-type")?.includes("json") ? await resp.json() : null;
+  if (!resp.ok) {
+    const err = new Error(data?.error?.message || resp.statusText);
+    err.status = resp.status;
+    throw err;
+  }
+  return data;
+}
+
+function fmtBytes(n) {
+  if (!n) return "0 B";
+  const u = ["B", "KB", "MB", "GB", "TB"];
+  const i = Math.min(u.length - 1, Math.floor(Math.log10(n) / 3));
+  return (n / 10 ** (3 * i)).toFixed(i ? 1 : 0) + " " + u[i];
+}
+
+function el(tag, attrs = {}, ...kids) {
+  const e = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) {
+    if (k === "class") e.className = v; else if (k.startsWith("on")) e.addEventListener(k.slice(2), v);
+    else e.setAttribute(k, v);
+  }
+  for (const k of kids) e.append(k instanceof Node ? k : document.createTextNode(String(k ?? "")));
+  return e;
+}
+
+function show(view) {
+  for (const v of document.querySelectorAll(".view")) v.hidden = v.id !== "view-" + view;
+  for (const t of document.querySelectorAll(".tab")) t.classList.toggle("active", t.dataset.view === view);
+  if (view !== "detail" && detailStream) { detailStream.close(); detailStream = null; detailId = null; }
+  if (view === "jobs") loadJobs();
+  if (view === "users") loadUsers();
+}
+
+const canOperate = () => me && (me.role === "operator" || me.role === "admin");
+
+function stateText(job) {
+  if (job.state === "retrying" && job.retry_at) {
+    const s = Math.max(0, Math.round(job.retry_at - Date.now() / 1000));
+    const n = job.config?.retry_attempts || 5;
+    return `retrying in ${s} s (attempt ${job.retries} of ${n})`;
+  }
+  return job.state;
+}
+
+function actionButtons(job) {
+  const box = el("span");
+  if (!canOperate()) return box;
+  const act = (what) => async () => {
+    try { await api("POST", `/api/jobs/${job.id}/${what}`); } catch (e) { alert(e.message); }
+    loadJobs();
+  };
+  const running = ["running", "pending", "retrying"].includes(job.state);
+  if (!running && job.state !== "paused") box.append(el("button", { class: "run-btn", type: "button", onclick: act("run") }, "Run"));
+  if (running || job.state === "paused") box.append(el("button", { class: "cancel-btn", type: "button", onclick: act("cancel") }, "Cancel"));
+  if (running) box.append(el("button", { class: "pause-btn", type: "button", onclick: act("pause") }, "Pause"));
+  if (job.state === "paused") box.append(el("button", { class: "resume-btn", type: "button", onclick: act("resume") }, "Resume"));
+  return box;
+}
+
+function renderRow(job) {
+  const p = job.progress || {};
+  const pct = p.percent ?? 0;
+  const fill = el("div", { class: "fill" });
+  fill.style.width = pct + "%";
+  const row = el("tr", { "data-job-id": job.id },
+    el("td", {}, el("a", { href: "#job/" + job.id, class: "job-link" }, job.name)),
+    el("td", {}, job.mode),
+    el("td", { class: "state " + job.state }, stateText(job)),
+    el("td", {}, el("span", { class: "bar" }, fill), " ", el("span", { class: "pct" }, pct.toFixed(1) + "%")),
+    el("td", { class: "rate" }, p.rate_bps ? fmtBytes(p.rate_bps) + "/s" : ""),
+    el("td", { class: "error" }, job.last_error || ""),
+    el("td", { class: "actions" }, actionButtons(job)));
+  return row;
+}
+
+function renderJobs() {
+  const body = $("#jobs-table tbody");
+  body.replaceChildren(...[...jobs.values()].map(renderRow));
+  $("#jobs-empty").hidden = jobs.size > 0;
+}
+
+async function loadJobs() {
+  const data = await api("GET", "/api/jobs?limit=1000");
+  jobs.clear();
+  for (const j of data.jobs) jobs.set(j.id, j);
+  renderJobs();
+}
+
+function applyEvent(kind, data) {
+  const job = jobs.get(data.job_id);
+  if (kind === "progress" && job) {
+    job.progress = data;
+    const row = document.querySelector(`tr[data-job-id="${job.id}"]`);
+    if (row) row.replaceWith(renderRow(job));
+  } else if (kind === "job") {
+    refreshJob(data.job_id);
+  }
+  if (detailId === data.job_id) loadDetail(detailId, kind === "progress" ? data : null);
+}
+
+async function refreshJob(id) {
+  try {
+    const job = await api("GET", `/api/jobs/${id}`);
+    jobs.set(id, job);
+  } catch (e) {
+    if (e.status === 404) jobs.delete(id);
+  }
+  renderJobs();
+}
+
+function connect() {
+  if (stream) stream.close();
+  stream = new EventSource("/api/events");
+  stream.onopen = () => { $("#live").textContent = "live"; };
+  stream.onerror = () => { $("#live").textContent = "reconnecting…"; };
+  for (const kind of ["job", "progress", "warning"]) {
+    stream.addEventListener(kind, (ev) => applyEvent(kind, JSON.parse(ev.data)));
+  }
+}
+
+async function loadDetail(id, progress) {
+  const job = progress ? { ...jobs.get(id), progress } : await api("GET", `/api/jobs/${id}`);
+  if (!job || !job.name) return;
+  const p = job.progress || {};
+  $("#d-name").textContent = job.name;
+  $("#d-state").textContent = stateText(job);
+  $("#d-state").className = "state " + job.state;
+  $("#d-paths").textContent = `${job.mode}: ${job.source} → ${job.destination}`;
+  $("#d-fill").style.width = (p.percent ?? 0) + "%";
+  $("#d-stats").textContent = `${(p.percent ?? 0).toFixed(1)}% · ${p.files_done ?? 0}/${p.files_total ?? 0} files · ` +
+    `${fmtBytes(p.bytes_done)} of ${fmtBytes(p.bytes_total)}` + (p.rate_bps ? ` · ${fmtBytes(p.rate_bps)}/s` : "") +
+    (p.eta_s ? ` · ETA ${Math.round(p.eta_s)} s` : "");
+  $("#d-error").textContent = job.last_error || "";
+  $("#d-warnings").replaceChildren(...(job.warnings || []).map((w) => el("li", {}, w)));
+  $("#d-actions").replaceChildren(actionButtons(job));
+  if (progress) return;
+  const runs = (await api("GET", `/api/jobs/${id}/runs`)).runs;
+  $("#runs-table tbody").replaceChildren(...runs.map((r) => el("tr", {},
+    el("td", {}, r.id), el("td", {}, r.trigger), el("td", {}, new Date(r.started_at * 1000).toLocaleString()),
+    el("td", {}, r.finished_at ? (r.finished_at - r.started_at).toFixed(1) + " s" : "…"),
+    el("td", { class: "state " + r.state }, r.state),
+    el("td", {}, r.stats ? (r.stats.files_copied ?? r.stats.files_new ?? "") : ""),
+    el("td", {}, r.stats ? fmtBytes(r.stats.bytes_copied ?? r.stats.bytes_read) : ""),
+    el("td", { class: "error" }, r.error || ""))));
+  const last = runs.find((r) => r.finished_at);
+  const errs = last ? (await api("GET", `/api/jobs/${id}/runs/${last.id}/errors`)).errors : [];
+  $("#d-file-errors").replaceChildren(...errs.map((e) => el("li", {}, `${e.path}: ${e.message}`)));
+}
+
+function openDetail(id) {
+  detailId = id;
+  show("detail");
+  loadDetail(id);
+}
+
+async function loadUsers() {
+  const users = (await api("GET", "/api/users")).users;
+  $("#users-table tbody").replaceChildren(...users.map((u) => el("tr", {},
+    el("td", {}, u.username), el("td", {}, u.role), el("td", {}, new Date(u.created_at * 1000).toLocaleString()))));
+}
+
+function route() {
+  const m = location.hash.match(/^#job\/(\d+)$/);
+  if (m) openDetail(Number(m[1]));
+  else show(location.hash.slice(1) || "jobs");
+}
+
+async function start() {
+  try {
+    me = await api("GET", "/api/auth/me");
+  } catch (e) {
+    me = null;
+  }
+  $("#nav").hidden = !me;
+  $("#who").hidden = !me;
+  if (!me) {
+    show("login");
+    return;
+  }
+  $("#whoami").textContent = `${me.username} (${me.role})`;
+  $("#tab-create").hidden = !canOperate();
+  $("#tab-users").hidden = me.role !== "admin";
+  connect();
+  route();
+}
+
+document.addEventListener("DOMContentLoaded", () => {
+  for (const t of document.querySelectorAll(".tab")) t.addEventListener("click", () => { location.hash = t.dataset.view; });
+  window.addEventListener("hashchange", () => me && route());
+  $("#login-form").addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    $("#login-error").textContent = "";
+    try {
+      await api("POST", "/api/auth/login", { username: $("#username").value, password: $("#password").value });
+      $("#password").value = "";
+      location.hash = "jobs";
+      await start();
+    } catch (e) {
+      $("#login-error").textContent = e.message;
+    }
+  });
+  $("#logout").addEventListener("click", async () => {
+    try { await api("POST", "/api/auth/logout"); } finally { if (stream) stream.close(); location.hash = ""; start(); }
+  });
+  $("#create-form").addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    const num = (id) => ($(id).value === "" ? undefined : Number($(id).value));
+    const config = {};
+    for (const [k, id] of [["concurrency", "#f-concurrency"], ["chunk_size_mb", "#f-chunk"], ["retry_attempts", "#f-retries"]]) {
+      if (num(id) !== undefined) config[k] = num(id);
+    }
+    if ($("#f-compression").value) config.compression = $("#f-compression").value;
+    const body = { name: $("#f-name").value, source: $("#f-source").value, destination: $("#f-destination").value,
+                   mode: $("#f-mode").value, config };
+    if ($("#f-schedule").value) body.schedule = $("#f-schedule").value;
+    try {
+      const job = await api("POST", "/api/jobs", body);
+      $("#create-result").className = "";
+      $("#create-result").textContent = `Created job ${job.id}.` + (job.warnings.length ? " Warnings: " + job.warnings.join("; ") : "");
+      ev.target.reset();
+      location.hash = "jobs";
+    } catch (e) {
+      $("#create-result").className = "error";
+      $("#create-result").textContent = e.message;
+    }
+  });
+  $("#user-form").addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    try {
+      await api("POST", "/api/users", { username: $("#u-name").value, password: $("#u-password").value, role: $("#u-role").value });
+      $("#user-result").textContent = "Added.";
+      ev.target.reset();
+      loadUsers();
+    } catch (e) {
+      $("#user-result").textContent = e.message;
+    }
+  });
+  start();
+});

@@ -1,0 +1,73 @@
+"""Request bodies of the hub API (pydantic): the same models validate input and generate the
+OpenAPI document. Unknown fields are refused, so a typo never passes silently."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Name = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[^\x00-\x1f\x7f]+$")]
+Location = Annotated[str, Field(min_length=1, max_length=4096)]
+Username = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.@-]+$")]
+Password = Annotated[str, Field(min_length=1, max_length=1024)]
+Role = Literal["admin", "operator", "viewer"]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class JobConfig(Strict):
+    """The guide's job configuration; every field optional."""
+
+    concurrency: Annotated[int, Field(ge=1, le=256)] | None = Field(
+        None, description="Files (or parts) in flight at once; the guide advises 4-8 for SMB.")
+    chunk_size_mb: Annotated[float, Field(gt=0, le=256)] | None = Field(
+        None, description="Request and part size in MiB (sync, mirror); 1-4 for SMB.")
+    retry_attempts: Annotated[int, Field(ge=0, le=100)] | None = Field(
+        None, description="Tries per storage request, and runs retried after a transient error.")
+    compression: Annotated[str, Field(max_length=16)] | None = Field(
+        None, description="none, lz4, zstd or zstd:N (1-19) for backup repositories.")
+
+
+class JobCreate(Strict):
+    name: Name
+    source: Location
+    destination: Location
+    config: JobConfig = Field(default_factory=JobConfig)
+    mode: Literal["sync", "mirror", "backup"] = "sync"
+    schedule: Annotated[str, Field(max_length=200)] | None = Field(
+        None, description="Cron expression (local time), e.g. '0 2 * * *', or @daily.")
+
+
+class Register(Strict):
+    username: Username
+    password: Password
+    role: Role = "viewer"
+    bootstrap_token: Annotated[str, Field(max_length=200)] | None = None
+
+
+class Login(Strict):
+    username: Annotated[str, Field(min_length=1, max_length=64)]
+    password: Password
+
+
+class TokenCreate(Strict):
+    name: Name
+    days: Annotated[float, Field(gt=0, le=3650)] = 90
+
+
+class UserCreate(Strict):
+    username: Username
+    password: Password
+    role: Role = "viewer"
+
+
+class UserUpdate(Strict):
+    password: Password | None = None
+    role: Role | None = None
+
+
+class StateBackup(Strict):
+    directory: Location

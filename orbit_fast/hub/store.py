@@ -1,0 +1,369 @@
+"""The hub's own tables in the jobs DB: jobs as users define them, their runs, users, tokens
+and the event log that SSE clients replay from.
+
+The hub process is their only writer. One connection, guarded by a lock, serves the HTTP
+handlers and the job threads; every write is one short transaction with synchronous=FULL, so
+a state change the API reported survives a power cut (the engine's per-file checkpoints in
+the same file use NORMAL: losing the last of those only means re-verifying some blocks).
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from orbit_fast.errors import DatabaseError
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS hub_jobs (
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    mode TEXT NOT NULL,
+    source TEXT NOT NULL,
+    destination TEXT NOT NULL,
+    config TEXT NOT NULL,
+    schedule TEXT,
+    state TEXT NOT NULL,
+    warnings TEXT NOT NULL DEFAULT '[]',
+    created_by TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL,
+    queued_at REAL,
+    next_run_at REAL,
+    retry_at REAL,
+    attempt INTEGER NOT NULL DEFAULT 0,
+    retries INTEGER NOT NULL DEFAULT 0,
+    last_error TEXT,
+    progress TEXT
+);
+CREATE TABLE IF NOT EXISTS hub_runs (
+    id INTEGER PRIMARY KEY,
+    job_id INTEGER NOT NULL,
+    trigger TEXT NOT NULL,
+    started_at REAL NOT NULL,
+    finished_at REAL,
+    state TEXT NOT NULL,
+    stats TEXT,
+    error TEXT,
+    engine_run_id INTEGER
+);
+CREATE INDEX IF NOT EXISTS hub_runs_job ON hub_runs(job_id, id);
+CREATE TABLE IF NOT EXISTS hub_users (
+    id INTEGER PRIMARY KEY,
+    username TEXT NOT NULL UNIQUE,
+    pw_hash TEXT NOT NULL,
+    role TEXT NOT NULL,
+    created_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS hub_tokens (
+    id INTEGER PRIMARY KEY,
+    hash TEXT NOT NULL UNIQUE,
+    user_id INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    name TEXT NOT NULL,
+    csrf TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    expires_at REAL NOT NULL,
+    revoked INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS hub_events (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    job_id INTEGER,
+    kind TEXT NOT NULL,
+    data TEXT NOT NULL,
+    at REAL NOT NULL
+);
+"""
+
+JOB_COLUMNS = ("id", "name", "mode", "source", "destination", "config", "schedule", "state",
+               "warnings", "created_by", "created_at", "updated_at", "queued_at",
+               "next_run_at", "retry_at", "attempt", "retries", "last_error", "progress")
+RUN_COLUMNS = ("id", "job_id", "trigger", "started_at", "finished_at", "state", "stats",
+               "error", "engine_run_id")  # fmt: skip
+KEEP_EVENTS = 200_000  # older events are dropped; a client that far behind reloads the lists
+
+
+def _row(columns: tuple[str, ...], row: tuple[Any, ...]) -> dict[str, Any]:
+    out = dict(zip(columns, row, strict=True))
+    for k in ("config", "warnings", "progress", "stats"):
+        if k in out and isinstance(out[k], str):
+            out[k] = json.loads(out[k])
+    return out
+
+
+class HubStore:
+    def __init__(self, path: str) -> None:
+        self.path = path
+        try:
+            self._conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+            self._conn.execute("PRAGMA busy_timeout=30000")
+            self._conn.execute("PRAGMA journal_mode=WAL")
+            self._conn.execute("PRAGMA synchronous=FULL")
+            self._conn.executescript(_SCHEMA)
+        except sqlite3.DatabaseError as exc:
+            raise DatabaseError(f"the jobs DB {path} is unusable ({exc}); restore it from a "
+                                "state backup (orbit-fast state restore)") from exc  # fmt: skip
+        self._lock = threading.RLock()
+        self._recent: deque[tuple[int, int | None, str, str]] = deque(maxlen=4096)
+        self.listeners: list[Callable[[], None]] = []
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+    @contextmanager
+    def tx(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._conn
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            self._conn.execute("COMMIT")
+
+    def query(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        with self._lock:
+            return list(self._conn.execute(sql, params))
+
+    def writable(self) -> str | None:
+        """None if a write transaction commits; else why not."""
+        try:
+            with self.tx() as c:
+                c.execute("INSERT INTO meta(key, value) VALUES ('hub_probe', ?) ON CONFLICT(key)"
+                          " DO UPDATE SET value=excluded.value", (str(time.time()),))  # fmt: skip
+            return None
+        except sqlite3.Error as exc:
+            return str(exc)
+
+    # ---- jobs --------------------------------------------------------------------------
+
+    def create_job(self, fields: dict[str, Any]) -> dict[str, Any]:
+        now = time.time()
+        row = {**fields, "created_at": now, "updated_at": now}
+        for k in ("config", "warnings"):
+            row[k] = json.dumps(row[k])
+        cols = ", ".join(row)
+        marks = ", ".join("?" for _ in row)
+        with self.tx() as c:
+            cur = c.execute(f"INSERT INTO hub_jobs({cols}) VALUES ({marks})", tuple(row.values()))
+            job_id = int(cur.lastrowid or 0)
+        job = self.job(job_id)
+        assert job is not None
+        return job
+
+    def job(self, job_id: int) -> dict[str, Any] | None:
+        rows = self.query(f"SELECT {', '.join(JOB_COLUMNS)} FROM hub_jobs WHERE id=?", (job_id,))
+        return _row(JOB_COLUMNS, rows[0]) if rows else None
+
+    def job_by_name(self, name: str) -> dict[str, Any] | None:
+        rows = self.query("SELECT id FROM hub_jobs WHERE name=?", (name,))
+        return self.job(int(rows[0][0])) if rows else None
+
+    def jobs(self, state: str | None = None, mode: str | None = None, q: str | None = None,
+             limit: int = 1000, offset: int = 0) -> tuple[list[dict[str, Any]], int]:  # fmt: skip
+        where, params = [], []
+        if state:
+            where.append("state=?")
+            params.append(state)
+        if mode:
+            where.append("mode=?")
+            params.append(mode)
+        if q:
+            where.append("instr(lower(name), lower(?)) > 0")
+            params.append(q)
+        clause = f"WHERE {' AND '.join(where)}" if where else ""
+        total = int(self.query(f"SELECT count(*) FROM hub_jobs {clause}", tuple(params))[0][0])
+        rows = self.query(f"SELECT {', '.join(JOB_COLUMNS)} FROM hub_jobs {clause} "
+                          "ORDER BY id LIMIT ? OFFSET ?", (*params, limit, offset))  # fmt: skip
+        return [_row(JOB_COLUMNS, r) for r in rows], total
+
+    def update_job(self, job_id: int, **fields: Any) -> None:
+        for k in ("config", "warnings", "progress"):
+            if k in fields and not isinstance(fields[k], str | None):
+                fields[k] = json.dumps(fields[k])
+        fields["updated_at"] = time.time()
+        sets = ", ".join(f"{k}=?" for k in fields)
+        with self.tx() as c:
+            c.execute(f"UPDATE hub_jobs SET {sets} WHERE id=?", (*fields.values(), job_id))
+
+    def transition(self, job_id: int, allowed: tuple[str, ...], **fields: Any) -> bool:
+        """Set `fields` only if the job is in one of the `allowed` states (compare-and-set)."""
+        fields["updated_at"] = time.time()
+        sets = ", ".join(f"{k}=?" for k in fields)
+        marks = ", ".join("?" for _ in allowed)
+        with self.tx() as c:
+            cur = c.execute(f"UPDATE hub_jobs SET {sets} WHERE id=? AND state IN ({marks})",
+                            (*fields.values(), job_id, *allowed))  # fmt: skip
+            return cur.rowcount == 1
+
+    def delete_job(self, job_id: int) -> None:
+        with self.tx() as c:
+            c.execute("DELETE FROM hub_runs WHERE job_id=?", (job_id,))
+            c.execute("DELETE FROM hub_jobs WHERE id=?", (job_id,))
+
+    def count_by_state(self) -> dict[str, int]:
+        return {str(s): int(n) for s, n in
+                self.query("SELECT state, count(*) FROM hub_jobs GROUP BY state")}  # fmt: skip
+
+    # ---- runs --------------------------------------------------------------------------
+
+    def start_run(self, job_id: int, trigger: str) -> int:
+        """Move a pending job to running and record its run, in one transaction; 0 if the
+        job was no longer pending."""
+        now = time.time()
+        with self.tx() as c:
+            if c.execute("UPDATE hub_jobs SET state='running', attempt=attempt+1, updated_at=?, "
+                         "retry_at=NULL WHERE id=? AND state='pending'",
+                         (now, job_id)).rowcount != 1:  # fmt: skip
+                return 0
+            cur = c.execute("INSERT INTO hub_runs(job_id, trigger, started_at, state) "
+                            "VALUES (?,?,?, 'running')", (job_id, trigger, now))  # fmt: skip
+            return int(cur.lastrowid or 0)
+
+    def finish_run(self, run_id: int, state: str, stats: dict[str, Any] | None,
+                   error: str | None, engine_run_id: int | None) -> None:  # fmt: skip
+        with self.tx() as c:
+            c.execute("UPDATE hub_runs SET state=?, finished_at=?, stats=?, error=?, "
+                      "engine_run_id=? WHERE id=?",
+                      (state, time.time(), json.dumps(stats) if stats is not None else None,
+                       error, engine_run_id, run_id))  # fmt: skip
+
+    def runs(self, job_id: int, limit: int = 50, offset: int = 0) -> list[dict[str, Any]]:
+        rows = self.query(f"SELECT {', '.join(RUN_COLUMNS)} FROM hub_runs WHERE job_id=? "
+                          "ORDER BY id DESC LIMIT ? OFFSET ?", (job_id, limit, offset))  # fmt: skip
+        return [_row(RUN_COLUMNS, r) for r in rows]
+
+    def run(self, run_id: int) -> dict[str, Any] | None:
+        rows = self.query(f"SELECT {', '.join(RUN_COLUMNS)} FROM hub_runs WHERE id=?", (run_id,))
+        return _row(RUN_COLUMNS, rows[0]) if rows else None
+
+    def file_errors(self, engine_run_id: int, limit: int = 1000) -> list[dict[str, str]]:
+        import os
+
+        rows = self.query("SELECT path, msgid, message FROM file_errors WHERE run_id=? LIMIT ?",
+                          (engine_run_id, limit))  # fmt: skip
+        return [{"path": os.fsdecode(bytes(p)) if isinstance(p, bytes) else str(p),
+                 "code": str(m), "message": str(t)} for p, m, t in rows]  # fmt: skip
+
+    def recover(self) -> list[int]:
+        """After a crash: runs left 'running' are over ('crashed'); their jobs, and jobs that
+        were waiting to retry, go back to 'pending' and resume from their checkpoints."""
+        now = time.time()
+        with self.tx() as c:
+            ids = [int(r[0]) for r in
+                   c.execute("SELECT id FROM hub_jobs WHERE state IN ('running', 'retrying')")]
+            c.execute("UPDATE hub_runs SET state='crashed', finished_at=? WHERE state='running'",
+                      (now,))  # fmt: skip
+            c.execute("UPDATE hub_jobs SET state='pending', queued_at=coalesce(queued_at, ?), "
+                      "updated_at=? WHERE state='running'", (now, now))  # fmt: skip
+        return ids
+
+    # ---- users and tokens ----------------------------------------------------------------
+
+    def user_count(self) -> int:
+        return int(self.query("SELECT count(*) FROM hub_users")[0][0])
+
+    def add_user(self, username: str, pw_hash: str, role: str, only_if_none: bool = False) -> int:
+        with self.tx() as c:
+            if only_if_none and c.execute("SELECT count(*) FROM hub_users").fetchone()[0]:
+                return 0
+            cur = c.execute("INSERT INTO hub_users(username, pw_hash, role, created_at) "
+                            "VALUES (?,?,?,?)", (username, pw_hash, role, time.time()))  # fmt: skip
+            return int(cur.lastrowid or 0)
+
+    def user(self, username: str) -> tuple[int, str, str, str] | None:
+        rows = self.query("SELECT id, username, pw_hash, role FROM hub_users WHERE username=?",
+                          (username,))  # fmt: skip
+        return tuple(rows[0]) if rows else None  # type: ignore[return-value]
+
+    def users(self) -> list[dict[str, Any]]:
+        return [{"id": i, "username": u, "role": r, "created_at": t} for i, u, r, t in
+                self.query("SELECT id, username, role, created_at FROM hub_users ORDER BY id")]
+
+    def set_user(self, user_id: int, **fields: Any) -> bool:
+        sets = ", ".join(f"{k}=?" for k in fields)
+        with self.tx() as c:
+            cur = c.execute(f"UPDATE hub_users SET {sets} WHERE id=?", (*fields.values(), user_id))
+            if "pw_hash" in fields or "role" in fields:  # changed credentials end every session
+                c.execute("UPDATE hub_tokens SET revoked=1 WHERE user_id=?", (user_id,))
+            return cur.rowcount == 1
+
+    def delete_user(self, user_id: int) -> bool:
+        with self.tx() as c:
+            c.execute("UPDATE hub_tokens SET revoked=1 WHERE user_id=?", (user_id,))
+            return c.execute("DELETE FROM hub_users WHERE id=?", (user_id,)).rowcount == 1
+
+    def add_token(self, token_hash: str, user_id: int, kind: str, name: str, csrf: str,
+                  expires_at: float) -> int:  # fmt: skip
+        with self.tx() as c:
+            cur = c.execute("INSERT INTO hub_tokens(hash, user_id, kind, name, csrf, created_at,"
+                            " expires_at) VALUES (?,?,?,?,?,?,?)",
+                            (token_hash, user_id, kind, name, csrf, time.time(), expires_at))
+            return int(cur.lastrowid or 0)
+
+    def token(self, token_hash: str) -> tuple[Any, ...] | None:
+        rows = self.query(
+            "SELECT t.id, t.kind, t.csrf, t.expires_at, t.revoked, u.id, u.username, u.role "
+            "FROM hub_tokens t JOIN hub_users u ON u.id = t.user_id WHERE t.hash=?",
+            (token_hash,),
+        )
+        return tuple(rows[0]) if rows else None
+
+    def tokens(self, user_id: int) -> list[dict[str, Any]]:
+        return [{"id": i, "kind": k, "name": n, "created_at": c, "expires_at": e,
+                 "revoked": bool(r)} for i, k, n, c, e, r in
+                self.query("SELECT id, kind, name, created_at, expires_at, revoked FROM "
+                           "hub_tokens WHERE user_id=? ORDER BY id", (user_id,))]  # fmt: skip
+
+    def revoke_token(self, token_id: int, user_id: int | None = None) -> bool:
+        with self.tx() as c:
+            if user_id is None:
+                cur = c.execute("UPDATE hub_tokens SET revoked=1 WHERE id=?", (token_id,))
+            else:
+                cur = c.execute("UPDATE hub_tokens SET revoked=1 WHERE id=? AND user_id=?",
+                                (token_id, user_id))  # fmt: skip
+            return cur.rowcount == 1
+
+    # ---- events: stored with increasing ids, replayed to SSE clients ----------------------
+
+    def add_event(self, kind: str, job_id: int | None, data: dict[str, Any]) -> int:
+        text = json.dumps(data, separators=(",", ":"))
+        with self.tx() as c:
+            cur = c.execute("INSERT INTO hub_events(job_id, kind, data, at) VALUES (?,?,?,?)",
+                            (job_id, kind, text, time.time()))  # fmt: skip
+            event_id = int(cur.lastrowid or 0)
+            if event_id % 1000 == 0:
+                c.execute("DELETE FROM hub_events WHERE id <= ?", (event_id - KEEP_EVENTS,))
+            self._recent.append((event_id, job_id, kind, text))
+        for wake in list(self.listeners):
+            wake()
+        return event_id
+
+    def events_after(self, after: int, job_id: int | None = None,
+                     limit: int = 500) -> list[tuple[int, int | None, str, str]]:  # fmt: skip
+        """Events with id > after (for one job, or all), oldest first."""
+        with self._lock:
+            recent = self._recent
+            if recent and recent[0][0] <= after + 1:
+                return [e for e in recent if e[0] > after and (job_id is None or e[1] == job_id)
+                        ][:limit]  # fmt: skip
+        if job_id is None:
+            rows = self.query("SELECT id, job_id, kind, data FROM hub_events WHERE id > ? "
+                              "ORDER BY id LIMIT ?", (after, limit))  # fmt: skip
+        else:
+            rows = self.query("SELECT id, job_id, kind, data FROM hub_events WHERE id > ? AND "
+                              "job_id=? ORDER BY id LIMIT ?", (after, job_id, limit))  # fmt: skip
+        return [(int(i), j, str(k), str(d)) for i, j, k, d in rows]
+
+    def last_event_id(self) -> int:
+        with self._lock:
+            if self._recent:
+                return self._recent[-1][0]
+        return int(self.query("SELECT coalesce(max(id), 0) FROM hub_events")[0][0])

@@ -1,0 +1,208 @@
+"""Backups of the hub's state (the jobs DB and the universe index) that are consistent while
+the hub runs, and a restore that checks a backup before it swaps anything in.
+
+- jobs.db: SQLite's online backup API (what the guide's `sqlite3 ... ".backup"` does), read
+  through its own connection; the copy is checked with PRAGMA integrity_check.
+- the universe: its checkpoint is only ever replaced whole (rename) and its journal only grows
+  until the next checkpoint, so a copy of the checkpoint plus a copy of a journal of the same
+  generation is consistent (a torn journal tail is dropped on open, and the packs it named are
+  re-indexed by the next reconcile). The copy is opened to prove it.
+
+Each backup writes `jobs-<stamp>.db`, `universe-<stamp>.db` (+ `-journal`) and a manifest
+`orbit-state-<stamp>.json` with their SHA-256 sums.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import socket
+import sqlite3
+import struct
+import time
+from typing import Any
+
+from orbit_fast import __version__
+from orbit_fast.errors import DatabaseError, UsageError
+
+_GEN = struct.Struct("<8sIQ")  # magic, version, generation: the start of a universe checkpoint
+_JGEN = struct.Struct("<8sQ")  # magic, generation: the start of its journal
+
+
+def _sha256(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _fsync(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def copy_jobs_db(src: str, dst: str) -> None:
+    """An online, consistent copy of a SQLite DB (readers and the writer go on meanwhile)."""
+    if not os.path.exists(src):
+        raise UsageError(f"no jobs DB at {src}; check DATABASE_URL / --db-path")
+    tmp = dst + ".part"
+    source = sqlite3.connect(f"file:{src}?mode=ro", uri=True)
+    try:
+        target = sqlite3.connect(tmp)
+        try:
+            source.backup(target, pages=4096, sleep=0.001)
+            ok = target.execute("PRAGMA integrity_check").fetchone()[0]
+        finally:
+            target.close()
+    finally:
+        source.close()
+    if ok != "ok":
+        os.unlink(tmp)
+        raise DatabaseError(f"the copy of {src} failed its integrity check: {ok}")
+    _fsync(tmp)
+    os.replace(tmp, dst)
+
+
+def copy_universe(src: str, dst: str, tries: int = 20) -> bool:
+    """Copy the checkpoint and a journal of the same generation; False if there is none."""
+    for _ in range(tries):
+        try:
+            f = open(src, "rb")
+        except FileNotFoundError:
+            return False
+        with f:
+            head = f.read(_GEN.size)
+            gen = _GEN.unpack(head)[2] if len(head) == _GEN.size else -1
+            f.seek(0)
+            with open(dst + ".part", "wb") as out:
+                shutil.copyfileobj(f, out, 1 << 20)
+        try:
+            with open(src + "-journal", "rb") as j:
+                journal = j.read()
+        except FileNotFoundError:
+            journal = b""
+        jgen = _JGEN.unpack_from(journal)[1] if len(journal) >= _JGEN.size else gen
+        if jgen != gen:  # a checkpoint happened while we copied: take the new one
+            time.sleep(0.05)
+            continue
+        with open(dst + "-journal.part", "wb") as out:
+            out.write(journal)
+        for p in (dst + ".part", dst + "-journal.part"):
+            _fsync(p)
+        os.replace(dst + "-journal.part", dst + "-journal")
+        os.replace(dst + ".part", dst)
+        return True
+    raise DatabaseError(f"the universe {src} kept changing its checkpoint; try again")
+
+
+def check_universe(path: str) -> int:
+    """Open a universe copy (replays its journal) and return its chunk count."""
+    from orbit_fast.index import state_file
+    from orbit_fast.index.universe import Universe
+
+    u = Universe.open(path)
+    try:
+        return u.count
+    finally:
+        u.close(checkpoint=False)
+        if not state_file.is_held(path):
+            try:
+                os.unlink(path + ".lock")
+            except OSError:
+                pass
+
+
+def backup(db_path: str, universe_path: str, directory: str) -> dict[str, Any]:
+    """Write a consistent backup into `directory`; returns the manifest."""
+    os.makedirs(directory, exist_ok=True)
+    stamp = time.strftime("%Y%m%d_%H%M%S", time.gmtime()) + f"_{os.getpid()}"
+    jobs = os.path.join(directory, f"jobs-{stamp}.db")
+    copy_jobs_db(db_path, jobs)
+    universe = os.path.join(directory, f"universe-{stamp}.db")
+    files = {"jobs": os.path.basename(jobs)}
+    chunks = None
+    if copy_universe(universe_path, universe):
+        chunks = check_universe(universe)
+        files["universe"] = os.path.basename(universe)
+        files["universe_journal"] = os.path.basename(universe) + "-journal"
+    manifest = {
+        "format": 1, "created": time.time(), "host": socket.gethostname(),
+        "orbit_fast": __version__, "db_path": db_path, "universe_path": universe_path,
+        "universe_chunks": chunks, "files": files,
+        "sha256": {k: _sha256(os.path.join(directory, v)) for k, v in files.items()},
+    }  # fmt: skip
+    mpath = os.path.join(directory, f"orbit-state-{stamp}.json")
+    with open(mpath + ".part", "w") as f:
+        json.dump(manifest, f, indent=1)
+    os.replace(mpath + ".part", mpath)
+    manifest["manifest"] = mpath
+    return manifest
+
+
+def restore(backup_file: str, db_path: str, universe_path: str,
+            universe_file: str = "") -> dict[str, Any]:  # fmt: skip
+    """Check a backup, then swap it in for the current state files, keeping those as
+    `<file>.before-restore-<stamp>`. `backup_file` is one of our manifests, or a jobs DB
+    copy (the guide's `sqlite3 .backup` script) with an optional universe copy. The hub
+    must be stopped: the state files' locks are taken for the swap."""
+    from orbit_fast.index import state_file
+
+    jobs_src, uni_src = backup_file, universe_file
+    if backup_file.endswith(".json"):
+        with open(backup_file) as f:
+            manifest = json.load(f)
+        base = os.path.dirname(os.path.abspath(backup_file))
+        for key, name in manifest["files"].items():
+            if _sha256(os.path.join(base, name)) != manifest["sha256"][key]:
+                raise DatabaseError(f"{name} does not match its checksum in {backup_file}; "
+                                    "the backup is damaged: pick another")  # fmt: skip
+        jobs_src = os.path.join(base, manifest["files"]["jobs"])
+        uni_src = os.path.join(base, manifest["files"].get("universe", "")) \
+            if "universe" in manifest["files"] else ""  # fmt: skip
+    # Check before touching anything.
+    try:
+        con = sqlite3.connect(f"file:{jobs_src}?mode=ro", uri=True)
+        try:
+            ok = con.execute("PRAGMA integrity_check").fetchone()[0]
+            con.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+        finally:
+            con.close()
+    except sqlite3.DatabaseError as exc:
+        raise DatabaseError(f"{jobs_src} is not a usable jobs DB ({exc}); nothing was "
+                            "changed") from None  # fmt: skip
+    if ok != "ok":
+        raise DatabaseError(f"{jobs_src} failed its integrity check ({ok}); nothing was changed")
+    if uni_src:
+        check_universe(uni_src)
+    stamp = time.strftime("%Y%m%d_%H%M%S", time.gmtime())
+    fds = [state_file.claim(db_path, "the jobs DB", "DATABASE_URL (stop the hub first)",
+                            "SQLite over SMB/NFS corrupts databases")]  # fmt: skip
+    try:
+        if uni_src:
+            fds.append(state_file.claim(universe_path, "the universe index", "UNIVERSE_PATH "
+                                        "(stop the hub first)", "it needs local locking"))
+        moved = []
+        pairs = [(jobs_src, db_path, ("", "-wal", "-shm"))]
+        if uni_src:
+            pairs.append((uni_src, universe_path, ("", "-journal")))
+        for src, dst, suffixes in pairs:
+            for sfx in suffixes:  # a stale WAL must never meet the restored DB
+                if os.path.exists(dst + sfx):
+                    aside = f"{dst}{sfx}.before-restore-{stamp}"
+                    os.replace(dst + sfx, aside)
+                    moved.append(aside)
+            for sfx in suffixes[:2] if src == uni_src else ("",):
+                if os.path.exists(src + sfx):
+                    shutil.copyfile(src + sfx, dst + sfx + ".part")
+                    _fsync(dst + sfx + ".part")
+                    os.replace(dst + sfx + ".part", dst + sfx)
+        return {"restored": [db_path] + ([universe_path] if uni_src else []), "kept": moved}
+    finally:
+        for fd in fds:
+            state_file.release(fd)

@@ -1,0 +1,116 @@
+"""The guide's settings: env file and environment, refusals that say how to fix them."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from orbit_fast.errors import UsageError
+from orbit_fast.hub import settings as s
+from tests.hub.conftest import SERVER, HubProcess, new_secret
+
+GUIDE_ENV = """# Network Binding
+ORBIT_HOST=0.0.0.0
+ORBIT_PORT=3000
+
+# Database Locations (CRITICAL: KEEP THESE LOCAL)
+# Do NOT point these to /mnt/smb_share/
+DATABASE_URL=sqlite:///var/lib/orbit/jobs.db
+UNIVERSE_PATH=/var/lib/orbit/universe_v3.db
+
+# Security (REQUIRED - generate your own!)
+ORBIT_AUTH_SECRET={secret}
+
+# Optional: Logging
+RUST_LOG=info,orbit_web=debug,magnetar=debug
+"""
+
+
+def test_the_guides_env_file_is_read_as_written(tmp_path: Path) -> None:
+    secret = new_secret()
+    env_file = tmp_path / "orbit.env"
+    env_file.write_text(GUIDE_ENV.format(secret=secret))
+    got = s.load(str(env_file), environ={})
+    assert (got.host, got.port) == ("0.0.0.0", 3000)
+    assert got.db_path == "/var/lib/orbit/jobs.db"
+    assert got.universe_path == "/var/lib/orbit/universe_v3.db"
+    assert got.auth_secret == secret and got.auth_enabled
+    assert got.log_level == "info"  # RUST_LOG's first word; the rest breaks nothing
+    # The environment overrides the file (systemd Environment= over EnvironmentFile=).
+    assert s.load(str(env_file), environ={"ORBIT_PORT": "3100"}).port == 3100
+    assert s.db_path_from_url("sqlite:////var/lib/orbit/jobs.db") == "/var/lib/orbit/jobs.db"
+
+
+@pytest.mark.parametrize("secret, why", [
+    ("", "not set"),
+    ("CHANGE_THIS_TO_A_SECURE_RANDOM_STRING", "placeholder"),
+    ("short-secret", "at least 32"),
+    ("a" * 40, "too easy"),
+])
+def test_weak_or_missing_secrets_refuse_to_start(secret: str, why: str) -> None:
+    with pytest.raises(UsageError) as e:
+        s.load(environ={"ORBIT_AUTH_SECRET": secret})
+    assert why in str(e.value) and "openssl rand -base64 32" in str(e.value)
+
+
+def test_auth_off_only_on_loopback() -> None:
+    got = s.load(environ={"ORBIT_AUTH_ENABLED": "false"})
+    assert not got.auth_enabled and got.host == "127.0.0.1"
+    with pytest.raises(UsageError, match="ORBIT_AUTH_ENABLED=false on ORBIT_HOST=0.0.0.0"):
+        s.load(environ={"ORBIT_AUTH_ENABLED": "false", "ORBIT_HOST": "0.0.0.0"})
+
+
+@pytest.mark.parametrize("env, match", [
+    ({"DATABASE_URL": "postgres://x/y"}, "only sqlite"),
+    ({"DATABASE_URL": "sqlite:///:memory:"}, "name a file"),
+    ({"ORBIT_PORT": "http"}, "port number"),
+    ({"ORBIT_ALLOWED_ROOTS": "relative/dir"}, "not an absolute path"),
+    ({"ORBIT_AUTH_ENABLED": "maybe"}, "true or false"),
+])
+def test_bad_settings_name_the_variable(env: dict[str, str], match: str) -> None:
+    with pytest.raises(UsageError, match=match):
+        s.load(environ={"ORBIT_AUTH_SECRET": new_secret(), **env})
+
+
+def test_env_file_errors_name_the_line(tmp_path: Path) -> None:
+    f = tmp_path / "orbit.env"
+    f.write_text("ORBIT_PORT=3000\nthis is not a setting\n")
+    with pytest.raises(UsageError, match=r"orbit.env:2: expected KEY=VALUE"):
+        s.parse_env_file(str(f))
+
+
+def test_orbit_server_refuses_the_placeholder_with_exit_2(tmp_path: Path) -> None:
+    env = {**os.environ, "ORBIT_AUTH_SECRET": "CHANGE_THIS_TO_A_SECURE_RANDOM_STRING",
+           "DATABASE_URL": f"sqlite:///{tmp_path}/jobs.db"}
+    r = subprocess.run(SERVER, env=env, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2
+    assert "placeholder" in r.stderr and "openssl rand -base64 32" in r.stderr
+    assert not (tmp_path / "jobs.db").exists()  # refused before touching anything
+
+
+def test_a_second_hub_on_the_same_databases_refuses(hub: HubProcess) -> None:
+    r = subprocess.run(SERVER, env={**hub.env, "ORBIT_PORT": "0"}, capture_output=True,
+                       text=True, timeout=60)
+    assert r.returncode == 6, r.stderr
+    assert "in use by another orbit-fast process" in r.stderr
+    assert hub.proc is not None and hub.proc.poll() is None  # the first one is unharmed
+
+
+def test_databases_on_a_network_filesystem_are_refused(tmp_path: Path) -> None:
+    # /proc is not a network filesystem; make the check see CIFS for the data dir instead.
+    env_file = tmp_path / "orbit.env"
+    env_file.write_text(f"DATABASE_URL=sqlite:///{tmp_path}/share/jobs.db\n"
+                        f"ORBIT_AUTH_SECRET={new_secret()}\n")
+    code = (
+        "import sys; from orbit_fast import fsinfo; "
+        "fsinfo.network_fs_name = lambda d: 'cifs'; "
+        "from orbit_fast.cli.hub_cmd import server_main; "
+        f"sys.argv=['orbit-server', '--env-file', {str(env_file)!r}]; server_main()"
+    )
+    r = subprocess.run([SERVER[0], "-c", code], capture_output=True, text=True, timeout=60,
+                       env={k: v for k, v in os.environ.items() if k != "DATABASE_URL"})
+    assert r.returncode == 5, r.stderr
+    assert "network filesystem (cifs)" in r.stderr and "DATABASE_URL" in r.stderr
