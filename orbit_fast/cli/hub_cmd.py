@@ -49,9 +49,17 @@ def _serve(env_file: str, host: str, port: int) -> None:
         exit_with_error(exc, json_out=False)
     # proxy_headers off: request.client stays the real peer, so "a direct loopback client"
     # cannot be faked with X-Forwarded-For (nginx's requests carry those headers instead).
-    uvicorn.run(create_app(hub), host=settings.host, port=settings.port,
-                log_level="warning" if level == "INFO" else level.lower(),
-                proxy_headers=False, server_header=False, timeout_graceful_shutdown=30)  # fmt: skip
+    config = uvicorn.Config(create_app(hub), host=settings.host, port=settings.port,
+                            log_level="warning" if level == "INFO" else level.lower(),
+                            proxy_headers=False, server_header=False,
+                            timeout_graceful_shutdown=30)  # fmt: skip
+
+    class HubServer(uvicorn.Server):
+        def handle_exit(self, sig: int, frame: Any) -> None:
+            hub.begin_shutdown()
+            super().handle_exit(sig, frame)
+
+    HubServer(config).run()
 
 
 @click.command("serve")

@@ -42,7 +42,7 @@ from orbit_fast.coordinator.coordinator import (
     Coordinator,
     _Task,
 )
-from orbit_fast.errors import OrbitError, RemoteError, SourceError
+from orbit_fast.errors import OrbitError, RemoteError, RemoteUnavailable, SourceError
 
 SINGLE_MAX = 8 << 20  # larger objects move in parts (the AWS CLI's multipart threshold)
 DELETE_BATCH = 1000
@@ -493,7 +493,9 @@ class ObjectSync(Coordinator):
             return
         obj.failed = "done"  # the run stops; the upload and its parts stay for the rerun
         if res.side == "remote":
-            self._fail(RemoteError(res.message))
+            # errno 0: retries ran out on transient errors (workers/objects.py `_on`); the hub
+            # waits and runs the job again for those, while a refusal (EIO) needs a person.
+            self._fail((RemoteUnavailable if res.errno == 0 else RemoteError)(res.message))
         else:
             self._fail(self._dest_error(OSError(res.errno, res.message), obj.rel))
 

@@ -16,9 +16,9 @@ import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from importlib import resources
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, Query, Request
+from fastapi import Depends, FastAPI, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -36,6 +36,8 @@ log = logging.getLogger("orbit_fast.hub")
 SESSION_COOKIE = "orbit_session"
 CSRF_COOKIE = "orbit_csrf"
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
+# Row ids in paths: SQLite integers are 64-bit; larger numbers are a 422, not an overflow.
+RowId = Annotated[int, Path(ge=1, le=2**63 - 1)]
 FORWARD_HEADERS = ("forwarded", "x-forwarded-for", "x-real-ip")
 
 
@@ -220,7 +222,7 @@ def create_app(hub: Hub) -> FastAPI:
 
     viewer, operator, admin = need("viewer"), need("operator"), need("admin")
 
-    def job_or_404(job_id: int) -> dict[str, Any]:
+    def job_or_404(job_id: RowId) -> dict[str, Any]:
         job = store.job(job_id)
         if job is None:
             raise ApiError(404, "job_not_found", f"no job {job_id}")
@@ -306,11 +308,11 @@ def create_app(hub: Hub) -> FastAPI:
         return create(body, who)
 
     @app.get("/api/jobs/{job_id}", tags=["jobs"])
-    def get_job(job_id: int, who: auth.Principal = Depends(viewer)) -> dict[str, Any]:
+    def get_job(job_id: RowId, who: auth.Principal = Depends(viewer)) -> dict[str, Any]:
         return job_or_404(job_id)
 
     @app.delete("/api/jobs/{job_id}", tags=["jobs"])
-    def delete_job(job_id: int, who: auth.Principal = Depends(operator)) -> dict[str, Any]:
+    def delete_job(job_id: RowId, who: auth.Principal = Depends(operator)) -> dict[str, Any]:
         job = job_or_404(job_id)
         if job["state"] in ("running", "pending", "retrying") or job_id in runner.active:
             raise ApiError(409, "job_active", f"job {job_id} is {job['state']}; cancel it first")
@@ -318,7 +320,7 @@ def create_app(hub: Hub) -> FastAPI:
         runner._event(job_id, "deleted")
         return {"deleted": job_id}
 
-    def control(job_id: int, action: str, fn: Callable[[int], bool]) -> JSONResponse:
+    def control(job_id: RowId, action: str, fn: Callable[[int], bool]) -> JSONResponse:
         job = job_or_404(job_id)
         if not fn(job_id):
             raise ApiError(409, "bad_state", f"cannot {action} job {job_id} while it is "
@@ -326,30 +328,30 @@ def create_app(hub: Hub) -> FastAPI:
         return JSONResponse(job_or_404(job_id), 202)
 
     @app.post("/api/jobs/{job_id}/run", tags=["jobs"], status_code=202)
-    def run_job(job_id: int, who: auth.Principal = Depends(operator)) -> JSONResponse:
+    def run_job(job_id: RowId, who: auth.Principal = Depends(operator)) -> JSONResponse:
         return control(job_id, "run", runner.run)
 
     @app.post("/api/jobs/{job_id}/cancel", tags=["jobs"], status_code=202)
-    def cancel_job(job_id: int, who: auth.Principal = Depends(operator)) -> JSONResponse:
+    def cancel_job(job_id: RowId, who: auth.Principal = Depends(operator)) -> JSONResponse:
         return control(job_id, "cancel", runner.cancel)
 
     @app.post("/api/jobs/{job_id}/pause", tags=["jobs"], status_code=202)
-    def pause_job(job_id: int, who: auth.Principal = Depends(operator)) -> JSONResponse:
+    def pause_job(job_id: RowId, who: auth.Principal = Depends(operator)) -> JSONResponse:
         return control(job_id, "pause", runner.pause)
 
     @app.post("/api/jobs/{job_id}/resume", tags=["jobs"], status_code=202)
-    def resume_job(job_id: int, who: auth.Principal = Depends(operator)) -> JSONResponse:
+    def resume_job(job_id: RowId, who: auth.Principal = Depends(operator)) -> JSONResponse:
         return control(job_id, "resume", runner.resume)
 
     @app.get("/api/jobs/{job_id}/runs", tags=["jobs"])
-    def job_runs(job_id: int, limit: int = Query(50, ge=1, le=1000),
+    def job_runs(job_id: RowId, limit: int = Query(50, ge=1, le=1000),
                  offset: int = Query(0, ge=0, le=10**9),
                  who: auth.Principal = Depends(viewer)) -> dict[str, Any]:  # fmt: skip
         job_or_404(job_id)
         return {"runs": store.runs(job_id, limit, offset)}
 
     @app.get("/api/jobs/{job_id}/runs/{run_id}/errors", tags=["jobs"])
-    def run_errors(job_id: int, run_id: int,
+    def run_errors(job_id: RowId, run_id: RowId,
                    who: auth.Principal = Depends(viewer)) -> dict[str, Any]:  # fmt: skip
         run = store.run(run_id)
         if run is None or run["job_id"] != job_id:
@@ -359,7 +361,7 @@ def create_app(hub: Hub) -> FastAPI:
 
     # ---- live progress (SSE) ------------------------------------------------------------------
 
-    async def stream(request: Request, job_id: int | None) -> AsyncIterator[str]:
+    async def stream(request: Request, job_id: RowId | None) -> AsyncIterator[str]:
         loop = asyncio.get_running_loop()
         flag = asyncio.Event()
 
@@ -375,7 +377,7 @@ def create_app(hub: Hub) -> FastAPI:
                 last = store.last_event_id()
                 snap = job_or_404(job_id) if job_id else {"jobs": store.jobs()[0]}
                 yield f"event: snapshot\ndata: {json.dumps(snap)}\n\n"
-            while True:
+            while not hub.closing.is_set():
                 flag.clear()
                 batch = await asyncio.to_thread(store.events_after, last, job_id)
                 for event_id, _, kind, data in batch:
@@ -400,7 +402,7 @@ def create_app(hub: Hub) -> FastAPI:
                                  headers=sse_headers)  # fmt: skip
 
     @app.get("/api/jobs/{job_id}/events", tags=["events"])
-    def job_events(job_id: int, request: Request,
+    def job_events(job_id: RowId, request: Request,
                    who: auth.Principal = Depends(viewer)) -> StreamingResponse:  # fmt: skip
         job_or_404(job_id)
         return StreamingResponse(stream(request, job_id), media_type="text/event-stream",
@@ -519,7 +521,7 @@ def create_app(hub: Hub) -> FastAPI:
                              "expires_at": expires}, 201)  # fmt: skip
 
     @app.delete("/api/auth/tokens/{token_id}", tags=["auth"])
-    def revoke(token_id: int, who: auth.Principal = Depends(viewer)) -> dict[str, Any]:
+    def revoke(token_id: RowId, who: auth.Principal = Depends(viewer)) -> dict[str, Any]:
         ok = store.revoke_token(token_id, None if who.may("admin") else who.user_id)
         if not ok:
             raise ApiError(404, "token_not_found", f"no token {token_id} of yours")
@@ -538,7 +540,7 @@ def create_app(hub: Hub) -> FastAPI:
         return add_user(body, who)
 
     @app.patch("/api/users/{user_id}", tags=["users"])
-    def update_user(user_id: int, body: models.UserUpdate,
+    def update_user(user_id: RowId, body: models.UserUpdate,
                     who: auth.Principal = Depends(admin)) -> dict[str, Any]:  # fmt: skip
         fields: dict[str, Any] = {}
         if body.role is not None:
@@ -556,7 +558,7 @@ def create_app(hub: Hub) -> FastAPI:
         return {"updated": user_id}
 
     @app.delete("/api/users/{user_id}", tags=["users"])
-    def delete_user(user_id: int, who: auth.Principal = Depends(admin)) -> dict[str, Any]:
+    def delete_user(user_id: RowId, who: auth.Principal = Depends(admin)) -> dict[str, Any]:
         if user_id == who.user_id:
             raise ApiError(409, "self_delete", "an admin cannot delete their own account")
         if not store.delete_user(user_id):
@@ -566,17 +568,15 @@ def create_app(hub: Hub) -> FastAPI:
     # ---- state backups and metrics -------------------------------------------------------------
 
     @app.post("/api/admin/state-backup", tags=["hub"])
-    def state_backup(body: models.StateBackup,
-                     who: auth.Principal = Depends(admin)) -> dict[str, Any]:  # fmt: skip
-        """Consistent copies of jobs.db and the universe into a directory on the hub."""
+    def state_backup(who: auth.Principal = Depends(admin)) -> dict[str, Any]:
+        """Consistent copies of jobs.db and the universe into ORBIT_STATE_BACKUP_DIR (default
+        <data dir>/state-backups), e.g. for a job that ships them off the hub."""
         from orbit_fast.index.state_backup import backup
 
-        if not body.directory.startswith("/"):
-            raise ApiError(400, "invalid_path", "give an absolute directory on the hub")
         try:
-            return backup(settings.db_path, settings.universe_path, body.directory)
+            return backup(settings.db_path, settings.universe_path, settings.state_backup_dir)
         except OrbitError as exc:
-            raise ApiError(400, exc.msgid, str(exc)) from None
+            raise ApiError(500, exc.msgid, str(exc)) from None
 
     @app.get("/metrics", tags=["hub"], response_class=PlainTextResponse)
     def metrics(who: auth.Principal = Depends(viewer)) -> PlainTextResponse:

@@ -8,6 +8,7 @@ import logging
 import os
 import secrets
 import shutil
+import threading
 import time
 from typing import Any
 
@@ -33,6 +34,7 @@ class Hub:
         self.started_at = time.time()
         self._health: tuple[float, list[str]] = (0.0, [])
         self.min_free_bytes = int(os.environ.get("ORBIT_MIN_FREE_BYTES") or (1 << 30))
+        self.closing = threading.Event()  # SIGTERM: end event streams, do not wait on them
 
     @classmethod
     def open(cls, settings: HubSettings) -> Hub:
@@ -76,6 +78,13 @@ class Hub:
             os.unlink(os.path.join(self.settings.data_dir, "bootstrap-token"))
         except FileNotFoundError:
             pass
+
+    def begin_shutdown(self) -> None:
+        """Called from the server's signal handler: open event streams end at once instead of
+        holding the graceful shutdown for its whole timeout."""
+        self.closing.set()
+        for wake in list(self.store.listeners):
+            wake()
 
     def start(self) -> None:
         self.runner.start()

@@ -67,7 +67,3 @@ class UserCreate(Strict):
 class UserUpdate(Strict):
     password: Password | None = None
     role: Role | None = None
-
-
-class StateBackup(Strict):
-    directory: Location

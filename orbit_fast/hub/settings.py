@@ -35,6 +35,7 @@ class HubSettings:
     session_hours: float = 12.0
     loopback_reads: bool = True  # GET /api/list_jobs from the hub itself without a token
     max_body_bytes: int = 1 << 20
+    state_backup_dir: str = ""  # POST /api/admin/state-backup writes here
     warnings: list[str] = field(default_factory=list)
 
     @property
@@ -167,5 +168,7 @@ def load(env_file: str = "", environ: dict[str, str] | None = None,
         auth_enabled=auth, log_level=level.lower(), allowed_roots=roots, max_jobs=max_jobs,
         session_hours=hours,
         loopback_reads=_bool("ORBIT_LOOPBACK_READS", get("ORBIT_LOOPBACK_READS") or "true"),
+        state_backup_dir=os.path.abspath(get("ORBIT_STATE_BACKUP_DIR") or os.path.join(
+            os.path.dirname(db), "state-backups")),
         warnings=warnings,
     )  # fmt: skip

@@ -153,6 +153,10 @@ class Universe:
             for p in meta.packs:
                 self._register(p)
         self._replay_journal()
+        if not os.path.exists(self.path):
+            # A first, empty checkpoint: the file named by UNIVERSE_PATH always exists, so a
+            # plain `cp` of it (the deployment guide's backup script) never fails.
+            self.checkpoint()
 
     def _corrupt(self, why: str) -> DatabaseError:
         return DatabaseError(

@@ -45,10 +45,11 @@ class HubProcess:
         }
         self.proc: subprocess.Popen[bytes] | None = None
         self.log = root / "hub.log"
+        self.command = SERVER
 
     def start(self, wait: bool = True) -> HubProcess:
         with open(self.log, "ab") as log:
-            self.proc = subprocess.Popen(SERVER, env=self.env, stdout=log, stderr=log)
+            self.proc = subprocess.Popen(self.command, env=self.env, stdout=log, stderr=log)
         if wait:
             self.wait_healthy()
         return self

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import os
+import shlex
+import shutil
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from orbit_fast.errors import UsageError
 from orbit_fast.hub import settings as s
+from tests.conftest import make_tree, snapshot
 from tests.hub.conftest import SERVER, HubProcess, new_secret
 
 GUIDE_ENV = """# Network Binding
@@ -114,3 +118,32 @@ def test_databases_on_a_network_filesystem_are_refused(tmp_path: Path) -> None:
                        env={k: v for k, v in os.environ.items() if k != "DATABASE_URL"})
     assert r.returncode == 5, r.stderr
     assert "network filesystem (cifs)" in r.stderr and "DATABASE_URL" in r.stderr
+
+
+def test_runs_under_the_guides_systemd_hardening(hub_factory: Any, tmp_path: Path,
+                                                 rng: Any) -> None:
+    """ProtectSystem=strict + ReadWritePaths=/var/lib/orbit, done with a private mount namespace
+    whose root is read-only: the hub and its jobs may write only the data directory, the job's
+    destination and /dev/shm."""
+    if os.geteuid() != 0 or not shutil.which("unshare"):
+        pytest.skip("needs root and unshare(1) for a read-only mount namespace")
+    src = make_tree(tmp_path / "src", rng, files=25)
+    dst = tmp_path / "dst"
+    dst.mkdir()
+    hub = hub_factory(HOME="/nonexistent-home")
+    hub.data.mkdir(parents=True)
+    rw = " && ".join(f"mount --bind {d} {d}" for d in (hub.data, dst))
+    cmd = shlex.join(SERVER)
+    hub.command = ["unshare", "--mount", "--propagation", "private", "sh", "-c",
+                   f"{rw} && mount -o remount,bind,ro / && exec {cmd}"]
+    hub.start()
+    with hub.client(hub.admin_token()) as c:
+        job = c.post("/api/jobs", json={"name": "hardened", "source": str(src),
+                                        "destination": str(dst), "mode": "mirror"}).json()
+        c.post(f"/api/jobs/{job['id']}/run")
+        done = hub.wait_state(c, job["id"], ("completed", "partial", "failed"))
+        assert done["state"] == "completed", done
+        assert c.post("/api/admin/state-backup").status_code == 200
+    assert snapshot(src) == snapshot(dst)
+    assert hub.stop() in (0, -15)  # uvicorn re-raises SIGTERM after a clean shutdown
+    assert "Read-only file system" not in hub.log.read_text()
