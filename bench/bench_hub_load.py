@@ -20,6 +20,7 @@ import json
 import multiprocessing as mp
 import os
 import platform
+import resource
 import shutil
 import socket
 import statistics
@@ -97,42 +98,68 @@ def copy_rate(url: str, token: str, src: Path, root: Path, seconds: float) -> di
 
 async def _load(url: str, token: str, clients: int, sse_clients: int, seconds: float,
                 interval: float) -> dict[str, Any]:
-    h = {"Authorization": f"Bearer {token}"}
+    """Each client holds one keep-alive connection, as a browser tab would. A minimal HTTP/1.1
+    client on asyncio streams: a general-purpose client library costs several times the CPU,
+    which on a 2-core machine is taken from the hub and the job being measured."""
+    host, port = url.removeprefix("http://").split(":")
     lat: list[float] = []
     errors: list[str] = []
     events = 0
     end = time.monotonic() + seconds
-    limits = httpx.Limits(max_connections=clients + 10, max_keepalive_connections=clients + 10)
-    async with httpx.AsyncClient(base_url=url, headers=h, timeout=30, limits=limits) as c:
 
-        async def poller(i: int) -> None:
-            await asyncio.sleep(interval * i / clients)  # spread the start
-            path = "/api/health" if i % 2 else "/api/list_jobs"
-            while time.monotonic() < end:
-                t0 = time.perf_counter()
-                try:
-                    r = await c.get(path)
-                    if r.status_code != 200:
-                        errors.append(f"{path}: {r.status_code}")
-                except Exception as exc:  # noqa: BLE001 - counted, reported
-                    errors.append(f"{path}: {type(exc).__name__}")
-                lat.append(time.perf_counter() - t0)
-                await asyncio.sleep(max(0.0, interval - (time.perf_counter() - t0)))
-
-        async def listener() -> None:
-            nonlocal events
+    async def poller(i: int) -> None:
+        path = "/api/health" if i % 2 else "/api/list_jobs"
+        req = (f"GET {path} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {token}\r\n"
+               "\r\n").encode()
+        await asyncio.sleep(interval * i / clients)  # spread the start
+        try:
+            reader, writer = await asyncio.open_connection(host, int(port))
+        except OSError as exc:
+            errors.append(f"connect: {exc}")
+            return
+        while time.monotonic() < end:
+            t0 = time.perf_counter()
             try:
-                async with c.stream("GET", "/api/events", timeout=seconds + 30) as r:
-                    async for line in r.aiter_lines():
-                        if line.startswith("event:"):
-                            events += 1
-                        if time.monotonic() > end:
-                            break
-            except Exception as exc:  # noqa: BLE001
-                errors.append(f"sse: {type(exc).__name__}")
+                writer.write(req)
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = 0
+                for line in head.split(b"\r\n"):
+                    if line.lower().startswith(b"content-length:"):
+                        length = int(line.split(b":")[1])
+                await reader.readexactly(length)
+                if head[9:12] != b"200":
+                    errors.append(f"{path}: {head[9:12].decode()}")
+            except (OSError, asyncio.IncompleteReadError) as exc:
+                errors.append(f"{path}: {type(exc).__name__}")
+                return
+            lat.append(time.perf_counter() - t0)
+            await asyncio.sleep(max(0.0, interval - (time.perf_counter() - t0)))
+        writer.close()
 
-        await asyncio.gather(*[poller(i) for i in range(clients - sse_clients)],
-                             *[listener() for _ in range(sse_clients)])
+    async def listener() -> None:
+        nonlocal events
+        try:
+            reader, writer = await asyncio.open_connection(host, int(port))
+            writer.write((f"GET /api/events HTTP/1.1\r\nHost: {host}\r\nAuthorization: "
+                          f"Bearer {token}\r\nAccept: text/event-stream\r\n\r\n").encode())
+            head = await reader.readuntil(b"\r\n\r\n")
+            if head[9:12] != b"200":
+                errors.append(f"sse: {head[9:12].decode()}")
+            while time.monotonic() < end:
+                try:
+                    data = await asyncio.wait_for(reader.read(65536), end - time.monotonic())
+                except TimeoutError:
+                    break
+                if not data:
+                    errors.append("sse: closed")
+                    break
+                events += data.count(b"\nevent: ") + data.startswith(b"event: ")
+            writer.close()
+        except OSError as exc:
+            errors.append(f"sse: {type(exc).__name__}")
+
+    await asyncio.gather(*[poller(i) for i in range(clients - sse_clients)],
+                         *[listener() for _ in range(sse_clients)])
     lat.sort()
     q = statistics.quantiles(lat, n=100) if len(lat) > 100 else [0.0] * 99
     return {"requests": len(lat), "errors": len(errors), "error_samples": errors[:5],
@@ -141,7 +168,12 @@ async def _load(url: str, token: str, clients: int, sse_clients: int, seconds: f
 
 
 def load_process(url: str, token: str, args: argparse.Namespace, out: Any) -> None:
-    out.put(asyncio.run(_load(url, token, args.clients, args.sse, args.seconds, args.interval)))
+    t0, r0 = time.monotonic(), resource.getrusage(resource.RUSAGE_SELF)
+    result = asyncio.run(_load(url, token, args.clients, args.sse, args.seconds, args.interval))
+    r1 = resource.getrusage(resource.RUSAGE_SELF)
+    cpu = (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
+    result["generator_cpu_pct_of_one_core"] = round(100 * cpu / (time.monotonic() - t0), 1)
+    out.put(result)
 
 
 def main() -> None:
@@ -167,7 +199,10 @@ def main() -> None:
         proc.terminate()
         proc.wait(60)
         shutil.rmtree(root, ignore_errors=True)
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                            text=True, cwd=Path(__file__).parent).stdout.strip()
     result = {"machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+              "commit": commit,
               "args": vars(args), "job_alone": alone, "job_under_load": loaded, "load": load,
               "throughput_drop_pct": round(100 * (1 - loaded["mb_per_s"] / alone["mb_per_s"]), 1)}
     print(json.dumps(result, indent=1))

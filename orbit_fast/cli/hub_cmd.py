@@ -43,6 +43,10 @@ def _serve(env_file: str, host: str, port: int) -> None:
     from orbit_fast.hub.app import create_app
     from orbit_fast.hub.core import Hub
 
+    # The HTTP loop shares the GIL with the coordinator threads of running jobs: a shorter
+    # switch interval than the default 5 ms lets a request through sooner
+    # (bench/bench_hub_load.py; docs/performance.md, "Hub under load").
+    sys.setswitchinterval(float(os.environ.get("ORBIT_SWITCH_INTERVAL_S") or 0.0005))
     try:
         hub = Hub.open(settings)
     except OrbitError as exc:

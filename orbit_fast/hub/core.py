@@ -21,7 +21,7 @@ from orbit_fast.index import state_file
 
 log = logging.getLogger("orbit_fast.hub")
 
-HEALTH_CACHE_S = 2.0
+HEALTH_EVERY_S = 2.0
 
 
 class Hub:
@@ -32,7 +32,7 @@ class Hub:
         self.throttle = LoginThrottle()
         self.bootstrap_token = ""
         self.started_at = time.time()
-        self._health: tuple[float, list[str]] = (0.0, [])
+        self._problems: list[str] = []  # from the last health check (every HEALTH_EVERY_S)
         self.min_free_bytes = int(os.environ.get("ORBIT_MIN_FREE_BYTES") or (1 << 30))
         self.closing = threading.Event()  # SIGTERM: end event streams, do not wait on them
 
@@ -52,6 +52,8 @@ class Hub:
         retry_base = float(os.environ.get("ORBIT_RETRY_BASE_S") or 5.0)
         runner = JobRunner(store, settings.db_path, settings.universe_path, settings.max_jobs,
                            retry_base_s=retry_base)  # fmt: skip
+        # Workers of hub jobs run at nice 10 unless told (see workers/worker.py).
+        os.environ.setdefault("ORBIT_WORKER_NICE", "10")
         hub = cls(settings, store, runner)
         hub._bootstrap()
         return hub
@@ -88,18 +90,26 @@ class Hub:
 
     def start(self) -> None:
         self.runner.start()
+        self._check_health()
+        threading.Thread(target=self._health_loop, name="orbit-hub-health", daemon=True).start()
 
     def close(self) -> None:
+        self.closing.set()
         self.runner.stop()
         self.store.close()
 
+    def _health_loop(self) -> None:
+        # Checked here, not in the request: the probe is a durable write (an fsync), which
+        # must not sit in the path of a load balancer's polls.
+        while not self.closing.wait(HEALTH_EVERY_S):
+            try:
+                self._check_health()
+            except Exception as exc:  # a failed check is itself the news
+                self._problems = [f"health check failed: {exc}"]
+
     # ---- health ------------------------------------------------------------------------------
 
-    def problems(self) -> list[str]:
-        """Why the hub is not healthy (cached briefly: load balancers poll this)."""
-        at, cached = self._health
-        if time.monotonic() - at < HEALTH_CACHE_S:
-            return cached
+    def _check_health(self) -> None:
         out = []
         if why := self.store.writable():
             out.append(f"the jobs DB {self.settings.db_path} is not writable: {why}")
@@ -107,11 +117,10 @@ class Hub:
         if usage.free < self.min_free_bytes:
             out.append(f"{self.settings.data_dir} has {usage.free >> 20} MiB free, under "
                        f"{self.min_free_bytes >> 20} MiB: free space before jobs fail")  # fmt: skip
-        self._health = (time.monotonic(), out)
-        return out
+        self._problems = out
 
     def health(self) -> tuple[int, dict[str, Any]]:
-        problems = self.problems()
+        problems = self._problems
         if not problems:
             return 200, {"status": "healthy", "version": __version__}
         return 503, {"status": "unhealthy", "version": __version__, "problems": problems}

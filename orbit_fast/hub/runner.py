@@ -148,10 +148,6 @@ class JobRunner:
         a.cancel.cancel(ExitCode.TERMINATED)
         return True
 
-    def live_progress(self, job_id: int) -> dict[str, Any] | None:
-        a = self.active.get(job_id)
-        return dict(a.progress) if a is not None else None
-
     # ---- the scheduler thread ------------------------------------------------------------------
 
     def _loop(self) -> None:

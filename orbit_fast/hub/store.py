@@ -101,24 +101,39 @@ class HubStore:
     def __init__(self, path: str) -> None:
         self.path = path
         try:
-            self._conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-            self._conn.execute("PRAGMA busy_timeout=30000")
+            self._conn = self._connect()
             self._conn.execute("PRAGMA journal_mode=WAL")
             self._conn.execute("PRAGMA synchronous=FULL")
             self._conn.executescript(_SCHEMA)
+            # Reads go through their own connection: in WAL mode they never wait for a
+            # writer, so a request is not held up behind another thread's fsync.
+            self._rconn = self._connect()
         except sqlite3.DatabaseError as exc:
             raise DatabaseError(f"the jobs DB {path} is unusable ({exc}); restore it from a "
                                 "state backup (orbit-fast state restore)") from exc  # fmt: skip
-        self._lock = threading.RLock()
+        self._lock = threading.RLock()  # the write connection
+        self._rlock = threading.Lock()  # the read connection
+        self._mem = threading.Lock()  # the in-memory caches below
         self._recent: deque[tuple[int, int | None, str, str]] = deque(maxlen=4096)
         self.listeners: list[Callable[[], None]] = []
+        self._jobs_json = b""  # GET /api/list_jobs, rebuilt after each change of hub_jobs
+        self._refresh_jobs()
+        self._db_last_id = int(self.query("SELECT coalesce(max(id), 0) FROM hub_events")[0][0])
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        conn.execute("PRAGMA busy_timeout=30000")
+        return conn
 
     def close(self) -> None:
-        with self._lock:
+        with self._lock, self._rlock:
             self._conn.close()
+            self._rconn.close()
 
     @contextmanager
-    def tx(self) -> Iterator[sqlite3.Connection]:
+    def tx(self, jobs: bool = False) -> Iterator[sqlite3.Connection]:
+        """One write transaction; `jobs`: it changes hub_jobs, so the cached list is rebuilt
+        (still under the write lock, so the cache follows the commits in order)."""
         with self._lock:
             self._conn.execute("BEGIN IMMEDIATE")
             try:
@@ -127,10 +142,23 @@ class HubStore:
                 self._conn.execute("ROLLBACK")
                 raise
             self._conn.execute("COMMIT")
+            if jobs:
+                self._refresh_jobs()
 
     def query(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-        with self._lock:
-            return list(self._conn.execute(sql, params))
+        with self._rlock:
+            return list(self._rconn.execute(sql, params))
+
+    def _refresh_jobs(self) -> None:
+        jobs, _ = self.jobs()
+        data = json.dumps({"jobs": jobs}, separators=(",", ":")).encode()
+        with self._mem:
+            self._jobs_json = data
+
+    def jobs_json(self) -> bytes:
+        """{"jobs": [...]} as the last change left it (no DB access)."""
+        with self._mem:
+            return self._jobs_json
 
     def writable(self) -> str | None:
         """None if a write transaction commits; else why not."""
@@ -151,7 +179,7 @@ class HubStore:
             row[k] = json.dumps(row[k])
         cols = ", ".join(row)
         marks = ", ".join("?" for _ in row)
-        with self.tx() as c:
+        with self.tx(jobs=True) as c:
             cur = c.execute(f"INSERT INTO hub_jobs({cols}) VALUES ({marks})", tuple(row.values()))
             job_id = int(cur.lastrowid or 0)
         job = self.job(job_id)
@@ -190,7 +218,7 @@ class HubStore:
                 fields[k] = json.dumps(fields[k])
         fields["updated_at"] = time.time()
         sets = ", ".join(f"{k}=?" for k in fields)
-        with self.tx() as c:
+        with self.tx(jobs=True) as c:
             c.execute(f"UPDATE hub_jobs SET {sets} WHERE id=?", (*fields.values(), job_id))
 
     def transition(self, job_id: int, allowed: tuple[str, ...], **fields: Any) -> bool:
@@ -198,13 +226,13 @@ class HubStore:
         fields["updated_at"] = time.time()
         sets = ", ".join(f"{k}=?" for k in fields)
         marks = ", ".join("?" for _ in allowed)
-        with self.tx() as c:
+        with self.tx(jobs=True) as c:
             cur = c.execute(f"UPDATE hub_jobs SET {sets} WHERE id=? AND state IN ({marks})",
                             (*fields.values(), job_id, *allowed))  # fmt: skip
             return cur.rowcount == 1
 
     def delete_job(self, job_id: int) -> None:
-        with self.tx() as c:
+        with self.tx(jobs=True) as c:
             c.execute("DELETE FROM hub_runs WHERE job_id=?", (job_id,))
             c.execute("DELETE FROM hub_jobs WHERE id=?", (job_id,))
 
@@ -218,7 +246,7 @@ class HubStore:
         """Move a pending job to running and record its run, in one transaction; 0 if the
         job was no longer pending."""
         now = time.time()
-        with self.tx() as c:
+        with self.tx(jobs=True) as c:
             if c.execute("UPDATE hub_jobs SET state='running', attempt=attempt+1, updated_at=?, "
                          "retry_at=NULL WHERE id=? AND state='pending'",
                          (now, job_id)).rowcount != 1:  # fmt: skip
@@ -256,7 +284,7 @@ class HubStore:
         """After a crash: runs left 'running' are over ('crashed'); their jobs, and jobs that
         were waiting to retry, go back to 'pending' and resume from their checkpoints."""
         now = time.time()
-        with self.tx() as c:
+        with self.tx(jobs=True) as c:
             ids = [int(r[0]) for r in
                    c.execute("SELECT id FROM hub_jobs WHERE state IN ('running', 'retrying')")]
             c.execute("UPDATE hub_runs SET state='crashed', finished_at=? WHERE state='running'",
@@ -341,19 +369,32 @@ class HubStore:
             event_id = int(cur.lastrowid or 0)
             if event_id % 1000 == 0:
                 c.execute("DELETE FROM hub_events WHERE id <= ?", (event_id - KEEP_EVENTS,))
-            self._recent.append((event_id, job_id, kind, text))
+            with self._mem:
+                self._recent.append((event_id, job_id, kind, text))
         for wake in list(self.listeners):
             wake()
         return event_id
 
+    def recent_after(self, after: int, job_id: int | None = None,
+                     limit: int = 500) -> list[tuple[int, int | None, str, str]] | None:
+        """Events with id > after from memory, or None if memory does not reach back that
+        far (then `events_after` reads the table)."""
+        with self._mem:
+            recent = self._recent
+            if not recent or recent[0][0] > after + 1:
+                return None if after < self._last_id() else []
+            return [e for e in recent if e[0] > after and (job_id is None or e[1] == job_id)
+                    ][:limit]  # fmt: skip
+
+    def _last_id(self) -> int:
+        return self._recent[-1][0] if self._recent else self._db_last_id
+
     def events_after(self, after: int, job_id: int | None = None,
                      limit: int = 500) -> list[tuple[int, int | None, str, str]]:  # fmt: skip
         """Events with id > after (for one job, or all), oldest first."""
-        with self._lock:
-            recent = self._recent
-            if recent and recent[0][0] <= after + 1:
-                return [e for e in recent if e[0] > after and (job_id is None or e[1] == job_id)
-                        ][:limit]  # fmt: skip
+        got = self.recent_after(after, job_id, limit)
+        if got is not None:
+            return got
         if job_id is None:
             rows = self.query("SELECT id, job_id, kind, data FROM hub_events WHERE id > ? "
                               "ORDER BY id LIMIT ?", (after, limit))  # fmt: skip
@@ -363,7 +404,5 @@ class HubStore:
         return [(int(i), j, str(k), str(d)) for i, j, k, d in rows]
 
     def last_event_id(self) -> int:
-        with self._lock:
-            if self._recent:
-                return self._recent[-1][0]
-        return int(self.query("SELECT coalesce(max(id), 0) FROM hub_events")[0][0])
+        with self._mem:
+            return self._last_id()

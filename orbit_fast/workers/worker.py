@@ -52,6 +52,11 @@ def worker_main(
     # a worker killed mid-write would only cost a requeue, but a clean stop costs nothing.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    # The hub runs its jobs' workers at a lower CPU priority (ORBIT_WORKER_NICE, set by
+    # orbit-server): bulk copying yields the CPU to the API and the dashboard when they need
+    # it, and takes all of it otherwise.
+    if nice := int(os.environ.get("ORBIT_WORKER_NICE") or 0):
+        os.nice(nice)
     ring = SharedRing.attach(ring_name, slot_size, slots)
     runner = _Runner(ring)
     enc = m.task_encoder
