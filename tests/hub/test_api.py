@@ -382,15 +382,16 @@ def test_allowed_roots_and_the_hubs_own_state(hub_factory: Any, tmp_path: Path) 
 # ---- live progress and metrics ----------------------------------------------------------------
 
 
-def read_sse(hub: HubProcess, token: str, path: str, until: str, last_id: str = "",
-             timeout: float = 60) -> list[tuple[str, str, dict[str, Any]]]:
+def read_sse(base_url: str, token: str, path: str, until: str, last_id: str = "",
+             timeout: float = 60, verify: bool = True) -> list[tuple[str, str, dict[str, Any]]]:
     """(id, event, data) until an event whose data contains `until` (or `timeout` s)."""
     headers = {"Authorization": f"Bearer {token}", "Accept": "text/event-stream"}
     if last_id:
         headers["Last-Event-ID"] = last_id
     out: list[tuple[str, str, dict[str, Any]]] = []
     deadline = time.monotonic() + timeout
-    with httpx.stream("GET", hub.url + path, headers=headers, timeout=timeout) as r:
+    with httpx.stream("GET", base_url + path, headers=headers, timeout=timeout,
+                      verify=verify) as r:
         assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
         ev: dict[str, str] = {}
         for line in r.iter_lines():
@@ -417,7 +418,7 @@ def test_sse_streams_progress_and_replays_after_reconnect(hub: HubProcess, admin
         "concurrency": 1, "chunk_size_mb": 0.25})).json()
     got: list[Any] = []
     reader = threading.Thread(target=lambda: got.append(
-        read_sse(hub, token, f"/api/jobs/{job['id']}/events", '"finished"')))
+        read_sse(hub.url, token, f"/api/jobs/{job['id']}/events", '"finished"')))
     reader.start()
     time.sleep(1.0)  # connected and idle (the snapshot is sent at once)
     admin.post(f"/api/jobs/{job['id']}/run")
@@ -436,11 +437,11 @@ def test_sse_streams_progress_and_replays_after_reconnect(hub: HubProcess, admin
     # A client that saw only the first events reconnects with Last-Event-ID: it gets exactly
     # the rest, in order, without the snapshot.
     cut = ids[1]
-    replay = read_sse(hub, token, f"/api/jobs/{job['id']}/events", '"finished"',
+    replay = read_sse(hub.url, token, f"/api/jobs/{job['id']}/events", '"finished"',
                       last_id=str(cut))
     assert [int(i) for i, _, _ in replay] == [i for i in ids if i > cut]
     # The all-jobs stream has them too.
-    everything = read_sse(hub, token, "/api/events", '"finished"', last_id="0")
+    everything = read_sse(hub.url, token, "/api/events", '"finished"', last_id="0")
     assert {int(i) for i, _, _ in everything} >= set(ids)
 
 
