@@ -289,7 +289,7 @@ def create_app(hub: Hub) -> FastAPI:
             if "UNIQUE" in str(exc):
                 raise ApiError(409, "job_exists", f"a job named {body.name!r} exists") from None
             raise
-        runner._event(job["id"], "created")
+        runner.event(job["id"], "created")
         return JSONResponse(job, 201)
 
     @app.post("/api/jobs", tags=["jobs"], status_code=201)
@@ -315,7 +315,7 @@ def create_app(hub: Hub) -> FastAPI:
         if job["state"] in ("running", "pending", "retrying") or job_id in runner.active:
             raise ApiError(409, "job_active", f"job {job_id} is {job['state']}; cancel it first")
         store.delete_job(job_id)
-        runner._event(job_id, "deleted")
+        runner.event(job_id, "deleted")
         return {"deleted": job_id}
 
     def control(job_id: RowId, action: str, fn: Callable[[int], bool]) -> JSONResponse:

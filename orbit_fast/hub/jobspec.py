@@ -12,7 +12,14 @@ from typing import Any
 
 import msgspec
 
-from orbit_fast.config import BackupOptions, SyncOptions, is_remote, validate, validate_backup
+from orbit_fast.config import (
+    DEFAULT_CHUNK_SIZE_MB,
+    BackupOptions,
+    SyncOptions,
+    is_remote,
+    validate,
+    validate_backup,
+)
 from orbit_fast.errors import OrbitError, UsageError
 
 MODES = ("sync", "mirror", "backup")
@@ -54,7 +61,7 @@ def engine_options(job: dict[str, Any], db_path: str,
         ))  # fmt: skip
     return validate(SyncOptions(
         source=job["source"], destination=job["destination"], mirror=job["mode"] == "mirror",
-        concurrency=concurrency, chunk_size_mb=cfg.get("chunk_size_mb") or 4,
+        concurrency=concurrency, chunk_size_mb=cfg.get("chunk_size_mb") or DEFAULT_CHUNK_SIZE_MB,
         retry_attempts=retries, db_path=db_path,
     ))  # fmt: skip
 

@@ -81,7 +81,7 @@ class JobRunner:
         self.recovered = self.store.recover()
         for job_id in self.recovered:
             self.triggers[job_id] = "recovery"
-            self._event(job_id, "recovered")
+            self.event(job_id, "recovered")
         if self.recovered:
             log.warning("sys_startup: %d job(s) were running when the hub stopped; they "
                         "resume from their checkpoints: %s", len(self.recovered),
@@ -114,20 +114,20 @@ class JobRunner:
                                    retries=0, last_error=None)  # fmt: skip
         if ok:
             self.triggers[job_id] = trigger
-            self._event(job_id, "queued", trigger=trigger)
+            self.event(job_id, "queued", trigger=trigger)
             self.wake()
         return ok
 
     def cancel(self, job_id: int) -> bool:
         if self.store.transition(job_id, ("pending", "retrying", "paused"), state="cancelled",
                                  queued_at=None, retry_at=None):  # fmt: skip
-            self._event(job_id, "cancelled")
+            self.event(job_id, "cancelled")
             return True
         return self._stop_active(job_id, "cancel")
 
     def pause(self, job_id: int) -> bool:
         if self.store.transition(job_id, ("pending", "retrying"), state="paused"):
-            self._event(job_id, "paused")
+            self.event(job_id, "paused")
             return True
         return self._stop_active(job_id, "pause")
 
@@ -135,7 +135,7 @@ class JobRunner:
         ok = self.store.transition(job_id, ("paused",), state="pending", queued_at=time.time())
         if ok:
             self.triggers.setdefault(job_id, "resume")
-            self._event(job_id, "queued", trigger="resume")
+            self.event(job_id, "queued", trigger="resume")
             self.wake()
         return ok
 
@@ -167,7 +167,7 @@ class JobRunner:
         ):
             if self.store.transition(job_id, ("retrying",), state="pending", retry_at=None):
                 self.triggers.setdefault(job_id, "retry")
-                self._event(job_id, "queued", trigger="retry")
+                self.event(job_id, "queued", trigger="retry")
         busy: set[str] = set()
         with self._lock:
             for a in self.active.values():
@@ -213,7 +213,7 @@ class JobRunner:
             self.runs_started += 1
         a.thread = threading.Thread(target=self._run, args=(a,), daemon=True,
                                     name=f"orbit-job-{job['id']}")  # fmt: skip
-        self._event(job["id"], "started", run_id=run_id, attempt=a.job["attempt"])
+        self.event(job["id"], "started", run_id=run_id, attempt=a.job["attempt"])
         a.thread.start()
         return True
 
@@ -277,7 +277,7 @@ class JobRunner:
         if state == "completed":
             progress.update(percent=100.0, rate_bps=0.0, eta_s=0.0)
         self.store.update_job(job_id, state=state, last_error=error, progress=progress, **fields)
-        self._event(job_id, "finished", run_id=a.run_id, state=state, error=error, note=note,
+        self.event(job_id, "finished", run_id=a.run_id, state=state, error=error, note=note,
                     stats=stats)  # fmt: skip
         log.info("job %s run %s: %s%s", job_id, a.run_id, state, f" ({error})" if error else "")
 
@@ -310,7 +310,8 @@ class JobRunner:
 
         return on_event
 
-    def _event(self, job_id: int, what: str, **data: Any) -> None:
+    def event(self, job_id: int, what: str, **data: Any) -> None:
+        """A `job` event: what happened to the job, and its state now."""
         job = self.store.job(job_id)
         state = job["state"] if job else "deleted"
         self.store.add_event("job", job_id, {"job_id": job_id, "event": what, "state": state,
