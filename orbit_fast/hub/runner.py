@@ -73,7 +73,6 @@ class JobRunner:
         self._thread = threading.Thread(target=self._loop, name="orbit-hub-scheduler",
                                         daemon=True)  # fmt: skip
         self.recovered: list[int] = []
-        self.runs_started = 0
 
     # ---- lifecycle -------------------------------------------------------------------------
 
@@ -210,7 +209,6 @@ class JobRunner:
             self.triggers.pop(job["id"], None)
             a = Active(job=self.store.job(job["id"]) or job, run_id=run_id, keys=keys)
             self.active[job["id"]] = a
-            self.runs_started += 1
         a.thread = threading.Thread(target=self._run, args=(a,), daemon=True,
                                     name=f"orbit-job-{job['id']}")  # fmt: skip
         self.event(job["id"], "started", run_id=run_id, attempt=a.job["attempt"])

@@ -4,6 +4,7 @@ form, run it, watch it reach 100%; a viewer sees no Run button and the API refus
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -111,3 +112,44 @@ def test_a_viewer_gets_no_run_button_and_the_api_refuses(browser: Any, hub: HubP
             headers: {"X-CSRF-Token": document.cookie.match(/orbit_csrf=([^;]*)/)[1]}})).status""",
         job["id"])
     assert status == 403
+
+
+def test_a_retrying_job_says_when_and_which_attempt(browser: Any, hub_factory: Any,
+                                                    tmp_path: Path, rng: Any) -> None:
+    """A repository locked by another live process is a transient error: the job waits with
+    backoff, the dashboard says so, and it completes once the lock is gone."""
+    import json
+    import socket
+    import subprocess
+    import sys
+
+    from playwright.sync_api import expect
+
+    from orbit_fast.repo.repository import _start_time
+
+    repo = tmp_path / "repo"
+    subprocess.run([sys.executable, "-m", "orbit_fast", "init", str(repo)], check=True,
+                   capture_output=True)
+    lock = repo / "locks" / "exclusive"
+    lock.parent.mkdir(exist_ok=True)
+    lock.write_text(json.dumps({"host": socket.gethostname(), "pid": os.getpid(),
+                                "start": _start_time(os.getpid()), "operation": "prune",
+                                "time_ns": 0}))
+    hub = hub_factory(ORBIT_RETRY_BASE_S="4").start()
+    src = make_tree(tmp_path / "src", rng, files=10)
+    with hub.client(hub.admin_token()) as c:
+        job = c.post("/api/jobs", json={"name": "locked backup", "source": str(src),
+                                        "destination": str(repo), "mode": "backup",
+                                        "config": {"retry_attempts": 3}}).json()
+        c.post(f"/api/jobs/{job['id']}/run")
+    page = browser.new_context().new_page()
+    page.goto(hub.url + "/")
+    page.fill("#username", ADMIN[0])
+    page.fill("#password", ADMIN[1])
+    page.click("#login-btn")
+    row = page.locator("#jobs-table tbody tr", has_text="locked backup")
+    expect(row.locator(".state")).to_have_text(
+        re.compile(r"retrying in \d+ s \(attempt 1 of 3\)"), timeout=30_000)
+    expect(row.locator(".error")).to_contain_text("is locked by prune")
+    lock.unlink()  # the other process is done
+    expect(row.locator(".state")).to_have_text("completed", timeout=60_000)

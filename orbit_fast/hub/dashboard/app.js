@@ -259,5 +259,9 @@ document.addEventListener("DOMContentLoaded", () => {
       $("#user-result").textContent = e.message;
     }
   });
+  // "retrying in N s" counts down between events.
+  setInterval(() => {
+    if ([...jobs.values()].some((j) => j.state === "retrying")) renderJobs();
+  }, 1000);
   start();
 });
