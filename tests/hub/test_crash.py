@@ -7,9 +7,13 @@ from __future__ import annotations
 import os
 import random
 import sqlite3
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from tests.conftest import snapshot
 
@@ -35,16 +39,17 @@ def _runs(db: Path, job_id: int) -> list[tuple[Any, ...]]:
         con.close()
 
 
-def test_kill9_during_jobs_resumes_to_identical_and_never_runs_twice(hub_factory: Any,
-                                                                     tmp_path: Path) -> None:
+@pytest.mark.parametrize("mode", ["mirror", "backup"])
+def test_kill9_during_jobs_resumes_to_identical_and_never_runs_twice(
+        hub_factory: Any, tmp_path: Path, mode: str) -> None:
     rng = random.Random(int(os.environ.get("ORBIT_TEST_SEED", "0")) or 4242)
     src = _source(tmp_path / "src", rng)
-    dst = tmp_path / "dst"
+    dst = tmp_path / ("dst" if mode == "mirror" else "repo")
     hub = hub_factory().start()
     token = hub.admin_token()  # sessions live in the jobs DB: they survive the restarts
     with hub.client(token) as c:
         job = c.post("/api/jobs", json={"name": "nightly", "source": str(src),
-                                        "destination": str(dst), "mode": "mirror",
+                                        "destination": str(dst), "mode": mode,
                                         "config": {"concurrency": 1,
                                                    "chunk_size_mb": 0.25}}).json()
         assert c.post(f"/api/jobs/{job['id']}/run").status_code == 202
@@ -69,7 +74,8 @@ def test_kill9_during_jobs_resumes_to_identical_and_never_runs_twice(hub_factory
     with hub.client(token) as c:
         final = hub.wait_state(c, job["id"], ("completed", "failed"), timeout=300)
         assert final["state"] == "completed", final
-    assert snapshot(src) == snapshot(dst)
+    if mode == "mirror":
+        assert snapshot(src) == snapshot(dst)
     # No job ran twice: runs never overlap, every cut run was closed as crashed, and every run
     # after a kill was started by recovery, not by a user.
     runs = _runs(hub.data / "jobs.db", job["id"])
@@ -83,6 +89,20 @@ def test_kill9_during_jobs_resumes_to_identical_and_never_runs_twice(hub_factory
     hub.start()
     time.sleep(2.5)
     assert len(_runs(hub.data / "jobs.db", job["id"])) == len(runs)
+    hub.stop()
     con = sqlite3.connect(hub.data / "jobs.db")
     assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     con.close()
+    if mode == "backup":  # the repository is whole and its latest snapshot is the source
+        env = {**hub.env, "ORBIT_STATE_DIR": str(hub.data)}
+        orbit = [sys.executable, "-m", "orbit_fast"]
+        r = subprocess.run([*orbit, "verify", "-r", str(dst)], env=env, capture_output=True,
+                           text=True, timeout=300)
+        assert r.returncode == 0, r.stdout + r.stderr
+        r = subprocess.run([*orbit, "restore", "-r", str(dst), "latest", "--target",
+                            str(tmp_path / "out"), "--universe-path",
+                            str(hub.data / "universe_v3.db")], env=env, capture_output=True,
+                           text=True, timeout=300)
+        assert r.returncode == 0, r.stdout + r.stderr
+        restored = tmp_path / "out"
+        assert snapshot(src, with_dir_times=False) == snapshot(restored, with_dir_times=False)
