@@ -138,10 +138,11 @@ class HubStore:
             self._conn.execute("BEGIN IMMEDIATE")
             try:
                 yield self._conn
+                self._conn.execute("COMMIT")
             except BaseException:
-                self._conn.execute("ROLLBACK")
+                if self._conn.in_transaction:  # a failed COMMIT (disk error) leaves it open
+                    self._conn.execute("ROLLBACK")
                 raise
-            self._conn.execute("COMMIT")
             if jobs:
                 self._refresh_jobs()
 

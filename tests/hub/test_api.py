@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sqlite3
+import subprocess
 import threading
 import time
 from pathlib import Path
@@ -474,3 +476,25 @@ def test_jobs_db_stays_intact(hub: HubProcess, admin: httpx.Client) -> None:
     con = sqlite3.connect(hub.data / "jobs.db")
     assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     con.close()
+
+
+def test_health_reports_a_jobs_db_it_cannot_write(hub: HubProcess) -> None:
+    """The write-ahead log made immutable (chattr +i: even root cannot write it) stands in for
+    a failing disk; health turns 503 within its check interval and recovers after."""
+    wal = hub.data / "jobs.db-wal"
+    if shutil.which("chattr") is None or subprocess.run(
+            ["chattr", "+i", str(wal)], capture_output=True).returncode != 0:
+        pytest.skip("chattr +i is not supported here")
+    try:
+        deadline = time.monotonic() + 15
+        while (r := httpx.get(hub.url + "/api/health")).status_code == 200:
+            assert time.monotonic() < deadline, "health stayed 200"
+            time.sleep(0.2)
+        assert r.status_code == 503
+        assert "is not writable" in r.json()["problems"][0]
+    finally:
+        subprocess.run(["chattr", "-i", str(wal)], check=True)
+    deadline = time.monotonic() + 6  # within three checks: no transaction left hanging
+    while httpx.get(hub.url + "/api/health").status_code != 200:
+        assert time.monotonic() < deadline, "health did not recover"
+        time.sleep(0.2)
