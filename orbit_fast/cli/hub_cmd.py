@@ -1,5 +1,9 @@
 """The hub's commands: `orbit-server` / `orbit-fast serve`, the `job` client for cron and
-systemd timers, and `state backup` / `state restore`."""
+systemd timers, and `state backup` / `state restore`.
+
+Only click is imported at start-up (this module is loaded for every `orbit-fast` command);
+the server, the HTTP client and the error printer are imported by the commands that use them.
+"""
 
 from __future__ import annotations
 
@@ -7,14 +11,15 @@ import json
 import os
 import sys
 import time
-import urllib.error
-import urllib.parse
-import urllib.request
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 
-from orbit_fast.cli.runner import exit_with_error
+
+def exit_with_error(err: Exception, json_out: bool) -> NoReturn:
+    from orbit_fast.cli.runner import exit_with_error as exit_
+
+    exit_(err, json_out)
 
 _ENV_FILE = click.option("--env-file", envvar="ORBIT_ENV_FILE", default="", metavar="FILE",
                          help="KEY=VALUE settings, as systemd's EnvironmentFile (e.g. "
@@ -93,6 +98,9 @@ class HubClient:
         self.token = token
 
     def call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+        import urllib.error
+        import urllib.request
+
         from orbit_fast.errors import HubError
 
         data = json.dumps(body).encode() if body is not None else None
@@ -118,6 +126,8 @@ class HubClient:
                            "running? Set --hub or ORBIT_HUB_URL") from None  # fmt: skip
 
     def job(self, name_or_id: str) -> dict[str, Any]:
+        import urllib.parse
+
         from orbit_fast.errors import HubError
 
         if name_or_id.isdigit():
