@@ -219,7 +219,8 @@ class SourceChanged(_Msg):
 
 class TaskFailed(_Msg):
     """An OSError in the task. side is "source" (a warning: skip the file) or "destination";
-    "remote": storage that stays unreachable after retries, which ends the run."""
+    "remote": storage that refused; "unavailable": storage that stayed unreachable after
+    retries. The last three end the run."""
 
     task_id: int
     side: str

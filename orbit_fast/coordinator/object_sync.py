@@ -492,10 +492,10 @@ class ObjectSync(Coordinator):
                 self._warn("unreadable", obj.rel, f"cannot read: {res.message}", skipped=True)
             return
         obj.failed = "done"  # the run stops; the upload and its parts stay for the rerun
-        if res.side == "remote":
-            # errno 0: retries ran out on transient errors (workers/objects.py `_on`); the hub
-            # waits and runs the job again for those, while a refusal (EIO) needs a person.
-            self._fail((RemoteUnavailable if res.errno == 0 else RemoteError)(res.message))
+        if res.side == "unavailable":  # the hub waits and runs the job again
+            self._fail(RemoteUnavailable(res.message))
+        elif res.side == "remote":  # refused: a person must look
+            self._fail(RemoteError(res.message))
         else:
             self._fail(self._dest_error(OSError(res.errno, res.message), obj.rel))
 

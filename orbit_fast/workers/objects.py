@@ -4,8 +4,9 @@ Each worker thread opens its own store per URL (its own S3 client, its own SMB c
 smbprotocol fails when threads share one connection with large requests, RECIPES.md 8), so
 `concurrency` transfers run at once across the pool. Bytes go from the source store to the
 destination store inside this thread and never through the coordinator. Failures become
-TaskFailed results: "source" (the file is skipped with a warning), "destination" or "remote"
-(the run stops; a rerun resumes).
+TaskFailed results: "source" (the file is skipped with a warning), "destination", "remote"
+(refused: the run stops) or "unavailable" (retries ran out: the run stops, and the hub runs
+it again after a while); a rerun resumes.
 """
 
 from __future__ import annotations
@@ -52,7 +53,7 @@ def _on(side: str, fn: Callable[[], Any]) -> Any:
     try:
         return fn()
     except RemoteUnavailable as exc:
-        raise _Failed("remote", 0, str(exc)) from exc
+        raise _Failed("unavailable", 0, str(exc)) from exc
     except RemoteError as exc:
         raise _Failed("source" if side == "source" else "remote", errno.EIO, str(exc)) from exc
     except OSError as exc:
