@@ -220,16 +220,15 @@ def job_list(hub: str, token_file: str) -> None:
 
 
 def _state_paths(env_file: str, db_path: str, universe_path: str) -> tuple[str, str]:
-    from orbit_fast.hub.settings import db_path_from_url, parse_env_file
+    """The hub's state files: the flags, else the hub's own settings (env file, environment)."""
+    from orbit_fast.hub.settings import parse_env_file, state_paths
 
     env = {**(parse_env_file(env_file) if env_file else {}), **os.environ}
-    if not db_path:
-        from orbit_fast.config import state_dir
-
-        db_path = db_path_from_url(env.get("DATABASE_URL") or str(state_dir() / "jobs.db"))
-    universe_path = universe_path or env.get("UNIVERSE_PATH") or os.path.join(
-        os.path.dirname(db_path), "universe.db")
-    return os.path.abspath(db_path), os.path.abspath(universe_path)
+    if db_path:
+        env["DATABASE_URL"] = os.path.abspath(db_path)
+    if universe_path:
+        env["UNIVERSE_PATH"] = universe_path
+    return state_paths(env)
 
 
 @click.group("state")

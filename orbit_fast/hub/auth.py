@@ -74,7 +74,7 @@ class Principal:
     user_id: int
     username: str
     role: str
-    via: str  # "session" (cookie), "token" (bearer), "anonymous" (auth off), "loopback"
+    via: str  # "session" (cookie), "token" (bearer), "anonymous" (auth off)
     token_id: int = 0
     csrf: str = ""
 

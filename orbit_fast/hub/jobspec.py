@@ -10,8 +10,6 @@ import os
 import posixpath
 from typing import Any
 
-import msgspec
-
 from orbit_fast.config import (
     DEFAULT_CHUNK_SIZE_MB,
     BackupOptions,
@@ -80,7 +78,7 @@ def check_job(job: dict[str, Any], db_path: str, universe_path: str,
     for what in ("source", "destination"):
         check_location(what, job[what], roots, state_dir)
     try:
-        msgspec.json.encode(engine_options(job, db_path, universe_path))
+        engine_options(job, db_path, universe_path)
     except OrbitError as exc:  # the engine names CLI flags; the API's fields are in config
         msg = str(exc)
         for flag in ("concurrency", "chunk-size-mb", "retry-attempts"):

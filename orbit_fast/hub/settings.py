@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from orbit_fast.errors import UsageError
@@ -93,6 +94,16 @@ def db_path_from_url(url: str) -> str:
     return os.path.abspath("/" + path.lstrip("/") if path.startswith("/") else path)
 
 
+def state_paths(env: Mapping[str, str]) -> tuple[str, str]:
+    """The jobs DB and the universe from DATABASE_URL and UNIVERSE_PATH (defaults: the
+    state directory's jobs.db, and universe.db next to it)."""
+    from orbit_fast.config import state_dir
+
+    db = db_path_from_url(env.get("DATABASE_URL") or str(state_dir() / "jobs.db"))
+    universe = env.get("UNIVERSE_PATH") or os.path.join(os.path.dirname(db), "universe.db")
+    return db, os.path.abspath(universe)
+
+
 def is_loopback(host: str) -> bool:
     if host == "localhost":
         return True
@@ -134,11 +145,7 @@ def load(env_file: str = "", environ: dict[str, str] | None = None,
         raise UsageError(f"ORBIT_PORT={get('ORBIT_PORT')!r}: use a port number") from None
     if not 0 <= port <= 65535:
         raise UsageError(f"ORBIT_PORT={port}: use a port number from 1 to 65535")
-    from orbit_fast.config import state_dir
-
-    db = db_path_from_url(get("DATABASE_URL") or str(state_dir() / "jobs.db"))
-    universe = os.path.abspath(get("UNIVERSE_PATH") or os.path.join(os.path.dirname(db),
-                                                                    "universe.db"))  # fmt: skip
+    db, universe = state_paths(merged)
     host = host or get("ORBIT_HOST") or "127.0.0.1"
     auth = _bool("ORBIT_AUTH_ENABLED", get("ORBIT_AUTH_ENABLED") or "true")
     secret = get("ORBIT_AUTH_SECRET") or ""

@@ -10,6 +10,7 @@ the same file use NORMAL: losing the last of those only means re-verifying some 
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import threading
 import time
@@ -151,7 +152,7 @@ class HubStore:
             return list(self._rconn.execute(sql, params))
 
     def _refresh_jobs(self) -> None:
-        jobs, _ = self.jobs()
+        jobs, _ = self.jobs(limit=-1)  # every job: SQLite reads LIMIT -1 as none
         data = json.dumps({"jobs": jobs}, separators=(",", ":")).encode()
         with self._mem:
             self._jobs_json = data
@@ -274,8 +275,6 @@ class HubStore:
         return _row(RUN_COLUMNS, rows[0]) if rows else None
 
     def file_errors(self, engine_run_id: int, limit: int = 1000) -> list[dict[str, str]]:
-        import os
-
         rows = self.query("SELECT path, msgid, message FROM file_errors WHERE run_id=? LIMIT ?",
                           (engine_run_id, limit))  # fmt: skip
         return [{"path": os.fsdecode(bytes(p)) if isinstance(p, bytes) else str(p),
