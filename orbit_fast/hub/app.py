@@ -318,28 +318,24 @@ def create_app(hub: Hub) -> FastAPI:
         runner.event(job_id, "deleted")
         return {"deleted": job_id}
 
-    def control(job_id: RowId, action: str, fn: Callable[[int], bool]) -> JSONResponse:
-        job = job_or_404(job_id)
-        if not fn(job_id):
-            raise ApiError(409, "bad_state", f"cannot {action} job {job_id} while it is "
-                           f"{job['state']}")  # fmt: skip
-        return JSONResponse(job_or_404(job_id), 202)
+    def control(action: str, fn: Callable[[int], bool], doc: str) -> None:
+        """POST /api/jobs/{id}/<action>: 202 with the job, or 409 when its state forbids it."""
 
-    @app.post("/api/jobs/{job_id}/run", tags=["jobs"], status_code=202)
-    def run_job(job_id: RowId, who: auth.Principal = Depends(operator)) -> JSONResponse:
-        return control(job_id, "run", runner.run)
+        def endpoint(job_id: RowId, who: auth.Principal = Depends(operator)) -> JSONResponse:
+            job = job_or_404(job_id)
+            if not fn(job_id):
+                raise ApiError(409, "bad_state", f"cannot {action} job {job_id} while it is "
+                               f"{job['state']}")  # fmt: skip
+            return JSONResponse(job_or_404(job_id), 202)
 
-    @app.post("/api/jobs/{job_id}/cancel", tags=["jobs"], status_code=202)
-    def cancel_job(job_id: RowId, who: auth.Principal = Depends(operator)) -> JSONResponse:
-        return control(job_id, "cancel", runner.cancel)
+        app.post(f"/api/jobs/{{job_id}}/{action}", tags=["jobs"], status_code=202,
+                 name=f"{action}_job", description=doc)(endpoint)  # fmt: skip
 
-    @app.post("/api/jobs/{job_id}/pause", tags=["jobs"], status_code=202)
-    def pause_job(job_id: RowId, who: auth.Principal = Depends(operator)) -> JSONResponse:
-        return control(job_id, "pause", runner.pause)
-
-    @app.post("/api/jobs/{job_id}/resume", tags=["jobs"], status_code=202)
-    def resume_job(job_id: RowId, who: auth.Principal = Depends(operator)) -> JSONResponse:
-        return control(job_id, "resume", runner.resume)
+    control("run", runner.run, "Queue the job (from created, completed, partial, failed or "
+            "cancelled); it starts when a slot and its destination are free.")
+    control("cancel", runner.cancel, "Stop it: a running job checkpoints and ends cancelled.")
+    control("pause", runner.pause, "Stop it for now; resume continues from the checkpoint.")
+    control("resume", runner.resume, "Queue a paused job again.")
 
     @app.get("/api/jobs/{job_id}/runs", tags=["jobs"])
     def job_runs(job_id: RowId, limit: int = Query(50, ge=1, le=1000),
