@@ -26,6 +26,7 @@ from typing import Any
 
 from orbit_fast import __version__
 from orbit_fast.errors import DatabaseError, UsageError
+from orbit_fast.fsinfo import fsync_path
 
 _GEN = struct.Struct("<8sIQ")  # magic, version, generation: the start of a universe checkpoint
 _JGEN = struct.Struct("<8sQ")  # magic, generation: the start of its journal
@@ -37,14 +38,6 @@ def _sha256(path: str) -> str:
         while chunk := f.read(1 << 20):
             h.update(chunk)
     return h.hexdigest()
-
-
-def _fsync(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def copy_jobs_db(src: str, dst: str) -> None:
@@ -65,7 +58,7 @@ def copy_jobs_db(src: str, dst: str) -> None:
     if ok != "ok":
         os.unlink(tmp)
         raise DatabaseError(f"the copy of {src} failed its integrity check: {ok}")
-    _fsync(tmp)
+    fsync_path(tmp)
     os.replace(tmp, dst)
 
 
@@ -94,7 +87,7 @@ def copy_universe(src: str, dst: str, tries: int = 20) -> bool:
         with open(dst + "-journal.part", "wb") as out:
             out.write(journal)
         for p in (dst + ".part", dst + "-journal.part"):
-            _fsync(p)
+            fsync_path(p)
         os.replace(dst + "-journal.part", dst + "-journal")
         os.replace(dst + ".part", dst)
         return True
@@ -200,7 +193,7 @@ def restore(backup_file: str, db_path: str, universe_path: str,
             for sfx in suffixes[:2] if src == uni_src else ("",):
                 if os.path.exists(src + sfx):
                     shutil.copyfile(src + sfx, dst + sfx + ".part")
-                    _fsync(dst + sfx + ".part")
+                    fsync_path(dst + sfx + ".part")
                     os.replace(dst + sfx + ".part", dst + sfx)
         return {"restored": [db_path] + ([universe_path] if uni_src else []), "kept": moved}
     finally:

@@ -29,6 +29,7 @@ import msgspec
 
 from orbit_fast._native import kernels
 from orbit_fast.errors import DatabaseError
+from orbit_fast.fsinfo import fsync_path
 from orbit_fast.index import state_file
 
 if TYPE_CHECKING:
@@ -242,7 +243,7 @@ class Universe:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, self.path)
-        _fsync_dir(os.path.dirname(self.path))
+        fsync_path(os.path.dirname(self.path))
         self._generation = gen
         self._reset_journal()
 
@@ -359,11 +360,3 @@ class Universe:
         dtype = __getattr__("RECORD")
         view = np.frombuffer(memoryview(self._table), dtype) if len(self._table) else None
         return np.zeros(0, dtype) if view is None else view[view["pack"] != 0].copy()
-
-
-def _fsync_dir(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
