@@ -38,6 +38,7 @@ from orbit_fast.progress import (
 if TYPE_CHECKING:
     from orbit_fast.index.universe import Universe
     from orbit_fast.repo.repository import Repository
+    from orbit_fast.workers.pool import WorkerPool
 
 __all__ = ["BackupOptions", "CancelToken", "SyncOptions", "backup", "forget", "init_repository",
            "prune", "rebuild_index", "restore", "sync", "verify"]  # fmt: skip
@@ -50,6 +51,7 @@ def sync(
     options: SyncOptions | None = None,
     on_event: Callable[[Event], None] | None = None,
     cancel: CancelToken | None = None,
+    workers: WorkerPool | None = None,
     **fields: Any,
 ) -> Summary:
     """Copy new and changed files from `source` to `destination`; resume if interrupted.
@@ -68,6 +70,9 @@ def sync(
         warning, error, summary).
     cancel
         A CancelToken to stop the run early.
+    workers
+        A started `orbit_fast.workers.pool.WorkerPool` to run on, shared with other runs of
+        this process (the hub's); by default the run starts worker processes of its own.
 
     Returns
     -------
@@ -93,7 +98,7 @@ def sync(
         from orbit_fast.coordinator.object_sync import ObjectSync
 
         engine = ObjectSync
-    return engine(options, on_event or (lambda ev: None), cancel or CancelToken()).run()
+    return engine(options, on_event or (lambda ev: None), cancel or CancelToken(), workers).run()
 
 
 # ---- backup repositories (docs/backup.md) -------------------------------------------------
@@ -106,6 +111,7 @@ def backup(
     options: BackupOptions | None = None,
     on_event: Callable[[Event], None] | None = None,
     cancel: CancelToken | None = None,
+    workers: WorkerPool | None = None,
     **fields: Any,
 ) -> BackupSummary:
     """Back up `source` into the repository (created on first use) as a new snapshot.
@@ -117,7 +123,7 @@ def backup(
     options
         A complete `BackupOptions`; otherwise built from the arguments and `fields` (filters,
         concurrency, codec, tags, db_path, universe_path).
-    on_event, cancel
+    on_event, cancel, workers
         As for `sync()`.
 
     Returns
@@ -137,7 +143,8 @@ def backup(
             raise TypeError("backup() needs source and repository, or options")
         options = BackupOptions(source=source, repository=repository, **fields)
     options = validate_backup(options)
-    return Backup(options, on_event or (lambda ev: None), cancel or CancelToken()).run()
+    return Backup(options, on_event or (lambda ev: None), cancel or CancelToken(),
+                  workers).run()  # fmt: skip
 
 
 def init_repository(url: str, codec: str = "zstd:3") -> str:

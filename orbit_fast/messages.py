@@ -10,6 +10,11 @@ from __future__ import annotations
 
 import msgspec
 
+# A task id is (ring << RING_SHIFT) | the coordinator's own id: the worker finds the ring of the
+# task's slot by it, and the pool routes the result back to that coordinator.
+RING_SHIFT = 40
+TASK_ID_MASK = (1 << RING_SHIFT) - 1
+
 
 class _Msg(msgspec.Struct, tag=True, array_like=True, frozen=True):
     pass
@@ -175,8 +180,27 @@ class Shutdown(_Msg):
     pass
 
 
+class AttachRing(_Msg):
+    """Map a coordinator's ring: tasks whose id carries `ring` in its high bits use its slots.
+
+    One pool of workers serves every coordinator of a process (the hub runs several jobs at
+    once): each coordinator lends slots of its own ring, and task ids say whose (pool.py).
+    """
+
+    ring: int
+    name: str
+    slot_size: int
+    slots: int
+
+
+class DetachRing(_Msg):
+    """The coordinator of `ring` is done: unmap it once its last task here has finished."""
+
+    ring: int
+
+
 Task = (CopyBlock | VerifyBlock | DigestFile | FinalizeFile | ChunkRange | PutObject | PutPart
-        | CompleteUpload | DigestObject | Shutdown)  # fmt: skip
+        | CompleteUpload | DigestObject | Shutdown | AttachRing | DetachRing)  # fmt: skip
 
 
 # ---- results -------------------------------------------------------------------------------

@@ -182,3 +182,21 @@ def smb_dir(samba, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureReque
     name = f"t{random.randrange(10**9)}"
     (samba.share_dir / name).mkdir()
     return name
+
+
+def child_pids(pid: int, marker: str) -> list[int]:
+    """Pids of the processes whose parent is `pid` and whose command line holds `marker`."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                cmd = f.read()
+        except OSError:
+            continue
+        if ppid == pid and marker.encode() in cmd:
+            found.append(int(entry))
+    return found

@@ -17,7 +17,7 @@ import socket
 import stat as st
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
@@ -35,6 +35,9 @@ from orbit_fast.repo import snapshot as snapfmt
 from orbit_fast.repo.pack_writer import PackWriter
 from orbit_fast.repo.repository import Repository
 from orbit_fast.repo.snapshot import Node
+
+if TYPE_CHECKING:
+    from orbit_fast.workers.pool import WorkerPool
 
 PROGRESS_EVERY_S = 0.25
 
@@ -146,10 +149,11 @@ def _unchanged(old: Node | None, s: tuple[int, ...], remote: bool = False) -> bo
 
 class Backup:
     def __init__(self, opts: BackupOptions, on_event: Callable[[p.Event], None],
-                 cancel: CancelToken) -> None:  # fmt: skip
+                 cancel: CancelToken, workers: WorkerPool | None = None) -> None:  # fmt: skip
         self.opts = opts
         self.emit = on_event
         self.cancel = cancel
+        self.shared_pool = workers  # the hub's pool, leased for this run; else one of our own
         self.warnings: list[str] = []
 
     def _warn(self, path: str, msgid: str, message: str) -> None:
@@ -288,6 +292,7 @@ class Backup:
                     repo.config.key_bytes, opts.workers, on_error=on_error,
                     cancelled=lambda: self.cancel.cancelled,
                     src_url=opts.source if remote else "", sizes=object_sizes if remote else None,
+                    shared=self.shared_pool,
                 ):  # fmt: skip
                     chunks[path].append(rec.chunk_id)
                     sizes[path] += rec.length

@@ -16,12 +16,16 @@ from __future__ import annotations
 import os
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
+from typing import TYPE_CHECKING
 
 from orbit_fast import messages as m
 from orbit_fast.chunking import ChunkerParams
 from orbit_fast.compression import HEADER, parse_codec
 from orbit_fast.errors import SourceError, WorkerFailed
 from orbit_fast.workers.ring import SharedRing
+
+if TYPE_CHECKING:
+    from orbit_fast.workers.pool import WorkerPool
 
 TASKS_PER_WORKER = 2  # one being cut, one waiting: chunking is CPU work, one thread each
 MAX_TASK_DEATHS = 3
@@ -42,6 +46,7 @@ def chunk_files(
     cancelled: Callable[[], bool] = lambda: False,
     src_url: str = "",
     sizes: dict[str, int] | None = None,
+    shared: WorkerPool | None = None,
 ) -> Iterator[tuple[str, m.ChunkRecord, bytes]]:
     """Yield (path, chunk record, blob view) for every chunk of every file, in order per file.
     The view is valid until the next item is asked for.
@@ -50,9 +55,10 @@ def chunk_files(
     `on_error` is reported there as (path, message) and dropped: chunks of it already yielded
     are to be discarded by the caller. Once `cancelled()` is true no new range is started and
     the generator ends after the ranges in flight. With `src_url` the paths are object names
-    in that store (the workers read them there) and `sizes` gives their sizes.
+    in that store (the workers read them there) and `sizes` gives their sizes. With `shared`
+    the work runs on that pool (the hub's), else on `workers` processes started for it.
     """
-    from orbit_fast.workers.pool import WorkerPool
+    from orbit_fast.workers.pool import open_lease
 
     params.validate()
     parse_codec(codec)  # a bad spec fails here, not in every worker
@@ -61,8 +67,7 @@ def chunk_files(
     # may end in a chunk shorter than min_size, so each part adds one more header.
     out_cap = in_cap + HEADER.size * (in_cap // params.min_size + 2 + MAX_PARTS)
     ring = SharedRing.create(in_cap + out_cap, TASKS_PER_WORKER * workers)
-    pool = WorkerPool(workers, ring, threads=1)
-    pool.start()
+    pool = open_lease(ring, workers, 1, shared)
     files = iter(paths)
     ready: deque[tuple[str, int, int]] = deque()  # (path, next offset, size)
     ready_bytes = 0
@@ -170,5 +175,5 @@ def chunk_files(
                     out[tid] = (owners, slot, n + 1, task)
                     pool.send(pool.least_loaded(), tid, task)
     finally:
-        pool.shutdown()
+        pool.close()
         ring.close()

@@ -51,7 +51,7 @@ from orbit_fast.index.jobs_db import Job, JobsDB
 from orbit_fast.workers.ring import SharedRing, reap_stale_segments
 
 if TYPE_CHECKING:  # imported when the first copy needs workers: a no-change run never does
-    from orbit_fast.workers.pool import Death, WorkerPool
+    from orbit_fast.workers.pool import Death, Lease, WorkerPool
 
 # Tasks out per worker, all running at once on the worker's threads. 4: 20k small files to an
 # ext4 disk took 17 s with 1 task per worker and 10 s with 4 (file creation is ~0.5 ms of
@@ -90,17 +90,20 @@ class Coordinator:
         opts: SyncOptions,
         emit: Callable[[p.Event], None],
         cancel: CancelToken,
+        workers: WorkerPool | None = None,
     ) -> None:
         self.opts = opts
         self.emit = emit
         self.cancel = cancel
+        self.shared_pool = workers  # the hub's pool, leased for this run; else a pool of our own
         self.rules = FilterRules(opts.filters)
         self.c = p.Counters()
         self.db: JobsDB | None = None
         self.job = Job(0, "", "dryrun0")
         self.run_id = 0
         self.ring: SharedRing | None = None
-        self.pool: WorkerPool | None = None
+        self.pool: Lease | None = None
+        self.depth = TASK_DEPTH  # tasks out per worker
         self.active: deque[Transfer] = deque()
         self.tasks: dict[int, _Task] = {}
         self.next_task = 1
@@ -535,16 +538,18 @@ class Coordinator:
 
     # ---- dispatch -----------------------------------------------------------------------
 
-    def _ensure_pool(self) -> WorkerPool:
+    def _ensure_pool(self) -> Lease:
         if self.pool is None:
-            from orbit_fast.workers.pool import WorkerPool
+            from orbit_fast.workers.pool import open_lease
 
             # One slot per task out: TASK_DEPTH per worker, all in use at once.
             self.ring = SharedRing.create(
                 self.opts.chunk_size_bytes, TASK_DEPTH * self.opts.workers
             )
-            self.pool = WorkerPool(self.opts.workers, self.ring, threads=TASK_DEPTH)
-            self.pool.start()
+            self.pool = open_lease(self.ring, self.opts.workers, TASK_DEPTH, self.shared_pool)
+            # On a shared pool of another size, the run still keeps `workers` x TASK_DEPTH
+            # tasks out (what latency-bound storage needs), spread over the pool's workers.
+            self.depth = -(-TASK_DEPTH * self.opts.workers // self.pool.size)
         return self.pool
 
     def _dispatch(self) -> None:
@@ -557,7 +562,7 @@ class Coordinator:
             while tr.ops and not tr.failed:
                 kind, idx = tr.ops[0]
                 w = pool.least_loaded()
-                if pool.load(w) >= TASK_DEPTH:
+                if pool.load(w) >= self.depth:
                     return
                 slot = None
                 if kind != FINALIZE:
@@ -774,7 +779,7 @@ class Coordinator:
 
     def _stop_pool(self) -> None:
         if self.pool is not None:
-            self.pool.shutdown()
+            self.pool.close()
             self.pool = None
         if self.ring is not None:
             self.ring.close()

@@ -425,14 +425,14 @@ class ObjectSync(Coordinator):
 
     def _ensure_pool(self) -> Any:
         if self.pool is None:
-            from orbit_fast.workers.pool import WorkerPool
+            from orbit_fast.workers.pool import open_lease
             from orbit_fast.workers.ring import SharedRing
 
             # Object tasks carry no bytes between processes; the pool still wants a ring.
             self.ring = SharedRing.create(4096, 1)
             procs = min(self.opts.workers, os.cpu_count() or 1)
-            self.pool = WorkerPool(procs, self.ring, threads=-(-self.opts.workers // procs))
-            self.pool.start()
+            self.pool = open_lease(self.ring, procs, -(-self.opts.workers // procs),
+                                   self.shared_pool)  # fmt: skip
         return self.pool
 
     def _on_result(self, res: m.Result) -> None:
@@ -558,4 +558,3 @@ class ObjectSync(Coordinator):
                                     message=f"could not abort an old upload: {exc}"))  # fmt: skip
                 continue
             self.db.queue_drop_upload(self.job.id, name)
-

@@ -59,8 +59,13 @@ class Active:
 
 class JobRunner:
     def __init__(self, store: HubStore, db_path: str, universe_path: str, max_jobs: int,
-                 retry_base_s: float = 5.0) -> None:  # fmt: skip
+                 retry_base_s: float = 5.0, workers: int = 1) -> None:  # fmt: skip
+        from orbit_fast.workers.pool import SHARED_THREADS, WorkerPool
+
         self.store = store
+        # One pool of worker processes for every job, started with the runner: concurrent
+        # jobs share the cores (each leases it for a run) instead of each starting its own.
+        self.pool = WorkerPool(workers, SHARED_THREADS)
         self.db_path = db_path
         self.universe_path = universe_path
         self.max_jobs = max_jobs
@@ -77,6 +82,7 @@ class JobRunner:
     # ---- lifecycle -------------------------------------------------------------------------
 
     def start(self) -> None:
+        self.pool.start()
         self.recovered = self.store.recover()
         for job_id in self.recovered:
             self.triggers[job_id] = "recovery"
@@ -102,6 +108,7 @@ class JobRunner:
             if a.thread is not None:
                 a.thread.join(max(0.1, deadline - time.monotonic()))
         self._thread.join(5)
+        self.pool.shutdown()
 
     def wake(self) -> None:
         self._wake.set()
@@ -228,9 +235,11 @@ class JobRunner:
 
             on_event = self._on_event_for(a)
             if job["mode"] == "backup":
-                summary: Any = api.backup(options=opts, on_event=on_event, cancel=a.cancel)  # type: ignore[arg-type]
+                summary: Any = api.backup(options=opts, on_event=on_event,  # type: ignore[arg-type]
+                                          cancel=a.cancel, workers=self.pool)  # fmt: skip
             else:
-                summary = api.sync(options=opts, on_event=on_event, cancel=a.cancel)  # type: ignore[arg-type]
+                summary = api.sync(options=opts, on_event=on_event,  # type: ignore[arg-type]
+                                   cancel=a.cancel, workers=self.pool)  # fmt: skip
             stats = msgspec.to_builtins(summary)
             state = "completed" if summary.exit_code == 0 else "partial"
             if state == "partial":

@@ -33,6 +33,7 @@ class HubSettings:
     # (s3://bucket/prefix, smb://host/share). Empty: anywhere (a warning is logged).
     allowed_roots: tuple[str, ...] = ()
     max_jobs: int = 2  # jobs running at once; the rest wait in "pending"
+    workers: int = 0  # processes of the pool every job shares (0: one per CPU)
     session_hours: float = 12.0
     loopback_reads: bool = True  # GET /api/list_jobs from the hub itself without a token
     max_body_bytes: int = 1 << 20
@@ -165,15 +166,18 @@ def load(env_file: str = "", environ: dict[str, str] | None = None,
                         "hub's user can; set it to the paths and buckets jobs may use")  # fmt: skip
     try:
         max_jobs = int(get("ORBIT_MAX_JOBS") or 2)
+        workers = int(get("ORBIT_WORKERS") or 0)
         hours = float(get("ORBIT_SESSION_HOURS") or 12)
     except ValueError as exc:
-        raise UsageError(f"ORBIT_MAX_JOBS / ORBIT_SESSION_HOURS: {exc}") from None
+        raise UsageError(f"ORBIT_MAX_JOBS / ORBIT_WORKERS / ORBIT_SESSION_HOURS: {exc}") from None
     if not 1 <= max_jobs <= 64:
         raise UsageError(f"ORBIT_MAX_JOBS={max_jobs}: use 1 to 64")
+    if not 0 <= workers <= 256:
+        raise UsageError(f"ORBIT_WORKERS={workers}: use 1 to 256 (0: one per CPU)")
     return HubSettings(
         host=host, port=port, db_path=db, universe_path=universe, auth_secret=secret,
         auth_enabled=auth, log_level=level.lower(), allowed_roots=roots, max_jobs=max_jobs,
-        session_hours=hours,
+        workers=workers or os.cpu_count() or 1, session_hours=hours,
         loopback_reads=_bool("ORBIT_LOOPBACK_READS", get("ORBIT_LOOPBACK_READS") or "true"),
         state_backup_dir=os.path.abspath(get("ORBIT_STATE_BACKUP_DIR") or os.path.join(
             os.path.dirname(db), "state-backups")),

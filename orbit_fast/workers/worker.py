@@ -34,9 +34,6 @@ MAX_SENT_IDS = 1 << 20
 
 def worker_main(
     index: int,
-    ring_name: str,
-    slot_size: int,
-    slots: int,
     tasks: Connection,
     results: Connection,
     parent_pid: int,
@@ -47,6 +44,8 @@ def worker_main(
     Up to `threads` tasks run at once: the file system calls they spend their time in
     (open, pread, pwrite, rename) release the GIL, so one process per core still keeps
     several I/O operations in flight when the storage is latency-bound (docs/performance.md).
+    Rings come and go with the coordinators the pool serves (AttachRing, DetachRing); a task's
+    id says whose ring its slot is in (messages.RING_SHIFT).
     """
     # Ctrl-C and SIGTERM go to the coordinator, which checkpoints and then sends Shutdown;
     # a worker killed mid-write would only cost a requeue, but a clean stop costs nothing.
@@ -57,23 +56,37 @@ def worker_main(
     # it, and takes all of it otherwise.
     if nice := int(os.environ.get("ORBIT_WORKER_NICE") or 0):
         os.nice(nice)
-    ring = SharedRing.attach(ring_name, slot_size, slots)
-    runner = _Runner(ring)
     enc = m.task_encoder
     send_lock = threading.Lock()  # one writer at a time on the pipe; the encoder is shared too
+    lock = threading.Lock()  # guards `tenants` and each tenant's inflight/detached
+    tenants: dict[int, _Tenant] = {}
 
-    def run(task: m.Task) -> None:
+    def send(res: m.Result) -> None:
+        with send_lock:
+            results.send_bytes(enc.encode(res))
+
+    def run(t: _Tenant, task: m.Task) -> None:
         try:
-            res = runner.run(task)
-            with send_lock:
-                results.send_bytes(enc.encode(res))
+            if isinstance(task, m.ChunkRange):
+                # One ring's chunk results leave in the order they were made: a chunk sent
+                # without its blob (MAX_SENT_IDS) must reach the coordinator after the one
+                # that carried it.
+                with t.in_order:
+                    send(t.runner.run(task))
+            else:
+                send(t.runner.run(task))
         except BaseException:
             # Not an I/O error of a file (those are results): a bug or a broken pipe. Die
             # loudly, as a single-threaded worker would, so the pool requeues the tasks.
             traceback.print_exc()
             os._exit(70)
+        with lock:
+            t.inflight -= 1
+            last = t.detached and not t.inflight
+        if last:
+            t.ring.close()
 
-    results.send_bytes(enc.encode(m.WorkerReady(worker=index, pid=os.getpid())))
+    send(m.WorkerReady(worker=index, pid=os.getpid()))
     executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix=f"orbit-w{index}")
     try:
         while True:
@@ -88,10 +101,39 @@ def worker_main(
             task = m.task_decoder.decode(raw)
             if isinstance(task, m.Shutdown):
                 return
-            executor.submit(run, task)
+            if isinstance(task, m.AttachRing):
+                ring = SharedRing.attach(task.name, task.slot_size, task.slots)
+                with lock:
+                    tenants[task.ring] = _Tenant(ring)
+                continue
+            if isinstance(task, m.DetachRing):
+                with lock:
+                    t = tenants.pop(task.ring, None)
+                    if t is not None:
+                        t.detached = True
+                    idle = t is not None and not t.inflight
+                if idle:
+                    t.ring.close()  # type: ignore[union-attr]
+                continue
+            with lock:
+                t = tenants[task.task_id >> m.RING_SHIFT]  # KeyError: a pool bug; die loudly
+                t.inflight += 1
+            executor.submit(run, t, task)
     finally:
-        executor.shutdown(wait=True)  # no thread may still hold a view when the ring closes
-        ring.close()
+        executor.shutdown(wait=True)  # no thread may still hold a view when a ring closes
+        for t in tenants.values():
+            t.ring.close()
+
+
+class _Tenant:
+    """One coordinator's ring as this worker sees it, with what it remembers for that run."""
+
+    def __init__(self, ring: SharedRing):
+        self.ring = ring
+        self.runner = _Runner(ring)
+        self.inflight = 0
+        self.detached = False
+        self.in_order = threading.Lock()
 
 
 class _Side(Exception):

@@ -14,7 +14,7 @@ import httpx
 
 from orbit_fast.hub.runner import JobRunner
 from orbit_fast.hub.store import HubStore
-from tests.conftest import make_tree, snapshot
+from tests.conftest import child_pids, make_tree, snapshot
 from tests.hub.conftest import HubProcess
 from tests.servers import TcpProxy
 
@@ -131,3 +131,35 @@ def test_job_run_wait_for_cron_and_timers(hub: HubProcess, tmp_path: Path, rng: 
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 16 and "cannot reach the hub" in r.stderr
     assert httpx.get(hub.url + "/api/health").status_code == 200
+
+
+def test_jobs_running_at_once_share_one_pool_of_workers(hub_factory: Any, tmp_path: Path,
+                                                        rng: Any) -> None:  # fmt: skip
+    hub = hub_factory(ORBIT_MAX_JOBS="2", ORBIT_WORKERS="2").start()
+    assert hub.proc is not None
+    workers = set(child_pids(hub.proc.pid, "spawn_main"))
+    assert len(workers) == 2  # started with the hub, before any job
+    src = make_tree(tmp_path / "src", rng, files=1500, max_size=4000)
+    for i in range(4):
+        (src / f"big{i}").write_bytes(os.urandom(16 << 20))
+    seen: set[int] = set()
+    with hub.client(hub.admin_token()) as c:
+        ids = [c.post("/api/jobs", json={"name": mode, "mode": mode, "source": str(src),
+                                         "destination": str(tmp_path / mode),
+                                         "config": {"concurrency": 4}}).json()["id"]
+               for mode in ("sync", "backup")]  # fmt: skip
+        for i in ids:
+            c.post(f"/api/jobs/{i}/run")
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            seen.update(child_pids(hub.proc.pid, "spawn_main"))
+            states = [c.get(f"/api/jobs/{i}").json()["state"] for i in ids]
+            if all(s in ("completed", "failed", "partial") for s in states):
+                break
+        assert states == ["completed", "completed"], hub.log.read_text()[-3000:]
+        runs = [c.get(f"/api/jobs/{i}/runs").json()["runs"][0] for i in ids]
+    assert seen == workers  # no job started processes of its own
+    assert snapshot(src) == snapshot(tmp_path / "sync")
+    # Both started at once (ORBIT_MAX_JOBS=2, no shared destination): the pool served both.
+    overlap = min(r["finished_at"] for r in runs) - max(r["started_at"] for r in runs)
+    assert overlap > 0, runs

@@ -13,7 +13,15 @@ from pathlib import Path
 import pytest
 
 from orbit_fast.workers.ring import SHM_PREFIX
-from tests.conftest import ORBIT, assert_same_tree, json_events, run_cli, summary_of, temp_files
+from tests.conftest import (
+    ORBIT,
+    assert_same_tree,
+    child_pids,
+    json_events,
+    run_cli,
+    summary_of,
+    temp_files,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -215,7 +223,7 @@ def test_killed_worker_is_replaced_and_its_task_requeued(tmp_path: Path, rng) ->
     proc = _start(_json_sync(src, dst, db, concurrency=2))
     lines: list[str] = []
     _wait_for_bytes(proc, lines)
-    workers = _children(proc.pid, "spawn_main")
+    workers = child_pids(proc.pid, "spawn_main")
     assert len(workers) == 2
     os.kill(workers[0], signal.SIGKILL)
     out, err = proc.communicate(timeout=120)
@@ -223,20 +231,3 @@ def test_killed_worker_is_replaced_and_its_task_requeued(tmp_path: Path, rng) ->
     events = json_events("".join(lines) + out)
     assert any(e["event"] == "warning" and e["msgid"] == "worker_died" for e in events)
     assert_same_tree(src, dst)
-
-
-def _children(pid: int, marker: str) -> list[int]:
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
-            with open(f"/proc/{entry}/cmdline", "rb") as f:
-                cmd = f.read()
-        except OSError:
-            continue
-        if ppid == pid and marker.encode() in cmd:
-            found.append(int(entry))
-    return found
