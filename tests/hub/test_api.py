@@ -464,6 +464,8 @@ def test_metrics_are_prometheus_text(hub: HubProcess, admin: httpx.Client,
     assert samples['orbit_fast_runs_total{state="completed"}'] == 1
     assert samples['orbit_fast_run_duration_seconds_bucket{le="+Inf"}'] == 1
     assert samples['orbit_fast_db_bytes{file="jobs"}'] > 0
+    assert samples["orbit_fast_workers"] == (os.cpu_count() or 1)
+    assert samples["orbit_fast_worker_tasks"] == 0 == samples["orbit_fast_worker_restarts_total"]
     assert "# TYPE orbit_fast_bytes_transferred_total counter" in text
     assert httpx.get(hub.url + "/metrics").status_code == 401
 
