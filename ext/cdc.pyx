@@ -120,6 +120,36 @@ cdef inline Py_ssize_t _scan(const uint8_t *p, Py_ssize_t i, Py_ssize_t stop, ui
     """
     cdef uint64_t fp = fpp[0]
     cdef uint64_t mls = m << 1
+    cdef const uint8_t *q
+    # Four pairs per turn, written out: one loop test per 8 bytes, and the compiler schedules
+    # the eight table loads ahead of the hash chain (3.3 -> 4.2 GB/s here, docs/performance.md).
+    while i + 8 <= stop:
+        q = p + i
+        fp = (fp << 2) + gl[q[0]]
+        if (fp & mls) == 0:
+            return i + 1
+        fp += g[q[1]]
+        if (fp & m) == 0:
+            return i + 2
+        fp = (fp << 2) + gl[q[2]]
+        if (fp & mls) == 0:
+            return i + 3
+        fp += g[q[3]]
+        if (fp & m) == 0:
+            return i + 4
+        fp = (fp << 2) + gl[q[4]]
+        if (fp & mls) == 0:
+            return i + 5
+        fp += g[q[5]]
+        if (fp & m) == 0:
+            return i + 6
+        fp = (fp << 2) + gl[q[6]]
+        if (fp & mls) == 0:
+            return i + 7
+        fp += g[q[7]]
+        if (fp & m) == 0:
+            return i + 8
+        i += 8
     while i + 2 <= stop:
         fp = (fp << 2) + gl[p[i]]
         if (fp & mls) == 0:
