@@ -39,67 +39,78 @@ def _runs(db: Path, job_id: int) -> list[tuple[Any, ...]]:
         con.close()
 
 
-@pytest.mark.parametrize("mode", ["mirror", "backup"])
+@pytest.mark.parametrize("modes", [("mirror",), ("mirror", "backup")], ids="+".join)
 def test_kill9_during_jobs_resumes_to_identical_and_never_runs_twice(
-        hub_factory: Any, tmp_path: Path, mode: str) -> None:
+        hub_factory: Any, tmp_path: Path, modes: tuple[str, ...]) -> None:
+    """With two modes the jobs run at once, on the hub's one shared pool of workers."""
     rng = random.Random(int(os.environ.get("ORBIT_TEST_SEED", "0")) or 4242)
     src = _source(tmp_path / "src", rng)
-    dst = tmp_path / ("dst" if mode == "mirror" else "repo")
+    dests = {mode: tmp_path / ("dst" if mode == "mirror" else "repo") for mode in modes}
     hub = hub_factory().start()
     token = hub.admin_token()  # sessions live in the jobs DB: they survive the restarts
     with hub.client(token) as c:
-        job = c.post("/api/jobs", json={"name": "nightly", "source": str(src),
-                                        "destination": str(dst), "mode": mode,
-                                        "config": {"concurrency": 1,
-                                                   "chunk_size_mb": 0.25}}).json()
-        assert c.post(f"/api/jobs/{job['id']}/run").status_code == 202
+        jobs = {mode: c.post("/api/jobs", json={
+            "name": f"nightly {mode}", "source": str(src), "destination": str(dst),
+            "mode": mode, "config": {"concurrency": 1, "chunk_size_mb": 0.25}}).json()["id"]
+            for mode, dst in dests.items()}  # fmt: skip
+        for job_id in jobs.values():
+            assert c.post(f"/api/jobs/{job_id}/run").status_code == 202
     kills_mid_run = attempts = 0
+    cut = dict.fromkeys(jobs.values(), 0)  # kills that landed while each job ran
     while kills_mid_run < TRIALS:
         attempts += 1
-        assert attempts <= 3 * TRIALS, f"only {kills_mid_run} kills landed while the job ran"
+        assert attempts <= 3 * TRIALS, f"only {kills_mid_run} kills landed while jobs ran"
         with hub.client(token) as c:
-            state = hub.wait_state(c, job["id"], ("running", "completed"), timeout=120)["state"]
-            if state == "completed":  # it finished between kills: give it new work
+            states = [hub.wait_state(c, job_id, ("running", "completed"), timeout=120)["state"]
+                      for job_id in jobs.values()]  # fmt: skip
+            if all(state == "completed" for state in states):  # give them new work
                 for victim in sorted(src.rglob("big*.bin")):
                     victim.write_bytes(rng.randbytes(victim.stat().st_size + (1 << 20)))
                 (src / "small" / f"s{rng.randrange(150)}.txt").unlink(missing_ok=True)
                 (src / "small" / f"new{attempts}.txt").write_bytes(rng.randbytes(5000))
-                assert c.post(f"/api/jobs/{job['id']}/run").status_code == 202
-                hub.wait_state(c, job["id"], ("running", "completed"), timeout=60)
+                for job_id in jobs.values():
+                    assert c.post(f"/api/jobs/{job_id}/run").status_code == 202
+                    hub.wait_state(c, job_id, ("running", "completed"), timeout=60)
         time.sleep(rng.uniform(0.0, 0.3))
-        running = _runs(hub.data / "jobs.db", job["id"])[-1][4] == "running"
+        running = [j for j in jobs.values() if _runs(hub.data / "jobs.db", j)[-1][4] == "running"]
         hub.kill9()
-        kills_mid_run += running
+        kills_mid_run += bool(running)
+        for j in running:
+            cut[j] += 1
         hub.start()  # same data dir and port: the systemd restart
     with hub.client(token) as c:
-        final = hub.wait_state(c, job["id"], ("completed", "failed"), timeout=300)
-        assert final["state"] == "completed", final
-    if mode == "mirror":
-        assert snapshot(src) == snapshot(dst)
+        for job_id in jobs.values():
+            final = hub.wait_state(c, job_id, ("completed", "failed"), timeout=300)
+            assert final["state"] == "completed", final
+    if "mirror" in dests:
+        assert snapshot(src) == snapshot(dests["mirror"])
     # No job ran twice: runs never overlap, every cut run was closed as crashed, and every run
     # after a kill was started by recovery, not by a user.
-    runs = _runs(hub.data / "jobs.db", job["id"])
-    for a, b in zip(runs, runs[1:], strict=False):
-        assert a[3] is not None and a[3] <= b[2], (a, b)
-    assert runs[-1][4] == "completed"
-    assert {r[4] for r in runs} <= {"completed", "crashed"}
-    assert sum(r[1] == "recovery" for r in runs) >= kills_mid_run
+    runs = {job_id: _runs(hub.data / "jobs.db", job_id) for job_id in jobs.values()}
+    for job_id, rs in runs.items():
+        for a, b in zip(rs, rs[1:], strict=False):
+            assert a[3] is not None and a[3] <= b[2], (a, b)
+        assert rs[-1][4] == "completed"
+        assert {r[4] for r in rs} <= {"completed", "crashed"}
+        assert sum(r[1] == "recovery" for r in rs) >= cut[job_id]
     # One more restart: a completed job stays completed and does not run again.
     hub.stop()
     hub.start()
     time.sleep(2.5)
-    assert len(_runs(hub.data / "jobs.db", job["id"])) == len(runs)
+    for job_id, rs in runs.items():
+        assert len(_runs(hub.data / "jobs.db", job_id)) == len(rs)
     hub.stop()
     con = sqlite3.connect(hub.data / "jobs.db")
     assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     con.close()
-    if mode == "backup":  # the repository is whole and its latest snapshot is the source
+    if "backup" in dests:  # the repository is whole and its latest snapshot is the source
+        repo = dests["backup"]
         env = {**hub.env, "ORBIT_STATE_DIR": str(hub.data)}
         orbit = [sys.executable, "-m", "orbit_fast"]
-        r = subprocess.run([*orbit, "verify", "-r", str(dst)], env=env, capture_output=True,
+        r = subprocess.run([*orbit, "verify", "-r", str(repo)], env=env, capture_output=True,
                            text=True, timeout=300)
         assert r.returncode == 0, r.stdout + r.stderr
-        r = subprocess.run([*orbit, "restore", "-r", str(dst), "latest", "--target",
+        r = subprocess.run([*orbit, "restore", "-r", str(repo), "latest", "--target",
                             str(tmp_path / "out"), "--universe-path",
                             str(hub.data / "universe_v3.db")], env=env, capture_output=True,
                            text=True, timeout=300)
