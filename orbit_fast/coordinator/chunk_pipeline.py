@@ -167,12 +167,13 @@ def chunk_files(
             for death in deaths:
                 for tid in sorted(death.task_ids):
                     owners, slot, n, task = out[tid]
-                    if n + 1 >= MAX_TASK_DEATHS:
+                    n += not death.blameless
+                    if n >= MAX_TASK_DEATHS:
                         raise WorkerFailed(
-                            f"workers died {n + 1} times chunking {owners[0][0]}"
+                            f"workers died {n} times chunking {owners[0][0]}"
                             + (f" (and {len(owners) - 1} more files)" if len(owners) > 1 else "")
                         )
-                    out[tid] = (owners, slot, n + 1, task)
+                    out[tid] = (owners, slot, n, task)
                     pool.send(pool.least_loaded(), tid, task)
     finally:
         pool.close()

@@ -759,7 +759,7 @@ class Coordinator:
             rec = self.tasks.get(tid)
             if rec is None:
                 continue
-            rec.deaths += 1
+            rec.deaths += not death.blameless
             if rec.deaths >= MAX_TASK_DEATHS:
                 self._fail(
                     WorkerFailed(

@@ -43,12 +43,18 @@ class _Slot:
 
 
 class Death:
-    """A worker that exited, and the tasks of one lease it still held (to be requeued)."""
+    """A worker that exited, and the tasks of one lease it still held (to be requeued).
 
-    __slots__ = ("worker", "exitcode", "task_ids")
+    `blameless`: another lease killed the worker because its own tasks there outlived it
+    (Lease.close); the tasks lost with it did nothing wrong and are not counted against
+    them (a coordinator fails a task that keeps killing workers)."""
 
-    def __init__(self, worker: int, exitcode: int | None, task_ids: set[int]):
+    __slots__ = ("worker", "exitcode", "task_ids", "blameless")
+
+    def __init__(self, worker: int, exitcode: int | None, task_ids: set[int],
+                 blameless: bool = False):  # fmt: skip
         self.worker, self.exitcode, self.task_ids = worker, exitcode, task_ids
+        self.blameless = blameless
 
 
 class WorkerPool:
@@ -68,6 +74,7 @@ class WorkerPool:
         self._next_lease = 1
         self._reading = False  # a lease is in select(): the others wait for it to route
         self._closed = False
+        self._culled: set[int] = set()  # pids killed by Lease.close
         # One epoll set for every result pipe and process sentinel, kept across waits:
         # multiprocessing.connection.wait() rebuilds and re-registers it on every call.
         # Only the reader (or start/shutdown, with no reader) touches it.
@@ -179,11 +186,13 @@ class WorkerPool:
         lost: dict[int, set[int]] = {}
         for gid in w.outstanding:
             lost.setdefault(gid >> m.RING_SHIFT, set()).add(gid & m.TASK_ID_MASK)
+        blameless = w.proc.pid in self._culled
+        self._culled.discard(w.proc.pid or 0)
         for lid, tids in lost.items():
             lease = self._leases.get(lid)
             if lease is not None:
                 lease.loads[i] = 0
-                lease.deaths.append(Death(i, w.proc.exitcode, tids))
+                lease.deaths.append(Death(i, w.proc.exitcode, tids, blameless))
         self._sel.unregister(w.results)
         self._sel.unregister(w.proc.sentinel)
         w.tasks.close()
@@ -319,6 +328,7 @@ class Lease:
                 if n and w is not None and w.proc.pid:
                     try:
                         os.kill(w.proc.pid, signal.SIGKILL)
+                        pool._culled.add(w.proc.pid)
                     except ProcessLookupError:
                         pass
             pool._leases.pop(self.id, None)

@@ -115,8 +115,9 @@ def test_a_death_reaches_every_lease_that_lost_a_task(pool: WorkerPool, tmp_path
             results, dead = lease.wait(1.0)
             assert not results
             if dead:
-                deaths[lease.id] = [(d.worker, d.task_ids) for d in dead]
-    assert deaths == {a.id: [(0, {7})], b.id: [(0, {9})]}  # b's task on worker 1 lives on
+                deaths[lease.id] = [(d.worker, d.task_ids, d.blameless) for d in dead]
+    # b's task on worker 1 lives on; a death from outside (an OOM kill, say) counts
+    assert deaths == {a.id: [(0, {7}, False)], b.id: [(0, {9}, False)]}
     assert pool.pids()[0] != old[0] and pool.pids()[1] == old[1]
     assert (a.load(0), b.load(0), b.load(1)) == (0, 0, 1)
     # The replacement mapped both rings: work sent to it lands in the right one.
@@ -143,7 +144,8 @@ def test_a_lease_that_gives_up_kills_only_what_it_waits_for(pool: WorkerPool,
     while not deaths and time.monotonic() < deadline:
         r, deaths = b.wait(1.0)
         results += r
-    assert not results and [(d.worker, d.task_ids) for d in deaths] == [(1, {1})]
+    assert not results
+    assert [(d.worker, d.task_ids, d.blameless) for d in deaths] == [(1, {1}, True)]
     assert pool.pids()[0] == before[0] and pool.pids()[1] != before[1]
     b.close()
     ring_a.close()
