@@ -161,7 +161,7 @@ def test_smb_credentials_file(samba, smb_dir, tmp_path, monkeypatch) -> None:
     os.unlink(creds)
 
 
-def test_smb_listing_and_reads_agree_with_the_share(samba, smb_dir) -> None:
+def test_smb_listing_and_reads_agree_with_the_share(samba, smb_dir, monkeypatch) -> None:
     """The fast paths (one compound request per directory and per small file, parsed by
     hand) against what is on disk: a directory too big for one reply, sizes, mtimes to the
     microsecond, and a file that changed after it was listed."""
@@ -173,9 +173,24 @@ def test_smb_listing_and_reads_agree_with_the_share(samba, smb_dir) -> None:
         t = (1_600_000_000 + i) * 10**9 + 123456789
         os.utime(f, ns=(t, t))
     write(d / "small" / "f", b"before", mtime=1_650_000_000.5)
+    (d / "empty").mkdir()
+    from orbit_fast.backends import smb
+
+    fallbacks: list[str] = []  # listings that went through smbclient's slow path
+    fast = smb._scan_compound
+
+    def scan_compound(fd, msg):  # type: ignore[no-untyped-def]
+        buf = fast(fd, msg)
+        if buf is None:
+            fallbacks.append(fd.name)
+        return buf
+
+    monkeypatch.setattr(smb, "_scan_compound", scan_compound)
     s = open_store(samba.url(smb_dir))
     infos = {i.name: i for i in s.list_info("")}
     assert len(infos) == 601
+    assert not fallbacks  # every directory in one compound, parsed by hand
+    assert list(s.list_info("missing")) == [] and len(fallbacks) == 1  # smbclient names it
     for i in range(600):
         info = infos[f"big/a-rather-long-file-name-to-fill-the-reply-{i:04d}.txt"]
         assert info.size == i and info.mtime_ns == (1_600_000_000 + i) * 10**9 + 123456000
