@@ -182,7 +182,11 @@ class WorkerPool:
         w = self._workers[i]
         assert w is not None
         # Results already in the pipe before death were read above; what is left was lost.
-        w.proc.join(timeout=5)
+        # A worker whose result pipe broke but that still runs can report nothing more: it
+        # is ended here, so the join below never holds the other leases waiting.
+        if w.proc.is_alive():
+            w.proc.kill()
+        w.proc.join()
         lost: dict[int, set[int]] = {}
         for gid in w.outstanding:
             lost.setdefault(gid >> m.RING_SHIFT, set()).add(gid & m.TASK_ID_MASK)
