@@ -133,7 +133,9 @@ def backup(db_path: str, universe_path: str, directory: str) -> dict[str, Any]:
     mpath = os.path.join(directory, f"orbit-state-{stamp}.json")
     with open(mpath + ".part", "w") as f:
         json.dump(manifest, f, indent=1)
+    fsync_path(mpath + ".part")
     os.replace(mpath + ".part", mpath)
+    fsync_path(directory)  # the renames above are durable once their directory is
     manifest["manifest"] = mpath
     return manifest
 
@@ -195,6 +197,7 @@ def restore(backup_file: str, db_path: str, universe_path: str,
                     shutil.copyfile(src + sfx, dst + sfx + ".part")
                     fsync_path(dst + sfx + ".part")
                     os.replace(dst + sfx + ".part", dst + sfx)
+            fsync_path(os.path.dirname(os.path.abspath(dst)))  # the swap survives a power cut
         return {"restored": [db_path] + ([universe_path] if uni_src else []), "kept": moved}
     finally:
         for fd in fds:
