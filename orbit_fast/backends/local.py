@@ -23,6 +23,7 @@ from orbit_fast.backends.base import (
     is_temp,
 )
 from orbit_fast.backends.parts import FileUploads
+from orbit_fast.fsinfo import fsync_path
 
 _OPEN_FILES = 16
 
@@ -78,7 +79,7 @@ class LocalStore(FileUploads):
                 os.unlink(tmp)
             raise
         if durable:
-            _fsync_dir(directory)
+            fsync_path(directory)
 
     def _fd(self, name: str) -> int:
         fd = self._fds.pop(name, None)
@@ -232,11 +233,3 @@ class LocalStore(FileUploads):
         fd = self._fds.pop(name, None)
         if fd is not None:
             os.close(fd)
-
-
-def _fsync_dir(directory: str) -> None:
-    dfd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
