@@ -104,10 +104,13 @@ class WorkerPool:
             self._post(i, lease.attach_msg)
 
     def _post(self, i: int, msg: m.Task) -> None:
+        self._write(i, self._enc.encode(msg))
+
+    def _write(self, i: int, raw: bytes) -> None:
         w = self._workers[i]
         assert w is not None
         try:
-            w.tasks.send_bytes(self._enc.encode(msg))
+            w.tasks.send_bytes(raw)
         except (BrokenPipeError, ConnectionResetError):
             pass  # the death is seen by the reader, which returns the tasks for requeueing
 
@@ -240,7 +243,6 @@ class Lease:
         self.pool = pool
         self.id = lease_id
         self.size = pool.size
-        self.ring = ring
         self.owns_pool = owns_pool
         self.attach_msg = m.AttachRing(ring=lease_id, name=ring.name,
                                        slot_size=ring.slot_size, slots=ring.slots)  # fmt: skip
@@ -248,9 +250,6 @@ class Lease:
         self.results: deque[tuple[int, m.Result]] = deque()
         self.deaths: deque[Death] = deque()
         self._base = lease_id << m.RING_SHIFT
-
-    def pids(self) -> list[int]:
-        return self.pool.pids()
 
     def load(self, i: int) -> int:
         return self.loads[i]
@@ -273,10 +272,7 @@ class Lease:
             assert w is not None
             w.outstanding.add(gid)
             self.loads[i] += 1
-            try:
-                w.tasks.send_bytes(raw)
-            except (BrokenPipeError, ConnectionResetError):
-                pass  # the death is seen by the reader, which returns this task for requeueing
+            self.pool._write(i, raw)
 
     def _take(self) -> tuple[list[tuple[int, m.Result]], list[Death]]:
         res, dead = list(self.results), list(self.deaths)
