@@ -13,6 +13,7 @@ recovering at once cannot both win. A holder on another host can only be cleared
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -22,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from orbit_fast.backends.base import Store
+from orbit_fast.backends.base import TMP_PREFIX, Store
 from orbit_fast.backends.local import LocalStore
 from orbit_fast.backends.registry import open_store
 from orbit_fast.chunking import ChunkerParams
@@ -160,11 +161,16 @@ class Repository:
               "operation": operation, "time_ns": time.time_ns()}  # fmt: skip
         data = json.dumps(me).encode()
         recovered = False
-        for _ in range(3):
+        for attempt in range(3):
             try:
                 self.store.write(LOCK, data, exclusive=True)
                 self.locked = True
                 break
+            except FileNotFoundError as exc:
+                # The holder's sweep of locks/ (below) took our temp object between our write
+                # and our link or rename: look at the lock again.
+                if attempt == 2:
+                    raise _store_error(self.store.url, "lock the repository", exc) from exc
             except FileExistsError:
                 holder = self._holder()
                 if holder is None:
@@ -184,6 +190,9 @@ class Repository:
                 raise _store_error(self.store.url, "lock the repository", exc) from exc
         else:
             raise RepositoryLocked(f"could not lock {self.store.url}: the lock keeps changing")
+        # A writer killed while it took the lock leaves its temp object in locks/ whether or
+        # not it got the lock (one listing of a directory of one or two entries: every time).
+        self.store.sweep_temp("locks")
         if recovered:
             self._sweep()
 
@@ -205,12 +214,14 @@ class Repository:
     def _break_lock(self) -> None:
         if isinstance(self.store, LocalStore):
             src = os.path.join(self.store.root, "locks", "exclusive")
-            dst = f"{src}.stale-{secrets.token_hex(4)}"
+            # A temp name, so a crash before the unlink leaves something the next sweep takes.
+            dst = os.path.join(os.path.dirname(src), f"{TMP_PREFIX}stale-{secrets.token_hex(4)}")
             try:
                 os.rename(src, dst)  # only one of several recovering processes wins this
             except FileNotFoundError:
                 return
-            os.unlink(dst)
+            with contextlib.suppress(FileNotFoundError):  # or a holder's sweep took it first
+                os.unlink(dst)
         else:
             self.store.delete(LOCK)
 

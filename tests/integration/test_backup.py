@@ -323,8 +323,12 @@ def test_temp_files_of_a_dead_writer_are_swept_with_its_lock(tmp_path: Path) -> 
     backup(src, repo)
     leftover = repo / "packs" / "00" / ".tmp-deadbeef0000"
     write(leftover, b"half a pack")
-    backup(src, repo)  # no stale lock: nothing tells us a writer died, nothing is swept
-    assert leftover.exists()
+    # A writer killed while taking the lock, before its link: no lock is left to break, but the
+    # next holder sweeps locks/ every time (only a dead writer's temp object can be there).
+    half_lock = repo / "locks" / ".tmp-deadbeef0001"
+    write(half_lock, b"{")
+    backup(src, repo)  # no stale lock: nothing tells us a writer died, no pack is swept
+    assert leftover.exists() and not half_lock.exists()
     dead = subprocess.Popen(["true"])
     dead.wait()  # a pid that is gone
     (repo / "locks").mkdir(exist_ok=True)
@@ -333,3 +337,30 @@ def test_temp_files_of_a_dead_writer_are_swept_with_its_lock(tmp_path: Path) -> 
          "time_ns": 0}))  # fmt: skip
     backup(src, repo)
     assert not leftover.exists()
+
+
+def test_lock_taker_whose_temp_object_was_swept_sees_the_holder(tmp_path: Path) -> None:
+    """The holder sweeps locks/ after it takes the lock; a process that was taking the lock at
+    that instant loses its temp object before its link. It must report the holder, not fail
+    with an I/O error."""
+    from orbit_fast.errors import RepositoryLocked
+    from orbit_fast.repo.repository import LOCK, Repository
+
+    src, repo = tmp_path / "src", tmp_path / "repo"
+    write(src / "f", b"data")
+    backup(src, repo)
+    with Repository.open(str(repo)) as holder, Repository.open(str(repo)) as taker:
+        real_write = taker.store.write
+        calls = []
+
+        def raced(name: str, data: bytes, exclusive: bool = False) -> None:
+            calls.append(name)
+            if name == LOCK and len(calls) == 1:
+                holder.lock("backup")  # won the race, and its sweep took our temp object
+                raise FileNotFoundError(2, "No such file or directory")
+            real_write(name, data, exclusive=exclusive)
+
+        taker.store.write = raced  # type: ignore[method-assign]
+        with pytest.raises(RepositoryLocked, match="locked by backup"):
+            taker.lock("backup")
+        assert holder.locked and not taker.locked and calls == [LOCK, LOCK]
