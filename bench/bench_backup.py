@@ -24,8 +24,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.data import make_tree  # noqa: E402
+from bench.product import ORBIT as _ORBIT  # noqa: E402
+from bench.product import compile_bytecode  # noqa: E402
 
-ORBIT = [str(Path(sys.executable).with_name("orbit-fast"))]
+ORBIT = [_ORBIT]
 
 
 def du(path: Path) -> int:
@@ -111,6 +113,7 @@ def mutate(root: Path, seed: int = 1) -> int:
 
 
 def main() -> None:
+    compile_bytecode()
     ap = argparse.ArgumentParser()
     ap.add_argument("--work", default="/tmp/orbit-bench/backup")
     ap.add_argument("--skip-peers", action="store_true")

@@ -20,12 +20,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from bench.data import make_tree  # noqa: E402
+from bench.product import ORBIT, compile_bytecode  # noqa: E402
 from tests.servers import MotoServer, SambaServer  # noqa: E402
-
-ORBIT = str(Path(sys.executable).with_name("orbit-fast"))
 
 
 def main() -> None:
+    compile_bytecode()
     src = Path("/tmp/orbit-bench/src")
     make_tree(src)
     work = Path(tempfile.mkdtemp(prefix="orbit-remote-bench-"))

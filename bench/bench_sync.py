@@ -22,8 +22,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from data import make_tree  # noqa: E402
+from product import ORBIT as _ORBIT  # noqa: E402
+from product import compile_bytecode  # noqa: E402
 
-ORBIT = [sys.executable, "-m", "orbit_fast"]
+ORBIT = [_ORBIT]
 
 
 def timed(cmd: list[str]) -> tuple[float, int]:
@@ -52,6 +54,7 @@ def tools(src: Path, dst: Path, db: Path) -> dict[str, list[str]]:
 
 
 def main() -> None:
+    compile_bytecode()
     ap = argparse.ArgumentParser()
     ap.add_argument("--root", default="/tmp/orbit-bench")
     ap.add_argument("--runs", type=int, default=3)
