@@ -3,8 +3,8 @@
 A worker is a pure transform of files through its lent slot: it reads source bytes into the
 slot, digests them (xxh3-128), writes them to the temp file and, for the last step, renames the
 temp file into place. It never opens a database and keeps no state between tasks; the
-coordinator owns slots, files and progress. It exits on Shutdown, on EOF of its task pipe, or
-when its parent disappears.
+coordinator owns slots, files and progress. It exits on Shutdown (after its tasks in flight),
+and at once on EOF of its task pipe or when its parent disappears.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import threading
 import traceback
 from concurrent.futures import ThreadPoolExecutor
 from multiprocessing.connection import Connection
+from typing import NoReturn
 
 import xxhash
 
@@ -92,12 +93,12 @@ def worker_main(
         while True:
             if not tasks.poll(_PARENT_POLL_S):
                 if os.getppid() != parent_pid:
-                    return
+                    _orphaned()
                 continue
             try:
                 raw = tasks.recv_bytes()
-            except EOFError:
-                return
+            except EOFError:  # only the coordinator's death closes the pipe before Shutdown
+                _orphaned()
             task = m.task_decoder.decode(raw)
             if isinstance(task, m.Shutdown):
                 return
@@ -123,6 +124,14 @@ def worker_main(
         executor.shutdown(wait=True)  # no thread may still hold a view when a ring closes
         for t in tenants.values():
             t.ring.close()
+
+
+def _orphaned() -> NoReturn:
+    """The coordinator is gone (killed, or crashed): stop now, without waiting for the tasks
+    in flight. One stuck in I/O (a hung share, say) would otherwise write when it wakes, maybe
+    after the next run has resumed that file and checkpointed the block, with source bytes
+    from before a change: a block the next run's checkpoint says is new would be old."""
+    os._exit(0)
 
 
 class _Tenant:

@@ -5,6 +5,9 @@ on a stuck worker does not take the others' work down with it."""
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -173,3 +176,47 @@ def test_runs_on_one_pool_do_not_share_what_their_workers_remember(pool: WorkerP
                 seen.add(rec.chunk_id)
         assert records > len(seen) > 10
     assert pool.busy() == 0
+
+
+_COORDINATOR = """
+import sys, time
+from orbit_fast import messages as m
+from orbit_fast.workers.pool import WorkerPool
+from orbit_fast.workers.ring import SharedRing
+pool = WorkerPool(1, threads=2)
+pool.start()
+ring = SharedRing.create(1 << 16, 2)
+lease = pool.lease(ring)
+lease.send(0, 1, m.DigestFile(task_id=1, slot=0, path=sys.argv[1].encode()))
+print(pool.pids()[0], flush=True)
+time.sleep(600)
+"""
+
+
+def test_a_worker_whose_coordinator_died_stops_at_once(tmp_path: Path) -> None:
+    """kill -9 of the coordinator: its worker exits although a task of it is stuck in I/O, so
+    the task cannot write later, over a file the next run may have resumed meanwhile."""
+    fifo = _stuck(tmp_path, "hung")
+    coordinator = subprocess.Popen([sys.executable, "-c", _COORDINATOR, fifo.decode()],
+                                   stdout=subprocess.PIPE, text=True)  # fmt: skip
+    worker = int(coordinator.stdout.readline())  # type: ignore[union-attr]
+    time.sleep(0.5)  # the task reaches the worker and blocks in open()
+    try:
+        coordinator.kill()
+        coordinator.wait()
+        deadline = time.monotonic() + 15
+        while _alive(worker) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not _alive(worker), "the orphaned worker waits for its stuck task"
+    finally:
+        if _alive(worker):
+            os.kill(worker, signal.SIGKILL)
+        coordinator.stdout.close()  # type: ignore[union-attr]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
