@@ -51,7 +51,7 @@ def _serve(env_file: str, host: str, port: int) -> None:
     # The HTTP loop shares the GIL with the coordinator threads of running jobs: a shorter
     # switch interval than the default 5 ms lets a request through sooner
     # (bench/bench_hub_load.py; docs/performance.md, "Hub under load").
-    sys.setswitchinterval(float(os.environ.get("ORBIT_SWITCH_INTERVAL_S") or 0.0005))
+    sys.setswitchinterval(settings.switch_interval_s)
     try:
         hub = Hub.open(settings)
     except OrbitError as exc:

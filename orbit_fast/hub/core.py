@@ -51,9 +51,8 @@ class Hub:
         store = HubStore(settings.db_path)
         retry_base = float(os.environ.get("ORBIT_RETRY_BASE_S") or 5.0)
         runner = JobRunner(store, settings.db_path, settings.universe_path, settings.max_jobs,
-                           retry_base_s=retry_base, workers=settings.workers)  # fmt: skip
-        # Workers of hub jobs run at nice 10 unless told (see workers/worker.py).
-        os.environ.setdefault("ORBIT_WORKER_NICE", "10")
+                           retry_base_s=retry_base, workers=settings.workers,
+                           worker_nice=settings.worker_nice)  # fmt: skip
         hub = cls(settings, store, runner)
         hub._bootstrap()
         return hub

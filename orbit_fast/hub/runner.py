@@ -59,13 +59,14 @@ class Active:
 
 class JobRunner:
     def __init__(self, store: HubStore, db_path: str, universe_path: str, max_jobs: int,
-                 retry_base_s: float = 5.0, workers: int = 1) -> None:  # fmt: skip
+                 retry_base_s: float = 5.0, workers: int = 1,
+                 worker_nice: int = 0) -> None:  # fmt: skip
         from orbit_fast.workers.pool import SHARED_THREADS, WorkerPool
 
         self.store = store
         # One pool of worker processes for every job, started with the runner: concurrent
         # jobs share the cores (each leases it for a run) instead of each starting its own.
-        self.pool = WorkerPool(workers, SHARED_THREADS)
+        self.pool = WorkerPool(workers, SHARED_THREADS, nice=worker_nice)
         self.db_path = db_path
         self.universe_path = universe_path
         self.max_jobs = max_jobs

@@ -34,6 +34,9 @@ class HubSettings:
     allowed_roots: tuple[str, ...] = ()
     max_jobs: int = 2  # jobs running at once; the rest wait in "pending"
     workers: int = 0  # processes of the pool every job shares (0: one per CPU)
+    worker_nice: int = 10  # their CPU priority: bulk copying yields to the API
+    # The hub's GIL switch interval: CPython's 5 ms lets job coordinators delay API answers.
+    switch_interval_s: float = 0.0005
     session_hours: float = 12.0
     loopback_reads: bool = True  # GET /api/list_jobs from the hub itself without a token
     max_body_bytes: int = 1 << 20
@@ -167,17 +170,25 @@ def load(env_file: str = "", environ: dict[str, str] | None = None,
     try:
         max_jobs = int(get("ORBIT_MAX_JOBS") or 2)
         workers = int(get("ORBIT_WORKERS") or 0)
+        nice = int(get("ORBIT_WORKER_NICE") or 10)
+        switch = float(get("ORBIT_SWITCH_INTERVAL_S") or 0.0005)
         hours = float(get("ORBIT_SESSION_HOURS") or 12)
     except ValueError as exc:
-        raise UsageError(f"ORBIT_MAX_JOBS / ORBIT_WORKERS / ORBIT_SESSION_HOURS: {exc}") from None
+        raise UsageError(f"ORBIT_MAX_JOBS / ORBIT_WORKERS / ORBIT_WORKER_NICE / "
+                         f"ORBIT_SWITCH_INTERVAL_S / ORBIT_SESSION_HOURS: {exc}") from None
     if not 1 <= max_jobs <= 64:
         raise UsageError(f"ORBIT_MAX_JOBS={max_jobs}: use 1 to 64")
     if not 0 <= workers <= 256:
         raise UsageError(f"ORBIT_WORKERS={workers}: use 1 to 256 (0: one per CPU)")
+    if not 0 <= nice <= 19:
+        raise UsageError(f"ORBIT_WORKER_NICE={nice}: use 0 (the hub's own priority) to 19")
+    if not 0 < switch <= 1:
+        raise UsageError(f"ORBIT_SWITCH_INTERVAL_S={switch}: use seconds above 0, at most 1")
     return HubSettings(
         host=host, port=port, db_path=db, universe_path=universe, auth_secret=secret,
         auth_enabled=auth, log_level=level.lower(), allowed_roots=roots, max_jobs=max_jobs,
-        workers=workers or os.cpu_count() or 1, session_hours=hours,
+        workers=workers or os.cpu_count() or 1, worker_nice=nice, switch_interval_s=switch,
+        session_hours=hours,
         loopback_reads=_bool("ORBIT_LOOPBACK_READS", get("ORBIT_LOOPBACK_READS") or "true"),
         state_backup_dir=os.path.abspath(get("ORBIT_STATE_BACKUP_DIR") or os.path.join(
             os.path.dirname(db), "state-backups")),

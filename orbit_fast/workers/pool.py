@@ -58,12 +58,13 @@ class Death:
 
 
 class WorkerPool:
-    def __init__(self, size: int, threads: int = 1):
+    def __init__(self, size: int, threads: int = 1, nice: int = 0):
         # spawn: workers inherit no file descriptors, locks or DB handles from the coordinator,
         # which matters when the engine is embedded in the threaded hub.
         self._ctx = mp.get_context("spawn")
         self.size = size
         self.threads = threads  # tasks each worker runs at once
+        self.nice = nice  # added to the workers' CPU priority (the hub's: ORBIT_WORKER_NICE)
         self._workers: list[_Slot | None] = [None] * size
         self._enc = m.task_encoder
         self.deaths = 0
@@ -90,7 +91,7 @@ class WorkerPool:
         res_r, res_w = self._ctx.Pipe(duplex=False)
         proc = self._ctx.Process(
             target=worker_main,
-            args=(i, task_r, res_w, os.getpid(), self.threads),
+            args=(i, task_r, res_w, os.getpid(), self.threads, self.nice),
             name=f"orbit-worker-{i}",
             daemon=True,
         )

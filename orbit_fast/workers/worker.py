@@ -39,6 +39,7 @@ def worker_main(
     results: Connection,
     parent_pid: int,
     threads: int = 1,
+    nice: int = 0,
 ) -> None:
     """Run tasks from `tasks` until Shutdown, EOF or the parent's death.
 
@@ -52,10 +53,10 @@ def worker_main(
     # a worker killed mid-write would only cost a requeue, but a clean stop costs nothing.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    # The hub runs its jobs' workers at a lower CPU priority (ORBIT_WORKER_NICE, set by
-    # orbit-server): bulk copying yields the CPU to the API and the dashboard when they need
-    # it, and takes all of it otherwise.
-    if nice := int(os.environ.get("ORBIT_WORKER_NICE") or 0):
+    # The hub runs its jobs' workers at a lower CPU priority (ORBIT_WORKER_NICE): bulk
+    # copying yields the CPU to the API and the dashboard when they need it, and takes all of
+    # it otherwise.
+    if nice:
         os.nice(nice)
     enc = m.task_encoder
     send_lock = threading.Lock()  # one writer at a time on the pipe; the encoder is shared too

@@ -159,6 +159,9 @@ def test_jobs_running_at_once_share_one_pool_of_workers(hub_factory: Any, tmp_pa
         assert states == ["completed", "completed"], hub.log.read_text()[-3000:]
         runs = [c.get(f"/api/jobs/{i}/runs").json()["runs"][0] for i in ids]
     assert seen == workers  # no job started processes of its own
+    for pid in workers:  # at ORBIT_WORKER_NICE's default, 10: copying yields to the API
+        with open(f"/proc/{pid}/stat") as f:
+            assert int(f.read().rsplit(")", 1)[1].split()[16]) == 10
     assert snapshot(src) == snapshot(tmp_path / "sync")
     # Both started at once (ORBIT_MAX_JOBS=2, no shared destination): the pool served both.
     overlap = min(r["finished_at"] for r in runs) - max(r["started_at"] for r in runs)

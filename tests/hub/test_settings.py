@@ -73,6 +73,9 @@ def test_auth_off_only_on_loopback() -> None:
     ({"ORBIT_PORT": "http"}, "port number"),
     ({"ORBIT_ALLOWED_ROOTS": "relative/dir"}, "not an absolute path"),
     ({"ORBIT_AUTH_ENABLED": "maybe"}, "true or false"),
+    ({"ORBIT_WORKER_NICE": "20"}, "ORBIT_WORKER_NICE=20: use 0"),
+    ({"ORBIT_SWITCH_INTERVAL_S": "fast"}, "ORBIT_SWITCH_INTERVAL_S"),
+    ({"ORBIT_SWITCH_INTERVAL_S": "0"}, "above 0"),
 ])
 def test_bad_settings_name_the_variable(env: dict[str, str], match: str) -> None:
     with pytest.raises(UsageError, match=match):
