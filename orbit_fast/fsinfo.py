@@ -93,7 +93,7 @@ def syncfs(path: str) -> None:
         os.close(fd)
 
 
-def fsync_path(path: str) -> None:
+def fsync_path(path: str | bytes) -> None:
     """fsync a file or a directory by name (a directory: so a rename in it is durable)."""
     fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     try:

@@ -23,6 +23,7 @@ import xxhash
 from orbit_fast import messages as m
 from orbit_fast._native import kernels
 from orbit_fast.errors import OrbitError
+from orbit_fast.fsinfo import fsync_path
 from orbit_fast.workers.ring import SharedRing
 
 _PARENT_POLL_S = 1.0
@@ -373,11 +374,7 @@ class _Runner:
                 os.close(fd)
             os.replace(f.tmp, f.dst)
             if f.fsync:
-                dfd = os.open(os.path.dirname(f.dst) or b".", os.O_RDONLY | os.O_DIRECTORY)
-                try:
-                    os.fsync(dfd)
-                finally:
-                    os.close(dfd)
+                fsync_path(os.path.dirname(f.dst) or b".")
         except OSError as exc:
             raise _Side("destination", exc, f.dst) from exc
         return m.FileFinalized(task_id=task_id)
