@@ -200,8 +200,13 @@ def test_a_worker_whose_coordinator_died_stops_at_once(tmp_path: Path) -> None:
     coordinator = subprocess.Popen([sys.executable, "-c", _COORDINATOR, fifo.decode()],
                                    stdout=subprocess.PIPE, text=True)  # fmt: skip
     worker = int(coordinator.stdout.readline())  # type: ignore[union-attr]
-    time.sleep(0.5)  # the task reaches the worker and blocks in open()
     try:
+        # The task has reached the worker once a thread runs it (the executor starts its
+        # threads on the first task): it is then in, or on its way into, open() of the FIFO.
+        deadline = time.monotonic() + 15
+        while len(os.listdir(f"/proc/{worker}/task")) < 2:
+            assert time.monotonic() < deadline, "the task never reached the worker"
+            time.sleep(0.05)
         coordinator.kill()
         coordinator.wait()
         deadline = time.monotonic() + 15
