@@ -33,6 +33,9 @@ from typing import Any
 
 import httpx
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from product import commit  # noqa: E402
+
 ADMIN = {"username": "admin", "password": "bench-password-123", "role": "admin"}
 
 
@@ -199,10 +202,8 @@ def main() -> None:
         proc.terminate()
         proc.wait(60)
         shutil.rmtree(root, ignore_errors=True)
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
-                            text=True, cwd=Path(__file__).parent).stdout.strip()
     result = {"machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
-              "commit": commit,
+              "commit": commit(),
               "args": vars(args), "job_alone": alone, "job_under_load": loaded, "load": load,
               "throughput_drop_pct": round(100 * (1 - loaded["mb_per_s"] / alone["mb_per_s"]), 1)}
     print(json.dumps(result, indent=1))

@@ -29,7 +29,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from bench.data import make_tree  # noqa: E402
-from bench.product import ORBIT, compile_bytecode  # noqa: E402
+from bench.product import ORBIT, commit, compile_bytecode  # noqa: E402
 from tests.servers import SMB_PASSWORD, SMB_USER, MotoServer, SambaServer  # noqa: E402
 
 
@@ -142,10 +142,8 @@ def main() -> None:
         moto.stop()
         samba.stop()
         shutil.rmtree(work, ignore_errors=True)
-    commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
-                            capture_output=True, text=True).stdout.strip()  # fmt: skip
     results.update(machine=platform.machine(), cpus=os.cpu_count(), python=sys.version.split()[0],
-                   commit=commit, when=time.strftime("%Y-%m-%dT%H:%M:%S"))  # fmt: skip
+                   commit=commit(), when=time.strftime("%Y-%m-%dT%H:%M:%S"))  # fmt: skip
     out_dir = ROOT / "bench" / "results"
     out_dir.mkdir(exist_ok=True)
     (out_dir / f"remote-sync-{time.strftime('%Y%m%d-%H%M%S')}.json").write_text(

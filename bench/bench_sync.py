@@ -23,7 +23,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from data import make_tree  # noqa: E402
 from product import ORBIT as _ORBIT  # noqa: E402
-from product import compile_bytecode  # noqa: E402
+from product import commit, compile_bytecode  # noqa: E402
 
 ORBIT = [_ORBIT]
 
@@ -86,8 +86,7 @@ def main() -> None:
         "bench": "sync", "bytes": total, "files": nfiles, "runs": args.runs,
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
                     "python": platform.python_version()},
-        "git": subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
-                              text=True).stdout.strip(),
+        "git": commit(),
         "results": results,
     }  # fmt: skip
     Path(__file__).with_name("results").mkdir(exist_ok=True)

@@ -9,11 +9,18 @@ cost no user pays that skews short runs against single-binary peers like rclone.
 from __future__ import annotations
 
 import compileall
+import subprocess
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 ORBIT = str(Path(sys.executable).with_name("orbit-fast"))
+
+
+def commit() -> str:
+    """The short commit measured, for the result files."""
+    return subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
+                          capture_output=True, text=True).stdout.strip()  # fmt: skip
 
 
 def compile_bytecode() -> None:
