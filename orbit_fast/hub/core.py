@@ -33,7 +33,6 @@ class Hub:
         self.bootstrap_token = ""
         self.started_at = time.time()
         self._problems: list[str] = []  # from the last health check (every HEALTH_EVERY_S)
-        self.min_free_bytes = int(os.environ.get("ORBIT_MIN_FREE_BYTES") or (1 << 30))
         self.closing = threading.Event()  # SIGTERM: end event streams, do not wait on them
 
     @classmethod
@@ -49,9 +48,8 @@ class Hub:
                         "its journal relies on local locking and fsync", single=True)  # fmt: skip
         JobsDB.open(settings.db_path).close()  # creates or migrates the engine's tables
         store = HubStore(settings.db_path)
-        retry_base = float(os.environ.get("ORBIT_RETRY_BASE_S") or 5.0)
         runner = JobRunner(store, settings.db_path, settings.universe_path, settings.max_jobs,
-                           retry_base_s=retry_base, workers=settings.workers,
+                           retry_base_s=settings.retry_base_s, workers=settings.workers,
                            worker_nice=settings.worker_nice)  # fmt: skip
         hub = cls(settings, store, runner)
         hub._bootstrap()
@@ -113,9 +111,9 @@ class Hub:
         if why := self.store.writable():
             out.append(f"the jobs DB {self.settings.db_path} is not writable: {why}")
         usage = shutil.disk_usage(self.settings.data_dir)
-        if usage.free < self.min_free_bytes:
+        if usage.free < (least := self.settings.min_free_bytes):
             out.append(f"{self.settings.data_dir} has {usage.free >> 20} MiB free, under "
-                       f"{self.min_free_bytes >> 20} MiB: free space before jobs fail")  # fmt: skip
+                       f"{least >> 20} MiB: free space before jobs fail")  # fmt: skip
         self._problems = out
 
     def health(self) -> tuple[int, dict[str, Any]]:

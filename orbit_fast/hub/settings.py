@@ -33,6 +33,8 @@ class HubSettings:
     # (s3://bucket/prefix, smb://host/share). Empty: anywhere (a warning is logged).
     allowed_roots: tuple[str, ...] = ()
     max_jobs: int = 2  # jobs running at once; the rest wait in "pending"
+    retry_base_s: float = 5.0  # first wait after a transient storage error (then doubling)
+    min_free_bytes: int = 1 << 30  # /api/health turns 503 below this free on the data disk
     workers: int = 0  # processes of the pool every job shares (0: one per CPU)
     worker_nice: int = 10  # their CPU priority: bulk copying yields to the API
     # The hub's GIL switch interval: CPython's 5 ms lets job coordinators delay API answers.
@@ -172,10 +174,13 @@ def load(env_file: str = "", environ: dict[str, str] | None = None,
         workers = int(get("ORBIT_WORKERS") or 0)
         nice = int(get("ORBIT_WORKER_NICE") or 10)
         switch = float(get("ORBIT_SWITCH_INTERVAL_S") or 0.0005)
+        retry_base = float(get("ORBIT_RETRY_BASE_S") or 5.0)
+        min_free = int(get("ORBIT_MIN_FREE_BYTES") or (1 << 30))
         hours = float(get("ORBIT_SESSION_HOURS") or 12)
     except ValueError as exc:
         raise UsageError(f"ORBIT_MAX_JOBS / ORBIT_WORKERS / ORBIT_WORKER_NICE / "
-                         f"ORBIT_SWITCH_INTERVAL_S / ORBIT_SESSION_HOURS: {exc}") from None
+                         f"ORBIT_SWITCH_INTERVAL_S / ORBIT_RETRY_BASE_S / ORBIT_MIN_FREE_BYTES "
+                         f"/ ORBIT_SESSION_HOURS: {exc}") from None
     if not 1 <= max_jobs <= 64:
         raise UsageError(f"ORBIT_MAX_JOBS={max_jobs}: use 1 to 64")
     if not 0 <= workers <= 256:
@@ -184,9 +189,14 @@ def load(env_file: str = "", environ: dict[str, str] | None = None,
         raise UsageError(f"ORBIT_WORKER_NICE={nice}: use 0 (the hub's own priority) to 19")
     if not 0 < switch <= 1:
         raise UsageError(f"ORBIT_SWITCH_INTERVAL_S={switch}: use seconds above 0, at most 1")
+    if not 0 < retry_base <= 600:
+        raise UsageError(f"ORBIT_RETRY_BASE_S={retry_base}: use seconds above 0, at most 600")
+    if min_free < 0:
+        raise UsageError(f"ORBIT_MIN_FREE_BYTES={min_free}: use a number of bytes, 0 or more")
     return HubSettings(
         host=host, port=port, db_path=db, universe_path=universe, auth_secret=secret,
         auth_enabled=auth, log_level=level.lower(), allowed_roots=roots, max_jobs=max_jobs,
+        retry_base_s=retry_base, min_free_bytes=min_free,
         workers=workers or os.cpu_count() or 1, worker_nice=nice, switch_interval_s=switch,
         session_hours=hours,
         loopback_reads=_bool("ORBIT_LOOPBACK_READS", get("ORBIT_LOOPBACK_READS") or "true"),

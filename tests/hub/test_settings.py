@@ -76,6 +76,8 @@ def test_auth_off_only_on_loopback() -> None:
     ({"ORBIT_WORKER_NICE": "20"}, "ORBIT_WORKER_NICE=20: use 0"),
     ({"ORBIT_SWITCH_INTERVAL_S": "fast"}, "ORBIT_SWITCH_INTERVAL_S"),
     ({"ORBIT_SWITCH_INTERVAL_S": "0"}, "above 0"),
+    ({"ORBIT_RETRY_BASE_S": "soon"}, "ORBIT_RETRY_BASE_S"),
+    ({"ORBIT_MIN_FREE_BYTES": "-1"}, "ORBIT_MIN_FREE_BYTES=-1"),
 ])
 def test_bad_settings_name_the_variable(env: dict[str, str], match: str) -> None:
     with pytest.raises(UsageError, match=match):
