@@ -1,17 +1,17 @@
 """URL scheme -> Store: local paths (and file://), s3://bucket/prefix, smb://host/share/path.
 
 Every store comes wrapped in RetryingStore (ORBIT_RETRY_ATTEMPTS, default 5), so backends only
-classify their errors and never loop themselves.
+classify their errors and never loop themselves. Settings are read with environment.getenv:
+the process environment over the hub's env file.
 """
 
 from __future__ import annotations
-
-import os
 
 from orbit_fast.backends.base import Store
 from orbit_fast.backends.local import LocalStore
 from orbit_fast.backends.wrappers import DEFAULT_ATTEMPTS, Retrier, RetryingStore
 from orbit_fast.config import url_scheme
+from orbit_fast.environment import getenv
 from orbit_fast.errors import UsageError
 
 SCHEMES = ("s3", "smb", "file")
@@ -20,7 +20,7 @@ SCHEMES = ("s3", "smb", "file")
 def open_store(url: str, retry_attempts: int | None = None, s3_endpoint: str = "") -> Store:
     """The Store for `url`; UsageError for a scheme orbit-fast does not know. `s3_endpoint`
     (--s3-endpoint) overrides ORBIT_S3_ENDPOINT."""
-    attempts = retry_attempts or int(os.environ.get("ORBIT_RETRY_ATTEMPTS") or DEFAULT_ATTEMPTS)
+    attempts = retry_attempts or int(getenv("ORBIT_RETRY_ATTEMPTS") or DEFAULT_ATTEMPTS)
     scheme = url_scheme(url)
     if scheme in ("", "file"):
         return LocalStore(url.removeprefix("file://"))

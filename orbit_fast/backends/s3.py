@@ -7,6 +7,10 @@ AWS_DEFAULT_REGION, else us-east-1. With a custom endpoint the SDK's newer defau
 checksums are off (`when_required`, HUB_ANCHORS.md 4.1: they broke several compatible stores);
 ORBIT_S3_CHECKSUMS=when_supported turns them back on.
 
+Any of these settings may also come from the hub's env file (orbit_fast/environment.py):
+boto3 reads only os.environ, so what only the env file sets is handed to it explicitly
+(`_session`), with the precedence it would have in the environment.
+
 Integrity: every single PUT carries Content-MD5, and each multipart part too; the server
 rejects a body that does not match. Objects above MULTIPART_BYTES go up in parts of
 `part_bytes` (at least 5 MiB), PART_THREADS at a time; a failed multipart upload is
@@ -20,7 +24,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import os
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -34,6 +37,7 @@ from orbit_fast.backends.base import (
     TransientError,
     check_name,
 )
+from orbit_fast.environment import from_overlay, getenv
 from orbit_fast.errors import RemoteError, UsageError
 
 MIN_PART = 5 << 20  # S3's minimum for every part but the last
@@ -87,6 +91,42 @@ def _etag(raw: str) -> str:
     return raw.strip('"')
 
 
+# Variables boto3 reads from os.environ by itself (botocore's session variables and its
+# credential chain), and the botocore session variable each sets.
+_SESSION_VARS = (("AWS_SHARED_CREDENTIALS_FILE", "credentials_file"),
+                 ("AWS_CONFIG_FILE", "config_file"), ("AWS_CA_BUNDLE", "ca_bundle"))  # fmt: skip
+_KEY_VARS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
+_PROFILE_VARS = ("AWS_DEFAULT_PROFILE", "AWS_PROFILE")  # botocore's order: the first wins
+
+
+def _session(boto3: Any) -> Any:
+    """A boto3 Session as the environment plus the hub's env file would make it: boto3's own
+    chain, untouched, when the env file sets nothing boto3 reads; else a botocore session
+    given those values explicitly. Keys beat a profile, as they do in the environment (for
+    botocore an explicit profile would disable the environment's keys)."""
+    names = (*(v for v, _ in _SESSION_VARS), *_KEY_VARS, *_PROFILE_VARS)
+    if not any(from_overlay(n) for n in names):
+        return boto3.session.Session()
+    import botocore.session
+
+    core = botocore.session.Session()
+    for var, logical in _SESSION_VARS:
+        if from_overlay(var):
+            core.set_config_variable(logical, getenv(var))
+    profile = any(from_overlay(v) for v in _PROFILE_VARS)
+    if profile:
+        core.set_config_variable("profile", getenv(_PROFILE_VARS[0]) or getenv(_PROFILE_VARS[1]))
+    key, secret, token = (getenv(v) for v in _KEY_VARS)
+    # Given explicitly too when only the profile came from the file: keys in os.environ
+    # would otherwise lose to it.
+    if (key or secret) and (profile or any(from_overlay(v) for v in _KEY_VARS)):
+        if not (key and secret):
+            raise RemoteError("AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY must be set together "
+                              "(in the environment or the hub's env file)")  # fmt: skip
+        core.set_credentials(key, secret, token)
+    return boto3.session.Session(botocore_session=core)
+
+
 class S3Store(ExistsBySize):
     def __init__(self, url: str, endpoint: str | None = None, part_bytes: int = 8 << 20) -> None:
         import boto3
@@ -94,13 +134,12 @@ class S3Store(ExistsBySize):
 
         self.url = url
         self.bucket, self.prefix = parse_url(url)
-        endpoint = endpoint or os.environ.get("ORBIT_S3_ENDPOINT") or None
-        path_style = os.environ.get("ORBIT_S3_PATH_STYLE")
+        endpoint = endpoint or getenv("ORBIT_S3_ENDPOINT") or None
+        path_style = getenv("ORBIT_S3_PATH_STYLE")
         style = ("path" if path_style == "1" or (path_style is None and endpoint) else "auto")
-        checksums = os.environ.get("ORBIT_S3_CHECKSUMS") or ("when_required" if endpoint
-                                                             else "when_supported")  # fmt: skip
-        region = (os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
-                  or "us-east-1")  # fmt: skip
+        checksums = getenv("ORBIT_S3_CHECKSUMS") or ("when_required" if endpoint
+                                                     else "when_supported")  # fmt: skip
+        region = getenv("AWS_REGION") or getenv("AWS_DEFAULT_REGION") or "us-east-1"
         config = Config(
             s3={"addressing_style": style}, connect_timeout=5, read_timeout=60,
             retries={"total_max_attempts": 1, "mode": "standard"},  # RetryingStore retries
@@ -110,9 +149,14 @@ class S3Store(ExistsBySize):
         from botocore.exceptions import BotoCoreError
 
         try:
-            session = boto3.session.Session()
-            self._s3 = session.client("s3", endpoint_url=endpoint, region_name=region,
-                                      config=config)  # fmt: skip
+            # botocore's own AWS_ENDPOINT_URL[_S3] lookup sees os.environ only; as for the
+            # credentials, one the env file alone sets is passed explicitly. It is not an
+            # ORBIT_S3_ENDPOINT: the addressing and checksum defaults above stay AWS's.
+            aws_endpoint = None
+            if from_overlay("AWS_ENDPOINT_URL_S3") or from_overlay("AWS_ENDPOINT_URL"):
+                aws_endpoint = getenv("AWS_ENDPOINT_URL_S3") or getenv("AWS_ENDPOINT_URL")
+            self._s3 = _session(boto3).client("s3", endpoint_url=endpoint or aws_endpoint,
+                                              region_name=region, config=config)  # fmt: skip
         except BotoCoreError as exc:  # e.g. AWS_PROFILE names a profile that does not exist
             raise RemoteError(f"cannot set up S3 access for {url}: {exc}; check AWS_PROFILE "
                               "and the AWS config and credentials files") from None  # fmt: skip

@@ -4,7 +4,8 @@ Credentials: the password from ORBIT_SMB_PASSWORD, else from a credentials file 
 format the deployment guide uses (`username=`, `password=`, `domain=`; ORBIT_SMB_CREDENTIALS,
 default ~/.smbcredentials), else `user:password@` in the URL (warned against: it ends up in
 shell history and job records). Signing is always on (Samba refuses unsigned SMB 3.1.1);
-ORBIT_SMB_ENCRYPT=1 adds SMB 3 encryption.
+ORBIT_SMB_ENCRYPT=1 adds SMB 3 encryption. The ORBIT_SMB_* settings are read with
+environment.getenv: the process environment, else the hub's env file.
 
 Writes go to a temp name beside the object and are renamed into place (replace, or, for an
 exclusive write, a rename that fails if the name exists), so readers never see part of an
@@ -40,6 +41,7 @@ from orbit_fast.backends.base import (
     upload_temp_name,
 )
 from orbit_fast.backends.parts import FileUploads
+from orbit_fast.environment import getenv
 from orbit_fast.errors import RemoteError, UsageError
 
 IO_BYTES = 1 << 20
@@ -216,11 +218,10 @@ class SMBStore(ExistsBySize, FileUploads):
             warnings.warn(f"{host}: a password in the SMB URL is visible in process lists and "
                           "job records; use ORBIT_SMB_PASSWORD or a credentials file",
                           stacklevel=2)  # fmt: skip
-        creds_file = os.environ.get("ORBIT_SMB_CREDENTIALS") or os.path.expanduser(
-            "~/.smbcredentials")  # fmt: skip
+        creds_file = getenv("ORBIT_SMB_CREDENTIALS") or os.path.expanduser("~/.smbcredentials")
         creds = read_credentials(creds_file) if os.path.isfile(creds_file) else {}
-        user = user or os.environ.get("ORBIT_SMB_USER") or creds.get("username")
-        password = os.environ.get("ORBIT_SMB_PASSWORD") or password or creds.get("password")
+        user = user or getenv("ORBIT_SMB_USER") or creds.get("username")
+        password = getenv("ORBIT_SMB_PASSWORD") or password or creds.get("password")
         domain = creds.get("domain")
         if user and domain and "\\" not in user:
             user = f"{domain}\\{user}"
@@ -233,7 +234,7 @@ class SMBStore(ExistsBySize, FileUploads):
         # store's session (other credentials) for the same host:port.
         self._caches = threading.local()
         self._login = {"username": user, "password": password,
-                       "encrypt": os.environ.get("ORBIT_SMB_ENCRYPT") == "1"}  # fmt: skip
+                       "encrypt": getenv("ORBIT_SMB_ENCRYPT") == "1"}  # fmt: skip
         self._connect()
         self._first_tree_connect()
 
@@ -253,7 +254,7 @@ class SMBStore(ExistsBySize, FileUploads):
 
         t = threading.Thread(target=run, daemon=True, name="orbit-smb-connect")
         t.start()
-        t.join(float(os.environ.get("ORBIT_SMB_TIMEOUT") or 15))
+        t.join(float(getenv("ORBIT_SMB_TIMEOUT") or 15))
         if not done:
             raise RemoteError(
                 f"{self.url}: the SMB server at {self.host}:{self.port} did not answer when the "

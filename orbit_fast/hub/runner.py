@@ -17,6 +17,7 @@ import random
 import threading
 import time
 import traceback
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -59,14 +60,16 @@ class Active:
 
 class JobRunner:
     def __init__(self, store: HubStore, db_path: str, universe_path: str, max_jobs: int,
-                 retry_base_s: float = 5.0, workers: int = 1,
-                 worker_nice: int = 0) -> None:  # fmt: skip
+                 retry_base_s: float = 5.0, workers: int = 1, worker_nice: int = 0,
+                 job_env: Mapping[str, str] | None = None) -> None:  # fmt: skip
         from orbit_fast.workers.pool import SHARED_THREADS, WorkerPool
 
         self.store = store
         # One pool of worker processes for every job, started with the runner: concurrent
         # jobs share the cores (each leases it for a run) instead of each starting its own.
-        self.pool = WorkerPool(workers, SHARED_THREADS, nice=worker_nice)
+        # `job_env`: the env file's settings (HubSettings.job_env), installed in each worker
+        # as its environment overlay, as Hub.open installs them in this process.
+        self.pool = WorkerPool(workers, SHARED_THREADS, nice=worker_nice, env=job_env)
         self.db_path = db_path
         self.universe_path = universe_path
         self.max_jobs = max_jobs

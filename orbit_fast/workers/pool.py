@@ -21,10 +21,12 @@ import signal
 import threading
 import time
 from collections import deque
+from collections.abc import Mapping
 from multiprocessing.connection import Connection
 
 import msgspec
 
+from orbit_fast import environment
 from orbit_fast import messages as m
 from orbit_fast.workers.ring import SharedRing
 from orbit_fast.workers.worker import worker_main
@@ -58,13 +60,19 @@ class Death:
 
 
 class WorkerPool:
-    def __init__(self, size: int, threads: int = 1, nice: int = 0):
+    def __init__(self, size: int, threads: int = 1, nice: int = 0,
+                 env: Mapping[str, str] | None = None):  # fmt: skip
         # spawn: workers inherit no file descriptors, locks or DB handles from the coordinator,
         # which matters when the engine is embedded in the threaded hub.
         self._ctx = mp.get_context("spawn")
         self.size = size
         self.threads = threads  # tasks each worker runs at once
         self.nice = nice  # added to the workers' CPU priority (the hub's: ORBIT_WORKER_NICE)
+        # The environment overlay every worker (and every replacement) installs in itself at
+        # start: the hub's env file. A spawned child inherits os.environ but not the overlay,
+        # so without it a worker's stores would miss the S3/SMB settings the coordinator sees.
+        # None: this process's overlay now (empty unless a hub is open here).
+        self.env = dict(env) if env is not None else environment.overlay()
         self._workers: list[_Slot | None] = [None] * size
         self._enc = m.task_encoder
         self.deaths = 0
@@ -91,7 +99,7 @@ class WorkerPool:
         res_r, res_w = self._ctx.Pipe(duplex=False)
         proc = self._ctx.Process(
             target=worker_main,
-            args=(i, task_r, res_w, os.getpid(), self.threads, self.nice),
+            args=(i, task_r, res_w, os.getpid(), self.threads, self.nice, self.env),
             name=f"orbit-worker-{i}",
             daemon=True,
         )

@@ -20,6 +20,7 @@ from typing import NoReturn
 
 import xxhash
 
+from orbit_fast import environment
 from orbit_fast import messages as m
 from orbit_fast._native import kernels
 from orbit_fast.errors import OrbitError
@@ -41,6 +42,7 @@ def worker_main(
     parent_pid: int,
     threads: int = 1,
     nice: int = 0,
+    env: dict[str, str] | None = None,
 ) -> None:
     """Run tasks from `tasks` until Shutdown, EOF or the parent's death.
 
@@ -48,7 +50,8 @@ def worker_main(
     (open, pread, pwrite, rename) release the GIL, so one process per core still keeps
     several I/O operations in flight when the storage is latency-bound (docs/performance.md).
     Rings come and go with the coordinators the pool serves (AttachRing, DetachRing); a task's
-    id says whose ring its slot is in (messages.RING_SHIFT).
+    id says whose ring its slot is in (messages.RING_SHIFT). `env` is the pool's environment
+    overlay (the hub's env file), read by the stores this worker opens.
     """
     # Ctrl-C and SIGTERM go to the coordinator, which checkpoints and then sends Shutdown;
     # a worker killed mid-write would only cost a requeue, but a clean stop costs nothing.
@@ -59,6 +62,9 @@ def worker_main(
     # it otherwise.
     if nice:
         os.nice(nice)
+    if env:
+        # This process is the pool's own child: the overlay is its for its whole life.
+        environment.install(worker_main, env)
     enc = m.task_encoder
     send_lock = threading.Lock()  # one writer at a time on the pipe; the encoder is shared too
     lock = threading.Lock()  # guards `tenants` and each tenant's inflight/detached
