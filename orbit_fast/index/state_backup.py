@@ -9,24 +9,29 @@ the hub runs, and a restore that checks a backup before it swaps anything in.
   re-indexed by the next reconcile). The copy is opened to prove it.
 
 Each backup writes `jobs-<stamp>.db`, `universe-<stamp>.db` (+ `-journal`) and a manifest
-`orbit-state-<stamp>.json` with their SHA-256 sums.
+`orbit-state-<stamp>.json` with their SHA-256 sums. They are copies of private state (password
+hashes, job URLs): every file is 0600 and the directory 0700, whatever the umask.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import shutil
 import socket
 import sqlite3
 import struct
 import time
-from typing import Any
+from typing import IO, Any
 
 from orbit_fast import __version__
 from orbit_fast.errors import DatabaseError, UsageError
 from orbit_fast.fsinfo import fsync_path
+from orbit_fast.index import private
+
+log = logging.getLogger("orbit_fast.state")
 
 _GEN = struct.Struct("<8sIQ")  # magic, version, generation: the start of a universe checkpoint
 _JGEN = struct.Struct("<8sQ")  # magic, generation: the start of its journal
@@ -40,11 +45,19 @@ def _sha256(path: str) -> str:
     return h.hexdigest()
 
 
+def _create(path: str, mode: str) -> IO[Any]:
+    """open(path, mode) for writing a new file, 0600 whatever the umask."""
+    return os.fdopen(private.open_private(path), mode)
+
+
 def copy_jobs_db(src: str, dst: str) -> None:
     """An online, consistent copy of a SQLite DB (readers and the writer go on meanwhile)."""
     if not os.path.exists(src):
         raise UsageError(f"no jobs DB at {src}; check DATABASE_URL / --db-path")
     tmp = dst + ".part"
+    # Made 0600 before SQLite opens it: SQLite creates a new file 0644 less the umask, and
+    # gives its journal the database file's mode.
+    os.close(private.open_private(tmp))
     source = sqlite3.connect(f"file:{src}?mode=ro", uri=True)
     try:
         target = sqlite3.connect(tmp)
@@ -73,7 +86,7 @@ def copy_universe(src: str, dst: str, tries: int = 20) -> bool:
             head = f.read(_GEN.size)
             gen = _GEN.unpack(head)[2] if len(head) == _GEN.size else -1
             f.seek(0)
-            with open(dst + ".part", "wb") as out:
+            with _create(dst + ".part", "wb") as out:
                 shutil.copyfileobj(f, out, 1 << 20)
         try:
             with open(src + "-journal", "rb") as j:
@@ -84,7 +97,7 @@ def copy_universe(src: str, dst: str, tries: int = 20) -> bool:
         if jgen != gen:  # a checkpoint happened while we copied: take the new one
             time.sleep(0.05)
             continue
-        with open(dst + "-journal.part", "wb") as out:
+        with _create(dst + "-journal.part", "wb") as out:
             out.write(journal)
         for p in (dst + ".part", dst + "-journal.part"):
             fsync_path(p)
@@ -113,7 +126,8 @@ def check_universe(path: str) -> int:
 
 def backup(db_path: str, universe_path: str, directory: str) -> dict[str, Any]:
     """Write a consistent backup into `directory`; returns the manifest."""
-    os.makedirs(directory, exist_ok=True)
+    os.makedirs(directory, mode=private.DIR_MODE, exist_ok=True)
+    private.tighten_dir(directory)  # makedirs leaves an existing directory as it was
     stamp = time.strftime("%Y%m%d_%H%M%S", time.gmtime()) + f"_{os.getpid()}"
     jobs = os.path.join(directory, f"jobs-{stamp}.db")
     copy_jobs_db(db_path, jobs)
@@ -131,13 +145,30 @@ def backup(db_path: str, universe_path: str, directory: str) -> dict[str, Any]:
         "sha256": {k: _sha256(os.path.join(directory, v)) for k, v in files.items()},
     }  # fmt: skip
     mpath = os.path.join(directory, f"orbit-state-{stamp}.json")
-    with open(mpath + ".part", "w") as f:
+    with _create(mpath + ".part", "w") as f:
         json.dump(manifest, f, indent=1)
     fsync_path(mpath + ".part")
     os.replace(mpath + ".part", mpath)
     fsync_path(directory)  # the renames above are durable once their directory is
     manifest["manifest"] = mpath
     return manifest
+
+
+def tighten_backups(directory: str) -> None:
+    """Make the backups in `directory` (ours by their names) 0600 and it 0700: those written
+    before the modes were enforced, or copied back in with looser ones."""
+    try:
+        names = os.listdir(directory)
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        log.warning("cannot check the modes of the state backups in %s: %s", directory,
+                    exc.strerror)  # fmt: skip
+        return
+    private.tighten_dir(directory)
+    for name in names:
+        if name.startswith(("jobs-", "universe-", "orbit-state-")):
+            private.tighten(os.path.join(directory, name))
 
 
 def restore(backup_file: str, db_path: str, universe_path: str,
@@ -191,10 +222,12 @@ def restore(backup_file: str, db_path: str, universe_path: str,
                 if os.path.exists(dst + sfx):
                     aside = f"{dst}{sfx}.before-restore-{stamp}"
                     os.replace(dst + sfx, aside)
+                    private.tighten(aside)  # the old state: no less private than the new
                     moved.append(aside)
             for sfx in suffixes[:2] if src == uni_src else ("",):
                 if os.path.exists(src + sfx):
-                    shutil.copyfile(src + sfx, dst + sfx + ".part")
+                    with open(src + sfx, "rb") as f, _create(dst + sfx + ".part", "wb") as out:
+                        shutil.copyfileobj(f, out, 1 << 20)
                     fsync_path(dst + sfx + ".part")
                     os.replace(dst + sfx + ".part", dst + sfx)
             fsync_path(os.path.dirname(os.path.abspath(dst)))  # the swap survives a power cut

@@ -30,7 +30,7 @@ import msgspec
 from orbit_fast._native import kernels
 from orbit_fast.errors import DatabaseError
 from orbit_fast.fsinfo import fsync_path
-from orbit_fast.index import state_file
+from orbit_fast.index import private, state_file
 
 if TYPE_CHECKING:
     import numpy as np
@@ -167,7 +167,7 @@ class Universe:
 
     def _replay_journal(self) -> None:
         jpath = self.path + "-journal"
-        fd = os.open(jpath, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        fd = private.open_private(jpath, os.O_RDWR | os.O_CREAT)  # 0600 even if it was not
         self._journal = fd
         head = os.pread(fd, _JHEADER.size, 0)
         good_end = _JHEADER.size
@@ -235,7 +235,8 @@ class Universe:
         meta_at = _TABLE_AT + cap * RECORD_BYTES
         head = _HEADER.pack(_MAGIC, _VERSION, gen, cap, self.count, meta_at, len(meta))
         tmp = f"{self.path}.tmp-{os.getpid()}"
-        with open(tmp, "wb") as f:
+        # 0600 whatever the umask: the rename below makes this file the universe.
+        with os.fdopen(private.open_private(tmp), "wb") as f:
             f.write(head + struct.pack("<I", zlib.crc32(head)))
             f.seek(_TABLE_AT)
             f.write(memoryview(self._table))
