@@ -1,5 +1,5 @@
 """The environment the stores read their settings from: the process environment over an
-overlay, the hub's env file (issue 13).
+overlay, the hub's env file.
 
 `orbit-server --env-file F` is meant to work as systemd's `EnvironmentFile=F`: the S3 and SMB
 settings and credentials in F reach the jobs, and the process environment still wins. The hub

@@ -32,6 +32,12 @@ def _serve(env_file: str, host: str, port: int) -> None:
     from orbit_fast.errors import OrbitError
     from orbit_fast.hub import settings as hub_settings
 
+    # Before anything is opened: what the hub and its jobs create without an explicit mode
+    # (SQLite's files, a library's temp files, local repositories) is its user's alone,
+    # whatever umask systemd or a shell gave it. Synced files keep their sources' modes, which
+    # are set explicitly. Hub.open still sets the state files' modes itself: an embedder's
+    # umask is not ours to choose.
+    os.umask(0o077)
     try:
         settings = hub_settings.load(env_file, host=host, port=port)
     except OrbitError as exc:
@@ -56,12 +62,15 @@ def _serve(env_file: str, host: str, port: int) -> None:
         hub = Hub.open(settings)
     except OrbitError as exc:
         exit_with_error(exc, json_out=False)
-    # proxy_headers off: request.client stays the real peer, so "a direct loopback client"
-    # cannot be faked with X-Forwarded-For (nginx's requests carry those headers instead).
+    # proxy_headers off: request.client stays the real peer; the hub reads forwarding headers
+    # itself, and only from ORBIT_TRUSTED_PROXIES (hub/guards.py).
     config = uvicorn.Config(create_app(hub), host=settings.host, port=settings.port,
                             log_level="warning" if level == "INFO" else level.lower(),
                             proxy_headers=False, server_header=False,
-                            timeout_graceful_shutdown=30)  # fmt: skip
+                            timeout_graceful_shutdown=30, timeout_keep_alive=5,
+                            # a body's deadline is guards.BodyLimit's; these bound the rest
+                            limit_concurrency=1000, h11_max_incomplete_event_size=64 * 1024,
+                            )  # fmt: skip
 
     class HubServer(uvicorn.Server):
         def handle_exit(self, sig: int, frame: Any) -> None:

@@ -12,6 +12,7 @@ import hmac
 import json
 import logging
 import secrets
+import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -28,12 +29,12 @@ from fastapi.responses import (
     StreamingResponse,
 )
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from orbit_fast import __version__
 from orbit_fast.errors import OrbitError
-from orbit_fast.hub import auth, models
+from orbit_fast.hub import auth, guards, models
 from orbit_fast.hub.core import Hub
+from orbit_fast.hub.guards import direct_loopback, error_body
 from orbit_fast.hub.jobspec import check_job
 from orbit_fast.hub.metrics import render_metrics
 
@@ -44,78 +45,53 @@ CSRF_COOKIE = "orbit_csrf"
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 # Row ids in paths: SQLite integers are 64-bit; larger numbers are a 422, not an overflow.
 RowId = Annotated[int, Path(ge=1, le=2**63 - 1)]
-FORWARD_HEADERS = ("forwarded", "x-forwarded-for", "x-real-ip")
+
+
+# What each status means, for the OpenAPI document.
+STATUS_TEXT = {
+    400: "The request is understood but cannot be done as given (see error.code).",
+    401: "Not logged in, or the token or session is not valid.",
+    403: "Logged in without the role this needs, a missing X-CSRF-Token, or a foreign Origin.",
+    404: "No such object.",
+    408: "The request body did not arrive in time.",
+    409: "Conflicts with the object's current state.",
+    413: "The request body is too large.",
+    421: "The Host header names a host this hub does not answer to.",
+    422: "The request does not match its schema (error.fields lists where).",
+    429: "Too many failed logins: wait Retry-After seconds.",
+    503: "The hub's own storage is failing (full disk): see /api/health.",
+}
+# Answers of each route beyond those document_errors() derives from its kind (421 for all;
+# 401/403 by the role it needs; 408/413 with a body; 422 with input; 503 for writes).
+ROUTE_ERRORS: dict[tuple[str, str], tuple[int, ...]] = {
+    ("GET", "/api/health"): (503,),
+    ("GET", "/api/list_jobs"): (401,),
+    ("POST", "/api/jobs"): (400, 409),
+    ("POST", "/api/create_job"): (400, 409),
+    ("GET", "/api/jobs/{job_id}"): (404,),
+    ("DELETE", "/api/jobs/{job_id}"): (404, 409),
+    ("POST", "/api/jobs/{job_id}/run"): (404, 409),
+    ("POST", "/api/jobs/{job_id}/cancel"): (404, 409),
+    ("POST", "/api/jobs/{job_id}/pause"): (404, 409),
+    ("POST", "/api/jobs/{job_id}/resume"): (404, 409),
+    ("GET", "/api/jobs/{job_id}/runs"): (404,),
+    ("GET", "/api/jobs/{job_id}/runs/{run_id}/errors"): (404,),
+    ("GET", "/api/events"): (400,),
+    ("GET", "/api/jobs/{job_id}/events"): (400, 404),
+    ("POST", "/api/auth/register"): (400, 401, 403, 409),
+    ("POST", "/api/auth/login"): (401, 429),
+    ("POST", "/api/auth/tokens"): (400,),
+    ("DELETE", "/api/auth/tokens/{token_id}"): (404,),
+    ("POST", "/api/users"): (400, 409),
+    ("PATCH", "/api/users/{user_id}"): (400, 404),
+    ("DELETE", "/api/users/{user_id}"): (404, 409),
+}
 
 
 class ApiError(Exception):
     def __init__(self, status: int, code: str, message: str, **details: Any) -> None:
         super().__init__(message)
         self.status, self.code, self.message, self.details = status, code, message, details
-
-
-def error_body(code: str, message: str, **details: Any) -> dict[str, Any]:
-    return {"error": {"code": code, "message": message, **details}}
-
-
-class BodyLimit:
-    """Refuse request bodies over `limit` bytes (413), whether announced or streamed."""
-
-    def __init__(self, app: ASGIApp, limit: int) -> None:
-        self.app, self.limit = app, limit
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        for k, v in scope.get("headers", ()):
-            if k == b"content-length" and (not v.isdigit() or int(v) > self.limit):
-                return await _send_json(send, 413, error_body(
-                    "body_too_large", f"request bodies are limited to {self.limit} bytes"))
-        if not any(k == b"transfer-encoding" for k, _ in scope.get("headers", ())):
-            return await self.app(scope, receive, send)
-        # A streamed body: read it here (bodies are small) and refuse it past the limit.
-        body, more = b"", True
-        while more:
-            msg = await receive()
-            if msg["type"] != "http.request":
-                return
-            body += msg.get("body", b"")
-            more = msg.get("more_body", False)
-            if len(body) > self.limit:
-                return await _send_json(send, 413, error_body(
-                    "body_too_large", f"request bodies are limited to {self.limit} bytes"))
-        replayed = False
-
-        async def replay() -> Message:
-            nonlocal replayed
-            if not replayed:
-                replayed = True
-                return {"type": "http.request", "body": body, "more_body": False}
-            return await receive()
-
-        await self.app(scope, replay, send)
-
-
-async def _send_json(send: Send, status: int, body: dict[str, Any]) -> None:
-    data = json.dumps(body).encode()
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"),
-                            (b"content-length", str(len(data)).encode())]})  # fmt: skip
-    await send({"type": "http.response.body", "body": data})
-
-
-def direct_loopback(request: Request) -> bool:
-    """The peer is this machine and no proxy forwarded the request (nginx on the hub adds
-    X-Real-IP / X-Forwarded-For, so its requests do not count as local)."""
-    from orbit_fast.hub.settings import is_loopback
-
-    host = request.client.host if request.client else ""
-    return is_loopback(host) and not any(h in request.headers for h in FORWARD_HEADERS)
-
-
-def client_key(request: Request) -> str:
-    host = request.client.host if request.client else "?"
-    fwd = request.headers.get("x-real-ip") or request.headers.get("x-forwarded-for", "")
-    return f"ip:{fwd.split(',')[0].strip() or host}"
 
 
 def create_app(hub: Hub) -> FastAPI:
@@ -137,7 +113,11 @@ def create_app(hub: Hub) -> FastAPI:
     app = FastAPI(title="orbit-fast hub", version=__version__, lifespan=lifespan,
                   openapi_url="/api/openapi.json", docs_url="/api/docs",
                   redoc_url=None)  # fmt: skip
-    app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
+    # Added last, so run first: a foreign Host is refused before its body is even read.
+    app.add_middleware(guards.BodyLimit, limit=settings.max_body_bytes,
+                       timeout_s=settings.body_timeout_s)  # fmt: skip
+    app.add_middleware(guards.HostGuard, names=settings.allowed_hosts,
+                       public_url=settings.public_url)  # fmt: skip
 
     @app.middleware("http")
     async def security_headers(request: Request, call_next: Callable[..., Any]) -> Any:
@@ -176,7 +156,19 @@ def create_app(hub: Hub) -> FastAPI:
     @app.exception_handler(StarletteHTTPException)
     async def on_http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-        return JSONResponse(error_body(code, str(exc.detail)), exc.status_code)
+        # Starlette's 405 carries Allow in its headers (RFC 9110 requires it).
+        return JSONResponse(error_body(code, str(exc.detail)), exc.status_code,
+                            headers=exc.headers)  # fmt: skip
+
+    @app.exception_handler(sqlite3.OperationalError)
+    async def on_db(request: Request, exc: sqlite3.OperationalError) -> JSONResponse:
+        # The hub's own disk is full or failing: the request was fine, the hub is not (the
+        # health check says the same). Nothing was changed: every write is one transaction.
+        log.error("jobs DB error on %s %s: %s", request.method, request.url.path, exc)
+        return JSONResponse(error_body("hub_storage", "the hub could not write its jobs DB "
+                                       f"({exc}); free space on its data disk (see "
+                                       "/api/health) and try again"), 503,
+                            headers={"Retry-After": "30"})  # fmt: skip
 
     @app.exception_handler(Exception)
     async def on_bug(request: Request, exc: Exception) -> JSONResponse:
@@ -200,7 +192,7 @@ def create_app(hub: Hub) -> FastAPI:
         row = store.token(auth.token_hash(settings.auth_secret, token))
         if row is None:
             raise ApiError(401, "invalid_token", "the token or session is not valid; log in")
-        token_id, kind, csrf, expires_at, revoked, user_id, username, role = row
+        token_id, kind, csrf, expires_at, revoked, user_id, username, role, generation = row
         if revoked:
             raise ApiError(401, "token_revoked", "the token or session was revoked; log in")
         if expires_at < time.time():
@@ -210,9 +202,11 @@ def create_app(hub: Hub) -> FastAPI:
             if not hmac.compare_digest(sent.encode(), csrf.encode()):
                 raise ApiError(403, "csrf", "missing or wrong X-CSRF-Token header (the dashboard"
                                " sends the orbit_csrf cookie's value)")  # fmt: skip
-        return auth.Principal(user_id, username, role, via, token_id, csrf)
+        return auth.Principal(user_id, username, role, via, token_id, csrf, generation)
 
     def need(role: str) -> Callable[[Request], auth.Principal]:
+        """A dependency: the caller, who must have `role` (401 without a valid token)."""
+
         def dep(request: Request) -> auth.Principal:
             who = principal(request)
             if who is None:
@@ -224,6 +218,7 @@ def create_app(hub: Hub) -> FastAPI:
                                f"{who.role}")  # fmt: skip
             return who
 
+        dep.role = role  # type: ignore[attr-defined]  # read by document_errors()
         return dep
 
     viewer, operator, admin = need("viewer"), need("operator"), need("admin")
@@ -237,8 +232,13 @@ def create_app(hub: Hub) -> FastAPI:
     # ---- health and the guide's calls ---------------------------------------------------------
 
     @app.get("/api/health", tags=["hub"])
-    async def health() -> JSONResponse:
-        status, body = hub.health()
+    async def health(request: Request) -> JSONResponse:
+        """200 healthy, or 503 with the problems (paths only for a signed-in caller)."""
+        try:
+            detailed = principal(request) is not None
+        except ApiError:  # a bad token still gets the anonymous answer, not a 401
+            detailed = False
+        status, body = hub.health(detailed=detailed)
         return JSONResponse(body, status)
 
     @app.get("/api/list_jobs", tags=["jobs"])
@@ -355,15 +355,25 @@ def create_app(hub: Hub) -> FastAPI:
 
     # ---- live progress (SSE) ------------------------------------------------------------------
 
-    async def stream(request: Request, job_id: RowId | None) -> AsyncIterator[str]:
+    def last_event_id(request: Request) -> int | None:
+        """Last-Event-ID (or ?last_event_id=): an event id, checked before the stream starts."""
+        value = request.headers.get("last-event-id") or request.query_params.get("last_event_id")
+        if not value:
+            return None
+        if not (value.isascii() and value.isdecimal() and len(value) <= 19
+                and int(value) <= 2**63 - 1):  # fmt: skip
+            raise ApiError(400, "invalid_last_event_id", "Last-Event-ID must be the id of an "
+                           "event this hub sent (a whole number below 2^63)")  # fmt: skip
+        return int(value)
+
+    async def stream(request: Request, job_id: RowId | None,
+                     last: int | None) -> AsyncIterator[str]:  # fmt: skip
         loop = asyncio.get_running_loop()
         flag = asyncio.Event()
 
         def wake() -> None:
             loop.call_soon_threadsafe(flag.set)
 
-        header = request.headers.get("last-event-id") or request.query_params.get("last_event_id")
-        last = int(header) if header and header.isdigit() else None
         store.listeners.append(wake)
         try:
             yield "retry: 2000\n\n"
@@ -394,14 +404,16 @@ def create_app(hub: Hub) -> FastAPI:
     def events(request: Request, who: auth.Principal = Depends(viewer)) -> StreamingResponse:
         """Server-Sent Events for all jobs: `job` (state changes), `progress`, `warning`.
         Reconnect with Last-Event-ID to receive what was missed."""
-        return StreamingResponse(stream(request, None), media_type="text/event-stream",
+        last = last_event_id(request)
+        return StreamingResponse(stream(request, None, last), media_type="text/event-stream",
                                  headers=sse_headers)  # fmt: skip
 
     @app.get("/api/jobs/{job_id}/events", tags=["events"])
     def job_events(job_id: RowId, request: Request,
                    who: auth.Principal = Depends(viewer)) -> StreamingResponse:  # fmt: skip
         job_or_404(job_id)
-        return StreamingResponse(stream(request, job_id), media_type="text/event-stream",
+        last = last_event_id(request)
+        return StreamingResponse(stream(request, job_id, last), media_type="text/event-stream",
                                  headers=sse_headers)  # fmt: skip
 
     # ---- auth --------------------------------------------------------------------------------
@@ -450,10 +462,13 @@ def create_app(hub: Hub) -> FastAPI:
     def login(body: models.Login, request: Request) -> JSONResponse:
         """Check a password; returns a session token (also set as an HttpOnly cookie for the
         dashboard, with a CSRF value to echo in X-CSRF-Token)."""
-        keys = ("user:" + body.username.lower(), client_key(request))
-        wait = hub.throttle.wait_s(*keys)
+        client = guards.client_ip(request, settings.trusted_proxies)
+        keys = ("user:" + body.username.lower(), "ip:" + client)
+        # The try is counted before argon2 runs: parallel tries cannot all pass the check
+        # while the first failures are still being verified.
+        wait, stamp = hub.throttle.reserve(*keys)
         if wait > 0:
-            log.warning("authn_login_fail_max:%s", body.username)
+            log.warning("authn_login_fail_max:%s from %s", body.username, client)
             raise ApiError(429, "too_many_attempts", f"too many failed logins; wait {wait:.0f} s",
                            retry_after_s=round(wait))  # fmt: skip
         user = store.user(body.username)
@@ -463,17 +478,21 @@ def create_app(hub: Hub) -> FastAPI:
         else:
             ok, rehash = auth.verify_password(user[2], body.password)
         if not ok or user is None:
-            hub.throttle.failed(*keys)
-            log.warning("authn_login_fail:%s", body.username)
+            log.warning("authn_login_fail:%s from %s", body.username, client)
             raise ApiError(401, "bad_credentials", "wrong user name or password")
-        hub.throttle.succeeded(keys[0])
+        hub.throttle.succeeded(keys[0], keys[1], stamp=stamp)
         if rehash:
-            store.set_user(user[0], pw_hash=rehash)
+            store.rehash(user[0], user[2], rehash)
         token, csrf = auth.new_token(), secrets.token_urlsafe(24)
         expires = time.time() + settings.session_hours * 3600
-        store.add_token(auth.token_hash(settings.auth_secret, token), user[0], "session",
-                        "login", csrf, expires)  # fmt: skip
-        log.info("authn_login_success:%s", user[1])
+        # Stored only if the user is still as checked: a deletion, reset or role change that
+        # ran during the argon2 check refuses this login instead of leaving a live token.
+        if not store.add_token(auth.token_hash(settings.auth_secret, token), user[0], user[4],
+                               "session", "login", csrf, expires):  # fmt: skip
+            log.warning("authn_login_fail:%s from %s (the account changed)", user[1], client)
+            raise ApiError(401, "account_changed", "the account was changed or deleted while "
+                           "logging in; log in again")  # fmt: skip
+        log.info("authn_login_success:%s from %s", user[1], client)
         resp = JSONResponse({"token": token, "csrf": csrf, "expires_at": expires,
                              "user": {"id": user[0], "username": user[1],
                                       "role": user[3]}})  # fmt: skip
@@ -512,7 +531,9 @@ def create_app(hub: Hub) -> FastAPI:
         token = auth.new_token()
         expires = time.time() + body.days * 86400
         token_id = store.add_token(auth.token_hash(settings.auth_secret, token), who.user_id,
-                                   "api", body.name, "", expires)  # fmt: skip
+                                   who.generation, "api", body.name, "", expires)  # fmt: skip
+        if not token_id:  # the user was changed or deleted since this request's token was read
+            raise ApiError(401, "token_revoked", "the token or session was revoked; log in")
         return JSONResponse({"id": token_id, "token": token, "name": body.name,
                              "expires_at": expires}, 201)  # fmt: skip
 
@@ -542,7 +563,7 @@ def create_app(hub: Hub) -> FastAPI:
         if body.role is not None:
             fields["role"] = body.role
         if body.password is not None:
-            name = next((u["username"] for u in store.users() if u["id"] == user_id), "")
+            name = store.username(user_id) or ""
             if problem := auth.password_problem(body.password, name):
                 raise ApiError(400, "weak_password", problem)
             fields["pw_hash"] = auth.hash_password(body.password)
@@ -572,7 +593,7 @@ def create_app(hub: Hub) -> FastAPI:
         try:
             return backup(settings.db_path, settings.universe_path, settings.state_backup_dir)
         except OrbitError as exc:
-            raise ApiError(500, exc.msgid, str(exc)) from None
+            raise ApiError(503, exc.msgid, str(exc)) from None  # the hub's disk, not the call
 
     @app.get("/metrics", tags=["hub"], response_class=PlainTextResponse)
     def metrics(who: auth.Principal = Depends(viewer)) -> PlainTextResponse:
@@ -595,4 +616,60 @@ def create_app(hub: Hub) -> FastAPI:
             raise ApiError(404, "not_found", f"no asset {name}")
         return FileResponse(str(static / name), media_type=types[name])
 
+    document_errors(app)
     return app
+
+
+def document_errors(app: FastAPI) -> None:
+    """Put the error answers each route really gives into the OpenAPI document, with the
+    body they have (models.ErrorBody, also for 422: FastAPI's default describes a body this
+    API never sends)."""
+    from fastapi.routing import APIRoute
+
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema:
+            return app.openapi_schema
+        schema = build()
+        app.openapi_schema = None  # set again below, once complete
+        components = schema.setdefault("components", {}).setdefault("schemas", {})
+        for model in (models.ErrorBody, models.Health):
+            js = model.model_json_schema(ref_template="#/components/schemas/{model}")
+            components.update(js.pop("$defs", {}))
+            components[model.__name__] = js
+        for route in app.routes:
+            if not isinstance(route, APIRoute) or not route.include_in_schema:
+                continue
+            for method in route.methods:
+                answers = schema["paths"][route.path][method.lower()]["responses"]
+                name = "Health" if route.path == "/api/health" else "ErrorBody"
+                body = {"application/json": {"schema": {"$ref": f"#/components/schemas/{name}"}}}
+                for code in sorted(route_errors(route, method)):
+                    answers[str(code)] = {"description": STATUS_TEXT[code], "content": body}
+                if route.path == "/api/health":
+                    answers["200"]["content"] = body
+                if route.path.endswith("/events"):
+                    answers["200"]["content"] = {"text/event-stream": {"schema": {}}}
+        app.openapi_schema = schema
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+def route_errors(route: Any, method: str) -> set[int]:
+    """The error statuses `method` on `route` can answer."""
+    codes = {421, *ROUTE_ERRORS.get((method, route.path), ())}
+    roles = {getattr(d.call, "role", None) for d in route.dependant.dependencies} - {None}
+    if roles:
+        codes.add(401)
+        if roles - {"viewer"} or method not in SAFE_METHODS:
+            codes.add(403)  # a lesser role; or, for writes, CSRF
+    if method not in SAFE_METHODS:
+        codes |= {403, 503}  # a foreign Origin; the hub's own disk full
+    if route.body_field is not None:
+        codes |= {408, 413}
+    if route.body_field is not None or route.dependant.path_params or \
+            route.dependant.query_params:  # fmt: skip
+        codes.add(422)
+    return codes

@@ -6,8 +6,11 @@
   token), keyed with ORBIT_AUTH_SECRET, so a copy of jobs.db logs nobody in and rotating the
   secret ends every session. Sessions (dashboard, cookie) carry a CSRF value that unsafe
   requests must echo in X-CSRF-Token; API tokens (scripts, `Authorization: Bearer`) do not.
-- Login throttling per account and per client address: after 5 failures within 15 minutes,
-  each further try waits 2^k seconds (at most 15 minutes), like OWASP's advice.
+- Tokens are bound to their user's generation, which every password or role change bumps, and
+  user and token ids are never reused: a token issued while its user was being deleted, reset
+  or demoted never authenticates.
+- Login throttling per account and per client address (LoginThrottle): 5 tries within 15
+  minutes, then one per 2, 4, 8 ... seconds (at most 15 minutes), like OWASP's advice.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import hmac
 import secrets
 import threading
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import argon2
@@ -77,43 +81,76 @@ class Principal:
     via: str  # "session" (cookie), "token" (bearer), "anonymous" (auth off)
     token_id: int = 0
     csrf: str = ""
+    generation: int = 0  # the user's credentials generation the token was checked against
 
     def may(self, role: str) -> bool:
         return RANK[self.role] >= RANK[role]
 
 
 class LoginThrottle:
-    """Failed logins per key (account, client address) within a window."""
+    """Login tries per key (an account, a client address) within a window.
+
+    A try is counted when it is reserved, before the password is checked, so parallel tries
+    cannot all pass the check before the first failure is recorded: per key, FREE tries in
+    WINDOW reach argon2, then one per backoff step (2, 4, 8 ... s since the last, at most
+    MAX_WAIT). A success clears the account's count and its own reservation. Memory is
+    bounded by evicting the least recently tried keys, never by forgetting everyone.
+    """
 
     FREE = 5
     WINDOW = 900.0
     MAX_WAIT = 900.0
+    MAX_KEYS = 50_000
+    KEEP = FREE + 16  # 2^16 s is past MAX_WAIT: older tries change nothing
 
     def __init__(self) -> None:
-        self._fails: dict[str, list[float]] = {}
+        self._tries: OrderedDict[str, list[float]] = OrderedDict()
         self._lock = threading.Lock()
 
+    def _recent(self, key: str, now: float) -> list[float]:
+        return [t for t in self._tries.get(key, ()) if now - t < self.WINDOW]
+
+    def reserve(self, *keys: str) -> tuple[float, float]:
+        """(0, stamp) and the try counted against every key, or (seconds to wait, 0) and
+        nothing counted. Give `stamp` back to `succeeded`."""
+        now = time.monotonic()
+        with self._lock:
+            worst = 0.0
+            for key in keys:
+                tries = self._recent(key, now)
+                if (extra := len(tries) - self.FREE) >= 0:
+                    wait = min(2.0 ** (extra + 1), self.MAX_WAIT)
+                    worst = max(worst, tries[-1] + wait - now)
+            if worst > 0:
+                return worst, 0.0
+            for key in keys:
+                self._tries[key] = [*self._recent(key, now), now][-self.KEEP:]
+                self._tries.move_to_end(key)
+            while len(self._tries) > self.MAX_KEYS:
+                self._tries.popitem(last=False)
+            return 0.0, now
+
     def wait_s(self, *keys: str) -> float:
-        """Seconds before another try is allowed (0: now)."""
-        now = time.monotonic()
-        worst = 0.0
-        with self._lock:
-            for key in keys:
-                fails = [t for t in self._fails.get(key, ()) if now - t < self.WINDOW]
-                self._fails[key] = fails
-                extra = len(fails) - self.FREE
-                if extra >= 0 and fails:
-                    worst = max(worst, fails[-1] + min(2.0**extra, self.MAX_WAIT) - now)
-        return max(0.0, worst)
-
-    def failed(self, *keys: str) -> None:
+        """Seconds before another try is allowed (0: now); counts nothing."""
         now = time.monotonic()
         with self._lock:
+            worst = 0.0
             for key in keys:
-                self._fails.setdefault(key, []).append(now)
-            if len(self._fails) > 100_000:  # bounded memory under a spray of names
-                self._fails.clear()
+                tries = self._recent(key, now)
+                if (extra := len(tries) - self.FREE) >= 0:
+                    worst = max(worst, tries[-1] + min(2.0 ** (extra + 1), self.MAX_WAIT) - now)
+            return max(0.0, worst)
 
-    def succeeded(self, key: str) -> None:
+    def succeeded(self, account: str, *others: str, stamp: float = 0.0) -> None:
+        """The password was right: the account starts afresh; the other keys (the client)
+        lose only this try's reservation."""
         with self._lock:
-            self._fails.pop(key, None)
+            self._tries.pop(account, None)
+            for key in others:
+                tries = self._tries.get(key)
+                if tries and stamp in tries:
+                    tries.remove(stamp)
+
+    def unlock(self, account: str) -> bool:
+        with self._lock:
+            return self._tries.pop(account, None) is not None

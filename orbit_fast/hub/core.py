@@ -12,12 +12,12 @@ import threading
 import time
 from typing import Any
 
-from orbit_fast import __version__
+from orbit_fast import __version__, environment
 from orbit_fast.hub.auth import LoginThrottle
 from orbit_fast.hub.runner import JobRunner
 from orbit_fast.hub.settings import HubSettings
 from orbit_fast.hub.store import HubStore
-from orbit_fast.index import state_file
+from orbit_fast.index import private, state_file
 
 log = logging.getLogger("orbit_fast.hub")
 
@@ -32,7 +32,8 @@ class Hub:
         self.throttle = LoginThrottle()
         self.bootstrap_token = ""
         self.started_at = time.time()
-        self._problems: list[str] = []  # from the last health check (every HEALTH_EVERY_S)
+        # From the last health check (every HEALTH_EVERY_S): (public text, text with paths).
+        self._problems: list[tuple[str, str]] = []
         self.closing = threading.Event()  # SIGTERM: end event streams, do not wait on them
 
     @classmethod
@@ -40,18 +41,29 @@ class Hub:
         """Claim jobs.db and the universe for this process's whole life (a second hub on the
         same files refuses to start: DatabaseBusy), refusing network filesystems."""
         from orbit_fast.index.jobs_db import JobsDB
+        from orbit_fast.index.state_backup import tighten_backups
 
         os.makedirs(settings.data_dir, mode=0o700, exist_ok=True)
+        # makedirs leaves an existing directory as it is (the guide's `mkdir -p` makes it
+        # 0755), and an embedder's umask can be anything: the modes are set here, not assumed.
+        private.tighten_dir(settings.data_dir)
         state_file.hold(settings.db_path, "the jobs DB", "DATABASE_URL",
                         "SQLite over SMB/NFS corrupts databases")  # fmt: skip
         state_file.hold(settings.universe_path, "the universe index", "UNIVERSE_PATH",
                         "its journal relies on local locking and fsync", single=True)  # fmt: skip
+        private.tighten_state(settings.db_path, settings.universe_path)  # before SQLite opens it
+        tighten_backups(settings.state_backup_dir)
         JobsDB.open(settings.db_path).close()  # creates or migrates the engine's tables
         store = HubStore(settings.db_path)
         runner = JobRunner(store, settings.db_path, settings.universe_path, settings.max_jobs,
                            retry_base_s=settings.retry_base_s, workers=settings.workers,
-                           worker_nice=settings.worker_nice)  # fmt: skip
+                           worker_nice=settings.worker_nice,
+                           job_env=settings.job_env)  # fmt: skip
         hub = cls(settings, store, runner)
+        # The env file's S3/SMB settings, for the stores this process opens for its jobs
+        # (the workers get them from the pool): in an overlay, not os.environ, which belongs
+        # to whoever embeds the hub. Removed in close().
+        environment.install(hub, settings.job_env)
         hub._bootstrap()
         return hub
 
@@ -64,7 +76,7 @@ class Hub:
                 os.unlink(path)
             return
         self.bootstrap_token = secrets.token_urlsafe(24)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        fd = private.open_private(path)  # 0600 even over a looser file left from before
         with os.fdopen(fd, "w") as f:
             f.write(self.bootstrap_token + "\n")
         log.warning("no users yet: register the first admin with POST /api/auth/register from "
@@ -94,6 +106,7 @@ class Hub:
         self.closing.set()
         self.runner.stop()
         self.store.close()
+        environment.remove(self)
 
     def _health_loop(self) -> None:
         # Checked here, not in the request: the probe is a durable write (an fsync), which
@@ -102,25 +115,31 @@ class Hub:
             try:
                 self._check_health()
             except Exception as exc:  # a failed check is itself the news
-                self._problems = [f"health check failed: {exc}"]
+                self._problems = [("the health check failed", f"health check failed: {exc}")]
 
     # ---- health ------------------------------------------------------------------------------
 
     def _check_health(self) -> None:
-        out = []
+        # (what anyone may read, what a signed-in caller reads: the latter names paths)
+        out: list[tuple[str, str]] = []
         if why := self.store.writable():
-            out.append(f"the jobs DB {self.settings.db_path} is not writable: {why}")
+            out.append(("the jobs DB is not writable",
+                        f"the jobs DB {self.settings.db_path} is not writable: {why}"))
         usage = shutil.disk_usage(self.settings.data_dir)
         if usage.free < (least := self.settings.min_free_bytes):
-            out.append(f"{self.settings.data_dir} has {usage.free >> 20} MiB free, under "
-                       f"{least >> 20} MiB: free space before jobs fail")  # fmt: skip
+            out.append((f"the data disk has {usage.free >> 20} MiB free, under {least >> 20} MiB",
+                        f"{self.settings.data_dir} has {usage.free >> 20} MiB free, under "
+                        f"{least >> 20} MiB: free space before jobs fail"))  # fmt: skip
         self._problems = out
 
-    def health(self) -> tuple[int, dict[str, Any]]:
+    def health(self, detailed: bool = False) -> tuple[int, dict[str, Any]]:
+        """(HTTP status, body). Only `detailed` answers (for a caller with a valid token)
+        name the hub's paths: anonymous callers learn what is wrong, not where."""
         problems = self._problems
         if not problems:
             return 200, {"status": "healthy", "version": __version__}
-        return 503, {"status": "unhealthy", "version": __version__, "problems": problems}
+        return 503, {"status": "unhealthy", "version": __version__,
+                     "problems": [p[1] if detailed else p[0] for p in problems]}  # fmt: skip
 
     def db_sizes(self) -> dict[str, int]:
         out = {}

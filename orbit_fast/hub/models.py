@@ -67,3 +67,24 @@ class UserCreate(Strict):
 class UserUpdate(Strict):
     password: Password | None = None
     role: Role | None = None
+
+
+class ErrorDetail(BaseModel):
+    model_config = ConfigDict(extra="allow")  # details such as fields, retry_after_s
+
+    code: str = Field(description="Stable, machine-readable: e.g. job_not_found, csrf.")
+    message: str = Field(description="What went wrong and what to do.")
+
+
+class ErrorBody(BaseModel):
+    """Every error answer of the API."""
+
+    error: ErrorDetail
+
+
+class Health(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    status: Literal["healthy", "unhealthy"]
+    version: str
+    problems: list[str] | None = None

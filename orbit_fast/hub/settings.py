@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -16,6 +17,18 @@ from orbit_fast.errors import UsageError
 
 PLACEHOLDER_SECRET = "CHANGE_THIS_TO_A_SECURE_RANDOM_STRING"
 MIN_SECRET_CHARS = 32
+# zxcvbn's estimate for `openssl rand -base64 32` is 10^42 guesses or more, for `-hex 16`
+# 10^29; "abcdefghijklmnopqrstuvwxyzabcdef" is 10^4.
+MIN_SECRET_GUESSES_LOG10 = 24
+# Words of the placeholders people paste from guides ("your-secret-key-here-change-me",
+# "REPLACE_WITH_A_SECURE_RANDOM_STRING"): two of them in a secret mean it was never replaced.
+PLACEHOLDER_WORDS = frozenset(
+    "change changeme replace secret your here example placeholder random string secure "
+    "insert put default sample dummy todo fixme key password generate token value this "
+    "with me please".split())
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+LOOPBACK_NETS: tuple[IPNetwork, ...] = (ipaddress.ip_network("127.0.0.0/8"),
+                                       ipaddress.ip_network("::1/128"))  # fmt: skip
 HOW_TO_SECRET = ("generate one with `openssl rand -base64 32` and set ORBIT_AUTH_SECRET to it "
                  "in the env file (/etc/orbit/orbit.env)")  # fmt: skip
 
@@ -41,8 +54,17 @@ class HubSettings:
     switch_interval_s: float = 0.0005
     session_hours: float = 12.0
     loopback_reads: bool = True  # GET /api/list_jobs from the hub itself without a token
+    # Peers whose X-Forwarded-For / X-Real-IP name the client (nginx on the hub: loopback).
+    trusted_proxies: tuple[IPNetwork, ...] = LOOPBACK_NETS
+    # Host names the hub answers to besides localhost names and IP addresses (DNS rebinding).
+    allowed_hosts: frozenset[str] = frozenset()
+    public_url: str = ""  # ORBIT_PUBLIC_URL: the address users reach the hub at (via nginx)
     max_body_bytes: int = 1 << 20
+    body_timeout_s: float = 30.0  # a request's whole body must arrive within this (slowloris)
     state_backup_dir: str = ""  # POST /api/admin/state-backup writes here
+    # The env file's settings for the jobs (S3, SMB, retries: job_env_keys), never put in
+    # os.environ; the process environment wins over them (orbit_fast/environment.py).
+    job_env: dict[str, str] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
 
     @property
@@ -72,6 +94,19 @@ def parse_env_file(path: str) -> dict[str, str]:
             value = value[1:-1]
         out[key.strip()] = value
     return out
+
+
+# ORBIT_* settings the jobs read (orbit_fast/backends); every other ORBIT_* key, DATABASE_URL,
+# UNIVERSE_PATH and RUST_LOG are the hub's own, and stay out of the jobs' environment and
+# their worker processes (ORBIT_AUTH_SECRET above all).
+JOB_ORBIT_KEYS = ("ORBIT_S3_", "ORBIT_SMB_", "ORBIT_RETRY_ATTEMPTS")
+
+
+def job_env_keys(file_env: Mapping[str, str]) -> dict[str, str]:
+    """The env file's entries the jobs see: all but the hub's own settings."""
+    return {k: v for k, v in file_env.items()
+            if k.startswith(JOB_ORBIT_KEYS) or not (k.startswith("ORBIT_") or k in (
+                "DATABASE_URL", "UNIVERSE_PATH", "RUST_LOG"))}  # fmt: skip
 
 
 def _bool(name: str, value: str) -> bool:
@@ -127,9 +162,75 @@ def secret_problem(secret: str) -> str | None:
         return "ORBIT_AUTH_SECRET is still the guide's placeholder"
     if len(secret) < MIN_SECRET_CHARS:
         return f"ORBIT_AUTH_SECRET is {len(secret)} characters; at least {MIN_SECRET_CHARS} needed"
-    if len(set(secret)) < 12:
-        return "ORBIT_AUTH_SECRET repeats a few characters; it is too easy to guess"
+    words = {w for w in re.split(r"[^a-z0-9]+", secret.lower()) if w in PLACEHOLDER_WORDS}
+    if len(words) >= 2:
+        return (f"ORBIT_AUTH_SECRET looks like a placeholder (it has the words "
+                f"{', '.join(sorted(words))})")
+    from zxcvbn import zxcvbn
+
+    # zxcvbn finds sequences, repeats, keyboard walks and dictionary words; its cost grows
+    # with length, and 128 characters of a real secret are past any threshold.
+    if zxcvbn(secret[:128])["guesses_log10"] < MIN_SECRET_GUESSES_LOG10:
+        return "ORBIT_AUTH_SECRET is too easy to guess (a sequence, a pattern or words)"
     return None
+
+
+def parse_proxies(value: str) -> tuple[IPNetwork, ...]:
+    """ORBIT_TRUSTED_PROXIES: comma-separated addresses or networks; `none` trusts no peer."""
+    if value.strip().lower() in ("none", "-"):
+        return ()
+    out = []
+    for item in value.replace(",", " ").split():
+        try:
+            out.append(ipaddress.ip_network(item.strip("[]"), strict=False))
+        except ValueError:
+            raise UsageError(f"ORBIT_TRUSTED_PROXIES: {item!r} is not an address or network "
+                             "(e.g. 127.0.0.1,10.0.0.0/24, or none)") from None  # fmt: skip
+    return tuple(out)
+
+
+def host_names(env: Mapping[str, str], bind: str) -> tuple[frozenset[str], str]:
+    """The names the hub answers to (ORBIT_ALLOWED_HOSTS, ORBIT_PUBLIC_URL's host, a named
+    ORBIT_HOST) and the public URL."""
+    from urllib.parse import urlsplit
+
+    names = {h.strip().lower().rstrip(".") for h in
+             (env.get("ORBIT_ALLOWED_HOSTS") or "").replace(",", " ").split()}  # fmt: skip
+    public = (env.get("ORBIT_PUBLIC_URL") or "").strip().rstrip("/")
+    if public:
+        parts = urlsplit(public)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise UsageError(f"ORBIT_PUBLIC_URL={public!r}: give the URL users open, e.g. "
+                             "https://orbit.example.com")  # fmt: skip
+        names.add(parts.hostname.lower())
+    if bind not in ("0.0.0.0", "::", "") and not is_ip(bind):
+        names.add(bind.lower())
+    for n in names:
+        if not n or any(c in n for c in "/@ ") or n.startswith("."):
+            raise UsageError(f"ORBIT_ALLOWED_HOSTS: {n!r} is not a host name")
+    return frozenset(names), public
+
+
+def is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+        return True
+    except ValueError:
+        return False
+
+
+def env_file_exposure(path: str) -> str | None:
+    """A warning if users other than the file's owner can read the env file: it holds
+    ORBIT_AUTH_SECRET (anyone with it can mint sessions) and the storage credentials."""
+    try:
+        mode = os.stat(path).st_mode & 0o777
+    except OSError:
+        return None  # parse_env_file has said what is wrong with it
+    if not mode & 0o044:
+        return None
+    who = " and ".join(w for w, bit in (("its group", 0o040), ("all users", 0o004)) if mode & bit)
+    return (f"the env file {path} is readable by {who} (mode {mode:o}) but holds "
+            f"ORBIT_AUTH_SECRET and storage credentials: chmod 600 {path}")
 
 
 def load(env_file: str = "", environ: dict[str, str] | None = None,
@@ -137,9 +238,12 @@ def load(env_file: str = "", environ: dict[str, str] | None = None,
     """Read and check the settings; raise UsageError saying what to fix."""
     env = dict(os.environ if environ is None else environ)
     env_file = env_file or env.get("ORBIT_ENV_FILE", "")
-    merged = {**(parse_env_file(env_file) if env_file else {}), **env}
+    file_env = parse_env_file(env_file) if env_file else {}
+    merged = {**file_env, **env}
     get = merged.get
     warnings: list[str] = []
+    if env_file and (loose := env_file_exposure(env_file)):
+        warnings.append(loose)
     if "RUST_LOG" in merged and "ORBIT_LOG" not in merged:
         warnings.append("RUST_LOG is read as the log level's first word; ORBIT_LOG is ours")
     level = (get("ORBIT_LOG") or get("RUST_LOG") or "info").split(",")[0].split("=")[-1]
@@ -177,10 +281,11 @@ def load(env_file: str = "", environ: dict[str, str] | None = None,
         retry_base = float(get("ORBIT_RETRY_BASE_S") or 5.0)
         min_free = int(get("ORBIT_MIN_FREE_BYTES") or (1 << 30))
         hours = float(get("ORBIT_SESSION_HOURS") or 12)
+        body_timeout = float(get("ORBIT_BODY_TIMEOUT_S") or 30)
     except ValueError as exc:
         raise UsageError(f"ORBIT_MAX_JOBS / ORBIT_WORKERS / ORBIT_WORKER_NICE / "
                          f"ORBIT_SWITCH_INTERVAL_S / ORBIT_RETRY_BASE_S / ORBIT_MIN_FREE_BYTES "
-                         f"/ ORBIT_SESSION_HOURS: {exc}") from None
+                         f"/ ORBIT_SESSION_HOURS / ORBIT_BODY_TIMEOUT_S: {exc}") from None
     if not 1 <= max_jobs <= 64:
         raise UsageError(f"ORBIT_MAX_JOBS={max_jobs}: use 1 to 64")
     if not 0 <= workers <= 256:
@@ -193,14 +298,23 @@ def load(env_file: str = "", environ: dict[str, str] | None = None,
         raise UsageError(f"ORBIT_RETRY_BASE_S={retry_base}: use seconds above 0, at most 600")
     if min_free < 0:
         raise UsageError(f"ORBIT_MIN_FREE_BYTES={min_free}: use a number of bytes, 0 or more")
+    if not 0 < hours <= 8760:  # also refuses inf and nan
+        raise UsageError(f"ORBIT_SESSION_HOURS={get('ORBIT_SESSION_HOURS')}: use hours above 0, "
+                         "at most 8760 (a year)")  # fmt: skip
+    if not 0 < body_timeout <= 3600:
+        raise UsageError(f"ORBIT_BODY_TIMEOUT_S={get('ORBIT_BODY_TIMEOUT_S')}: use seconds above "
+                         "0, at most 3600")  # fmt: skip
+    proxies = parse_proxies(get("ORBIT_TRUSTED_PROXIES") or "127.0.0.0/8,::1")
+    allowed_hosts, public_url = host_names(merged, host)
     return HubSettings(
         host=host, port=port, db_path=db, universe_path=universe, auth_secret=secret,
         auth_enabled=auth, log_level=level.lower(), allowed_roots=roots, max_jobs=max_jobs,
         retry_base_s=retry_base, min_free_bytes=min_free,
         workers=workers or os.cpu_count() or 1, worker_nice=nice, switch_interval_s=switch,
-        session_hours=hours,
+        session_hours=hours, trusted_proxies=proxies, allowed_hosts=allowed_hosts,
+        public_url=public_url, body_timeout_s=body_timeout,
         loopback_reads=_bool("ORBIT_LOOPBACK_READS", get("ORBIT_LOOPBACK_READS") or "true"),
         state_backup_dir=os.path.abspath(get("ORBIT_STATE_BACKUP_DIR") or os.path.join(
             os.path.dirname(db), "state-backups")),
-        warnings=warnings,
+        job_env=job_env_keys(file_env), warnings=warnings,
     )  # fmt: skip

@@ -56,16 +56,18 @@ CREATE TABLE IF NOT EXISTS hub_runs (
 );
 CREATE INDEX IF NOT EXISTS hub_runs_job ON hub_runs(job_id, id);
 CREATE TABLE IF NOT EXISTS hub_users (
-    id INTEGER PRIMARY KEY,
+    id INTEGER PRIMARY KEY AUTOINCREMENT,  -- never reused: no stray token becomes another user's
     username TEXT NOT NULL UNIQUE,
     pw_hash TEXT NOT NULL,
     role TEXT NOT NULL,
+    generation INTEGER NOT NULL DEFAULT 1,  -- bumped by every password or role change
     created_at REAL NOT NULL
 );
 CREATE TABLE IF NOT EXISTS hub_tokens (
-    id INTEGER PRIMARY KEY,
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
     hash TEXT NOT NULL UNIQUE,
-    user_id INTEGER NOT NULL,
+    user_id INTEGER NOT NULL REFERENCES hub_users(id) ON DELETE CASCADE,
+    generation INTEGER NOT NULL,  -- the user's generation when it was issued
     kind TEXT NOT NULL,
     name TEXT NOT NULL,
     csrf TEXT NOT NULL,
@@ -106,6 +108,7 @@ class HubStore:
             self._conn.execute("PRAGMA journal_mode=WAL")
             self._conn.execute("PRAGMA synchronous=FULL")
             self._conn.executescript(_SCHEMA)
+            self._refuse_old_format()
             # Reads go through their own connection: in WAL mode they never wait for a
             # writer, so a request is not held up behind another thread's fsync.
             self._rconn = self._connect()
@@ -124,7 +127,17 @@ class HubStore:
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         conn.execute("PRAGMA busy_timeout=30000")
+        conn.execute("PRAGMA foreign_keys=ON")  # a deleted user's tokens go with the row
         return conn
+
+    def _refuse_old_format(self) -> None:
+        """Hub tables from before tokens were bound to their user's generation cannot be
+        made safe in place (SQLite cannot add AUTOINCREMENT to a table): say so."""
+        cols = {str(r[1]) for r in self._conn.execute("PRAGMA table_info(hub_tokens)")}
+        if "generation" not in cols:
+            raise DatabaseError(f"the jobs DB {self.path} was made by an earlier orbit-fast hub "
+                                "whose user and token tables reuse ids; start the hub on a new "
+                                "DATABASE_URL and create its users again")  # fmt: skip
 
     def close(self) -> None:
         with self._lock, self._rlock:
@@ -306,39 +319,61 @@ class HubStore:
                             "VALUES (?,?,?,?)", (username, pw_hash, role, time.time()))  # fmt: skip
             return int(cur.lastrowid or 0)
 
-    def user(self, username: str) -> tuple[int, str, str, str] | None:
-        rows = self.query("SELECT id, username, pw_hash, role FROM hub_users WHERE username=?",
-                          (username,))  # fmt: skip
+    def user(self, username: str) -> tuple[int, str, str, str, int] | None:
+        """(id, username, pw_hash, role, generation) or None."""
+        rows = self.query("SELECT id, username, pw_hash, role, generation FROM hub_users "
+                          "WHERE username=?", (username,))  # fmt: skip
         return tuple(rows[0]) if rows else None  # type: ignore[return-value]
+
+    def username(self, user_id: int) -> str | None:
+        rows = self.query("SELECT username FROM hub_users WHERE id=?", (user_id,))
+        return str(rows[0][0]) if rows else None
 
     def users(self) -> list[dict[str, Any]]:
         return [{"id": i, "username": u, "role": r, "created_at": t} for i, u, r, t in
                 self.query("SELECT id, username, role, created_at FROM hub_users ORDER BY id")]
 
     def set_user(self, user_id: int, **fields: Any) -> bool:
+        """Change a user's role and/or password hash. Either one is a change of credentials:
+        the generation moves on, so every token issued before (or during: a login whose
+        argon2 check overlapped this call) stops authenticating."""
         sets = ", ".join(f"{k}=?" for k in fields)
         with self.tx() as c:
-            cur = c.execute(f"UPDATE hub_users SET {sets} WHERE id=?", (*fields.values(), user_id))
-            if "pw_hash" in fields or "role" in fields:  # changed credentials end every session
-                c.execute("UPDATE hub_tokens SET revoked=1 WHERE user_id=?", (user_id,))
+            cur = c.execute(f"UPDATE hub_users SET {sets}, generation=generation+1 WHERE id=?",
+                            (*fields.values(), user_id))  # fmt: skip
+            c.execute("UPDATE hub_tokens SET revoked=1 WHERE user_id=?", (user_id,))
             return cur.rowcount == 1
 
-    def delete_user(self, user_id: int) -> bool:
+    def rehash(self, user_id: int, old_hash: str, new_hash: str) -> None:
+        """Store a hash with newer argon2 parameters for the same password: no change of
+        credentials, so sessions stay (and nothing happens if the password changed since)."""
         with self.tx() as c:
-            c.execute("UPDATE hub_tokens SET revoked=1 WHERE user_id=?", (user_id,))
+            c.execute("UPDATE hub_users SET pw_hash=? WHERE id=? AND pw_hash=?",
+                      (new_hash, user_id, old_hash))  # fmt: skip
+
+    def delete_user(self, user_id: int) -> bool:
+        with self.tx() as c:  # its tokens go with it (ON DELETE CASCADE)
             return c.execute("DELETE FROM hub_users WHERE id=?", (user_id,)).rowcount == 1
 
-    def add_token(self, token_hash: str, user_id: int, kind: str, name: str, csrf: str,
-                  expires_at: float) -> int:  # fmt: skip
+    def add_token(self, token_hash: str, user_id: int, generation: int, kind: str, name: str,
+                  csrf: str, expires_at: float) -> int:  # fmt: skip
+        """Store a token for the user as they were when their credentials were checked; 0 if
+        the user was deleted or changed since (the caller refuses the login). The re-read
+        and the insert are one statement, so no deletion or reset can fall between them."""
         with self.tx() as c:
-            cur = c.execute("INSERT INTO hub_tokens(hash, user_id, kind, name, csrf, created_at,"
-                            " expires_at) VALUES (?,?,?,?,?,?,?)",
-                            (token_hash, user_id, kind, name, csrf, time.time(), expires_at))
-            return int(cur.lastrowid or 0)
+            cur = c.execute("INSERT INTO hub_tokens(hash, user_id, generation, kind, name, csrf,"
+                            " created_at, expires_at) SELECT ?, id, generation, ?, ?, ?, ?, ? "
+                            "FROM hub_users WHERE id=? AND generation=?",
+                            (token_hash, kind, name, csrf, time.time(), expires_at, user_id,
+                             generation))  # fmt: skip
+            return int(cur.lastrowid or 0) if cur.rowcount == 1 else 0
 
     def token(self, token_hash: str) -> tuple[Any, ...] | None:
+        """(id, kind, csrf, expires_at, revoked, user id, username, role, generation). A token
+        from an earlier generation of its user reads as revoked."""
         rows = self.query(
-            "SELECT t.id, t.kind, t.csrf, t.expires_at, t.revoked, u.id, u.username, u.role "
+            "SELECT t.id, t.kind, t.csrf, t.expires_at, t.revoked OR t.generation != u.generation,"
+            " u.id, u.username, u.role, u.generation "
             "FROM hub_tokens t JOIN hub_users u ON u.id = t.user_id WHERE t.hash=?",
             (token_hash,),
         )
@@ -347,8 +382,10 @@ class HubStore:
     def tokens(self, user_id: int) -> list[dict[str, Any]]:
         return [{"id": i, "kind": k, "name": n, "created_at": c, "expires_at": e,
                  "revoked": bool(r)} for i, k, n, c, e, r in
-                self.query("SELECT id, kind, name, created_at, expires_at, revoked FROM "
-                           "hub_tokens WHERE user_id=? ORDER BY id", (user_id,))]  # fmt: skip
+                self.query("SELECT t.id, t.kind, t.name, t.created_at, t.expires_at, "
+                           "t.revoked OR t.generation != u.generation FROM hub_tokens t "
+                           "JOIN hub_users u ON u.id = t.user_id WHERE t.user_id=? "
+                           "ORDER BY t.id", (user_id,))]  # fmt: skip
 
     def revoke_token(self, token_id: int, user_id: int | None = None) -> bool:
         with self.tx() as c:

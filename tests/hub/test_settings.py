@@ -53,6 +53,10 @@ def test_the_guides_env_file_is_read_as_written(tmp_path: Path) -> None:
     ("CHANGE_THIS_TO_A_SECURE_RANDOM_STRING", "placeholder"),
     ("short-secret", "at least 32"),
     ("a" * 40, "too easy"),
+    ("abcdefghijklmnopqrstuvwxyzabcdef", "too easy to guess"),
+    ("your-secret-key-here-change-me-please", "placeholder"),
+    ("REPLACE_WITH_A_SECURE_RANDOM_STRING", "placeholder"),
+    ("0123456789012345678901234567890123", "too easy to guess"),
 ])
 def test_weak_or_missing_secrets_refuse_to_start(secret: str, why: str) -> None:
     with pytest.raises(UsageError) as e:
@@ -78,10 +82,37 @@ def test_auth_off_only_on_loopback() -> None:
     ({"ORBIT_SWITCH_INTERVAL_S": "0"}, "above 0"),
     ({"ORBIT_RETRY_BASE_S": "soon"}, "ORBIT_RETRY_BASE_S"),
     ({"ORBIT_MIN_FREE_BYTES": "-1"}, "ORBIT_MIN_FREE_BYTES=-1"),
+    ({"ORBIT_SESSION_HOURS": "inf"}, "ORBIT_SESSION_HOURS=inf: use hours above 0"),
+    ({"ORBIT_SESSION_HOURS": "nan"}, "ORBIT_SESSION_HOURS=nan: use hours above 0"),
+    ({"ORBIT_SESSION_HOURS": "-5"}, "ORBIT_SESSION_HOURS=-5: use hours above 0"),
+    ({"ORBIT_BODY_TIMEOUT_S": "0"}, "ORBIT_BODY_TIMEOUT_S=0"),
+    ({"ORBIT_TRUSTED_PROXIES": "nginx.local"}, "not an address or network"),
+    ({"ORBIT_PUBLIC_URL": "orbit.example.com"}, "give the URL users open"),
+    ({"ORBIT_ALLOWED_HOSTS": "a/b"}, "is not a host name"),
 ])
 def test_bad_settings_name_the_variable(env: dict[str, str], match: str) -> None:
     with pytest.raises(UsageError, match=match):
         s.load(environ={"ORBIT_AUTH_SECRET": new_secret(), **env})
+
+
+def test_secrets_as_the_guide_generates_them_pass() -> None:
+    import secrets
+
+    for _ in range(50):
+        for secret in (new_secret(), secrets.token_hex(32), secrets.token_hex(16),
+                       secrets.token_urlsafe(32)):  # fmt: skip
+            assert s.secret_problem(secret) is None, secret
+
+
+def test_proxies_and_host_names() -> None:
+    got = s.load(environ={"ORBIT_AUTH_SECRET": new_secret(), "ORBIT_TRUSTED_PROXIES": "none",
+                          "ORBIT_PUBLIC_URL": "https://Orbit.Example.com/",
+                          "ORBIT_ALLOWED_HOSTS": "a.internal, b.internal",
+                          "ORBIT_HOST": "hub.internal"})  # fmt: skip
+    assert got.trusted_proxies == ()
+    assert got.allowed_hosts == {"orbit.example.com", "a.internal", "b.internal", "hub.internal"}
+    assert [str(n) for n in s.load(environ={"ORBIT_AUTH_SECRET": new_secret()}).trusted_proxies
+            ] == ["127.0.0.0/8", "::1/128"]  # fmt: skip
 
 
 def test_env_file_errors_name_the_line(tmp_path: Path) -> None:
