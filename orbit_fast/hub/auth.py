@@ -122,6 +122,9 @@ class LoginThrottle:
                     wait = min(2.0 ** (extra + 1), self.MAX_WAIT)
                     worst = max(worst, tries[-1] + wait - now)
             if worst > 0:
+                for key in keys:  # a key under attack stays recent: eviction spares it
+                    if key in self._tries:
+                        self._tries.move_to_end(key)
                 return worst, 0.0
             for key in keys:
                 self._tries[key] = [*self._recent(key, now), now][-self.KEEP:]
@@ -129,17 +132,6 @@ class LoginThrottle:
             while len(self._tries) > self.MAX_KEYS:
                 self._tries.popitem(last=False)
             return 0.0, now
-
-    def wait_s(self, *keys: str) -> float:
-        """Seconds before another try is allowed (0: now); counts nothing."""
-        now = time.monotonic()
-        with self._lock:
-            worst = 0.0
-            for key in keys:
-                tries = self._recent(key, now)
-                if (extra := len(tries) - self.FREE) >= 0:
-                    worst = max(worst, tries[-1] + min(2.0 ** (extra + 1), self.MAX_WAIT) - now)
-            return max(0.0, worst)
 
     def succeeded(self, account: str, *others: str, stamp: float = 0.0) -> None:
         """The password was right: the account starts afresh; the other keys (the client)
@@ -150,7 +142,3 @@ class LoginThrottle:
                 tries = self._tries.get(key)
                 if tries and stamp in tries:
                     tries.remove(stamp)
-
-    def unlock(self, account: str) -> bool:
-        with self._lock:
-            return self._tries.pop(account, None) is not None

@@ -69,6 +69,16 @@ class HubProcess:
             time.sleep(0.1)
         raise AssertionError(f"orbit-server not healthy in {timeout} s:\n{self.log.read_text()}")
 
+    def first_health(self, timeout: float = 30.0) -> httpx.Response:
+        """The first /api/health answer, whatever its status (start(wait=False) before)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                return httpx.get(self.url + "/api/health")
+            except httpx.TransportError:
+                assert time.monotonic() < deadline, self.log.read_text()[-3000:]
+                time.sleep(0.1)
+
     def stop(self) -> int:
         if self.proc is None or self.proc.poll() is not None:
             return self.proc.returncode if self.proc else 0
