@@ -306,6 +306,11 @@ def load(env_file: str = "", environ: dict[str, str] | None = None,
                          "0, at most 3600")  # fmt: skip
     proxies = parse_proxies(get("ORBIT_TRUSTED_PROXIES") or "127.0.0.0/8,::1")
     allowed_hosts, public_url = host_names(merged, host)
+    if not allowed_hosts and not is_loopback(host):
+        warnings.append(f"ORBIT_HOST={host}: requests that name this hub by a host name (the "
+                        "guide's nginx sends Host: orbit.example.com) get 421 until that name "
+                        "is in ORBIT_PUBLIC_URL or ORBIT_ALLOWED_HOSTS; IP addresses and "
+                        "localhost are always answered")  # fmt: skip
     return HubSettings(
         host=host, port=port, db_path=db, universe_path=universe, auth_secret=secret,
         auth_enabled=auth, log_level=level.lower(), allowed_roots=roots, max_jobs=max_jobs,
