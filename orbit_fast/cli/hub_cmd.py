@@ -67,10 +67,9 @@ def _serve(env_file: str, host: str, port: int) -> None:
     config = uvicorn.Config(create_app(hub), host=settings.host, port=settings.port,
                             log_level="warning" if level == "INFO" else level.lower(),
                             proxy_headers=False, server_header=False,
-                            timeout_graceful_shutdown=30, timeout_keep_alive=5,
-                            # a body's deadline is guards.BodyLimit's; these bound the rest
-                            limit_concurrency=1000, h11_max_incomplete_event_size=64 * 1024,
-                            )  # fmt: skip
+                            timeout_graceful_shutdown=30,
+                            # a body's deadline is guards.BodyLimit's
+                            timeout_keep_alive=5)  # fmt: skip
 
     class HubServer(uvicorn.Server):
         def handle_exit(self, sig: int, frame: Any) -> None:

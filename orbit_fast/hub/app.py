@@ -118,19 +118,7 @@ def create_app(hub: Hub) -> FastAPI:
                        timeout_s=settings.body_timeout_s)  # fmt: skip
     app.add_middleware(guards.HostGuard, names=settings.allowed_hosts,
                        public_url=settings.public_url)  # fmt: skip
-
-    @app.middleware("http")
-    async def security_headers(request: Request, call_next: Callable[..., Any]) -> Any:
-        response = await call_next(request)
-        h = response.headers
-        h.setdefault("X-Content-Type-Options", "nosniff")
-        h.setdefault("X-Frame-Options", "DENY")
-        h.setdefault("Referrer-Policy", "no-referrer")
-        h.setdefault("Cache-Control", "no-store")
-        if not request.url.path.startswith("/api/docs"):
-            h.setdefault("Content-Security-Policy",
-                         "default-src 'self'; frame-ancestors 'none'; base-uri 'none'")  # fmt: skip
-        return response
+    app.add_middleware(guards.SecurityHeaders)  # outermost: refusals carry the headers too
 
     # ---- errors ----------------------------------------------------------------------------
 
@@ -465,7 +453,7 @@ def create_app(hub: Hub) -> FastAPI:
         """Check a password; returns a session token (also set as an HttpOnly cookie for the
         dashboard, with a CSRF value to echo in X-CSRF-Token)."""
         client = guards.client_ip(request, settings.trusted_proxies)
-        keys = ("user:" + body.username.lower(), "ip:" + client)
+        keys = auth.login_keys(body.username, client)
         # The try is counted before argon2 runs: parallel tries cannot all pass the check
         # while the first failures are still being verified.
         wait, stamp = hub.throttle.reserve(*keys)
@@ -482,7 +470,7 @@ def create_app(hub: Hub) -> FastAPI:
         if not ok or user is None:
             log.warning("authn_login_fail:%s from %s", body.username, client)
             raise ApiError(401, "bad_credentials", "wrong user name or password")
-        hub.throttle.succeeded(keys[0], keys[1], stamp=stamp)
+        hub.throttle.succeeded(*keys, stamp=stamp)
         if rehash:
             store.rehash(user[0], user[2], rehash)
         token, csrf = auth.new_token(), secrets.token_urlsafe(24)

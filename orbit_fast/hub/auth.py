@@ -87,21 +87,30 @@ class Principal:
         return RANK[self.role] >= RANK[role]
 
 
+def login_keys(username: str, client: str) -> tuple[str, str, str]:
+    """The throttle keys of a login: the account from this client, the client, the account."""
+    name = username.lower()
+    return f"pair:{name}|{client}", f"ip:{client}", f"user:{name}"
+
+
 class LoginThrottle:
-    """Login tries per key (an account, a client address) within a window.
+    """Login tries per key within a window: an account from one client and a client get FREE
+    tries, an account from everywhere ACCOUNT_FREE, so one attacker cannot keep a user locked
+    out of their own account (the attacker's own keys run out first).
 
     A try is counted when it is reserved, before the password is checked, so parallel tries
-    cannot all pass the check before the first failure is recorded: per key, FREE tries in
-    WINDOW reach argon2, then one per backoff step (2, 4, 8 ... s since the last, at most
-    MAX_WAIT). A success clears the account's count and its own reservation. Memory is
-    bounded by evicting the least recently tried keys, never by forgetting everyone.
+    cannot all pass the check before the first failure is recorded: past a key's budget in
+    WINDOW, one try per backoff step (2, 4, 8 ... s since the last, at most MAX_WAIT). A
+    success clears its account's keys and gives back its reservation of the client's. Memory
+    is bounded by evicting the least recently tried keys, never by forgetting everyone.
     """
 
     FREE = 5
+    ACCOUNT_FREE = 50  # an account under a distributed attack: every client's tries count
     WINDOW = 900.0
     MAX_WAIT = 900.0
     MAX_KEYS = 50_000
-    KEEP = FREE + 16  # 2^16 s is past MAX_WAIT: older tries change nothing
+    KEEP = ACCOUNT_FREE + 16  # 2^16 s is past MAX_WAIT: older tries change nothing
 
     def __init__(self) -> None:
         self._tries: OrderedDict[str, list[float]] = OrderedDict()
@@ -109,6 +118,9 @@ class LoginThrottle:
 
     def _recent(self, key: str, now: float) -> list[float]:
         return [t for t in self._tries.get(key, ()) if now - t < self.WINDOW]
+
+    def _budget(self, key: str) -> int:
+        return self.ACCOUNT_FREE if key.startswith("user:") else self.FREE
 
     def reserve(self, *keys: str) -> tuple[float, float]:
         """(0, stamp) and the try counted against every key, or (seconds to wait, 0) and
@@ -118,7 +130,7 @@ class LoginThrottle:
             worst = 0.0
             for key in keys:
                 tries = self._recent(key, now)
-                if (extra := len(tries) - self.FREE) >= 0:
+                if (extra := len(tries) - self._budget(key)) >= 0:
                     wait = min(2.0 ** (extra + 1), self.MAX_WAIT)
                     worst = max(worst, tries[-1] + wait - now)
             if worst > 0:
@@ -133,12 +145,12 @@ class LoginThrottle:
                 self._tries.popitem(last=False)
             return 0.0, now
 
-    def succeeded(self, account: str, *others: str, stamp: float = 0.0) -> None:
-        """The password was right: the account starts afresh; the other keys (the client)
-        lose only this try's reservation."""
+    def succeeded(self, *keys: str, stamp: float = 0.0) -> None:
+        """The password was right: the account's keys (pair:, user:) start afresh; the
+        client's (ip:) lose only this try's reservation."""
         with self._lock:
-            self._tries.pop(account, None)
-            for key in others:
-                tries = self._tries.get(key)
-                if tries and stamp in tries:
+            for key in keys:
+                if not key.startswith("ip:"):
+                    self._tries.pop(key, None)
+                elif (tries := self._tries.get(key)) and stamp in tries:
                     tries.remove(stamp)

@@ -56,7 +56,7 @@ class BodyLimit:
         length, chunked = 0, False
         for k, v in scope.get("headers", ()):
             if k == b"content-length":
-                if not v.isdigit() or int(v) > self.limit:
+                if not v.isdigit() or len(v) > 19 or int(v) > self.limit:
                     return await send_json(send, 413, self._too_large(), close=True)
                 length = int(v)
             elif k == b"transfer-encoding":
@@ -126,16 +126,63 @@ class HostGuard:
             return await send_json(send, 421, error_body(
                 "host_not_allowed", f"this hub does not answer to the host name {host!r}; if "
                 "users reach it by that name (e.g. through nginx), add it to "
-                "ORBIT_ALLOWED_HOSTS or set ORBIT_PUBLIC_URL"))  # fmt: skip
+                "ORBIT_ALLOWED_HOSTS or set ORBIT_PUBLIC_URL"), close=True)  # fmt: skip
         origin = headers.get(b"origin")
         if origin is not None and scope["method"] in UNSAFE_METHODS:
             text = origin.decode("latin-1").strip().lower().rstrip("/")
-            named = (urlsplit(text).hostname or "") if "://" in text else ""
-            if not (named and (named == host or text == self.public_origin)):
+            raw_host = headers.get(b"host", b"").decode("latin-1")
+            if not (text == self.public_origin or same_origin(text, host, raw_host)):
                 return await send_json(send, 403, error_body(
                     "origin_not_allowed", f"a {scope['method']} from a page at {text!r} is "
-                    "refused: it is not this hub's own origin"))  # fmt: skip
+                    "refused: it is not this hub's own origin"), close=True)  # fmt: skip
         await self.app(scope, receive, send)
+
+
+def same_origin(origin: str, host: str, raw_host: str) -> bool:
+    """The Origin names the request's own host and port (a page on another port of the same
+    machine is another origin). A Host without a port, as nginx's `Host $host` sends it,
+    matches an origin on its scheme's default port."""
+    try:
+        parts = urlsplit(origin)
+        port = parts.port or {"http": 80, "https": 443}.get(parts.scheme)
+    except ValueError:  # "http://[" and other unparsable origins
+        return False
+    if parts.scheme not in ("http", "https") or (parts.hostname or "").rstrip(".") != host:
+        return False
+    given = raw_host.strip().rsplit("]", 1)[-1]
+    want = int(given.rsplit(":", 1)[1]) if ":" in given and given.rsplit(":", 1)[1].isdigit() \
+        else None  # fmt: skip
+    return port == want or (want is None and port in (80, 443))
+
+
+class SecurityHeaders:
+    """Headers every answer carries (no sniffing, no framing, no caching, a CSP). Plain ASGI:
+    Starlette's BaseHTTPMiddleware fails with an error of its own when an inner layer ends a
+    request without an answer (a client that went away mid-body)."""
+
+    HEADERS = ((b"x-content-type-options", b"nosniff"), (b"x-frame-options", b"DENY"),
+               (b"referrer-policy", b"no-referrer"), (b"cache-control", b"no-store"))  # fmt: skip
+    CSP = (b"content-security-policy",
+           b"default-src 'self'; frame-ancestors 'none'; base-uri 'none'")  # fmt: skip
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        extra = [*self.HEADERS]
+        if not scope["path"].startswith("/api/docs"):  # Swagger UI loads its own scripts
+            extra.append(self.CSP)
+
+        async def with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                have = {k.lower() for k, _ in message.get("headers", ())}
+                message["headers"] = [*message.get("headers", ()),
+                                      *((k, v) for k, v in extra if k not in have)]  # fmt: skip
+            await send(message)
+
+        await self.app(scope, receive, with_headers)
 
 
 def _trusted(addr: str, nets: Iterable[IPNetwork]) -> bool:
@@ -143,6 +190,8 @@ def _trusted(addr: str, nets: Iterable[IPNetwork]) -> bool:
         ip = ipaddress.ip_address(addr)
     except ValueError:
         return False
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:  # ::ffff:127.0.0.1
+        ip = ip.ipv4_mapped
     return any(ip in net for net in nets)
 
 

@@ -97,8 +97,9 @@ def parse_env_file(path: str) -> dict[str, str]:
 
 
 # ORBIT_* settings the jobs read (orbit_fast/backends); every other ORBIT_* key, DATABASE_URL,
-# UNIVERSE_PATH and RUST_LOG are the hub's own, and stay out of the jobs' environment and
-# their worker processes (ORBIT_AUTH_SECRET above all).
+# UNIVERSE_PATH and RUST_LOG are the hub's own, and an env file's copy of them stays out of
+# the jobs' overlay and the worker processes (ORBIT_AUTH_SECRET above all; a secret in the
+# process environment, as systemd's EnvironmentFile= puts it, is inherited by them all the same).
 JOB_ORBIT_KEYS = ("ORBIT_S3_", "ORBIT_SMB_", "ORBIT_RETRY_ATTEMPTS")
 
 
@@ -149,9 +150,12 @@ def is_loopback(host: str) -> bool:
     if host == "localhost":
         return True
     try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
+        ip = ipaddress.ip_address(host.strip("[]"))
     except ValueError:
         return False
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:  # ::ffff:127.0.0.1
+        return ip.ipv4_mapped.is_loopback
+    return ip.is_loopback
 
 
 def secret_problem(secret: str) -> str | None:
@@ -198,11 +202,16 @@ def host_names(env: Mapping[str, str], bind: str) -> tuple[frozenset[str], str]:
              (env.get("ORBIT_ALLOWED_HOSTS") or "").replace(",", " ").split()}  # fmt: skip
     public = (env.get("ORBIT_PUBLIC_URL") or "").strip().rstrip("/")
     if public:
-        parts = urlsplit(public)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
+        try:
+            parts = urlsplit(public)
+            ok = parts.scheme in ("http", "https") and bool(parts.hostname) and (
+                parts.port or 0) >= 0  # .port raises ValueError on a bad one
+        except ValueError:
+            ok = False
+        if not ok:
             raise UsageError(f"ORBIT_PUBLIC_URL={public!r}: give the URL users open, e.g. "
                              "https://orbit.example.com")  # fmt: skip
-        names.add(parts.hostname.lower())
+        names.add((parts.hostname or "").lower())
     if bind not in ("0.0.0.0", "::", "") and not is_ip(bind):
         names.add(bind.lower())
     for n in names:

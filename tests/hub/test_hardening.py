@@ -325,3 +325,35 @@ def test_login_after_a_throttled_spray_still_works_for_others(hub: HubProcess) -
     r = httpx.post(hub.url + "/api/auth/login", json={"username": ADMIN[0], "password": ADMIN[1]},
                    headers={"X-Forwarded-For": "192.0.2.77"})
     assert r.status_code == 200
+
+
+def test_origins_on_another_port_and_odd_headers_are_refused_cleanly(hub: HubProcess) -> None:
+    """Found in review: the Origin check compared host names only (a dev server on another
+    port of the same machine passed), an unparsable Origin and a 5,000-digit Content-Length
+    were 500s."""
+    hub.admin_token()  # loopback-trusted first-admin registration is what a page would want
+    body = {"username": "page", "password": PW, "role": "admin"}
+    for origin in ("http://localhost:5173", f"https://127.0.0.1:{hub.port + 1}", "http://[",
+                   "null"):  # fmt: skip
+        r = httpx.post(hub.url + "/api/auth/register", json=body,
+                       headers={"Origin": origin, "Host": f"localhost:{hub.port}"})
+        assert r.status_code == 403 and r.json()["error"]["code"] == "origin_not_allowed", origin
+        assert r.headers["x-frame-options"] == "DENY"  # refusals carry the security headers
+    r = httpx.post(hub.url + "/api/auth/login", json={"username": "admin", "password": PW},
+                   headers={"Origin": f"http://localhost.:{hub.port}",
+                            "Host": f"localhost.:{hub.port}"})  # fmt: skip
+    assert r.status_code == 401  # same origin, trailing dot and all: not refused
+    with socket.create_connection(("127.0.0.1", hub.port), timeout=10) as s:
+        s.sendall(b"POST /api/auth/login HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: "
+                  + b"0" * 5000 + b"1\r\n\r\n{")
+        assert s.recv(4096).startswith(b"HTTP/1.1 413")
+
+
+def test_one_attacker_cannot_keep_an_account_locked(hub: HubProcess) -> None:
+    hub.admin_token()
+    with hub.client() as c:
+        codes = [_try(c, ADMIN[0], **{"X-Forwarded-For": "192.0.2.66"}) for _ in range(8)]
+    assert codes[-1] == 429
+    r = httpx.post(hub.url + "/api/auth/login", json={"username": ADMIN[0], "password": ADMIN[1]},
+                   headers={"X-Forwarded-For": "192.0.2.67"})
+    assert r.status_code == 200, r.text  # the admin, from another address, still gets in
