@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import base64
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
+from tests.conftest import REQUIRE_SERVERS
 from tests.servers import free_port
 
 ADMIN = ("admin", "SecurePassword123!")  # the guide's register call
@@ -78,6 +81,21 @@ class HubProcess:
             except httpx.TransportError:
                 assert time.monotonic() < deadline, self.log.read_text()[-3000:]
                 time.sleep(0.1)
+
+    @contextmanager
+    def failing_disk(self) -> Iterator[None]:
+        """The jobs DB's write-ahead log made immutable (chattr +i: even root cannot write
+        it), standing in for a full or failing data disk, until the block ends."""
+        wal = self.data / "jobs.db-wal"
+        if shutil.which("chattr") is None or subprocess.run(
+                ["chattr", "+i", str(wal)], capture_output=True).returncode != 0:
+            if REQUIRE_SERVERS:
+                pytest.fail("chattr +i failed: CI needs root on a file system with attributes")
+            pytest.skip("chattr +i is not supported here")
+        try:
+            yield
+        finally:
+            subprocess.run(["chattr", "-i", str(wal)], check=True)
 
     def stop(self) -> int:
         if self.proc is None or self.proc.poll() is not None:

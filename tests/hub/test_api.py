@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import sqlite3
-import subprocess
 import threading
 import time
 from pathlib import Path
@@ -15,7 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import REQUIRE_SERVERS, make_tree, snapshot
+from tests.conftest import make_tree, snapshot
 from tests.hub.conftest import ADMIN, HubProcess
 
 GUIDE_JOB = {
@@ -472,23 +470,15 @@ def test_jobs_db_stays_intact(hub: HubProcess, admin: httpx.Client) -> None:
 
 
 def test_health_reports_a_jobs_db_it_cannot_write(hub: HubProcess) -> None:
-    """The write-ahead log made immutable (chattr +i: even root cannot write it) stands in for
-    a failing disk; health turns 503 within its check interval and recovers after."""
-    wal = hub.data / "jobs.db-wal"
-    if shutil.which("chattr") is None or subprocess.run(
-            ["chattr", "+i", str(wal)], capture_output=True).returncode != 0:
-        if REQUIRE_SERVERS:
-            pytest.fail("chattr +i failed: CI needs root on a file system with attributes")
-        pytest.skip("chattr +i is not supported here")
-    try:
+    """A failing disk (HubProcess.failing_disk): health turns 503 within its check interval
+    and recovers after."""
+    with hub.failing_disk():
         deadline = time.monotonic() + 15
         while (r := httpx.get(hub.url + "/api/health")).status_code == 200:
             assert time.monotonic() < deadline, "health stayed 200"
             time.sleep(0.2)
         assert r.status_code == 503
         assert "is not writable" in r.json()["problems"][0]
-    finally:
-        subprocess.run(["chattr", "-i", str(wal)], check=True)
     deadline = time.monotonic() + 15
     while httpx.get(hub.url + "/api/health").status_code != 200:
         assert time.monotonic() < deadline, "health did not recover"

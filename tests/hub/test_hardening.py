@@ -9,9 +9,7 @@ here) is the window the old code lost.
 from __future__ import annotations
 
 import random
-import shutil
 import socket
-import subprocess
 import threading
 import time
 from collections import Counter
@@ -22,7 +20,6 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import REQUIRE_SERVERS
 from tests.hub.conftest import ADMIN, HubProcess
 
 PW = "a-Long-password-42"
@@ -289,23 +286,14 @@ def test_a_trickled_body_is_cut_off(hub_factory: Any) -> None:
 
 def test_a_failing_data_disk_answers_503_not_500(hub: HubProcess, admin: httpx.Client,
                                                  tmp_path: Path) -> None:  # fmt: skip
-    """The write-ahead log made immutable (chattr +i: even root cannot write it) stands in for
-    a full data disk, as in test_api's health test."""
+    """A full or failing data disk (HubProcess.failing_disk)."""
     (tmp_path / "src").mkdir()
     job = admin.post("/api/jobs", json={"name": "full", "source": str(tmp_path / "src"),
                                         "destination": str(tmp_path / "d")}).json()  # fmt: skip
-    wal = hub.data / "jobs.db-wal"
-    if shutil.which("chattr") is None or subprocess.run(
-            ["chattr", "+i", str(wal)], capture_output=True).returncode != 0:
-        if REQUIRE_SERVERS:
-            pytest.fail("chattr +i failed: CI needs root on a file system with attributes")
-        pytest.skip("chattr +i is not supported here")
-    try:
+    with hub.failing_disk():
         r = admin.post(f"/api/jobs/{job['id']}/run")
         assert r.status_code == 503 and r.json()["error"]["code"] == "hub_storage", r.text
         assert "Retry-After" in r.headers
-    finally:
-        subprocess.run(["chattr", "-i", str(wal)], check=True)
     deadline = time.monotonic() + 15
     while (r := admin.post(f"/api/jobs/{job['id']}/run")).status_code == 503:
         assert time.monotonic() < deadline
