@@ -90,15 +90,11 @@ def sync(
         if source is None or destination is None:
             raise TypeError("sync() needs source and destination, or options")
         options = SyncOptions(source=source, destination=destination, **fields)
-    from orbit_fast.coordinator.coordinator import Coordinator
+    from orbit_fast.coordinator.sync import SyncEngine
 
     options = validate(options)
-    engine = Coordinator
-    if options.remote:
-        from orbit_fast.coordinator.object_sync import ObjectSync
-
-        engine = ObjectSync
-    return engine(options, on_event or (lambda ev: None), cancel or CancelToken(), workers).run()
+    return SyncEngine(options, on_event or (lambda ev: None), cancel or CancelToken(),
+                      workers).run()  # fmt: skip
 
 
 # ---- backup repositories (docs/backup.md) -------------------------------------------------

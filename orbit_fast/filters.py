@@ -44,3 +44,19 @@ class FilterRules:
             if regex.match(key):
                 return include
         return True
+
+    def included_name(self, name: str, dirs: dict[str, bool]) -> bool:
+        """Whether a listed file `name` ("a/b/c") takes part: a store lists files, not
+        directories, so every parent directory must be included too. `dirs` caches the
+        directory answers between calls (one dict per listing)."""
+        if not self._rules:
+            return True
+        parts = name.split("/")
+        for i in range(1, len(parts)):
+            d = "/".join(parts[:i])
+            ok = dirs.get(d)
+            if ok is None:
+                ok = dirs[d] = self.included(d, True)
+            if not ok:
+                return False
+        return self.included(name, False)

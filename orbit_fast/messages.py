@@ -108,7 +108,7 @@ class ChunkRange(_Msg):
     src_url: str = ""
 
 
-# ---- sync between stores (coordinator/object_sync.py, workers/objects.py) -----------------
+# ---- sync between stores (coordinator/sync/object_copies.py, workers/objects.py) -----------------
 # Objects go from store to store inside the worker: the bytes are read and written there and
 # never cross a process boundary, so these tasks carry no slot.
 

@@ -13,8 +13,11 @@ class Renderer:
         self.json_out = json_out
         self.bar: Any = None
         self.want_bar = progress and sys.stdout.isatty()
+        self.errored = False  # the engine emitted an `error` event (the CLI prints no other)
 
     def __call__(self, ev: p.Event) -> None:
+        if isinstance(ev, p.Error):
+            self.errored = True
         if self.json_out:
             sys.stdout.buffer.write(p.encode_json(ev) + b"\n")
             # Live for pipes: everything but the per-file lines (which come in thousands a

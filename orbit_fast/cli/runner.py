@@ -12,13 +12,13 @@ import click
 from orbit_fast.cli.render import Renderer
 
 
-def run_engine(call: Callable[[Any], Any], renderer: Renderer, json_out: bool,
-               emits_errors: bool = False) -> None:  # fmt: skip
+def run_engine(call: Callable[[Any], Any], renderer: Renderer, json_out: bool) -> None:
     """Run `call(cancel)` and exit with its summary's exit code (or the error's).
 
     The first SIGINT/SIGTERM asks the engine to stop at a safe point (checkpointed, exit 130 or
     143); a second one stops waiting. Errors are printed to stderr, or as an `error` JSON event
-    with --json unless the engine already emitted it (`emits_errors`).
+    with --json unless the engine already emitted it (a run that had started reports its
+    own failure; one refused before it started, by option checks, does not).
     """
     from orbit_fast.cancel import CancelToken
     from orbit_fast.errors import ExitCode, OrbitError
@@ -36,7 +36,7 @@ def run_engine(call: Callable[[Any], Any], renderer: Renderer, json_out: bool,
         summary = call(cancel)
     except OrbitError as err:
         renderer.close()
-        exit_with_error(err, json_out, already_emitted=emits_errors)
+        exit_with_error(err, json_out, already_emitted=renderer.errored)
     renderer.close()
     sys.exit(getattr(summary, "exit_code", 0))
 

@@ -164,7 +164,7 @@ def sync_cmd(
     from orbit_fast.cli.runner import run_engine
 
     run_engine(lambda cancel: sync(options=opts, on_event=renderer, cancel=cancel), renderer,
-               json_out, emits_errors=True)  # fmt: skip
+               json_out)  # fmt: skip
 
 
 def _one(arg: str | None, opt: str | None, arg_name: str, opt_name: str) -> str:

@@ -27,9 +27,9 @@ from orbit_fast._native.reference import DIR, LINK, OTHER
 from orbit_fast.backends.base import OnSkip
 from orbit_fast.cancel import CancelToken
 from orbit_fast.config import BackupOptions, is_remote
-from orbit_fast.errors import ExitCode, Interrupted, SourceError
+from orbit_fast.coordinator.run import RunLedger
+from orbit_fast.errors import ExitCode, SourceError
 from orbit_fast.filters import FilterRules
-from orbit_fast.index.jobs_db import JobsDB
 from orbit_fast.index.universe import Universe
 from orbit_fast.repo import snapshot as snapfmt
 from orbit_fast.repo.pack_writer import PackWriter
@@ -102,14 +102,16 @@ def walk_store(store: Any, rules: FilterRules, on_skip: OnSkip
     files: dict[str, tuple[int, ...]] = {}
     newest: dict[str, int] = {"": 0}
 
+    dir_ok: dict[str, bool] = {}
+
     def descend(d: str) -> bool:
-        return rules.included(d, True)
+        ok = dir_ok.get(d)
+        if ok is None:
+            ok = dir_ok[d] = rules.included(d, True)
+        return ok
 
     for info in store.list_info("", descend if rules else None, on_skip):
-        if rules and not all(rules.included("/".join(info.name.split("/")[:i]), True)
-                             for i in range(1, info.name.count("/") + 1)):  # fmt: skip
-            continue
-        if rules and not rules.included(info.name, False):
+        if not rules.included_name(info.name, dir_ok):
             continue
         mtime = info.mtime_ns or 0
         ino = xxhash.xxh64_intdigest(info.sig.encode()) >> 1
@@ -155,14 +157,21 @@ class Backup:
         self.cancel = cancel
         self.shared_pool = workers  # the hub's pool, leased for this run; else one of our own
         self.warnings: list[str] = []
+        self.ledger = RunLedger(kind="backup", source=opts.source, options=opts,
+                                db_path=opts.db_path, emit=on_event)  # fmt: skip
+        self.counters = p.Counters()
+        self.writer: PackWriter | None = None
 
     def _warn(self, path: str, msgid: str, message: str) -> None:
         self.warnings.append(path)
+        self.ledger.skipped(path, msgid, message)
         self.emit(p.Warning(msgid=msgid, path=p.display_path(path), message=message))
 
     def run(self) -> p.BackupSummary:
+        return self.ledger.run(self._body, self._partial_summary)
+
+    def _body(self) -> p.BackupSummary:
         opts = self.opts
-        t0 = time.monotonic()
         self.src: Any = None
         if is_remote(opts.source):
             from orbit_fast.backends.registry import open_store
@@ -172,43 +181,31 @@ class Backup:
             raise SourceError(f"the backup source {opts.source} is not a directory (or is "
                               "missing); check the path")  # fmt: skip
         try:
-            return self._locked_run(t0)
+            repo = Repository.open_or_init(opts.repository, opts.codec or "zstd:3")
+            with repo:
+                repo.lock("backup")
+                self.ledger.open(f"backup:{opts.source}->{repo.store.url}", repo.store.url)
+                with Universe.open(opts.universe_path) as universe:
+                    return self._run(repo, universe)
         finally:
             if self.src is not None:
                 self.src.close()
 
-    def _locked_run(self, t0: float) -> p.BackupSummary:
-        opts = self.opts
-        repo = Repository.open_or_init(opts.repository, opts.codec or "zstd:3")
-        with repo:
-            repo.lock("backup")
-            db = JobsDB.open(opts.db_path)
-            try:
-                job = db.get_or_create_job(
-                    f"backup:{opts.source}->{repo.store.url}", "backup", opts.source,
-                    repo.store.url, msgspec.json.encode(opts).decode(),
-                )  # fmt: skip
-                run_id = db.start_run(job.id)
-                try:
-                    with Universe.open(opts.universe_path) as universe:
-                        summary = self._run(repo, universe, job.id, run_id, t0)
-                except Interrupted as exc:
-                    db.finish_run(job.id, run_id, "interrupted", exc.exit_code, "{}", str(exc))
-                    raise
-                except BaseException as exc:
-                    code = getattr(exc, "exit_code", ExitCode.WORKER)
-                    db.finish_run(job.id, run_id, "failed", int(code), "{}", str(exc))
-                    raise
-                db.finish_run(job.id, run_id, "done", summary.exit_code,
-                              msgspec.json.encode(summary).decode(), None)  # fmt: skip
-            finally:
-                db.close()
-        self.emit(summary)
-        return summary
+    def _partial_summary(self, code: int) -> p.BackupSummary:
+        """What a run that failed or was stopped got done (the jobs DB keeps it)."""
+        c, w = self.counters, self.writer
+        return p.BackupSummary(
+            job_id=self.ledger.job.id, run_id=self.ledger.run_id, exit_code=int(code),
+            snapshot="", parent=None, files_new=0, files_changed=0, files_unchanged=0,
+            files_total=c.files_total, bytes_total=c.bytes_total, bytes_read=c.bytes_done,
+            chunks_added=w.chunks_written if w else 0, bytes_added=w.bytes_written if w else 0,
+            packs_added=w.packs_written if w else 0, warnings=len(self.warnings),
+            skipped=self.warnings[:1000], elapsed_s=round(time.monotonic() - c.t0, 3),
+        )  # fmt: skip
 
-    def _run(self, repo: Repository, universe: Universe, job_id: int, run_id: int,
-             t0: float) -> p.BackupSummary:  # fmt: skip
+    def _run(self, repo: Repository, universe: Universe) -> p.BackupSummary:
         opts = self.opts
+        job_id, run_id = self.ledger.job.id, self.ledger.run_id
         repo.sync_index(universe)
         host = socket.gethostname()
         parent_name, parent = None, None
@@ -217,13 +214,11 @@ class Backup:
                 parent_name, parent = name, repo.load_snapshot(name)
                 break
         old = {n.path: n for n in parent.nodes} if parent else {}
-        self.emit(p.Started(job_id=job_id, run_id=run_id, source=opts.source,
-                            destination=repo.store.url, dry_run=False, workers=opts.workers,
-                            chunk_size_bytes=repo.config.avg_size))  # fmt: skip
+        self.ledger.started(workers=opts.workers, chunk_size_bytes=repo.config.avg_size)
 
         nodes: list[Node] = []
         todo: dict[str, int] = {}  # absolute path -> index in nodes
-        counters = p.Counters()
+        counters = self.counters
         files_unchanged = 0
         new_files: set[str] = set()  # absolute paths
         rules = FilterRules(opts.filters)
@@ -274,7 +269,7 @@ class Backup:
         chunks: dict[str, list[bytes]] = {path: [] for path in todo}
         sizes: dict[str, int] = dict.fromkeys(todo, 0)
         failed: set[str] = set()
-        writer = PackWriter(repo, universe)
+        writer = self.writer = PackWriter(repo, universe)
         done_files = 0
 
         def on_error(path: str, message: str) -> None:
@@ -309,11 +304,8 @@ class Backup:
         finally:
             writer.close()  # what was stored is kept even when the run stops here
         if self.cancel.cancelled:
-            code = self.cancel.exit_code or ExitCode.INTERRUPTED
-            raise Interrupted(
-                "backup interrupted; the chunks stored so far are kept and the rerun does not "
-                "store them again", code,
-            )  # fmt: skip
+            raise self.ledger.interrupted(self.cancel, "backup interrupted; the chunks stored so "
+                                          "far are kept and the rerun does not store them again")
 
         for path, i in todo.items():
             if path in failed:
@@ -342,5 +334,5 @@ class Backup:
             bytes_total=snap.bytes_total, bytes_read=counters.bytes_done,
             chunks_added=writer.chunks_written, bytes_added=writer.bytes_written,
             packs_added=writer.packs_written, warnings=len(self.warnings),
-            skipped=self.warnings[:1000], elapsed_s=round(time.monotonic() - t0, 3),
+            skipped=self.warnings[:1000], elapsed_s=round(time.monotonic() - counters.t0, 3),
         )  # fmt: skip

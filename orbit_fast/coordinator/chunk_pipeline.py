@@ -21,14 +21,13 @@ from typing import TYPE_CHECKING
 from orbit_fast import messages as m
 from orbit_fast.chunking import ChunkerParams
 from orbit_fast.compression import HEADER, parse_codec
+from orbit_fast.coordinator.dispatch import TaskBoard
 from orbit_fast.errors import SourceError, WorkerFailed
-from orbit_fast.workers.ring import SharedRing
 
 if TYPE_CHECKING:
     from orbit_fast.workers.pool import WorkerPool
 
 TASKS_PER_WORKER = 2  # one being cut, one waiting: chunking is CPU work, one thread each
-MAX_TASK_DEATHS = 3
 # Small files share a task, up to this many (one round trip per file cost the coordinator
 # more than the workers' chunking of the bench tree's 20k small files).
 MAX_PARTS = 256
@@ -58,22 +57,22 @@ def chunk_files(
     in that store (the workers read them there) and `sizes` gives their sizes. With `shared`
     the work runs on that pool (the hub's), else on `workers` processes started for it.
     """
-    from orbit_fast.workers.pool import open_lease
-
     params.validate()
     parse_codec(codec)  # a bad spec fails here, not in every worker
     in_cap = max(range_bytes, params.max_size)
     # Output: every chunk's blob is at most its raw bytes plus a header (raw fallback); a part
     # may end in a chunk shorter than min_size, so each part adds one more header.
     out_cap = in_cap + HEADER.size * (in_cap // params.min_size + 2 + MAX_PARTS)
-    ring = SharedRing.create(in_cap + out_cap, TASKS_PER_WORKER * workers)
-    pool = open_lease(ring, workers, 1, shared)
+    # task owner: [(path, size)] of its parts; a result's slot is released once its blobs
+    # have been handed out.
+    board: TaskBoard[list[tuple[str, int]]] = TaskBoard(
+        workers=workers, threads=1, depth=TASKS_PER_WORKER, slot_bytes=in_cap + out_cap,
+        slots=TASKS_PER_WORKER * workers, shared=shared, hold_slots=True,
+    )  # fmt: skip
+    slots = TASKS_PER_WORKER * workers
     files = iter(paths)
     ready: deque[tuple[str, int, int]] = deque()  # (path, next offset, size)
     ready_bytes = 0
-    # task -> ([(path, size)] of its parts, slot, deaths, task)
-    out: dict[int, tuple[list[tuple[str, int]], int, int, m.ChunkRange]] = {}
-    next_id = 1
     more = True
 
     def fail(path: str, detail: str) -> None:
@@ -86,7 +85,7 @@ def chunk_files(
             if cancelled():
                 more = False
                 ready.clear()
-            while more and ready_bytes < ring.slots * in_cap and len(ready) < MAX_READY:
+            while more and ready_bytes < slots * in_cap and len(ready) < MAX_READY:
                 path = next(files, None)
                 if path is None:
                     more = False
@@ -101,12 +100,7 @@ def chunk_files(
                 if size:
                     ready.append((path, 0, size))
                     ready_bytes += size
-            while (
-                ready
-                and (w := pool.least_loaded()) is not None
-                and pool.load(w) < TASKS_PER_WORKER
-                and (slot := ring.acquire()) is not None
-            ):
+            while ready and board.room() and (slot := board.acquire_slot()) is not None:
                 parts: list[m.RangePart] = []
                 owners: list[tuple[str, int]] = []
                 used = 0
@@ -123,30 +117,27 @@ def chunk_files(
                     owners.append((path, size))
                     used += length
                 task = m.ChunkRange(
-                    task_id=next_id, slot=slot, parts=parts, out_at=in_cap,
+                    task_id=0, slot=slot, parts=parts, out_at=in_cap,
                     min_size=params.min_size, avg_size=params.avg_size,
                     max_size=params.max_size, codec=codec, key=key, src_url=src_url,
                 )  # fmt: skip
-                out[next_id] = (owners, slot, 0, task)
-                pool.send(w, next_id, task)
-                next_id += 1
-            if not out:
+                board.send(owners, "chunk", 0, slot, task)
+            if not board.tasks:
                 if not ready and not more:
                     return
                 continue
-            results, deaths = pool.wait(1.0)
-            for _, res in results:
-                tid = getattr(res, "task_id", None)
-                if tid is None:
-                    continue
-                owners, slot, _, _ = out.pop(tid)
+            results, deaths = board.wait(1.0)
+            for rec, res in results:
+                owners, slot = rec.owner, rec.slot
+                assert slot is not None
                 if not isinstance(res, m.RangeChunked):
-                    ring.release(slot)
+                    board.release_slot(slot)
                     detail = getattr(res, "message", None) or getattr(res, "detail", res)
                     for path, _ in owners:
                         fail(path, str(detail))
                     continue
-                view = ring.view(slot)
+                assert board.ring is not None
+                view = board.ring.view(slot)
                 try:
                     for (path, size), part in zip(owners, res.parts, strict=True):
                         if part.error:
@@ -163,18 +154,13 @@ def chunk_files(
                                 blob.release()  # a kept view would pin the ring's memory
                 finally:
                     view.release()
-                    ring.release(slot)
+                    board.release_slot(slot)
             for death in deaths:
-                for tid in sorted(death.task_ids):
-                    owners, slot, n, task = out[tid]
-                    n += not death.blameless
-                    if n >= MAX_TASK_DEATHS:
-                        raise WorkerFailed(
-                            f"workers died {n} times chunking {owners[0][0]}"
-                            + (f" (and {len(owners) - 1} more files)" if len(owners) > 1 else "")
-                        )
-                    out[tid] = (owners, slot, n, task)
-                    pool.send(pool.least_loaded(), tid, task)
+                for lost in death.given_up:
+                    owners = lost.owner
+                    raise WorkerFailed(
+                        f"workers died {lost.deaths} times chunking {owners[0][0]}"
+                        + (f" (and {len(owners) - 1} more files)" if len(owners) > 1 else "")
+                    )
     finally:
-        pool.close()
-        ring.close()
+        board.close()

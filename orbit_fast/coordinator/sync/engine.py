@@ -1,0 +1,437 @@
+"""The sync engine: one loop for every pair of ends, from listing to summary.
+
+Two local trees are merge-walked and copied a block at a time through ring slots (tree.py);
+when either end is remote the stores are listed and objects copied whole, server-side or in
+parts (objects.py, object_copies.py). Either way the loop is this one: plan what the lister
+found (plan.py), send what the transfers have ready to the dispatch board, apply the results
+the board brings back, checkpoint on the ledger's cadence. Only the engine counts, emits and
+decides what a result means for the run; the lister, the planner and the transfers hand up
+outcomes (outcome.py). Cancellation and the first fatal error stop new work, let in-flight
+tasks finish, checkpoint, and end the run.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import time
+from typing import TYPE_CHECKING, Any
+
+from orbit_fast import progress as p
+from orbit_fast.cancel import CancelToken
+from orbit_fast.config import FsyncPolicy, SyncOptions, is_remote
+from orbit_fast.coordinator.dispatch import WorkerDeath
+from orbit_fast.coordinator.run import RunLedger
+from orbit_fast.coordinator.scan import DIR, FILE, LINK, Entry
+from orbit_fast.coordinator.sync import plan as pl
+from orbit_fast.coordinator.sync.objects import (
+    DELETE_BATCH,
+    Gone,
+    ListingFailed,
+    Pair,
+    StoreLister,
+    Unlisted,
+)
+from orbit_fast.coordinator.sync.outcome import (
+    Changed,
+    Differs,
+    Done,
+    Dropped,
+    Fatal,
+    Moved,
+    Outcome,
+    Same,
+    Warn,
+)
+from orbit_fast.coordinator.sync.paths import check_ends, dest_error
+from orbit_fast.coordinator.sync.tree import BlockCopies, Folded, Skipped, TreeLister, TreeOps
+from orbit_fast.errors import ExitCode, OrbitError, WorkerFailed
+from orbit_fast.filters import FilterRules
+from orbit_fast.fsinfo import syncfs
+from orbit_fast.workers.ring import reap_stale_segments
+
+if TYPE_CHECKING:
+    from orbit_fast.workers.pool import WorkerPool
+
+PROGRESS_INTERVAL_S = 0.25
+MAX_SOURCE_CHANGES = 3  # copies of a file that keeps changing before it is skipped
+
+
+def job_name(opts: SyncOptions) -> str:
+    return f"sync:{opts.source} -> {opts.destination}"
+
+
+class SyncEngine:
+    """One run of a sync, whatever its ends.
+
+    Parameters
+    ----------
+    opts
+        Validated options (config.validate).
+    emit
+        Receives every event, in the caller's thread.
+    cancel
+        Stops the run at a safe point (Interrupted, checkpointed).
+    workers
+        The hub's pool, leased for this run; else the run starts a pool of its own.
+    """
+
+    def __init__(self, opts: SyncOptions, emit: Any, cancel: CancelToken,
+                 workers: WorkerPool | None = None) -> None:  # fmt: skip
+        self.opts = opts
+        self.emit = emit
+        self.cancel = cancel
+        self.shared_pool = workers
+        self.rules = FilterRules(opts.filters)
+        self.c = p.Counters()
+        self.ledger = RunLedger(kind="sync", source=opts.source, options=opts,
+                                db_path=opts.db_path, emit=emit, dry_run=opts.dry_run)
+        self.fatal: OrbitError | None = None
+        self.server_copies = 0
+        self.gone: list[str] = []  # --mirror, remote destination: deleted after the copies
+        self._last_progress = 0.0
+        self.stores: tuple[Any, Any] | None = None
+        self.tree: TreeOps | None = None
+        self.lister: Any = None
+        self.copies: Any = None
+
+    # ---- the run ------------------------------------------------------------------------
+
+    def run(self) -> p.Summary:
+        return self.ledger.run(self._body, self._summary)
+
+    def _body(self) -> p.Summary:
+        o = self.opts
+        check_ends(o)
+        if o.remote:
+            from orbit_fast.backends.registry import open_store
+
+            src = open_store(o.source, o.retry_attempts, o.s3_endpoint)
+            try:
+                dst = open_store(o.destination, o.retry_attempts, o.s3_endpoint)
+            except BaseException:
+                src.close()
+                raise
+            self.stores = (src, dst)
+        try:
+            reap_stale_segments()  # rings of coordinators that died with SIGKILL
+            self.ledger.open(job_name(o), o.destination)
+            self._bind()
+            self.ledger.started(workers=o.workers, chunk_size_bytes=o.chunk_size_bytes)
+            try:
+                self._loop()
+                if not self.stopping:
+                    self._finish()
+            except OSError as exc:
+                self._fail(dest_error(exc, o.destination))
+            finally:
+                self.copies.board.close()
+        finally:
+            if self.stores is not None:
+                for store in self.stores:
+                    store.close()
+        if self.fatal is not None:
+            raise self.fatal
+        if self.cancel.cancelled:
+            raise self.ledger.interrupted(self.cancel, "stopped by signal; progress is "
+                                          f"checkpointed in {o.db_path}: run the same command "
+                                          "again to resume")  # fmt: skip
+        return self._summary(ExitCode.PARTIAL if self.c.skipped else ExitCode.OK)
+
+    def _bind(self) -> None:
+        """The lister and the transfer kind for these ends, with this job's records."""
+        o, db, job = self.opts, self.ledger.db, self.ledger.job
+        if self.stores is None:
+            self.tree = TreeOps(o, db, job)
+            copies = BlockCopies(o, db, job, self.ledger.run_id, self.shared_pool)
+            self.copies = copies
+            self.lister = TreeLister(o, self.rules, job.token, copies.resumable_temps())
+        else:
+            from orbit_fast.coordinator.sync.object_copies import ObjectCopies
+
+            src, dst = self.stores
+            self.copies = ObjectCopies(o, src, dst, db, job, self.shared_pool)
+            self.lister = StoreLister(o, self.rules, src, dst)
+
+    def _fail(self, err: OrbitError) -> None:
+        if self.fatal is None:
+            self.fatal = err
+
+    @property
+    def stopping(self) -> bool:
+        return self.fatal is not None or self.cancel.cancelled
+
+    def _loop(self) -> None:
+        lister, copies = self.lister, self.copies
+        board = copies.board
+        lister.start()
+        try:
+            while True:
+                if not self.stopping:
+                    self._plan_some()
+                    self._apply(copies.fill())
+                if not board.tasks:
+                    if self.stopping or (lister.done and not copies.busy()):
+                        break
+                    if copies.busy():
+                        raise AssertionError(f"transfers without tasks: {copies.describe()}")
+                    lister.wait(PROGRESS_INTERVAL_S)
+                    self._tick()
+                    continue
+                results, deaths = board.wait(PROGRESS_INTERVAL_S if lister.done
+                                             else lister.poll_s)  # fmt: skip
+                for rec, res in results:
+                    self._apply(copies.on_result(rec, res))
+                for death in deaths:
+                    self._on_death(death)
+                self._tick()
+        finally:
+            lister.stop()
+        self._tick(force=True)
+
+    def _tick(self, force: bool = False) -> None:
+        self.ledger.tick(force)
+        now = time.monotonic()
+        if force or now - self._last_progress >= PROGRESS_INTERVAL_S:
+            self._last_progress = now
+            self.c.scan_done = self.lister.done
+            self.emit(self.c.progress(len(self.copies.board.tasks)))
+
+    def _finish(self) -> None:
+        o, c = self.opts, self.c
+        if self.tree is not None:
+            if not o.dry_run:
+                self.tree.finish_dirs()
+        else:
+            if o.mirror:
+                self._delete_gone()
+            if not self.stopping:
+                self._apply(self.copies.abort_stale_uploads())
+        changed = bool(c.dirs_created or c.links_created or c.files_total or c.files_deleted
+                       or c.files_meta)  # fmt: skip
+        if (not self.stopping and changed and not o.dry_run and not is_remote(o.destination)
+                and o.fsync != FsyncPolicy.NONE):  # fmt: skip
+            syncfs(o.destination)
+
+    # ---- planning -----------------------------------------------------------------------
+
+    def _plan_some(self) -> None:
+        lister, copies = self.lister, self.copies
+        for _ in range(lister.budget):
+            if copies.full():
+                return
+            item = lister.next()
+            if item is None:
+                return
+            try:
+                self._plan(item)
+            except OSError as exc:
+                rel = getattr(item, "rel", "") or ""
+                if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS):
+                    self._fail(dest_error(exc, os.path.join(self.opts.destination, rel)))
+                    return
+                self._warn("io", rel, f"{exc.strerror or exc}: {exc.filename or rel}",
+                           skipped=True)  # fmt: skip
+            if self.stopping:
+                return
+
+    def _plan(self, item: object) -> None:
+        if isinstance(item, Entry):
+            self._plan_tree(item)
+        elif isinstance(item, Pair):
+            self._plan_pair(item)
+        elif isinstance(item, Folded):
+            self.c.files_scanned += item.n
+            self.c.files_unchanged += item.n
+        elif isinstance(item, Skipped):
+            self._warn("unreadable_dir", item.rel or ".", f"cannot list source directory "
+                       f"({item.message}); skipped with everything below it (nothing there "
+                       "is deleted either)", skipped=True)  # fmt: skip
+        elif isinstance(item, Unlisted):
+            self._warn(item.msgid, item.rel, item.message, skipped=True)
+        elif isinstance(item, ListingFailed):
+            self._fail(item.error)
+        elif isinstance(item, Gone):
+            self.gone = item.names
+
+    def _plan_tree(self, e: Entry) -> None:
+        o, c, tree = self.opts, self.c, self.tree
+        assert tree is not None
+        if e.kind == FILE:
+            c.files_scanned += 1
+        target = ""
+        same_link = False
+        if e.kind == LINK:
+            target = tree.read_link(e.rel)
+            same_link = e.dst_kind == LINK and tree.dst_link(e.rel) == target
+        st = e.src
+        for d in pl.plan_entry(e.kind, e.dst_kind, e.src, e.dst, mirror=o.mirror,
+                               checksum=o.checksum, same_link=same_link):  # fmt: skip
+            if d == pl.DELETE:
+                self._deleted(e.rel)
+                if not o.dry_run:
+                    tree.delete(e.rel, e.dst_kind)
+            elif d == pl.CONFLICT:
+                self._warn("type_conflict", e.rel, f"is a {e.kind} in the source but a "
+                           f"{e.dst_kind} in the destination; skipped (use --mirror to "
+                           "replace it)", skipped=True)  # fmt: skip
+                if e.kind == DIR:
+                    self.lister.prune(e.rel)
+            elif d == pl.SPECIAL:
+                self._warn("special", e.rel, "not a regular file, directory or symlink; skipped")
+            elif d in (pl.MKDIR, pl.DIR_SEEN):
+                assert st is not None
+                if d == pl.MKDIR:
+                    c.dirs_created += 1
+                    if not o.dry_run:
+                        tree.mkdir(e.rel)
+                    self.emit(p.FileDone(path=p.display_path(e.rel), action="mkdir", size=0))
+                if not o.dry_run:
+                    tree.note_dir(e.rel, st)
+            elif d == pl.LINK_NEW:
+                assert st is not None
+                c.links_created += 1
+                self.emit(p.FileDone(path=p.display_path(e.rel), action="link", size=0))
+                if not o.dry_run:
+                    tree.make_link(e.rel, target, st)
+            elif d == pl.SKIP:
+                c.files_unchanged += 1
+            elif d == pl.META:
+                assert st is not None
+                c.files_unchanged += 1
+                if not o.dry_run:
+                    tree.chmod(e.rel, st.st_mode)
+                c.files_meta += 1
+                self.emit(p.FileDone(path=p.display_path(e.rel), action="meta", size=0))
+            elif d in (pl.COPY, pl.UPDATE):
+                assert st is not None
+                self._start_copy(self.copies.transfer(e.rel, st, d))
+            elif d == pl.COMPARE:
+                assert st is not None
+                self._apply(self.copies.compare(self.copies.transfer(e.rel, st, pl.UPDATE)))
+
+    def _plan_pair(self, pair: Pair) -> None:
+        s, d, copies = pair.src, pair.dst, self.copies
+        self.c.files_scanned += 1
+        decision = pl.plan_object(s, d, copies.records.get(s.name), checksum=self.opts.checksum)
+        if decision == pl.SKIP:
+            self.c.files_unchanged += 1
+        elif decision in (pl.COPY, pl.UPDATE):
+            self._start_copy(copies.item(s, decision))
+        elif decision == pl.COMPARE:
+            assert d is not None
+            self._apply(copies.compare(s, d))
+        else:
+            assert d is not None and decision == pl.MTIME
+            if pl.same_mtime(*copies.mtimes(s, d), copies.precision_ns):
+                self.c.files_unchanged += 1
+                copies.record(s.name, s.sig, d.sig)
+            else:
+                self._start_copy(copies.item(s, pl.UPDATE))
+
+    def _start_copy(self, item: Any) -> None:
+        c = self.c
+        item.started = True
+        c.files_total += 1
+        c.bytes_total += item.size
+        if self.opts.dry_run:
+            c.files_done += 1
+            self.emit(p.FileDone(path=p.display_path(item.rel), action="plan-" + item.action,
+                                 size=item.size))  # fmt: skip
+            return
+        self._apply(self.copies.begin(item))
+
+    def _deleted(self, rel: str) -> None:
+        self.c.files_deleted += 1
+        self.emit(p.FileDone(path=p.display_path(rel),
+                             action="plan-delete" if self.opts.dry_run else "delete", size=0))
+
+    def _delete_gone(self) -> None:
+        """--mirror with a remote destination: what the source no longer has, in batches."""
+        names = self.gone
+        for i in range(0, len(names), DELETE_BATCH):
+            batch = names[i : i + DELETE_BATCH]
+            if not self.opts.dry_run:
+                try:
+                    self.copies.delete_many(batch)
+                except OSError as exc:
+                    self._fail(dest_error(exc, batch[0]))
+                    return
+            for name in batch:
+                self._deleted(name)
+
+    # ---- outcomes -----------------------------------------------------------------------
+
+    def _apply(self, outcomes: list[Outcome]) -> None:
+        c = self.c
+        for out in outcomes:
+            if isinstance(out, Moved):
+                c.bytes_done += out.copied + out.resumed
+                c.bytes_copied += out.copied
+                c.bytes_resumed += out.resumed
+                self.ledger.blocks_since_ckpt += out.recorded
+            elif isinstance(out, Done):
+                c.files_done += 1
+                c.files_copied += 1
+                self.server_copies += out.server_side
+                self.emit(p.FileDone(path=p.display_path(out.rel), action=out.action,
+                                     size=out.size))  # fmt: skip
+            elif isinstance(out, Same):
+                c.files_unchanged += 1
+            elif isinstance(out, Differs):
+                self._start_copy(out.item)
+            elif isinstance(out, Dropped):
+                c.files_total -= 1
+                c.bytes_total -= out.size
+                c.bytes_done -= out.done
+            elif isinstance(out, Changed):
+                self._again(out.item)
+            elif isinstance(out, Warn):
+                self._warn(out.msgid, out.rel, out.message, out.skipped)
+            elif isinstance(out, Fatal):
+                self._fail(out.error)
+
+    def _again(self, item: Any) -> None:
+        """The source changed while copied: copy it again, up to MAX_SOURCE_CHANGES times."""
+        if item.attempts + 1 >= MAX_SOURCE_CHANGES or self.stopping:
+            self._warn("changed", item.rel, f"changed while being copied {item.attempts + 1} "
+                       "times; skipped, run again once it is stable", skipped=True)  # fmt: skip
+            return
+        fresh = self.copies.again(item)
+        if fresh is None:
+            self._warn("vanished", item.rel, "vanished from the source while being copied")
+            return
+        self._start_copy(fresh)
+
+    def _warn(self, msgid: str, rel: str, message: str, skipped: bool = False) -> None:
+        self.c.warnings += 1
+        path = p.display_path(rel)
+        if skipped:
+            self.c.skipped.append(path)
+            self.ledger.skipped(rel, msgid, message)
+        self.emit(p.Warning(msgid=msgid, path=path, message=message))
+
+    def _on_death(self, death: WorkerDeath[Any]) -> None:
+        self.emit(p.Warning(msgid="worker_died", path="",
+                            message=f"worker {death.worker} exited with code {death.exitcode}; "
+                            f"requeued {death.lost} task(s) on a new worker"))  # fmt: skip
+        for rec in death.given_up:
+            self._fail(WorkerFailed(
+                f"worker processes died {rec.deaths} times on {rec.kind} of "
+                f"{p.display_path(rec.owner.rel)} (last exit code {death.exitcode}); the run "
+                "stopped with progress checkpointed; check memory limits and the file"
+            ))  # fmt: skip
+            self._apply(self.copies.lost(rec))
+
+    def _summary(self, code: int) -> p.Summary:
+        c = self.c
+        return p.Summary(
+            job_id=self.ledger.job.id, run_id=self.ledger.run_id, exit_code=int(code),
+            files_scanned=c.files_scanned, files_copied=c.files_copied,
+            files_unchanged=c.files_unchanged, files_deleted=c.files_deleted,
+            dirs_created=c.dirs_created, links_created=c.links_created,
+            bytes_copied=c.bytes_copied, bytes_resumed=c.bytes_resumed,
+            bytes_total=c.bytes_total, warnings=c.warnings, skipped=c.skipped[:1000],
+            elapsed_s=round(time.monotonic() - c.t0, 3), dry_run=self.opts.dry_run,
+            files_server_side=self.server_copies,
+        )  # fmt: skip

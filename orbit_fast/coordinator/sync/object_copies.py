@@ -1,0 +1,310 @@
+"""Object copies between stores (either end remote): whole, server-side, or in parts with
+resume; and what the run records about objects (the "unchanged" records, the deletes).
+
+Results flow up as outcomes (sync/outcome.py); the jobs DB rows written here are the resume
+and "unchanged" records of this job, which only the copies know how to read back.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+from collections import deque
+from typing import TYPE_CHECKING, Any
+
+from orbit_fast import messages as m
+from orbit_fast.backends.base import ObjectInfo, upload_part_bytes
+from orbit_fast.config import FsyncPolicy, SyncOptions
+from orbit_fast.coordinator.dispatch import InFlight, TaskBoard
+from orbit_fast.coordinator.sync.objects import SINGLE_MAX, Obj
+from orbit_fast.coordinator.sync.outcome import (
+    Changed,
+    Differs,
+    Done,
+    Dropped,
+    Fatal,
+    Moved,
+    Outcome,
+    Same,
+    Warn,
+)
+from orbit_fast.coordinator.sync.paths import dest_error
+from orbit_fast.coordinator.sync.plan import digest_styles
+from orbit_fast.errors import OrbitError, RemoteError, RemoteUnavailable
+from orbit_fast.index.jobs_db import Job, JobsDB
+
+if TYPE_CHECKING:
+    from orbit_fast.workers.pool import WorkerPool
+
+
+class ObjectCopies:
+    """Copies of objects in the worker pool, `concurrency` at a time, no ring slots."""
+
+    def __init__(self, opts: SyncOptions, src: Any, dst: Any, db: JobsDB | None, job: Job,
+                 shared: WorkerPool | None) -> None:  # fmt: skip
+        self.opts, self.src, self.dst, self.db, self.job = opts, src, dst, db, job
+        self.ends = m.Ends(src=opts.source, dst=opts.destination, s3_endpoint=opts.s3_endpoint,
+                           attempts=opts.retry_attempts)  # fmt: skip
+        procs = min(opts.workers, os.cpu_count() or 1)
+        # A task queued behind each running one: no idle gap between objects.
+        self.board: TaskBoard[Obj] = TaskBoard(workers=procs, threads=-(-opts.workers // procs),
+                                               limit=2 * opts.workers, shared=shared)
+        self.ready: deque[tuple[Obj, str, int]] = deque()  # (object, task kind, part)
+        self.todo: deque[Obj] = deque()
+        self.records: dict[str, tuple[str, str]] = {}
+        self.uploads: dict[str, Any] = {}
+        if db is not None:
+            self.records = db.object_records(job.id)
+            self.uploads = db.uploads(job.id)
+        # Both ends on one server (and one login): the server copies, no byte comes here.
+        same = getattr(dst, "same_server", None)
+        self.server_side = bool(same and same(src))
+        self.precision_ns = max(src.capabilities.mtime_ns_precision,
+                                dst.capabilities.mtime_ns_precision)  # fmt: skip
+
+    # ---- the engine's questions -------------------------------------------------------------
+
+    def full(self) -> bool:
+        return False  # the listing is in memory already; what it finds waits in `todo`
+
+    def busy(self) -> bool:
+        return bool(self.ready or self.todo)
+
+    def describe(self) -> str:
+        return ", ".join(o.rel for o, _, _ in self.ready)
+
+    def item(self, info: ObjectInfo, action: str) -> Obj:
+        return Obj(info, action)
+
+    def again(self, obj: Obj) -> Obj | None:
+        try:
+            info = self.src.stat_info(obj.rel)
+        except FileNotFoundError:
+            return None
+        return Obj(info, obj.action, obj.attempts + 1)
+
+    def mtimes(self, s: ObjectInfo, d: ObjectInfo) -> tuple[int | None, int | None]:
+        """Both modification times, asking a store whose listing lacks them (S3 metadata)."""
+        sm = s.mtime_ns if s.mtime_ns is not None else self.src.stat_info(s.name).mtime_ns
+        dm = d.mtime_ns if d.mtime_ns is not None else self.dst.stat_info(d.name).mtime_ns
+        return sm, dm
+
+    def record(self, name: str, src_sig: str, dst_sig: str) -> None:
+        """This job found (or made) `name` equal on both ends: the next run trusts a listing
+        that shows the same two signatures."""
+        if self.db is not None:
+            self.db.queue_object(self.job.id, name, src_sig, dst_sig)
+
+    # ---- comparing and starting ---------------------------------------------------------------
+
+    def compare(self, s: ObjectInfo, d: ObjectInfo) -> list[Outcome]:
+        obj = Obj(s, "update")
+        part = 0
+        if bool(s.etag) != bool(d.etag):
+            info, store = (s, self.src) if s.etag else (d, self.dst)
+            if "-" in info.etag:
+                part = info.part_bytes or store.stat_info(info.name).part_bytes
+        styles = digest_styles(s, d, part)
+        if styles is None:  # uploaded in parts of unknown size by another tool: copy it
+            return [Differs(obj)]
+        obj.digests, obj.want = styles
+        if not obj.want:
+            return [self._compared(obj)]
+        for side, _ in obj.want:
+            self.ready.append((obj, "digest:" + side, 0))
+        return []
+
+    def _compared(self, obj: Obj) -> Outcome:
+        if obj.digests.get("src") == obj.digests.get("dst"):
+            return Same(obj.rel)
+        return Differs(obj)
+
+    def begin(self, obj: Obj) -> list[Outcome]:
+        self.todo.append(obj)
+        return []
+
+    def _start(self, obj: Obj) -> list[Outcome]:
+        """Queue the tasks of one copy: a whole-object put, or the parts of an upload."""
+        size = obj.info.size
+        limit = self.dst.capabilities.max_copy_bytes
+        if self.server_side and (not limit or size <= limit):
+            self.ready.append((obj, "copy", 0))
+            return []
+        part = upload_part_bytes(size, self.opts.chunk_size_bytes, self.dst.capabilities)
+        if size <= max(part, SINGLE_MAX):
+            self.ready.append((obj, "put", 0))
+            return []
+        if obj.mtime_ns is None:  # S3 keeps the file's mtime in metadata
+            obj.mtime_ns = self.src.stat_info(obj.rel).mtime_ns
+        obj.part_bytes = part
+        obj.nparts = -(-size // part)
+        done = self._resume(obj)
+        if done is None:
+            up = self.dst.begin_upload(obj.rel, size, part, obj.mtime_ns)
+            obj.upload = up.state
+            assert self.db is not None
+            self.db.queue_upload(self.job.id, obj.rel, obj.info.sig, part, up.state)
+            self.db.checkpoint()  # recorded before any part is sent: a crash can resume it
+            done = {}
+        obj.tokens = done
+        for n in range(1, obj.nparts + 1):
+            if n not in done:
+                self.ready.append((obj, "part", n))
+        if len(done) == obj.nparts:
+            self.ready.append((obj, "complete", 0))
+        resumed = sum(obj.part_len(n) for n in done)
+        return [Moved(resumed=resumed)] if resumed else []
+
+    def _resume(self, obj: Obj) -> dict[int, str] | None:
+        """The parts of this object's recorded upload the server still has, or None to start
+        a new upload (the old one, from another version of the source, is aborted)."""
+        rec = self.uploads.pop(obj.rel, None)
+        if rec is None:
+            return None
+        up = self.dst.resume_upload(obj.rel, rec.state, obj.info.size, rec.part_bytes,
+                                    obj.mtime_ns)  # fmt: skip
+        if rec.src_sig == obj.info.sig and rec.part_bytes == obj.part_bytes:
+            lengths = {n: obj.part_len(n) for n in range(1, obj.nparts + 1)}
+            try:
+                ok = up.confirmed(rec.parts, lengths)
+            except FileNotFoundError:
+                ok = None
+            if ok is not None:
+                obj.upload = rec.state
+                return {n: rec.parts[n] for n in ok}
+        up.abort()
+        return None
+
+    # ---- dispatch -----------------------------------------------------------------------------
+
+    def fill(self) -> list[Outcome]:
+        board = self.board
+        out: list[Outcome] = []
+        while board.room():
+            if not self.ready:
+                if not self.todo:
+                    break
+                obj = self.todo.popleft()
+                try:
+                    out += self._start(obj)
+                except OSError as exc:
+                    return out + [Fatal(dest_error(exc, obj.rel))]
+                except OrbitError as exc:
+                    return out + [Fatal(exc)]
+                continue
+            obj, kind, part = self.ready.popleft()
+            if obj.failed:
+                continue
+            obj.outstanding += 1
+            board.send(obj, kind, part, None, self._msg(obj, kind, part))
+        return out
+
+    def _msg(self, obj: Obj, kind: str, part: int) -> m.Task:
+        e, size = self.ends, obj.info.size
+        if kind in ("put", "copy"):
+            return m.PutObject(task_id=0, ends=e, name=obj.rel,
+                               durable=self.opts.fsync == FsyncPolicy.FILE,
+                               server_side=kind == "copy", size=size,
+                               mtime_ns=-1 if obj.mtime_ns is None else obj.mtime_ns)  # fmt: skip
+        if kind == "part":
+            return m.PutPart(task_id=0, ends=e, name=obj.rel, upload=obj.upload, size=size,
+                             part_bytes=obj.part_bytes, mtime_ns=obj.mtime_ns or 0, part=part,
+                             offset=(part - 1) * obj.part_bytes,
+                             length=obj.part_len(part))  # fmt: skip
+        if kind == "complete":
+            return m.CompleteUpload(task_id=0, ends=e, name=obj.rel, upload=obj.upload,
+                                    size=size, part_bytes=obj.part_bytes,
+                                    mtime_ns=obj.mtime_ns or 0, tokens=dict(obj.tokens),
+                                    src_sig=obj.info.sig)  # fmt: skip
+        side = kind.split(":", 1)[1]
+        style = next(st for sd, st in obj.want if sd == side)
+        return m.DigestObject(task_id=0, ends=e, side=side, name=obj.rel, style=style)
+
+    # ---- results ------------------------------------------------------------------------------
+
+    def on_result(self, rec: InFlight[Obj], res: m.Result) -> list[Outcome]:
+        obj = rec.owner
+        obj.outstanding -= 1
+        out: list[Outcome] = []
+        if isinstance(res, m.TaskFailed):
+            out += self._task_failed(obj, res)
+        elif obj.failed:
+            pass
+        elif isinstance(res, m.ObjectPut):
+            out += self._copied(obj, res.length, res.src_sig or obj.info.sig, res.dst_sig,
+                                server_side=rec.kind == "copy")  # fmt: skip
+        elif isinstance(res, m.PartPut):
+            obj.tokens[rec.idx] = res.token
+            if self.db is not None:
+                self.db.queue_part(self.job.id, obj.rel, rec.idx, res.token)
+            out.append(Moved(copied=res.length, recorded=True))
+            if len(obj.tokens) == obj.nparts:
+                self.ready.append((obj, "complete", 0))
+        elif isinstance(res, m.UploadCompleted):
+            if self.db is not None:
+                self.db.queue_drop_upload(self.job.id, obj.rel)
+            out += self._copied(obj, 0, obj.info.sig, res.dst_sig)
+        elif isinstance(res, m.ObjectDigested):
+            obj.digests[rec.kind.split(":", 1)[1]] = res.digest
+            if all(sd in obj.digests for sd, _ in obj.want):
+                out.append(self._compared(obj))
+        elif isinstance(res, m.SourceChanged):
+            obj.failed = "changed"
+            if self.db is not None and obj.upload:
+                self.db.queue_drop_upload(self.job.id, obj.rel)  # the worker aborted it
+            out.append(Changed(obj))
+        if obj.failed and obj.outstanding == 0 and obj.started and obj.failed != "done":
+            # A copy that will not finish in this run leaves the progress totals.
+            obj.started = False
+            out.append(Dropped(obj.info.size, sum(obj.part_len(n) for n in obj.tokens)))
+        return out
+
+    def lost(self, rec: InFlight[Obj]) -> list[Outcome]:
+        """A task given up after it killed workers: the run is failing; keep the upload."""
+        rec.owner.outstanding -= 1
+        rec.owner.failed = "done"
+        return []
+
+    def _copied(self, obj: Obj, length: int, src_sig: str, dst_sig: str,
+                server_side: bool = False) -> list[Outcome]:  # fmt: skip
+        self.record(obj.rel, src_sig, dst_sig)
+        return [Moved(copied=length), Done(obj.rel, obj.action, obj.info.size, server_side)]
+
+    def _task_failed(self, obj: Obj, res: m.TaskFailed) -> list[Outcome]:
+        if obj.failed:
+            return []
+        if res.side == "source":
+            obj.failed = "source"
+            if res.errno == errno.ENOENT:
+                return [Warn("vanished", obj.rel, "vanished from the source while being copied")]
+            return [Warn("unreadable", obj.rel, f"cannot read: {res.message}", skipped=True)]
+        obj.failed = "done"  # the run stops; the upload and its parts stay for the rerun
+        if res.side == "unavailable":  # the hub waits and runs the job again
+            return [Fatal(RemoteUnavailable(res.message))]
+        if res.side == "remote":  # refused: a person must look
+            return [Fatal(RemoteError(res.message))]
+        return [Fatal(dest_error(OSError(res.errno, res.message), obj.rel))]
+
+    # ---- after the copies ---------------------------------------------------------------------
+
+    def delete_many(self, names: list[str]) -> None:
+        """Delete a batch of destination objects (--mirror) and forget their records."""
+        self.dst.delete_many(names)
+        if self.db is not None:
+            for name in names:
+                self.db.queue_object_deleted(self.job.id, name)
+
+    def abort_stale_uploads(self) -> list[Outcome]:
+        """Uploads recorded for objects this run did not copy (gone from the source, or now
+        excluded): abort them so no parts linger on the server."""
+        out: list[Outcome] = []
+        if self.db is None:
+            return out
+        for name, rec in self.uploads.items():
+            try:
+                self.dst.resume_upload(name, rec.state, 0, rec.part_bytes, 0).abort()
+            except (OSError, RemoteError) as exc:
+                out.append(Warn("upload", name, f"could not abort an old upload: {exc}"))
+                continue
+            self.db.queue_drop_upload(self.job.id, name)
+        return out

@@ -1,0 +1,200 @@
+"""Either end remote (S3, SMB): the store lister and object copies.
+
+The destination is listed into memory, then the source is listed in a thread while the copies
+of what it found already run; each source entry is paired with the destination's by name. A
+file is unchanged when the jobs DB says this job copied it (or compared it equal) from the
+source object that is there now to the destination object that is there now: the listing alone
+decides, with no request per file (plan.plan_object).
+
+Copies run in the worker pool (workers/objects.py), `concurrency` at a time. When both ends are
+on one server with one login the server copies (S3 CopyObject up to 5 GiB, SMB server-side
+copy) and no data comes to this machine. An object up to SINGLE_MAX (or one part) moves in one
+read and one write. A larger one moves in parts read with ranged reads and written as an S3
+multipart upload or into a temp file at offsets, all in parallel; the upload id or temp name
+and every finished part are checkpointed, so a rerun after a crash confirms the recorded parts
+with the server (ListParts, or re-reading the temp file) and sends only the others. An upload
+whose source changed is aborted and started over.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from typing import Any
+
+from orbit_fast.backends.base import ObjectInfo
+from orbit_fast.config import SyncOptions, is_remote
+from orbit_fast.errors import OrbitError, RemoteError, SourceError
+from orbit_fast.filters import FilterRules
+
+SINGLE_MAX = 8 << 20  # larger objects move in parts (the AWS CLI's multipart threshold)
+DELETE_BATCH = 1000
+LIST_BUDGET = 4096  # listed entries planned per loop turn
+
+
+class Obj:
+    """One object being compared or copied."""
+
+    __slots__ = ("rel", "info", "action", "mtime_ns", "part_bytes", "nparts", "upload",
+                 "tokens", "outstanding", "failed", "attempts", "digests", "want",
+                 "started")  # fmt: skip
+
+    def __init__(self, info: ObjectInfo, action: str, attempts: int = 0) -> None:
+        self.rel = info.name
+        self.info = info
+        self.action = action
+        self.mtime_ns = info.mtime_ns
+        self.part_bytes = 0
+        self.nparts = 0
+        self.upload = ""
+        self.tokens: dict[int, str] = {}
+        self.outstanding = 0
+        self.failed: str | None = None
+        self.attempts = attempts
+        self.digests: dict[str, str] = {}
+        self.want: tuple[tuple[str, str], ...] = ()  # digest tasks: (side, style)
+        self.started = False  # counted in the run's totals (not just compared)
+
+    @property
+    def size(self) -> int:
+        return self.info.size
+
+    def part_len(self, n: int) -> int:
+        return min(self.part_bytes, self.info.size - (n - 1) * self.part_bytes)
+
+
+class Pair:
+    """A source object and the destination's of the same name (None: absent there)."""
+
+    __slots__ = ("src", "dst")
+
+    def __init__(self, src: ObjectInfo, dst: ObjectInfo | None) -> None:
+        self.src, self.dst = src, dst
+
+
+class Unlisted:
+    """An entry the source listing could not read (or that is not a file): skipped."""
+
+    __slots__ = ("rel", "msgid", "message")
+
+    def __init__(self, rel: str, msgid: str, message: str) -> None:
+        self.rel, self.msgid, self.message = rel, msgid, message
+
+
+class ListingFailed:
+    __slots__ = ("error",)
+
+    def __init__(self, error: OrbitError) -> None:
+        self.error = error
+
+
+class Gone:
+    """At the end of the listing: destination names the source no longer has (--mirror)."""
+
+    __slots__ = ("names",)
+
+    def __init__(self, names: list[str]) -> None:
+        self.names = names
+
+
+class StoreLister:
+    """Lists the destination at start(), then the source in a thread, pairing names."""
+
+    budget = LIST_BUDGET
+    poll_s = 0.005  # while the listing runs, come back soon for what it found
+
+    def __init__(self, opts: SyncOptions, rules: FilterRules, src: Any, dst: Any) -> None:
+        self.opts, self.rules = opts, rules
+        self.src_store, self.dst_store = src, dst
+        self.done = False
+        self.dstl: dict[str, ObjectInfo] = {}
+        self.seen: set[str] = set()
+        self.unlisted: list[str] = []  # source directories that could not be listed
+        self._dir_ok: dict[str, bool] = {}
+        self._found: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
+        self._held: tuple[str, Any] | None = None  # taken by wait(), not yet by next()
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+
+    def included(self, name: str) -> bool:
+        return self.rules.included_name(name, self._dir_ok)
+
+    def _descend(self, d: str) -> bool:
+        ok = self._dir_ok.get(d)
+        if ok is None:
+            ok = self._dir_ok[d] = self.rules.included(d, True)
+        return ok
+
+    def start(self) -> None:
+        """List the destination, then the source in a thread while copies already run: on an
+        SMB share with many directories the listing is seconds of CPU in smbprotocol, which
+        the transfers in the worker processes overlap."""
+        try:
+            self.dstl = {i.name: i for i in self.dst_store.list_info("", self._descend)
+                         if self.included(i.name)}  # fmt: skip
+        except FileNotFoundError:
+            self.dstl = {}
+        self._thread = threading.Thread(target=self._list_source, name="orbit-list",
+                                        daemon=True)  # fmt: skip
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+
+    def _list_source(self) -> None:
+        """The listing thread: hands every entry (and skip, and the end) to the loop."""
+        put = self._found.put
+        try:
+            for info in self.src_store.list_info("", self._descend,
+                                                 lambda rel, why: put(("skip", (rel, why)))):
+                if self._stop.is_set():
+                    break
+                put(("file", info))
+        except BaseException as exc:  # noqa: BLE001 - handed to the coordinator's thread
+            put(("error", exc))
+        put(("end", None))
+
+    def wait(self, timeout_s: float) -> None:
+        """Block up to `timeout_s` until the listing found something."""
+        if not self.done and self._held is None:
+            try:
+                self._held = self._found.get(timeout=timeout_s)  # next() takes it first
+            except queue.Empty:
+                pass
+
+    def next(self) -> Pair | Unlisted | ListingFailed | Gone | None:
+        while True:
+            if self._held is not None:
+                (kind, item), self._held = self._held, None
+            else:
+                try:
+                    kind, item = self._found.get_nowait()
+                except queue.Empty:
+                    return None
+            if kind == "file":
+                if self.included(item.name):
+                    self.seen.add(item.name)
+                    return Pair(item, self.dstl.get(item.name))
+            elif kind == "skip":
+                rel, why = item
+                if why.startswith("cannot list"):
+                    self.unlisted.append(rel)
+                    return Unlisted(rel or ".", "unreadable_dir", f"{why}; skipped with "
+                                    "everything below it (nothing there is deleted either)")
+                return Unlisted(rel, "special", f"{why}; skipped")
+            elif kind == "error":
+                if isinstance(item, OSError) and not is_remote(self.opts.source):
+                    item = SourceError(f"cannot list the source {self.opts.source}: {item}")
+                return ListingFailed(item if isinstance(item, OrbitError)
+                                     else RemoteError(str(item)))  # fmt: skip
+            else:
+                self.done = True
+                if not self.opts.mirror:
+                    return None
+                return Gone([n for n in sorted(self.dstl)
+                             if n not in self.seen and not self._below_unlisted(n)])
+
+    def _below_unlisted(self, name: str) -> bool:
+        return any(not u or name.startswith(u + "/") for u in self.unlisted)

@@ -1,0 +1,425 @@
+"""Two local trees: the merge-walk lister, the destination's metadata operations, and block
+copies through ring slots.
+
+The lister walks source and destination together (scan.merge_walk, with the Cython fast path
+that folds unchanged files into a count). Small metadata operations (mkdir, symlink, unlink,
+chmod, temp-file creation) happen in the coordinator; every data byte is read and written by a
+worker through a ring slot, a block at a time (BlockCopies). Resume: the blocks of a large file
+are checkpointed as they land in its temp file, so a rerun verifies them instead of copying.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+import stat
+from collections import deque
+from typing import TYPE_CHECKING
+
+from orbit_fast import messages as m
+from orbit_fast.config import FsyncPolicy, SyncOptions
+from orbit_fast.coordinator.dispatch import InFlight, TaskBoard
+from orbit_fast.coordinator.scan import DIR, Entry, Stat, merge_walk
+from orbit_fast.coordinator.sync.outcome import (
+    Changed,
+    Differs,
+    Done,
+    Dropped,
+    Fatal,
+    Moved,
+    Outcome,
+    Same,
+    Warn,
+)
+from orbit_fast.coordinator.sync.paths import dest_error
+from orbit_fast.coordinator.transfer import (
+    COPY,
+    DIGEST_DST,
+    DIGEST_SRC,
+    FINALIZE,
+    VERIFY,
+    Transfer,
+    is_temp_name,
+    temp_name,
+)
+from orbit_fast.filters import FilterRules
+from orbit_fast.index.jobs_db import Job, JobsDB
+
+if TYPE_CHECKING:
+    from orbit_fast.workers.pool import WorkerPool
+
+# Tasks out per worker, all running at once on the worker's threads. 4: 20k small files to an
+# ext4 disk took 17 s with 1 task per worker and 10 s with 4 (file creation is ~0.5 ms of
+# latency there, not CPU); tmpfs gains nothing from more (docs/performance.md).
+TASK_DEPTH = 4
+SCAN_BUDGET = 256  # entries planned per loop turn, so results are serviced while scanning
+
+
+class Skipped:
+    """A source directory the walk could not list: skipped whole, nothing below deleted."""
+
+    __slots__ = ("rel", "message")
+
+    def __init__(self, rel: str, message: str) -> None:
+        self.rel, self.message = rel, message
+
+
+class Folded:
+    """Unchanged files the scan kernel only counted."""
+
+    __slots__ = ("n",)
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+
+class TreeLister:
+    """The merge-walk as a stream of Entry, Skipped and Folded items, taken a few at a time."""
+
+    budget = SCAN_BUDGET
+    poll_s = 0.25  # the walk runs in the loop: results are awaited up to the progress tick
+
+    def __init__(self, opts: SyncOptions, rules: FilterRules, token: str,
+                 resumable: set[str]) -> None:  # fmt: skip
+        self.opts = opts
+        self._ended = False
+        self._held: Entry | None = None
+        self._resumable = resumable  # temp files (relative paths) a resume needs
+        self._pruned: set[str] = set()
+        self._queued: deque[Skipped | Folded] = deque()
+        self._walk = merge_walk(
+            opts.source, opts.destination, rules,
+            on_unreadable=lambda rel, exc: self._queued.append(Skipped(rel, str(
+                exc.strerror or exc))),
+            is_temp=lambda name: is_temp_name(name, token),
+            on_temp=self._on_temp, prune=self._pruned,
+            # --checksum must see files that look unchanged; everyone else lets the kernel
+            # count them without building Python objects.
+            fold_unchanged=not opts.checksum,
+            on_folded=lambda n: self._queued.append(Folded(n)),
+        )  # fmt: skip
+
+    def start(self) -> None:
+        pass
+
+    def stop(self) -> None:
+        pass
+
+    def wait(self, timeout_s: float) -> None:
+        """Nothing to wait for: the walk runs in the caller's thread."""
+
+    @property
+    def done(self) -> bool:
+        return self._ended and not self._queued and self._held is None
+
+    def next(self) -> Entry | Skipped | Folded | None:
+        if self._queued:
+            return self._queued.popleft()
+        if self._held is not None:
+            entry, self._held = self._held, None
+            return entry
+        if self._ended:
+            return None
+        try:
+            entry = next(self._walk)
+        except StopIteration:
+            self._ended = True
+            return self._queued.popleft() if self._queued else None
+        if self._queued:  # reported while the walk reached this entry: they come first
+            self._held = entry
+            return self._queued.popleft()
+        return entry
+
+    def prune(self, rel: str) -> None:
+        """Do not descend into the directory `rel` (just returned)."""
+        self._pruned.add(rel)
+
+    def _on_temp(self, rel: str, path: str) -> None:
+        """A temp file of ours left by an interrupted run: keep it only if a resume needs it."""
+        if self.opts.dry_run or rel in self._resumable:
+            return
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+
+
+class TreeOps:
+    """What the coordinator itself changes in a local destination tree."""
+
+    def __init__(self, opts: SyncOptions, db: JobsDB | None, job: Job) -> None:
+        self.src, self.dst = opts.source, opts.destination
+        self.db, self.job = db, job
+        self.dirs: list[tuple[str, int, int, int]] = []  # (path, mode, atime, mtime)
+
+    def dst_path(self, rel: str) -> str:
+        return os.path.join(self.dst, rel)
+
+    def read_link(self, rel: str) -> str:
+        return os.readlink(os.path.join(self.src, rel))
+
+    def dst_link(self, rel: str) -> str:
+        return os.readlink(self.dst_path(rel))
+
+    def mkdir(self, rel: str) -> None:
+        os.mkdir(self.dst_path(rel), 0o700)  # its mode is set once its contents are in
+
+    def note_dir(self, rel: str, st: Stat) -> None:
+        self.dirs.append((self.dst_path(rel), st.st_mode, st.st_atime_ns, st.st_mtime_ns))
+
+    def chmod(self, rel: str, mode: int) -> None:
+        os.chmod(self.dst_path(rel), stat.S_IMODE(mode))
+
+    def make_link(self, rel: str, target: str, st: Stat) -> None:
+        dst = self.dst_path(rel)
+        tmp = os.path.join(os.path.dirname(dst), temp_name(os.path.basename(dst), self.job.token))
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        os.symlink(target, tmp)
+        os.utime(tmp, ns=(st.st_atime_ns, st.st_mtime_ns), follow_symlinks=False)
+        os.replace(tmp, dst)
+
+    def delete(self, rel: str, kind: str | None) -> None:
+        path = self.dst_path(rel)
+        if kind == DIR:
+            shutil.rmtree(path)  # never follows symlinks: a link inside is removed, not entered
+        else:
+            os.unlink(path)
+        if self.db is not None:
+            self.db.queue_file_deleted(self.job.id, os.fsencode(rel))
+
+    def finish_dirs(self) -> None:
+        """Directory modes and mtimes, deepest first, after their contents stopped changing."""
+        root = os.stat(self.src)
+        self.dirs.insert(0, (self.dst, root.st_mode, root.st_atime_ns, root.st_mtime_ns))
+        for path, mode, atime_ns, mtime_ns in reversed(self.dirs):
+            # Read before writing: an unchanged tree costs one stat per directory, not two
+            # metadata writes that the next syncfs would have to flush.
+            st = os.lstat(path)
+            if stat.S_IMODE(st.st_mode) != stat.S_IMODE(mode):
+                os.chmod(path, stat.S_IMODE(mode))
+            if st.st_mtime_ns != mtime_ns:
+                os.utime(path, ns=(atime_ns, mtime_ns))
+        self.dirs.clear()
+
+
+class BlockCopies:
+    """Copies of local files through ring slots: a queue of block tasks per file."""
+
+    def __init__(self, opts: SyncOptions, db: JobsDB | None, job: Job, run_id: int,
+                 shared: WorkerPool | None) -> None:  # fmt: skip
+        self.opts, self.db, self.job, self.run_id = opts, db, job, run_id
+        # One slot per task out: TASK_DEPTH per worker, all in use at once. On a shared pool
+        # of another size the run still keeps `workers` x TASK_DEPTH tasks out (what
+        # latency-bound storage needs), spread over the pool's workers.
+        self.board: TaskBoard[Transfer] = TaskBoard(
+            workers=opts.workers, threads=TASK_DEPTH, spread=TASK_DEPTH * opts.workers,
+            slot_bytes=opts.chunk_size_bytes, slots=TASK_DEPTH * opts.workers, shared=shared,
+        )  # fmt: skip
+        self.active: deque[Transfer] = deque()
+        self.partials: set[bytes] = db.partial_paths(job.id) if db is not None else set()
+        self._limit = max(16, 4 * TASK_DEPTH * opts.workers)  # 4 files per ring slot
+
+    def resumable_temps(self) -> set[str]:
+        """Relative temp paths of the partial files the jobs DB can resume."""
+        out = set()
+        for relb in self.partials:
+            d, name = os.path.split(os.fsdecode(relb))
+            out.add(os.path.join(d, temp_name(name, self.job.token)))
+        return out
+
+    # ---- the engine's questions -------------------------------------------------------------
+
+    def full(self) -> bool:
+        return len(self.active) >= self._limit
+
+    def busy(self) -> bool:
+        return bool(self.active)
+
+    def describe(self) -> str:
+        return ", ".join(t.rel for t in self.active)
+
+    def transfer(self, rel: str, st: Stat, action: str) -> Transfer:
+        o = self.opts
+        dst = os.path.join(o.destination, rel)
+        tmp = os.path.join(os.path.dirname(dst), temp_name(os.path.basename(dst), self.job.token))
+        return Transfer(rel, os.path.join(o.source, rel), dst, tmp, st, action,
+                        o.chunk_size_bytes)  # fmt: skip
+
+    def again(self, tr: Transfer) -> Transfer | None:
+        """A fresh copy of a file that changed while copied; None if it vanished."""
+        try:
+            st = os.lstat(tr.src)
+        except FileNotFoundError:
+            return None
+        return Transfer(tr.rel, tr.src, tr.dst, tr.tmp, st, tr.action, tr.block_size,
+                        tr.attempts + 1)  # fmt: skip
+
+    # ---- starting -----------------------------------------------------------------------------
+
+    def compare(self, tr: Transfer) -> list[Outcome]:
+        """--checksum with equal size and mtime: digest both sides first."""
+        tr.ops.extend([(DIGEST_SRC, 0), (DIGEST_DST, 0)])
+        self.active.append(tr)
+        return []
+
+    def begin(self, tr: Transfer) -> list[Outcome]:
+        """Queue the tasks of a copy: resume a checkpointed temp file, or start one."""
+        if not tr.single:
+            part = None
+            if self.db is not None and tr.relb in self.partials:
+                part = self.db.partial(self.job.id, tr.relb)
+            if (part is not None
+                    and (part.src_size, part.src_mtime_ns, part.block_size)
+                    == (tr.size, tr.mtime_ns, tr.block_size)
+                    and os.path.exists(tr.tmp)):  # fmt: skip
+                tr.plan_resume(part.blocks)
+            else:
+                fd = os.open(tr.tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+                os.close(fd)
+                assert self.db is not None
+                self.db.queue_partial(self.job.id, tr.relb, tr.size, tr.mtime_ns, tr.block_size,
+                                      tr.tmpb)  # fmt: skip
+                tr.had_partial = True
+                tr.plan_fresh()
+            self.partials.discard(tr.relb)
+        else:
+            tr.plan_fresh()
+        self.active.append(tr)
+        return []
+
+    # ---- dispatch -----------------------------------------------------------------------------
+
+    def fill(self) -> list[Outcome]:
+        board = self.board
+        for tr in self.active:
+            while tr.ops and not tr.failed:
+                kind, idx = tr.ops[0]
+                if not board.room():
+                    return []
+                slot = None
+                if kind != FINALIZE:
+                    slot = board.acquire_slot()
+                    if slot is None:
+                        return []
+                tr.ops.popleft()
+                tr.outstanding += 1
+                board.send(tr, kind, idx, slot, self._task_msg(tr, kind, idx, slot))
+        return []
+
+    def _finalize_msg(self, tr: Transfer) -> m.Finalize:
+        return m.Finalize(tmp=tr.tmpb, dst=tr.dstb, size=tr.size, mtime_ns=tr.mtime_ns,
+                          atime_ns=tr.atime_ns, mode=tr.mode, src=tr.srcb,
+                          src_mtime_ns=tr.mtime_ns,
+                          fsync=self.opts.fsync == FsyncPolicy.FILE)  # fmt: skip
+
+    def _task_msg(self, tr: Transfer, kind: str, idx: int, slot: int | None) -> m.Task:
+        if kind == FINALIZE:
+            return m.FinalizeFile(task_id=0, finalize=self._finalize_msg(tr))
+        assert slot is not None
+        if kind == COPY:
+            off, length = tr.block_range(idx)
+            return m.CopyBlock(task_id=0, slot=slot, src=tr.srcb, tmp=tr.tmpb, offset=off,
+                               length=length, sparse=self.opts.sparse,
+                               finalize=self._finalize_msg(tr) if tr.single else None)  # fmt: skip
+        if kind == VERIFY:
+            off, length = tr.block_range(idx)
+            return m.VerifyBlock(task_id=0, slot=slot, path=tr.tmpb, offset=off, length=length)
+        return m.DigestFile(task_id=0, slot=slot, path=tr.srcb if kind == DIGEST_SRC else tr.dstb)
+
+    # ---- results ------------------------------------------------------------------------------
+
+    def on_result(self, rec: InFlight[Transfer], res: m.Result) -> list[Outcome]:
+        tr = rec.owner
+        tr.outstanding -= 1
+        out: list[Outcome] = []
+        if isinstance(res, m.BlockCopied):
+            out.append(self._block_done(tr, rec.idx, res.digest, res.length, copied=True))
+            if res.finalized:
+                return out + self._file_done(tr)
+        elif isinstance(res, m.BlockVerified):
+            if res.length == tr.block_range(rec.idx)[1] and res.digest == tr.recorded.get(rec.idx):
+                out.append(self._block_done(tr, rec.idx, res.digest, res.length, copied=False))
+            else:
+                tr.ops.append((COPY, rec.idx))
+        elif isinstance(res, m.FileDigested):
+            return self._digested(tr, rec.kind, res)
+        elif isinstance(res, m.FileFinalized):
+            return self._file_done(tr)
+        elif isinstance(res, m.SourceChanged):
+            tr.failed = tr.failed or "changed"
+        elif isinstance(res, m.TaskFailed):
+            if res.side == "source":
+                if tr.failed is None:
+                    vanished = res.errno == errno.ENOENT
+                    out.append(Warn("vanished" if vanished else "unreadable", tr.rel,
+                                    "vanished from the source before it was copied" if vanished
+                                    else f"cannot read: {res.message}",
+                                    skipped=not vanished))  # fmt: skip
+                tr.failed = "source"
+            else:
+                tr.failed = "destination"
+                out.append(Fatal(dest_error(OSError(res.errno, res.message), tr.dst)))
+        if not tr.failed and not tr.single and tr.all_blocks_done() and not tr.finalizing:
+            tr.finalizing = True
+            tr.ops.append((FINALIZE, -1))
+        if tr.failed and tr.outstanding == 0:
+            out += self._abandon(tr)
+        return out
+
+    def lost(self, rec: InFlight[Transfer]) -> list[Outcome]:
+        """A task given up after it killed workers: the run is failing; keep what is there."""
+        rec.owner.outstanding -= 1
+        rec.owner.failed = "destination"
+        return []
+
+    def _block_done(self, tr: Transfer, idx: int, digest: bytes, n: int, copied: bool) -> Moved:
+        tr.digests[idx] = digest
+        tr.blocks_done += 1
+        recorded = not tr.single and copied and self.db is not None
+        if recorded:
+            assert self.db is not None
+            self.db.queue_block(self.job.id, tr.relb, idx, digest)
+        return Moved(copied=n, recorded=recorded) if copied else Moved(resumed=n)
+
+    def _digested(self, tr: Transfer, kind: str, res: m.FileDigested) -> list[Outcome]:
+        if kind == DIGEST_SRC:
+            tr.src_digest = res.digest
+        else:
+            tr.dst_digest = res.digest
+        if tr.outstanding or tr.failed:
+            return self._abandon(tr) if tr.failed and tr.outstanding == 0 else []
+        self.active.remove(tr)
+        if tr.src_digest == tr.dst_digest:
+            return [Same(tr.rel)]
+        tr.action = "update"
+        return [Differs(tr)]
+
+    def _file_done(self, tr: Transfer) -> list[Outcome]:
+        self.active.remove(tr)
+        if self.db is not None:
+            self.db.queue_file_done(self.job.id, self.run_id, tr.relb, tr.size, tr.mtime_ns,
+                                    tr.file_digest(), tr.had_partial)  # fmt: skip
+        return [Done(tr.rel, "resume" if tr.recorded else tr.action, tr.size)]
+
+    def _abandon(self, tr: Transfer) -> list[Outcome]:
+        """Drop a failed transfer once none of its tasks is out."""
+        self.active.remove(tr)
+        if tr.failed == "destination":
+            return []  # the run is failing; keep the temp file and checkpoint for the rerun
+        try:
+            os.unlink(tr.tmp)
+        except OSError:
+            pass
+        if tr.had_partial and self.db is not None:
+            self.db.queue_drop_partial(self.job.id, tr.relb)
+        if not tr.started:
+            return []
+        done = sum(tr.block_range(i)[1] for i, d in enumerate(tr.digests) if d is not None)
+        out: list[Outcome] = [Dropped(tr.size, done)]
+        if tr.failed == "changed":
+            out.append(Changed(tr))
+        return out

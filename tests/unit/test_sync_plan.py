@@ -1,0 +1,91 @@
+"""The sync planner's decisions, one branch at a time (coordinator/sync/plan.py)."""
+
+from __future__ import annotations
+
+import pytest
+
+from orbit_fast.backends.base import ObjectInfo
+from orbit_fast.coordinator.scan import DIR, FILE, LINK, OTHER, Stat
+from orbit_fast.coordinator.sync import plan as pl
+from orbit_fast.filters import FilterRules
+
+F = Stat(st_size=10, st_mtime_ns=5, st_atime_ns=1, st_mode=0o100644)
+F_CHMOD = F._replace(st_mode=0o100600)
+F_NEWER = F._replace(st_mtime_ns=6)
+D = Stat(0, 5, 1, 0o40755)
+
+
+@pytest.mark.parametrize(
+    ("kind", "dst_kind", "src", "dst", "mirror", "checksum", "same_link", "want"),
+    [
+        (None, FILE, None, F, False, False, False, ()),
+        (None, FILE, None, F, True, False, False, (pl.DELETE,)),
+        (OTHER, None, F, None, True, False, False, (pl.SPECIAL,)),
+        (DIR, None, D, None, False, False, False, (pl.MKDIR,)),
+        (DIR, DIR, D, D, False, False, False, (pl.DIR_SEEN,)),
+        (DIR, FILE, D, F, False, False, False, (pl.CONFLICT,)),
+        (DIR, FILE, D, F, True, False, False, (pl.DELETE, pl.MKDIR)),
+        (LINK, LINK, F, F, False, False, True, ()),
+        (LINK, LINK, F, F, False, False, False, (pl.LINK_NEW,)),
+        (LINK, None, F, None, False, False, False, (pl.LINK_NEW,)),
+        (LINK, DIR, F, D, False, False, False, (pl.CONFLICT,)),
+        (LINK, DIR, F, D, True, False, False, (pl.DELETE, pl.LINK_NEW)),
+        (FILE, None, F, None, False, False, False, (pl.COPY,)),
+        (FILE, FILE, F, F, False, False, False, (pl.SKIP,)),
+        (FILE, FILE, F, F, False, True, False, (pl.COMPARE,)),
+        (FILE, FILE, F, F_CHMOD, False, False, False, (pl.META,)),
+        (FILE, FILE, F, F_NEWER, False, False, False, (pl.UPDATE,)),
+        (FILE, FILE, F, F_NEWER, False, True, False, (pl.UPDATE,)),
+        (FILE, LINK, F, F, False, False, False, (pl.UPDATE,)),
+        (FILE, DIR, F, D, False, False, False, (pl.CONFLICT,)),
+        (FILE, DIR, F, D, True, False, False, (pl.DELETE, pl.UPDATE)),
+    ],
+)
+def test_plan_entry(kind, dst_kind, src, dst, mirror, checksum, same_link, want):
+    assert pl.plan_entry(kind, dst_kind, src, dst, mirror=mirror, checksum=checksum,
+                         same_link=same_link) == want  # fmt: skip
+
+
+S = ObjectInfo("a/b", 10, 5, etag="e1")
+S_FILE = ObjectInfo("a/b", 10, 5)
+
+
+def test_plan_object():
+    assert pl.plan_object(S, None, None, checksum=False) == pl.COPY
+    d = ObjectInfo("a/b", 10, 7, etag="e2")
+    assert pl.plan_object(S, d, (S.sig, d.sig), checksum=False) == pl.SKIP
+    assert pl.plan_object(S, d, ("old", d.sig), checksum=False) == pl.MTIME
+    assert pl.plan_object(S, d._replace(size=11), None, checksum=False) == pl.UPDATE
+    # --checksum never trusts a record: content decides.
+    assert pl.plan_object(S, d, (S.sig, d.sig), checksum=True) == pl.COMPARE
+    assert pl.plan_object(S, d._replace(size=11), None, checksum=True) == pl.UPDATE
+
+
+def test_same_mtime_at_the_coarser_precision():
+    assert pl.same_mtime(1_000_123, 1_000_999, 1000)
+    assert not pl.same_mtime(1_000_123, 1_001_000, 1000)
+    assert not pl.same_mtime(None, 5, 1)
+    assert not pl.same_mtime(5, None, 1)
+
+
+def test_digest_styles():
+    f = ObjectInfo("x", 10, 5)
+    # Two S3 objects: the ETags are the digests, nothing to compute.
+    assert pl.digest_styles(S, f._replace(etag="e2"), 0) == ({"src": "e1", "dst": "e2"}, ())
+    # S3 against a file: the file digested the way S3 made its ETag.
+    assert pl.digest_styles(S, f, 0) == ({"src": "e1"}, (("dst", "md5"),))
+    assert pl.digest_styles(f, S, 0) == ({"dst": "e1"}, (("src", "md5"),))
+    multi = f._replace(etag="abc-3")
+    assert pl.digest_styles(multi, f, 8 << 20) == ({"src": "abc-3"}, (("dst", f"md5:{8 << 20}"),))
+    assert pl.digest_styles(multi, f, 0) is None  # part size unknown: copy instead
+    assert pl.digest_styles(f, f, 0) == ({}, (("src", "xxh3"), ("dst", "xxh3")))
+
+
+def test_a_listed_name_needs_every_parent_included():
+    rules = FilterRules((("exclude", "skip/"),))
+    cache: dict[str, bool] = {}
+    assert rules.included_name("a/b.txt", cache)
+    assert not rules.included_name("skip/b.txt", cache)
+    assert not rules.included_name("a/skip/c/d.txt", cache)
+    assert cache["skip"] is False
+    assert FilterRules().included_name("skip/b.txt", {})
