@@ -26,7 +26,7 @@ import struct
 import time
 from typing import IO, Any
 
-from orbit_fast import __version__
+from orbit_fast._version import __version__
 from orbit_fast.errors import DatabaseError, UsageError
 from orbit_fast.fsinfo import fsync_path
 from orbit_fast.index import private
