@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
-__version__ = "0.1.0"
+from orbit_fast._version import __version__
+
 _API = ("sync", "CancelToken", "SyncOptions", "BackupOptions", "backup", "restore", "verify",
         "forget", "prune", "init_repository", "rebuild_index")
 __all__ = ["__version__", *_API]

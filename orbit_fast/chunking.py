@@ -15,11 +15,14 @@ import logging
 import math
 from array import array
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING
 
 import msgspec
 
 from orbit_fast.errors import UsageError
+
+if TYPE_CHECKING:
+    from orbit_fast._native import StreamChunker
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +84,7 @@ class ChunkerParams(msgspec.Struct, frozen=True, kw_only=True):
         return top_bits_mask(bits + STRICT_BITS), top_bits_mask(max(1, bits + LOOSE_BITS))
 
 
-def make_chunker(params: ChunkerParams) -> Any:
+def make_chunker(params: ChunkerParams) -> StreamChunker:
     """A new streaming chunker for one stream (see ext/cdc.pyx for `feed`)."""
     from orbit_fast._native import kernels
 
@@ -94,7 +97,7 @@ def make_chunker(params: ChunkerParams) -> Any:
 
 
 def cut_points(
-    chunker: Any, data: bytes | bytearray | memoryview, batch: int = 4096
+    chunker: StreamChunker, data: bytes | bytearray | memoryview, batch: int = 4096
 ) -> Iterator[int]:
     """Feed `data` into `chunker`; yield the absolute end offset of every chunk it closes."""
     out = array("Q", bytes(8 * batch))

@@ -14,9 +14,12 @@ from __future__ import annotations
 
 import struct
 import threading
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 from orbit_fast.errors import DatabaseError, UsageError
+
+if TYPE_CHECKING:
+    import zstandard
 
 BLOB_FORMAT = 1
 HEADER = struct.Struct("<BBHII")  # format, codec, flags, raw length, stored length
@@ -62,10 +65,10 @@ def parse_codec(spec: str) -> Codec:
 _local = threading.local()
 
 
-def _zstd(level: int) -> Any:
+def _zstd(level: int) -> zstandard.ZstdCompressor:
     """This thread's compressor for `level`: a ZstdCompressor owns a context of about 1 MiB
     that is slow to set up (and not safe to share between threads), so it is made once."""
-    cache = getattr(_local, "zstd", None)
+    cache: dict[int, zstandard.ZstdCompressor] | None = getattr(_local, "zstd", None)
     if cache is None:
         cache = _local.zstd = {}
     comp = cache.get(level)
@@ -80,7 +83,8 @@ def _compress_with(codec: Codec, data: bytes | memoryview) -> bytes:
     if codec.name == "lz4":
         import lz4.block
 
-        return lz4.block.compress(data, store_size=False)
+        packed: bytes = lz4.block.compress(data, store_size=False)  # lz4 ships no types
+        return packed
     return _zstd(codec.level).compress(data)
 
 

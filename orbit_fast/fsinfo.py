@@ -43,6 +43,7 @@ def fs_type(path: str) -> int:
     class _Statfs(ctypes.Structure):
         # struct statfs on 64-bit Linux: f_type comes first; the rest is room for the others.
         _fields_ = [("f_type", ctypes.c_long), ("_rest", ctypes.c_byte * 256)]
+        f_type: int  # for mypy: ctypes makes the field from _fields_
 
     buf = _Statfs()
     if _libc().statfs(os.fsencode(path), ctypes.byref(buf)) != 0:

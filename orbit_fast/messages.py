@@ -16,11 +16,13 @@ RING_SHIFT = 40
 TASK_ID_MASK = (1 << RING_SHIFT) - 1
 
 
+# Subclasses repeat `frozen=True`: msgspec inherits it, but mypy reads each class statement
+# alone (PEP 681) and would call an unmarked subclass non-frozen (msgspec issue 657).
 class _Msg(msgspec.Struct, tag=True, array_like=True, frozen=True):
     pass
 
 
-class Finalize(_Msg):
+class Finalize(_Msg, frozen=True):
     """Turn a finished temp file into the destination file (worker side of the rename)."""
 
     tmp: bytes
@@ -37,7 +39,7 @@ class Finalize(_Msg):
 # ---- tasks ---------------------------------------------------------------------------------
 
 
-class CopyBlock(_Msg):
+class CopyBlock(_Msg, frozen=True):
     """Read [offset, offset+length) of src into ring slot `slot`, digest it, write it to tmp.
 
     With `finalize` set the file is a single block: the worker creates the temp file itself
@@ -54,7 +56,7 @@ class CopyBlock(_Msg):
     finalize: Finalize | None = None
 
 
-class VerifyBlock(_Msg):
+class VerifyBlock(_Msg, frozen=True):
     """Read a block of an existing temp file into a slot and return its digest (resume check)."""
 
     task_id: int
@@ -64,7 +66,7 @@ class VerifyBlock(_Msg):
     length: int
 
 
-class DigestFile(_Msg):
+class DigestFile(_Msg, frozen=True):
     """Digest a whole file through one slot (for --checksum)."""
 
     task_id: int
@@ -72,7 +74,7 @@ class DigestFile(_Msg):
     path: bytes
 
 
-class FinalizeFile(_Msg):
+class FinalizeFile(_Msg, frozen=True):
     task_id: int
     finalize: Finalize
 
@@ -84,7 +86,7 @@ class RangePart(msgspec.Struct, array_like=True, frozen=True):
     eof: bool  # the range reaches the end of the file: its tail is a chunk too
 
 
-class ChunkRange(_Msg):
+class ChunkRange(_Msg, frozen=True):
     """Read each part (a range of one file) into the slot's input half, back to back; cut each
     into chunks (a fresh chunker per part: its offset is a cut point), name each chunk with the
     keyed id, compress it, and write the blobs back to back into the slot's output half,
@@ -122,7 +124,7 @@ class Ends(msgspec.Struct, array_like=True, frozen=True):
     attempts: int
 
 
-class PutObject(_Msg):
+class PutObject(_Msg, frozen=True):
     """Copy a whole object (read in one request, written in one) with its mtime; or, with
     `server_side`, have the server copy it (both ends on one server: S3 CopyObject, SMB
     FSCTL_SRV_COPYCHUNK), as `size` bytes with `mtime_ns` (-1: keep the source's)."""
@@ -136,7 +138,7 @@ class PutObject(_Msg):
     mtime_ns: int = -1
 
 
-class PutPart(_Msg):
+class PutPart(_Msg, frozen=True):
     """Read [offset, offset+length) of the source object and store it as part `part`."""
 
     task_id: int
@@ -151,7 +153,7 @@ class PutPart(_Msg):
     length: int
 
 
-class CompleteUpload(_Msg):
+class CompleteUpload(_Msg, frozen=True):
     """Check the source still has `src_sig`, then assemble the parts under the name."""
 
     task_id: int
@@ -165,7 +167,7 @@ class CompleteUpload(_Msg):
     src_sig: str
 
 
-class DigestObject(_Msg):
+class DigestObject(_Msg, frozen=True):
     """Digest an object of one side (`side` "src" or "dst") for --checksum: style "xxh3",
     "md5" (an S3 ETag of a single PUT) or "md5:<part bytes>" (of a multipart upload)."""
 
@@ -176,11 +178,11 @@ class DigestObject(_Msg):
     style: str
 
 
-class Shutdown(_Msg):
+class Shutdown(_Msg, frozen=True):
     pass
 
 
-class AttachRing(_Msg):
+class AttachRing(_Msg, frozen=True):
     """Map a coordinator's ring: tasks whose id carries `ring` in its high bits use its slots.
 
     One pool of workers serves every coordinator of a process (the hub runs several jobs at
@@ -193,55 +195,58 @@ class AttachRing(_Msg):
     slots: int
 
 
-class DetachRing(_Msg):
+class DetachRing(_Msg, frozen=True):
     """The coordinator of `ring` is done: unmap it once its last task here has finished."""
 
     ring: int
 
 
-Task = (CopyBlock | VerifyBlock | DigestFile | FinalizeFile | ChunkRange | PutObject | PutPart
-        | CompleteUpload | DigestObject | Shutdown | AttachRing | DetachRing)  # fmt: skip
+# The tasks of a coordinator's job: each carries a task_id naming that coordinator's ring. The
+# rest of Task is the pool's control of the worker itself.
+JobTask = (CopyBlock | VerifyBlock | DigestFile | FinalizeFile | ChunkRange | PutObject | PutPart
+           | CompleteUpload | DigestObject)  # fmt: skip
+Task = JobTask | Shutdown | AttachRing | DetachRing
 
 
 # ---- results -------------------------------------------------------------------------------
 
 
-class WorkerReady(_Msg):
+class WorkerReady(_Msg, frozen=True):
     worker: int
     pid: int
 
 
-class BlockCopied(_Msg):
+class BlockCopied(_Msg, frozen=True):
     task_id: int
     length: int
     digest: bytes  # xxh3-128 of the block, 16 bytes
     finalized: bool  # the single-block case: already renamed into place
 
 
-class BlockVerified(_Msg):
+class BlockVerified(_Msg, frozen=True):
     task_id: int
     length: int
     digest: bytes
 
 
-class FileDigested(_Msg):
+class FileDigested(_Msg, frozen=True):
     task_id: int
     size: int
     digest: bytes
 
 
-class FileFinalized(_Msg):
+class FileFinalized(_Msg, frozen=True):
     task_id: int
 
 
-class SourceChanged(_Msg):
+class SourceChanged(_Msg, frozen=True):
     """The source's size or mtime moved while it was copied; the copy was discarded."""
 
     task_id: int
     detail: str
 
 
-class TaskFailed(_Msg):
+class TaskFailed(_Msg, frozen=True):
     """An OSError in the task. side is "source" (a warning: skip the file) or "destination";
     "remote": storage that refused; "unavailable": storage that stayed unreachable after
     retries. The last three end the run."""
@@ -266,30 +271,30 @@ class PartChunked(msgspec.Struct, array_like=True, frozen=True):
     error: str = ""  # the part could not be read (or the file shrank): no chunks
 
 
-class RangeChunked(_Msg):
+class RangeChunked(_Msg, frozen=True):
     task_id: int
     parts: list[PartChunked]  # in the order of the task's parts
 
 
-class ObjectPut(_Msg):
+class ObjectPut(_Msg, frozen=True):
     task_id: int
     length: int
     src_sig: str  # the source as read
     dst_sig: str  # the destination as written (what its next listing will show)
 
 
-class PartPut(_Msg):
+class PartPut(_Msg, frozen=True):
     task_id: int
     length: int
     token: str
 
 
-class UploadCompleted(_Msg):
+class UploadCompleted(_Msg, frozen=True):
     task_id: int
     dst_sig: str
 
 
-class ObjectDigested(_Msg):
+class ObjectDigested(_Msg, frozen=True):
     task_id: int
     digest: str
 

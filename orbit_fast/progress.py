@@ -13,11 +13,13 @@ import time
 import msgspec
 
 
+# Subclasses repeat `frozen=True`: msgspec inherits it, but mypy reads each class statement
+# alone (PEP 681) and would call an unmarked subclass non-frozen (msgspec issue 657).
 class _Event(msgspec.Struct, tag_field="event", kw_only=True, frozen=True):
     pass
 
 
-class Started(_Event, tag="start"):
+class Started(_Event, tag="start", frozen=True):
     job_id: int
     run_id: int
     source: str
@@ -27,13 +29,13 @@ class Started(_Event, tag="start"):
     chunk_size_bytes: int
 
 
-class FileDone(_Event, tag="file_done"):
+class FileDone(_Event, tag="file_done", frozen=True):
     path: str
     action: str  # copy | update | resume | delete | mkdir | link | meta | plan-*
     size: int
 
 
-class Progress(_Event, tag="progress"):
+class Progress(_Event, tag="progress", frozen=True):
     files_done: int
     files_total: int
     bytes_done: int
@@ -45,19 +47,19 @@ class Progress(_Event, tag="progress"):
     queue_depth: int
 
 
-class Warning(_Event, tag="warning"):  # noqa: A001 - the event's name on the wire
+class Warning(_Event, tag="warning", frozen=True):  # noqa: A001 - the event's name on the wire
     msgid: str
     path: str
     message: str
 
 
-class Error(_Event, tag="error"):
+class Error(_Event, tag="error", frozen=True):
     msgid: str
     message: str
     exit_code: int
 
 
-class Summary(_Event, tag="summary"):
+class Summary(_Event, tag="summary", frozen=True):
     job_id: int
     run_id: int
     exit_code: int
@@ -77,7 +79,7 @@ class Summary(_Event, tag="summary"):
     files_server_side: int = 0  # of files_copied, those the server copied (S3 or SMB to itself)
 
 
-class BackupSummary(_Event, tag="backup_summary"):
+class BackupSummary(_Event, tag="backup_summary", frozen=True):
     job_id: int
     run_id: int
     exit_code: int
@@ -97,7 +99,7 @@ class BackupSummary(_Event, tag="backup_summary"):
     elapsed_s: float
 
 
-class RestoreSummary(_Event, tag="restore_summary"):
+class RestoreSummary(_Event, tag="restore_summary", frozen=True):
     exit_code: int
     files_restored: int
     files_skipped: int  # already in place (same size and mtime): a resumed restore
@@ -106,7 +108,7 @@ class RestoreSummary(_Event, tag="restore_summary"):
     elapsed_s: float
 
 
-class VerifySummary(_Event, tag="verify_summary"):
+class VerifySummary(_Event, tag="verify_summary", frozen=True):
     exit_code: int
     quick: bool
     packs: int
@@ -117,7 +119,7 @@ class VerifySummary(_Event, tag="verify_summary"):
     elapsed_s: float
 
 
-class PruneSummary(_Event, tag="prune_summary"):
+class PruneSummary(_Event, tag="prune_summary", frozen=True):
     exit_code: int
     snapshots_forgotten: list[str]
     packs_deleted: int

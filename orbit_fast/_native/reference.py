@@ -8,22 +8,30 @@ from __future__ import annotations
 import errno
 import os
 import stat
+from typing import TYPE_CHECKING, TypeAlias
+
+if TYPE_CHECKING:
+    from _typeshed import ReadableBuffer, WriteableBuffer
 
 # Every compiled module exports this same number; bump it (and theirs) on any change of a
 # signature or a result.
 ABI = 3
 
 
-def is_zero(buf: bytes | bytearray | memoryview) -> bool:
+def is_zero(buf: ReadableBuffer) -> bool:
     """True when every byte of ``buf`` is 0 (an empty buffer is all zeros)."""
     mv = memoryview(buf).cast("B")
     return mv.nbytes == 0 or not any(mv)
 
 
 FILE, DIR, LINK, OTHER = 0, 1, 2, 3
+# What scan_pair reports per side: kind, size, mtime_ns, atime_ns, mode.
+Side: TypeAlias = tuple[int, int, int, int, int]
+# What scan_dir reports: kind, size, mtime_ns, atime_ns, mode, ctime_ns, ino, uid, gid.
+Full: TypeAlias = tuple[int, int, int, int, int, int, int, int, int]
 
 
-def _listing(path: bytes, follow: bool) -> list[tuple[bytes, tuple[int, int, int, int, int]]]:
+def _listing(path: bytes, follow: bool) -> list[tuple[bytes, Side]]:
     """Sorted (name, (kind, size, mtime_ns, atime_ns, mode)) of a directory, like _list in C:
     opened once (O_NOFOLLOW unless `follow`), every entry lstat'ed relative to that fd."""
     flags = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC | (0 if follow else os.O_NOFOLLOW)
@@ -45,7 +53,7 @@ def _listing(path: bytes, follow: bool) -> list[tuple[bytes, tuple[int, int, int
     return out
 
 
-def scan_dir(path: bytes, follow: bool = False) -> list[tuple[bytes, tuple[int, ...]]]:
+def scan_dir(path: bytes, follow: bool = False) -> list[tuple[bytes, Full]]:
     """Sorted (name, (kind, size, mtime_ns, atime_ns, mode, ctime_ns, ino, uid, gid)) of a
     directory, for a backup; a symlink in place of it raises OSError unless `follow`."""
     flags = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC | (0 if follow else os.O_NOFOLLOW)
@@ -71,7 +79,7 @@ def scan_dir(path: bytes, follow: bool = False) -> list[tuple[bytes, tuple[int, 
 
 def scan_pair(
     src_dir: bytes, dst_dir: bytes, fold_unchanged: bool, follow: bool = False
-) -> tuple[list[tuple[bytes, tuple[int, ...] | None, tuple[int, ...] | None]], int]:
+) -> tuple[list[tuple[bytes, Side | None, Side | None]], int]:
     """Compare one source directory with its destination twin.
 
     Returns ``(entries, folded)``: entries is a list, sorted by name, of ``(name, src, dst)``
@@ -89,7 +97,7 @@ def scan_pair(
             raise
         dst = {}
     names = {name for name, _ in src}
-    out: list[tuple[bytes, tuple[int, ...] | None, tuple[int, ...] | None]] = []
+    out: list[tuple[bytes, Side | None, Side | None]] = []
     folded = 0
     for name, s in src:
         d = dst.get(name)
@@ -127,7 +135,7 @@ class Chunker:
     def chunk_start(self) -> int:
         return self._start
 
-    def feed(self, data: bytes | bytearray | memoryview, out: memoryview) -> tuple[int, int]:
+    def feed(self, data: ReadableBuffer, out: memoryview) -> tuple[int, int]:
         ncuts = 0
         i = 0
         mem = memoryview(data).cast("B")
@@ -171,8 +179,7 @@ def _put(t: memoryview, cap: int, rec: bytes | memoryview) -> int:
     return -1
 
 
-def table_lookup(table: bytes | bytearray | memoryview, keys: bytes | bytearray | memoryview,
-                 out: bytearray | memoryview) -> int:  # fmt: skip
+def table_lookup(table: ReadableBuffer, keys: ReadableBuffer, out: WriteableBuffer) -> int:
     """Find each 32-byte key; write (pack, offset, stored, raw) to `out` (4 uint32 per key,
     pack 0 for a miss). Returns the number of hits."""
     t, ks, o = memoryview(table).cast("B"), memoryview(keys).cast("B"), memoryview(out)
@@ -202,7 +209,7 @@ def _u32(*vals: int) -> memoryview:
     return memoryview(b"".join(v.to_bytes(4, "little") for v in vals)).cast("I")
 
 
-def table_insert(table: bytearray | memoryview, records: bytes | bytearray | memoryview) -> int:
+def table_insert(table: WriteableBuffer, records: ReadableBuffer) -> int:
     """Insert 48-byte records (overwriting an existing key's location); returns how many keys
     were new. ValueError if the table fills up."""
     t, rs = memoryview(table).cast("B"), memoryview(records).cast("B")
@@ -220,8 +227,7 @@ def table_insert(table: bytearray | memoryview, records: bytes | bytearray | mem
     return added
 
 
-def table_rehash(src: bytes | bytearray | memoryview, dst: bytearray | memoryview,
-                 dead: bytes | bytearray | memoryview) -> int:  # fmt: skip
+def table_rehash(src: ReadableBuffer, dst: WriteableBuffer, dead: ReadableBuffer) -> int:
     """Copy the records of `src` whose pack is not set in the bitmap `dead` into empty `dst`;
     returns how many were kept."""
     s, d, bits = memoryview(src).cast("B"), memoryview(dst).cast("B"), bytes(dead)

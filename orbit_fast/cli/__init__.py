@@ -11,7 +11,7 @@ import sys
 
 import click
 
-from orbit_fast import __version__
+from orbit_fast._version import __version__
 from orbit_fast.cli.backup_cmd import COMMANDS as REPO_COMMANDS
 from orbit_fast.cli.bench_cmd import bench_cmd
 from orbit_fast.cli.hub_cmd import job_group, serve_cmd, state_group

@@ -30,7 +30,7 @@ from fastapi.responses import (
 )
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from orbit_fast import __version__
+from orbit_fast._version import __version__
 from orbit_fast.errors import OrbitError
 from orbit_fast.hub import auth, guards, models
 from orbit_fast.hub.core import Hub

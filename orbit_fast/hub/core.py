@@ -12,7 +12,8 @@ import threading
 import time
 from typing import Any
 
-from orbit_fast import __version__, environment
+from orbit_fast import environment
+from orbit_fast._version import __version__
 from orbit_fast.hub.auth import LoginThrottle
 from orbit_fast.hub.runner import JobRunner
 from orbit_fast.hub.settings import HubSettings

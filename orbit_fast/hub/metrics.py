@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from orbit_fast import __version__
+from orbit_fast._version import __version__
 
 if TYPE_CHECKING:
     from orbit_fast.hub.core import Hub

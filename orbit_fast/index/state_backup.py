@@ -26,7 +26,7 @@ import struct
 import time
 from typing import IO, Any
 
-from orbit_fast import __version__
+from orbit_fast._version import __version__
 from orbit_fast.errors import DatabaseError, UsageError
 from orbit_fast.fsinfo import fsync_path
 from orbit_fast.index import private
@@ -214,7 +214,7 @@ def restore(backup_file: str, db_path: str, universe_path: str,
             fds.append(state_file.claim(universe_path, "the universe index", "UNIVERSE_PATH "
                                         "(stop the hub first)", "it needs local locking"))
         moved = []
-        pairs = [(jobs_src, db_path, ("", "-wal", "-shm"))]
+        pairs: list[tuple[str, str, tuple[str, ...]]] = [(jobs_src, db_path, ("", "-wal", "-shm"))]
         if uni_src:
             pairs.append((uni_src, universe_path, ("", "-journal")))
         for src, dst, suffixes in pairs:

@@ -70,7 +70,8 @@ def header_length(name: str, head: bytes) -> int:
     """Bytes from the start of the file to the end of the header (from its first 16 bytes)."""
     if len(head) < HEADER.size or head[:8] != MAGIC:
         raise RepositoryError(f"snapshot {name[:8]} is not a snapshot file")
-    return HEADER.size + HEADER.unpack_from(head)[2]
+    header_bytes: int = HEADER.unpack_from(head)[2]
+    return HEADER.size + header_bytes
 
 
 def decode_info(name: str, head: bytes) -> Snapshot:

@@ -74,7 +74,7 @@ def worker_main(
         with send_lock:
             results.send_bytes(enc.encode(res))
 
-    def run(t: _Tenant, task: m.Task) -> None:
+    def run(t: _Tenant, task: m.JobTask) -> None:
         try:
             if isinstance(task, m.ChunkRange):
                 # One ring's chunk results leave in the order they were made: a chunk sent
@@ -166,7 +166,7 @@ class _Runner:
         self.is_zero = kernels().is_zero
         self.sent_ids: set[bytes] = set()
 
-    def run(self, task: m.Task) -> m.Result:
+    def run(self, task: m.JobTask) -> m.Result:
         try:
             if isinstance(task, m.CopyBlock):
                 return self._copy(task)
