@@ -46,7 +46,7 @@ def chunk_files(
     src_url: str = "",
     sizes: dict[str, int] | None = None,
     shared: WorkerPool | None = None,
-) -> Iterator[tuple[str, m.ChunkRecord, bytes]]:
+) -> Iterator[tuple[str, m.ChunkRecord, memoryview]]:
     """Yield (path, chunk record, blob view) for every chunk of every file, in order per file.
     The view is valid until the next item is asked for.
 
@@ -146,10 +146,10 @@ def chunk_files(
                         if part.next_offset < size:
                             ready.appendleft((path, part.next_offset, size))
                             ready_bytes += size - part.next_offset
-                        for rec in part.chunks:
-                            blob = view[rec.blob_at : rec.blob_at + rec.blob_len]
+                        for chunk in part.chunks:
+                            blob = view[chunk.blob_at : chunk.blob_at + chunk.blob_len]
                             try:
-                                yield path, rec, blob
+                                yield path, chunk, blob
                             finally:
                                 blob.release()  # a kept view would pin the ring's memory
                 finally:

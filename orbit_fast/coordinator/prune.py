@@ -67,8 +67,8 @@ def prune(repo: Repository, universe: Universe, on_event: Callable[[p.Event], No
     t0 = time.monotonic()
     repo.sync_index(universe)
     referenced: set[bytes] = set()
-    for name in repo.snapshot_names():
-        for node in repo.load_snapshot(name).nodes:
+    for snap in repo.snapshot_names():
+        for node in repo.load_snapshot(snap).nodes:
             referenced.update(node.chunk_ids())
     packs = repo.pack_names()
     numbers = universe.packs_of(repo.id)

@@ -323,7 +323,8 @@ class SyncEngine:
             self._apply(copies.compare(s, d))
         else:
             assert d is not None and decision == pl.MTIME
-            if pl.same_mtime(*copies.mtimes(s, d), copies.precision_ns):
+            src_ns, dst_ns = copies.mtimes(s, d)
+            if pl.same_mtime(src_ns, dst_ns, copies.precision_ns):
                 self.c.files_unchanged += 1
                 copies.record(s.name, s.sig, d.sig)
             else:
