@@ -117,18 +117,15 @@ def resolve_state_paths(db_path: str, universe_path: str) -> tuple[str, str]:
 
 
 def validate_backup(opts: BackupOptions) -> BackupOptions:
+    """Check ranges and normalise paths; raise UsageError naming the field and the fix."""
     from orbit_fast.compression import parse_codec
 
-    if not (isinstance(opts.concurrency, int) and 0 <= opts.concurrency <= MAX_CONCURRENCY):
-        raise UsageError(
-            f"--concurrency must be a whole number from 1 to {MAX_CONCURRENCY} "
-            f"(0 = one per CPU), got {opts.concurrency!r}"
-        )
+    _check_common(opts.concurrency, opts.filters)
     if opts.codec:
-        parse_codec(opts.codec)
-    for action, pattern in opts.filters:
-        if action not in ("include", "exclude") or not pattern:
-            raise UsageError(f"bad filter rule {action!r} {pattern!r}")
+        try:
+            parse_codec(opts.codec)
+        except UsageError as exc:
+            raise UsageError(str(exc), "codec") from None
     db, universe = resolve_state_paths(opts.db_path, opts.universe_path)
     repo = opts.repository
     source = _abs_or_url(opts.source)
@@ -146,31 +143,24 @@ def validate_backup(opts: BackupOptions) -> BackupOptions:
 
 def validate(opts: SyncOptions) -> SyncOptions:
     """Check ranges and normalise paths; raise UsageError naming the option and the fix."""
-    for what, url in (("--source", opts.source), ("--destination", opts.destination)):
+    for what, url in (("source", opts.source), ("destination", opts.destination)):
         scheme = url_scheme(url)
         if scheme not in ("", "file", "s3", "smb"):
             raise UsageError(
                 f"{what} {url}: unknown scheme {scheme}://; use a local path, "
-                "s3://bucket/prefix or smb://[user@]host[:port]/share/path"
+                "s3://bucket/prefix or smb://[user@]host[:port]/share/path", what
             )
     if not (isinstance(opts.retry_attempts, int) and 0 <= opts.retry_attempts <= 100):
-        raise UsageError(f"--retry-attempts must be a whole number from 1 to 100, "
-                         f"got {opts.retry_attempts!r}")  # fmt: skip
-    if not (isinstance(opts.concurrency, int) and 0 <= opts.concurrency <= MAX_CONCURRENCY):
-        raise UsageError(
-            f"--concurrency must be a whole number from 1 to {MAX_CONCURRENCY} "
-            f"(0 = one per CPU), got {opts.concurrency!r}"
-        )
+        raise UsageError(f"retry_attempts must be a whole number from 1 to 100, "
+                         f"got {opts.retry_attempts!r}", "retry_attempts")  # fmt: skip
+    _check_common(opts.concurrency, opts.filters)
     size = opts.chunk_size_mb
     if not (isinstance(size, int | float) and size > 0 and size <= MAX_CHUNK_SIZE_MB):
-        raise UsageError(
-            f"--chunk-size-mb must be more than 0 and at most {MAX_CHUNK_SIZE_MB}, got {size!r}"
-        )
+        raise UsageError(f"chunk_size_mb must be more than 0 and at most {MAX_CHUNK_SIZE_MB}, "
+                         f"got {size!r}", "chunk_size_mb")  # fmt: skip
     if opts.chunk_size_bytes < 4096:
-        raise UsageError(f"--chunk-size-mb must be at least 4 KiB (0.004), got {size!r}")
-    for action, pattern in opts.filters:
-        if action not in ("include", "exclude") or not pattern:
-            raise UsageError(f"bad filter rule {action!r} {pattern!r}")
+        raise UsageError(f"chunk_size_mb must be at least 4 KiB (0.004), got {size!r}",
+                         "chunk_size_mb")  # fmt: skip
     db = opts.db_path or str(default_db_path())
     # Remote transfers wait on the network, not the CPU: at least 4 at once (rclone's
     # --transfers default) unless told.
@@ -183,6 +173,15 @@ def validate(opts: SyncOptions) -> SyncOptions:
         destination=_abs_or_url(opts.destination),
         db_path=os.path.abspath(os.path.expanduser(db)),
     )
+
+
+def _check_common(concurrency: object, filters: tuple[tuple[str, str], ...]) -> None:
+    if not (isinstance(concurrency, int) and 0 <= concurrency <= MAX_CONCURRENCY):
+        raise UsageError(f"concurrency must be a whole number from 1 to {MAX_CONCURRENCY} "
+                         f"(0 = one per CPU), got {concurrency!r}", "concurrency")  # fmt: skip
+    for action, pattern in filters:
+        if action not in ("include", "exclude") or not pattern:
+            raise UsageError(f"bad filter rule {action!r} {pattern!r}", "filters")
 
 
 def _abs_or_url(url: str) -> str:

@@ -47,8 +47,15 @@ class OrbitError(Exception):
 
 
 class UsageError(OrbitError):
+    """A bad option or argument. `field` names the option (a SyncOptions / BackupOptions
+    field, as the hub's job config spells it; the CLI shows its flag beside it)."""
+
     exit_code = ExitCode.USAGE
     msgid = "usage"
+
+    def __init__(self, message: str, field: str = "") -> None:
+        super().__init__(message)
+        self.field = field
 
 
 class SourceError(OrbitError):

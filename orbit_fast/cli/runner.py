@@ -11,6 +11,9 @@ import click
 
 from orbit_fast.cli.render import Renderer
 
+# Option fields (UsageError.field) whose command-line spelling is not "--" + the field.
+FLAGS = {"filters": "--include / --exclude", "source": "SRC", "destination": "DST"}
+
 
 def run_engine(call: Callable[[Any], Any], renderer: Renderer, json_out: bool) -> None:
     """Run `call(cancel)` and exit with its summary's exit code (or the error's).
@@ -50,7 +53,9 @@ def exit_with_error(err: Exception, json_out: bool, already_emitted: bool = Fals
     if not isinstance(err, OrbitError):
         raise err
     if not json_out:
-        click.echo(f"orbit-fast: error: {err}", err=True)
+        field = getattr(err, "field", "")
+        flag = f" ({FLAGS.get(field, '--' + field.replace('_', '-'))})" if field else ""
+        click.echo(f"orbit-fast: error: {err}{flag}", err=True)
     elif not already_emitted:
         sys.stdout.buffer.write(p.encode_json(p.Error(msgid=err.msgid, message=str(err),
                                                       exit_code=int(err.exit_code))) + b"\n")

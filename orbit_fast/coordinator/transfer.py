@@ -11,8 +11,6 @@ import hashlib
 import os
 from collections import deque
 
-import xxhash
-
 from orbit_fast.coordinator.scan import Stat
 
 COPY, VERIFY, FINALIZE, DIGEST_SRC, DIGEST_DST = "copy", "verify", "finalize", "dsrc", "ddst"
@@ -37,7 +35,6 @@ def is_temp_name(name: str, token: str) -> bool:
 class Transfer:
     __slots__ = (
         "rel",
-        "relb",
         "src",
         "dst",
         "tmp",
@@ -77,7 +74,6 @@ class Transfer:
         attempts: int = 0,
     ) -> None:
         self.rel = rel
-        self.relb = os.fsencode(rel)
         self.src, self.dst, self.tmp = src, dst, tmp
         # Encoded once: every task message carries paths as bytes.
         self.srcb, self.dstb, self.tmpb = os.fsencode(src), os.fsencode(dst), os.fsencode(tmp)
@@ -120,9 +116,3 @@ class Transfer:
 
     def all_blocks_done(self) -> bool:
         return self.blocks_done == self.nblocks
-
-    def file_digest(self) -> bytes:
-        """xxh3-128 of the file for one block, else of the concatenated block digests."""
-        if self.single:
-            return self.digests[0] or b""
-        return xxhash.xxh3_128_digest(b"".join(d or b"" for d in self.digests))

@@ -18,7 +18,7 @@ from orbit_fast.config import (
     validate,
     validate_backup,
 )
-from orbit_fast.errors import OrbitError, UsageError
+from orbit_fast.errors import UsageError
 
 MODES = ("sync", "mirror", "backup")
 # Config fields and the modes where each has an effect.
@@ -77,13 +77,7 @@ def check_job(job: dict[str, Any], db_path: str, universe_path: str,
     state_dir = os.path.dirname(db_path)
     for what in ("source", "destination"):
         check_location(what, job[what], roots, state_dir)
-    try:
-        engine_options(job, db_path, universe_path)
-    except OrbitError as exc:  # the engine names CLI flags; the API's fields are in config
-        msg = str(exc)
-        for flag in ("concurrency", "chunk-size-mb", "retry-attempts"):
-            msg = msg.replace("--" + flag, "config." + flag.replace("-", "_"))
-        raise UsageError(msg) from None
+    engine_options(job, db_path, universe_path)  # UsageError names the config field
     return mode_warnings(job["mode"], set(job["config"]))
 
 

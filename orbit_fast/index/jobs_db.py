@@ -21,7 +21,10 @@ from typing import NamedTuple
 from orbit_fast.errors import DatabaseError
 from orbit_fast.index import state_file
 
-SCHEMA_VERSION = 1
+# 2: one resume family (uploads + upload_parts) for block copies and object uploads alike,
+# and one "unchanged" record (records) for every sync; version 1's files, partials, blocks and
+# objects tables are gone.
+SCHEMA_VERSION = 2
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -47,32 +50,7 @@ CREATE TABLE IF NOT EXISTS runs (
     exit_code INTEGER,
     stats TEXT
 );
-CREATE TABLE IF NOT EXISTS files (
-    job_id INTEGER NOT NULL,
-    path BLOB NOT NULL,
-    size INTEGER NOT NULL,
-    mtime_ns INTEGER NOT NULL,
-    digest BLOB NOT NULL,
-    run_id INTEGER NOT NULL,
-    PRIMARY KEY (job_id, path)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS partials (
-    job_id INTEGER NOT NULL,
-    path BLOB NOT NULL,
-    src_size INTEGER NOT NULL,
-    src_mtime_ns INTEGER NOT NULL,
-    block_size INTEGER NOT NULL,
-    tmp BLOB NOT NULL,
-    PRIMARY KEY (job_id, path)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS blocks (
-    job_id INTEGER NOT NULL,
-    path BLOB NOT NULL,
-    idx INTEGER NOT NULL,
-    digest BLOB NOT NULL,
-    PRIMARY KEY (job_id, path, idx)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS objects (
+CREATE TABLE IF NOT EXISTS records (
     job_id INTEGER NOT NULL,
     path BLOB NOT NULL,
     src_sig TEXT NOT NULL,
@@ -103,25 +81,29 @@ CREATE TABLE IF NOT EXISTS file_errors (
 """
 
 
+_V1_TABLES_DROP = """
+BEGIN;
+DROP TABLE IF EXISTS files;
+DROP TABLE IF EXISTS partials;
+DROP TABLE IF EXISTS blocks;
+DROP TABLE IF EXISTS objects;
+COMMIT;
+"""
+
+
 class Job(NamedTuple):
     id: int
     name: str
     token: str  # short random id, part of temp file names: ".<name>.orbit-<token>.tmp"
 
 
-class Partial(NamedTuple):
-    src_size: int
-    src_mtime_ns: int
-    block_size: int
-    tmp: str
-    blocks: dict[int, bytes]
-
-
 class UploadRecord(NamedTuple):
-    src_sig: str
-    part_bytes: int
+    """What a rerun needs to resume a copy in parts, whatever the ends."""
+
+    src_sig: str  # the source as the copy began: S3 ETag, else "size:mtime_ns"
+    part_bytes: int  # the block or part size the copy was cut into
     state: str  # the destination's resume handle: S3 upload id, or the temp file's name
-    parts: dict[int, str]  # part number -> token (ETag or xxh3) of parts known stored
+    parts: dict[int, str]  # part number (from 1) -> token (ETag, or xxh3 hex) of parts stored
 
 
 class JobsDB:
@@ -154,6 +136,16 @@ class JobsDB:
                     f"the jobs DB {path} has schema version {row[0]}, newer than this "
                     f"orbit-fast understands ({SCHEMA_VERSION}); upgrade orbit-fast"
                 )
+            elif int(row[0]) < SCHEMA_VERSION:
+                # Version 1 kept resume state in other tables. Dropping it costs a rerun
+                # copying its partial files again and asking once for the mtimes its records
+                # saved; jobs, runs and their history stay.
+                conn.executescript(_V1_TABLES_DROP)
+                conn.execute("UPDATE meta SET value=? WHERE key='schema_version'",
+                             (str(SCHEMA_VERSION),))  # fmt: skip
+        except DatabaseError:
+            state_file.release(lock_fd)
+            raise
         except sqlite3.DatabaseError as exc:
             state_file.release(lock_fd)
             raise DatabaseError(
@@ -228,91 +220,30 @@ class JobsDB:
 
     # -- resume state ----------------------------------------------------------------------
 
-    def partial(self, job_id: int, path: bytes) -> Partial | None:
-        row = self._conn.execute(
-            "SELECT src_size, src_mtime_ns, block_size, tmp FROM partials"
-            " WHERE job_id=? AND path=?",
-            (job_id, path),
-        ).fetchone()
-        if row is None:
-            return None
-        blocks = {
-            int(i): bytes(d)
-            for i, d in self._conn.execute(
-                "SELECT idx, digest FROM blocks WHERE job_id=? AND path=?", (job_id, path)
-            )
-        }
-        return Partial(int(row[0]), int(row[1]), int(row[2]), os.fsdecode(row[3]), blocks)
-
-    def partial_paths(self, job_id: int) -> set[bytes]:
-        return {
-            bytes(r[0])
-            for r in self._conn.execute("SELECT path FROM partials WHERE job_id=?", (job_id,))
-        }
-
     # Writes are queued in order and applied by checkpoint() in one transaction.
 
-    def queue_partial(
-        self, job_id: int, path: bytes, size: int, mtime_ns: int, block_size: int, tmp: bytes
-    ) -> None:
-        # Blocks of an earlier attempt are stale; the partials row itself is replaced.
-        self._ops.append(("DELETE FROM blocks WHERE job_id=? AND path=?", (job_id, path)))
-        self._ops.append(
-            (
-                "INSERT OR REPLACE INTO partials VALUES (?,?,?,?,?,?)",
-                (job_id, path, size, mtime_ns, block_size, tmp),
-            )
-        )
+    # -- "unchanged" records: what each entry was copied (or found equal) from and as -------
+    # A listing that shows the same two signatures again needs no request to decide. Two local
+    # trees write none: their merge-walk compares both sides' stat directly, in the kernel.
 
-    def queue_block(self, job_id: int, path: bytes, idx: int, digest: bytes) -> None:
-        self._ops.append(
-            ("INSERT OR REPLACE INTO blocks VALUES (?,?,?,?)", (job_id, path, idx, digest))
-        )
-
-    def queue_file_done(
-        self,
-        job_id: int,
-        run_id: int,
-        path: bytes,
-        size: int,
-        mtime_ns: int,
-        digest: bytes,
-        had_partial: bool,
-    ) -> None:
-        if had_partial:
-            self.queue_drop_partial(job_id, path)
-        self._ops.append(
-            (
-                "INSERT OR REPLACE INTO files VALUES (?,?,?,?,?,?)",
-                (job_id, path, size, mtime_ns, digest, run_id),
-            )
-        )
-
-    def queue_drop_partial(self, job_id: int, path: bytes) -> None:
-        self._ops.append(("DELETE FROM blocks WHERE job_id=? AND path=?", (job_id, path)))
-        self._ops.append(("DELETE FROM partials WHERE job_id=? AND path=?", (job_id, path)))
-
-    def queue_file_deleted(self, job_id: int, path: bytes) -> None:
-        self._ops.append(("DELETE FROM files WHERE job_id=? AND path=?", (job_id, path)))
-
-    # -- sync between stores: what each object was copied from and as, and open uploads ------
-
-    def object_records(self, job_id: int) -> dict[str, tuple[str, str]]:
+    def records(self, job_id: int) -> dict[str, tuple[str, str]]:
         """name -> (source sig, destination sig) as of the copy (or the last comparison)."""
         return {
             os.fsdecode(bytes(r[0])): (str(r[1]), str(r[2]))
             for r in self._conn.execute(
-                "SELECT path, src_sig, dst_sig FROM objects WHERE job_id=?", (job_id,)
+                "SELECT path, src_sig, dst_sig FROM records WHERE job_id=?", (job_id,)
             )
         }
 
-    def queue_object(self, job_id: int, name: str, src_sig: str, dst_sig: str) -> None:
-        self._ops.append(("INSERT OR REPLACE INTO objects VALUES (?,?,?,?)",
+    def queue_record(self, job_id: int, name: str, src_sig: str, dst_sig: str) -> None:
+        self._ops.append(("INSERT OR REPLACE INTO records VALUES (?,?,?,?)",
                           (job_id, os.fsencode(name), src_sig, dst_sig)))  # fmt: skip
 
-    def queue_object_deleted(self, job_id: int, name: str) -> None:
-        self._ops.append(("DELETE FROM objects WHERE job_id=? AND path=?",
+    def queue_record_deleted(self, job_id: int, name: str) -> None:
+        self._ops.append(("DELETE FROM records WHERE job_id=? AND path=?",
                           (job_id, os.fsencode(name))))  # fmt: skip
+
+    # -- resume records: copies in parts (blocks into a temp file, or an upload) -------------
 
     def uploads(self, job_id: int) -> dict[str, UploadRecord]:
         out: dict[str, UploadRecord] = {}

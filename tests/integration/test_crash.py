@@ -66,12 +66,14 @@ def committed_resume_bytes(db: Path, src: Path, dst: Path) -> int:
     con = sqlite3.connect(db)  # the coordinator is dead: no other connection exists
     try:
         assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
-        if not con.execute("SELECT 1 FROM sqlite_master WHERE name='partials'").fetchone():
+        if not con.execute("SELECT 1 FROM sqlite_master WHERE name='uploads'").fetchone():
             return 0  # killed before the schema was committed
-        rows = con.execute(
-            "SELECT p.path, p.block_size, p.src_size, count(b.idx), max(b.idx) FROM partials p "
-            "JOIN blocks b USING (job_id, path) GROUP BY p.job_id, p.path"
-        ).fetchall()
+        # The resume records of copies in blocks: src_sig "size:mtime_ns", block i is part i+1.
+        rows = [(path, block_size, int(sig.split(":")[0]), count, last - 1)
+                for path, block_size, sig, count, last in con.execute(
+                    "SELECT u.path, u.part_bytes, u.src_sig, count(p.part), max(p.part) "
+                    "FROM uploads u JOIN upload_parts p USING (job_id, path) "
+                    "GROUP BY u.job_id, u.path")]  # fmt: skip
     finally:
         con.close()
     total = 0
@@ -164,7 +166,7 @@ def _checkpointed_blocks(db: Path) -> int:
     try:
         con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=0.1)
         try:
-            return int(con.execute("SELECT count(*) FROM blocks").fetchone()[0])
+            return int(con.execute("SELECT count(*) FROM upload_parts").fetchone()[0])
         finally:
             con.close()
     except sqlite3.OperationalError:  # not created yet, or schema not committed yet

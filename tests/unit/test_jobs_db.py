@@ -12,17 +12,21 @@ def test_wal_checkpoint_and_resume_records(tmp_path) -> None:
         assert db.execute("PRAGMA journal_mode")[0][0] == "wal"
         job = db.get_or_create_job("n", "sync", "/s", "/d", "{}")
         assert db.get_or_create_job("n", "sync", "/s", "/d", "{}") == job
-        run = db.start_run(job.id)
-        db.queue_partial(job.id, b"big", 100, 5, 10, b"/d/.big.tmp")
-        db.queue_block(job.id, b"big", 0, b"d0")
-        db.queue_block(job.id, b"big", 3, b"d3")
-        assert db.partial(job.id, b"big") is None  # queued, not yet committed
-        assert db.checkpoint() == 4
-        part = db.partial(job.id, b"big")
-        assert part is not None and part.blocks == {0: b"d0", 3: b"d3"}
-        db.queue_file_done(job.id, run, b"big", 100, 5, b"D", had_partial=True)
+        db.start_run(job.id)
+        db.queue_upload(job.id, "big", "100:5", 10, ".big.orbit-t.tmp")
+        db.queue_part(job.id, "big", 1, "d0")
+        db.queue_part(job.id, "big", 4, "d3")
+        assert db.uploads(job.id) == {}  # queued, not yet committed
+        assert db.checkpoint() == 5  # the stale parts' delete, the stale row's, then 3 rows
+        rec = db.uploads(job.id)["big"]
+        assert (rec.src_sig, rec.part_bytes, rec.state) == ("100:5", 10, ".big.orbit-t.tmp")
+        assert rec.parts == {1: "d0", 4: "d3"}
+        db.queue_upload(job.id, "big", "100:6", 10, ".big.orbit-t.tmp")  # source changed
         db.checkpoint()
-        assert db.partial(job.id, b"big") is None
+        assert db.uploads(job.id)["big"].parts == {}  # an earlier attempt's parts are stale
+        db.queue_drop_upload(job.id, "big")
+        db.checkpoint()
+        assert db.uploads(job.id) == {}
         assert db.integrity_check() == "ok"
     finally:
         db.close()
@@ -53,3 +57,27 @@ def test_garbage_file_is_a_clear_error(tmp_path) -> None:
     (tmp_path / "j.db").write_bytes(b"this is not a database" * 100)
     with pytest.raises(DatabaseError, match="move it aside"):
         JobsDB.open(str(tmp_path / "j.db"))
+
+
+def test_a_version_1_db_is_upgraded_keeping_jobs_and_uploads(tmp_path) -> None:
+    import sqlite3
+
+    path = str(tmp_path / "j.db")
+    JobsDB.open(path).close()
+    con = sqlite3.connect(path)
+    con.executescript("""
+        UPDATE meta SET value='1' WHERE key='schema_version';
+        CREATE TABLE partials (job_id INTEGER, path BLOB);
+        INSERT INTO jobs(name, kind, source, destination, options, token, created_at, updated_at)
+            VALUES ('j', 'sync', '/s', 's3://b/p', '{}', 'tok', 0, 0);
+        INSERT INTO uploads VALUES (1, CAST('big' AS BLOB), 'etag', 8, 'upload-id');
+    """)
+    con.close()
+    db = JobsDB.open(path)
+    try:
+        assert db.execute("SELECT value FROM meta WHERE key='schema_version'") == [("2",)]
+        assert not db.execute("SELECT name FROM sqlite_master WHERE name='partials'")
+        assert db.get_or_create_job("j", "sync", "/s", "s3://b/p", "{}").token == "tok"
+        assert db.uploads(1)["big"].state == "upload-id"  # its parts on S3 stay resumable
+    finally:
+        db.close()

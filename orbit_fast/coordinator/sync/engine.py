@@ -24,14 +24,6 @@ from orbit_fast.coordinator.dispatch import WorkerDeath
 from orbit_fast.coordinator.run import RunLedger
 from orbit_fast.coordinator.scan import DIR, FILE, LINK, Entry
 from orbit_fast.coordinator.sync import plan as pl
-from orbit_fast.coordinator.sync.objects import (
-    DELETE_BATCH,
-    Gone,
-    ListingFailed,
-    Pair,
-    StoreLister,
-    Unlisted,
-)
 from orbit_fast.coordinator.sync.outcome import (
     Changed,
     Differs,
@@ -51,6 +43,7 @@ from orbit_fast.fsinfo import syncfs
 from orbit_fast.workers.ring import reap_stale_segments
 
 if TYPE_CHECKING:
+    from orbit_fast.coordinator.sync.objects import Pair
     from orbit_fast.workers.pool import WorkerPool
 
 PROGRESS_INTERVAL_S = 0.25
@@ -94,6 +87,7 @@ class SyncEngine:
         self.tree: TreeOps | None = None
         self.lister: Any = None
         self.copies: Any = None
+        self._objects: Any = None  # the sync.objects module, once a store is an end
 
     # ---- the run ------------------------------------------------------------------------
 
@@ -142,16 +136,19 @@ class SyncEngine:
         """The lister and the transfer kind for these ends, with this job's records."""
         o, db, job = self.opts, self.ledger.db, self.ledger.job
         if self.stores is None:
-            self.tree = TreeOps(o, db, job)
-            copies = BlockCopies(o, db, job, self.ledger.run_id, self.shared_pool)
+            self.tree = TreeOps(o, job)
+            copies = BlockCopies(o, db, job, self.shared_pool)
             self.copies = copies
             self.lister = TreeLister(o, self.rules, job.token, copies.resumable_temps())
         else:
+            # Imported only here: a no-change rerun of two trees (0.2 s) never needs them.
+            from orbit_fast.coordinator.sync import objects
             from orbit_fast.coordinator.sync.object_copies import ObjectCopies
 
             src, dst = self.stores
             self.copies = ObjectCopies(o, src, dst, db, job, self.shared_pool)
-            self.lister = StoreLister(o, self.rules, src, dst)
+            self.lister = objects.StoreLister(o, self.rules, src, dst)
+            self._objects = objects
 
     def _fail(self, err: OrbitError) -> None:
         if self.fatal is None:
@@ -202,11 +199,10 @@ class SyncEngine:
         if self.tree is not None:
             if not o.dry_run:
                 self.tree.finish_dirs()
-        else:
-            if o.mirror:
-                self._delete_gone()
-            if not self.stopping:
-                self._apply(self.copies.abort_stale_uploads())
+        elif o.mirror:
+            self._delete_gone()
+        if not self.stopping:
+            self._apply(self.copies.abort_stale_uploads())
         changed = bool(c.dirs_created or c.links_created or c.files_total or c.files_deleted
                        or c.files_meta)  # fmt: skip
         if (not self.stopping and changed and not o.dry_run and not is_remote(o.destination)
@@ -238,8 +234,8 @@ class SyncEngine:
     def _plan(self, item: object) -> None:
         if isinstance(item, Entry):
             self._plan_tree(item)
-        elif isinstance(item, Pair):
-            self._plan_pair(item)
+        elif self._objects is not None:
+            self._plan_listed(item)
         elif isinstance(item, Folded):
             self.c.files_scanned += item.n
             self.c.files_unchanged += item.n
@@ -247,11 +243,17 @@ class SyncEngine:
             self._warn("unreadable_dir", item.rel or ".", f"cannot list source directory "
                        f"({item.message}); skipped with everything below it (nothing there "
                        "is deleted either)", skipped=True)  # fmt: skip
-        elif isinstance(item, Unlisted):
+
+    def _plan_listed(self, item: object) -> None:
+        """An item of a store listing (sync/objects.py)."""
+        ob = self._objects
+        if isinstance(item, ob.Pair):
+            self._plan_pair(item)
+        elif isinstance(item, ob.Unlisted):
             self._warn(item.msgid, item.rel, item.message, skipped=True)
-        elif isinstance(item, ListingFailed):
+        elif isinstance(item, ob.ListingFailed):
             self._fail(item.error)
-        elif isinstance(item, Gone):
+        elif isinstance(item, ob.Gone):
             self.gone = item.names
 
     def _plan_tree(self, e: Entry) -> None:
@@ -349,9 +351,9 @@ class SyncEngine:
 
     def _delete_gone(self) -> None:
         """--mirror with a remote destination: what the source no longer has, in batches."""
-        names = self.gone
-        for i in range(0, len(names), DELETE_BATCH):
-            batch = names[i : i + DELETE_BATCH]
+        names, step = self.gone, self._objects.DELETE_BATCH
+        for i in range(0, len(names), step):
+            batch = names[i : i + step]
             if not self.opts.dry_run:
                 try:
                     self.copies.delete_many(batch)

@@ -54,7 +54,7 @@ class ObjectCopies:
         self.records: dict[str, tuple[str, str]] = {}
         self.uploads: dict[str, Any] = {}
         if db is not None:
-            self.records = db.object_records(job.id)
+            self.records = db.records(job.id)
             self.uploads = db.uploads(job.id)
         # Both ends on one server (and one login): the server copies, no byte comes here.
         same = getattr(dst, "same_server", None)
@@ -93,7 +93,7 @@ class ObjectCopies:
         """This job found (or made) `name` equal on both ends: the next run trusts a listing
         that shows the same two signatures."""
         if self.db is not None:
-            self.db.queue_object(self.job.id, name, src_sig, dst_sig)
+            self.db.queue_record(self.job.id, name, src_sig, dst_sig)
 
     # ---- comparing and starting ---------------------------------------------------------------
 
@@ -292,7 +292,7 @@ class ObjectCopies:
         self.dst.delete_many(names)
         if self.db is not None:
             for name in names:
-                self.db.queue_object_deleted(self.job.id, name)
+                self.db.queue_record_deleted(self.job.id, name)
 
     def abort_stale_uploads(self) -> list[Outcome]:
         """Uploads recorded for objects this run did not copy (gone from the source, or now

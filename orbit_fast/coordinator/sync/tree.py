@@ -44,7 +44,7 @@ from orbit_fast.coordinator.transfer import (
     temp_name,
 )
 from orbit_fast.filters import FilterRules
-from orbit_fast.index.jobs_db import Job, JobsDB
+from orbit_fast.index.jobs_db import Job, JobsDB, UploadRecord
 
 if TYPE_CHECKING:
     from orbit_fast.workers.pool import WorkerPool
@@ -148,9 +148,9 @@ class TreeLister:
 class TreeOps:
     """What the coordinator itself changes in a local destination tree."""
 
-    def __init__(self, opts: SyncOptions, db: JobsDB | None, job: Job) -> None:
+    def __init__(self, opts: SyncOptions, job: Job) -> None:
         self.src, self.dst = opts.source, opts.destination
-        self.db, self.job = db, job
+        self.job = job
         self.dirs: list[tuple[str, int, int, int]] = []  # (path, mode, atime, mtime)
 
     def dst_path(self, rel: str) -> str:
@@ -188,8 +188,6 @@ class TreeOps:
             shutil.rmtree(path)  # never follows symlinks: a link inside is removed, not entered
         else:
             os.unlink(path)
-        if self.db is not None:
-            self.db.queue_file_deleted(self.job.id, os.fsencode(rel))
 
     def finish_dirs(self) -> None:
         """Directory modes and mtimes, deepest first, after their contents stopped changing."""
@@ -209,9 +207,9 @@ class TreeOps:
 class BlockCopies:
     """Copies of local files through ring slots: a queue of block tasks per file."""
 
-    def __init__(self, opts: SyncOptions, db: JobsDB | None, job: Job, run_id: int,
+    def __init__(self, opts: SyncOptions, db: JobsDB | None, job: Job,
                  shared: WorkerPool | None) -> None:  # fmt: skip
-        self.opts, self.db, self.job, self.run_id = opts, db, job, run_id
+        self.opts, self.db, self.job = opts, db, job
         # One slot per task out: TASK_DEPTH per worker, all in use at once. On a shared pool
         # of another size the run still keeps `workers` x TASK_DEPTH tasks out (what
         # latency-bound storage needs), spread over the pool's workers.
@@ -220,16 +218,17 @@ class BlockCopies:
             slot_bytes=opts.chunk_size_bytes, slots=TASK_DEPTH * opts.workers, shared=shared,
         )  # fmt: skip
         self.active: deque[Transfer] = deque()
-        self.partials: set[bytes] = db.partial_paths(job.id) if db is not None else set()
+        # Copies in blocks an interrupted run left, by name: their temp file and blocks.
+        self.resume: dict[str, UploadRecord] = db.uploads(job.id) if db is not None else {}
         self._limit = max(16, 4 * TASK_DEPTH * opts.workers)  # 4 files per ring slot
 
     def resumable_temps(self) -> set[str]:
         """Relative temp paths of the partial files the jobs DB can resume."""
-        out = set()
-        for relb in self.partials:
-            d, name = os.path.split(os.fsdecode(relb))
-            out.add(os.path.join(d, temp_name(name, self.job.token)))
-        return out
+        return {self._temp_rel(rel) for rel in self.resume}
+
+    def _temp_rel(self, rel: str) -> str:
+        d, name = os.path.split(rel)
+        return os.path.join(d, temp_name(name, self.job.token))
 
     # ---- the engine's questions -------------------------------------------------------------
 
@@ -269,23 +268,21 @@ class BlockCopies:
     def begin(self, tr: Transfer) -> list[Outcome]:
         """Queue the tasks of a copy: resume a checkpointed temp file, or start one."""
         if not tr.single:
-            part = None
-            if self.db is not None and tr.relb in self.partials:
-                part = self.db.partial(self.job.id, tr.relb)
-            if (part is not None
-                    and (part.src_size, part.src_mtime_ns, part.block_size)
-                    == (tr.size, tr.mtime_ns, tr.block_size)
+            rec = self.resume.pop(tr.rel, None)
+            sig = f"{tr.size}:{tr.mtime_ns}"
+            if (rec is not None and rec.src_sig == sig and rec.part_bytes == tr.block_size
                     and os.path.exists(tr.tmp)):  # fmt: skip
-                tr.plan_resume(part.blocks)
+                tr.plan_resume({n - 1: bytes.fromhex(t) for n, t in rec.parts.items()})
             else:
                 fd = os.open(tr.tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
                 os.close(fd)
                 assert self.db is not None
-                self.db.queue_partial(self.job.id, tr.relb, tr.size, tr.mtime_ns, tr.block_size,
-                                      tr.tmpb)  # fmt: skip
+                # Recorded like an upload in parts: block i is part i + 1, its token the hex
+                # xxh3-128 the worker computed while writing it.
+                self.db.queue_upload(self.job.id, tr.rel, sig, tr.block_size,
+                                     os.path.basename(tr.tmp))  # fmt: skip
                 tr.had_partial = True
                 tr.plan_fresh()
-            self.partials.discard(tr.relb)
         else:
             tr.plan_fresh()
         self.active.append(tr)
@@ -370,6 +367,20 @@ class BlockCopies:
             out += self._abandon(tr)
         return out
 
+    def abort_stale_uploads(self) -> list[Outcome]:
+        """Partial files recorded for names this run did not copy (gone from the source,
+        excluded now, or already equal): their temp files go, and their records."""
+        if self.db is None:
+            return []
+        for rel in self.resume:
+            try:
+                os.unlink(os.path.join(self.opts.destination, self._temp_rel(rel)))
+            except FileNotFoundError:
+                pass
+            self.db.queue_drop_upload(self.job.id, rel)
+        self.resume.clear()
+        return []
+
     def lost(self, rec: InFlight[Transfer]) -> list[Outcome]:
         """A task given up after it killed workers: the run is failing; keep what is there."""
         rec.owner.outstanding -= 1
@@ -382,7 +393,7 @@ class BlockCopies:
         recorded = not tr.single and copied and self.db is not None
         if recorded:
             assert self.db is not None
-            self.db.queue_block(self.job.id, tr.relb, idx, digest)
+            self.db.queue_part(self.job.id, tr.rel, idx + 1, digest.hex())
         return Moved(copied=n, recorded=recorded) if copied else Moved(resumed=n)
 
     def _digested(self, tr: Transfer, kind: str, res: m.FileDigested) -> list[Outcome]:
@@ -400,9 +411,8 @@ class BlockCopies:
 
     def _file_done(self, tr: Transfer) -> list[Outcome]:
         self.active.remove(tr)
-        if self.db is not None:
-            self.db.queue_file_done(self.job.id, self.run_id, tr.relb, tr.size, tr.mtime_ns,
-                                    tr.file_digest(), tr.had_partial)  # fmt: skip
+        if tr.had_partial and self.db is not None:
+            self.db.queue_drop_upload(self.job.id, tr.rel)
         return [Done(tr.rel, "resume" if tr.recorded else tr.action, tr.size)]
 
     def _abandon(self, tr: Transfer) -> list[Outcome]:
@@ -415,7 +425,7 @@ class BlockCopies:
         except OSError:
             pass
         if tr.had_partial and self.db is not None:
-            self.db.queue_drop_partial(self.job.id, tr.relb)
+            self.db.queue_drop_upload(self.job.id, tr.rel)
         if not tr.started:
             return []
         done = sum(tr.block_range(i)[1] for i, d in enumerate(tr.digests) if d is not None)
