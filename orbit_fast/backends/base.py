@@ -146,8 +146,10 @@ class FileStore(Protocol):
 
     - `list_info(prefix, descend, on_skip)` yields the ObjectInfo of every file below prefix
       as it finds them (never a temp object of a writer); a directory `descend` refuses is not
-      read; an entry that is not a file (symlink, device) or a directory that cannot be read
-      goes to `on_skip` (name, why) when given, else raises. Escaping names: as BlobStore.list.
+      read (S3 has no directories: it lists every name and the caller filters); on a local
+      disk an entry that is not a file (symlink, device) and a directory that cannot be read
+      go to `on_skip` (name, why) when given (else the latter raises); a directory that
+      vanished is skipped. Escaping names: as BlobStore.list.
     - `stat_info(name)` / `read_info(name, expect)` raise FileNotFoundError if it is absent;
       `read_info` returns the data and the info of what it read (`expect`, from a listing
       moments ago, may spare a stat; a file changed since is read as it is now).

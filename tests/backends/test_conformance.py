@@ -296,6 +296,9 @@ def test_wrappers_have_exactly_the_abilities_of_what_they_wrap(tmp_path) -> None
     assert copy is not None and b.asked == [a]  # asked with the store inside the wrapper
     assert copy("n", 3, 5) == ObjectInfo("n", 3, 5) and b.calls == 2  # retried
     assert server_copier(plain, wb) is None and wb.same_server(wa)
+    assert wb.copy_from(wa, "m", 1, None) == ObjectInfo("m", 1, None)  # the older way, kept
+    with pytest.raises(CantCopy):
+        wb.copy_from(plain, "m", 1, None)
     with pytest.raises(TypeError, match="no part uploads"):  # a claim it could not keep
         RetryingUploads(Plain())  # type: ignore[arg-type]
 
