@@ -1,26 +1,27 @@
-"""The Store protocol: what a repository (and, with #5's sync, a transfer) needs from the place
-it lives, and what each backend declares about itself.
+"""What the rest of orbit-fast needs from a place objects live, as two protocols and two
+optional abilities; and what each backend declares about itself.
 
-Names are "/"-separated relative paths ("packs/ab/ab12..."). The contract, errors included:
-- `write(name, data)` stores the object whole or not at all (a reader never sees part of it);
-  with `exclusive=True` it raises FileExistsError if the name exists (repository locks).
-- `read(name)` / `read_range(name, offset, length)` / `size(name)` raise FileNotFoundError if
-  it is absent.
-- `list(prefix)` yields (name, size) of every object whose name starts with prefix + "/",
-  never a temp object of a writer; a name that could escape a local directory ("..", absolute,
-  backslash, NUL) raises RemoteError instead of being yielded.
-- `delete(name)` is idempotent.
-- TransientError: the same call may succeed if retried (connection reset, throttling, 5xx);
-  RetryingStore (wrappers.py) retries those. RemoteError: it will not (credentials, missing
-  bucket or share, permission denied). Local OSErrors pass through with their errno.
+- `BlobStore`: what a repository needs (whole objects, ranged reads, listing, locks).
+- `FileStore`: what a sync (and a backup's remote source) needs (files with their mtimes,
+  listings that prune directories, batch deletes).
+- `Store`: both; every backend is one, and `registry.open_store` returns one.
+- Optional: `PartUploads` (large objects in resumable parts) and `ServerCopier` (copies that
+  never leave the server). Ask once with `part_uploads(store)` / `server_copier(src, dst)`;
+  None means "move the bytes through us", as rclone's `fs.Copier` and `fs.ErrorCantCopy`.
+
+Names are "/"-separated relative paths ("packs/ab/ab12..."). Errors, for every method:
+TransientError: the same call may succeed if retried (connection reset, throttling, 5xx);
+RetryingStore (wrappers.py) retries those. RemoteError: it will not (credentials, missing
+bucket or share, permission denied). Local OSErrors pass through with their errno.
 """
 
 from __future__ import annotations
 
+import hashlib
 import re
 import secrets
-from collections.abc import Callable, Iterator
-from typing import NamedTuple, Protocol
+from collections.abc import Callable, Iterator, Sequence
+from typing import NamedTuple, Protocol, runtime_checkable
 
 from orbit_fast.errors import RemoteError
 
@@ -40,122 +41,6 @@ def upload_temp_name(name: str) -> str:
     return (f"{head}/" if head else "") + f"{TMP_PREFIX}up-{secrets.token_hex(8)}"
 
 
-Descend = Callable[[str], bool]  # list_info: whether to read a directory
-OnSkip = Callable[[str, str], None]  # list_info: (name, why) of an entry that is not a file
-
-
-class TransientError(Exception):
-    """A failure worth retrying (the backend classified it)."""
-
-
-class Capabilities(NamedTuple):
-    ranged_reads: bool
-    atomic_rename: bool
-    server_side_copy: bool
-    exclusive_create: bool  # write(exclusive=True) is atomic, not check-then-write
-    min_part_bytes: int  # multipart uploads: smallest part but the last (0: no multipart)
-    max_part_bytes: int
-    mtime_ns_precision: int = 1  # what the store keeps of a file's mtime (SMB listings: 1 us)
-    max_copy_bytes: int = 0  # server-side copies: the largest object (0: no limit)
-
-
-class ObjectInfo(NamedTuple):
-    name: str
-    size: int
-    mtime_ns: int | None  # the file's mtime; None: not in this listing (S3: ask stat_info)
-    etag: str = ""  # S3: the ETag without quotes (MD5, or MD5 of part MD5s + "-N")
-    part_bytes: int = 0  # S3 objects orbit-fast uploaded in parts: the part size (metadata)
-
-    @property
-    def sig(self) -> str:
-        """What changes when the object changes: the ETag on S3, else size and mtime."""
-        return self.etag or f"{self.size}:{self.mtime_ns}"
-
-
-class Upload(Protocol):
-    """A large object arriving in parts; nothing is visible under its name until complete()."""
-
-    state: str  # S3: the upload id; files: the temp name. Recorded to resume after a crash.
-    part_bytes: int
-
-    def write_part(self, number: int, offset: int, data: bytes) -> str:
-        """Store part `number` (1-based) at `offset`; returns its token (S3 ETag, else xxh3)."""
-        ...
-
-    def confirmed(self, recorded: dict[int, str], lengths: dict[int, int]) -> set[int]:
-        """Of the parts an earlier run recorded, those the server still has, same content."""
-        ...
-
-    def complete(self, tokens: dict[int, str], size: int) -> ObjectInfo:
-        """Assemble the object, check its size (and ETag on S3), return its info."""
-        ...
-
-    def abort(self) -> None: ...
-
-
-class Store(Protocol):
-    url: str
-    capabilities: Capabilities
-
-    def write(self, name: str, data: bytes | bytearray | memoryview,
-              exclusive: bool = False) -> None: ...  # fmt: skip
-
-    def read(self, name: str) -> bytes: ...
-
-    def read_range(self, name: str, offset: int, length: int) -> bytes: ...
-
-    def size(self, name: str) -> int: ...
-
-    def exists(self, name: str) -> bool: ...
-
-    def list(self, prefix: str) -> Iterator[tuple[str, int]]: ...
-
-    def delete(self, name: str) -> None: ...
-
-    def sweep_temp(self, prefix: str) -> int: ...
-
-    def close(self) -> None: ...
-
-    def list_info(self, prefix: str, descend: Descend | None = None,
-                  on_skip: OnSkip | None = None) -> Iterator[ObjectInfo]: ...  # fmt: skip
-
-    def stat_info(self, name: str) -> ObjectInfo: ...
-
-    def read_info(self, name: str,
-                  expect: ObjectInfo | None = None) -> tuple[bytes, ObjectInfo]: ...  # fmt: skip
-
-    def put_file(self, name: str, data: bytes, mtime_ns: int,
-                 durable: bool = True) -> ObjectInfo: ...  # fmt: skip
-
-    def begin_upload(self, name: str, size: int, part_bytes: int, mtime_ns: int) -> Upload: ...
-
-    def resume_upload(self, name: str, state: str, size: int, part_bytes: int,
-                      mtime_ns: int) -> Upload: ...  # fmt: skip
-
-    def delete_many(self, names: list[str]) -> None: ...
-
-
-class ExistsBySize:
-    """`exists()` for remote stores: a stat that raises FileNotFoundError means absent."""
-
-    def size(self, name: str) -> int:
-        raise NotImplementedError
-
-    def exists(self, name: str) -> bool:
-        try:
-            self.size(name)
-            return True
-        except FileNotFoundError:
-            return False
-
-
-def upload_part_bytes(size: int, wanted: int, caps: Capabilities) -> int:
-    """The part size for an object of `size`: `wanted` (chunk_size_mb), raised to the store's
-    minimum and, for S3's 10,000-part limit, to what the object needs."""
-    part = max(wanted, caps.min_part_bytes, -(-size // 10_000))
-    return min(part, caps.max_part_bytes) if caps.max_part_bytes else part
-
-
 def check_name(name: str, where: str) -> str:
     """`name` if it is a safe relative object name; RemoteError if it could escape a local
     directory when mirrored there."""
@@ -167,3 +52,245 @@ def check_name(name: str, where: str) -> str:
             "directory (absolute, '..', backslash or NUL); rename or remove it on the server"
         )
     return name
+
+
+Descend = Callable[[str], bool]  # list_info: whether to read a directory
+OnSkip = Callable[[str, str], None]  # list_info: (name, why) of an entry that is not a file
+
+
+class TransientError(Exception):
+    """A failure worth retrying (the backend classified it)."""
+
+
+class CantCopy(RemoteError):
+    """A ServerCopy cannot copy this object on the server: copy it through us instead."""
+
+
+class Capabilities(NamedTuple):
+    """What a store declares about itself; each field is read by the sync engine."""
+
+    min_part_bytes: int  # part uploads: smallest part but the last (0: any size)
+    max_part_bytes: int  # part uploads: largest part (0: no limit)
+    mtime_ns_precision: int = 1  # what the store keeps of a file's mtime (SMB listings: 1 us)
+    max_copy_bytes: int = 0  # server-side copies: the largest object (0: no limit)
+
+
+class ObjectInfo(NamedTuple):
+    name: str
+    size: int
+    mtime_ns: int | None  # the file's mtime; None: not in this listing (S3: ask stat_info)
+    etag: str = ""  # S3: the ETag without quotes (MD5, or multipart_etag of the parts' MD5s)
+    part_bytes: int = 0  # S3 objects orbit-fast uploaded in parts: the part size (metadata)
+
+    @property
+    def sig(self) -> str:
+        """What changes when the object changes: the ETag on S3, else size and mtime."""
+        return self.etag or f"{self.size}:{self.mtime_ns}"
+
+
+def multipart_etag(part_md5s: list[str]) -> str:
+    """The ETag S3 gives an object assembled from parts with these MD5s (hex): the MD5 of
+    their digests, then "-" and the number of parts."""
+    joined = b"".join(bytes.fromhex(t) for t in part_md5s)
+    return f"{hashlib.md5(joined).hexdigest()}-{len(part_md5s)}"  # noqa: S324 (as S3 does)
+
+
+# ---- the two halves ------------------------------------------------------------------------
+
+
+class BlobStore(Protocol):
+    """Whole objects under a repository. The contract, errors included:
+
+    - `write(name, data)` stores the object whole or not at all (a reader never sees part of
+      it); with `exclusive=True` it raises FileExistsError if the name exists (repository
+      locks); with `private=True` only the store's owner may read it where objects have
+      owners of their own (local files: mode 0600; buckets and shares keep their own rules).
+    - `read(name)` / `read_range(name, offset, length)` / `size(name)` raise
+      FileNotFoundError if it is absent.
+    - `list(prefix)` yields (name, size) of every object whose name starts with prefix + "/",
+      never a temp object of a writer; a name that could escape a local directory ("..",
+      absolute, backslash, NUL) raises RemoteError instead of being yielded.
+    - `is_empty()`: nothing at all is at the store's location (a local directory: not even an
+      empty directory or a temp file), so that a repository may be created there.
+    - `delete(name)` is idempotent.
+    - `sweep_temp(prefix)` deletes the temp objects crashed writers left below prefix and
+      returns how many.
+    """
+
+    url: str
+
+    def write(self, name: str, data: bytes | bytearray | memoryview, exclusive: bool = False,
+              private: bool = False) -> None: ...  # fmt: skip
+
+    def read(self, name: str) -> bytes: ...
+
+    def read_range(self, name: str, offset: int, length: int) -> bytes: ...
+
+    def size(self, name: str) -> int: ...
+
+    def exists(self, name: str) -> bool: ...
+
+    def list(self, prefix: str) -> Iterator[tuple[str, int]]: ...
+
+    def is_empty(self) -> bool: ...
+
+    def delete(self, name: str) -> None: ...
+
+    def sweep_temp(self, prefix: str) -> int: ...
+
+    def close(self) -> None: ...
+
+
+class FileStore(Protocol):
+    """Files with their modification times, for sync. The contract, errors included:
+
+    - `list_info(prefix, descend, on_skip)` yields the ObjectInfo of every file below prefix
+      as it finds them (never a temp object of a writer); a directory `descend` refuses is not
+      read (S3 has no directories: it lists every name and the caller filters); on a local
+      disk an entry that is not a file (symlink, device) and a directory that cannot be read
+      go to `on_skip` (name, why) when given (else the latter raises); a directory that
+      vanished is skipped. Escaping names: as BlobStore.list.
+    - `stat_info(name)` / `read_info(name, expect)` raise FileNotFoundError if it is absent;
+      `read_info` returns the data and the info of what it read (`expect`, from a listing
+      moments ago, may spare a stat; a file changed since is read as it is now).
+    - `read_range(name, offset, length)`: as BlobStore.read_range.
+    - `put_file(name, data, mtime_ns, durable)` stores the file whole or not at all, with its
+      mtime (kept to `capabilities.mtime_ns_precision`), and returns its info; `durable=False`
+      may skip the fsync of a local file.
+    - `delete_many(names)` deletes them all, absent ones included; RemoteError names what the
+      server did not delete.
+    """
+
+    url: str
+
+    @property
+    def capabilities(self) -> Capabilities: ...
+
+    def list_info(self, prefix: str, descend: Descend | None = None,
+                  on_skip: OnSkip | None = None) -> Iterator[ObjectInfo]: ...  # fmt: skip
+
+    def stat_info(self, name: str) -> ObjectInfo: ...
+
+    def read_info(self, name: str,
+                  expect: ObjectInfo | None = None) -> tuple[bytes, ObjectInfo]: ...  # fmt: skip
+
+    def read_range(self, name: str, offset: int, length: int) -> bytes: ...
+
+    def put_file(self, name: str, data: bytes, mtime_ns: int,
+                 durable: bool = True) -> ObjectInfo: ...  # fmt: skip
+
+    def delete_many(self, names: Sequence[str]) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class Store(BlobStore, FileStore, Protocol):
+    """Both halves: what every backend is and `registry.open_store` returns."""
+
+
+# ---- optional abilities --------------------------------------------------------------------
+
+
+class Upload(Protocol):
+    """A large object arriving in parts; nothing is visible under its name until complete().
+    Any process that has `state` may write parts of it at once."""
+
+    state: str  # S3: the upload id; files: the temp name. Recorded to resume after a crash.
+    part_bytes: int
+
+    def write_part(self, number: int, offset: int, data: bytes) -> str:
+        """Store part `number` (1-based) at `offset`; returns its token (S3 ETag, else xxh3)."""
+        ...
+
+    def confirmed(self, recorded: dict[int, str], lengths: dict[int, int]) -> set[int]:
+        """Of the parts an earlier run recorded, those the server still has, same content;
+        FileNotFoundError when the upload itself is gone (start a new one)."""
+        ...
+
+    def complete(self, tokens: dict[int, str], size: int) -> ObjectInfo:
+        """Assemble the object, check its size (and ETag on S3), return its info; RemoteError
+        (S3) or OSError (files) when what was assembled is not what was sent."""
+        ...
+
+    def abort(self) -> None:
+        """Drop the parts; idempotent, and an upload already gone is no error."""
+        ...
+
+
+@runtime_checkable
+class PartUploads(Protocol):
+    """Optional: large objects uploaded in parts, resumable after a crash (part sizes within
+    `capabilities.min_part_bytes`..`max_part_bytes`, see upload_part_bytes)."""
+
+    def begin_upload(self, name: str, size: int, part_bytes: int, mtime_ns: int) -> Upload:
+        """A new upload of `size` bytes to `name`, with the file's mtime."""
+        ...
+
+    def resume_upload(self, name: str, state: str, size: int, part_bytes: int,
+                      mtime_ns: int) -> Upload:  # fmt: skip
+        """The upload begin_upload returned, from its recorded `state` (no request is made:
+        a gone upload shows in confirmed() or complete())."""
+        ...
+
+
+class ServerCopy(Protocol):
+    """Copies objects from one store into another on their server: no byte comes through
+    us. Made by server_copier(src, dst)."""
+
+    def __call__(self, name: str, size: int, mtime_ns: int | None) -> ObjectInfo:
+        """Copy the source's `name` (`size` bytes, as listed) to the destination's `name`
+        whole or not at all, with mtime `mtime_ns` (None: the source's own) and return its
+        info. CantCopy when the server cannot copy this object (above the destination's
+        `capabilities.max_copy_bytes`); FileNotFoundError if the source is absent."""
+        ...
+
+
+@runtime_checkable
+class ServerCopier(Protocol):
+    """Optional: a store that can have its server copy objects into it from another store."""
+
+    def server_copy_from(self, src: object) -> ServerCopy | None:
+        """The copy from `src` into this store, or None when `src` is not on the same server
+        under the same login."""
+        ...
+
+
+def part_uploads(store: object) -> PartUploads | None:
+    """`store` if it uploads in parts, else None (then send every object whole)."""
+    return store if isinstance(store, PartUploads) else None
+
+
+def server_copier(src: object, dst: object) -> ServerCopy | None:
+    """How to copy objects of `src` into `dst` on their server, or None when it cannot (then
+    the bytes come through us). Ask once per pair of stores, not per object."""
+    return dst.server_copy_from(src) if isinstance(dst, ServerCopier) else None
+
+
+def upload_part_bytes(size: int, wanted: int, caps: Capabilities) -> int:
+    """The part size for an object of `size`: `wanted` (chunk_size_mb), raised to the store's
+    minimum and, for S3's 10,000-part limit, to what the object needs."""
+    part = max(wanted, caps.min_part_bytes, -(-size // 10_000))
+    return min(part, caps.max_part_bytes) if caps.max_part_bytes else part
+
+
+# ---- shared implementations ----------------------------------------------------------------
+
+
+class ProbesByListing:
+    """`exists()` and `is_empty()` for remote stores, from a stat and a listing."""
+
+    def size(self, name: str) -> int:
+        raise NotImplementedError
+
+    def list(self, prefix: str) -> Iterator[tuple[str, int]]:
+        raise NotImplementedError
+
+    def exists(self, name: str) -> bool:
+        try:
+            self.size(name)  # FileNotFoundError: absent
+            return True
+        except FileNotFoundError:
+            return False
+
+    def is_empty(self) -> bool:
+        return next(iter(self.list("")), None) is None

@@ -1,4 +1,5 @@
-"""A Store on a local (or locally mounted) directory.
+"""A Store on a local (or locally mounted) directory: both halves and part uploads (parts.py);
+no server copy.
 
 Writes go to a temp file in the object's directory, are fsynced, then renamed into place and
 the directory fsynced: a crash leaves the old state or the new one, plus at most a temp file
@@ -29,9 +30,7 @@ _OPEN_FILES = 16
 
 
 class LocalStore(FileUploads):
-    capabilities = Capabilities(ranged_reads=True, atomic_rename=True, server_side_copy=False,
-                                exclusive_create=True, min_part_bytes=0,
-                                max_part_bytes=0)  # fmt: skip
+    capabilities = Capabilities(min_part_bytes=0, max_part_bytes=0)
 
     def __init__(self, root: str) -> None:
         self.root = os.path.abspath(root)
@@ -48,13 +47,16 @@ class LocalStore(FileUploads):
             self._dirs_made.add(directory)
 
     def write(self, name: str, data: bytes | bytearray | memoryview,
-              exclusive: bool = False, mtime_ns: int | None = None,
+              exclusive: bool = False, private: bool = False, mtime_ns: int | None = None,
               durable: bool = True) -> None:  # fmt: skip
         path = self._path(name)
         directory = os.path.dirname(path)
         self._makedirs(directory)
         tmp = os.path.join(directory, f"{_TMP}{secrets.token_hex(6)}")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+        # A private object is created 0600, so that it is never readable by others, not even
+        # between its write and a chmod.
+        mode = 0o600 if private else 0o644
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
         try:
             view = memoryview(data)
             while view:
@@ -120,6 +122,11 @@ class LocalStore(FileUploads):
                     continue
                 yield (fname if rel == "." else f"{rel}/{fname}"), size
 
+    def is_empty(self) -> bool:
+        """No entry at all in the directory (or no directory): any file, even a temp file or
+        an empty directory, means something else lives here."""
+        return not os.path.isdir(self.root) or not os.listdir(self.root)
+
     def sweep_temp(self, prefix: str) -> int:
         """Delete temp files a crashed writer left below prefix; returns how many."""
         n = 0
@@ -144,7 +151,7 @@ class LocalStore(FileUploads):
         while self._fds:
             os.close(self._fds.popitem()[1])
 
-    # ---- sync between stores (base.py) --------------------------------------------------
+    # ---- FileStore (base.py) ----------------------------------------------------------------
 
     def list_info(self, prefix: str, descend: Descend | None = None,
                   on_skip: OnSkip | None = None) -> Iterator[ObjectInfo]:  # fmt: skip

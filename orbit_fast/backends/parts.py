@@ -9,6 +9,7 @@ jobs DB recorded and keeps those whose xxh3-128 still matches, then writes the r
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Protocol
 
 import xxhash
@@ -74,8 +75,8 @@ class FileUpload:
 
 
 class FileUploads:
-    """The upload and batch-delete half of the Store protocol for file stores (local, SMB),
-    built on their FileOps and delete()."""
+    """PartUploads (base.py) and FileStore.delete_many for file stores (local, SMB), built on
+    their FileOps and delete()."""
 
     def create_sized(self, tmp: str, size: int) -> None:
         raise NotImplementedError
@@ -92,6 +93,6 @@ class FileUploads:
                       mtime_ns: int) -> FileUpload:  # fmt: skip
         return FileUpload(self, name, state, part_bytes, mtime_ns)  # type: ignore[arg-type]
 
-    def delete_many(self, names: list[str]) -> None:
+    def delete_many(self, names: Sequence[str]) -> None:
         for name in names:
             self.delete(name)

@@ -1,15 +1,15 @@
 """URL scheme -> Store: local paths (and file://), s3://bucket/prefix, smb://host/share/path.
 
-Every store comes wrapped in RetryingStore (ORBIT_RETRY_ATTEMPTS, default 5), so backends only
-classify their errors and never loop themselves. Settings are read with environment.getenv:
-the process environment over the hub's env file.
+Every remote store comes wrapped in retries (wrappers.retrying, ORBIT_RETRY_ATTEMPTS, default
+5), so backends only classify their errors and never loop themselves. Settings are read with
+environment.getenv: the process environment over the hub's env file.
 """
 
 from __future__ import annotations
 
 from orbit_fast.backends.base import Store
 from orbit_fast.backends.local import LocalStore
-from orbit_fast.backends.wrappers import DEFAULT_ATTEMPTS, Retrier, RetryingStore
+from orbit_fast.backends.wrappers import DEFAULT_ATTEMPTS, Retrier, retrying
 from orbit_fast.config import url_scheme
 from orbit_fast.environment import getenv
 from orbit_fast.errors import UsageError
@@ -28,12 +28,12 @@ def open_store(url: str, retry_attempts: int | None = None, s3_endpoint: str = "
         from orbit_fast.backends.s3 import S3Store
 
         inner: Store = S3Store(url, endpoint=s3_endpoint or None)
-        return RetryingStore(inner, attempts)
+        return retrying(inner, attempts)
     if scheme == "smb":
         from orbit_fast.backends.smb import SMBStore
 
         # Connecting is retried too: a share that is rebooting fails here first.
         inner = Retrier(url, attempts)("connecting", lambda: SMBStore(url))
-        return RetryingStore(inner, attempts)
+        return retrying(inner, attempts)
     raise UsageError(f"{url}: unknown scheme {scheme}://; use a local path, s3://bucket/prefix "
                      "or smb://[user@]host[:port]/share/path")  # fmt: skip

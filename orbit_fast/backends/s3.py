@@ -1,4 +1,5 @@
-"""A Store on S3 or an S3-compatible server (boto3): `s3://bucket/prefix`.
+"""A Store on S3 or an S3-compatible server (boto3): `s3://bucket/prefix`. Both halves, part
+uploads (multipart) and server copies (CopyObject) between stores of one endpoint and login.
 
 Credentials come from boto3's standard chain (environment, shared config and credentials
 files, AWS_PROFILE, instance roles). ORBIT_S3_ENDPOINT points at an S3-compatible server (path-
@@ -15,7 +16,7 @@ Integrity: every single PUT carries Content-MD5, and each multipart part too; th
 rejects a body that does not match. Objects above MULTIPART_BYTES go up in parts of
 `part_bytes` (at least 5 MiB), PART_THREADS at a time; a failed multipart upload is
 aborted. Exclusive writes use If-None-Match: * (atomic where the server supports it; otherwise
-check-then-write, declared in `capabilities`). Errors are classified: TransientError (retry),
+check-then-write). Errors are classified: TransientError (retry),
 RemoteError (stop and say what to fix), FileNotFoundError / FileExistsError (the Store
 contract).
 """
@@ -24,18 +25,21 @@ from __future__ import annotations
 
 import base64
 import hashlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from orbit_fast.backends.base import (
+    CantCopy,
     Capabilities,
     Descend,
-    ExistsBySize,
     ObjectInfo,
     OnSkip,
+    ProbesByListing,
+    ServerCopy,
     TransientError,
     check_name,
+    multipart_etag,
 )
 from orbit_fast.environment import from_overlay, getenv
 from orbit_fast.errors import RemoteError, UsageError
@@ -81,12 +85,6 @@ def parse_mtime(text: str | None) -> int | None:
         return None
 
 
-def multipart_etag(tokens: list[str]) -> str:
-    """The ETag S3 gives an object assembled from parts with these ETags (MD5s)."""
-    joined = b"".join(bytes.fromhex(t) for t in tokens)
-    return f"{hashlib.md5(joined).hexdigest()}-{len(tokens)}"  # noqa: S324
-
-
 def _etag(raw: str) -> str:
     return raw.strip('"')
 
@@ -127,7 +125,7 @@ def _session(boto3: Any) -> Any:
     return boto3.session.Session(botocore_session=core)
 
 
-class S3Store(ExistsBySize):
+class S3Store(ProbesByListing):
     def __init__(self, url: str, endpoint: str | None = None, part_bytes: int = 8 << 20) -> None:
         import boto3
         from botocore.config import Config
@@ -162,9 +160,7 @@ class S3Store(ExistsBySize):
                               "and the AWS config and credentials files") from None  # fmt: skip
         self.part_bytes = max(MIN_PART, min(part_bytes, MAX_PART))
         self._conditional = True  # If-None-Match: * works, until the server says it does not
-        self.capabilities = Capabilities(ranged_reads=True, atomic_rename=False,
-                                         server_side_copy=True, exclusive_create=True,
-                                         min_part_bytes=MIN_PART, max_part_bytes=MAX_PART,
+        self.capabilities = Capabilities(min_part_bytes=MIN_PART, max_part_bytes=MAX_PART,
                                          max_copy_bytes=MAX_COPY_BYTES)  # fmt: skip
 
     def _key(self, name: str) -> str:
@@ -217,10 +213,11 @@ class S3Store(ExistsBySize):
         except BotoCoreError as exc:
             raise RemoteError(f"S3 could not {what} {self._where(name)}: {exc}") from exc
 
-    # ---- the Store protocol ---------------------------------------------------------------
+    # ---- BlobStore (base.py) ----------------------------------------------------------------
 
-    def write(self, name: str, data: bytes | bytearray | memoryview,
-              exclusive: bool = False) -> None:  # fmt: skip
+    def write(self, name: str, data: bytes | bytearray | memoryview, exclusive: bool = False,
+              private: bool = False) -> None:  # fmt: skip
+        # `private`: objects have no owner of their own; the bucket policy decides.
         key = self._key(name)
         if len(data) > MULTIPART_BYTES and not exclusive:
             self._write_multipart(name, memoryview(data))
@@ -235,7 +232,6 @@ class S3Store(ExistsBySize):
                     if "NotImplemented" not in str(exc):
                         raise
                     self._conditional = False  # this server ignores conditional writes
-                    self.capabilities = self.capabilities._replace(exclusive_create=False)
             if self.exists(name):
                 raise FileExistsError(17, "object exists", self._where(name))
         self._call("write", name, self._s3.put_object, **kw)
@@ -314,7 +310,7 @@ class S3Store(ExistsBySize):
     def close(self) -> None:
         self._s3.close()
 
-    # ---- sync between stores (base.py) --------------------------------------------------
+    # ---- FileStore and PartUploads (base.py) ------------------------------------------------
 
     def list_info(self, prefix: str, descend: Descend | None = None,
                   on_skip: OnSkip | None = None) -> Iterator[ObjectInfo]:  # fmt: skip
@@ -367,7 +363,7 @@ class S3Store(ExistsBySize):
                       mtime_ns: int) -> S3Upload:  # fmt: skip
         return S3Upload(self, name, state, part_bytes)
 
-    def delete_many(self, names: list[str]) -> None:
+    def delete_many(self, names: Sequence[str]) -> None:
         for i in range(0, len(names), 1000):  # DeleteObjects takes at most 1000 keys
             batch = names[i : i + 1000]
             r = self._call("delete", batch[0], self._s3.delete_objects, Delete={
@@ -379,20 +375,35 @@ class S3Store(ExistsBySize):
                                   f"e.g. {first.get('Key')}: {first.get('Code')} "
                                   f"{first.get('Message', '')}")  # fmt: skip
 
+    # ---- ServerCopier (base.py) -------------------------------------------------------------
 
-    def same_server(self, other: Any) -> bool:
-        """Whether copy_from(other) can copy on the server (same endpoint and credentials)."""
-        if not isinstance(other, S3Store):
-            return False
-        a, b = self._s3.meta, other._s3.meta
-        ca, cb = self._s3._request_signer._credentials, other._s3._request_signer._credentials
-        return (a.endpoint_url, a.region_name) == (b.endpoint_url, b.region_name) and (
-            ca is not None and cb is not None and ca.access_key == cb.access_key)  # fmt: skip
+    def server_copy_from(self, src: object) -> ServerCopy | None:
+        """CopyObject from `src` when it is on the same endpoint with the same credentials."""
+        if not isinstance(src, S3Store):
+            return None
+        a, b = self._s3.meta, src._s3.meta
+        ca, cb = self._s3._request_signer._credentials, src._s3._request_signer._credentials
+        if (a.endpoint_url, a.region_name) != (b.endpoint_url, b.region_name) or (
+                ca is None or cb is None or ca.access_key != cb.access_key):  # fmt: skip
+            return None
+
+        def copy(name: str, size: int, mtime_ns: int | None) -> ObjectInfo:
+            return self.copy_from(src, name, size, mtime_ns)
+
+        return copy
+
+    def same_server(self, other: object) -> bool:
+        """Whether server_copy_from(other) copies; kept for the sync engine until it calls
+        server_copier (#14)."""
+        return self.server_copy_from(other) is not None
 
     def copy_from(self, other: S3Store, name: str, size: int,
                   mtime_ns: int | None) -> ObjectInfo:  # fmt: skip
-        """CopyObject: the data never leaves S3 (objects up to MAX_COPY_BYTES). Without a
-        known mtime the source's metadata (its "mtime", if any) is copied as it is."""
+        """CopyObject: the data never leaves S3 (objects up to MAX_COPY_BYTES, else CantCopy).
+        Without a known mtime the source's metadata (its "mtime", if any) is copied as it is."""
+        if size > MAX_COPY_BYTES:
+            raise CantCopy(f"{self._where(name)}: {size} bytes is above CopyObject's limit of "
+                           f"{MAX_COPY_BYTES}; copy it through orbit-fast")  # fmt: skip
         meta: dict[str, Any] = {"MetadataDirective": "COPY"}
         if mtime_ns is not None:
             meta = {"MetadataDirective": "REPLACE", "Metadata": {"mtime": format_mtime(mtime_ns)}}

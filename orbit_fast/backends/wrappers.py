@@ -1,4 +1,6 @@
 """RetryingStore: retries of transient failures around any Store, not inside each backend.
+`retrying(store)` wraps one with exactly its optional abilities (part uploads, server copies):
+a wrapper never claims an ability the store lacks.
 
 A call that raises TransientError is tried again after an exponential backoff with "equal
 jitter" (half fixed, half random: 0.5-1 s, then 1-2 s, 2-4 s, ... at most 10 s per wait), up to
@@ -11,13 +13,18 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Callable, Iterator
-from typing import Any, TypeVar
+from collections.abc import Callable, Iterator, Sequence
+from typing import TypeVar
 
 from orbit_fast.backends.base import (
+    CantCopy,
+    Capabilities,
     Descend,
     ObjectInfo,
     OnSkip,
+    PartUploads,
+    ServerCopier,
+    ServerCopy,
     Store,
     TransientError,
     Upload,
@@ -64,18 +71,20 @@ class Retrier:
 
 
 class RetryingStore(Retrier):
+    """Both halves of the Store protocol with retries; no optional ability (see retrying)."""
+
     def __init__(self, inner: Store, attempts: int = DEFAULT_ATTEMPTS,
                  sleep: Callable[[float], None] = time.sleep) -> None:  # fmt: skip
         super().__init__(inner.url, attempts, sleep)
         self.inner = inner
 
     @property
-    def capabilities(self) -> Any:
+    def capabilities(self) -> Capabilities:
         return self.inner.capabilities
 
-    def write(self, name: str, data: bytes | bytearray | memoryview,
-              exclusive: bool = False) -> None:  # fmt: skip
-        self._retry(f"writing {name}", lambda: self.inner.write(name, data, exclusive))
+    def write(self, name: str, data: bytes | bytearray | memoryview, exclusive: bool = False,
+              private: bool = False) -> None:  # fmt: skip
+        self._retry(f"writing {name}", lambda: self.inner.write(name, data, exclusive, private))
 
     def read(self, name: str) -> bytes:
         return self._retry(f"reading {name}", lambda: self.inner.read(name))
@@ -93,6 +102,9 @@ class RetryingStore(Retrier):
     def list(self, prefix: str) -> Iterator[tuple[str, int]]:
         # Whole listings are retried: a listing cut in the middle cannot be resumed portably.
         yield from self._retry(f"listing {prefix or '/'}", lambda: list(self.inner.list(prefix)))
+
+    def is_empty(self) -> bool:
+        return self._retry("listing /", self.inner.is_empty)
 
     def delete(self, name: str) -> None:
         self._retry(f"deleting {name}", lambda: self.inner.delete(name))
@@ -131,29 +143,85 @@ class RetryingStore(Retrier):
         return self._retry(f"writing {name}",
                            lambda: self.inner.put_file(name, data, mtime_ns, durable))  # fmt: skip
 
+    def delete_many(self, names: Sequence[str]) -> None:
+        self._retry(f"deleting {len(names)} objects", lambda: self.inner.delete_many(names))
+
+
+class RetryingUploads(RetryingStore):
+    """A RetryingStore around a store with PartUploads; its uploads retry too."""
+
+    def __init__(self, inner: Store, attempts: int = DEFAULT_ATTEMPTS,
+                 sleep: Callable[[float], None] = time.sleep) -> None:  # fmt: skip
+        super().__init__(inner, attempts, sleep)
+        if not isinstance(inner, PartUploads):
+            raise TypeError(f"{inner.url}: the store has no part uploads to retry")
+        self._uploads = inner
+
     def begin_upload(self, name: str, size: int, part_bytes: int, mtime_ns: int) -> Upload:
         def begin() -> Upload:
-            return self.inner.begin_upload(name, size, part_bytes, mtime_ns)
+            return self._uploads.begin_upload(name, size, part_bytes, mtime_ns)
 
         up = self._retry(f"starting the upload of {name}", begin)
         return RetryingUpload(up, self)
 
     def resume_upload(self, name: str, state: str, size: int, part_bytes: int,
                       mtime_ns: int) -> Upload:  # fmt: skip
-        up = self.inner.resume_upload(name, state, size, part_bytes, mtime_ns)
+        up = self._uploads.resume_upload(name, state, size, part_bytes, mtime_ns)
         return RetryingUpload(up, self)
 
-    def delete_many(self, names: list[str]) -> None:
-        self._retry(f"deleting {len(names)} objects", lambda: self.inner.delete_many(names))
 
-    def same_server(self, other: Any) -> bool:
-        fn = getattr(self.inner, "same_server", None)
-        return bool(fn and fn(getattr(other, "inner", other)))
+class RetryingCopies(RetryingStore):
+    """A RetryingStore around a ServerCopier; its copies retry too."""
 
-    def copy_from(self, other: Any, name: str, size: int, mtime_ns: int | None) -> ObjectInfo:
-        src = getattr(other, "inner", other)
-        return self._retry(f"copying {name} on the server",
-                           lambda: self.inner.copy_from(src, name, size, mtime_ns))  # fmt: skip
+    def __init__(self, inner: Store, attempts: int = DEFAULT_ATTEMPTS,
+                 sleep: Callable[[float], None] = time.sleep) -> None:  # fmt: skip
+        super().__init__(inner, attempts, sleep)
+        if not isinstance(inner, ServerCopier):
+            raise TypeError(f"{inner.url}: the store has no server copies to retry")
+        self._copier = inner
+
+    def server_copy_from(self, src: object) -> ServerCopy | None:
+        # Asked of the unwrapped stores: a backend recognises only its own kind of store.
+        copy = self._copier.server_copy_from(src.inner if isinstance(src, RetryingStore) else src)
+        if copy is None:
+            return None
+
+        def retried(name: str, size: int, mtime_ns: int | None) -> ObjectInfo:
+            return self._retry(f"copying {name} on the server",
+                               lambda: copy(name, size, mtime_ns))  # fmt: skip
+
+        return retried
+
+    def same_server(self, other: object) -> bool:
+        """Whether server_copy_from(other) copies; kept for the sync engine until it calls
+        server_copier (#14)."""
+        return self.server_copy_from(other) is not None
+
+    def copy_from(self, other: object, name: str, size: int, mtime_ns: int | None) -> ObjectInfo:
+        """server_copy_from(other)(name, size, mtime_ns), the older way, kept like same_server;
+        CantCopy when `other` is not on this server."""
+        copy = self.server_copy_from(other)
+        if copy is None:
+            raise CantCopy(f"{self.url}: cannot copy {name} from another server on the server")
+        return copy(name, size, mtime_ns)
+
+
+class RetryingUploadsCopies(RetryingUploads, RetryingCopies):
+    """Both optional abilities (S3, SMB)."""
+
+
+# (has part uploads, has server copies) -> the wrapper with exactly those abilities
+_WRAPPERS: dict[tuple[bool, bool], type[RetryingStore]] = {
+    (False, False): RetryingStore, (True, False): RetryingUploads,
+    (False, True): RetryingCopies, (True, True): RetryingUploadsCopies,
+}  # fmt: skip
+
+
+def retrying(inner: Store, attempts: int = DEFAULT_ATTEMPTS,
+             sleep: Callable[[float], None] = time.sleep) -> RetryingStore:  # fmt: skip
+    """`inner` with retries, and with exactly the optional abilities `inner` has."""
+    kind = (isinstance(inner, PartUploads), isinstance(inner, ServerCopier))
+    return _WRAPPERS[kind](inner, attempts, sleep)
 
 
 class RetryingUpload(Retrier):

@@ -1,4 +1,4 @@
-"""A backup repository on a Store: its config, lock, packs and snapshots.
+"""A backup repository on a BlobStore: its config, lock, packs and snapshots.
 
 Layout: `config` (JSON), `packs/<2 hex>/<64 hex>`, `snapshots/<64 hex>`, `locks/exclusive`.
 Everything is write-once except the lock; the universe index is a cache of the pack indexes
@@ -13,7 +13,6 @@ recovering at once cannot both win. A holder on another host can only be cleared
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import secrets
@@ -23,8 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from orbit_fast.backends.base import TMP_PREFIX, Store
-from orbit_fast.backends.local import LocalStore
+from orbit_fast.backends.base import BlobStore
 from orbit_fast.backends.registry import open_store
 from orbit_fast.chunking import ChunkerParams
 from orbit_fast.compression import decompress, parse_codec
@@ -73,7 +71,7 @@ class RepoConfig(msgspec.Struct, kw_only=True, frozen=True):
 
 
 class Repository:
-    def __init__(self, store: Store, config: RepoConfig) -> None:
+    def __init__(self, store: BlobStore, config: RepoConfig) -> None:
         self.store = store
         self.config = config
         self.locked = False
@@ -91,7 +89,7 @@ class Repository:
         params = params or ChunkerParams()
         params.validate()
         store = open_store(url)
-        if _has_objects(store):
+        if not store.is_empty():
             if store.exists("config"):
                 raise UsageError(f"{url} is already a repository; back up into it directly")
             raise UsageError(
@@ -105,13 +103,13 @@ class Repository:
             pack_bytes=pack_bytes,
         )  # fmt: skip
         try:
-            store.write("config", msgspec.json.format(msgspec.json.encode(cfg)), exclusive=True)
+            # Private: it holds the chunk-id key.
+            store.write("config", msgspec.json.format(msgspec.json.encode(cfg)), exclusive=True,
+                        private=True)  # fmt: skip
         except FileExistsError:
             raise UsageError(f"{url} is already a repository") from None
         except OSError as exc:
             raise _store_error(url, "create the repository", exc) from exc
-        if isinstance(store, LocalStore):
-            os.chmod(os.path.join(store.root, "config"), 0o600)  # it holds the chunk-id key
         return cls(store, cfg)
 
     @classmethod
@@ -149,7 +147,7 @@ class Repository:
         """Open the repository at url, or create it there if nothing is there yet."""
         store = open_store(url)
         try:
-            fresh = not store.exists("config") and not _has_objects(store)
+            fresh = store.is_empty()  # (a config would be something)
         finally:
             store.close()
         return cls.init(url, codec) if fresh else cls.open(url)
@@ -212,18 +210,10 @@ class Repository:
             return {}  # torn by a crash in the middle of a write on a store without rename
 
     def _break_lock(self) -> None:
-        if isinstance(self.store, LocalStore):
-            src = os.path.join(self.store.root, "locks", "exclusive")
-            # A temp name, so a crash before the unlink leaves something the next sweep takes.
-            dst = os.path.join(os.path.dirname(src), f"{TMP_PREFIX}stale-{secrets.token_hex(4)}")
-            try:
-                os.rename(src, dst)  # only one of several recovering processes wins this
-            except FileNotFoundError:
-                return
-            with contextlib.suppress(FileNotFoundError):  # or a holder's sweep took it first
-                os.unlink(dst)
-        else:
-            self.store.delete(LOCK)
+        # One delete, on every store: of several recovering processes one removes the stale
+        # lock and the others find it gone (delete is idempotent), then all race for the
+        # exclusive write, which only one wins.
+        self.store.delete(LOCK)
 
     def unlock(self) -> None:
         if self.locked:
@@ -371,16 +361,6 @@ class Repository:
 
     def delete_snapshot(self, name: str) -> None:
         self.store.delete(f"snapshots/{name}")
-
-
-def _has_objects(store: Store) -> bool:
-    """Whether anything is stored at the store's location (a local path: any entry at all)."""
-    if isinstance(store, LocalStore):
-        return os.path.isdir(store.root) and bool(os.listdir(store.root))
-    try:
-        return next(iter(store.list("")), None) is not None
-    except FileNotFoundError:
-        return False
 
 
 def _records(entries: np.ndarray) -> np.ndarray:

@@ -21,7 +21,13 @@ from typing import Any
 import xxhash
 
 from orbit_fast import messages as m
-from orbit_fast.backends.base import ObjectInfo, Store
+from orbit_fast.backends.base import (
+    ObjectInfo,
+    ServerCopy,
+    Store,
+    multipart_etag,
+    server_copier,
+)
 from orbit_fast.config import is_remote
 from orbit_fast.errors import RemoteError, RemoteUnavailable
 
@@ -61,6 +67,21 @@ def _on(side: str, fn: Callable[[], Any]) -> Any:
         raise _Failed(side, exc.errno or errno.EIO, f"{exc.strerror or exc}{where}") from exc
 
 
+def _server_copy(ends: m.Ends) -> ServerCopy:
+    """The destination's copy from the source on their server, asked once per pair."""
+    if not hasattr(_local, "copiers"):
+        _local.copiers = {}
+    copiers: dict[tuple[str, str], ServerCopy | None] = _local.copiers
+    key = (ends.src, ends.dst)
+    if key not in copiers:
+        copiers[key] = server_copier(_store(ends.src, ends), _store(ends.dst, ends))
+    copy = copiers[key]
+    if copy is None:
+        raise _Failed("remote", errno.EIO, f"{ends.dst} cannot copy from {ends.src} on the "
+                      "server (not one server and one login)")  # fmt: skip
+    return copy
+
+
 def run_object_task(task: m.Task) -> m.Result:
     tid = task.task_id  # type: ignore[union-attr]
     try:
@@ -81,8 +102,9 @@ def _put_object(t: m.PutObject) -> m.Result:
     src, dst = _store(t.ends.src, t.ends), _store(t.ends.dst, t.ends)
     if t.server_side:
         mtime = None if t.mtime_ns < 0 else t.mtime_ns
-        out = _on("destination", lambda: dst.copy_from(src, t.name, t.size, mtime))
-        return m.ObjectPut(task_id=t.task_id, length=t.size, src_sig="", dst_sig=out.sig)
+        copy = _server_copy(t.ends)
+        copied: ObjectInfo = _on("destination", lambda: copy(t.name, t.size, mtime))
+        return m.ObjectPut(task_id=t.task_id, length=t.size, src_sig="", dst_sig=copied.sig)
     expect = ObjectInfo(t.name, t.size, t.mtime_ns) if t.mtime_ns >= 0 else None
     data, info = _on("source", lambda: src.read_info(t.name, expect))
     if info.mtime_ns is None:
@@ -132,8 +154,6 @@ def _digest(t: m.DigestObject) -> m.Result:
         else:
             h.update(data)
     if part:
-        from orbit_fast.backends.s3 import multipart_etag
-
         return m.ObjectDigested(task_id=t.task_id, digest=multipart_etag(pieces))
     return m.ObjectDigested(task_id=t.task_id, digest=h.hexdigest())
 

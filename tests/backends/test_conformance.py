@@ -1,28 +1,56 @@
-"""One conformance suite over every Store: local, S3 (moto server) and SMB (Samba), all real."""
+"""One conformance suite over every Store: local, S3 (moto server) and SMB (Samba), all real.
+
+Both halves (BlobStore: what repositories use; FileStore: what sync uses) and the optional
+abilities (part uploads; server copies between two stores of one server).
+"""
 
 from __future__ import annotations
 
+import hashlib
 import os
+import stat
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+import xxhash
 
-from orbit_fast.backends.base import TransientError
+from orbit_fast.backends.base import (
+    CantCopy,
+    Capabilities,
+    ObjectInfo,
+    TransientError,
+    multipart_etag,
+    part_uploads,
+    server_copier,
+    upload_part_bytes,
+)
+from orbit_fast.backends.local import LocalStore
 from orbit_fast.backends.registry import open_store
-from orbit_fast.backends.wrappers import RetryingStore
+from orbit_fast.backends.wrappers import RetryingStore, RetryingUploads, retrying
 from orbit_fast.errors import RemoteError, UsageError
 
 
 @pytest.fixture(params=["local", "s3", "smb"])
-def store(request: pytest.FixtureRequest, tmp_path: Path):
-    if request.param == "local":
-        url = str(tmp_path / "store")
-    elif request.param == "s3":
-        url = f"s3://{request.getfixturevalue('s3_bucket')}/some/prefix"
-    else:
-        samba = request.getfixturevalue("samba")
-        url = samba.url(request.getfixturevalue("smb_dir") + "/deeper")
-    s = open_store(url)
+def kind(request: pytest.FixtureRequest) -> str:
+    return request.param
+
+
+@pytest.fixture
+def url_for(kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> Callable[[str], str]:
+    """The URL of a place `sub` on this kind's server (a directory, or a bucket's prefix)."""
+    if kind == "local":
+        return lambda sub: str(tmp_path / sub)
+    if kind == "s3":
+        bucket = request.getfixturevalue("s3_bucket")
+        return lambda sub: f"s3://{bucket}/{sub}"
+    samba, smb_dir = request.getfixturevalue("samba"), request.getfixturevalue("smb_dir")
+    return lambda sub: samba.url(f"{smb_dir}/{sub}")
+
+
+@pytest.fixture
+def store(kind: str, url_for: Callable[[str], str]) -> Iterator:
+    s = open_store(url_for({"local": "store", "s3": "some/prefix", "smb": "deeper"}[kind]))
     yield s
     s.close()
 
@@ -74,6 +102,205 @@ def test_large_object_ranged_reads(store, rng) -> None:
     for off in (0, 5 << 20, len(data) - 1000):
         assert store.read_range("big.bin", off, 1000) == data[off : off + 1000]
     assert store.read("big.bin") == data
+
+
+def test_private_writes_and_emptiness(store, kind, url_for) -> None:
+    """What a repository's init needs: whether anything is there yet, and a config only its
+    owner may read (it holds the chunk-id key)."""
+    assert store.is_empty()
+    old = os.umask(0o022)
+    try:
+        store.write("config", b"secret", exclusive=True, private=True)
+        store.write("plain", b"open")
+    finally:
+        os.umask(old)
+    assert store.read("config") == b"secret" and not store.is_empty()
+    with pytest.raises(FileExistsError):
+        store.write("config", b"again", exclusive=True, private=True)
+    if kind == "local":
+        root = Path(url_for("store"))
+        assert stat.S_IMODE((root / "config").stat().st_mode) == 0o600
+        assert stat.S_IMODE((root / "plain").stat().st_mode) == 0o644
+        (Path(url_for("only-a-dir")) / "sub").mkdir(parents=True)
+        assert not open_store(url_for("only-a-dir")).is_empty()  # something lives there
+        assert open_store(url_for("absent")).is_empty()
+    store.delete("config")
+    store.delete("plain")
+    assert store.is_empty()
+
+
+def test_file_half_put_list_stat_read_delete(store, kind, url_for) -> None:
+    prec = store.capabilities.mtime_ns_precision
+    t = 1_600_000_000_123_456_789
+    kept = t // prec * prec  # what the store keeps of the mtime
+    files = {"a/b/one": b"1", "a/two": b"22", "top": b"", "c/d/e/deep": b"deep"}
+    put = {n: store.put_file(n, data, t, durable=False) for n, data in files.items()}
+    assert all((put[n].size, put[n].mtime_ns) == (len(d), kept) for n, d in files.items())
+    listed = {i.name: i for i in store.list_info("")}
+    assert sorted(listed) == sorted(files)
+    for name, info in listed.items():
+        assert info.size == len(files[name]) and info.mtime_ns in (None, kept)  # S3: stat it
+        assert (store.stat_info(name).size, store.stat_info(name).mtime_ns) == (info.size, kept)
+    if kind == "s3":  # the ETag (the content's MD5) is what tells a change
+        assert listed["a/two"].etag == put["a/two"].etag == hashlib.md5(b"22").hexdigest()
+    assert sorted(i.name for i in store.list_info("a")) == ["a/b/one", "a/two"]
+    asked: list[str] = []
+    pruned = {i.name for i in store.list_info("", descend=lambda d: asked.append(d) or d != "a/b")}
+    if kind == "s3":  # no directories to prune: the caller filters names
+        assert pruned == set(files)
+    else:
+        assert pruned == set(files) - {"a/b/one"} and "a/b" in asked and "c/d/e" in asked
+    for expect in (None, listed["a/two"]):  # a listing's info may spare a stat
+        data, info = store.read_info("a/two", expect)
+        assert data == b"22" and (info.size, info.mtime_ns) == (2, kept)
+    assert store.read_range("c/d/e/deep", 1, 2) == b"ee"
+    store.put_file("a/two", b"changed", t + 10**9)  # replaces, with the new mtime
+    assert store.read_info("a/two")[0] == b"changed"
+    assert store.stat_info("a/two").mtime_ns == (t + 10**9) // prec * prec
+    with pytest.raises(FileNotFoundError):
+        store.stat_info("nope")
+    with pytest.raises(FileNotFoundError):
+        store.read_info("nope")
+    store.delete_many(["a/b/one", "top", "never-was"])
+    store.delete_many([])
+    assert sorted(i.name for i in store.list_info("")) == ["a/two", "c/d/e/deep"]
+    if kind == "local":  # what an object store cannot hold is reported, not copied
+        os.symlink("top", Path(url_for("store")) / "link")
+        skipped: list[tuple[str, str]] = []
+        names = [i.name for i in store.list_info("", on_skip=lambda *e: skipped.append(e))]
+        assert "link" not in names and [n for n, _ in skipped] == ["link"]
+
+
+def test_part_uploads_resume_confirm_complete_abort(store, kind, rng) -> None:
+    uploads = part_uploads(store)
+    assert uploads is not None  # every backend uploads in parts
+    part = upload_part_bytes(3 << 20, 1 << 20, store.capabilities)  # S3: its 5 MiB minimum
+    size = 2 * part + 1000
+    data, t = rng.randbytes(size), 1_650_000_000_500_000_000
+    lengths = {1: part, 2: part, 3: size - 2 * part}
+    up = uploads.begin_upload("big/file.bin", size, part, t)
+    tokens = {}
+    for n in (3, 1):  # in any order, each from an upload resumed by its state (as workers do)
+        again = uploads.resume_upload("big/file.bin", up.state, size, part, t)
+        tokens[n] = again.write_part(n, (n - 1) * part, data[(n - 1) * part : n * part])
+    assert list(store.list_info("big")) == [] and list(store.list("big")) == []  # not yet
+    assert up.confirmed({**tokens, 2: "0" * 32}, lengths) == {1, 3}  # 2: never sent
+    assert up.confirmed(tokens, {}) == set()  # a length not recorded: send it again
+    tokens[2] = up.write_part(2, part, data[part : 2 * part])
+    info = up.complete(tokens, size)
+    prec = store.capabilities.mtime_ns_precision
+    assert (info.size, info.mtime_ns) == (size, t // prec * prec)
+    assert store.read("big/file.bin") == data
+    if kind == "s3":  # S3's own multipart ETag, and the part size kept in the metadata
+        assert info.etag == multipart_etag([tokens[1], tokens[2], tokens[3]])
+        assert store.stat_info("big/file.bin").part_bytes == part
+    else:
+        assert tokens[1] == xxhash.xxh3_128_hexdigest(data[:part])
+    gone = uploads.begin_upload("big/other.bin", size, part, t)
+    gone.write_part(1, 0, data[:part])
+    gone.abort()
+    gone.abort()  # idempotent
+    with pytest.raises(FileNotFoundError):
+        gone.confirmed({1: "x"}, {1: part})
+    assert [i.name for i in store.list_info("big")] == ["big/file.bin"]
+
+
+def test_sweep_temp_takes_what_a_crashed_upload_left(store, kind) -> None:
+    uploads = part_uploads(store)
+    assert uploads is not None
+    up = uploads.begin_upload("d/f", 10, 10, 0)
+    up.write_part(1, 0, b"0123456789")  # and then the process dies
+    if kind == "s3":
+        assert store.sweep_temp("d") == 0  # an open multipart upload is no object
+        up.abort()
+    else:
+        assert store.sweep_temp("d") == 1
+        with pytest.raises(FileNotFoundError):
+            up.confirmed({1: "x"}, {1: 10})
+    assert list(store.list("d")) == [] and list(store.list_info("d")) == []
+
+
+@pytest.fixture
+def other(url_for: Callable[[str], str]) -> Iterator:
+    """A second store on the same server as `store`."""
+    s = open_store(url_for("other/place"))
+    yield s
+    s.close()
+
+
+def test_server_copy_between_stores_of_one_server(store, other, kind, url_for, tmp_path,
+                                                  monkeypatch) -> None:  # fmt: skip
+    local = open_store(str(tmp_path / "elsewhere"))
+    assert server_copier(local, other) is None and server_copier(other, local) is None
+    copy = server_copier(store, other)
+    if kind == "local":
+        assert copy is None  # the bytes come through us
+        return
+    assert copy is not None and server_copier(other, store) is not None
+    prec = other.capabilities.mtime_ns_precision
+    t = 1_620_000_000_987_654_321
+    store.put_file("x/y.bin", b"payload", t)
+    store.put_file("keep.bin", b"mtime kept", t)
+    info = copy("x/y.bin", 7, t + 10**9)
+    assert other.read("x/y.bin") == b"payload" and store.read("x/y.bin") == b"payload"
+    assert info.mtime_ns == other.stat_info("x/y.bin").mtime_ns == (t + 10**9) // prec * prec
+    copy("keep.bin", 10, None)  # no mtime given: the source's
+    assert other.stat_info("keep.bin").mtime_ns == t // prec * prec
+    assert other.read("keep.bin") == b"mtime kept"
+    assert sorted(i.name for i in other.list_info("")) == ["keep.bin", "x/y.bin"]  # no temp
+    with pytest.raises(FileNotFoundError):
+        copy("absent", 1, t)
+    limit = other.capabilities.max_copy_bytes
+    if limit:
+        with pytest.raises(CantCopy):
+            copy("x/y.bin", limit + 1, t)
+    assert other.same_server(store)  # the old question, until the engine asks server_copier
+    if kind == "s3":  # another login on the same endpoint: its server copies are not ours
+        monkeypatch.setenv("AWS_ACCESS_KEY_ID", "someone-else")
+        stranger = open_store(url_for("x"))
+        assert server_copier(store, stranger) is None and server_copier(stranger, store) is None
+
+
+def test_wrappers_have_exactly_the_abilities_of_what_they_wrap(tmp_path) -> None:
+    class Plain:
+        url = "plain://x"
+        capabilities = Capabilities(min_part_bytes=0, max_part_bytes=0)
+
+    class Copier(Plain):
+        def __init__(self) -> None:
+            self.asked: list[object] = []
+            self.calls = 0
+
+        def server_copy_from(self, src: object):  # noqa: ANN201
+            self.asked.append(src)
+            if not isinstance(src, Copier):
+                return None
+
+            def copy(name: str, size: int, mtime_ns: int | None) -> ObjectInfo:
+                self.calls += 1
+                if self.calls == 1:
+                    raise TransientError("connection reset")
+                return ObjectInfo(name, size, mtime_ns)
+
+            return copy
+
+    plain = retrying(Plain(), sleep=lambda s: None)  # type: ignore[arg-type]
+    assert part_uploads(plain) is None and server_copier(plain, plain) is None
+    assert not hasattr(plain, "same_server") and not hasattr(plain, "begin_upload")
+    local = retrying(LocalStore(str(tmp_path)))
+    assert part_uploads(local) is not None and server_copier(local, local) is None
+    a, b = Copier(), Copier()
+    wa, wb = (retrying(s, sleep=lambda s: None) for s in (a, b))  # type: ignore[arg-type]
+    assert part_uploads(wb) is None
+    copy = server_copier(wa, wb)
+    assert copy is not None and b.asked == [a]  # asked with the store inside the wrapper
+    assert copy("n", 3, 5) == ObjectInfo("n", 3, 5) and b.calls == 2  # retried
+    assert server_copier(plain, wb) is None and wb.same_server(wa)
+    assert wb.copy_from(wa, "m", 1, None) == ObjectInfo("m", 1, None)  # the older way, kept
+    with pytest.raises(CantCopy):
+        wb.copy_from(plain, "m", 1, None)
+    with pytest.raises(TypeError, match="no part uploads"):  # a claim it could not keep
+        RetryingUploads(Plain())  # type: ignore[arg-type]
 
 
 def test_retrying_store_retries_transient_then_gives_up() -> None:
@@ -174,10 +401,10 @@ def test_smb_listing_and_reads_agree_with_the_share(samba, smb_dir, monkeypatch)
         os.utime(f, ns=(t, t))
     write(d / "small" / "f", b"before", mtime=1_650_000_000.5)
     (d / "empty").mkdir()
-    from orbit_fast.backends import smb
+    from orbit_fast.backends.smb import wire
 
     fallbacks: list[str] = []  # listings that went through smbclient's slow path
-    fast = smb._scan_compound
+    fast = wire.scan_compound
 
     def scan_compound(fd, msg):  # type: ignore[no-untyped-def]
         buf = fast(fd, msg)
@@ -185,7 +412,7 @@ def test_smb_listing_and_reads_agree_with_the_share(samba, smb_dir, monkeypatch)
             fallbacks.append(fd.name)
         return buf
 
-    monkeypatch.setattr(smb, "_scan_compound", scan_compound)
+    monkeypatch.setattr(wire, "scan_compound", scan_compound)
     s = open_store(samba.url(smb_dir))
     infos = {i.name: i for i in s.list_info("")}
     assert len(infos) == 601

@@ -143,6 +143,19 @@ def test_not_a_repository_and_newer_format(tmp_path: Path) -> None:
     assert "inside the source" in proc.stderr
 
 
+def test_init_keeps_the_config_private_and_wants_an_empty_place(tmp_path: Path) -> None:
+    import stat
+
+    repo = tmp_path / "repo"
+    run_cli("init", str(repo))
+    assert stat.S_IMODE((repo / "config").stat().st_mode) == 0o600  # it holds the chunk-id key
+    (tmp_path / "used" / "empty-dir").mkdir(parents=True)  # no file, yet something lives here
+    proc = run_cli("init", str(tmp_path / "used"), check=ExitCode.USAGE)
+    assert "is not empty and not a repository" in proc.stderr
+    proc = run_cli("init", str(repo), check=ExitCode.USAGE)
+    assert "already a repository" in proc.stderr
+
+
 def test_lock_held_by_a_live_process_and_stale_lock(tmp_path: Path) -> None:
     src, repo = tmp_path / "src", tmp_path / "repo"
     write(src / "f", b"data")

@@ -1,240 +1,66 @@
-"""A Store on an SMB share through smbprotocol's smbclient: `smb://[user@]host[:port]/share/path`.
-
-Credentials: the password from ORBIT_SMB_PASSWORD, else from a credentials file in the mount
-format the deployment guide uses (`username=`, `password=`, `domain=`; ORBIT_SMB_CREDENTIALS,
-default ~/.smbcredentials), else `user:password@` in the URL (warned against: it ends up in
-shell history and job records). Signing is always on (Samba refuses unsigned SMB 3.1.1);
-ORBIT_SMB_ENCRYPT=1 adds SMB 3 encryption. The ORBIT_SMB_* settings are read with
-environment.getenv: the process environment, else the hub's env file.
+"""SMBStore: a Store on an SMB share through smbprotocol's smbclient,
+`smb://[user@]host[:port]/share/path`: both halves, part uploads (parts.py) and server copies
+between stores of one server and login. Credentials: credentials.py; the compound requests of
+listings and small reads: wire.py.
 
 Writes go to a temp name beside the object and are renamed into place (replace, or, for an
 exclusive write, a rename that fails if the name exists), so readers never see part of an
 object. Reads and writes use requests of at most IO_BYTES (1 MiB: the fastest size on loopback,
 RECIPES.md 8). smbclient needs `port=` on every call (its session cache is keyed by
-host:port), which `_kw` supplies.
+host:port), which `_do` supplies.
 """
 
 from __future__ import annotations
 
 import errno
-import os
 import secrets
-import struct
 import threading
-import warnings
 from collections import OrderedDict
-from collections.abc import Iterator
-from pathlib import Path
-from typing import Any, NamedTuple
-from urllib.parse import unquote, urlsplit
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 from orbit_fast.backends.base import (
     TMP_PREFIX,
     Capabilities,
     Descend,
-    ExistsBySize,
     ObjectInfo,
     OnSkip,
+    ProbesByListing,
+    ServerCopy,
     TransientError,
     check_name,
     is_temp,
     upload_temp_name,
 )
 from orbit_fast.backends.parts import FileUploads
+from orbit_fast.backends.smb.credentials import resolve
+from orbit_fast.backends.smb.wire import IO_BYTES, Entry, read_compound, scan
+from orbit_fast.backends.smb.wire import MTIME_PRECISION_NS as _US
 from orbit_fast.environment import getenv
-from orbit_fast.errors import RemoteError, UsageError
+from orbit_fast.errors import RemoteError
 
-IO_BYTES = 1 << 20
 # Files below this are read with one compound request (open, reads of IO_BYTES, close).
 COMPOUND_READ = 8 << 20
 _OPEN_FILES = 8
-_US = 1000  # smbprotocol turns times into datetimes: microseconds are what listings keep
-_FILETIME_EPOCH = 116444736000000000  # 1970-01-01 in 100 ns units since 1601
 
 
-def _filetime_ns(ft: int) -> int:
-    """A FILETIME as nanoseconds since the epoch, kept to the microsecond (as smbprotocol's
-    datetimes are, so that stat, listing and read agree)."""
-    return (ft - _FILETIME_EPOCH) // 10 * _US
-
-
-class _Entry(NamedTuple):
-    name: str
-    is_dir: bool
-    size: int
-    mtime_ns: int
-
-
-_DIRECTORY, _REPARSE = 0x10, 0x400  # FILE_ATTRIBUTE_DIRECTORY, FILE_ATTRIBUTE_REPARSE_POINT
-_LIST_REPLY = 64 << 10
-
-
-def _scan(path: str, **kw: Any) -> list[_Entry]:
-    """A directory's entries with only what a listing needs: open, query and close in one
-    compound request (one round trip, and no second query only to hear "no more files")
-    when the reply fills less than half of _LIST_REPLY; a bigger directory is opened again
-    and paged. Replies are parsed with struct: smbprotocol's per-field parsing was most of
-    a listing's CPU."""
-    from smbclient._io import SMBDirectoryIO, SMBFileTransaction
-    from smbprotocol.exceptions import NoMoreFiles, NoSuchFile
-    from smbprotocol.file_info import FileInformationClass
-    from smbprotocol.open import QueryDirectoryFlags
-
-    def query(fd: Any, first: bool) -> tuple[Any, Any]:
-        """A QUERY_DIRECTORY request on fd and the function that receives its raw reply."""
-        msg, _ = fd.fd.query_directory(
-            "*", FileInformationClass.FILE_ID_FULL_DIRECTORY_INFORMATION,
-            flags=QueryDirectoryFlags.SMB2_RESTART_SCANS if first else 0,
-            max_output=_LIST_REPLY, send=False)  # fmt: skip
-
-        def receive(request: Any) -> bytes:
-            return _query_buffer(bytes(fd.fd.connection.receive(request)["data"].get_value()))
-
-        return msg, receive
-
-    fd = SMBDirectoryIO(path, share_access="rwd", **kw)
-    buf = _scan_compound(fd, query(fd, True)[0])
-    if buf is None:  # smbclient's own transaction: DFS referrals, errors, few credits
-        fd = SMBDirectoryIO(path, share_access="rwd", **kw)
-        tx = SMBFileTransaction(fd)
-        tx += query(fd, True)
-        try:
-            tx.commit()
-            buf = tx.results[0]
-        except (NoMoreFiles, NoSuchFile):
-            buf = b""
-    if len(buf) <= _LIST_REPLY // 2:
-        return _parse_entries(buf)
-    out: list[_Entry] = []
-    with SMBDirectoryIO(path, share_access="rwd", **kw) as big:
-        tree = big.fd.tree_connect
-        first = True
-        while True:
-            msg, receive = query(big, first)
-            request = big.fd.connection.send(msg, tree.session.session_id,
-                                             tree.tree_connect_id)  # fmt: skip
-            try:
-                out += _parse_entries(receive(request))
-            except (NoMoreFiles, NoSuchFile):
-                return out
-            first = False
-
-
-def _scan_compound(fd: Any, query_msg: Any) -> bytes | None:
-    """Send open + `query_msg` + close as one compound and parse the replies with struct
-    (only the query's buffer is needed): the entries' raw records, or None when the open
-    failed or credits are short (the caller then goes through smbclient, which handles DFS
-    referrals and raises the right errors). Without smbprotocol's parsing of the open and
-    close replies, listing 1,028 directories takes 1.05 s of CPU instead of 1.15 s; what is
-    left is mostly smbprotocol building and signing the requests."""
-    from smbclient._io import SMBFileTransaction
-    from smbprotocol.exceptions import NoMoreFiles, NoSuchFile, SMBResponseException
-
-    collect = SMBFileTransaction(fd)
-    fd.open(transaction=collect)  # only builds the CREATE request, with smbclient's flags
-    op = fd.fd
-    conn = op.connection
-    if conn.sequence_window["high"] - conn.sequence_window["low"] < 3:
-        return None
-    msgs = [collect._actions[0][0], query_msg, op.close(send=False)[0]]
-    requests = conn.send_compound(msgs, op.tree_connect.session.session_id,
-                                  op.tree_connect.tree_connect_id, related=True)  # fmt: skip
-    replies: list[bytes | None] = []
-    failures: list[BaseException] = []
-    for request in requests:  # every reply must be received, failed or not
-        try:
-            replies.append(bytes(conn.receive(request)["data"].get_value()))
-        except SMBResponseException as exc:
-            replies.append(None)
-            failures.append(exc)
-    if replies[0] is None:
-        return None
-    if replies[1] is None:
-        if isinstance(failures[0], NoMoreFiles | NoSuchFile):
-            return b""  # an empty directory (or no match): [MS-SMB2] 3.3.5.18
-        raise failures[0]
-    return _query_buffer(replies[1])
-
-
-def _query_buffer(body: bytes) -> bytes:
-    """The output buffer of a QUERY_DIRECTORY reply ([MS-SMB2] 2.2.34): its offset (from the
-    start of the SMB2 header, 64 bytes before `body`) at 2, its length at 4."""
-    offset, length = struct.unpack_from("<HI", body, 2)
-    return body[offset - 64 : offset - 64 + length]
-
-
-def _parse_entries(buf: bytes) -> list[_Entry]:
-    """FILE_ID_FULL_DIR_INFORMATION records ([MS-FSCC] 2.4.18): the next-entry offset at 0,
-    last write time at 24, end of file at 40, attributes at 56, name length at 60, name at
-    80 (UTF-16LE). Times are kept to the microsecond, as smbprotocol's datetimes are."""
-    out, at = [], 0
-    while at < len(buf):
-        (nxt,) = struct.unpack_from("<I", buf, at)
-        (write,) = struct.unpack_from("<Q", buf, at + 24)
-        (eof,) = struct.unpack_from("<Q", buf, at + 40)
-        attrs, name_len = struct.unpack_from("<II", buf, at + 56)
-        name = buf[at + 80 : at + 80 + name_len].decode("utf-16-le")
-        if name not in (".", "..") and not (attrs & _DIRECTORY and attrs & _REPARSE):
-            out.append(_Entry(name, bool(attrs & _DIRECTORY), eof, _filetime_ns(write)))
-        if not nxt:
-            break
-        at += nxt
-    return out
-
-
-def parse_url(url: str) -> tuple[str, int, str, str, str | None, str | None]:
-    """(host, port, share, path below the share, user, password) of an smb:// URL."""
-    u = urlsplit(url)
-    parts = [p for p in unquote(u.path).split("/") if p]
-    if not u.hostname or not parts:
-        raise UsageError(f"{url}: an SMB URL is smb://[user@]host[:port]/share[/path]")
-    user = unquote(u.username) if u.username else None
-    password = unquote(u.password) if u.password else None
-    return u.hostname, u.port or 445, parts[0], "/".join(parts[1:]), user, password
-
-
-def read_credentials(path: str) -> dict[str, str]:
-    """username/password/domain from a mount-style credentials file."""
-    out = {}
-    for line in Path(path).read_text().splitlines():
-        key, sep, value = line.strip().partition("=")
-        if sep and key.strip() in ("username", "password", "domain"):
-            out[key.strip()] = value.strip()
-    return out
-
-
-class SMBStore(ExistsBySize, FileUploads):
-    capabilities = Capabilities(ranged_reads=True, atomic_rename=True, server_side_copy=True,
-                                exclusive_create=True, min_part_bytes=0,
-                                max_part_bytes=0, mtime_ns_precision=_US)  # fmt: skip
+class SMBStore(ProbesByListing, FileUploads):
+    capabilities = Capabilities(min_part_bytes=0, max_part_bytes=0, mtime_ns_precision=_US)
 
     def __init__(self, url: str) -> None:
         import smbclient
 
         self._smb = smbclient
         self.url = url
-        host, port, share, path, user, password = parse_url(url)
-        if password is not None:
-            warnings.warn(f"{host}: a password in the SMB URL is visible in process lists and "
-                          "job records; use ORBIT_SMB_PASSWORD or a credentials file",
-                          stacklevel=2)  # fmt: skip
-        creds_file = getenv("ORBIT_SMB_CREDENTIALS") or os.path.expanduser("~/.smbcredentials")
-        creds = read_credentials(creds_file) if os.path.isfile(creds_file) else {}
-        user = user or getenv("ORBIT_SMB_USER") or creds.get("username")
-        password = getenv("ORBIT_SMB_PASSWORD") or password or creds.get("password")
-        domain = creds.get("domain")
-        if user and domain and "\\" not in user:
-            user = f"{domain}\\{user}"
-        self.host, self.port = host, port
-        self._root = f"\\\\{host}\\{share}" + (("\\" + path.replace("/", "\\")) if path else "")
+        share = resolve(url)
+        self.host, self.port, self._root = share.host, share.port, share.root
         self._fds: OrderedDict[str, Any] = OrderedDict()
         self._dirs_made: set[str] = set()
         self._orphans: set[str] = set()  # our temp objects a failed cleanup left behind
         # A connection cache of our own: smbclient's global one would hand this store another
         # store's session (other credentials) for the same host:port.
         self._caches = threading.local()
-        self._login = {"username": user, "password": password,
-                       "encrypt": getenv("ORBIT_SMB_ENCRYPT") == "1"}  # fmt: skip
+        self._login = share.login
         self._connect()
         self._first_tree_connect()
 
@@ -333,7 +159,7 @@ class SMBStore(ExistsBySize, FileUploads):
         except Exception as exc:  # noqa: BLE001 - classified
             raise self._error(what, name, exc) from None
 
-    # ---- the Store protocol ---------------------------------------------------------------
+    # ---- BlobStore (base.py) ----------------------------------------------------------------
 
     def _makedirs_for(self, name: str) -> str:
         directory = name.rsplit("/", 1)[0] if "/" in name else ""
@@ -342,8 +168,9 @@ class SMBStore(ExistsBySize, FileUploads):
             self._dirs_made.add(directory)
         return directory
 
-    def write(self, name: str, data: bytes | bytearray | memoryview,
-              exclusive: bool = False, mtime_ns: int | None = None) -> None:  # fmt: skip
+    def write(self, name: str, data: bytes | bytearray | memoryview, exclusive: bool = False,
+              private: bool = False, mtime_ns: int | None = None) -> None:  # fmt: skip
+        # `private`: files on a share have no mode of ours; the share's rules decide.
         directory = self._makedirs_for(name)
         tmp = (f"{directory}/" if directory else "") + TMP_PREFIX + secrets.token_hex(6)
         view = memoryview(data)
@@ -458,7 +285,7 @@ class SMBStore(ExistsBySize, FileUploads):
         to see that the size still holds) and closes, with no stat; anything else is a stat
         and a read."""
         if expect is not None and expect.mtime_ns is not None and expect.size < COMPOUND_READ:
-            got = self._do("read", name, self._read_compound, self._p(name), want=expect.size + 1)
+            got = self._do("read", name, read_compound, self._p(name), want=expect.size + 1)
             if got is not None and len(got[0]) == expect.size:
                 return got[0], ObjectInfo(name, expect.size, got[1])
         info = self.stat_info(name)
@@ -466,76 +293,35 @@ class SMBStore(ExistsBySize, FileUploads):
         self._close_handle(name)
         return data, info
 
-    def _read_compound(self, path: str, want: int, **kw: Any) -> tuple[bytes, int] | None:
-        """Open, read and close in one compound request (one round trip instead of 2 + reads):
-        (data, mtime_ns from the open's reply), or None when the file is not `want - 1`
-        bytes long or anything unusual happens (the caller then stats and reads). The
-        replies are parsed with struct ([MS-SMB2] 2.2.14, 2.2.20): smbprotocol's parsing
-        of the three replies was most of the CPU of reading a small file."""
-        from smbclient._io import SMBFileTransaction, SMBRawIO
-        from smbprotocol.exceptions import (
-            EndOfFile,
-            ObjectNameNotFound,
-            ObjectPathNotFound,
-            SMBResponseException,
-        )
-
-        raw = SMBRawIO(path, mode="r", share_access="rwd", **kw)
-        collect = SMBFileTransaction(raw)
-        raw.open(transaction=collect)  # only builds the CREATE request, with smbclient's flags
-        op = raw.fd
-        conn = op.connection
-        # Reads of at most IO_BYTES each, all in the one compound: the server streams them.
-        # An empty file answers a read with STATUS_END_OF_FILE: then open and close only.
-        reads = [(at, min(IO_BYTES, want - at)) for at in range(0, want, IO_BYTES)] \
-            if want > 1 else []  # fmt: skip
-        charge = 2 + sum((n - 1) // (64 << 10) + 1 for _, n in reads)
-        if conn.sequence_window["high"] - conn.sequence_window["low"] < charge:
-            return None  # not enough credits for it all at once: the caller reads in turns
-        msgs = [collect._actions[0][0]]
-        msgs += [op.read(at, n, send=False)[0] for at, n in reads]
-        msgs.append(op.close(send=False)[0])
-        requests = conn.send_compound(msgs, op.tree_connect.session.session_id,
-                                      op.tree_connect.tree_connect_id, related=True)  # fmt: skip
-        replies: list[bytes | None] = []
-        failure: BaseException | None = None
-        for request in requests:  # every reply must be received, failed or not
-            try:
-                replies.append(bytes(conn.receive(request)["data"].get_value()))
-            except SMBResponseException as exc:
-                replies.append(None)
-                failure = failure or exc
-        if isinstance(failure, ObjectNameNotFound | ObjectPathNotFound):
-            raise FileNotFoundError(errno.ENOENT, "no such object", path)
-        create = replies[0]
-        if create is None or (failure is not None and not isinstance(failure, EndOfFile)):
-            return None
-        write_time, = struct.unpack_from("<Q", create, 24)
-        eof, = struct.unpack_from("<Q", create, 48)
-        pieces = []
-        for body in replies[1 : 1 + len(reads)]:
-            if body is None:  # STATUS_END_OF_FILE: nothing at this offset
-                break
-            offset, length = body[2] - 64, struct.unpack_from("<I", body, 4)[0]
-            pieces.append(body[offset : offset + length])
-        data = b"".join(pieces)
-        if eof != len(data):
-            return None
-        return data, _filetime_ns(write_time)
-
     def put_file(self, name: str, data: bytes, mtime_ns: int,
                  durable: bool = True) -> ObjectInfo:  # fmt: skip
         self.write(name, data, mtime_ns=mtime_ns)
         return ObjectInfo(name, len(data), mtime_ns // 100 * 100 // _US * _US)
 
-    def same_server(self, other: Any) -> bool:
-        """Whether copy_from(other) can copy on the server (same server, same login)."""
-        return (isinstance(other, SMBStore) and (other.host, other.port) == (self.host, self.port)
-                and other._login == self._login)  # fmt: skip
+    # ---- ServerCopier (base.py) -------------------------------------------------------------
+
+    def server_copy_from(self, src: object) -> ServerCopy | None:
+        """FSCTL_SRV_COPYCHUNK from `src` when it is on the same server, with the same login."""
+        if not (isinstance(src, SMBStore) and (src.host, src.port) == (self.host, self.port)
+                and src._login == self._login):  # fmt: skip
+            return None
+
+        def copy(name: str, size: int, mtime_ns: int | None) -> ObjectInfo:
+            return self.copy_from(src, name, size, mtime_ns)
+
+        return copy
+
+    def same_server(self, other: object) -> bool:
+        """Whether server_copy_from(other) copies; kept for the sync engine until it calls
+        server_copier (#14)."""
+        return self.server_copy_from(other) is not None
 
     def copy_from(self, other: SMBStore, name: str, size: int,
                   mtime_ns: int | None) -> ObjectInfo:  # fmt: skip
-        """Server-side copy (FSCTL_SRV_COPYCHUNK): the data never leaves the server."""
+        """Server-side copy (FSCTL_SRV_COPYCHUNK): the data never leaves the server. The
+        copy has the server's time of copying, so it gets `mtime_ns`, else the source's."""
+        if mtime_ns is None:
+            mtime_ns = other.stat_info(name).mtime_ns
         self._makedirs_for(name)
         tmp = upload_temp_name(name)
         try:
@@ -578,8 +364,8 @@ class SMBStore(ExistsBySize, FileUploads):
     def discard(self, tmp: str) -> None:
         self.delete(tmp)
 
-    def _scandir(self, rel: str) -> list[_Entry]:
-        return self._do("list", rel, _scan, self._p(rel))
+    def _scandir(self, rel: str) -> Sequence[Entry]:
+        return self._do("list", rel, scan, self._p(rel))
 
     def sweep_temp(self, prefix: str) -> int:
         n = 0

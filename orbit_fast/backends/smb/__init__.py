@@ -1,0 +1,7 @@
+"""SMB shares: the store (store.py), the compound requests and reply parsing of the hot paths
+(wire.py), and where a URL points and who logs in (credentials.py)."""
+
+from orbit_fast.backends.smb.credentials import parse_url, read_credentials
+from orbit_fast.backends.smb.store import SMBStore
+
+__all__ = ["SMBStore", "parse_url", "read_credentials"]
