@@ -37,6 +37,7 @@ from orbit_fast.repo.repository import Repository
 from orbit_fast.repo.snapshot import Node
 
 if TYPE_CHECKING:
+    from orbit_fast.index.state_file import StateClaims
     from orbit_fast.workers.pool import WorkerPool
 
 PROGRESS_EVERY_S = 0.25
@@ -149,8 +150,10 @@ def _unchanged(old: Node | None, s: tuple[int, ...], remote: bool = False) -> bo
 
 class Backup:
     def __init__(self, opts: BackupOptions, on_event: Callable[[p.Event], None],
-                 cancel: CancelToken, workers: WorkerPool | None = None) -> None:  # fmt: skip
+                 cancel: CancelToken, workers: WorkerPool | None = None,
+                 claims: StateClaims | None = None) -> None:  # fmt: skip
         self.opts = opts
+        self.claims = claims  # the hub's: the jobs DB and universe are borrowed from it
         self.emit = on_event
         self.cancel = cancel
         self.shared_pool = workers  # the hub's pool, leased for this run; else one of our own
@@ -182,7 +185,7 @@ class Backup:
         repo = Repository.open_or_init(opts.repository, opts.codec or "zstd:3")
         with repo:
             repo.lock("backup")
-            db = JobsDB.open(opts.db_path)
+            db = JobsDB.open(opts.db_path, claims=self.claims)
             try:
                 job = db.get_or_create_job(
                     f"backup:{opts.source}->{repo.store.url}", "backup", opts.source,
@@ -190,7 +193,7 @@ class Backup:
                 )  # fmt: skip
                 run_id = db.start_run(job.id)
                 try:
-                    with Universe.open(opts.universe_path) as universe:
+                    with Universe.open(opts.universe_path, claims=self.claims) as universe:
                         summary = self._run(repo, universe, job.id, run_id, t0)
                 except Interrupted as exc:
                     db.finish_run(job.id, run_id, "interrupted", exc.exit_code, "{}", str(exc))

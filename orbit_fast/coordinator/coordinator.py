@@ -51,6 +51,7 @@ from orbit_fast.index.jobs_db import Job, JobsDB
 from orbit_fast.workers.ring import SharedRing, reap_stale_segments
 
 if TYPE_CHECKING:  # imported when the first copy needs workers: a no-change run never does
+    from orbit_fast.index.state_file import StateClaims
     from orbit_fast.workers.pool import Death, Lease, WorkerPool
 
 # Tasks out per worker, all running at once on the worker's threads. 4: 20k small files to an
@@ -91,8 +92,10 @@ class Coordinator:
         emit: Callable[[p.Event], None],
         cancel: CancelToken,
         workers: WorkerPool | None = None,
+        claims: StateClaims | None = None,  # the hub's: its jobs DB is borrowed, not claimed
     ) -> None:
         self.opts = opts
+        self.claims = claims
         self.emit = emit
         self.cancel = cancel
         self.shared_pool = workers  # the hub's pool, leased for this run; else a pool of our own
@@ -124,7 +127,7 @@ class Coordinator:
         self._check_paths()
         reap_stale_segments()  # rings of coordinators that died with SIGKILL
         if not opts.dry_run:
-            self.db = JobsDB.open(opts.db_path)
+            self.db = JobsDB.open(opts.db_path, claims=self.claims)
         try:
             if self.db is not None:
                 self.job = self.db.get_or_create_job(

@@ -340,7 +340,8 @@ def create_app(hub: Hub) -> FastAPI:
         run = store.run(run_id)
         if run is None or run["job_id"] != job_id:
             raise ApiError(404, "run_not_found", f"job {job_id} has no run {run_id}")
-        errors = store.file_errors(run["engine_run_id"]) if run["engine_run_id"] else []
+        skipped = hub.engine.file_errors(run["engine_run_id"]) if run["engine_run_id"] else []
+        errors = [{"path": e.path, "code": e.msgid, "message": e.message} for e in skipped]
         return {"run": run, "errors": errors}
 
     # ---- live progress (SSE) ------------------------------------------------------------------
@@ -578,10 +579,8 @@ def create_app(hub: Hub) -> FastAPI:
     def state_backup(who: auth.Principal = Depends(admin)) -> dict[str, Any]:
         """Consistent copies of jobs.db and the universe into ORBIT_STATE_BACKUP_DIR (default
         <data dir>/state-backups), e.g. for a job that ships them off the hub."""
-        from orbit_fast.index.state_backup import backup
-
         try:
-            return backup(settings.db_path, settings.universe_path, settings.state_backup_dir)
+            return hub.engine.backup_state()
         except OrbitError as exc:
             raise ApiError(503, exc.msgid, str(exc)) from None  # the hub's disk, not the call
 
