@@ -10,13 +10,18 @@ Example::
 `sync()` blocks until the run ends. Cancel it from another thread or a signal handler with a
 `CancelToken`: the engine stops new work, lets in-flight blocks finish, checkpoints and raises
 `Interrupted`; the same call later resumes.
+
+A long-lived process that runs many jobs (the hub) opens one `Engine` instead: it holds the
+state files and a pool of worker processes for its life, and its runs share both.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import os
+import threading
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from orbit_fast.cancel import CancelToken
 from orbit_fast.config import (
@@ -36,12 +41,15 @@ from orbit_fast.progress import (
 )
 
 if TYPE_CHECKING:
+    from orbit_fast.index.jobs_db import FileError, JobsDB
+    from orbit_fast.index.state_file import StateClaims
     from orbit_fast.index.universe import Universe
     from orbit_fast.repo.repository import Repository
     from orbit_fast.workers.pool import WorkerPool
 
-__all__ = ["BackupOptions", "CancelToken", "SyncOptions", "backup", "forget", "init_repository",
-           "prune", "rebuild_index", "restore", "sync", "verify"]  # fmt: skip
+__all__ = ["BackupOptions", "CancelToken", "Engine", "SyncOptions", "WorkerStats", "backup",
+           "forget", "init_repository", "open_private", "prune",
+           "rebuild_index", "restore", "sync", "verify"]  # fmt: skip
 
 
 def sync(
@@ -52,6 +60,7 @@ def sync(
     on_event: Callable[[Event], None] | None = None,
     cancel: CancelToken | None = None,
     workers: WorkerPool | None = None,
+    claims: StateClaims | None = None,
     **fields: Any,
 ) -> Summary:
     """Copy new and changed files from `source` to `destination`; resume if interrupted.
@@ -73,6 +82,9 @@ def sync(
     workers
         A started `orbit_fast.workers.pool.WorkerPool` to run on, shared with other runs of
         this process (the hub's); by default the run starts worker processes of its own.
+    claims
+        The `StateClaims` of the handle that holds the jobs DB for this process (an
+        `Engine`'s); by default the run claims it for itself (DatabaseBusy if taken).
 
     Returns
     -------
@@ -94,7 +106,7 @@ def sync(
 
     options = validate(options)
     return SyncEngine(options, on_event or (lambda ev: None), cancel or CancelToken(),
-                      workers).run()  # fmt: skip
+                      workers, claims=claims).run()  # fmt: skip
 
 
 # ---- backup repositories (docs/backup.md) -------------------------------------------------
@@ -108,6 +120,7 @@ def backup(
     on_event: Callable[[Event], None] | None = None,
     cancel: CancelToken | None = None,
     workers: WorkerPool | None = None,
+    claims: StateClaims | None = None,
     **fields: Any,
 ) -> BackupSummary:
     """Back up `source` into the repository (created on first use) as a new snapshot.
@@ -119,8 +132,8 @@ def backup(
     options
         A complete `BackupOptions`; otherwise built from the arguments and `fields` (filters,
         concurrency, codec, tags, db_path, universe_path).
-    on_event, cancel, workers
-        As for `sync()`.
+    on_event, cancel, workers, claims
+        As for `sync()` (`claims` then cover the universe index too).
 
     Returns
     -------
@@ -140,7 +153,7 @@ def backup(
         options = BackupOptions(source=source, repository=repository, **fields)
     options = validate_backup(options)
     return Backup(options, on_event or (lambda ev: None), cancel or CancelToken(),
-                  workers).run()  # fmt: skip
+                  workers, claims=claims).run()  # fmt: skip
 
 
 def init_repository(url: str, codec: str = "zstd:3") -> str:
@@ -253,3 +266,152 @@ def rebuild_index(repository: str, *, universe_path: str = "", db_path: str = ""
         u.drop_packs(repo.id, list(u.packs_of(repo.id)))
         added, _ = repo.sync_index(u)
         return added
+
+
+# ---- one handle for a process that runs many jobs (the hub) --------------------------------
+
+
+class WorkerStats(NamedTuple):
+    """The shared pool as `Engine.worker_stats` reads it."""
+
+    workers: int  # processes in the pool
+    tasks: int  # tasks out to them now, all runs together
+    restarts: int  # workers that died and were replaced since the pool started
+
+
+class Engine:
+    """The engine for a long-lived process (the hub): it holds the state files and one pool
+    of worker processes for its life, and every run it starts shares both.
+
+    `open` claims the jobs DB and the universe (a second holder, here or in another process,
+    gets DatabaseBusy), makes them 0600 (the jobs DB's directory 0700) and creates or
+    migrates the engine's tables. Runs borrow the claims: the jobs DB several at once, the
+    universe one backup at a time (else DatabaseBusy "... in use by another job of this hub;
+    it runs when that one ends").
+    `start` starts the workers; `close` stops them and gives the files up. A context manager
+    does open and close.
+
+    Parameters
+    ----------
+    db_path, universe_path
+        The state files, on a local disk; runs name the same files in their options.
+    workers, worker_nice
+        Processes in the pool (at least 1), and what is added to their CPU priority.
+    env
+        The environment overlay each worker installs (orbit_fast.environment); None: this
+        process's overlay now.
+    backup_dir
+        Where `backup_state` writes; the modes of the backups in it are tightened at `open`.
+    db_setting, universe_setting
+        How a user chooses other locations, for error messages ("DATABASE_URL").
+    """
+
+    def __init__(self, db_path: str, universe_path: str, *, workers: int = 1,
+                 worker_nice: int = 0, env: Mapping[str, str] | None = None,
+                 backup_dir: str = "", db_setting: str = "--db-path",
+                 universe_setting: str = "--universe-path") -> None:  # fmt: skip
+        from orbit_fast.index.state_file import StateClaims
+        from orbit_fast.workers.pool import SHARED_THREADS, WorkerPool
+
+        self.db_path, self.universe_path, self.backup_dir = db_path, universe_path, backup_dir
+        self._settings = (db_setting, universe_setting)
+        self._claims = StateClaims()
+        # Concurrent runs share the cores (each leases the pool for its run) instead of each
+        # starting processes of its own; SHARED_THREADS lets one worker serve several runs.
+        self._pool = WorkerPool(workers, SHARED_THREADS, nice=worker_nice, env=env)
+        self._started = False
+        self._db: JobsDB | None = None  # for reading the runs' file errors
+        self._db_lock = threading.Lock()
+
+    def open(self) -> Engine:
+        """Claim the state files; create or migrate the engine's tables in the jobs DB.
+
+        Raises
+        ------
+        DatabaseBusy, NetworkFilesystemError, DatabaseError
+            A file is held by another, on a network filesystem, or unreadable or too new.
+        """
+        from orbit_fast.index import private
+        from orbit_fast.index.jobs_db import JobsDB
+        from orbit_fast.index.state_backup import tighten_backups
+
+        db_setting, universe_setting = self._settings
+        directory = os.path.dirname(self.db_path)
+        os.makedirs(directory, mode=private.DIR_MODE, exist_ok=True)
+        # makedirs leaves an existing directory as it is (the guide's `mkdir -p` makes it
+        # 0755), and an embedder's umask can be anything: the modes are set, not assumed.
+        private.tighten_dir(directory)
+        try:
+            self._claims.hold(self.db_path, "the jobs DB", db_setting,
+                              "SQLite over SMB/NFS corrupts databases")  # fmt: skip
+            self._claims.hold(self.universe_path, "the universe index", universe_setting,
+                              "its journal relies on local locking and fsync",
+                              single=True)  # fmt: skip
+            private.tighten_state(self.db_path, self.universe_path)  # before SQLite opens it
+            if self.backup_dir:
+                tighten_backups(self.backup_dir)
+            self._db = JobsDB.open(self.db_path, claims=self._claims)
+        except BaseException:
+            self._claims.close()
+            raise
+        return self
+
+    def start(self) -> None:
+        """Start the worker processes (before the first run)."""
+        self._pool.start()
+        self._started = True
+
+    def close(self) -> None:
+        """Stop the workers (runs are to have ended) and give the state files up."""
+        if self._started:
+            self._pool.shutdown()
+            self._started = False
+        with self._db_lock:
+            if self._db is not None:
+                self._db.close()
+                self._db = None
+        self._claims.close()
+
+    def __enter__(self) -> Engine:
+        return self.open()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def sync(self, options: SyncOptions, on_event: Callable[[Event], None] | None = None,
+             cancel: CancelToken | None = None) -> Summary:  # fmt: skip
+        """`sync(options=options, ...)` on the shared pool and state files; see `sync()`."""
+        return sync(options=options, on_event=on_event, cancel=cancel, workers=self._pool,
+                    claims=self._claims)  # fmt: skip
+
+    def backup(self, options: BackupOptions, on_event: Callable[[Event], None] | None = None,
+               cancel: CancelToken | None = None) -> BackupSummary:  # fmt: skip
+        """`backup(options=options, ...)` on the shared pool and state files; see `backup()`.
+        A second backup while one runs raises DatabaseBusy (the universe is lent once)."""
+        return backup(options=options, on_event=on_event, cancel=cancel, workers=self._pool,
+                      claims=self._claims)  # fmt: skip
+
+    def file_errors(self, engine_run_id: int, limit: int = 1000) -> list[FileError]:
+        """The source entries run `engine_run_id` (`Started.run_id`) skipped, at most
+        `limit`: each a FileError(path, msgid, message)."""
+        with self._db_lock:
+            assert self._db is not None, "Engine.file_errors between open() and close()"
+            return self._db.file_errors(engine_run_id, limit)
+
+    def backup_state(self) -> dict[str, Any]:
+        """Consistent copies of the jobs DB and the universe into `backup_dir`, while runs go
+        on; returns the manifest (index.state_backup.backup). Raises OrbitError (the disk)."""
+        from orbit_fast.index.state_backup import backup as backup_files
+
+        return backup_files(self.db_path, self.universe_path, self.backup_dir, self._claims)
+
+    def worker_stats(self) -> WorkerStats:
+        return WorkerStats(self._pool.size, self._pool.busy(), self._pool.deaths)
+
+
+def open_private(path: str) -> int:
+    """os.open(path) for writing a new private file: 0600 even over a looser file left from
+    before; a symbolic link in its place is refused (OSError)."""
+    from orbit_fast.index import private
+
+    return private.open_private(path)

@@ -37,6 +37,7 @@ from orbit_fast.repo.repository import Repository
 from orbit_fast.repo.snapshot import Node
 
 if TYPE_CHECKING:
+    from orbit_fast.index.state_file import StateClaims
     from orbit_fast.workers.pool import WorkerPool
 
 PROGRESS_EVERY_S = 0.25
@@ -151,14 +152,16 @@ def _unchanged(old: Node | None, s: tuple[int, ...], remote: bool = False) -> bo
 
 class Backup:
     def __init__(self, opts: BackupOptions, on_event: Callable[[p.Event], None],
-                 cancel: CancelToken, workers: WorkerPool | None = None) -> None:  # fmt: skip
+                 cancel: CancelToken, workers: WorkerPool | None = None,
+                 claims: StateClaims | None = None) -> None:  # fmt: skip
         self.opts = opts
+        self.claims = claims  # the hub's: the jobs DB and universe are borrowed from it
         self.emit = on_event
         self.cancel = cancel
         self.shared_pool = workers  # the hub's pool, leased for this run; else one of our own
         self.warnings: list[str] = []
         self.ledger = RunLedger(kind="backup", source=opts.source, options=opts,
-                                db_path=opts.db_path, emit=on_event)  # fmt: skip
+                                db_path=opts.db_path, emit=on_event, claims=claims)
         self.counters = p.Counters()
         self.writer: PackWriter | None = None
 
@@ -185,7 +188,7 @@ class Backup:
             with repo:
                 repo.lock("backup")
                 self.ledger.open(f"backup:{opts.source}->{repo.store.url}", repo.store.url)
-                with Universe.open(opts.universe_path) as universe:
+                with Universe.open(opts.universe_path, claims=self.claims) as universe:
                     return self._run(repo, universe)
         finally:
             if self.src is not None:

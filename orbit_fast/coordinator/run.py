@@ -21,6 +21,7 @@ from orbit_fast import progress as p
 from orbit_fast.cancel import CancelToken
 from orbit_fast.errors import ExitCode, Interrupted, OrbitError
 from orbit_fast.index.jobs_db import Job, JobsDB
+from orbit_fast.index.state_file import StateClaims
 
 # 0.2 s: a crash loses at most this much finished work (plus blocks in flight); a commit of a
 # few hundred rows in WAL mode without fsync costs well under a millisecond.
@@ -46,16 +47,20 @@ class RunLedger:
         The jobs DB; "" with `dry_run` (a dry run records nothing).
     emit
         Where events go.
+    claims
+        The hub's claims on its state files (api.Engine); None: this run claims the jobs DB.
     """
 
     def __init__(self, *, kind: str, source: str, options: Any, db_path: str,
-                 emit: Callable[[p.Event], None], dry_run: bool = False) -> None:
+                 emit: Callable[[p.Event], None], dry_run: bool = False,
+                 claims: StateClaims | None = None) -> None:  # fmt: skip
         self.kind = kind
         self.source, self.destination = source, ""
         self.options = options
         self.db_path = db_path
         self.emit = emit
         self.dry_run = dry_run
+        self.claims = claims  # the hub's: the jobs DB is borrowed from it, not claimed again
         self.db: JobsDB | None = None
         self.job = Job(0, "", "dryrun0")
         self.run_id = 0
@@ -99,7 +104,7 @@ class RunLedger:
         and resume each other); nothing is recorded for a dry run."""
         self.destination = destination
         if not self.dry_run:
-            self.db = JobsDB.open(self.db_path)
+            self.db = JobsDB.open(self.db_path, claims=self.claims)
             self.job = self.db.get_or_create_job(name, self.kind, self.source, destination,
                                                  msgspec.json.encode(self.options).decode())
             self.run_id = self.db.start_run(self.job.id)

@@ -1,5 +1,6 @@
-"""The hub as one object: it claims the state files, owns the store and the job runner, and
-answers the health question. The HTTP layer (app.py) only translates requests into calls here.
+"""The hub as one object: it owns the engine handle (api.Engine: the state files' claims and
+the worker pool), the store and the job runner, and answers the health question. The HTTP
+layer (app.py, routes/) only translates requests into calls here.
 """
 
 from __future__ import annotations
@@ -12,13 +13,12 @@ import threading
 import time
 from typing import Any
 
-from orbit_fast import environment
+from orbit_fast import api, environment
 from orbit_fast._version import __version__
 from orbit_fast.hub.auth import LoginThrottle
 from orbit_fast.hub.runner import JobRunner
 from orbit_fast.hub.settings import HubSettings
 from orbit_fast.hub.store import HubStore
-from orbit_fast.index import private, state_file
 
 log = logging.getLogger("orbit_fast.hub")
 
@@ -30,6 +30,7 @@ class Hub:
         self.settings = settings
         self.store = store
         self.runner = runner
+        self.engine = runner.engine
         self.throttle = LoginThrottle()
         self.bootstrap_token = ""
         self.started_at = time.time()
@@ -39,27 +40,21 @@ class Hub:
 
     @classmethod
     def open(cls, settings: HubSettings) -> Hub:
-        """Claim jobs.db and the universe for this process's whole life (a second hub on the
-        same files refuses to start: DatabaseBusy), refusing network filesystems."""
-        from orbit_fast.index.jobs_db import JobsDB
-        from orbit_fast.index.state_backup import tighten_backups
-
-        os.makedirs(settings.data_dir, mode=0o700, exist_ok=True)
-        # makedirs leaves an existing directory as it is (the guide's `mkdir -p` makes it
-        # 0755), and an embedder's umask can be anything: the modes are set here, not assumed.
-        private.tighten_dir(settings.data_dir)
-        state_file.hold(settings.db_path, "the jobs DB", "DATABASE_URL",
-                        "SQLite over SMB/NFS corrupts databases")  # fmt: skip
-        state_file.hold(settings.universe_path, "the universe index", "UNIVERSE_PATH",
-                        "its journal relies on local locking and fsync", single=True)  # fmt: skip
-        private.tighten_state(settings.db_path, settings.universe_path)  # before SQLite opens it
-        tighten_backups(settings.state_backup_dir)
-        JobsDB.open(settings.db_path).close()  # creates or migrates the engine's tables
-        store = HubStore(settings.db_path)
-        runner = JobRunner(store, settings.db_path, settings.universe_path, settings.max_jobs,
-                           retry_base_s=settings.retry_base_s, workers=settings.workers,
-                           worker_nice=settings.worker_nice,
-                           job_env=settings.job_env)  # fmt: skip
+        """Claim jobs.db and the universe until close() (a second hub on the same files
+        refuses to start: DatabaseBusy), refusing network filesystems; the engine's tables
+        are made before the hub's (store.py: the engine owns the file's settings)."""
+        # The workers get the env file's settings as their environment overlay, as this
+        # process does below.
+        engine = api.Engine(settings.db_path, settings.universe_path, workers=settings.workers,
+                            worker_nice=settings.worker_nice, env=settings.job_env,
+                            backup_dir=settings.state_backup_dir, db_setting="DATABASE_URL",
+                            universe_setting="UNIVERSE_PATH").open()  # fmt: skip
+        try:
+            store = HubStore(settings.db_path)
+        except BaseException:
+            engine.close()
+            raise
+        runner = JobRunner(store, engine, settings.max_jobs, retry_base_s=settings.retry_base_s)
         hub = cls(settings, store, runner)
         # The env file's S3/SMB settings, for the stores this process opens for its jobs
         # (the workers get them from the pool): in an overlay, not os.environ, which belongs
@@ -77,7 +72,7 @@ class Hub:
                 os.unlink(path)
             return
         self.bootstrap_token = secrets.token_urlsafe(24)
-        fd = private.open_private(path)  # 0600 even over a looser file left from before
+        fd = api.open_private(path)  # 0600 even over a looser file left from before
         with os.fdopen(fd, "w") as f:
             f.write(self.bootstrap_token + "\n")
         log.warning("no users yet: register the first admin with POST /api/auth/register from "
@@ -99,6 +94,7 @@ class Hub:
             wake()
 
     def start(self) -> None:
+        self.engine.start()  # the workers, before the runner resumes recovered jobs
         self.runner.start()
         self._check_health()
         threading.Thread(target=self._health_loop, name="orbit-hub-health", daemon=True).start()
@@ -106,6 +102,7 @@ class Hub:
     def close(self) -> None:
         self.closing.set()
         self.runner.stop()
+        self.engine.close()
         self.store.close()
         environment.remove(self)
 

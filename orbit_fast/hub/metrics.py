@@ -72,14 +72,14 @@ def render_metrics(hub: Hub) -> str:
     metric("orbit_fast_recovery_rewound_jobs_total", "counter",
            "Jobs found running at start and resumed (since this process started).",
            [("", len(hub.runner.recovered))])
-    pool = hub.runner.pool
+    pool = hub.engine.worker_stats()
     metric("orbit_fast_workers", "gauge", "Worker processes of the pool every job shares.",
-           [("", pool.size)])
+           [("", pool.workers)])
     metric("orbit_fast_worker_tasks", "gauge", "Tasks out to the workers, all jobs together.",
-           [("", pool.busy())])
+           [("", pool.tasks)])
     metric("orbit_fast_worker_restarts_total", "counter",
            "Worker processes that died and were replaced (since this process started).",
-           [("", pool.deaths)])
+           [("", pool.restarts)])
     metric("orbit_fast_db_bytes", "gauge", "Sizes of the hub's state files.",
            [(f'{{file="{k}"}}', v) for k, v in hub.db_sizes().items()])
     return "\n".join(out) + "\n"

@@ -6,8 +6,9 @@ running -> paused (asked) or retrying (a transient storage error; back to pendin
 after a crash, running and retrying jobs are pending again and resume from their checkpoints.
 
 No job runs twice: only this thread starts runs, a job is started by a compare-and-set from
-pending to running, and the process holds the jobs DB's lock for its whole life (a second
-hub refuses to start), so after a restart no run of the old process can still be going.
+pending to running, and the hub's engine handle holds the jobs DB's lock while the hub is up
+(a second hub refuses to start), so after a restart no run of the old process can still be
+going. Every run goes through that handle (api.Engine): its worker pool and its claims.
 """
 
 from __future__ import annotations
@@ -17,14 +18,15 @@ import random
 import threading
 import time
 import traceback
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
 
 from orbit_fast import progress as p
+from orbit_fast.api import Engine
 from orbit_fast.cancel import CancelToken
+from orbit_fast.config import BackupOptions
 from orbit_fast.errors import (
     DatabaseBusy,
     ExitCode,
@@ -59,19 +61,10 @@ class Active:
 
 
 class JobRunner:
-    def __init__(self, store: HubStore, db_path: str, universe_path: str, max_jobs: int,
-                 retry_base_s: float = 5.0, workers: int = 1, worker_nice: int = 0,
-                 job_env: Mapping[str, str] | None = None) -> None:  # fmt: skip
-        from orbit_fast.workers.pool import SHARED_THREADS, WorkerPool
-
+    def __init__(self, store: HubStore, engine: Engine, max_jobs: int,
+                 retry_base_s: float = 5.0) -> None:  # fmt: skip
         self.store = store
-        # One pool of worker processes for every job, started with the runner: concurrent
-        # jobs share the cores (each leases it for a run) instead of each starting its own.
-        # `job_env`: the env file's settings (HubSettings.job_env), installed in each worker
-        # as its environment overlay, as Hub.open installs them in this process.
-        self.pool = WorkerPool(workers, SHARED_THREADS, nice=worker_nice, env=job_env)
-        self.db_path = db_path
-        self.universe_path = universe_path
+        self.engine = engine  # opened and closed by the Hub; the runner only runs on it
         self.max_jobs = max_jobs
         self.retry_base_s = retry_base_s
         self.active: dict[int, Active] = {}
@@ -86,7 +79,6 @@ class JobRunner:
     # ---- lifecycle -------------------------------------------------------------------------
 
     def start(self) -> None:
-        self.pool.start()
         self.recovered = self.store.recover()
         for job_id in self.recovered:
             self.triggers[job_id] = "recovery"
@@ -112,7 +104,6 @@ class JobRunner:
             if a.thread is not None:
                 a.thread.join(max(0.1, deadline - time.monotonic()))
         self._thread.join(5)
-        self.pool.shutdown()
 
     def wake(self) -> None:
         self._wake.set()
@@ -234,16 +225,12 @@ class JobRunner:
         stats: dict[str, Any] | None = None
         error: str | None = None
         try:
-            opts = engine_options(job, self.db_path, self.universe_path)
-            from orbit_fast import api
-
+            opts = engine_options(job, self.engine.db_path, self.engine.universe_path)
             on_event = self._on_event_for(a)
-            if job["mode"] == "backup":
-                summary: Any = api.backup(options=opts, on_event=on_event,  # type: ignore[arg-type]
-                                          cancel=a.cancel, workers=self.pool)  # fmt: skip
+            if isinstance(opts, BackupOptions):  # mode backup
+                summary: Any = self.engine.backup(opts, on_event, a.cancel)
             else:
-                summary = api.sync(options=opts, on_event=on_event,  # type: ignore[arg-type]
-                                   cancel=a.cancel, workers=self.pool)  # fmt: skip
+                summary = self.engine.sync(opts, on_event, a.cancel)
             stats = msgspec.to_builtins(summary)
             state = "completed" if summary.exit_code == 0 else "partial"
             if state == "partial":

@@ -5,12 +5,15 @@ The hub process is their only writer. One connection, guarded by a lock, serves 
 handlers and the job threads; every write is one short transaction with synchronous=FULL, so
 a state change the API reported survives a power cut (the engine's per-file checkpoints in
 the same file use NORMAL: losing the last of those only means re-verifying some blocks).
+
+One owner per table: this module owns the hub_* tables and nothing else; the engine's tables
+(jobs, runs, file_errors, meta, ...) and the file-wide settings (journal_mode=WAL) belong to
+index/jobs_db.py, reached through api.Engine, which makes the file before the store opens it.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
 import threading
 import time
@@ -22,6 +25,7 @@ from typing import Any
 from orbit_fast.errors import DatabaseError
 
 _SCHEMA = """
+CREATE TABLE IF NOT EXISTS hub_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS hub_jobs (
     id INTEGER PRIMARY KEY,
     name TEXT NOT NULL UNIQUE,
@@ -105,7 +109,7 @@ class HubStore:
         self.path = path
         try:
             self._conn = self._connect()
-            self._conn.execute("PRAGMA journal_mode=WAL")
+            self._refuse_without_engine()
             self._conn.execute("PRAGMA synchronous=FULL")
             self._conn.executescript(_SCHEMA)
             self._refuse_old_format()
@@ -129,6 +133,14 @@ class HubStore:
         conn.execute("PRAGMA busy_timeout=30000")
         conn.execute("PRAGMA foreign_keys=ON")  # a deleted user's tokens go with the row
         return conn
+
+    def _refuse_without_engine(self) -> None:
+        """The file is the engine's first (api.Engine.open sets its WAL mode): a store on a
+        file in another journal mode would make readers wait for writers."""
+        mode = self._conn.execute("PRAGMA journal_mode").fetchone()[0]
+        if str(mode).lower() != "wal":
+            raise DatabaseError(f"the jobs DB {self.path} is in journal mode {mode}, not WAL: "
+                                "open the engine on it first (api.Engine.open)")  # fmt: skip
 
     def _refuse_old_format(self) -> None:
         """Hub tables from before tokens were bound to their user's generation cannot be
@@ -179,8 +191,8 @@ class HubStore:
         """None if a write transaction commits; else why not."""
         try:
             with self.tx() as c:
-                c.execute("INSERT INTO meta(key, value) VALUES ('hub_probe', ?) ON CONFLICT(key)"
-                          " DO UPDATE SET value=excluded.value", (str(time.time()),))  # fmt: skip
+                c.execute("INSERT INTO hub_meta(key, value) VALUES ('probe', ?) ON CONFLICT(key) "
+                          "DO UPDATE SET value=excluded.value", (str(time.time()),))  # fmt: skip
             return None
         except sqlite3.Error as exc:
             return str(exc)
@@ -286,12 +298,6 @@ class HubStore:
     def run(self, run_id: int) -> dict[str, Any] | None:
         rows = self.query(f"SELECT {', '.join(RUN_COLUMNS)} FROM hub_runs WHERE id=?", (run_id,))
         return _row(RUN_COLUMNS, rows[0]) if rows else None
-
-    def file_errors(self, engine_run_id: int, limit: int = 1000) -> list[dict[str, str]]:
-        rows = self.query("SELECT path, msgid, message FROM file_errors WHERE run_id=? LIMIT ?",
-                          (engine_run_id, limit))  # fmt: skip
-        return [{"path": os.fsdecode(bytes(p)) if isinstance(p, bytes) else str(p),
-                 "code": str(m), "message": str(t)} for p, m, t in rows]  # fmt: skip
 
     def recover(self) -> list[int]:
         """After a crash: runs left 'running' are over ('crashed'); their jobs, and jobs that

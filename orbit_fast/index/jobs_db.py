@@ -2,8 +2,13 @@
 
 Only the coordinator opens it, and only one coordinator at a time: `JobsDB.open` takes an
 exclusive flock on "<db>.lock" (released by the kernel if the process dies, so a kill -9 never
-leaves a stale lock) and refuses databases on network filesystems. Paths are stored as BLOBs
-(os.fsencode) so that names that are not valid UTF-8 round-trip.
+leaves a stale lock) and refuses databases on network filesystems; a hub's runs borrow the
+hub's claim instead (state_file.StateClaims). Paths are stored as BLOBs (os.fsencode) so that
+names that are not valid UTF-8 round-trip.
+
+This module owns the engine's tables (_SCHEMA, `meta`'s schema_version) and the file-wide
+settings of jobs.db (journal_mode=WAL): the hub keeps its own hub_* tables in the same file
+(hub/store.py) and opens it only after `JobsDB.open` made it.
 
 Durability: WAL with synchronous=NORMAL is always consistent; a power loss may roll back the
 last checkpoints, which only means those blocks are verified or copied again on the rerun.
@@ -20,6 +25,7 @@ from typing import NamedTuple
 
 from orbit_fast.errors import DatabaseError
 from orbit_fast.index import state_file
+from orbit_fast.index.state_file import StateClaims
 
 # 2: one resume family (uploads + upload_parts) for block copies and object uploads alike,
 # and one "unchanged" record (records) for every sync; version 1's files, partials, blocks and
@@ -106,17 +112,29 @@ class UploadRecord(NamedTuple):
     parts: dict[int, str]  # part number (from 1) -> token (ETag, or xxh3 hex) of parts stored
 
 
+class FileError(NamedTuple):
+    """A source entry a run skipped (a warning), as the run recorded it."""
+
+    path: str
+    msgid: str
+    message: str
+
+
 class JobsDB:
-    def __init__(self, path: str, conn: sqlite3.Connection, lock_fd: int):
+    def __init__(self, path: str, conn: sqlite3.Connection, lock_fd: int,
+                 claims: StateClaims | None = None):  # fmt: skip
         self.path = path
         self._conn = conn
         self._lock_fd = lock_fd
+        self._claims = claims
         self._ops: list[tuple[str, tuple[object, ...]]] = []
 
     @classmethod
-    def open(cls, path: str) -> JobsDB:
+    def open(cls, path: str, claims: StateClaims | None = None) -> JobsDB:
+        """Open (create or migrate) the jobs DB; `claims`: the handle holding it (a hub),
+        else it is claimed for this caller alone (DatabaseBusy if another has it)."""
         lock_fd = state_file.claim(path, "the jobs DB", "--db-path",
-                                   "SQLite over SMB/NFS corrupts databases")  # fmt: skip
+                                   "SQLite over SMB/NFS corrupts databases", claims)  # fmt: skip
         try:
             conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
             # A hub runs several jobs on one jobs DB, each on its own connection: wait for
@@ -147,16 +165,16 @@ class JobsDB:
             state_file.release(lock_fd)
             raise
         except sqlite3.DatabaseError as exc:
-            state_file.release(lock_fd)
+            state_file.release(lock_fd, claims)
             raise DatabaseError(
                 f"the jobs DB {path} is unreadable ({exc}); move it aside and rerun "
                 "(the destination is intact: files already copied are skipped)"
             ) from exc
-        return cls(path, conn, lock_fd)
+        return cls(path, conn, lock_fd, claims)
 
     def close(self) -> None:
         self._conn.close()
-        state_file.release(self._lock_fd)
+        state_file.release(self._lock_fd, self._claims)
 
     # -- jobs and runs ---------------------------------------------------------------------
 
@@ -278,6 +296,13 @@ class JobsDB:
         self._ops.append(
             ("INSERT INTO file_errors VALUES (?,?,?,?)", (run_id, path, msgid, message))
         )
+
+    def file_errors(self, run_id: int, limit: int = 1000) -> list[FileError]:
+        """The entries run `run_id` skipped, at most `limit`, in the order recorded."""
+        rows = self._conn.execute("SELECT path, msgid, message FROM file_errors WHERE run_id=? "
+                                  "ORDER BY rowid LIMIT ?", (run_id, limit))  # fmt: skip
+        return [FileError(os.fsdecode(bytes(p)) if isinstance(p, bytes) else str(p), str(m),
+                          str(t)) for p, m, t in rows]  # fmt: skip
 
     @property
     def pending_ops(self) -> int:

@@ -24,12 +24,15 @@ import socket
 import sqlite3
 import struct
 import time
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from orbit_fast._version import __version__
 from orbit_fast.errors import DatabaseError, UsageError
 from orbit_fast.fsinfo import fsync_path
 from orbit_fast.index import private
+
+if TYPE_CHECKING:
+    from orbit_fast.index.state_file import StateClaims
 
 log = logging.getLogger("orbit_fast.state")
 
@@ -107,25 +110,27 @@ def copy_universe(src: str, dst: str, tries: int = 20) -> bool:
     raise DatabaseError(f"the universe {src} kept changing its checkpoint; try again")
 
 
-def check_universe(path: str) -> int:
-    """Open a universe copy (replays its journal) and return its chunk count."""
-    from orbit_fast.index import state_file
+def check_universe(path: str, claims: StateClaims | None = None) -> int:
+    """Open a universe copy (replays its journal) and return its chunk count; its lock file
+    goes with it unless `claims` (the caller's handle) hold that path."""
     from orbit_fast.index.universe import Universe
 
-    u = Universe.open(path)
+    u = Universe.open(path, claims=claims)
     try:
         return u.count
     finally:
         u.close(checkpoint=False)
-        if not state_file.is_held(path):
+        if claims is None or not claims.is_held(path):
             try:
                 os.unlink(path + ".lock")
             except OSError:
                 pass
 
 
-def backup(db_path: str, universe_path: str, directory: str) -> dict[str, Any]:
-    """Write a consistent backup into `directory`; returns the manifest."""
+def backup(db_path: str, universe_path: str, directory: str,
+           claims: StateClaims | None = None) -> dict[str, Any]:  # fmt: skip
+    """Write a consistent backup into `directory`; returns the manifest. `claims`: those of
+    the handle (a hub) that holds the state files, if one does."""
     os.makedirs(directory, mode=private.DIR_MODE, exist_ok=True)
     private.tighten_dir(directory)  # makedirs leaves an existing directory as it was
     stamp = time.strftime("%Y%m%d_%H%M%S", time.gmtime()) + f"_{os.getpid()}"
@@ -135,7 +140,7 @@ def backup(db_path: str, universe_path: str, directory: str) -> dict[str, Any]:
     files = {"jobs": os.path.basename(jobs)}
     chunks = None
     if copy_universe(universe_path, universe):
-        chunks = check_universe(universe)
+        chunks = check_universe(universe, claims)
         files["universe"] = os.path.basename(universe)
         files["universe_journal"] = os.path.basename(universe) + "-journal"
     manifest = {

@@ -6,10 +6,12 @@ local locking and fsync semantics), and an exclusive flock is taken on "<path>.l
 holder's pid written into it. The kernel drops the flock when the process dies, so a kill -9
 never leaves a stale lock.
 
-A hub process holds both files for its whole life (`hold`) and runs many engine calls inside
-itself: their `claim` then borrows the hub's lock (a dup of its fd, so closing it releases
-nothing) instead of failing against its own process. The jobs DB may be borrowed by several
-runs at once (SQLite serialises their transactions); the universe by one at a time.
+A process that runs many engine calls inside itself (the hub, through `api.Engine`) holds both
+files for its life in a `StateClaims` and passes it down to `JobsDB.open` and `Universe.open`:
+their claim then borrows the held lock (a dup of its fd, so closing it releases nothing)
+instead of failing against its own process. The jobs DB may be borrowed by several runs at
+once (SQLite serialises their transactions); the universe by one at a time. Without a
+`StateClaims` (claims=None: the CLI, embedders) a claim is this process's alone.
 """
 
 from __future__ import annotations
@@ -21,43 +23,85 @@ import threading
 from orbit_fast import fsinfo
 from orbit_fast.errors import DatabaseBusy, DatabaseError, NetworkFilesystemError
 
-_held: dict[str, int] = {}  # path -> lock fd, held by this process until it exits
-_borrowed: dict[int, str] = {}  # borrowed fd -> path, for `release`
-_lent_once: set[str] = set()  # held paths that one borrower at a time may use
-_guard = threading.Lock()
+
+class StateClaims:
+    """The state files one handle holds for its life, lent to the runs it starts.
+
+    Thread-safe: the hub's job threads claim and release at once. `close` gives the held
+    files up (a borrower still open keeps the flock until it releases its dup)."""
+
+    def __init__(self) -> None:
+        self._held: dict[str, int] = {}  # abspath -> lock fd, until close()
+        self._borrowed: dict[int, str] = {}  # borrowed fd -> abspath, for `release`
+        self._single: set[str] = set()  # held paths that one borrower at a time may use
+        self._guard = threading.Lock()
+
+    def hold(self, path: str, what: str, setting: str, network_why: str,
+             single: bool = False) -> None:  # fmt: skip
+        """Claim `path` until `close` and lend it to later `claim`s (one at a time if
+        `single`). Raises DatabaseBusy if another holder (another hub) has it."""
+        path = os.path.abspath(path)
+        fd = _lock(path, what, setting, network_why)
+        with self._guard:
+            self._held[path] = fd
+            if single:
+                self._single.add(path)
+
+    def is_held(self, path: str) -> bool:
+        return os.path.abspath(path) in self._held
+
+    def claim(self, path: str, what: str, setting: str, network_why: str) -> int:
+        """A lock fd for `path` (give it back with `release`): a borrowed one if `path` is
+        held, else a claim of its own. A `single` path lent already: DatabaseBusy."""
+        with self._guard:
+            held = self._held.get(os.path.abspath(path))
+            if held is not None:
+                path = os.path.abspath(path)
+                if path in self._single and path in self._borrowed.values():
+                    raise DatabaseBusy(f"{what} {path} is in use by another job of this hub; "
+                                       "it runs when that one ends")  # fmt: skip
+                fd = os.dup(held)
+                self._borrowed[fd] = path
+                return fd
+        return _lock(path, what, setting, network_why)
+
+    def release(self, fd: int) -> None:
+        """Give back a claim or a borrowed claim."""
+        with self._guard:
+            self._borrowed.pop(fd, None)
+        os.close(fd)
+
+    def close(self) -> None:
+        """Give up every held file."""
+        with self._guard:
+            held, self._held = self._held, {}
+            self._single.clear()
+        for fd in held.values():
+            os.close(fd)
 
 
-def hold(path: str, what: str, setting: str, network_why: str, single: bool = False) -> None:
-    """Claim `path` for the rest of this process's life and lend it to later `claim`s in this
-    process (one at a time if `single`)."""
-    path = os.path.abspath(path)
-    fd = claim(path, what, setting, network_why)
-    with _guard:
-        _held[path] = fd
-        if single:
-            _lent_once.add(path)
-
-
-def is_held(path: str) -> bool:
-    return os.path.abspath(path) in _held
-
-
-def claim(path: str, what: str, setting: str, network_why: str) -> int:
-    """Make `path` usable by this process alone; returns the lock fd (`release` it).
+def claim(path: str, what: str, setting: str, network_why: str,
+          claims: StateClaims | None = None) -> int:  # fmt: skip
+    """Make `path` usable by this caller; returns the lock fd (`release` it).
 
     `what` names the file in messages ("the jobs DB"), `setting` says how to choose another
-    location ("--db-path"), `network_why` why a network filesystem is refused.
+    location ("--db-path"), `network_why` why a network filesystem is refused. With `claims`,
+    a file they hold is borrowed (StateClaims.claim); without, it is claimed alone.
     """
-    with _guard:
-        held = _held.get(os.path.abspath(path))
-        path = os.path.abspath(path) if held is not None else path
-        if held is not None:
-            if path in _lent_once and path in _borrowed.values():
-                raise DatabaseBusy(f"{what} {path} is in use by another job of this hub; "
-                                   "it runs when that one ends")  # fmt: skip
-            fd = os.dup(held)
-            _borrowed[fd] = path
-            return fd
+    if claims is not None:
+        return claims.claim(path, what, setting, network_why)
+    return _lock(path, what, setting, network_why)
+
+
+def release(fd: int, claims: StateClaims | None = None) -> None:
+    """Give up a claim made by `claim` with the same `claims`."""
+    if claims is not None:
+        claims.release(fd)
+    else:
+        os.close(fd)
+
+
+def _lock(path: str, what: str, setting: str, network_why: str) -> int:
     directory = os.path.dirname(path) or "."
     try:
         os.makedirs(directory, exist_ok=True)
@@ -85,10 +129,3 @@ def claim(path: str, what: str, setting: str, network_why: str) -> int:
     os.ftruncate(lock_fd, 0)
     os.pwrite(lock_fd, f"{os.getpid()}\n".encode(), 0)
     return lock_fd
-
-
-def release(fd: int) -> None:
-    """Give up a claim (or a borrowed claim)."""
-    with _guard:
-        _borrowed.pop(fd, None)
-    os.close(fd)

@@ -1,6 +1,7 @@
 """The universe: chunk id -> (pack, offset, stored length, raw length) for every repository.
 
-Only the coordinator opens it (an exclusive flock on "<path>.lock", like the jobs DB). It is a
+Only the coordinator opens it (an exclusive flock on "<path>.lock", like the jobs DB; a hub's
+backups borrow the hub's claim, one at a time: state_file.StateClaims). It is a
 cache of the repositories, never the truth: every entry can be rebuilt from the pack indexes
 (`orbit-fast index rebuild`), and `Repository` reconciles it with the repository's list of packs
 whenever it opens one, so a lost or stale universe never loses data.
@@ -31,6 +32,7 @@ from orbit_fast._native import kernels
 from orbit_fast.errors import DatabaseError
 from orbit_fast.fsinfo import fsync_path
 from orbit_fast.index import private, state_file
+from orbit_fast.index.state_file import StateClaims
 
 if TYPE_CHECKING:
     import numpy as np
@@ -90,9 +92,10 @@ class Location(NamedTuple):
 
 
 class Universe:
-    def __init__(self, path: str, lock_fd: int) -> None:
+    def __init__(self, path: str, lock_fd: int, claims: StateClaims | None = None) -> None:
         self.path = path
         self._lock_fd = lock_fd
+        self._claims = claims
         self._generation = 0
         self._table: mmap.mmap | bytes = b""
         self.count = 0
@@ -107,13 +110,15 @@ class Universe:
     # ---- opening and closing --------------------------------------------------------------
 
     @classmethod
-    def open(cls, path: str) -> Universe:
+    def open(cls, path: str, claims: StateClaims | None = None) -> Universe:
+        """Open the index; `claims`: the handle holding it (a hub), else it is claimed for
+        this caller alone (DatabaseBusy if another has it)."""
         path = os.path.abspath(path)
         lock_fd = state_file.claim(
             path, "the universe index", "UNIVERSE_PATH (or --universe-path)",
-            "its journal relies on local locking and fsync",
+            "its journal relies on local locking and fsync", claims,
         )  # fmt: skip
-        self = cls(path, lock_fd)
+        self = cls(path, lock_fd, claims)
         try:
             self._load()
         except BaseException:
@@ -215,7 +220,7 @@ class Universe:
                 self._journal = -1
             if isinstance(self._table, mmap.mmap):
                 self._table.close()
-            state_file.release(self._lock_fd)
+            state_file.release(self._lock_fd, self._claims)
             self._lock_fd = -1
 
     def __enter__(self) -> Universe:

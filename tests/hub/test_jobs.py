@@ -12,6 +12,7 @@ from typing import Any
 
 import httpx
 
+from orbit_fast.api import Engine
 from orbit_fast.hub.runner import JobRunner
 from orbit_fast.hub.store import HubStore
 from tests.conftest import child_pids, make_tree, snapshot
@@ -54,8 +55,9 @@ def test_a_storage_outage_pauses_the_job_and_it_resumes_by_itself(
 
 
 def test_missed_scheduled_runs_collapse_into_one(tmp_path: Path) -> None:
+    engine = Engine(str(tmp_path / "jobs.db"), str(tmp_path / "u.db")).open()  # the file first
     store = HubStore(str(tmp_path / "jobs.db"))
-    runner = JobRunner(store, str(tmp_path / "jobs.db"), str(tmp_path / "u.db"), max_jobs=1)
+    runner = JobRunner(store, engine, max_jobs=1)
     runner.max_jobs = 0  # queue only: this test looks at what the scheduler enqueues
     now = time.time()
     job = store.create_job({"name": "nightly", "mode": "sync", "source": "/a",
@@ -75,6 +77,7 @@ def test_missed_scheduled_runs_collapse_into_one(tmp_path: Path) -> None:
     runner.tick(now)
     assert store.job(job["id"])["state"] == "running"  # type: ignore[index]
     store.close()
+    engine.close()
 
 
 def test_the_queue_runs_at_most_max_jobs_at_once(hub_factory: Any, tmp_path: Path) -> None:

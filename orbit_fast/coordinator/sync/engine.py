@@ -44,6 +44,7 @@ from orbit_fast.workers.ring import reap_stale_segments
 
 if TYPE_CHECKING:
     from orbit_fast.coordinator.sync.objects import Pair
+    from orbit_fast.index.state_file import StateClaims
     from orbit_fast.workers.pool import WorkerPool
 
 PROGRESS_INTERVAL_S = 0.25
@@ -67,10 +68,13 @@ class SyncEngine:
         Stops the run at a safe point (Interrupted, checkpointed).
     workers
         The hub's pool, leased for this run; else the run starts a pool of its own.
+    claims
+        The hub's claims on its state files; else the run claims the jobs DB itself.
     """
 
     def __init__(self, opts: SyncOptions, emit: Any, cancel: CancelToken,
-                 workers: WorkerPool | None = None) -> None:  # fmt: skip
+                 workers: WorkerPool | None = None,
+                 claims: StateClaims | None = None) -> None:  # fmt: skip
         self.opts = opts
         self.emit = emit
         self.cancel = cancel
@@ -78,7 +82,8 @@ class SyncEngine:
         self.rules = FilterRules(opts.filters)
         self.c = p.Counters()
         self.ledger = RunLedger(kind="sync", source=opts.source, options=opts,
-                                db_path=opts.db_path, emit=emit, dry_run=opts.dry_run)
+                                db_path=opts.db_path, emit=emit, dry_run=opts.dry_run,
+                                claims=claims)  # fmt: skip
         self.fatal: OrbitError | None = None
         self.server_copies = 0
         self.gone: list[str] = []  # --mirror, remote destination: deleted after the copies
