@@ -18,6 +18,7 @@ bucket or share, permission denied). Local OSErrors pass through with their errn
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 import secrets
 from collections.abc import Callable, Iterator, Sequence
@@ -29,16 +30,35 @@ TMP_PREFIX = ".tmp-"  # writers' temp objects; listings skip them, sweep_temp re
 # Exactly the names writers make: ".tmp-" + 12 hex (whole writes) or ".tmp-up-" + 16 hex
 # (uploads in parts), so that a user's ".tmp-notes.txt" is still synced.
 _TEMP_RE = re.compile(r"\.tmp-(?:[0-9a-f]{12}|up-[0-9a-f]{16})\Z")
+# A sync's temp files, whatever the ends: ".<name>.orbit-<token>.tmp" beside the file, or for a
+# name too long for that ".orbit-<token>-<digest>.tmp"; the token is the job's (jobs_db).
+_SYNC_TEMP_RE = re.compile(r"\..+\.orbit-[0-9a-f]{8}\.tmp\Z"
+                           r"|\.orbit-[0-9a-f]{8}-[0-9a-f]{24}\.tmp\Z", re.S)  # fmt: skip
+_NAME_MAX = 255
+
+
+def temp_name(name: str, token: str) -> str:
+    """The temp name beside `name` (a basename) under which a sync writes it: deterministic
+    for a job, so an interrupted copy resumes, or a stale temp file is found and replaced."""
+    tmp = f".{name}.orbit-{token}.tmp"
+    if len(os.fsencode(tmp)) <= _NAME_MAX:
+        return tmp
+    digest = hashlib.sha256(os.fsencode(name)).hexdigest()[:24]
+    return f".orbit-{token}-{digest}.tmp"
+
+
+def is_temp_name(name: str, token: str) -> bool:
+    """Whether `name` is a temp name of the job with `token` (temp_name)."""
+    return name.startswith(".") and (
+        name.endswith(f".orbit-{token}.tmp") or name.startswith(f".orbit-{token}-")
+    )
 
 
 def is_temp(basename: str) -> bool:
-    return basename.startswith(TMP_PREFIX) and _TEMP_RE.match(basename) is not None
-
-
-def upload_temp_name(name: str) -> str:
-    """A fresh temp name beside `name` for an upload in parts."""
-    head, _, _ = name.rpartition("/")
-    return (f"{head}/" if head else "") + f"{TMP_PREFIX}up-{secrets.token_hex(8)}"
+    """A writer's temp object: a store's own (whole writes, repository uploads) or a sync's."""
+    if basename.startswith(TMP_PREFIX):
+        return _TEMP_RE.match(basename) is not None
+    return basename.startswith(".") and _SYNC_TEMP_RE.match(basename) is not None
 
 
 def check_name(name: str, where: str) -> str:
@@ -52,6 +72,13 @@ def check_name(name: str, where: str) -> str:
             "directory (absolute, '..', backslash or NUL); rename or remove it on the server"
         )
     return name
+
+
+def upload_temp_name(name: str, token: str = "") -> str:
+    """The temp name beside `name` ("a/b") for an upload in parts: the job's (`token`), the
+    same a sync between trees uses, else a fresh one."""
+    head, _, base = name.rpartition("/")
+    return (f"{head}/" if head else "") + temp_name(base, token or secrets.token_hex(4))
 
 
 Descend = Callable[[str], bool]  # list_info: whether to read a directory
@@ -222,8 +249,10 @@ class PartUploads(Protocol):
     """Optional: large objects uploaded in parts, resumable after a crash (part sizes within
     `capabilities.min_part_bytes`..`max_part_bytes`, see upload_part_bytes)."""
 
-    def begin_upload(self, name: str, size: int, part_bytes: int, mtime_ns: int) -> Upload:
-        """A new upload of `size` bytes to `name`, with the file's mtime."""
+    def begin_upload(self, name: str, size: int, part_bytes: int, mtime_ns: int,
+                     token: str = "") -> Upload:  # fmt: skip
+        """A new upload of `size` bytes to `name`, with the file's mtime; a file store writes
+        it under the sync's temp name for the job's `token` (upload_temp_name)."""
         ...
 
     def resume_upload(self, name: str, state: str, size: int, part_bytes: int,

@@ -114,7 +114,7 @@ class LocalStore(FileUploads):
             dirnames.sort()
             rel = os.path.relpath(dirpath, self.root).replace(os.sep, "/")
             for fname in sorted(filenames):
-                if fname.startswith(_TMP):
+                if fname.startswith(_TMP) or is_temp(fname):
                     continue
                 try:
                     size = os.stat(os.path.join(dirpath, fname)).st_size
@@ -132,7 +132,7 @@ class LocalStore(FileUploads):
         n = 0
         for dirpath, _, filenames in os.walk(self._path(prefix)):
             for fname in filenames:
-                if fname.startswith(_TMP):
+                if fname.startswith(_TMP) or is_temp(fname):
                     try:
                         os.unlink(os.path.join(dirpath, fname))
                         n += 1

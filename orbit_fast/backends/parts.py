@@ -84,8 +84,9 @@ class FileUploads:
     def delete(self, name: str) -> None:
         raise NotImplementedError
 
-    def begin_upload(self, name: str, size: int, part_bytes: int, mtime_ns: int) -> FileUpload:
-        tmp = upload_temp_name(name)
+    def begin_upload(self, name: str, size: int, part_bytes: int, mtime_ns: int,
+                     token: str = "") -> FileUpload:  # fmt: skip
+        tmp = upload_temp_name(name, token)
         self.create_sized(tmp, size)
         return FileUpload(self, name, tmp, part_bytes, mtime_ns)  # type: ignore[arg-type]
 

@@ -350,7 +350,8 @@ class S3Store(ProbesByListing):
                        Metadata={"mtime": format_mtime(mtime_ns)})  # fmt: skip
         return ObjectInfo(name, len(data), mtime_ns, _etag(r.get("ETag", "")))
 
-    def begin_upload(self, name: str, size: int, part_bytes: int, mtime_ns: int) -> S3Upload:
+    def begin_upload(self, name: str, size: int, part_bytes: int, mtime_ns: int,
+                     token: str = "") -> S3Upload:  # fmt: skip
         meta = {"mtime": format_mtime(mtime_ns), "orbit-part-bytes": str(part_bytes)}
         return self._start_upload(name, meta, part_bytes)
 

@@ -157,9 +157,10 @@ class RetryingUploads(RetryingStore):
             raise TypeError(f"{inner.url}: the store has no part uploads to retry")
         self._uploads = inner
 
-    def begin_upload(self, name: str, size: int, part_bytes: int, mtime_ns: int) -> Upload:
+    def begin_upload(self, name: str, size: int, part_bytes: int, mtime_ns: int,
+                     token: str = "") -> Upload:  # fmt: skip
         def begin() -> Upload:
-            return self._uploads.begin_upload(name, size, part_bytes, mtime_ns)
+            return self._uploads.begin_upload(name, size, part_bytes, mtime_ns, token)
 
         up = self._retry(f"starting the upload of {name}", begin)
         return RetryingUpload(up, self)

@@ -7,29 +7,12 @@ tasks still out. Only the coordinator touches it.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections import deque
 
 from orbit_fast.coordinator.scan import Stat
 
 COPY, VERIFY, FINALIZE, DIGEST_SRC, DIGEST_DST = "copy", "verify", "finalize", "dsrc", "ddst"
-_NAME_MAX = 255
-
-
-def temp_name(name: str, token: str) -> str:
-    """Deterministic temp name in the same directory, so an interrupted copy can resume."""
-    tmp = f".{name}.orbit-{token}.tmp"
-    if len(os.fsencode(tmp)) <= _NAME_MAX:
-        return tmp
-    digest = hashlib.sha256(os.fsencode(name)).hexdigest()[:24]
-    return f".orbit-{token}-{digest}.tmp"
-
-
-def is_temp_name(name: str, token: str) -> bool:
-    return name.startswith(".") and (
-        name.endswith(f".orbit-{token}.tmp") or name.startswith(f".orbit-{token}-")
-    )
 
 
 class Transfer:

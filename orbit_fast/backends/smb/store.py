@@ -380,7 +380,7 @@ class SMBStore(ProbesByListing, FileUploads):
                 child = f"{rel}/{e.name}" if rel else e.name
                 if e.is_dir:
                     stack.append(child)
-                elif e.name.startswith(TMP_PREFIX):
+                elif e.name.startswith(TMP_PREFIX) or is_temp(e.name):
                     self._quiet_remove(child)
                     n += 1
         return n

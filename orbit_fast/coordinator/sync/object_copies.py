@@ -13,7 +13,13 @@ from collections import deque
 from typing import TYPE_CHECKING, Any
 
 from orbit_fast import messages as m
-from orbit_fast.backends.base import ObjectInfo, upload_part_bytes
+from orbit_fast.backends.base import (
+    ObjectInfo,
+    PartUploads,
+    part_uploads,
+    server_copier,
+    upload_part_bytes,
+)
 from orbit_fast.config import FsyncPolicy, SyncOptions
 from orbit_fast.coordinator.dispatch import InFlight, TaskBoard
 from orbit_fast.coordinator.sync.objects import SINGLE_MAX, Obj
@@ -56,9 +62,11 @@ class ObjectCopies:
         if db is not None:
             self.records = db.records(job.id)
             self.uploads = db.uploads(job.id)
-        # Both ends on one server (and one login): the server copies, no byte comes here.
-        same = getattr(dst, "same_server", None)
-        self.server_side = bool(same and same(src))
+        # Both ends on one server (and one login): the server copies, no byte comes here
+        # (the workers make the same check for their own connections).
+        self.server_side = server_copier(src, dst) is not None
+        # None: the destination takes objects whole only.
+        self.uploads_to: PartUploads | None = part_uploads(dst)
         self.precision_ns = max(src.capabilities.mtime_ns_precision,
                                 dst.capabilities.mtime_ns_precision)  # fmt: skip
 
@@ -131,16 +139,17 @@ class ObjectCopies:
             self.ready.append((obj, "copy", 0))
             return []
         part = upload_part_bytes(size, self.opts.chunk_size_bytes, self.dst.capabilities)
-        if size <= max(part, SINGLE_MAX):
+        uploads = self.uploads_to
+        if uploads is None or size <= max(part, SINGLE_MAX):
             self.ready.append((obj, "put", 0))
             return []
         if obj.mtime_ns is None:  # S3 keeps the file's mtime in metadata
             obj.mtime_ns = self.src.stat_info(obj.rel).mtime_ns
         obj.part_bytes = part
         obj.nparts = -(-size // part)
-        done = self._resume(obj)
+        done = self._resume(uploads, obj)
         if done is None:
-            up = self.dst.begin_upload(obj.rel, size, part, obj.mtime_ns)
+            up = uploads.begin_upload(obj.rel, size, part, obj.mtime_ns or 0, self.job.token)
             obj.upload = up.state
             assert self.db is not None
             self.db.queue_upload(self.job.id, obj.rel, obj.info.sig, part, up.state)
@@ -155,14 +164,14 @@ class ObjectCopies:
         resumed = sum(obj.part_len(n) for n in done)
         return [Moved(resumed=resumed)] if resumed else []
 
-    def _resume(self, obj: Obj) -> dict[int, str] | None:
+    def _resume(self, uploads: PartUploads, obj: Obj) -> dict[int, str] | None:
         """The parts of this object's recorded upload the server still has, or None to start
         a new upload (the old one, from another version of the source, is aborted)."""
         rec = self.uploads.pop(obj.rel, None)
         if rec is None:
             return None
-        up = self.dst.resume_upload(obj.rel, rec.state, obj.info.size, rec.part_bytes,
-                                    obj.mtime_ns)  # fmt: skip
+        up = uploads.resume_upload(obj.rel, rec.state, obj.info.size, rec.part_bytes,
+                                   obj.mtime_ns or 0)  # fmt: skip
         if rec.src_sig == obj.info.sig and rec.part_bytes == obj.part_bytes:
             lengths = {n: obj.part_len(n) for n in range(1, obj.nparts + 1)}
             try:
@@ -298,11 +307,11 @@ class ObjectCopies:
         """Uploads recorded for objects this run did not copy (gone from the source, or now
         excluded): abort them so no parts linger on the server."""
         out: list[Outcome] = []
-        if self.db is None:
+        if self.db is None or self.uploads_to is None:
             return out
         for name, rec in self.uploads.items():
             try:
-                self.dst.resume_upload(name, rec.state, 0, rec.part_bytes, 0).abort()
+                self.uploads_to.resume_upload(name, rec.state, 0, rec.part_bytes, 0).abort()
             except (OSError, RemoteError) as exc:
                 out.append(Warn("upload", name, f"could not abort an old upload: {exc}"))
                 continue

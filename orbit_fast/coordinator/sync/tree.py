@@ -18,6 +18,7 @@ from collections import deque
 from typing import TYPE_CHECKING
 
 from orbit_fast import messages as m
+from orbit_fast.backends.base import is_temp_name, temp_name
 from orbit_fast.config import FsyncPolicy, SyncOptions
 from orbit_fast.coordinator.dispatch import InFlight, TaskBoard
 from orbit_fast.coordinator.scan import DIR, Entry, Stat, merge_walk
@@ -40,8 +41,6 @@ from orbit_fast.coordinator.transfer import (
     FINALIZE,
     VERIFY,
     Transfer,
-    is_temp_name,
-    temp_name,
 )
 from orbit_fast.filters import FilterRules
 from orbit_fast.index.jobs_db import Job, JobsDB, UploadRecord
