@@ -203,7 +203,8 @@ class Repository:
 
     def _holder(self) -> dict[str, Any] | None:
         try:
-            return json.loads(self.store.read(LOCK))
+            holder: dict[str, Any] = json.loads(self.store.read(LOCK))  # lock() wrote an object
+            return holder
         except FileNotFoundError:
             return None
         except ValueError:

@@ -12,6 +12,7 @@ it again after a while); a rerun resumes.
 from __future__ import annotations
 
 import errno
+import functools
 import hashlib
 import os
 import threading
@@ -148,7 +149,7 @@ def _digest(t: m.DigestObject) -> m.Result:
     pieces: list[str] = []
     h: Any = xxhash.xxh3_128() if style == "xxh3" else hashlib.md5()  # noqa: S324
     for off in range(0, size, step):
-        data = _on(side, lambda off=off: store.read_range(t.name, off, min(step, size - off)))
+        data = _on(side, functools.partial(store.read_range, t.name, off, min(step, size - off)))
         if part:  # an S3 multipart ETag: MD5 of each part's MD5
             pieces.append(hashlib.md5(data).hexdigest())  # noqa: S324
         else:
