@@ -251,12 +251,12 @@ def state_group() -> None:
 @click.option("--universe-path", default="", help="The universe (default: UNIVERSE_PATH).")
 def state_backup(directory: str, env_file: str, db_path: str, universe_path: str) -> None:
     """Consistent copies into DIRECTORY, safe while the hub runs; prints the manifest."""
+    from orbit_fast.api import backup_state
     from orbit_fast.errors import OrbitError
-    from orbit_fast.index.state_backup import backup
 
     try:
         db, uni = _state_paths(env_file, db_path, universe_path)
-        click.echo(json.dumps(backup(db, uni, directory), indent=1))
+        click.echo(json.dumps(backup_state(db, uni, directory), indent=1))
     except OrbitError as exc:
         exit_with_error(exc, json_out=False)
 
@@ -272,11 +272,11 @@ def state_restore(backup_file: str, universe_file: str, env_file: str, db_path: 
                   universe_path: str) -> None:  # fmt: skip
     """Check BACKUP_FILE (a manifest .json, or a jobs DB copy), then swap it in. Stop the hub
     first; the replaced files are kept as *.before-restore-<time>."""
+    from orbit_fast.api import restore_state
     from orbit_fast.errors import OrbitError
-    from orbit_fast.index.state_backup import restore
 
     try:
         db, uni = _state_paths(env_file, db_path, universe_path)
-        click.echo(json.dumps(restore(backup_file, db, uni, universe_file), indent=1))
+        click.echo(json.dumps(restore_state(backup_file, db, uni, universe_file), indent=1))
     except OrbitError as exc:
         exit_with_error(exc, json_out=False)
