@@ -159,10 +159,12 @@ def _digest(t: m.DigestObject) -> m.Result:
     return m.ObjectDigested(task_id=t.task_id, digest=h.hexdigest())
 
 
-def read_remote(url: str, name: bytes, view: memoryview, offset: int) -> int:
-    """Fill `view` from object `name` of the store at `url` (a backup's remote source)."""
+def read_remote(url: str, name: bytes, view: memoryview, offset: int,
+                s3_endpoint: str = "") -> int:  # fmt: skip
+    """Fill `view` from object `name` of the store at `url` (a backup's remote source), an
+    s3:// one through `s3_endpoint` ("": ORBIT_S3_ENDPOINT)."""
     try:
-        store = _store(url, m.Ends(src=url, dst=url, s3_endpoint="", attempts=0))
+        store = _store(url, m.Ends(src=url, dst=url, s3_endpoint=s3_endpoint, attempts=0))
     except _Failed as f:
         raise RemoteError(f.message) from None
     data = store.read_range(os.fsdecode(name), offset, len(view))
