@@ -19,37 +19,38 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from orbit_fast.cancel import CancelToken
-from orbit_fast.config import (
-    BackupOptions,
-    SyncOptions,
-    resolve_state_paths,
-    validate,
-    validate_backup,
+from orbit_fast.config import BackupOptions, SyncOptions, validate, validate_backup
+
+# The repository commands live below api (they are most of its surface); api re-exports them.
+from orbit_fast.coordinator.repo_commands import (
+    Entry,
+    SnapshotInfo,
+    diff_snapshots,
+    forget,
+    init_repository,
+    list_entries,
+    list_snapshots,
+    prune,
+    rebuild_index,
+    restore,
+    unlock,
+    verify,
 )
-from orbit_fast.progress import (
-    BackupSummary,
-    Event,
-    PruneSummary,
-    RestoreSummary,
-    Summary,
-    VerifySummary,
-)
+from orbit_fast.progress import BackupSummary, Event, Summary
 
 if TYPE_CHECKING:
     from orbit_fast.index.jobs_db import FileError, JobsDB
     from orbit_fast.index.state_file import StateClaims
-    from orbit_fast.index.universe import Universe
-    from orbit_fast.repo.repository import Repository
     from orbit_fast.workers.pool import WorkerPool
 
-__all__ = ["BackupOptions", "CancelToken", "Engine", "SyncOptions", "WorkerStats", "backup",
-           "forget", "init_repository", "open_private", "prune",
-           "rebuild_index", "restore", "sync", "verify"]  # fmt: skip
+__all__ = ["BackupOptions", "CancelToken", "Engine", "Entry", "SnapshotInfo", "SyncOptions",
+           "WorkerStats", "backup", "backup_state", "diff_snapshots", "forget", "init_repository",
+           "list_entries", "list_snapshots", "open_private", "prune", "rebuild_index", "restore",
+           "restore_state", "sync", "unlock", "verify"]  # fmt: skip
 
 
 def sync(
@@ -131,7 +132,7 @@ def backup(
         A directory, and a repository path. Ignored when `options` is given.
     options
         A complete `BackupOptions`; otherwise built from the arguments and `fields` (filters,
-        concurrency, codec, tags, db_path, universe_path).
+        concurrency, codec, tags, db_path, universe_path, s3_endpoint).
     on_event, cancel, workers, claims
         As for `sync()` (`claims` then cover the universe index too).
 
@@ -156,116 +157,64 @@ def backup(
                   workers, claims=claims).run()  # fmt: skip
 
 
-def init_repository(url: str, codec: str = "zstd:3") -> str:
-    """Create an empty repository at `url`; returns its id."""
-    from orbit_fast.repo.repository import Repository
+def backup_state(db_path: str, universe_path: str, directory: str) -> dict[str, Any]:
+    """Consistent copies of the jobs DB and the universe index into `directory`, safe while a
+    hub runs on them (`orbit-fast state backup`).
 
-    repo = Repository.init(url, codec)
-    repo.close()
-    return repo.id
+    Parameters
+    ----------
+    db_path, universe_path
+        The state files.
+    directory
+        Where the copies and their manifest go (created 0700; the files are 0600).
 
+    Returns
+    -------
+    dict
+        The manifest (also written beside the copies): its path, the copies' names, sizes
+        and SHA-256, the universe's chunk count.
 
-@contextmanager
-def locked_repository(
-    url: str, operation: str, universe_path: str = "", db_path: str = ""
-) -> Iterator[tuple[Repository, Universe]]:
-    """The repository, locked, and the universe index (the operations that read chunk
-    locations reconcile it with the repository themselves, once)."""
-    from orbit_fast.index.universe import Universe
-    from orbit_fast.repo.repository import Repository
+    Raises
+    ------
+    UsageError
+        There is no jobs DB at `db_path`.
+    OrbitError
+        The copies could not be written (DiskFull, DestinationError, ...).
+    """
+    from orbit_fast.index.state_backup import backup as backup_files
 
-    _, upath = resolve_state_paths(db_path, universe_path)
-    with Repository.open(url) as repo:
-        repo.lock(operation)
-        with Universe.open(upath) as universe:
-            yield repo, universe
-
-
-def restore(
-    repository: str,
-    snapshot: str,
-    target: str,
-    paths: tuple[str, ...] = (),
-    *,
-    on_event: Callable[[Event], None] | None = None,
-    cancel: CancelToken | None = None,
-    universe_path: str = "",
-    db_path: str = "",
-) -> RestoreSummary:
-    """Restore `paths` (default: everything) of `snapshot` ("latest" or an id prefix) into
-    `target`. Raises IntegrityError, after restoring every file it can, if chunks are missing
-    or damaged."""
-    from orbit_fast.coordinator.restore import restore as run
-
-    with locked_repository(repository, "restore", universe_path, db_path) as (repo, universe):
-        _, snap = repo.resolve(snapshot)
-        return run(repo, universe, snap, target, paths, on_event or (lambda ev: None),
-                   cancel or CancelToken())  # fmt: skip
+    return backup_files(db_path, universe_path, directory)
 
 
-def verify(
-    repository: str, quick: bool = False, *, on_event: Callable[[Event], None] | None = None
-) -> VerifySummary:
-    """Check every pack and chunk (or, quick, the structure only); `exit_code` 13 and
-    `problems` name what is damaged."""
-    from orbit_fast.coordinator.check import verify as run
-    from orbit_fast.repo.repository import Repository
+def restore_state(backup_file: str, db_path: str, universe_path: str,
+                  universe_file: str = "") -> dict[str, Any]:  # fmt: skip
+    """Check a backup of the state files, then swap it in for the current ones, keeping those
+    as `<file>.before-restore-<time>` (`orbit-fast state restore`). The hub must be stopped.
 
-    with Repository.open(repository) as repo:
-        repo.lock("verify")
-        return run(repo, quick, on_event or (lambda ev: None))
+    Parameters
+    ----------
+    backup_file
+        A manifest written by `backup_state`, or a bare jobs DB copy.
+    db_path, universe_path
+        The state files to replace.
+    universe_file
+        With a bare jobs DB copy: the universe copy that goes with it ("": none).
 
+    Returns
+    -------
+    dict
+        What was restored and where the replaced files were kept.
 
-def forget(
-    repository: str,
-    *,
-    keep_last: int = 0,
-    keep_daily: int = 0,
-    keep_weekly: int = 0,
-    keep_monthly: int = 0,
-    prune: bool = False,
-    dry_run: bool = False,
-    on_event: Callable[[Event], None] | None = None,
-    universe_path: str = "",
-    db_path: str = "",
-) -> list[str]:
-    """Delete the snapshots the retention policy does not keep (and prune if asked); returns
-    their ids."""
-    from orbit_fast.coordinator.prune import plan_forget
-    from orbit_fast.coordinator.prune import prune as run_prune
+    Raises
+    ------
+    DatabaseBusy
+        A process still holds the state files.
+    OrbitError
+        The backup is missing, damaged or does not match its manifest.
+    """
+    from orbit_fast.index.state_backup import restore as restore_files
 
-    with locked_repository(repository, "forget", universe_path, db_path) as (repo, universe):
-        drop = plan_forget(repo.snapshots(), keep_last, keep_daily, keep_weekly, keep_monthly)
-        if dry_run:
-            return drop
-        for name in drop:
-            repo.delete_snapshot(name)
-        if prune:
-            run_prune(repo, universe, on_event or (lambda ev: None), drop)
-        return drop
-
-
-def prune(
-    repository: str,
-    *,
-    on_event: Callable[[Event], None] | None = None,
-    universe_path: str = "",
-    db_path: str = "",
-) -> PruneSummary:
-    """Delete chunks no snapshot references; rewrite packs that are mostly dead."""
-    from orbit_fast.coordinator.prune import prune as run
-
-    with locked_repository(repository, "prune", universe_path, db_path) as (repo, universe):
-        return run(repo, universe, on_event or (lambda ev: None))
-
-
-def rebuild_index(repository: str, *, universe_path: str = "", db_path: str = "") -> int:
-    """Forget everything the universe knows about the repository and index its packs again
-    from the pack files; returns the number of packs indexed."""
-    with locked_repository(repository, "index rebuild", universe_path, db_path) as (repo, u):
-        u.drop_packs(repo.id, list(u.packs_of(repo.id)))
-        added, _ = repo.sync_index(u)
-        return added
+    return restore_files(backup_file, db_path, universe_path, universe_file)
 
 
 # ---- one handle for a process that runs many jobs (the hub) --------------------------------

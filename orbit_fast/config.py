@@ -105,6 +105,7 @@ class BackupOptions(msgspec.Struct, kw_only=True, frozen=True):
     tags: tuple[str, ...] = ()
     db_path: str = ""
     universe_path: str = ""
+    s3_endpoint: str = ""  # for s3:// sources and repositories ("" = ORBIT_S3_ENDPOINT, else AWS)
 
     @property
     def workers(self) -> int:

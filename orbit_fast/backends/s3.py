@@ -256,7 +256,8 @@ class S3Store(ProbesByListing):
     def read(self, name: str) -> bytes:
         body = self._call("read", name, self._s3.get_object, Key=self._key(name))["Body"]
         try:
-            return body.read()
+            data: bytes = body.read()  # a botocore StreamingBody (untyped)
+            return data
         except Exception as exc:  # a connection cut in the middle of the body
             raise TransientError(f"read {self._where(name)}: {exc}") from exc
 
@@ -266,7 +267,7 @@ class S3Store(ProbesByListing):
         r = self._call("read", name, self._s3.get_object, Key=self._key(name),
                        Range=f"bytes={offset}-{offset + length - 1}")  # fmt: skip
         try:
-            data = r["Body"].read()
+            data: bytes = r["Body"].read()  # a botocore StreamingBody (untyped)
         except Exception as exc:
             raise TransientError(f"read {self._where(name)}: {exc}") from exc
         if len(data) != length:
@@ -335,7 +336,7 @@ class S3Store(ProbesByListing):
     def read_info(self, name: str, expect: ObjectInfo | None = None) -> tuple[bytes, ObjectInfo]:
         r = self._call("read", name, self._s3.get_object, Key=self._key(name))
         try:
-            data = r["Body"].read()
+            data: bytes = r["Body"].read()  # a botocore StreamingBody (untyped)
         except Exception as exc:
             raise TransientError(f"read {self._where(name)}: {exc}") from exc
         info = self._info(name, r)

@@ -6,7 +6,6 @@ Only click is imported at start-up; each command imports the engine when it runs
 
 from __future__ import annotations
 
-import os
 import sys
 
 import click
@@ -29,8 +28,8 @@ def cli(s3_endpoint: str) -> None:
     Exit codes are listed in docs/exit-codes.md (0 ok, 1 finished with skipped files,
     2 usage, 3-10 specific errors, 130/143 interrupted and resumable).
     """
-    if s3_endpoint:  # read by every S3 store this command opens (backends/s3.py)
-        os.environ["ORBIT_S3_ENDPOINT"] = s3_endpoint
+    # --s3-endpoint stays in this group's params: each command passes it to the engine as an
+    # option (cli.runner.s3_endpoint); os.environ is not ours to change.
 
 
 cli.add_command(sync_cmd)

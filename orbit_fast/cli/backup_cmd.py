@@ -41,6 +41,12 @@ def _fail(err: Exception, json_out: bool) -> NoReturn:
     exit_with_error(err, json_out)
 
 
+def _endpoint() -> str:
+    from orbit_fast.cli.runner import s3_endpoint
+
+    return s3_endpoint()
+
+
 def _when(ns: int) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ns / 1e9))
 
@@ -55,7 +61,7 @@ def init_cmd(repo: str, codec: str) -> None:
     from orbit_fast.errors import OrbitError
 
     try:
-        rid = init_repository(repo, codec)
+        rid = init_repository(repo, codec, s3_endpoint=_endpoint())
     except OrbitError as err:
         _fail(err, False)
     click.echo(f"created repository {rid[:8]} at {os.path.abspath(repo)}")
@@ -91,7 +97,7 @@ def backup_cmd(ctx: click.Context, src: str, repo: str, codec: str, tag: tuple[s
 
     opts = BackupOptions(source=src, repository=repo, filters=ctx.meta.get("filter_order", ()),
                          concurrency=concurrency, codec=codec, tags=tag, db_path=db_path,
-                         universe_path=universe_path)  # fmt: skip
+                         universe_path=universe_path, s3_endpoint=_endpoint())  # fmt: skip
     renderer = Renderer(json_out=json_out, progress=not no_progress and not json_out)
     run_engine(lambda cancel: backup(options=opts, on_event=renderer, cancel=cancel),
                renderer, json_out)  # fmt: skip
@@ -102,16 +108,15 @@ def backup_cmd(ctx: click.Context, src: str, repo: str, codec: str, tag: tuple[s
 @json_option
 def snapshots_cmd(repo: str, json_out: bool) -> None:
     """List the snapshots, oldest first."""
+    from orbit_fast.api import list_snapshots
     from orbit_fast.errors import OrbitError
-    from orbit_fast.repo.repository import Repository
 
     try:
-        with Repository.open(repo) as r:
-            snaps = r.snapshots()
+        snaps = list_snapshots(repo, s3_endpoint=_endpoint())
     except OrbitError as err:
         _fail(err, json_out)
-    for name, s in snaps:
-        files = s.files_total
+    for s in snaps:
+        name, files = s.id, s.files_total
         if json_out:
             print(json.dumps({"id": name, "time_ns": s.time_ns, "hostname": s.hostname,
                               "source": s.source, "tags": s.tags, "parent": s.parent,
@@ -132,21 +137,18 @@ def snapshots_cmd(repo: str, json_out: bool) -> None:
 @json_option
 def ls_cmd(repo: str, snapshot: str, path: str, json_out: bool) -> None:
     """List what SNAPSHOT ("latest" or an id prefix) holds at or below PATH."""
-    from orbit_fast.coordinator.restore import select
+    from orbit_fast.api import list_entries
     from orbit_fast.errors import OrbitError
-    from orbit_fast.repo.repository import Repository
 
     try:
-        with Repository.open(repo) as r:
-            _, snap = r.resolve(snapshot)
-        nodes = select(snap.nodes, (path,) if path.strip("/") else (), parents=False)
+        entries = list_entries(repo, snapshot, path, s3_endpoint=_endpoint())
     except OrbitError as err:
         _fail(err, json_out)
-    for n in nodes:
+    for n in entries:
         shown = n.path.decode("utf-8", "backslashreplace") or "."
         if json_out:
             print(json.dumps({"path": shown, "kind": n.kind, "size": n.size, "mode": n.mode,
-                              "mtime_ns": n.mtime_ns, "chunks": len(n.chunks) // 32}))  # fmt: skip
+                              "mtime_ns": n.mtime_ns, "chunks": n.chunks}))  # fmt: skip
         else:
             suffix = "/" if n.kind == "d" else f" -> {os.fsdecode(n.target)}" if n.kind == "l" \
                 else ""  # fmt: skip
@@ -161,28 +163,13 @@ def ls_cmd(repo: str, snapshot: str, path: str, json_out: bool) -> None:
 @json_option
 def diff_cmd(repo: str, snap1: str, snap2: str, json_out: bool) -> None:
     """What changed from SNAP1 to SNAP2: + added, - removed, M content, T metadata only."""
+    from orbit_fast.api import diff_snapshots
     from orbit_fast.errors import OrbitError
-    from orbit_fast.repo.repository import Repository
 
     try:
-        with Repository.open(repo) as r:
-            _, a = r.resolve(snap1)
-            _, b = r.resolve(snap2)
+        rows = diff_snapshots(repo, snap1, snap2, s3_endpoint=_endpoint())
     except OrbitError as err:
         _fail(err, json_out)
-    old = {n.path: n for n in a.nodes}
-    new = {n.path: n for n in b.nodes}
-    rows: list[tuple[str, bytes]] = []
-    for path in sorted(old.keys() | new.keys()):
-        x, y = old.get(path), new.get(path)
-        if x is None:
-            rows.append(("+", path))
-        elif y is None:
-            rows.append(("-", path))
-        elif (x.kind, x.chunks, x.target) != (y.kind, y.chunks, y.target):
-            rows.append(("M", path))
-        elif (x.mode, x.uid, x.gid, x.mtime_ns) != (y.mode, y.uid, y.gid, y.mtime_ns):
-            rows.append(("T", path))
     for what, path in rows:
         shown = path.decode("utf-8", "backslashreplace") or "."
         if json_out:
@@ -215,9 +202,11 @@ def restore_cmd(repo: str, snapshot: str, paths: tuple[str, ...], target: str, d
     from orbit_fast.cli.runner import run_engine
 
     renderer = Renderer(json_out=json_out, progress=not no_progress and not json_out)
+    endpoint = _endpoint()
     run_engine(lambda cancel: restore(repo, snapshot, target, paths, on_event=renderer,
                                       cancel=cancel, universe_path=universe_path,
-                                      db_path=db_path), renderer, json_out)  # fmt: skip
+                                      db_path=db_path, s3_endpoint=endpoint),
+               renderer, json_out)  # fmt: skip
 
 
 @click.command("verify")
@@ -233,7 +222,9 @@ def verify_cmd(repo: str, quick: bool, json_out: bool) -> None:
     from orbit_fast.cli.runner import run_engine
 
     renderer = Renderer(json_out=json_out, progress=False)
-    run_engine(lambda cancel: verify(repo, quick, on_event=renderer), renderer, json_out)
+    endpoint = _endpoint()
+    run_engine(lambda cancel: verify(repo, quick, on_event=renderer, s3_endpoint=endpoint),
+               renderer, json_out)  # fmt: skip
 
 
 @click.command("forget")
@@ -263,7 +254,7 @@ def forget_cmd(repo: str, keep_last: int, keep_daily: int, keep_weekly: int, kee
         drop = forget(repo, keep_last=keep_last, keep_daily=keep_daily,
                       keep_weekly=keep_weekly, keep_monthly=keep_monthly, prune=and_prune,
                       dry_run=dry_run, on_event=renderer, universe_path=universe_path,
-                      db_path=db_path)  # fmt: skip
+                      db_path=db_path, s3_endpoint=_endpoint())  # fmt: skip
     except OrbitError as err:
         _fail(err, json_out)
     verb = "would forget" if dry_run else "forgot"
@@ -284,8 +275,10 @@ def prune_cmd(repo: str, db_path: str, universe_path: str, json_out: bool) -> No
     from orbit_fast.cli.runner import run_engine
 
     renderer = Renderer(json_out=json_out, progress=False)
+    endpoint = _endpoint()
     run_engine(lambda cancel: prune(repo, on_event=renderer, universe_path=universe_path,
-                                    db_path=db_path), renderer, json_out)  # fmt: skip
+                                    db_path=db_path, s3_endpoint=endpoint),
+               renderer, json_out)  # fmt: skip
 
 
 @click.command("unlock")
@@ -293,12 +286,11 @@ def prune_cmd(repo: str, db_path: str, universe_path: str, json_out: bool) -> No
 def unlock_cmd(repo: str) -> None:
     """Remove the repository lock. Only when the process that holds it is gone: a lock of a
     dead process on this host is cleared automatically."""
+    from orbit_fast.api import unlock
     from orbit_fast.errors import OrbitError
-    from orbit_fast.repo.repository import Repository
 
     try:
-        with Repository.open(repo) as r:
-            holder = r.force_unlock()
+        holder = unlock(repo, s3_endpoint=_endpoint())
     except OrbitError as err:
         _fail(err, False)
     click.echo("no lock was held" if holder is None else
@@ -319,7 +311,8 @@ def index_rebuild_cmd(repo: str, db_path: str, universe_path: str) -> None:
     from orbit_fast.errors import OrbitError
 
     try:
-        n = rebuild_index(repo, universe_path=universe_path, db_path=db_path)
+        n = rebuild_index(repo, universe_path=universe_path, db_path=db_path,
+                          s3_endpoint=_endpoint())  # fmt: skip
     except OrbitError as err:
         _fail(err, False)
     click.echo(f"indexed {n} packs")

@@ -26,10 +26,11 @@ _ENV_FILE = click.option("--env-file", envvar="ORBIT_ENV_FILE", default="", meta
                          "/etc/orbit/orbit.env). The environment overrides it.")  # fmt: skip
 
 
-def _serve(env_file: str, host: str, port: int) -> None:
+def _serve(env_file: str, host: str, port: int, s3_endpoint: str = "") -> None:
+    import dataclasses
     import logging
 
-    from orbit_fast.errors import OrbitError
+    from orbit_fast.errors import OrbitError, UsageError
     from orbit_fast.hub import settings as hub_settings
 
     # Before anything is opened: what the hub and its jobs create without an explicit mode
@@ -42,6 +43,17 @@ def _serve(env_file: str, host: str, port: int) -> None:
         settings = hub_settings.load(env_file, host=host, port=port)
     except OrbitError as exc:
         exit_with_error(exc, json_out=False)
+    if s3_endpoint:
+        # `orbit-fast --s3-endpoint URL serve`: for every job, as an env file line would be
+        # (the jobs' overlay, which the workers get too); os.environ stays as it was. The
+        # environment wins over the overlay, so a different ORBIT_S3_ENDPOINT there is refused.
+        if os.environ.get("ORBIT_S3_ENDPOINT", s3_endpoint) != s3_endpoint:
+            exit_with_error(UsageError(
+                f"--s3-endpoint {s3_endpoint} and ORBIT_S3_ENDPOINT="
+                f"{os.environ['ORBIT_S3_ENDPOINT']} disagree; give the hub one of them"),
+                json_out=False)  # fmt: skip
+        settings = dataclasses.replace(
+            settings, job_env={**settings.job_env, "ORBIT_S3_ENDPOINT": s3_endpoint})
     level = {"trace": "DEBUG", "warn": "WARNING"}.get(settings.log_level,
                                                       settings.log_level.upper())  # fmt: skip
     logging.basicConfig(level=level, stream=sys.stderr,
@@ -83,13 +95,18 @@ def _serve(env_file: str, host: str, port: int) -> None:
 @_ENV_FILE
 @click.option("--host", default="", help="Overrides ORBIT_HOST (default 127.0.0.1).")
 @click.option("--port", default=0, type=int, help="Overrides ORBIT_PORT (default 3000).")
-def serve_cmd(env_file: str, host: str, port: int) -> None:
+@click.pass_context
+def serve_cmd(ctx: click.Context, env_file: str, host: str, port: int) -> None:
     """Run the hub: HTTP API, dashboard and every job (docs/deployment.md).
 
     Settings come from the environment: ORBIT_HOST, ORBIT_PORT, DATABASE_URL, UNIVERSE_PATH,
     ORBIT_AUTH_SECRET, ORBIT_AUTH_ENABLED, ORBIT_ALLOWED_ROOTS, ORBIT_MAX_JOBS, ORBIT_LOG.
     """
-    _serve(env_file, host, port)
+    from click.core import ParameterSource
+
+    root = ctx.find_root()
+    given = root.get_parameter_source("s3_endpoint") is ParameterSource.COMMANDLINE
+    _serve(env_file, host, port, root.params["s3_endpoint"] if given else "")
 
 
 def server_main() -> None:
@@ -251,12 +268,12 @@ def state_group() -> None:
 @click.option("--universe-path", default="", help="The universe (default: UNIVERSE_PATH).")
 def state_backup(directory: str, env_file: str, db_path: str, universe_path: str) -> None:
     """Consistent copies into DIRECTORY, safe while the hub runs; prints the manifest."""
+    from orbit_fast.api import backup_state
     from orbit_fast.errors import OrbitError
-    from orbit_fast.index.state_backup import backup
 
     try:
         db, uni = _state_paths(env_file, db_path, universe_path)
-        click.echo(json.dumps(backup(db, uni, directory), indent=1))
+        click.echo(json.dumps(backup_state(db, uni, directory), indent=1))
     except OrbitError as exc:
         exit_with_error(exc, json_out=False)
 
@@ -272,11 +289,11 @@ def state_restore(backup_file: str, universe_file: str, env_file: str, db_path: 
                   universe_path: str) -> None:  # fmt: skip
     """Check BACKUP_FILE (a manifest .json, or a jobs DB copy), then swap it in. Stop the hub
     first; the replaced files are kept as *.before-restore-<time>."""
+    from orbit_fast.api import restore_state
     from orbit_fast.errors import OrbitError
-    from orbit_fast.index.state_backup import restore
 
     try:
         db, uni = _state_paths(env_file, db_path, universe_path)
-        click.echo(json.dumps(restore(backup_file, db, uni, universe_file), indent=1))
+        click.echo(json.dumps(restore_state(backup_file, db, uni, universe_file), indent=1))
     except OrbitError as exc:
         exit_with_error(exc, json_out=False)

@@ -15,6 +15,13 @@ from orbit_fast.cli.render import Renderer
 FLAGS = {"filters": "--include / --exclude", "source": "SRC", "destination": "DST"}
 
 
+def s3_endpoint() -> str:
+    """The global --s3-endpoint (or ORBIT_S3_ENDPOINT) of the command being run: passed to the
+    engine as an option, never put into os.environ."""
+    root = click.get_current_context().find_root()
+    return str(root.params.get("s3_endpoint") or "")
+
+
 def run_engine(call: Callable[[Any], Any], renderer: Renderer, json_out: bool) -> None:
     """Run `call(cancel)` and exit with its summary's exit code (or the error's).
 

@@ -141,9 +141,16 @@ def sync_cmd(
     """Copy new and changed files from SRC to DST; rerun the same command to resume."""
     source = _one(src, source_opt, "SRC", "--source")
     destination = _one(dst, dest_opt, "DST", "--destination")
+    from click.core import ParameterSource
+
     from orbit_fast.cli.render import Renderer
+    from orbit_fast.cli.runner import s3_endpoint as global_endpoint
     from orbit_fast.config import DEFAULT_CHUNK_SIZE_MB, FsyncPolicy, SyncOptions
 
+    if ctx.get_parameter_source("s3_endpoint") is not ParameterSource.COMMANDLINE:
+        # `orbit-fast --s3-endpoint URL sync ...`: the global flag, given or from the
+        # environment (the same ORBIT_S3_ENDPOINT this option would read).
+        s3_endpoint = global_endpoint() or s3_endpoint
     opts = SyncOptions(
         source=source,
         destination=destination,

@@ -179,12 +179,13 @@ class Backup:
         if is_remote(opts.source):
             from orbit_fast.backends.registry import open_store
 
-            self.src = open_store(opts.source)
+            self.src = open_store(opts.source, s3_endpoint=opts.s3_endpoint)
         elif not os.path.isdir(opts.source):
             raise SourceError(f"the backup source {opts.source} is not a directory (or is "
                               "missing); check the path")  # fmt: skip
         try:
-            repo = Repository.open_or_init(opts.repository, opts.codec or "zstd:3")
+            repo = Repository.open_or_init(opts.repository, opts.codec or "zstd:3",
+                                           opts.s3_endpoint)  # fmt: skip
             with repo:
                 repo.lock("backup")
                 self.ledger.open(f"backup:{opts.source}->{repo.store.url}", repo.store.url)
@@ -290,7 +291,7 @@ class Backup:
                     repo.config.key_bytes, opts.workers, on_error=on_error,
                     cancelled=lambda: self.cancel.cancelled,
                     src_url=opts.source if remote else "", sizes=object_sizes if remote else None,
-                    shared=self.shared_pool,
+                    shared=self.shared_pool, s3_endpoint=opts.s3_endpoint,
                 ):  # fmt: skip
                     chunks[path].append(rec.chunk_id)
                     sizes[path] += rec.length

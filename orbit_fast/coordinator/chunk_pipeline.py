@@ -21,8 +21,9 @@ from typing import TYPE_CHECKING
 from orbit_fast import messages as m
 from orbit_fast.chunking import ChunkerParams
 from orbit_fast.compression import HEADER, parse_codec
+from orbit_fast.config import url_scheme
 from orbit_fast.coordinator.dispatch import TaskBoard
-from orbit_fast.errors import SourceError, WorkerFailed
+from orbit_fast.errors import SourceError, UsageError, WorkerFailed
 
 if TYPE_CHECKING:
     from orbit_fast.workers.pool import WorkerPool
@@ -46,6 +47,7 @@ def chunk_files(
     src_url: str = "",
     sizes: dict[str, int] | None = None,
     shared: WorkerPool | None = None,
+    s3_endpoint: str = "",
 ) -> Iterator[tuple[str, m.ChunkRecord, memoryview]]:
     """Yield (path, chunk record, blob view) for every chunk of every file, in order per file.
     The view is valid until the next item is asked for.
@@ -56,9 +58,22 @@ def chunk_files(
     the generator ends after the ranges in flight. With `src_url` the paths are object names
     in that store (the workers read them there) and `sizes` gives their sizes. With `shared`
     the work runs on that pool (the hub's), else on `workers` processes started for it.
+    `s3_endpoint` is the run's for an s3:// `src_url` ("": ORBIT_S3_ENDPOINT).
     """
     params.validate()
     parse_codec(codec)  # a bad spec fails here, not in every worker
+    own = None
+    if s3_endpoint and url_scheme(src_url) == "s3":
+        # The tasks name the source by its URL alone: the workers read it through their
+        # pool's endpoint, so a run with its own endpoint gets a pool of its own for it.
+        if shared is None:
+            from orbit_fast.workers.pool import WorkerPool
+
+            own = shared = WorkerPool(workers, 1, s3_endpoint=s3_endpoint)
+        elif shared.source_endpoint() != s3_endpoint:
+            raise UsageError(f"s3_endpoint {s3_endpoint} is not the one the shared workers read "
+                             f"{src_url} through ({shared.source_endpoint() or 'AWS'}); set "
+                             "ORBIT_S3_ENDPOINT for them instead", "s3_endpoint")  # fmt: skip
     in_cap = max(range_bytes, params.max_size)
     # Output: every chunk's blob is at most its raw bytes plus a header (raw fallback); a part
     # may end in a chunk shorter than min_size, so each part adds one more header.
@@ -81,6 +96,8 @@ def chunk_files(
         on_error(path, f"changed or unreadable while read: {detail}")
 
     try:
+        if own is not None:
+            own.start()
         while True:
             if cancelled():
                 more = False
@@ -164,3 +181,5 @@ def chunk_files(
                     )
     finally:
         board.close()
+        if own is not None:
+            own.shutdown()

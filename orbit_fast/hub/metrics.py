@@ -62,8 +62,8 @@ def render_metrics(hub: Hub) -> str:
            [("", failed)])
     durations = [float(d) for (d,) in store.query(
         "SELECT finished_at - started_at FROM hub_runs WHERE finished_at IS NOT NULL")]  # fmt: skip
-    samples = [(f'_bucket{{le="{b}"}}', sum(1 for d in durations if d <= b))
-               for b in DURATION_BUCKETS]  # fmt: skip
+    samples: list[tuple[str, float]] = [
+        (f'_bucket{{le="{b}"}}', sum(1 for d in durations if d <= b)) for b in DURATION_BUCKETS]
     samples += [('_bucket{le="+Inf"}', len(durations)), ("_sum", round(sum(durations), 3)),
                 ("_count", len(durations))]  # fmt: skip
     out.append("# HELP orbit_fast_run_duration_seconds Wall time of finished runs.")

@@ -21,14 +21,19 @@ class Strict(BaseModel):
 class JobConfig(Strict):
     """The guide's job configuration; every field optional."""
 
+    # `default=` by name: mypy reads a model as a dataclass_transform (PEP 681), which sees a
+    # field's default only as a keyword, and would call each of these required.
+
     concurrency: Annotated[int, Field(ge=1, le=256)] | None = Field(
-        None, description="Files (or parts) in flight at once; the guide advises 4-8 for SMB.")
+        default=None,
+        description="Files (or parts) in flight at once; the guide advises 4-8 for SMB.")
     chunk_size_mb: Annotated[float, Field(gt=0, le=256)] | None = Field(
-        None, description="Request and part size in MiB (sync, mirror); 1-4 for SMB.")
+        default=None, description="Request and part size in MiB (sync, mirror); 1-4 for SMB.")
     retry_attempts: Annotated[int, Field(ge=0, le=100)] | None = Field(
-        None, description="Tries per storage request, and runs retried after a transient error.")
+        default=None,
+        description="Tries per storage request, and runs retried after a transient error.")
     compression: Annotated[str, Field(max_length=16)] | None = Field(
-        None, description="none, lz4, zstd or zstd:N (1-19) for backup repositories.")
+        default=None, description="none, lz4, zstd or zstd:N (1-19) for backup repositories.")
 
 
 class JobCreate(Strict):
@@ -38,7 +43,7 @@ class JobCreate(Strict):
     config: JobConfig = Field(default_factory=JobConfig)
     mode: Literal["sync", "mirror", "backup"] = "sync"
     schedule: Annotated[str, Field(max_length=200)] | None = Field(
-        None, description="Cron expression (local time), e.g. '0 2 * * *', or @daily.")
+        default=None, description="Cron expression (local time), e.g. '0 2 * * *', or @daily.")
 
 
 class Register(Strict):

@@ -329,7 +329,7 @@ class HubStore:
         """(id, username, pw_hash, role, generation) or None."""
         rows = self.query("SELECT id, username, pw_hash, role, generation FROM hub_users "
                           "WHERE username=?", (username,))  # fmt: skip
-        return tuple(rows[0]) if rows else None  # type: ignore[return-value]
+        return tuple(rows[0]) if rows else None
 
     def username(self, user_id: int) -> str | None:
         rows = self.query("SELECT username FROM hub_users WHERE id=?", (user_id,))

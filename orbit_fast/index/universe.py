@@ -294,6 +294,8 @@ class Universe:
     def drop_packs(self, repo_id: str, names: list[bytes]) -> None:
         """Forget packs (before they are deleted from the repository) and all their entries."""
         repo = self._repos.get(repo_id)
+        if repo is None:
+            return  # a repository it never indexed: none of its packs are known
         numbers = [n for name in names if (n := self._by_name.get((repo, name))) is not None]
         if numbers:
             self._commit(_Batch({}, [], b"", numbers))
@@ -319,9 +321,9 @@ class Universe:
             dead = bytearray(max(batch.dropped) // 8 + 1)
             for num in batch.dropped:
                 dead[num >> 3] |= 1 << (num & 7)
-                p = self._packs.pop(num, None)
-                if p is not None:
-                    self._by_name.pop((p.repo, p.name), None)
+                gone = self._packs.pop(num, None)
+                if gone is not None:
+                    self._by_name.pop((gone.repo, gone.name), None)
             self._rehash(len(self._table) // RECORD_BYTES, dead)
 
     def _reserve(self, n: int) -> None:

@@ -84,11 +84,14 @@ class Repository:
 
     @classmethod
     def init(cls, url: str, codec: str = "zstd:3", params: ChunkerParams | None = None,
-             pack_bytes: int = DEFAULT_PACK_BYTES) -> Repository:  # fmt: skip
+             pack_bytes: int = DEFAULT_PACK_BYTES,
+             s3_endpoint: str = "") -> Repository:  # fmt: skip
+        """Create an empty repository at `url`. `s3_endpoint`, for an s3:// URL, overrides
+        ORBIT_S3_ENDPOINT (as for every method that opens one)."""
         parse_codec(codec)
         params = params or ChunkerParams()
         params.validate()
-        store = open_store(url)
+        store = open_store(url, s3_endpoint=s3_endpoint)
         if not store.is_empty():
             if store.exists("config"):
                 raise UsageError(f"{url} is already a repository; back up into it directly")
@@ -113,8 +116,8 @@ class Repository:
         return cls(store, cfg)
 
     @classmethod
-    def open(cls, url: str) -> Repository:
-        store = open_store(url)
+    def open(cls, url: str, s3_endpoint: str = "") -> Repository:
+        store = open_store(url, s3_endpoint=s3_endpoint)
         try:
             raw = store.read("config")
         except (FileNotFoundError, NotADirectoryError):
@@ -143,14 +146,16 @@ class Repository:
         return cls(store, cfg)
 
     @classmethod
-    def open_or_init(cls, url: str, codec: str) -> Repository:
+    def open_or_init(cls, url: str, codec: str, s3_endpoint: str = "") -> Repository:
         """Open the repository at url, or create it there if nothing is there yet."""
-        store = open_store(url)
+        store = open_store(url, s3_endpoint=s3_endpoint)
         try:
             fresh = store.is_empty()  # (a config would be something)
         finally:
             store.close()
-        return cls.init(url, codec) if fresh else cls.open(url)
+        if fresh:
+            return cls.init(url, codec, s3_endpoint=s3_endpoint)
+        return cls.open(url, s3_endpoint)
 
     # ---- lock -----------------------------------------------------------------------------
 
@@ -203,7 +208,8 @@ class Repository:
 
     def _holder(self) -> dict[str, Any] | None:
         try:
-            return json.loads(self.store.read(LOCK))
+            holder: dict[str, Any] = json.loads(self.store.read(LOCK))  # lock() wrote an object
+            return holder
         except FileNotFoundError:
             return None
         except ValueError:

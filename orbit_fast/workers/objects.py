@@ -12,6 +12,7 @@ it again after a while); a rerun resumes.
 from __future__ import annotations
 
 import errno
+import functools
 import hashlib
 import os
 import threading
@@ -148,7 +149,7 @@ def _digest(t: m.DigestObject) -> m.Result:
     pieces: list[str] = []
     h: Any = xxhash.xxh3_128() if style == "xxh3" else hashlib.md5()  # noqa: S324
     for off in range(0, size, step):
-        data = _on(side, lambda off=off: store.read_range(t.name, off, min(step, size - off)))
+        data = _on(side, functools.partial(store.read_range, t.name, off, min(step, size - off)))
         if part:  # an S3 multipart ETag: MD5 of each part's MD5
             pieces.append(hashlib.md5(data).hexdigest())  # noqa: S324
         else:
@@ -158,10 +159,12 @@ def _digest(t: m.DigestObject) -> m.Result:
     return m.ObjectDigested(task_id=t.task_id, digest=h.hexdigest())
 
 
-def read_remote(url: str, name: bytes, view: memoryview, offset: int) -> int:
-    """Fill `view` from object `name` of the store at `url` (a backup's remote source)."""
+def read_remote(url: str, name: bytes, view: memoryview, offset: int,
+                s3_endpoint: str = "") -> int:  # fmt: skip
+    """Fill `view` from object `name` of the store at `url` (a backup's remote source), an
+    s3:// one through `s3_endpoint` ("": ORBIT_S3_ENDPOINT)."""
     try:
-        store = _store(url, m.Ends(src=url, dst=url, s3_endpoint="", attempts=0))
+        store = _store(url, m.Ends(src=url, dst=url, s3_endpoint=s3_endpoint, attempts=0))
     except _Failed as f:
         raise RemoteError(f.message) from None
     data = store.read_range(os.fsdecode(name), offset, len(view))

@@ -61,7 +61,7 @@ class Death:
 
 class WorkerPool:
     def __init__(self, size: int, threads: int = 1, nice: int = 0,
-                 env: Mapping[str, str] | None = None):  # fmt: skip
+                 env: Mapping[str, str] | None = None, s3_endpoint: str = ""):  # fmt: skip
         # spawn: workers inherit no file descriptors, locks or DB handles from the coordinator,
         # which matters when the engine is embedded in the threaded hub.
         self._ctx = mp.get_context("spawn")
@@ -73,6 +73,10 @@ class WorkerPool:
         # so without it a worker's stores would miss the S3/SMB settings the coordinator sees.
         # None: this process's overlay now (empty unless a hub is open here).
         self.env = dict(env) if env is not None else environment.overlay()
+        # The S3 endpoint a backup's s3:// source is read through (ChunkRange tasks name only
+        # the source's URL): a run's own pool is given the run's endpoint here, as an option
+        # that wins over ORBIT_S3_ENDPOINT the way --s3-endpoint does ("": that variable).
+        self.s3_endpoint = s3_endpoint
         self._workers: list[_Slot | None] = [None] * size
         self._enc = m.task_encoder
         self.deaths = 0
@@ -99,7 +103,8 @@ class WorkerPool:
         res_r, res_w = self._ctx.Pipe(duplex=False)
         proc = self._ctx.Process(
             target=worker_main,
-            args=(i, task_r, res_w, os.getpid(), self.threads, self.nice, self.env),
+            args=(i, task_r, res_w, os.getpid(), self.threads, self.nice, self.env,
+                  self.s3_endpoint),
             name=f"orbit-worker-{i}",
             daemon=True,
         )
@@ -134,6 +139,13 @@ class WorkerPool:
             for i in range(self.size):
                 self._post(i, lease.attach_msg)
         return lease
+
+    def source_endpoint(self) -> str:
+        """The S3 endpoint the workers read a backup's s3:// source through: the pool's, else
+        ORBIT_S3_ENDPOINT as they see it (the environment they inherit over the overlay they
+        install), else "" (AWS)."""
+        return (self.s3_endpoint or os.environ.get("ORBIT_S3_ENDPOINT")
+                or self.env.get("ORBIT_S3_ENDPOINT") or "")  # fmt: skip
 
     def pids(self) -> list[int]:
         return [w.proc.pid or 0 for w in self._workers if w is not None]

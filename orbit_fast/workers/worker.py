@@ -43,6 +43,7 @@ def worker_main(
     threads: int = 1,
     nice: int = 0,
     env: dict[str, str] | None = None,
+    s3_endpoint: str = "",
 ) -> None:
     """Run tasks from `tasks` until Shutdown, EOF or the parent's death.
 
@@ -51,7 +52,8 @@ def worker_main(
     several I/O operations in flight when the storage is latency-bound (docs/performance.md).
     Rings come and go with the coordinators the pool serves (AttachRing, DetachRing); a task's
     id says whose ring its slot is in (messages.RING_SHIFT). `env` is the pool's environment
-    overlay (the hub's env file), read by the stores this worker opens.
+    overlay (the hub's env file), read by the stores this worker opens; `s3_endpoint` the
+    pool's endpoint for a backup's s3:// source ("": ORBIT_S3_ENDPOINT).
     """
     # Ctrl-C and SIGTERM go to the coordinator, which checkpoints and then sends Shutdown;
     # a worker killed mid-write would only cost a requeue, but a clean stop costs nothing.
@@ -113,7 +115,7 @@ def worker_main(
             if isinstance(task, m.AttachRing):
                 ring = SharedRing.attach(task.name, task.slot_size, task.slots)
                 with lock:
-                    tenants[task.ring] = _Tenant(ring)
+                    tenants[task.ring] = _Tenant(ring, s3_endpoint)
                 continue
             if isinstance(task, m.DetachRing):
                 with lock:
@@ -145,9 +147,9 @@ def _orphaned() -> NoReturn:
 class _Tenant:
     """One coordinator's ring as this worker sees it, with what it remembers for that run."""
 
-    def __init__(self, ring: SharedRing):
+    def __init__(self, ring: SharedRing, s3_endpoint: str = ""):
         self.ring = ring
-        self.runner = _Runner(ring)
+        self.runner = _Runner(ring, s3_endpoint)
         self.inflight = 0
         self.detached = False
         self.in_order = threading.Lock()
@@ -161,8 +163,9 @@ class _Side(Exception):
 
 
 class _Runner:
-    def __init__(self, ring: SharedRing):
+    def __init__(self, ring: SharedRing, s3_endpoint: str = ""):
         self.ring = ring
+        self.s3_endpoint = s3_endpoint  # of a remote source (ChunkRange.src_url)
         self.is_zero = kernels().is_zero
         self.sent_ids: set[bytes] = set()
 
@@ -269,7 +272,8 @@ class _Runner:
                     if t.src_url:
                         from orbit_fast.workers.objects import read_remote
 
-                        got = read_remote(t.src_url, part.path, data, part.offset)
+                        got = read_remote(t.src_url, part.path, data, part.offset,
+                                          self.s3_endpoint)  # fmt: skip
                     else:
                         got = self._read_into(part.path, data, part.offset)
                 except _Side as err:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import time
@@ -79,8 +80,6 @@ def test_smb_server_restart_mid_backup_is_retried(tmp_path: Path, rng, samba, sm
     url = samba.url(smb_dir + "/repo")
     run_cli("init", url, "--codec", "none")
     cfg = samba.share_dir / smb_dir / "repo" / "config"
-    import json
-
     cfg.write_text(json.dumps({**json.loads(cfg.read_text()), "pack_bytes": 1 << 20}))
     proc = subprocess.Popen([*ORBIT, "backup", str(src), url, "-j", "1", "--json"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
@@ -123,3 +122,109 @@ def test_backup_from_a_remote_source(tmp_path: Path, rng, pair, request) -> None
     us = src_kind == "smb"
     assert _files(tmp_path / "out", us=us) == _files(tree, us=us)
     run_cli("verify", "-r", repo)
+
+
+def _s3_source(tmp_path: Path, rng, bucket: str, files: int) -> Path:
+    """A tree of plain files (objects hold no links), synced to s3://bucket/data."""
+    tree = tmp_path / "tree"
+    for i in range(files):
+        write(tree / f"d{i % 3}" / f"f{i}", rng.randbytes(rng.randint(0, 300_000)))
+    run_cli("sync", str(tree), f"s3://{bucket}/data")
+    return tree
+
+
+def _flag_only(moto, monkeypatch) -> list[str]:
+    """S3 credentials in the environment, the endpoint only in --s3-endpoint."""
+    for k, v in moto.env().items():
+        monkeypatch.setenv(k, v)
+    monkeypatch.delenv("ORBIT_S3_ENDPOINT")
+    return ["--s3-endpoint", moto.endpoint]
+
+
+def test_s3_endpoint_flag_reaches_the_workers_reading_an_s3_source(
+        tmp_path: Path, rng, s3_bucket, moto, monkeypatch) -> None:  # fmt: skip
+    """A backup of an s3:// source: the worker processes read the objects through the flag's
+    endpoint, which wins over a different ORBIT_S3_ENDPOINT in the environment."""
+    from tests.backends.test_remote_sync import _files
+
+    tree = _s3_source(tmp_path, rng, s3_bucket, 12)
+    flag = _flag_only(moto, monkeypatch)
+    monkeypatch.setenv("ORBIT_S3_ENDPOINT", "http://127.0.0.1:9")  # nothing listens there
+    repo = str(tmp_path / "repo")
+    first = _summary(run_cli(*flag, "backup", f"s3://{s3_bucket}/data", repo, "--json").stdout)
+    assert first["files_total"] == 12 and first["warnings"] == 0
+    run_cli("restore", "-r", repo, "latest", "--target", str(tmp_path / "out"))
+    assert _files(tmp_path / "out") == _files(tree)
+
+
+def test_s3_endpoint_flag_for_the_repository_commands(tmp_path: Path, s3_bucket, moto,
+                                                      monkeypatch) -> None:  # fmt: skip
+    flag = _flag_only(moto, monkeypatch)
+    write(tmp_path / "src" / "f", b"data")
+    repo = f"s3://{s3_bucket}/r"
+    assert "created repository" in run_cli(*flag, "init", repo).stdout
+    run_cli(*flag, "backup", str(tmp_path / "src"), repo)
+    write(tmp_path / "src" / "g", b"more")
+    run_cli(*flag, "backup", str(tmp_path / "src"), repo)
+    assert "f\n" in run_cli(*flag, "ls", "-r", repo, "latest").stdout
+    snaps = [json.loads(x)["id"] for x in
+             run_cli(*flag, "snapshots", "-r", repo, "--json").stdout.splitlines()]  # fmt: skip
+    assert "\n+ g\n1 added, 0 removed" in run_cli(*flag, "diff", "-r", repo, *snaps).stdout
+    run_cli(*flag, "verify", "-r", repo)
+    assert "indexed 2 packs" in run_cli(*flag, "index", "rebuild", "-r", repo).stdout
+    assert "no lock was held" in run_cli(*flag, "unlock", "-r", repo).stdout
+    assert "forgot 1 snapshots" in run_cli(*flag, "forget", "-r", repo, "--keep-last",
+                                           "1").stdout  # fmt: skip
+    run_cli(*flag, "prune", "-r", repo)
+    # Without the flag (and no ORBIT_S3_ENDPOINT) the same commands go to AWS: the flag alone
+    # carried the endpoint.
+    proc = run_cli("snapshots", "-r", repo, check=None)
+    assert proc.returncode != 0
+
+
+def test_the_cli_leaves_os_environ_alone(tmp_path: Path, rng, s3_bucket, moto,
+                                         monkeypatch) -> None:  # fmt: skip
+    """In process: --s3-endpoint goes to the engine as an option; os.environ and the
+    environment overlay are as they were."""
+    from click.testing import CliRunner
+
+    from orbit_fast import environment
+    from orbit_fast.cli import cli
+    from tests.backends.test_remote_sync import _files
+
+    tree = _s3_source(tmp_path, rng, s3_bucket, 5)
+    flag = _flag_only(moto, monkeypatch)
+    before, overlay = dict(os.environ), environment.overlay()
+    runner = CliRunner()
+    repo = f"s3://{s3_bucket}/r"
+    for args in (["backup", f"s3://{s3_bucket}/data", repo, "--no-progress"],
+                 ["snapshots", "-r", repo],
+                 ["restore", "-r", repo, "latest", "--target", str(tmp_path / "out"),
+                  "--no-progress"]):  # fmt: skip
+        got = runner.invoke(cli, [*flag, *args])
+        assert got.exit_code == 0, got.output
+        assert dict(os.environ) == before and environment.overlay() == overlay
+    assert _files(tmp_path / "out") == _files(tree)
+
+
+def test_engine_backup_of_an_s3_source_and_its_workers_endpoint(
+        tmp_path: Path, rng, s3_bucket, moto, monkeypatch) -> None:  # fmt: skip
+    """A shared pool's workers read an s3:// source through their own endpoint: a run that
+    names another one is refused (naming the field) instead of reading elsewhere."""
+    from orbit_fast.api import BackupOptions, Engine
+    from orbit_fast.errors import UsageError
+
+    _s3_source(tmp_path, rng, s3_bucket, 4)
+    _flag_only(moto, monkeypatch)
+    db, uni = str(tmp_path / "state" / "jobs.db"), str(tmp_path / "state" / "universe.db")
+    opts = BackupOptions(source=f"s3://{s3_bucket}/data", repository=str(tmp_path / "repo"),
+                         db_path=db, universe_path=uni, s3_endpoint=moto.endpoint)  # fmt: skip
+    for env, ok in (({}, False), ({"ORBIT_S3_ENDPOINT": moto.endpoint}, True)):
+        with Engine(db, uni, env=env) as engine:
+            engine.start()
+            if ok:
+                assert engine.backup(opts).files_total == 4
+            else:
+                with pytest.raises(UsageError, match="shared workers") as exc:
+                    engine.backup(opts)
+                assert exc.value.field == "s3_endpoint"

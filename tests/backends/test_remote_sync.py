@@ -213,3 +213,20 @@ def test_s3_outage_mid_sync_is_retried(tmp_path: Path, rng, s3_bucket, moto,
     assert summary_of(out)["files_copied"] == 40
     _sync(f"s3://{s3_bucket}/blip", str(tmp_path / "back"))
     assert _files(tmp_path / "back") == _files(src)
+
+
+def test_the_global_s3_endpoint_flag_reaches_sync(tmp_path: Path, s3_bucket, moto,
+                                                  monkeypatch) -> None:  # fmt: skip
+    """`orbit-fast --s3-endpoint URL sync ...`: the flag alone (no ORBIT_S3_ENDPOINT), and it
+    wins over a different ORBIT_S3_ENDPOINT in the environment; sync's own flag wins over it."""
+    monkeypatch.delenv("ORBIT_S3_ENDPOINT")
+    write(tmp_path / "src" / "f", b"data")
+    dst = f"s3://{s3_bucket}/g"
+    run_cli("--s3-endpoint", moto.endpoint, "sync", str(tmp_path / "src"), dst)
+    monkeypatch.setenv("ORBIT_S3_ENDPOINT", "http://127.0.0.1:9")  # nothing listens there
+    run_cli("--s3-endpoint", moto.endpoint, "sync", str(tmp_path / "src"), dst + "2")
+    run_cli("--s3-endpoint", "http://127.0.0.1:9", "sync", "--s3-endpoint", moto.endpoint,
+            str(tmp_path / "src"), dst + "3")  # fmt: skip
+    for prefix in ("g", "g2", "g3"):
+        got = moto.client().get_object(Bucket=s3_bucket, Key=f"{prefix}/f")["Body"].read()
+        assert got == b"data"

@@ -105,6 +105,31 @@ def test_without_the_endpoint_line_the_job_does_not_go_elsewhere(
     assert _keys(moto, bucket, "copy") == set()
 
 
+def test_the_global_s3_endpoint_flag_reaches_the_hubs_jobs(
+        hub_factory: Any, moto: Any, bucket: str, tmp_path: Path) -> None:
+    """`orbit-fast --s3-endpoint URL serve`: the flag is every job's endpoint (through the jobs'
+    overlay, not os.environ); a different ORBIT_S3_ENDPOINT in the environment is refused."""
+    import subprocess
+    import sys
+
+    want = _tree(tmp_path / "src")
+    hub: HubProcess = hub_factory(ORBIT_RETRY_ATTEMPTS="1")
+    for key in S3_VARS:
+        hub.env.pop(key, None)
+    hub.env["HOME"] = str(tmp_path)
+    env_file = _env_file(tmp_path, moto, endpoint=False)
+    serve = [sys.executable, "-m", "orbit_fast", "--s3-endpoint", moto.endpoint, "serve",
+             "--env-file", str(env_file)]  # fmt: skip
+    clash = subprocess.run(serve, env={**hub.env, "ORBIT_S3_ENDPOINT": "http://127.0.0.1:9"},
+                           capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert clash.returncode == 2 and "disagree" in clash.stderr, clash.stderr
+    hub.command = serve
+    hub.start()
+    done = _sync_job(hub, tmp_path / "src", f"s3://{bucket}/copy", ENDED)
+    assert done["state"] == "completed", (done, hub.log.read_text()[-3000:])
+    assert _keys(moto, bucket, "copy") == want
+
+
 # ---- in one process: the overlay as the engine's stores and the workers see it ----------------
 
 

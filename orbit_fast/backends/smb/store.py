@@ -365,7 +365,8 @@ class SMBStore(ProbesByListing, FileUploads):
         self.delete(tmp)
 
     def _scandir(self, rel: str) -> Sequence[Entry]:
-        return self._do("list", rel, scan, self._p(rel))
+        entries: list[Entry] = self._do("list", rel, scan, self._p(rel))  # what scan returns
+        return entries
 
     def sweep_temp(self, prefix: str) -> int:
         n = 0

@@ -1,0 +1,433 @@
+"""The repository commands (docs/backup.md): init, snapshots, ls, diff, restore, verify, forget,
+prune, unlock and index rebuild, as the CLI and embedders reach them through `orbit_fast.api`.
+
+Each call opens the repository for itself (an s3:// one through `s3_endpoint`, else
+ORBIT_S3_ENDPOINT) and closes it before it returns; the ones that change it or read chunk
+locations hold its lock meanwhile. Results are plain data or the summary events of
+orbit_fast.progress. The engine modules are imported by each call, so that importing api (the
+CLI's start-up) stays cheap.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+from orbit_fast.cancel import CancelToken
+from orbit_fast.config import resolve_state_paths
+from orbit_fast.progress import Event, PruneSummary, RestoreSummary, VerifySummary
+
+if TYPE_CHECKING:
+    from orbit_fast.index.universe import Universe
+    from orbit_fast.repo.repository import Repository
+
+
+class SnapshotInfo(NamedTuple):
+    """One snapshot as `list_snapshots` lists it (its header: no file list)."""
+
+    id: str  # 64 hex digits; commands take any unique prefix
+    time_ns: int
+    hostname: str
+    source: str
+    tags: list[str]
+    parent: str | None  # the snapshot this one was made against
+    files_total: int
+    bytes_total: int
+    bytes_added: int  # stored (compressed) bytes of the chunks this backup added
+
+
+class Entry(NamedTuple):
+    """One file, directory or link of a snapshot, as `list_entries` lists it."""
+
+    path: bytes  # relative to the backup root, "/"-joined; b"" is the root itself
+    kind: str  # "f" file, "d" directory, "l" link
+    mode: int
+    size: int
+    mtime_ns: int
+    target: bytes  # a link's target, else b""
+    chunks: int  # how many chunks the file's content is stored in
+
+
+def _quiet(ev: Event) -> None:
+    pass
+
+
+def init_repository(url: str, codec: str = "zstd:3", *, s3_endpoint: str = "") -> str:
+    """Create an empty repository at `url`.
+
+    Parameters
+    ----------
+    url
+        A path, s3://bucket/prefix or smb://host/share/path; nothing may be there yet.
+    codec
+        The default compression of new chunks: none, lz4, zstd or zstd:N (1-19).
+    s3_endpoint
+        An S3-compatible server for an s3:// URL; "" is ORBIT_S3_ENDPOINT, else AWS.
+
+    Returns
+    -------
+    str
+        The new repository's id (32 hex digits).
+
+    Raises
+    ------
+    UsageError
+        `url` is already a repository, not empty, or `codec` is not a codec.
+    DestinationError, DiskFull, RemoteError
+        The config could not be written.
+    """
+    from orbit_fast.repo.repository import Repository
+
+    repo = Repository.init(url, codec, s3_endpoint=s3_endpoint)
+    repo.close()
+    return repo.id
+
+
+@contextmanager
+def locked_repository(url: str, operation: str, universe_path: str = "", db_path: str = "",
+                      s3_endpoint: str = "") -> Iterator[tuple[Repository, Universe]]:  # fmt: skip
+    """The repository, locked, and the universe index (the operations that read chunk
+    locations reconcile it with the repository themselves, once)."""
+    from orbit_fast.index.universe import Universe
+    from orbit_fast.repo.repository import Repository
+
+    _, upath = resolve_state_paths(db_path, universe_path)
+    with Repository.open(url, s3_endpoint) as repo:
+        repo.lock(operation)
+        with Universe.open(upath) as universe:
+            yield repo, universe
+
+
+def list_snapshots(repository: str, *, s3_endpoint: str = "") -> list[SnapshotInfo]:
+    """The snapshots of `repository`, oldest first (headers only: one small read each).
+
+    Parameters
+    ----------
+    repository
+        The repository's URL or path.
+    s3_endpoint
+        As for `init_repository`.
+
+    Returns
+    -------
+    list of SnapshotInfo
+
+    Raises
+    ------
+    RepositoryError
+        Not a repository, or a snapshot header is damaged.
+    """
+    from orbit_fast.repo.repository import Repository
+
+    with Repository.open(repository, s3_endpoint) as repo:
+        snaps = repo.snapshots()
+    return [SnapshotInfo(name, s.time_ns, s.hostname, s.source, s.tags, s.parent, s.files_total,
+                         s.bytes_total, s.bytes_added) for name, s in snaps]  # fmt: skip
+
+
+def list_entries(repository: str, snapshot: str, path: str = "", *,
+                 s3_endpoint: str = "") -> list[Entry]:  # fmt: skip
+    """What `snapshot` holds at or below `path` ("" or "/": everything), in snapshot order.
+
+    Parameters
+    ----------
+    repository
+        The repository's URL or path.
+    snapshot
+        "latest" or a unique prefix of a snapshot id.
+    path
+        A path relative to the backup root.
+    s3_endpoint
+        As for `init_repository`.
+
+    Returns
+    -------
+    list of Entry
+
+    Raises
+    ------
+    UsageError
+        No snapshot (or several) match `snapshot`, or `path` is not in it.
+    RepositoryError
+        Not a repository, or the snapshot is damaged.
+    """
+    from orbit_fast.coordinator.restore import select
+    from orbit_fast.repo.repository import Repository
+
+    with Repository.open(repository, s3_endpoint) as repo:
+        _, snap = repo.resolve(snapshot)
+    nodes = select(snap.nodes, (path,) if path.strip("/") else (), parents=False)
+    return [Entry(n.path, n.kind, n.mode, n.size, n.mtime_ns, n.target, len(n.chunks) // 32)
+            for n in nodes]  # fmt: skip
+
+
+def diff_snapshots(repository: str, snap1: str, snap2: str, *,
+                   s3_endpoint: str = "") -> list[tuple[str, bytes]]:  # fmt: skip
+    """What changed from `snap1` to `snap2` ("latest" or id prefixes).
+
+    Parameters
+    ----------
+    repository
+        The repository's URL or path.
+    snap1, snap2
+        The older and the newer snapshot.
+    s3_endpoint
+        As for `init_repository`.
+
+    Returns
+    -------
+    list of (change, path)
+        Sorted by path; change is "+" added, "-" removed, "M" content (or kind or link target)
+        changed, "T" metadata only (mode, owner, mtime).
+
+    Raises
+    ------
+    UsageError, RepositoryError
+        As for `list_entries`.
+    """
+    from orbit_fast.repo.repository import Repository
+
+    with Repository.open(repository, s3_endpoint) as repo:
+        _, a = repo.resolve(snap1)
+        _, b = repo.resolve(snap2)
+    old = {n.path: n for n in a.nodes}
+    new = {n.path: n for n in b.nodes}
+    rows: list[tuple[str, bytes]] = []
+    for path in sorted(old.keys() | new.keys()):
+        x, y = old.get(path), new.get(path)
+        if x is None:
+            rows.append(("+", path))
+        elif y is None:
+            rows.append(("-", path))
+        elif (x.kind, x.chunks, x.target) != (y.kind, y.chunks, y.target):
+            rows.append(("M", path))
+        elif (x.mode, x.uid, x.gid, x.mtime_ns) != (y.mode, y.uid, y.gid, y.mtime_ns):
+            rows.append(("T", path))
+    return rows
+
+
+def restore(
+    repository: str,
+    snapshot: str,
+    target: str,
+    paths: tuple[str, ...] = (),
+    *,
+    on_event: Callable[[Event], None] | None = None,
+    cancel: CancelToken | None = None,
+    universe_path: str = "",
+    db_path: str = "",
+    s3_endpoint: str = "",
+) -> RestoreSummary:
+    """Restore `paths` (default: everything) of `snapshot` into `target`.
+
+    Parameters
+    ----------
+    repository
+        The repository's URL or path.
+    snapshot
+        "latest" or a unique prefix of a snapshot id.
+    target
+        A local directory (created if missing). Files already in place (same size and mtime)
+        are skipped, so a rerun resumes.
+    paths
+        Paths relative to the backup root; their parents are restored too.
+    on_event, cancel
+        As for `sync()`.
+    universe_path, db_path
+        The state files ("": the defaults).
+    s3_endpoint
+        As for `init_repository`.
+
+    Returns
+    -------
+    RestoreSummary
+
+    Raises
+    ------
+    IntegrityError
+        After restoring every file it can, if chunks are missing or damaged.
+    UsageError, RepositoryError, RepositoryLocked, DestinationError, Interrupted
+    """
+    from orbit_fast.coordinator.restore import restore as run
+
+    with locked_repository(repository, "restore", universe_path, db_path,
+                           s3_endpoint) as (repo, universe):  # fmt: skip
+        _, snap = repo.resolve(snapshot)
+        return run(repo, universe, snap, target, paths, on_event or _quiet,
+                   cancel or CancelToken())  # fmt: skip
+
+
+def verify(repository: str, quick: bool = False, *, on_event: Callable[[Event], None] | None = None,
+           s3_endpoint: str = "") -> VerifySummary:  # fmt: skip
+    """Check every pack and chunk against its id, or (`quick`) the structure only.
+
+    Parameters
+    ----------
+    repository
+        The repository's URL or path.
+    quick
+        Only check that pack indexes parse and list every chunk a snapshot needs.
+    on_event
+        As for `sync()`.
+    s3_endpoint
+        As for `init_repository`.
+
+    Returns
+    -------
+    VerifySummary
+        `exit_code` 13 and `problems` naming each damaged snapshot, file and chunk.
+
+    Raises
+    ------
+    RepositoryError, RepositoryLocked
+    """
+    from orbit_fast.coordinator.check import verify as run
+    from orbit_fast.repo.repository import Repository
+
+    with Repository.open(repository, s3_endpoint) as repo:
+        repo.lock("verify")
+        return run(repo, quick, on_event or _quiet)
+
+
+def forget(
+    repository: str,
+    *,
+    keep_last: int = 0,
+    keep_daily: int = 0,
+    keep_weekly: int = 0,
+    keep_monthly: int = 0,
+    prune: bool = False,
+    dry_run: bool = False,
+    on_event: Callable[[Event], None] | None = None,
+    universe_path: str = "",
+    db_path: str = "",
+    s3_endpoint: str = "",
+) -> list[str]:
+    """Delete the snapshots the retention policy does not keep (per host and source).
+
+    Parameters
+    ----------
+    repository
+        The repository's URL or path.
+    keep_last, keep_daily, keep_weekly, keep_monthly
+        Keep the N newest; the newest of each of the last N days, weeks, months.
+    prune
+        Prune afterwards (their data is otherwise deleted by the next `prune`).
+    dry_run
+        Only say which snapshots would be deleted.
+    on_event
+        As for `sync()` (prune's events).
+    universe_path, db_path, s3_endpoint
+        As for `restore`.
+
+    Returns
+    -------
+    list of str
+        The ids of the snapshots deleted (or, dry run, to be deleted).
+
+    Raises
+    ------
+    UsageError
+        No keep policy given.
+    RepositoryError, RepositoryLocked
+    """
+    from orbit_fast.coordinator.prune import plan_forget
+    from orbit_fast.coordinator.prune import prune as run_prune
+
+    with locked_repository(repository, "forget", universe_path, db_path,
+                           s3_endpoint) as (repo, universe):  # fmt: skip
+        drop = plan_forget(repo.snapshots(), keep_last, keep_daily, keep_weekly, keep_monthly)
+        if dry_run:
+            return drop
+        for name in drop:
+            repo.delete_snapshot(name)
+        if prune:
+            run_prune(repo, universe, on_event or _quiet, drop)
+        return drop
+
+
+def prune(repository: str, *, on_event: Callable[[Event], None] | None = None,
+          universe_path: str = "", db_path: str = "",
+          s3_endpoint: str = "") -> PruneSummary:  # fmt: skip
+    """Delete chunks no snapshot references; rewrite packs that are mostly dead (crash-safe).
+
+    Parameters
+    ----------
+    repository
+        The repository's URL or path.
+    on_event
+        As for `sync()`.
+    universe_path, db_path, s3_endpoint
+        As for `restore`.
+
+    Returns
+    -------
+    PruneSummary
+
+    Raises
+    ------
+    RepositoryError, RepositoryLocked, DestinationError, DiskFull
+    """
+    from orbit_fast.coordinator.prune import prune as run
+
+    with locked_repository(repository, "prune", universe_path, db_path,
+                           s3_endpoint) as (repo, universe):  # fmt: skip
+        return run(repo, universe, on_event or _quiet)
+
+
+def unlock(repository: str, *, s3_endpoint: str = "") -> dict[str, Any] | None:
+    """Remove the repository's lock whoever holds it, then delete what a dead holder left.
+
+    Only for a lock whose process is gone: a lock of a dead process on this host is cleared
+    by the next command anyway.
+
+    Parameters
+    ----------
+    repository
+        The repository's URL or path.
+    s3_endpoint
+        As for `init_repository`.
+
+    Returns
+    -------
+    dict or None
+        The removed lock's holder ("host", "pid", "operation", "time_ns"; empty if the lock was
+        unreadable), or None if no lock was held.
+
+    Raises
+    ------
+    RepositoryError, RepositoryLocked
+    """
+    from orbit_fast.repo.repository import Repository
+
+    with Repository.open(repository, s3_endpoint) as repo:
+        return repo.force_unlock()
+
+
+def rebuild_index(repository: str, *, universe_path: str = "", db_path: str = "",
+                  s3_endpoint: str = "") -> int:  # fmt: skip
+    """Forget everything the universe knows about the repository and index its packs again
+    from the pack files.
+
+    Parameters
+    ----------
+    repository
+        The repository's URL or path.
+    universe_path, db_path, s3_endpoint
+        As for `restore`.
+
+    Returns
+    -------
+    int
+        The number of packs indexed.
+
+    Raises
+    ------
+    RepositoryError, RepositoryLocked
+    """
+    with locked_repository(repository, "index rebuild", universe_path, db_path,
+                           s3_endpoint) as (repo, u):  # fmt: skip
+        u.drop_packs(repo.id, list(u.packs_of(repo.id)))
+        added, _ = repo.sync_index(u)
+        return added
