@@ -332,6 +332,19 @@ def test_bad_job_bodies_get_clear_errors(admin: httpx.Client, body: Any, status:
     assert admin.get("/api/jobs").json()["total"] == 0  # nothing half-created
 
 
+def test_an_engine_refusal_names_the_job_field(admin: httpx.Client) -> None:
+    """The engine's own check (a block under 4 KiB passes the schema's > 0) names the field
+    as the job body spells it, with no CLI flag in the text."""
+    r = admin.post("/api/jobs", json={**GUIDE_JOB, "config": {"chunk_size_mb": 0.001}})
+    assert r.status_code == 400, r.text
+    err = r.json()["error"]
+    assert err["code"] == "invalid_job" and "chunk_size_mb" in err["message"]
+    assert "--" not in err["message"]
+    assert [f["field"] for f in err["fields"]] == ["config.chunk_size_mb"]
+    r = admin.post("/api/jobs", json={**GUIDE_JOB, "destination": "ftp://host/x"})
+    assert [f["field"] for f in r.json()["error"]["fields"]] == ["destination"]
+
+
 def test_oversized_bodies_and_unknown_routes(hub: HubProcess, admin: httpx.Client) -> None:
     big = {**GUIDE_JOB, "name": "x" * (2 << 20)}
     r = admin.post("/api/jobs", json=big)

@@ -19,6 +19,10 @@ from orbit_fast.hub.runner import JobRunner
 
 router = APIRouter()
 
+# Engine option fields as a job body spells them (UsageError.field -> error.fields[].field).
+TOP_FIELDS = ("source", "destination")
+JOB_FIELDS = {"codec": "config.compression"}
+
 
 @router.get("/api/jobs", tags=["jobs"])
 def jobs(request: Request, state: str | None = Query(None, max_length=20),
@@ -48,7 +52,11 @@ def create(hub: Hub, body: models.JobCreate, who: auth.Principal) -> JSONRespons
                              settings.allowed_roots)  # fmt: skip
         schedule = check(body.schedule) if body.schedule else None
     except OrbitError as exc:
-        raise ApiError(400, "invalid_job", str(exc)) from None
+        # The engine names the option (UsageError.field); in a job body options are config.*
+        field = getattr(exc, "field", "")
+        where = field if field in TOP_FIELDS else JOB_FIELDS.get(field, f"config.{field}")
+        details = {"fields": [{"field": where, "problem": str(exc)}]} if field else {}
+        raise ApiError(400, "invalid_job", str(exc), **details) from None
     if store.job_by_name(body.name) is not None:
         raise ApiError(409, "job_exists", f"a job named {body.name!r} exists; pick another "
                        "name or delete it first")  # fmt: skip
