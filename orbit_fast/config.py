@@ -43,6 +43,9 @@ class SyncOptions(msgspec.Struct, kw_only=True, frozen=True):
     # (action, pattern) in command-line order; action is "include" or "exclude". First match wins.
     filters: tuple[tuple[str, str], ...] = ()
     concurrency: int = 0  # 0 = number of CPUs
+    # The block size, in MiB as the guide and the CLI give it: a file between trees is copied
+    # in blocks of block_bytes through one ring slot each; an object copy in parts asks for
+    # parts of it (raised to a store's minimum part, upload_part_bytes).
     chunk_size_mb: float = DEFAULT_CHUNK_SIZE_MB
     fsync: FsyncPolicy = FsyncPolicy.BATCH
     db_path: str = ""  # "" = default_db_path()
@@ -58,7 +61,8 @@ class SyncOptions(msgspec.Struct, kw_only=True, frozen=True):
         return is_remote(self.source) or is_remote(self.destination)
 
     @property
-    def chunk_size_bytes(self) -> int:
+    def block_bytes(self) -> int:
+        """chunk_size_mb in bytes: the one name of the block size below the options."""
         return int(self.chunk_size_mb * MIB)
 
     @property
@@ -159,7 +163,7 @@ def validate(opts: SyncOptions) -> SyncOptions:
     if not (isinstance(size, int | float) and size > 0 and size <= MAX_CHUNK_SIZE_MB):
         raise UsageError(f"chunk_size_mb must be more than 0 and at most {MAX_CHUNK_SIZE_MB}, "
                          f"got {size!r}", "chunk_size_mb")  # fmt: skip
-    if opts.chunk_size_bytes < 4096:
+    if opts.block_bytes < 4096:
         raise UsageError(f"chunk_size_mb must be at least 4 KiB (0.004), got {size!r}",
                          "chunk_size_mb")  # fmt: skip
     db = opts.db_path or str(default_db_path())

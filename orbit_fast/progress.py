@@ -26,7 +26,7 @@ class Started(_Event, tag="start", frozen=True):
     destination: str
     dry_run: bool
     workers: int
-    chunk_size_bytes: int
+    block_bytes: int  # sync: the block size; backup: the repository's average chunk size
 
 
 class FileDone(_Event, tag="file_done", frozen=True):

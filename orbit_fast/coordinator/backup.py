@@ -218,7 +218,7 @@ class Backup:
                 parent_name, parent = name, repo.load_snapshot(name)
                 break
         old = {n.path: n for n in parent.nodes} if parent else {}
-        self.ledger.started(workers=opts.workers, chunk_size_bytes=repo.config.avg_size)
+        self.ledger.started(workers=opts.workers, block_bytes=repo.config.avg_size)
 
         nodes: list[Node] = []
         todo: dict[str, int] = {}  # absolute path -> index in nodes

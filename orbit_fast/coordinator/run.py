@@ -109,11 +109,11 @@ class RunLedger:
                                                  msgspec.json.encode(self.options).decode())
             self.run_id = self.db.start_run(self.job.id)
 
-    def started(self, *, workers: int, chunk_size_bytes: int) -> None:
+    def started(self, *, workers: int, block_bytes: int) -> None:
         self.opened = True
         self.emit(p.Started(job_id=self.job.id, run_id=self.run_id, source=self.source,
                             destination=self.destination, dry_run=self.dry_run,
-                            workers=workers, chunk_size_bytes=chunk_size_bytes))  # fmt: skip
+                            workers=workers, block_bytes=block_bytes))  # fmt: skip
 
     def interrupted(self, cancel: CancelToken, message: str) -> Interrupted:
         """The error that ends a cancelled run (exit 130 / 143 by the signal)."""

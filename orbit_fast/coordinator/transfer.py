@@ -29,7 +29,7 @@ class Transfer:
         "atime_ns",
         "mode",
         "action",
-        "block_size",
+        "block_bytes",
         "nblocks",
         "ops",
         "outstanding",
@@ -53,7 +53,7 @@ class Transfer:
         tmp: str,
         st: Stat | os.stat_result,
         action: str,
-        block_size: int,
+        block_bytes: int,
         attempts: int = 0,
     ) -> None:
         self.rel = rel
@@ -65,8 +65,8 @@ class Transfer:
         self.atime_ns = st.st_atime_ns
         self.mode = st.st_mode
         self.action = action
-        self.block_size = block_size
-        self.nblocks = max(1, -(-self.size // block_size))
+        self.block_bytes = block_bytes
+        self.nblocks = max(1, -(-self.size // block_bytes))
         self.ops: deque[tuple[str, int]] = deque()
         self.outstanding = 0
         self.blocks_done = 0
@@ -85,8 +85,8 @@ class Transfer:
         return self.nblocks == 1
 
     def block_range(self, idx: int) -> tuple[int, int]:
-        off = idx * self.block_size
-        return off, min(self.block_size, self.size - off)
+        off = idx * self.block_bytes
+        return off, min(self.block_bytes, self.size - off)
 
     def plan_fresh(self) -> None:
         self.ops.extend((COPY, i) for i in range(self.nblocks))

@@ -116,7 +116,7 @@ class SyncEngine:
             reap_stale_segments()  # rings of coordinators that died with SIGKILL
             self.ledger.open(job_name(o), o.destination)
             self._bind()
-            self.ledger.started(workers=o.workers, chunk_size_bytes=o.chunk_size_bytes)
+            self.ledger.started(workers=o.workers, block_bytes=o.block_bytes)
             try:
                 self._loop()
                 if not self.stopping:

@@ -138,7 +138,7 @@ class ObjectCopies:
         if self.server_side and (not limit or size <= limit):
             self.ready.append((obj, "copy", 0))
             return []
-        part = upload_part_bytes(size, self.opts.chunk_size_bytes, self.dst.capabilities)
+        part = upload_part_bytes(size, self.opts.block_bytes, self.dst.capabilities)
         uploads = self.uploads_to
         if uploads is None or size <= max(part, SINGLE_MAX):
             self.ready.append((obj, "put", 0))

@@ -214,7 +214,7 @@ class BlockCopies:
         # latency-bound storage needs), spread over the pool's workers.
         self.board: TaskBoard[Transfer] = TaskBoard(
             workers=opts.workers, threads=TASK_DEPTH, spread=TASK_DEPTH * opts.workers,
-            slot_bytes=opts.chunk_size_bytes, slots=TASK_DEPTH * opts.workers, shared=shared,
+            slot_bytes=opts.block_bytes, slots=TASK_DEPTH * opts.workers, shared=shared,
         )  # fmt: skip
         self.active: deque[Transfer] = deque()
         # Copies in blocks an interrupted run left, by name: their temp file and blocks.
@@ -245,7 +245,7 @@ class BlockCopies:
         dst = os.path.join(o.destination, rel)
         tmp = os.path.join(os.path.dirname(dst), temp_name(os.path.basename(dst), self.job.token))
         return Transfer(rel, os.path.join(o.source, rel), dst, tmp, st, action,
-                        o.chunk_size_bytes)  # fmt: skip
+                        o.block_bytes)  # fmt: skip
 
     def again(self, tr: Transfer) -> Transfer | None:
         """A fresh copy of a file that changed while copied; None if it vanished."""
@@ -253,7 +253,7 @@ class BlockCopies:
             st = os.lstat(tr.src)
         except FileNotFoundError:
             return None
-        return Transfer(tr.rel, tr.src, tr.dst, tr.tmp, st, tr.action, tr.block_size,
+        return Transfer(tr.rel, tr.src, tr.dst, tr.tmp, st, tr.action, tr.block_bytes,
                         tr.attempts + 1)  # fmt: skip
 
     # ---- starting -----------------------------------------------------------------------------
@@ -269,7 +269,7 @@ class BlockCopies:
         if not tr.single:
             rec = self.resume.pop(tr.rel, None)
             sig = f"{tr.size}:{tr.mtime_ns}"
-            if (rec is not None and rec.src_sig == sig and rec.part_bytes == tr.block_size
+            if (rec is not None and rec.src_sig == sig and rec.part_bytes == tr.block_bytes
                     and os.path.exists(tr.tmp)):  # fmt: skip
                 tr.plan_resume({n - 1: bytes.fromhex(t) for n, t in rec.parts.items()})
             else:
@@ -278,7 +278,7 @@ class BlockCopies:
                 assert self.db is not None
                 # Recorded like an upload in parts: block i is part i + 1, its token the hex
                 # xxh3-128 the worker computed while writing it.
-                self.db.queue_upload(self.job.id, tr.rel, sig, tr.block_size,
+                self.db.queue_upload(self.job.id, tr.rel, sig, tr.block_bytes,
                                      os.path.basename(tr.tmp))  # fmt: skip
                 tr.had_partial = True
                 tr.plan_fresh()
