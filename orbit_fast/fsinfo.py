@@ -1,4 +1,5 @@
-"""Filesystem facts the engine must not guess: network filesystems (statfs), syncfs.
+"""Filesystem facts the engine must not guess: network filesystems (statfs), syncfs, and the
+temp names a sync writes under (one convention for every destination that has files).
 
 The deployment guide's first rule is that jobs.db and universe.db never live on SMB/NFS; the
 coordinator asks `network_fs_name()` before it opens a database there.
@@ -9,6 +10,7 @@ from __future__ import annotations
 import ctypes
 import functools
 import os
+import re
 
 # f_type magic numbers from linux/magic.h and the filesystems' own headers.
 NETWORK_FS_MAGIC = {
@@ -101,3 +103,34 @@ def fsync_path(path: str | bytes) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+# A sync's temp files, whatever the ends: ".<name>.orbit-<token>.tmp" beside the file, or for a
+# name too long for that ".orbit-<token>-<digest>.tmp"; the token is the job's (jobs_db).
+_SYNC_TEMP_RE = re.compile(r"\..+\.orbit-[0-9a-f]{8}\.tmp\Z"
+                           r"|\.orbit-[0-9a-f]{8}-[0-9a-f]{24}\.tmp\Z", re.S)  # fmt: skip
+_NAME_MAX = 255
+
+
+def temp_name(name: str, token: str) -> str:
+    """The temp name beside `name` (a basename) under which a sync writes it: deterministic
+    for a job, so an interrupted copy resumes, or a stale temp file is found and replaced."""
+    tmp = f".{name}.orbit-{token}.tmp"
+    if len(os.fsencode(tmp)) <= _NAME_MAX:
+        return tmp
+    import hashlib  # only for names too long to take the suffix
+
+    digest = hashlib.sha256(os.fsencode(name)).hexdigest()[:24]
+    return f".orbit-{token}-{digest}.tmp"
+
+
+def is_temp_name(name: str, token: str) -> bool:
+    """Whether `name` is a temp name of the job with `token` (temp_name)."""
+    return name.startswith(".") and (
+        name.endswith(f".orbit-{token}.tmp") or name.startswith(f".orbit-{token}-")
+    )
+
+
+def is_sync_temp(basename: str) -> bool:
+    """A temp name of any sync job (temp_name)."""
+    return basename.startswith(".") and _SYNC_TEMP_RE.match(basename) is not None

@@ -18,47 +18,23 @@ bucket or share, permission denied). Local OSErrors pass through with their errn
 from __future__ import annotations
 
 import hashlib
-import os
 import re
 import secrets
 from collections.abc import Callable, Iterator, Sequence
 from typing import NamedTuple, Protocol, runtime_checkable
 
 from orbit_fast.errors import RemoteError
+from orbit_fast.fsinfo import is_sync_temp, temp_name
 
 TMP_PREFIX = ".tmp-"  # writers' temp objects; listings skip them, sweep_temp removes them
 # Exactly the names writers make: ".tmp-" + 12 hex (whole writes) or ".tmp-up-" + 16 hex
 # (uploads in parts), so that a user's ".tmp-notes.txt" is still synced.
 _TEMP_RE = re.compile(r"\.tmp-(?:[0-9a-f]{12}|up-[0-9a-f]{16})\Z")
-# A sync's temp files, whatever the ends: ".<name>.orbit-<token>.tmp" beside the file, or for a
-# name too long for that ".orbit-<token>-<digest>.tmp"; the token is the job's (jobs_db).
-_SYNC_TEMP_RE = re.compile(r"\..+\.orbit-[0-9a-f]{8}\.tmp\Z"
-                           r"|\.orbit-[0-9a-f]{8}-[0-9a-f]{24}\.tmp\Z", re.S)  # fmt: skip
-_NAME_MAX = 255
-
-
-def temp_name(name: str, token: str) -> str:
-    """The temp name beside `name` (a basename) under which a sync writes it: deterministic
-    for a job, so an interrupted copy resumes, or a stale temp file is found and replaced."""
-    tmp = f".{name}.orbit-{token}.tmp"
-    if len(os.fsencode(tmp)) <= _NAME_MAX:
-        return tmp
-    digest = hashlib.sha256(os.fsencode(name)).hexdigest()[:24]
-    return f".orbit-{token}-{digest}.tmp"
-
-
-def is_temp_name(name: str, token: str) -> bool:
-    """Whether `name` is a temp name of the job with `token` (temp_name)."""
-    return name.startswith(".") and (
-        name.endswith(f".orbit-{token}.tmp") or name.startswith(f".orbit-{token}-")
-    )
-
-
 def is_temp(basename: str) -> bool:
     """A writer's temp object: a store's own (whole writes, repository uploads) or a sync's."""
     if basename.startswith(TMP_PREFIX):
         return _TEMP_RE.match(basename) is not None
-    return basename.startswith(".") and _SYNC_TEMP_RE.match(basename) is not None
+    return is_sync_temp(basename)
 
 
 def check_name(name: str, where: str) -> str:

@@ -108,6 +108,10 @@ def _summary_text(s: p.Summary) -> str:
 def _repo_summary_text(
     s: p.BackupSummary | p.RestoreSummary | p.VerifySummary | p.PruneSummary,
 ) -> str:
+    if isinstance(s, p.BackupSummary) and not s.snapshot:  # failed or stopped: nothing saved
+        return (f"backup stopped before a snapshot was saved: read {_size(s.bytes_read)}, "
+                f"added {s.chunks_added} chunks ({_size(s.bytes_added)} stored, kept for the "
+                f"rerun) in {s.elapsed_s:.2f} s")
     if isinstance(s, p.BackupSummary):
         lines = [
             f"snapshot {s.snapshot[:8]} saved: {s.files_total} files ({_size(s.bytes_total)}); "

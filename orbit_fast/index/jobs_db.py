@@ -92,6 +92,8 @@ BEGIN;
 DROP TABLE IF EXISTS files;
 DROP TABLE IF EXISTS partials;
 DROP TABLE IF EXISTS blocks;
+CREATE TABLE IF NOT EXISTS objects (job_id, path, src_sig, dst_sig);
+INSERT OR IGNORE INTO records SELECT job_id, path, src_sig, dst_sig FROM objects;
 DROP TABLE IF EXISTS objects;
 COMMIT;
 """
@@ -155,14 +157,14 @@ class JobsDB:
                     f"orbit-fast understands ({SCHEMA_VERSION}); upgrade orbit-fast"
                 )
             elif int(row[0]) < SCHEMA_VERSION:
-                # Version 1 kept resume state in other tables. Dropping it costs a rerun
-                # copying its partial files again and asking once for the mtimes its records
-                # saved; jobs, runs and their history stay.
+                # Version 1 kept block-copy resume state in other tables. Dropping it costs
+                # a rerun copying its partial files again; jobs, runs, uploads and the
+                # "unchanged" records (objects, now records) stay.
                 conn.executescript(_V1_TABLES_DROP)
                 conn.execute("UPDATE meta SET value=? WHERE key='schema_version'",
                              (str(SCHEMA_VERSION),))  # fmt: skip
         except DatabaseError:
-            state_file.release(lock_fd)
+            state_file.release(lock_fd, claims)
             raise
         except sqlite3.DatabaseError as exc:
             state_file.release(lock_fd, claims)

@@ -377,3 +377,28 @@ def test_lock_taker_whose_temp_object_was_swept_sees_the_holder(tmp_path: Path) 
         with pytest.raises(RepositoryLocked, match="locked by backup"):
             taker.lock("backup")
         assert holder.locked and not taker.locked and calls == [LOCK, LOCK]
+
+
+def test_a_stopped_backup_says_no_snapshot_was_saved(tmp_path: Path, rng) -> None:
+    """Ctrl-C in the middle: the text summary says what was kept, never "snapshot saved", and
+    the run is recorded interrupted with what it read."""
+    src, repo, db = tmp_path / "src", tmp_path / "repo", tmp_path / "jobs.db"
+    for i in range(12):
+        write(src / f"f{i}", rng.randbytes(24 << 20))
+    run_cli("init", str(repo))
+    proc = subprocess.Popen([*ORBIT, "backup", str(src), str(repo), "--no-progress", "-j", "1",
+                             "--db-path", str(db)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)  # fmt: skip
+    while not packs(repo):  # it is storing chunks: well inside the run
+        assert proc.poll() is None, proc.communicate()
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == ExitCode.INTERRUPTED, (out, err)
+    assert "saved" not in out and "backup stopped before a snapshot was saved" in out
+    assert "interrupted" in err
+    import sqlite3
+
+    con = sqlite3.connect(db)
+    ((state, stats),) = con.execute("SELECT state, stats FROM runs").fetchall()
+    con.close()
+    assert state == "interrupted" and json.loads(stats)["bytes_read"] > 0

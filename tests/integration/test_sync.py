@@ -209,3 +209,29 @@ def test_source_changing_during_copy_is_never_recorded_mixed(tmp_path: Path) -> 
         copied = (dst / "growing.log").read_bytes()
         assert path.read_bytes()[: len(copied)] == copied
     assert temp_files(dst) == []
+
+
+def test_a_stale_resume_record_under_a_replaced_directory_ends_quietly(tmp_path: Path) -> None:
+    """A large file's copy was interrupted (its resume record is in the jobs DB), then its
+    directory became a file in the source: --mirror replaces it, and the record whose temp
+    file can no longer exist is dropped without failing the run, now or later."""
+    from orbit_fast.coordinator.sync import job_name
+    from orbit_fast.index.jobs_db import JobsDB
+
+    src, dst, db = tmp_path / "src", tmp_path / "dst", tmp_path / "jobs.db"
+    write(src / "a", b"now a file")
+    opts = orbit_fast.SyncOptions(source=str(src), destination=str(dst), mirror=True,
+                                  db_path=str(db))  # fmt: skip
+    jobs = JobsDB.open(str(db))
+    job = jobs.get_or_create_job(job_name(opts), "sync", str(src), str(dst), "{}")
+    jobs.queue_upload(job.id, "a/big", "9000000:1", 4 << 20, ".big.orbit-x.tmp")
+    jobs.checkpoint()
+    jobs.close()
+    write(dst / "a" / "big", b"an old copy")  # "a" is a directory at the destination
+    for _ in range(2):
+        s = orbit_fast.sync(options=opts)
+        assert s.exit_code == 0 and s.warnings == 0, s
+    assert (dst / "a").read_bytes() == b"now a file"
+    jobs = JobsDB.open(str(db))
+    assert jobs.uploads(job.id) == {}
+    jobs.close()

@@ -59,7 +59,7 @@ def test_garbage_file_is_a_clear_error(tmp_path) -> None:
         JobsDB.open(str(tmp_path / "j.db"))
 
 
-def test_a_version_1_db_is_upgraded_keeping_jobs_and_uploads(tmp_path) -> None:
+def test_a_version_1_db_is_upgraded_keeping_jobs_uploads_and_records(tmp_path) -> None:
     import sqlite3
 
     path = str(tmp_path / "j.db")
@@ -68,6 +68,8 @@ def test_a_version_1_db_is_upgraded_keeping_jobs_and_uploads(tmp_path) -> None:
     con.executescript("""
         UPDATE meta SET value='1' WHERE key='schema_version';
         CREATE TABLE partials (job_id INTEGER, path BLOB);
+        CREATE TABLE objects (job_id INTEGER, path BLOB, src_sig TEXT, dst_sig TEXT);
+        INSERT INTO objects VALUES (1, CAST('a/b' AS BLOB), 'etag1', '10:5');
         INSERT INTO jobs(name, kind, source, destination, options, token, created_at, updated_at)
             VALUES ('j', 'sync', '/s', 's3://b/p', '{}', 'tok', 0, 0);
         INSERT INTO uploads VALUES (1, CAST('big' AS BLOB), 'etag', 8, 'upload-id');
@@ -79,5 +81,7 @@ def test_a_version_1_db_is_upgraded_keeping_jobs_and_uploads(tmp_path) -> None:
         assert not db.execute("SELECT name FROM sqlite_master WHERE name='partials'")
         assert db.get_or_create_job("j", "sync", "/s", "s3://b/p", "{}").token == "tok"
         assert db.uploads(1)["big"].state == "upload-id"  # its parts on S3 stay resumable
+        assert db.records(1) == {"a/b": ("etag1", "10:5")}  # no request per object to rebuild
+        assert not db.execute("SELECT name FROM sqlite_master WHERE name='objects'")
     finally:
         db.close()

@@ -171,7 +171,7 @@ class SyncEngine:
             while True:
                 if not self.stopping:
                     self._plan_some()
-                    self._apply(copies.fill())
+                    self._apply(copies.fill(lambda: self.stopping))
                 if not board.tasks:
                     if self.stopping or (lister.done and not copies.busy()):
                         break
@@ -226,8 +226,11 @@ class SyncEngine:
                 return
             try:
                 self._plan(item)
+            except FileNotFoundError:  # listed, then gone before a stat of it: as in a copy
+                self._warn("vanished", getattr(item, "rel", ""),
+                           "vanished from the source before it was copied")
             except OSError as exc:
-                rel = getattr(item, "rel", "") or ""
+                rel = getattr(item, "rel", "")
                 if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS):
                     self._fail(dest_error(exc, os.path.join(self.opts.destination, rel)))
                     return

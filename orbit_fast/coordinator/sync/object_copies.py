@@ -10,6 +10,7 @@ from __future__ import annotations
 import errno
 import os
 from collections import deque
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from orbit_fast import messages as m
@@ -186,10 +187,12 @@ class ObjectCopies:
 
     # ---- dispatch -----------------------------------------------------------------------------
 
-    def fill(self) -> list[Outcome]:
+    def fill(self, stopping: Callable[[], bool]) -> list[Outcome]:
         board = self.board
         out: list[Outcome] = []
-        while board.room():
+        # A start may take a request or two (ListParts, a new upload): a cancel or a failure
+        # meanwhile stops more from starting.
+        while board.room() and not stopping():
             if not self.ready:
                 if not self.todo:
                     break

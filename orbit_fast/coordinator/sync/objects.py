@@ -71,6 +71,10 @@ class Pair:
     def __init__(self, src: ObjectInfo, dst: ObjectInfo | None) -> None:
         self.src, self.dst = src, dst
 
+    @property
+    def rel(self) -> str:
+        return self.src.name
+
 
 class Unlisted:
     """An entry the source listing could not read (or that is not a file): skipped."""

@@ -14,9 +14,12 @@ pass what they read (tests/unit/test_sync_plan.py covers every branch).
 from __future__ import annotations
 
 import stat
+from typing import TYPE_CHECKING
 
-from orbit_fast.backends.base import ObjectInfo
 from orbit_fast.coordinator.scan import DIR, FILE, LINK, OTHER, Stat
+
+if TYPE_CHECKING:  # a sync between trees never imports the backends
+    from orbit_fast.backends.base import ObjectInfo
 
 SKIP, META, COPY, UPDATE, COMPARE = "skip", "meta", "copy", "update", "compare"
 MKDIR, DIR_SEEN, LINK_NEW, DELETE = "mkdir", "dir", "link", "delete"

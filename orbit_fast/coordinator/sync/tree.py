@@ -15,10 +15,10 @@ import os
 import shutil
 import stat
 from collections import deque
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from orbit_fast import messages as m
-from orbit_fast.backends.base import is_temp_name, temp_name
 from orbit_fast.config import FsyncPolicy, SyncOptions
 from orbit_fast.coordinator.dispatch import InFlight, TaskBoard
 from orbit_fast.coordinator.scan import DIR, Entry, Stat, merge_walk
@@ -43,6 +43,7 @@ from orbit_fast.coordinator.transfer import (
     Transfer,
 )
 from orbit_fast.filters import FilterRules
+from orbit_fast.fsinfo import is_temp_name, temp_name
 from orbit_fast.index.jobs_db import Job, JobsDB, UploadRecord
 
 if TYPE_CHECKING:
@@ -289,7 +290,9 @@ class BlockCopies:
 
     # ---- dispatch -----------------------------------------------------------------------------
 
-    def fill(self) -> list[Outcome]:
+    def fill(self, stopping: Callable[[], bool]) -> list[Outcome]:
+        """Send what fits on the board (block tasks never wait on the network: `stopping` is
+        checked by the engine before each turn)."""
         board = self.board
         for tr in self.active:
             while tr.ops and not tr.failed:
@@ -369,16 +372,21 @@ class BlockCopies:
     def abort_stale_uploads(self) -> list[Outcome]:
         """Partial files recorded for names this run did not copy (gone from the source,
         excluded now, or already equal): their temp files go, and their records."""
+        out: list[Outcome] = []
         if self.db is None:
-            return []
+            return out
         for rel in self.resume:
             try:
                 os.unlink(os.path.join(self.opts.destination, self._temp_rel(rel)))
-            except FileNotFoundError:
-                pass
+            except (FileNotFoundError, NotADirectoryError):
+                pass  # its directory went too (or became a file): nothing is left
+            except OSError as exc:  # kept with its record: the next run tries again
+                out.append(Warn("upload", rel, "could not remove the temp file of an "
+                                f"interrupted copy: {exc.strerror or exc}"))  # fmt: skip
+                continue
             self.db.queue_drop_upload(self.job.id, rel)
         self.resume.clear()
-        return []
+        return out
 
     def lost(self, rec: InFlight[Transfer]) -> list[Outcome]:
         """A task given up after it killed workers: the run is failing; keep what is there."""
