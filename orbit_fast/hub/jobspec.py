@@ -48,20 +48,21 @@ def mode_warnings(mode: str, given: set[str]) -> list[str]:
 
 def engine_options(job: dict[str, Any], db_path: str,
                    universe_path: str) -> SyncOptions | BackupOptions:  # fmt: skip
-    """The engine's options for a job (validated: raises UsageError naming the field)."""
+    """The engine's options for a job, as given: the engine checks them when it runs the job
+    (api.sync / api.backup), check_job when the job is created or changed."""
     cfg = job["config"]
     concurrency = int(cfg.get("concurrency") or 0)
     retries = int(cfg.get("retry_attempts") or 0)
     if job["mode"] == "backup":
-        return validate_backup(BackupOptions(
+        return BackupOptions(
             source=job["source"], repository=job["destination"], concurrency=concurrency,
             codec=cfg.get("compression") or "", db_path=db_path, universe_path=universe_path,
-        ))  # fmt: skip
-    return validate(SyncOptions(
+        )  # fmt: skip
+    return SyncOptions(
         source=job["source"], destination=job["destination"], mirror=job["mode"] == "mirror",
         concurrency=concurrency, chunk_size_mb=cfg.get("chunk_size_mb") or DEFAULT_CHUNK_SIZE_MB,
         retry_attempts=retries, db_path=db_path,
-    ))  # fmt: skip
+    )  # fmt: skip
 
 
 def check_job(job: dict[str, Any], db_path: str, universe_path: str,
@@ -77,7 +78,13 @@ def check_job(job: dict[str, Any], db_path: str, universe_path: str,
     state_dir = os.path.dirname(db_path)
     for what in ("source", "destination"):
         check_location(what, job[what], roots, state_dir)
-    engine_options(job, db_path, universe_path)  # UsageError names the config field
+    opts = engine_options(job, db_path, universe_path)
+    # The engine's own check, the one it makes again when it runs the job; its UsageError
+    # names the field.
+    if isinstance(opts, BackupOptions):
+        validate_backup(opts)
+    else:
+        validate(opts)
     return mode_warnings(job["mode"], set(job["config"]))
 
 
