@@ -394,11 +394,6 @@ class S3Store(ProbesByListing):
 
         return copy
 
-    def same_server(self, other: object) -> bool:
-        """Whether server_copy_from(other) copies; kept for the sync engine until it calls
-        server_copier (#14)."""
-        return self.server_copy_from(other) is not None
-
     def copy_from(self, other: S3Store, name: str, size: int,
                   mtime_ns: int | None) -> ObjectInfo:  # fmt: skip
         """CopyObject: the data never leaves S3 (objects up to MAX_COPY_BYTES, else CantCopy).

@@ -17,7 +17,6 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import TypeVar
 
 from orbit_fast.backends.base import (
-    CantCopy,
     Capabilities,
     Descend,
     ObjectInfo,
@@ -192,19 +191,6 @@ class RetryingCopies(RetryingStore):
                                lambda: copy(name, size, mtime_ns))  # fmt: skip
 
         return retried
-
-    def same_server(self, other: object) -> bool:
-        """Whether server_copy_from(other) copies; kept for the sync engine until it calls
-        server_copier (#14)."""
-        return self.server_copy_from(other) is not None
-
-    def copy_from(self, other: object, name: str, size: int, mtime_ns: int | None) -> ObjectInfo:
-        """server_copy_from(other)(name, size, mtime_ns), the older way, kept like same_server;
-        CantCopy when `other` is not on this server."""
-        copy = self.server_copy_from(other)
-        if copy is None:
-            raise CantCopy(f"{self.url}: cannot copy {name} from another server on the server")
-        return copy(name, size, mtime_ns)
 
 
 class RetryingUploadsCopies(RetryingUploads, RetryingCopies):

@@ -254,7 +254,6 @@ def test_server_copy_between_stores_of_one_server(store, other, kind, url_for, t
     if limit:
         with pytest.raises(CantCopy):
             copy("x/y.bin", limit + 1, t)
-    assert other.same_server(store)  # the old question, until the engine asks server_copier
     if kind == "s3":  # another login on the same endpoint: its server copies are not ours
         monkeypatch.setenv("AWS_ACCESS_KEY_ID", "someone-else")
         stranger = open_store(url_for("x"))
@@ -286,7 +285,7 @@ def test_wrappers_have_exactly_the_abilities_of_what_they_wrap(tmp_path) -> None
 
     plain = retrying(Plain(), sleep=lambda s: None)  # type: ignore[arg-type]
     assert part_uploads(plain) is None and server_copier(plain, plain) is None
-    assert not hasattr(plain, "same_server") and not hasattr(plain, "begin_upload")
+    assert not hasattr(plain, "server_copy_from") and not hasattr(plain, "begin_upload")
     local = retrying(LocalStore(str(tmp_path)))
     assert part_uploads(local) is not None and server_copier(local, local) is None
     a, b = Copier(), Copier()
@@ -295,10 +294,7 @@ def test_wrappers_have_exactly_the_abilities_of_what_they_wrap(tmp_path) -> None
     copy = server_copier(wa, wb)
     assert copy is not None and b.asked == [a]  # asked with the store inside the wrapper
     assert copy("n", 3, 5) == ObjectInfo("n", 3, 5) and b.calls == 2  # retried
-    assert server_copier(plain, wb) is None and wb.same_server(wa)
-    assert wb.copy_from(wa, "m", 1, None) == ObjectInfo("m", 1, None)  # the older way, kept
-    with pytest.raises(CantCopy):
-        wb.copy_from(plain, "m", 1, None)
+    assert server_copier(plain, wb) is None
     with pytest.raises(TypeError, match="no part uploads"):  # a claim it could not keep
         RetryingUploads(Plain())  # type: ignore[arg-type]
 

@@ -311,11 +311,6 @@ class SMBStore(ProbesByListing, FileUploads):
 
         return copy
 
-    def same_server(self, other: object) -> bool:
-        """Whether server_copy_from(other) copies; kept for the sync engine until it calls
-        server_copier (#14)."""
-        return self.server_copy_from(other) is not None
-
     def copy_from(self, other: SMBStore, name: str, size: int,
                   mtime_ns: int | None) -> ObjectInfo:  # fmt: skip
         """Server-side copy (FSCTL_SRV_COPYCHUNK): the data never leaves the server. The
