@@ -24,7 +24,7 @@ from orbit_fast.backends.base import (
     is_temp,
 )
 from orbit_fast.backends.parts import FileUploads
-from orbit_fast.fsinfo import fsync_path
+from orbit_fast.fsinfo import create_fresh, fsync_path
 
 _OPEN_FILES = 16
 
@@ -209,14 +209,15 @@ class LocalStore(FileUploads):
     def create_sized(self, tmp: str, size: int) -> None:
         path = self._path(tmp)
         self._makedirs(os.path.dirname(path))
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+        fd = create_fresh(path, 0o644)
         try:
             os.ftruncate(fd, size)
         finally:
             os.close(fd)
 
     def pwrite(self, tmp: str, offset: int, data: bytes) -> None:
-        fd = os.open(self._path(tmp), os.O_WRONLY | os.O_CLOEXEC)
+        # Never through a symlink put in its place since create_sized (ELOOP instead).
+        fd = os.open(self._path(tmp), os.O_WRONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
         try:
             view = memoryview(data)
             while view:
@@ -229,7 +230,7 @@ class LocalStore(FileUploads):
         self.delete_handle(tmp)
         self.delete_handle(name)
         src = self._path(tmp)
-        os.utime(src, ns=(mtime_ns, mtime_ns))
+        os.utime(src, ns=(mtime_ns, mtime_ns), follow_symlinks=False)
         os.replace(src, self._path(name))
         return self.stat_info(name)
 

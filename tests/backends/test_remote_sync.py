@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import os
+import shutil
 import sqlite3
 import subprocess
+import tempfile
 import time
 from pathlib import Path
+
+import pytest
 
 from orbit_fast.errors import ExitCode
 from tests.conftest import ORBIT, json_events, run_cli, summary_of, write
@@ -230,3 +234,42 @@ def test_the_global_s3_endpoint_flag_reaches_sync(tmp_path: Path, s3_bucket, mot
     for prefix in ("g", "g2", "g3"):
         got = moto.client().get_object(Bucket=s3_bucket, Key=f"{prefix}/f")["Body"].read()
         assert got == b"data"
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the attack needs a root run and the user nobody")
+def test_a_symlink_planted_at_the_upload_temp_name_is_never_written_through(
+        tmp_path: Path, rng, s3_bucket, request) -> None:  # fmt: skip
+    """A copy in parts into a local directory writes `.<name>.orbit-<job token>.tmp`, a name
+    an unprivileged user who can write there learns from any earlier run. Planted in advance
+    as a symlink to a root-owned file, it must be replaced, never followed: the root run
+    neither truncates nor writes the victim, and the copy lands as a regular file."""
+    src = tmp_path / "src"
+    write(src / "small.txt", b"first run: makes the job and its token")
+    # pytest's tmp_path is root's alone: the attacker needs a path it can reach.
+    shared = Path(tempfile.mkdtemp(prefix="orbit-attack-", dir="/tmp"))
+    request.addfinalizer(lambda: shutil.rmtree(shared, ignore_errors=True))
+    os.chmod(shared, 0o755)
+    dst = shared / "dst"
+    dst.mkdir()
+    os.chown(dst, 65534, 65534)  # the destination directory is the attacker's (nobody)
+    victim = shared / "victim"
+    victim.write_bytes(b"precious")
+    os.chmod(victim, 0o600)
+    s3 = f"s3://{s3_bucket}/x"
+    db = tmp_path / "jobs.db"
+    run_cli("sync", str(src), s3, "--db-path", str(db))
+    run_cli("sync", s3, str(dst), "--db-path", str(db))
+    con = sqlite3.connect(db)
+    ((token,),) = con.execute("SELECT token FROM jobs WHERE destination=?", (str(dst),))
+    con.close()
+    write(src / "big.bin", data := rng.randbytes(BIG))
+    run_cli("sync", str(src), s3, "--db-path", str(db))
+    planted = dst / f".big.bin.orbit-{token}.tmp"
+    subprocess.run(["runuser", "-u", "nobody", "--", "ln", "-s", str(victim), str(planted)],
+                   check=True)  # fmt: skip
+    assert planted.is_symlink()
+    s = _sync(s3, str(dst), "--db-path", str(db))
+    assert s["files_copied"] == 1
+    assert victim.read_bytes() == b"precious"
+    assert not (dst / "big.bin").is_symlink() and (dst / "big.bin").read_bytes() == data
+    assert not planted.exists() and not planted.is_symlink()

@@ -43,7 +43,7 @@ from orbit_fast.coordinator.transfer import (
     Transfer,
 )
 from orbit_fast.filters import FilterRules
-from orbit_fast.fsinfo import is_temp_name, temp_name
+from orbit_fast.fsinfo import create_fresh, is_temp_name, temp_name
 from orbit_fast.index.jobs_db import Job, JobsDB, UploadRecord
 
 if TYPE_CHECKING:
@@ -274,8 +274,7 @@ class BlockCopies:
                     and os.path.exists(tr.tmp)):  # fmt: skip
                 tr.plan_resume({n - 1: bytes.fromhex(t) for n, t in rec.parts.items()})
             else:
-                fd = os.open(tr.tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-                os.close(fd)
+                os.close(create_fresh(tr.tmp))
                 assert self.db is not None
                 # Recorded like an upload in parts: block i is part i + 1, its token the hex
                 # xxh3-128 the worker computed while writing it.
