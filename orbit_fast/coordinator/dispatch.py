@@ -98,10 +98,6 @@ class TaskBoard(Generic[T]):
                 self.depth = -(-self.spread // self.lease.size)
         return self.lease
 
-    @property
-    def pool_size(self) -> int:
-        return self.open().size
-
     def close(self) -> None:
         """Let tasks still out finish (their results are dropped), then free the ring."""
         if self.lease is not None:
