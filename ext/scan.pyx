@@ -7,20 +7,22 @@ released, sorts each listing by name (bytes order) in C and merges them. With
 permission bits produces no Python object at all: it is only counted. That is what makes a
 no-change rerun cost one stat per side per file and nothing more.
 
-Buffers: the C arrays and names are owned by this module and freed before returning. Bounds:
-names are at most NAME_MAX bytes (readdir's d_name). Errors: the source directory cannot be
-opened or read -> OSError; a destination that does not exist or is not a directory is empty;
-an entry that vanishes between readdir and fstatat is left out.
+Both take directories as open fds, which the caller got from confine.Tree (each directory
+reached from its tree's root without following a symlink): the kernel lists what is at that
+fd, whatever happens to the names above it meanwhile. Buffers: the C arrays and names are
+owned by this module and freed before returning. Bounds: names are at most NAME_MAX bytes
+(readdir's d_name). Errors: a directory that cannot be read -> OSError; an entry that vanishes
+between readdir and fstatat is left out.
 """
 
-from libc.errno cimport ELOOP, ENOENT, ENOTDIR, errno
+from libc.errno cimport ENOENT, errno
 from libc.stdlib cimport free, qsort, realloc
 from libc.string cimport strcmp, strdup
-from posix.fcntl cimport AT_SYMLINK_NOFOLLOW, O_CLOEXEC, O_DIRECTORY, O_RDONLY, open
+from posix.fcntl cimport AT_SYMLINK_NOFOLLOW, F_DUPFD_CLOEXEC, fcntl
 from posix.unistd cimport close
 from posix.stat cimport S_ISDIR, S_ISLNK, S_ISREG, fstatat, struct_stat
 
-ABI = 3
+ABI = 4
 
 cdef enum:
     K_FILE = 0
@@ -32,10 +34,6 @@ cdef enum:
 FILE, DIR, LINK, OTHER = K_FILE, K_DIR, K_LINK, K_OTHER
 
 
-cdef extern from "<fcntl.h>" nogil:
-    enum: O_NOFOLLOW  # POSIX.1-2008; not in Cython's posix/fcntl.pxd
-
-
 cdef extern from "<dirent.h>" nogil:
     ctypedef struct c_DIR "DIR":
         pass
@@ -45,6 +43,7 @@ cdef extern from "<dirent.h>" nogil:
     dirent *readdir(c_DIR *d)
     int closedir(c_DIR *d)
     int dirfd(c_DIR *d)
+    void rewinddir(c_DIR *d)
 
 
 cdef struct Ent:
@@ -56,6 +55,7 @@ cdef struct Ent:
     unsigned int mode
     long long ctime_ns
     unsigned long long ino
+    unsigned long long dev
     unsigned int uid
     unsigned int gid
 
@@ -71,11 +71,10 @@ cdef void _free(Ent *ents, Py_ssize_t n) noexcept nogil:
     free(ents)
 
 
-cdef int _list(const char *path, bint follow, Ent **out, Py_ssize_t *count) noexcept nogil:
-    """Fill *out with the sorted entries of path; 0, or -1 with errno set. Without `follow`,
-    a symlink in place of the directory fails (ENOTDIR on Linux) instead of being entered."""
-    cdef int flags = O_RDONLY | O_DIRECTORY | O_CLOEXEC | (0 if follow else O_NOFOLLOW)
-    cdef int dfd = open(path, flags)
+cdef int _list(int dir_fd, Ent **out, Py_ssize_t *count) noexcept nogil:
+    """Fill *out with the sorted entries of the directory open at dir_fd (a duplicate is read:
+    the caller keeps and closes its own); 0, or -1 with errno set."""
+    cdef int dfd = fcntl(dir_fd, F_DUPFD_CLOEXEC, 0)
     cdef c_DIR *d
     if dfd < 0:
         return -1
@@ -83,6 +82,7 @@ cdef int _list(const char *path, bint follow, Ent **out, Py_ssize_t *count) noex
     if d == NULL:
         close(dfd)
         return -1
+    rewinddir(d)  # the duplicate shares the caller's offset: read from the start, always
     cdef dirent *de
     cdef struct_stat st
     cdef Ent *ents = NULL
@@ -142,6 +142,7 @@ cdef int _list(const char *path, bint follow, Ent **out, Py_ssize_t *count) noex
         ents[n].mode = st.st_mode
         ents[n].ctime_ns = st.st_ctim.tv_sec * 1000000000LL + st.st_ctim.tv_nsec
         ents[n].ino = st.st_ino
+        ents[n].dev = st.st_dev
         ents[n].uid = st.st_uid
         ents[n].gid = st.st_gid
         n += 1
@@ -154,39 +155,37 @@ cdef int _list(const char *path, bint follow, Ent **out, Py_ssize_t *count) noex
 
 
 cdef tuple _side(Ent *e):
-    return (e.kind, e.size, e.mtime_ns, e.atime_ns, e.mode)
+    return (e.kind, e.size, e.mtime_ns, e.atime_ns, e.mode, e.ino, e.dev)
 
 
-def scan_pair(bytes src_dir, bytes dst_dir, bint fold_unchanged, bint follow=False):
-    """Compare one source directory with its destination twin.
+def scan_pair(int src_fd, int dst_fd, bint fold_unchanged):
+    """Compare one source directory with its destination twin, both given as open directory
+    fds (dst_fd -1: the destination has no such directory).
 
     Returns ``(entries, folded)``: entries is a list, sorted by name, of
     ``(name, src, dst)`` where ``name`` is bytes and ``src``/``dst`` are
-    ``(kind, size, mtime_ns, atime_ns, mode)`` or None when that side lacks the name; folded
-    counts the unchanged regular files left out (always 0 without ``fold_unchanged``).
-
-    Symlinks in place of either directory are not entered unless ``follow`` (the tree roots,
-    which the user named): the source then raises OSError (ENOTDIR on Linux), the destination
-    is empty.
+    ``(kind, size, mtime_ns, atime_ns, mode, ino, dev)`` or None when that side lacks the
+    name; folded counts the unchanged regular files left out (always 0 without
+    ``fold_unchanged``). The caller opened the directories (confine.Tree.open_dir: no
+    symlink followed on the way); an error reading the source raises OSError with
+    filename None, one reading the destination OSError with filename b"dst".
     """
-    cdef const char *sp = src_dir
-    cdef const char *dp = dst_dir
     cdef Ent *s = NULL
     cdef Ent *d = NULL
     cdef Py_ssize_t ns = 0, nd = 0, i = 0, j = 0, folded = 0
     cdef int rc, err = 0, dst_err = 0, c
     with nogil:
-        rc = _list(sp, follow, &s, &ns)
+        rc = _list(src_fd, &s, &ns)
         if rc != 0:
             err = errno
-        else:
-            if _list(dp, follow, &d, &nd) != 0:
+        elif dst_fd >= 0:
+            if _list(dst_fd, &d, &nd) != 0:
                 dst_err = errno
     if rc != 0:
-        raise OSError(err, _strerror(err), src_dir)
-    if dst_err not in (0, ENOENT, ENOTDIR, ELOOP):
+        raise OSError(err, _strerror(err))
+    if dst_err != 0:
         _free(s, ns)
-        raise OSError(dst_err, _strerror(dst_err), dst_dir)
+        raise OSError(dst_err, _strerror(dst_err), b"dst")
     out = []
     try:
         while i < ns or j < nd:
@@ -215,24 +214,24 @@ def scan_pair(bytes src_dir, bytes dst_dir, bint fold_unchanged, bint follow=Fal
     return out, folded
 
 
-def scan_dir(bytes path, bint follow=False):
-    """List one directory for a backup: a list, sorted by name, of ``(name, (kind, size,
-    mtime_ns, atime_ns, mode, ctime_ns, ino, uid, gid))``; the fields a snapshot records and
-    its "unchanged since the parent" test needs, from one fstatat per entry. A symlink in
-    place of the directory raises OSError unless ``follow``."""
-    cdef const char *p = path
+def scan_dir(int dir_fd):
+    """List one directory (an open fd, the caller's) for a backup: a list, sorted by name,
+    of ``(name, (kind, size, mtime_ns, atime_ns, mode, ctime_ns, ino, uid, gid, dev))``; the
+    fields a snapshot records and its "unchanged since the parent" test needs, from one
+    fstatat per entry."""
     cdef Ent *e = NULL
     cdef Py_ssize_t n = 0, i
     cdef int rc, err = 0
     with nogil:
-        rc = _list(p, follow, &e, &n)
+        rc = _list(dir_fd, &e, &n)
         if rc != 0:
             err = errno
     if rc != 0:
-        raise OSError(err, _strerror(err), path)
+        raise OSError(err, _strerror(err))
     try:
         return [(<bytes>e[i].name, (e[i].kind, e[i].size, e[i].mtime_ns, e[i].atime_ns,
-                                    e[i].mode, e[i].ctime_ns, e[i].ino, e[i].uid, e[i].gid))
+                                    e[i].mode, e[i].ctime_ns, e[i].ino, e[i].uid, e[i].gid,
+                                    e[i].dev))
                 for i in range(n)]
     finally:
         _free(e, n)

@@ -17,7 +17,7 @@ grows at 0.8); a full table is reported as an error, never looped on.
 from libc.stdint cimport uint8_t, uint32_t, uint64_t
 from libc.string cimport memcmp, memcpy
 
-ABI = 3
+ABI = 4
 
 DEF REC = 48
 DEF KEY = 32

@@ -218,6 +218,17 @@ class Tree:
         is already there, link or not, is ever opened."""
         return open_beneath(self.fd, check_rel(rel), flags, mode)
 
+    def create_fresh(self, rel: str | bytes, mode: int = 0o600) -> int:
+        """A new, empty file at `rel`, open for writing: whatever is at that name (a stale
+        temp file, or a link someone planted at a predictable name) is removed, never
+        followed; O_EXCL then refuses anything that reappears there meanwhile."""
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL
+        try:
+            return self.open_file(rel, flags, mode)
+        except FileExistsError:
+            self.unlink(rel)
+            return self.open_file(rel, flags, mode)
+
     def open_dir(self, rel: str | bytes) -> int:
         """A read-only fd of the directory `rel` (for listing, fchmod, futimens, *at calls)."""
         return open_beneath(self.fd, check_rel(rel), _DIR_FLAGS)

@@ -3,7 +3,9 @@
 Tasks flow coordinator -> worker, results worker -> coordinator, each over that worker's own
 pipe as msgpack. They name ring slots by number; the bytes themselves stay in shared memory and
 are never part of a message. Paths travel as bytes (os.fsencode) so that any file name
-the OS accepts round-trips, valid UTF-8 or not. One Encoder/Decoder per union per process, reused.
+the OS accepts round-trips, valid UTF-8 or not. Local paths are relative to one of the trees the
+run's AttachRing names (SRC, DST): a worker opens those roots once and reaches every file below
+them without following a symlink (confine.py). One Encoder/Decoder per union per process, reused.
 """
 
 from __future__ import annotations
@@ -22,17 +24,41 @@ class _Msg(msgspec.Struct, tag=True, array_like=True, frozen=True):
     pass
 
 
-class Finalize(_Msg, frozen=True):
-    """Turn a finished temp file into the destination file (worker side of the rename)."""
+# Indexes into AttachRing.trees.
+SRC, DST = 0, 1
 
-    tmp: bytes
+
+class TreeRef(msgspec.Struct, array_like=True, frozen=True):
+    """A tree root the coordinator opened: a worker opens `path` and checks it is the same
+    directory (dev, ino) before it reads or writes anything below it."""
+
+    path: bytes
+    dev: int
+    ino: int
+
+
+class Ident(msgspec.Struct, array_like=True, frozen=True):
+    """The regular file a listing saw: what is read is accepted only if the fstat of the fd it
+    was read from still says this (confine.same_file)."""
+
+    dev: int
+    ino: int
+    size: int
+    mtime_ns: int
+
+
+class Finalize(_Msg, frozen=True):
+    """Turn a finished temp file into the destination file (worker side of the rename): both
+    names in one directory of the destination tree."""
+
+    tmp: bytes  # relative to the destination tree, like dst
     dst: bytes
     size: int
     mtime_ns: int
     atime_ns: int
     mode: int
-    src: bytes
-    src_mtime_ns: int  # with `size`, the source stat seen by the scan: a change means "again"
+    src: bytes  # relative to the source tree
+    src_id: Ident  # the source file the scan saw: any other means "changed, again"
     fsync: bool  # fdatasync the file before the rename, fsync the directory after
 
 
@@ -48,8 +74,9 @@ class CopyBlock(_Msg, frozen=True):
 
     task_id: int
     slot: int
-    src: bytes
-    tmp: bytes
+    src: bytes  # relative to the source tree
+    src_id: Ident
+    tmp: bytes  # relative to the destination tree
     offset: int
     length: int
     sparse: bool
@@ -61,7 +88,7 @@ class VerifyBlock(_Msg, frozen=True):
 
     task_id: int
     slot: int
-    path: bytes
+    path: bytes  # relative to the destination tree
     offset: int
     length: int
 
@@ -71,6 +98,7 @@ class DigestFile(_Msg, frozen=True):
 
     task_id: int
     slot: int
+    tree: int  # SRC or DST
     path: bytes
 
 
@@ -80,10 +108,11 @@ class FinalizeFile(_Msg, frozen=True):
 
 
 class RangePart(msgspec.Struct, array_like=True, frozen=True):
-    path: bytes
+    path: bytes  # relative to the source tree (an object name for a remote source)
     offset: int  # a cut point of the file (0, or where the previous range's last chunk ended)
     length: int
     eof: bool  # the range reaches the end of the file: its tail is a chunk too
+    ident: Ident | None = None  # a local file: the one the backup's scan saw
 
 
 class ChunkRange(_Msg, frozen=True):
@@ -193,6 +222,7 @@ class AttachRing(_Msg, frozen=True):
     name: str
     slot_size: int
     slots: int
+    trees: list[TreeRef] = []  # by index SRC, DST: the roots the tasks' local paths are below
 
 
 class DetachRing(_Msg, frozen=True):

@@ -47,9 +47,9 @@ class CdcKernels(Protocol):
 
 class ScanKernels(Protocol):
     def scan_pair(
-        self, src_dir: bytes, dst_dir: bytes, fold_unchanged: bool, follow: bool = False
+        self, src_fd: int, dst_fd: int, fold_unchanged: bool
     ) -> tuple[list[tuple[bytes, Side | None, Side | None]], int]: ...
-    def scan_dir(self, path: bytes, follow: bool = False) -> list[tuple[bytes, Full]]: ...
+    def scan_dir(self, dir_fd: int) -> list[tuple[bytes, Full]]: ...
 
 
 class TableKernels(Protocol):

@@ -5,7 +5,6 @@ They are the test oracle and the readable specification; ORBIT_KERNEL=reference 
 
 from __future__ import annotations
 
-import errno
 import os
 import stat
 from typing import TYPE_CHECKING, TypeAlias
@@ -15,7 +14,7 @@ if TYPE_CHECKING:
 
 # Every compiled module exports this same number; bump it (and theirs) on any change of a
 # signature or a result.
-ABI = 3
+ABI = 4
 
 
 def is_zero(buf: ReadableBuffer) -> bool:
@@ -25,77 +24,66 @@ def is_zero(buf: ReadableBuffer) -> bool:
 
 
 FILE, DIR, LINK, OTHER = 0, 1, 2, 3
-# What scan_pair reports per side: kind, size, mtime_ns, atime_ns, mode.
-Side: TypeAlias = tuple[int, int, int, int, int]
-# What scan_dir reports: kind, size, mtime_ns, atime_ns, mode, ctime_ns, ino, uid, gid.
-Full: TypeAlias = tuple[int, int, int, int, int, int, int, int, int]
+# What scan_pair reports per side: kind, size, mtime_ns, atime_ns, mode, ino, dev.
+Side: TypeAlias = tuple[int, int, int, int, int, int, int]
+# What scan_dir reports: kind, size, mtime_ns, atime_ns, mode, ctime_ns, ino, uid, gid, dev.
+Full: TypeAlias = tuple[int, int, int, int, int, int, int, int, int, int]
 
 
-def _listing(path: bytes, follow: bool) -> list[tuple[bytes, Side]]:
-    """Sorted (name, (kind, size, mtime_ns, atime_ns, mode)) of a directory, like _list in C:
-    opened once (O_NOFOLLOW unless `follow`), every entry lstat'ed relative to that fd."""
-    flags = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC | (0 if follow else os.O_NOFOLLOW)
-    fd = os.open(path, flags)
+def _stats(dir_fd: int) -> list[tuple[bytes, os.stat_result]]:
+    """Sorted (name, lstat) of the directory open at `dir_fd`, like _list in C: every entry
+    lstat'ed relative to that fd (a duplicate of it is read; the caller closes its own)."""
+    fd = os.dup(dir_fd)
     out = []
     try:
+        os.lseek(fd, 0, os.SEEK_SET)  # the duplicate shares the caller's offset: from the start
         for name in os.listdir(fd):  # str names (surrogateescape); fsencode gives the bytes
             try:
                 st = os.stat(name, dir_fd=fd, follow_symlinks=False)
             except FileNotFoundError:
                 continue  # vanished since readdir
-            m = st.st_mode
-            kind = (FILE if stat.S_ISREG(m) else DIR if stat.S_ISDIR(m)
-                    else LINK if stat.S_ISLNK(m) else OTHER)  # fmt: skip
-            out.append((os.fsencode(name), (kind, st.st_size, st.st_mtime_ns, st.st_atime_ns, m)))
+            out.append((os.fsencode(name), st))
     finally:
         os.close(fd)
-    out.sort()
+    out.sort(key=lambda t: t[0])
     return out
 
 
-def scan_dir(path: bytes, follow: bool = False) -> list[tuple[bytes, Full]]:
-    """Sorted (name, (kind, size, mtime_ns, atime_ns, mode, ctime_ns, ino, uid, gid)) of a
-    directory, for a backup; a symlink in place of it raises OSError unless `follow`."""
-    flags = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC | (0 if follow else os.O_NOFOLLOW)
-    fd = os.open(path, flags)
-    out = []
-    try:
-        for name in os.listdir(fd):
-            try:
-                st = os.stat(name, dir_fd=fd, follow_symlinks=False)
-            except FileNotFoundError:
-                continue
-            m = st.st_mode
-            kind = (FILE if stat.S_ISREG(m) else DIR if stat.S_ISDIR(m)
-                    else LINK if stat.S_ISLNK(m) else OTHER)  # fmt: skip
-            out.append((os.fsencode(name), (kind, st.st_size, st.st_mtime_ns, st.st_atime_ns, m,
-                                            st.st_ctime_ns, st.st_ino, st.st_uid,
-                                            st.st_gid)))  # fmt: skip
-    finally:
-        os.close(fd)
-    out.sort()
-    return out
+def _kind(m: int) -> int:
+    return (FILE if stat.S_ISREG(m) else DIR if stat.S_ISDIR(m)
+            else LINK if stat.S_ISLNK(m) else OTHER)  # fmt: skip
+
+
+def scan_dir(dir_fd: int) -> list[tuple[bytes, Full]]:
+    """Sorted (name, (kind, size, mtime_ns, atime_ns, mode, ctime_ns, ino, uid, gid, dev)) of
+    the directory open at `dir_fd`, for a backup."""
+    return [(name, (_kind(st.st_mode), st.st_size, st.st_mtime_ns, st.st_atime_ns, st.st_mode,
+                    st.st_ctime_ns, st.st_ino, st.st_uid, st.st_gid, st.st_dev))
+            for name, st in _stats(dir_fd)]  # fmt: skip
 
 
 def scan_pair(
-    src_dir: bytes, dst_dir: bytes, fold_unchanged: bool, follow: bool = False
+    src_fd: int, dst_fd: int, fold_unchanged: bool
 ) -> tuple[list[tuple[bytes, Side | None, Side | None]], int]:
-    """Compare one source directory with its destination twin.
+    """Compare one source directory with its destination twin, both open directory fds
+    (`dst_fd` -1: no such directory in the destination).
 
     Returns ``(entries, folded)``: entries is a list, sorted by name, of ``(name, src, dst)``
-    where ``src``/``dst`` are ``(kind, size, mtime_ns, atime_ns, mode)`` or None when that
-    side lacks the name; folded counts the unchanged regular files left out (same size, mtime
-    and permission bits on both sides), always 0 without ``fold_unchanged``. Symlinks in place
-    of either directory are not entered unless ``follow``: the source raises OSError (ENOTDIR
-    on Linux), the destination is empty.
+    where ``src``/``dst`` are ``(kind, size, mtime_ns, atime_ns, mode, ino, dev)`` or None
+    when that side lacks the name; folded counts the unchanged regular files left out (same
+    size, mtime and permission bits on both sides), always 0 without ``fold_unchanged``. A
+    destination that cannot be read raises OSError with filename b"dst".
     """
-    src = _listing(src_dir, follow)
+
+    def side(st: os.stat_result) -> Side:
+        return (_kind(st.st_mode), st.st_size, st.st_mtime_ns, st.st_atime_ns, st.st_mode,
+                st.st_ino, st.st_dev)  # fmt: skip
+
+    src = [(name, side(st)) for name, st in _stats(src_fd)]
     try:
-        dst = dict(_listing(dst_dir, follow))
+        dst = {name: side(st) for name, st in _stats(dst_fd)} if dst_fd >= 0 else {}
     except OSError as exc:
-        if exc.errno not in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP):
-            raise
-        dst = {}
+        raise OSError(exc.errno, exc.strerror, b"dst") from exc
     names = {name for name, _ in src}
     out: list[tuple[bytes, Side | None, Side | None]] = []
     folded = 0

@@ -21,12 +21,14 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
+from orbit_fast import messages as m
 from orbit_fast import progress as p
 from orbit_fast._native import kernels
 from orbit_fast._native.reference import DIR, LINK, OTHER
 from orbit_fast.backends.base import OnSkip
 from orbit_fast.cancel import CancelToken
 from orbit_fast.config import BackupOptions, is_remote
+from orbit_fast.confine import Tree
 from orbit_fast.coordinator.run import RunLedger
 from orbit_fast.errors import ExitCode, SourceError
 from orbit_fast.filters import FilterRules
@@ -56,22 +58,26 @@ def node_of(rel: bytes, s: tuple[int, ...], target: bytes = b"") -> Node:
 
 
 def walk(
-    root: str, rules: FilterRules, on_unreadable: Callable[[str, OSError], None]
+    root: Tree, rules: FilterRules, on_unreadable: Callable[[str, OSError], None]
 ) -> Iterator[tuple[bytes, tuple[int, ...]]]:
     """(relative path, stat tuple) of the root and everything below it, directories before
-    their contents, names sorted; filtered; symlinks reported, never followed. Sockets, fifos
-    and devices are left out (docs/backup.md)."""
+    their contents, names sorted; filtered; symlinks reported, never followed: each directory
+    is opened below the root without following a link in any component (confine.py), so one
+    swapped for a link after it was listed is skipped as unreadable. Sockets, fifos and
+    devices are left out (docs/backup.md)."""
     scan_dir = kernels().scan_dir
-    root_b = os.fsencode(root)
-    r = os.stat(root_b)
+    r = root.lstat("")
     yield b"", (1, 0, r.st_mtime_ns, r.st_atime_ns, r.st_mode, r.st_ctime_ns, r.st_ino,
-                r.st_uid, r.st_gid)  # fmt: skip
+                r.st_uid, r.st_gid, r.st_dev)  # fmt: skip
     stack = [b""]
     while stack:
         rel_dir = stack.pop()
         try:
-            entries = scan_dir(os.path.join(root_b, rel_dir) if rel_dir else root_b,
-                               not rel_dir)  # fmt: skip
+            fd = root.open_dir(rel_dir)
+            try:
+                entries = scan_dir(fd)
+            finally:
+                os.close(fd)
         except OSError as exc:
             on_unreadable(os.fsdecode(rel_dir), exc)
             continue
@@ -176,13 +182,18 @@ class Backup:
     def _body(self) -> p.BackupSummary:
         opts = self.opts
         self.src: Any = None
+        self.tree: Tree | None = None
         if is_remote(opts.source):
             from orbit_fast.backends.registry import open_store
 
             self.src = open_store(opts.source, s3_endpoint=opts.s3_endpoint)
-        elif not os.path.isdir(opts.source):
-            raise SourceError(f"the backup source {opts.source} is not a directory (or is "
-                              "missing); check the path")  # fmt: skip
+        else:
+            try:
+                # Every file below is read through this fd, no symlink followed (confine.py).
+                self.tree = Tree.open(opts.source)
+            except OSError as exc:
+                raise SourceError(f"the backup source {opts.source} is not a directory (or is "
+                                  f"missing: {exc.strerror}); check the path") from exc
         try:
             repo = Repository.open_or_init(opts.repository, opts.codec or "zstd:3",
                                            opts.s3_endpoint)  # fmt: skip
@@ -194,6 +205,8 @@ class Backup:
         finally:
             if self.src is not None:
                 self.src.close()
+            if self.tree is not None:
+                self.tree.close()
 
     def _partial_summary(self, code: int) -> p.BackupSummary:
         """What a run that failed or was stopped got done (the jobs DB keeps it)."""
@@ -221,16 +234,20 @@ class Backup:
         self.ledger.started(workers=opts.workers, block_bytes=repo.config.avg_size)
 
         nodes: list[Node] = []
-        todo: dict[str, int] = {}  # absolute path -> index in nodes
+        # path (relative to the source tree, or an object name) -> index in nodes
+        todo: dict[str, int] = {}
+        idents: dict[str, m.Ident] = {}  # local files: the file the scan saw, to read only it
         counters = self.counters
         files_unchanged = 0
-        new_files: set[str] = set()  # absolute paths
+        new_files: set[str] = set()
         rules = FilterRules(opts.filters)
         remote = self.src is not None
         if remote:
             entries = walk_store(self.src, rules, lambda r, why: self._warn(r, "special", why))
         else:
-            entries = walk(opts.source, rules,
+            assert self.tree is not None
+            tree = self.tree
+            entries = walk(tree, rules,
                            lambda r, e: self._warn(r, "unreadable_dir", e.strerror or str(e)))
         object_sizes: dict[str, int] = {}  # remote sources: name -> size
         for rel, s in entries:
@@ -239,7 +256,7 @@ class Backup:
             target = b""
             if s[0] == LINK:
                 try:
-                    target = os.readlink(os.path.join(os.fsencode(opts.source), rel))
+                    target = os.fsencode(tree.readlink(rel))
                 except OSError as exc:
                     self._warn(os.fsdecode(rel), "unreadable", exc.strerror or str(exc))
                     continue
@@ -253,9 +270,10 @@ class Backup:
                                                    atime_ns=prev.atime_ns)  # fmt: skip
                     files_unchanged += 1
                 else:
-                    path = os.path.join(opts.source, os.fsdecode(rel))
-                    if remote:
-                        path = os.fsdecode(rel)
+                    path = os.fsdecode(rel)
+                    if not remote:
+                        idents[path] = m.Ident(s[9], s[6], s[1], s[2])
+                    else:
                         object_sizes[path] = s[1]
                         if not node.mtime_ns:  # S3: the file's mtime is in the metadata
                             mtime = self.src.stat_info(path).mtime_ns or 0
@@ -278,8 +296,7 @@ class Backup:
 
         def on_error(path: str, message: str) -> None:
             failed.add(path)
-            self._warn(path if remote else os.path.relpath(path, opts.source), "unreadable",
-                       message)  # fmt: skip
+            self._warn(path, "unreadable", message)
 
         last = 0.0
         try:
@@ -292,6 +309,7 @@ class Backup:
                     cancelled=lambda: self.cancel.cancelled,
                     src_url=opts.source if remote else "", sizes=object_sizes if remote else None,
                     shared=self.shared_pool, s3_endpoint=opts.s3_endpoint,
+                    tree=self.tree, idents=idents,
                 ):  # fmt: skip
                     chunks[path].append(rec.chunk_id)
                     sizes[path] += rec.length

@@ -22,6 +22,7 @@ from orbit_fast import messages as m
 from orbit_fast.chunking import ChunkerParams
 from orbit_fast.compression import HEADER, parse_codec
 from orbit_fast.config import url_scheme
+from orbit_fast.confine import Tree
 from orbit_fast.coordinator.dispatch import TaskBoard
 from orbit_fast.errors import SourceError, UsageError, WorkerFailed
 
@@ -48,6 +49,8 @@ def chunk_files(
     sizes: dict[str, int] | None = None,
     shared: WorkerPool | None = None,
     s3_endpoint: str = "",
+    tree: Tree | None = None,
+    idents: dict[str, m.Ident] | None = None,
 ) -> Iterator[tuple[str, m.ChunkRecord, memoryview]]:
     """Yield (path, chunk record, blob view) for every chunk of every file, in order per file.
     The view is valid until the next item is asked for.
@@ -58,10 +61,15 @@ def chunk_files(
     the generator ends after the ranges in flight. With `src_url` the paths are object names
     in that store (the workers read them there) and `sizes` gives their sizes. With `shared`
     the work runs on that pool (the hub's), else on `workers` processes started for it.
-    `s3_endpoint` is the run's for an s3:// `src_url` ("": ORBIT_S3_ENDPOINT).
+    `s3_endpoint` is the run's for an s3:// `src_url` ("": ORBIT_S3_ENDPOINT). With `tree`
+    the paths are relative to it (the workers reach them without following a symlink) and
+    `idents` says which file each one is: its size, and the fstat the worker checks after
+    each read (another file, or one changed meanwhile, fails that file).
     """
     params.validate()
     parse_codec(codec)  # a bad spec fails here, not in every worker
+    if tree is None and not src_url:
+        raise ValueError("chunk_files: local paths are read below a tree (pass tree=)")
     own = None
     if s3_endpoint and url_scheme(src_url) == "s3":
         # The tasks name the source by its URL alone: the workers read it through their
@@ -80,9 +88,10 @@ def chunk_files(
     out_cap = in_cap + HEADER.size * (in_cap // params.min_size + 2 + MAX_PARTS)
     # task owner: [(path, size)] of its parts; a result's slot is released once its blobs
     # have been handed out.
+    trees = [m.TreeRef(os.fsencode(tree.path), tree.dev, tree.ino)] if tree is not None else []
     board: TaskBoard[list[tuple[str, int]]] = TaskBoard(
         workers=workers, threads=1, depth=TASKS_PER_WORKER, slot_bytes=in_cap + out_cap,
-        slots=TASKS_PER_WORKER * workers, shared=shared, hold_slots=True,
+        slots=TASKS_PER_WORKER * workers, shared=shared, hold_slots=True, trees=trees,
     )  # fmt: skip
     slots = TASKS_PER_WORKER * workers
     files = iter(paths)
@@ -108,7 +117,13 @@ def chunk_files(
                     more = False
                     break
                 try:
-                    size = sizes[path] if sizes is not None else os.stat(path).st_size
+                    if sizes is not None:
+                        size = sizes[path]
+                    elif idents is not None:
+                        size = idents[path].size
+                    else:
+                        assert tree is not None
+                        size = tree.lstat(path).st_size
                 except OSError as exc:
                     if on_error is None:
                         raise SourceError(f"cannot read {path}: {exc.strerror}") from exc
@@ -130,7 +145,8 @@ def chunk_files(
                     length = min(in_cap - used, left)
                     ready_bytes -= left  # the rest comes back with the result
                     parts.append(m.RangePart(os.fsencode(path), offset, length,
-                                             offset + length == size))  # fmt: skip
+                                             offset + length == size,
+                                             idents.get(path) if idents else None))  # fmt: skip
                     owners.append((path, size))
                     used += length
                 task = m.ChunkRange(

@@ -68,16 +68,21 @@ class TaskBoard(Generic[T]):
     hold_slots
         A result's slot stays taken until the caller releases it (the chunk pipeline reads
         the blobs out of it first); else it is released when the result is taken.
+    trees
+        The roots the tasks' local paths are relative to (messages.SRC, DST), which the
+        workers open and check once per run.
     """
 
     def __init__(self, *, workers: int, threads: int, depth: int | None = None, spread: int = 0,
                  limit: int = 0, slot_bytes: int = 0, slots: int = 0,
-                 shared: WorkerPool | None = None, hold_slots: bool = False) -> None:  # fmt: skip
+                 shared: WorkerPool | None = None, hold_slots: bool = False,
+                 trees: list[m.TreeRef] | None = None) -> None:  # fmt: skip
         self.workers, self.threads = workers, threads
         self.depth, self.spread, self.limit = depth, spread, limit
         self.slot_bytes, self.slots = slot_bytes, slots
         self.shared = shared
         self.hold_slots = hold_slots
+        self.trees = trees or []
         self.tasks: dict[int, InFlight[T]] = {}
         self.ring: SharedRing | None = None
         self.lease: Lease | None = None
@@ -93,7 +98,8 @@ class TaskBoard(Generic[T]):
 
             # A pool needs a ring to lend; object tasks never touch it, so one page does.
             self.ring = SharedRing.create(self.slot_bytes or 4096, self.slots or 1)
-            self.lease = open_lease(self.ring, self.workers, self.threads, self.shared)
+            self.lease = open_lease(self.ring, self.workers, self.threads, self.shared,
+                                    self.trees)  # fmt: skip
             if self.spread:
                 self.depth = -(-self.spread // self.lease.size)
         return self.lease

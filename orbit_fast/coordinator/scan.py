@@ -1,22 +1,26 @@
 """Merge-walk of a source tree against its destination, as a stream of entries.
 
-One directory at a time: the `scan_pair` kernel (Cython, ext/scan.pyx; its twin in
-_native/reference.py) lists the source directory and the matching destination directory,
-stats both sides and merges them by name; then the walk descends. Memory is one directory
-listing plus the stack of directories still to visit, never the whole tree. With
-`fold_unchanged`, regular files equal on both sides (size, mtime, permission bits) never reach
-Python: they are only counted (`on_folded`). Filters apply to both sides: an excluded name is
-neither copied nor deleted, and an excluded directory is not descended into. Symlinks are
-reported as links and never followed.
+One directory at a time: each directory is opened below its tree's root without following a
+symlink in any component (confine.Tree.open_dir), then the `scan_pair` kernel (Cython,
+ext/scan.pyx; its twin in _native/reference.py) lists the source directory and the matching
+destination directory through those fds, stats both sides and merges them by name; then the
+walk descends. A directory swapped for a symlink after it was listed is refused, never entered.
+Memory is one directory listing plus the stack of directories still to visit, never the whole
+tree. With `fold_unchanged`, regular files equal on both sides (size, mtime, permission bits)
+never reach Python: they are only counted (`on_folded`). Filters apply to both sides: an
+excluded name is neither copied nor deleted, and an excluded directory is not descended into.
+Symlinks are reported as links and never followed.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 from collections.abc import Callable, Iterator
 from typing import NamedTuple
 
 from orbit_fast._native import kernels
+from orbit_fast.confine import Tree
 from orbit_fast.filters import FilterRules
 
 FILE, DIR, LINK, OTHER = "file", "dir", "link", "other"
@@ -30,6 +34,8 @@ class Stat(NamedTuple):
     st_mtime_ns: int
     st_atime_ns: int
     st_mode: int
+    st_ino: int
+    st_dev: int
 
 
 class Entry(NamedTuple):
@@ -41,23 +47,26 @@ class Entry(NamedTuple):
 
 
 def merge_walk(
-    src_root: str,
-    dst_root: str,
+    src: Tree,
+    dst: Tree | None,
     rules: FilterRules,
     on_unreadable: Callable[[str, OSError], None],
     is_temp: Callable[[str], bool] = lambda name: False,
-    on_temp: Callable[[str, str], None] = lambda rel, path: None,
+    on_temp: Callable[[str], None] = lambda rel: None,
     prune: set[str] | None = None,
     fold_unchanged: bool = False,
     on_folded: Callable[[int], None] = lambda n: None,
 ) -> Iterator[Entry]:
-    """Yield entries below the two roots, directories before their contents.
+    """Yield entries below the two roots, directories before their contents (`dst` None: a
+    destination that does not exist yet, as in a dry run).
 
-    A source directory that cannot be listed is reported to `on_unreadable` and skipped whole,
-    destination side included: nothing below it is copied or deleted. Destination names that
-    `is_temp` recognises (our own temp files) go to `on_temp` instead of being yielded. A
-    directory the consumer adds to `prune` after receiving its entry is not descended into.
-    Folding needs every name unfiltered, so it is off while there are filter rules.
+    A source directory that cannot be listed (or is no longer a directory reached without a
+    symlink) is reported to `on_unreadable` and skipped whole, destination side included:
+    nothing below it is copied or deleted. A destination directory that is missing, or is a
+    symlink or a file now, lists as empty. Destination names that `is_temp` recognises (our
+    own temp files) go to `on_temp` instead of being yielded. A directory the consumer adds to
+    `prune` after receiving its entry is not descended into. Folding needs every name
+    unfiltered, so it is off while there are filter rules.
     """
     scan_pair = kernels().scan_pair
     fold = fold_unchanged and not rules
@@ -68,19 +77,33 @@ def merge_walk(
         if rel_dir in prune:
             prune.discard(rel_dir)
             continue
-        src_dir = os.path.join(src_root, rel_dir) if rel_dir else src_root
-        dst_dir = os.path.join(dst_root, rel_dir) if rel_dir else dst_root
         try:
-            # Only the roots (named by the user) may be symlinks; below them a directory
-            # swapped for a link after it was listed is refused, never followed.
-            listing, folded = scan_pair(
-                os.fsencode(src_dir), os.fsencode(dst_dir), fold, not rel_dir
-            )
+            sfd = src.open_dir(rel_dir)
         except OSError as exc:
-            if exc.filename == os.fsencode(dst_dir):
-                raise  # the destination is unreadable: not a source problem to skip
             on_unreadable(rel_dir, exc)
             continue
+        dfd = -1
+        try:
+            if dst is not None:
+                try:
+                    dfd = dst.open_dir(rel_dir)
+                except (FileNotFoundError, NotADirectoryError):
+                    pass
+                except OSError as exc:
+                    if exc.errno != errno.ELOOP:
+                        raise OSError(exc.errno, exc.strerror, dst.show(rel_dir)) from exc
+            try:
+                listing, folded = scan_pair(sfd, dfd, fold)
+            except OSError as exc:
+                if exc.filename == b"dst":  # the destination is unreadable: not to skip
+                    assert dst is not None
+                    raise OSError(exc.errno, exc.strerror, dst.show(rel_dir)) from exc
+                on_unreadable(rel_dir, exc)
+                continue
+        finally:
+            os.close(sfd)
+            if dfd >= 0:
+                os.close(dfd)
         if folded:
             on_folded(folded)
         subdirs: list[str] = []
@@ -88,7 +111,7 @@ def merge_walk(
             name = os.fsdecode(name_b)
             rel = f"{rel_dir}/{name}" if rel_dir else name
             if s is None and is_temp(name):
-                on_temp(rel, os.path.join(dst_dir, name))
+                on_temp(rel)
                 continue
             skind = KINDS[s[0]] if s is not None else None
             dkind = KINDS[d[0]] if d is not None else None

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from collections import deque
 
+from orbit_fast import messages as m
 from orbit_fast.coordinator.scan import Stat
 
 COPY, VERIFY, FINALIZE, DIGEST_SRC, DIGEST_DST = "copy", "verify", "finalize", "dsrc", "ddst"
@@ -18,12 +19,10 @@ COPY, VERIFY, FINALIZE, DIGEST_SRC, DIGEST_DST = "copy", "verify", "finalize", "
 class Transfer:
     __slots__ = (
         "rel",
-        "src",
-        "dst",
         "tmp",
-        "srcb",
-        "dstb",
+        "relb",
         "tmpb",
+        "ident",
         "size",
         "mtime_ns",
         "atime_ns",
@@ -48,18 +47,19 @@ class Transfer:
     def __init__(
         self,
         rel: str,
-        src: str,
-        dst: str,
         tmp: str,
         st: Stat | os.stat_result,
         action: str,
         block_bytes: int,
         attempts: int = 0,
     ) -> None:
-        self.rel = rel
-        self.src, self.dst, self.tmp = src, dst, tmp
+        # The file's path in both trees and its temp file's in the destination, relative to
+        # the roots (the workers open them below the run's trees).
+        self.rel, self.tmp = rel, tmp
         # Encoded once: every task message carries paths as bytes.
-        self.srcb, self.dstb, self.tmpb = os.fsencode(src), os.fsencode(dst), os.fsencode(tmp)
+        self.relb, self.tmpb = os.fsencode(rel), os.fsencode(tmp)
+        # The source file the listing saw: a worker keeps what it read only from this one.
+        self.ident = m.Ident(st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
         self.size = st.st_size
         self.mtime_ns = st.st_mtime_ns
         self.atime_ns = st.st_atime_ns

@@ -128,12 +128,14 @@ class WorkerPool:
         except (BrokenPipeError, ConnectionResetError):
             pass  # the death is seen by the reader, which returns the tasks for requeueing
 
-    def lease(self, ring: SharedRing, owns_pool: bool = False) -> Lease:
-        """Lend the workers to one coordinator, whose tasks use slots of `ring`."""
+    def lease(self, ring: SharedRing, owns_pool: bool = False,
+              trees: list[m.TreeRef] | None = None) -> Lease:  # fmt: skip
+        """Lend the workers to one coordinator, whose tasks use slots of `ring` and name
+        local files below `trees`."""
         with self._cv:
             if self._closed:
                 raise RuntimeError("the worker pool is shut down")
-            lease = Lease(self, self._next_lease, ring, owns_pool)
+            lease = Lease(self, self._next_lease, ring, owns_pool, trees or [])
             self._next_lease += 1
             self._leases[lease.id] = lease
             for i in range(self.size):
@@ -260,13 +262,14 @@ class Lease:
     depth per worker whatever the others do; `least_loaded` breaks ties by the pool's load.
     """
 
-    def __init__(self, pool: WorkerPool, lease_id: int, ring: SharedRing, owns_pool: bool):
+    def __init__(self, pool: WorkerPool, lease_id: int, ring: SharedRing, owns_pool: bool,
+                 trees: list[m.TreeRef]) -> None:  # fmt: skip
         self.pool = pool
         self.id = lease_id
         self.size = pool.size
         self.owns_pool = owns_pool
-        self.attach_msg = m.AttachRing(ring=lease_id, name=ring.name,
-                                       slot_size=ring.slot_size, slots=ring.slots)  # fmt: skip
+        self.attach_msg = m.AttachRing(ring=lease_id, name=ring.name, slot_size=ring.slot_size,
+                                       slots=ring.slots, trees=trees)  # fmt: skip
         self.loads = [0] * pool.size
         self.results: deque[tuple[int, m.Result]] = deque()
         self.deaths: deque[Death] = deque()
@@ -361,11 +364,13 @@ class Lease:
             pool.shutdown()
 
 
-def open_lease(ring: SharedRing, size: int, threads: int, shared: WorkerPool | None) -> Lease:
+def open_lease(ring: SharedRing, size: int, threads: int, shared: WorkerPool | None,
+               trees: list[m.TreeRef] | None = None) -> Lease:  # fmt: skip
     """Workers for one coordinator: a lease of `shared` when the process has a pool (the
-    hub), else a pool of `size` workers with `threads` each, for this run only."""
+    hub), else a pool of `size` workers with `threads` each, for this run only. `trees`: the
+    roots the run's local paths are relative to (messages.SRC, DST)."""
     if shared is not None:
-        return shared.lease(ring)
+        return shared.lease(ring, trees=trees)
     pool = WorkerPool(size, threads)
     pool.start()
-    return pool.lease(ring, owns_pool=True)
+    return pool.lease(ring, owns_pool=True, trees=trees)

@@ -2,16 +2,19 @@
 
 A worker is a pure transform of files through its lent slot: it reads source bytes into the
 slot, digests them (xxh3-128), writes them to the temp file and, for the last step, renames the
-temp file into place. It never opens a database and keeps no state between tasks; the
-coordinator owns slots, files and progress. It exits on Shutdown (after its tasks in flight),
-and at once on EOF of its task pipe or when its parent disappears.
+temp file into place. Every local file is reached below a tree root the run named (confine.py):
+no symlink is followed on the way, and bytes read are kept only if the fstat of the fd they
+came from is the file the listing saw (dev, inode, size, mtime). It never opens a database
+and keeps no state between tasks; the coordinator owns slots, files and progress. It exits
+on Shutdown (after its tasks in flight), and at once on EOF of its task pipe or when its
+parent disappears.
 """
 
 from __future__ import annotations
 
-import errno as errno_mod
 import os
 import signal
+import stat
 import threading
 import traceback
 from concurrent.futures import ThreadPoolExecutor
@@ -23,8 +26,8 @@ import xxhash
 from orbit_fast import environment
 from orbit_fast import messages as m
 from orbit_fast._native import kernels
+from orbit_fast.confine import Tree, same_file
 from orbit_fast.errors import OrbitError
-from orbit_fast.fsinfo import fsync_path
 from orbit_fast.workers.ring import SharedRing
 
 _PARENT_POLL_S = 1.0
@@ -95,7 +98,7 @@ def worker_main(
             t.inflight -= 1
             last = t.detached and not t.inflight
         if last:
-            t.ring.close()
+            t.close()
 
     send(m.WorkerReady(worker=index, pid=os.getpid()))
     executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix=f"orbit-w{index}")
@@ -115,7 +118,7 @@ def worker_main(
             if isinstance(task, m.AttachRing):
                 ring = SharedRing.attach(task.name, task.slot_size, task.slots)
                 with lock:
-                    tenants[task.ring] = _Tenant(ring, s3_endpoint)
+                    tenants[task.ring] = _Tenant(ring, task.trees, s3_endpoint)
                 continue
             if isinstance(task, m.DetachRing):
                 with lock:
@@ -124,7 +127,7 @@ def worker_main(
                         t.detached = True
                     idle = t is not None and not t.inflight
                 if idle:
-                    t.ring.close()  # type: ignore[union-attr]
+                    t.close()  # type: ignore[union-attr]
                 continue
             with lock:
                 t = tenants[task.task_id >> m.RING_SHIFT]  # KeyError: a pool bug; die loudly
@@ -133,7 +136,7 @@ def worker_main(
     finally:
         executor.shutdown(wait=True)  # no thread may still hold a view when a ring closes
         for t in tenants.values():
-            t.ring.close()
+            t.close()
 
 
 def _orphaned() -> NoReturn:
@@ -147,12 +150,42 @@ def _orphaned() -> NoReturn:
 class _Tenant:
     """One coordinator's ring as this worker sees it, with what it remembers for that run."""
 
-    def __init__(self, ring: SharedRing, s3_endpoint: str = ""):
+    def __init__(self, ring: SharedRing, trees: list[m.TreeRef], s3_endpoint: str = ""):
         self.ring = ring
-        self.runner = _Runner(ring, s3_endpoint)
+        self.trees = _Trees(trees)
+        self.runner = _Runner(ring, self.trees, s3_endpoint)
         self.inflight = 0
         self.detached = False
         self.in_order = threading.Lock()
+
+    def close(self) -> None:
+        self.ring.close()
+        self.trees.close()
+
+
+class _Trees:
+    """The run's tree roots, each opened on first use and checked to be the directory the
+    coordinator opened (a root swapped meanwhile fails every task below it, ESTALE)."""
+
+    def __init__(self, refs: list[m.TreeRef]) -> None:
+        self.refs = refs
+        self.open: list[Tree | None] = [None] * len(refs)
+        self.lock = threading.Lock()
+
+    def __getitem__(self, i: int) -> Tree:
+        t = self.open[i]
+        if t is None:
+            with self.lock:
+                t = self.open[i]
+                if t is None:
+                    ref = self.refs[i]
+                    t = self.open[i] = Tree.reopen(ref.path, ref.dev, ref.ino)
+        return t
+
+    def close(self) -> None:
+        for t in self.open:
+            if t is not None:
+                t.close()
 
 
 class _Side(Exception):
@@ -162,9 +195,17 @@ class _Side(Exception):
         self.side, self.exc, self.path = side, exc, path
 
 
+def _changed(st: os.stat_result, want: m.Ident) -> str:
+    """How an fstat differs from the file the listing saw (for SourceChanged)."""
+    if (st.st_dev, st.st_ino) != (want.dev, want.ino) or not stat.S_ISREG(st.st_mode):
+        return "replaced by another file"
+    return f"size {want.size}->{st.st_size}, mtime_ns {want.mtime_ns}->{st.st_mtime_ns}"
+
+
 class _Runner:
-    def __init__(self, ring: SharedRing, s3_endpoint: str = ""):
+    def __init__(self, ring: SharedRing, trees: _Trees, s3_endpoint: str = ""):
         self.ring = ring
+        self.trees = trees
         self.s3_endpoint = s3_endpoint  # of a remote source (ChunkRange.src_url)
         self.is_zero = kernels().is_zero
         self.sent_ids: set[bytes] = set()
@@ -197,12 +238,24 @@ class _Runner:
             )
         raise TypeError(f"unexpected task {task!r}")
 
-    def _read_into(self, path: bytes, view: memoryview, offset: int) -> int:
-        """Fill `view` from `path` at `offset`; fewer bytes only at end of file."""
+    def _open(self, side: str, tree: int, rel: bytes, flags: int = os.O_RDONLY) -> int:
+        """An fd of `rel` below the run's tree (no symlink followed in any component)."""
         try:
-            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            return self.trees[tree].open_file(rel, flags)
         except OSError as exc:
-            raise _Side("source", exc, path) from exc
+            raise _Side(side, exc, rel) from exc
+
+    def _dir(self, rel: bytes) -> tuple[int, bytes]:
+        """(fd of the destination directory holding `rel`, rel's name there)."""
+        d, _, name = rel.rpartition(b"/")
+        try:
+            return self.trees[m.DST].open_dir(d), name
+        except OSError as exc:
+            raise _Side("destination", exc, rel) from exc
+
+    @staticmethod
+    def _read_into(fd: int, path: bytes, view: memoryview, offset: int) -> int:
+        """Fill `view` from `fd` at `offset`; fewer bytes only at end of file."""
         try:
             got, want = 0, len(view)
             while got < want:
@@ -213,14 +266,27 @@ class _Runner:
             return got
         except OSError as exc:
             raise _Side("source", exc, path) from exc
+
+    def _read_source(self, path: bytes, want: m.Ident, view: memoryview,
+                     offset: int) -> tuple[int, str | None]:  # fmt: skip
+        """Read a block of a listed source file: (bytes read, None), or (_, how it differs
+        from the file the listing saw) when the fstat after the read says another file."""
+        fd = self._open("source", m.SRC, path)
+        try:
+            got = self._read_into(fd, path, view, offset)
+            st = os.fstat(fd)
         finally:
             os.close(fd)
+        return got, None if same_file(st, want.dev, want.ino, want.size, want.mtime_ns) \
+            else _changed(st, want)  # fmt: skip
 
     def _copy(self, t: m.CopyBlock) -> m.Result:
         view = self.ring.view(t.slot, t.length)
-        fd = -1
+        fd = dirfd = -1
         try:
-            got = self._read_into(t.src, view, t.offset)
+            got, changed = self._read_source(t.src, t.src_id, view, t.offset)
+            if changed is not None:
+                return m.SourceChanged(task_id=t.task_id, detail=changed)
             if got != t.length:
                 if t.finalize is None:
                     return m.SourceChanged(
@@ -228,28 +294,32 @@ class _Runner:
                     )
                 return m.SourceChanged(task_id=t.task_id, detail=f"{got} of {t.length} bytes")
             digest = xxhash.xxh3_128_digest(view)
-            flags = os.O_WRONLY | os.O_CLOEXEC
-            if t.finalize is not None:
-                flags |= os.O_CREAT | os.O_TRUNC
             # A zero block becomes a hole: the length is then set by ftruncate.
             hole = bool(got) and t.sparse and self.is_zero(view)
             try:
-                fd = os.open(t.tmp, flags, 0o600)
+                if t.finalize is not None:
+                    # A single block: the worker creates the temp file (fresh, O_EXCL: never
+                    # through whatever is at its name) in the directory it renames it in.
+                    dirfd, name = self._dir(t.tmp)
+                    fd = _create_fresh(dirfd, name)
+                else:
+                    fd = self.trees[m.DST].open_file(t.tmp, os.O_WRONLY)
                 if got and not hole:
                     done = 0
                     while done < got:
                         done += os.pwrite(fd, view[done:], t.offset + done)
             except OSError as exc:
-                if fd >= 0:
-                    os.close(fd)
+                _close_quietly(fd)
+                _close_quietly(dirfd)
                 raise _Side("destination", exc, t.tmp) from exc
         finally:
             view.release()
         if t.finalize is None:
             os.close(fd)
             return m.BlockCopied(task_id=t.task_id, length=got, digest=digest, finalized=False)
-        # One block is the whole file: seal it through the descriptor still open.
-        fin = self._finalize(t.task_id, t.finalize, fd, truncate=hole)
+        # One block is the whole file, its source already checked after the read: seal it
+        # through the descriptors still open.
+        fin = self._finalize(t.task_id, t.finalize, fd, dirfd, truncate=hole)
         if not isinstance(fin, m.FileFinalized):
             return fin
         return m.BlockCopied(task_id=t.task_id, length=got, digest=digest, finalized=True)
@@ -275,7 +345,10 @@ class _Runner:
                         got = read_remote(t.src_url, part.path, data, part.offset,
                                           self.s3_endpoint)  # fmt: skip
                     else:
-                        got = self._read_into(part.path, data, part.offset)
+                        got, changed = self._read_part(part, data)
+                        if changed is not None:
+                            parts.append(m.PartChunked([], part.offset, changed))
+                            continue
                 except _Side as err:
                     parts.append(m.PartChunked([], part.offset, err.exc.strerror or str(err.exc)))
                     continue
@@ -310,15 +383,32 @@ class _Runner:
         finally:
             slot.release()
 
+    def _read_part(self, part: m.RangePart, data: memoryview) -> tuple[int, str | None]:
+        """A range of a local file for a backup: read below the source tree and, with the
+        listing's ident, kept only if the fstat after the read is that file."""
+        if part.ident is not None:
+            return self._read_source(part.path, part.ident, data, part.offset)
+        fd = self._open("source", m.SRC, part.path)
+        try:
+            return self._read_into(fd, part.path, data, part.offset), None
+        finally:
+            os.close(fd)
+
     def _verify(self, t: m.VerifyBlock) -> m.Result:
         view = self.ring.view(t.slot, t.length)
         try:
             try:
-                got = self._read_into(t.path, view, t.offset)
-            except _Side as err:  # a missing temp file just means "nothing to keep"
-                if err.exc.errno == errno_mod.ENOENT:
-                    return m.BlockVerified(task_id=t.task_id, length=0, digest=b"")
+                fd = self.trees[m.DST].open_file(t.path, os.O_RDONLY)
+            except FileNotFoundError:  # a missing temp file just means "nothing to keep"
+                return m.BlockVerified(task_id=t.task_id, length=0, digest=b"")
+            except OSError as exc:
+                raise _Side("destination", exc, t.path) from exc
+            try:
+                got = self._read_into(fd, t.path, view, t.offset)
+            except _Side as err:
                 raise _Side("destination", err.exc, t.path) from err.exc
+            finally:
+                os.close(fd)
             return m.BlockVerified(
                 task_id=t.task_id, length=got, digest=xxhash.xxh3_128_digest(view[:got])
             )
@@ -329,65 +419,93 @@ class _Runner:
         view = self.ring.view(t.slot)
         h = xxhash.xxh3_128()
         size = 0
+        side = "source" if t.tree == m.SRC else "destination"
         try:
-            try:
-                fd = os.open(t.path, os.O_RDONLY | os.O_CLOEXEC)
-            except OSError as exc:
-                raise _Side("source", exc, t.path) from exc
+            fd = self._open(side, t.tree, t.path)
             try:
                 while n := os.readv(fd, [view]):
                     h.update(view[:n])
                     size += n
             except OSError as exc:
-                raise _Side("source", exc, t.path) from exc
+                raise _Side(side, exc, t.path) from exc
             finally:
                 os.close(fd)
         finally:
             view.release()
         return m.FileDigested(task_id=t.task_id, size=size, digest=h.digest())
 
-    def _finalize(
-        self, task_id: int, f: m.Finalize, fd: int = -1, truncate: bool = True
-    ) -> m.Result:
+    def _finalize(self, task_id: int, f: m.Finalize, fd: int = -1, dirfd: int = -1,
+                  truncate: bool = True) -> m.Result:  # fmt: skip
         """Check the source is unchanged, seal the temp file (length, mode, times, optional
-        fdatasync) and rename it into place. Takes ownership of `fd` when one is given."""
+        fdatasync) and rename it into place, in its directory's fd. With `fd` (the temp file)
+        and `dirfd` (its directory) given, the source was checked by the caller after its
+        read, and both descriptors are taken over."""
         try:
-            st = os.lstat(f.src)
-        except OSError as exc:
+            if dirfd < 0:
+                dirfd, _ = self._dir(f.dst)
+        except _Side:
             _close_quietly(fd)
-            _unlink_quietly(f.tmp)
-            raise _Side("source", exc, f.src) from exc
-        if st.st_size != f.size or st.st_mtime_ns != f.src_mtime_ns:
-            _close_quietly(fd)
-            _unlink_quietly(f.tmp)
-            return m.SourceChanged(
-                task_id=task_id,
-                detail=f"size {f.size}->{st.st_size}, mtime_ns {f.src_mtime_ns}->{st.st_mtime_ns}",
-            )
+            raise
         try:
+            tmp, dst = f.tmp.rpartition(b"/")[2], f.dst.rpartition(b"/")[2]
             if fd < 0:
-                try:
-                    fd = os.open(f.tmp, os.O_WRONLY | os.O_CLOEXEC)
-                except FileNotFoundError:
-                    # Requeued after a worker died between the rename and its report.
-                    if _matches(f.dst, f.size, f.mtime_ns):
-                        return m.FileFinalized(task_id=task_id)
-                    raise
+                changed = self._source_changed(f)
+                if changed is not None:
+                    _unlink_quietly(dirfd, tmp)
+                    return m.SourceChanged(task_id=task_id, detail=changed)
             try:
-                if truncate:
-                    os.ftruncate(fd, f.size)
+                if fd < 0:
+                    try:
+                        fd = os.open(tmp, os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC,
+                                     dir_fd=dirfd)  # fmt: skip
+                    except FileNotFoundError:
+                        # Requeued after a worker died between the rename and its report.
+                        if _matches(dirfd, dst, f.size, f.mtime_ns):
+                            return m.FileFinalized(task_id=task_id)
+                        raise
+                try:
+                    if truncate:
+                        os.ftruncate(fd, f.size)
+                    if f.fsync:
+                        os.fdatasync(fd)
+                    os.fchmod(fd, f.mode & 0o7777)
+                    os.utime(fd, ns=(f.atime_ns, f.mtime_ns))
+                finally:
+                    os.close(fd)
+                    fd = -1
+                # renameat in the one directory fd: whatever is at the name now (a link
+                # someone planted included) is replaced, never followed.
+                os.rename(tmp, dst, src_dir_fd=dirfd, dst_dir_fd=dirfd)
                 if f.fsync:
-                    os.fdatasync(fd)
-                os.fchmod(fd, f.mode & 0o7777)
-                os.utime(fd, ns=(f.atime_ns, f.mtime_ns))
-            finally:
-                os.close(fd)
-            os.replace(f.tmp, f.dst)
-            if f.fsync:
-                fsync_path(os.path.dirname(f.dst) or b".")
-        except OSError as exc:
-            raise _Side("destination", exc, f.dst) from exc
+                    os.fsync(dirfd)
+            except OSError as exc:
+                raise _Side("destination", exc, f.dst) from exc
+        finally:
+            _close_quietly(fd)
+            os.close(dirfd)
         return m.FileFinalized(task_id=task_id)
+
+    def _source_changed(self, f: m.Finalize) -> str | None:
+        """After the last block: is the source still the file the listing saw?"""
+        sfd = self._open("source", m.SRC, f.src)
+        try:
+            st = os.fstat(sfd)
+        finally:
+            os.close(sfd)
+        w = f.src_id
+        return None if same_file(st, w.dev, w.ino, w.size, w.mtime_ns) else _changed(st, w)
+
+
+def _create_fresh(dirfd: int, name: bytes) -> int:
+    """A new, empty temp file `name` in `dirfd`: a stale one of ours (or a link planted at our
+    predictable name) is removed first, never followed; O_EXCL then refuses anything that
+    reappears there."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    try:
+        return os.open(name, flags, 0o600, dir_fd=dirfd)
+    except FileExistsError:
+        os.unlink(name, dir_fd=dirfd)
+        return os.open(name, flags, 0o600, dir_fd=dirfd)
 
 
 def _close_quietly(fd: int) -> None:
@@ -395,16 +513,16 @@ def _close_quietly(fd: int) -> None:
         os.close(fd)
 
 
-def _matches(path: bytes, size: int, mtime_ns: int) -> bool:
+def _matches(dirfd: int, name: bytes, size: int, mtime_ns: int) -> bool:
     try:
-        st = os.lstat(path)
+        st = os.stat(name, dir_fd=dirfd, follow_symlinks=False)
     except OSError:
         return False
     return st.st_size == size and st.st_mtime_ns == mtime_ns
 
 
-def _unlink_quietly(path: bytes) -> None:
+def _unlink_quietly(dirfd: int, name: bytes) -> None:
     try:
-        os.unlink(path)
+        os.unlink(name, dir_fd=dirfd)
     except OSError:
         pass

@@ -18,6 +18,7 @@ import xxhash
 
 from orbit_fast import messages as m
 from orbit_fast.chunking import ChunkerParams
+from orbit_fast.confine import Tree
 from orbit_fast.coordinator.chunk_pipeline import chunk_files
 from orbit_fast.hashing import new_repo_key
 from orbit_fast.workers.pool import Lease, WorkerPool
@@ -35,9 +36,18 @@ def pool() -> Iterator[WorkerPool]:
     p.shutdown()
 
 
+# The tasks' paths are relative to the run's trees: here one tree, "/", and paths below it.
+_ROOT = os.stat("/")
+TREES = [m.TreeRef(b"/", _ROOT.st_dev, _ROOT.st_ino)]
+
+
+def _rel(path: Path) -> bytes:
+    return bytes(path).lstrip(b"/")
+
+
 def _lease(pool: WorkerPool, slots: int = 4) -> tuple[Lease, SharedRing]:
     ring = SharedRing.create(SLOT, slots)
-    return pool.lease(ring), ring
+    return pool.lease(ring, trees=TREES), ring
 
 
 def _digest_all(lease: Lease, ring: SharedRing, files: list[Path], out: dict) -> None:
@@ -49,7 +59,7 @@ def _digest_all(lease: Lease, ring: SharedRing, files: list[Path], out: dict) ->
             tid, path = todo.pop()
             sent[tid] = (path, slot)
             lease.send(lease.least_loaded(), tid,
-                       m.DigestFile(task_id=tid, slot=slot, path=bytes(path)))  # fmt: skip
+                       m.DigestFile(task_id=tid, slot=slot, tree=m.SRC, path=_rel(path)))  # fmt: skip
         results, deaths = lease.wait(5.0)
         assert not deaths
         for _, res in results:
@@ -100,15 +110,15 @@ def _stuck(tmp_path: Path, name: str) -> bytes:
     """A FIFO nobody writes: a worker digesting it blocks in open() until killed."""
     path = tmp_path / name
     os.mkfifo(path)
-    return bytes(path)
+    return _rel(path)
 
 
 def test_a_death_reaches_every_lease_that_lost_a_task(pool: WorkerPool, tmp_path: Path,
                                                       rng) -> None:  # fmt: skip
     (a, ring_a), (b, ring_b) = _lease(pool), _lease(pool)
-    a.send(0, 7, m.DigestFile(task_id=7, slot=0, path=_stuck(tmp_path, "fa")))
-    b.send(0, 9, m.DigestFile(task_id=9, slot=0, path=_stuck(tmp_path, "fb")))
-    b.send(1, 10, m.DigestFile(task_id=10, slot=1, path=_stuck(tmp_path, "fc")))
+    a.send(0, 7, m.DigestFile(task_id=7, slot=0, tree=m.SRC, path=_stuck(tmp_path, "fa")))
+    b.send(0, 9, m.DigestFile(task_id=9, slot=0, tree=m.SRC, path=_stuck(tmp_path, "fb")))
+    b.send(1, 10, m.DigestFile(task_id=10, slot=1, tree=m.SRC, path=_stuck(tmp_path, "fc")))
     old = pool.pids()
     os.kill(old[0], 9)
     deaths = {}
@@ -138,8 +148,8 @@ def test_a_death_reaches_every_lease_that_lost_a_task(pool: WorkerPool, tmp_path
 def test_a_lease_that_gives_up_kills_only_what_it_waits_for(pool: WorkerPool,
                                                             tmp_path: Path) -> None:  # fmt: skip
     (a, ring_a), (b, ring_b) = _lease(pool), _lease(pool)
-    a.send(1, 1, m.DigestFile(task_id=1, slot=0, path=_stuck(tmp_path, "fa")))
-    b.send(1, 1, m.DigestFile(task_id=1, slot=0, path=_stuck(tmp_path, "fb")))
+    a.send(1, 1, m.DigestFile(task_id=1, slot=0, tree=m.SRC, path=_stuck(tmp_path, "fa")))
+    b.send(1, 1, m.DigestFile(task_id=1, slot=0, tree=m.SRC, path=_stuck(tmp_path, "fb")))
     before = pool.pids()
     a.close(timeout_s=0.5)
     results, deaths = [], []
@@ -165,11 +175,13 @@ def test_runs_on_one_pool_do_not_share_what_their_workers_remember(pool: WorkerP
     path = tmp_path / "f"
     path.write_bytes(block * 3)  # repeats within a run: blob-less records after the first
     key = new_repo_key()
+    tree = Tree.open(tmp_path)
     for _ in range(2):
         seen: set[bytes] = set()
         records = 0
-        for _p, rec, blob in chunk_files([str(path)], params, "lz4", key, workers=2,
-                                         range_bytes=128 << 10, shared=pool):  # fmt: skip
+        for _p, rec, blob in chunk_files(["f"], params, "lz4", key, workers=2,
+                                         range_bytes=128 << 10, shared=pool,
+                                         tree=tree):  # fmt: skip
             records += 1
             if rec.chunk_id not in seen:
                 assert rec.blob_len > 0 and len(blob) == rec.blob_len
@@ -179,15 +191,16 @@ def test_runs_on_one_pool_do_not_share_what_their_workers_remember(pool: WorkerP
 
 
 _COORDINATOR = """
-import sys, time
+import os, sys, time
 from orbit_fast import messages as m
 from orbit_fast.workers.pool import WorkerPool
 from orbit_fast.workers.ring import SharedRing
 pool = WorkerPool(1, threads=2)
 pool.start()
 ring = SharedRing.create(1 << 16, 2)
-lease = pool.lease(ring)
-lease.send(0, 1, m.DigestFile(task_id=1, slot=0, path=sys.argv[1].encode()))
+root = os.stat("/")
+lease = pool.lease(ring, trees=[m.TreeRef(b"/", root.st_dev, root.st_ino)])
+lease.send(0, 1, m.DigestFile(task_id=1, slot=0, tree=m.SRC, path=sys.argv[1].encode()[1:]))
 print(pool.pids()[0], flush=True)
 time.sleep(600)
 """

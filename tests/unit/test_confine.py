@@ -157,3 +157,14 @@ def test_same_file(tmp_path):
     assert confine.same_file(st, st.st_dev, st.st_ino, 3, st.st_mtime_ns)
     assert not confine.same_file(st, st.st_dev, st.st_ino + 1, 3, st.st_mtime_ns)
     assert not confine.same_file(os.stat(tmp_path), st.st_dev, st.st_ino, 3, st.st_mtime_ns)
+
+
+def test_create_fresh_replaces_a_planted_link_without_following_it(layout):
+    root, outside = layout
+    os.symlink(str(outside / "secret"), root / "d" / "tmp")
+    with Tree.open(root) as t:
+        fd = t.create_fresh("d/tmp")
+        os.write(fd, b"ours")
+        os.close(fd)
+    assert (root / "d" / "tmp").read_text() == "ours" and not os.path.islink(root / "d" / "tmp")
+    assert (outside / "secret").read_text() == "secret"

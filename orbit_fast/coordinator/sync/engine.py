@@ -36,7 +36,14 @@ from orbit_fast.coordinator.sync.outcome import (
     Warn,
 )
 from orbit_fast.coordinator.sync.paths import check_ends, dest_error
-from orbit_fast.coordinator.sync.tree import BlockCopies, Folded, Skipped, TreeLister, TreeOps
+from orbit_fast.coordinator.sync.tree import (
+    BlockCopies,
+    Folded,
+    Skipped,
+    TreeLister,
+    TreeOps,
+    Trees,
+)
 from orbit_fast.errors import ExitCode, OrbitError, WorkerFailed
 from orbit_fast.filters import FilterRules
 from orbit_fast.fsinfo import syncfs
@@ -90,6 +97,7 @@ class SyncEngine:
         self._last_progress = 0.0
         self.stores: tuple[Any, Any] | None = None
         self.tree: TreeOps | None = None
+        self.trees: Trees | None = None
         self.lister: Any = None
         self.copies: Any = None
         self._objects: Any = None  # the sync.objects module, once a store is an end
@@ -112,6 +120,11 @@ class SyncEngine:
                 src.close()
                 raise
             self.stores = (src, dst)
+        else:
+            try:
+                self.trees = Trees(o)  # every local path below is reached through these
+            except OSError as exc:
+                raise dest_error(exc, o.destination) from exc
         try:
             reap_stale_segments()  # rings of coordinators that died with SIGKILL
             self.ledger.open(job_name(o), o.destination)
@@ -129,6 +142,8 @@ class SyncEngine:
             if self.stores is not None:
                 for store in self.stores:
                     store.close()
+            if self.trees is not None:
+                self.trees.close()
         if self.fatal is not None:
             raise self.fatal
         if self.cancel.cancelled:
@@ -141,10 +156,12 @@ class SyncEngine:
         """The lister and the transfer kind for these ends, with this job's records."""
         o, db, job = self.opts, self.ledger.db, self.ledger.job
         if self.stores is None:
-            self.tree = TreeOps(o, job)
-            copies = BlockCopies(o, db, job, self.shared_pool)
+            assert self.trees is not None
+            self.tree = TreeOps(self.trees, job)
+            copies = BlockCopies(o, self.trees, db, job, self.shared_pool)
             self.copies = copies
-            self.lister = TreeLister(o, self.rules, job.token, copies.resumable_temps())
+            self.lister = TreeLister(o, self.trees, self.rules, job.token,
+                                     copies.resumable_temps())  # fmt: skip
         else:
             # Imported only here: a no-change rerun of two trees (0.2 s) never needs them.
             from orbit_fast.coordinator.sync import objects

@@ -1,18 +1,20 @@
-"""Two local trees: the merge-walk lister, the destination's metadata operations, and block
-copies through ring slots.
+"""Two local trees: the merge-walk lister, the destination's metadata operations, and block copies
+through ring slots.
 
 The lister walks source and destination together (scan.merge_walk, with the Cython fast path
-that folds unchanged files into a count). Small metadata operations (mkdir, symlink, unlink,
-chmod, temp-file creation) happen in the coordinator; every data byte is read and written by a
-worker through a ring slot, a block at a time (BlockCopies). Resume: the blocks of a large file
-are checkpointed as they land in its temp file, so a rerun verifies them instead of copying.
+that folds unchanged files into a count). Both trees are opened once (`Trees`) and every path
+below them is reached through those fds without following a symlink (confine.py): the
+coordinator's metadata operations and the workers' reads and writes alike. Small metadata
+operations (mkdir, symlink, unlink, chmod, temp-file creation) happen in the coordinator; every
+data byte is read and written by a worker through a ring slot, a block at a time (BlockCopies).
+Resume: the blocks of a large file are checkpointed as they land in its temp file, so a rerun
+verifies them instead of copying.
 """
 
 from __future__ import annotations
 
 import errno
 import os
-import shutil
 import stat
 from collections import deque
 from collections.abc import Callable
@@ -20,6 +22,7 @@ from typing import TYPE_CHECKING
 
 from orbit_fast import messages as m
 from orbit_fast.config import FsyncPolicy, SyncOptions
+from orbit_fast.confine import Tree
 from orbit_fast.coordinator.dispatch import InFlight, TaskBoard
 from orbit_fast.coordinator.scan import DIR, Entry, Stat, merge_walk
 from orbit_fast.coordinator.sync.outcome import (
@@ -43,7 +46,7 @@ from orbit_fast.coordinator.transfer import (
     Transfer,
 )
 from orbit_fast.filters import FilterRules
-from orbit_fast.fsinfo import create_fresh, is_temp_name, temp_name
+from orbit_fast.fsinfo import is_temp_name, temp_name
 from orbit_fast.index.jobs_db import Job, JobsDB, UploadRecord
 
 if TYPE_CHECKING:
@@ -74,22 +77,51 @@ class Folded:
         self.n = n
 
 
+class Trees:
+    """The run's two local trees, each root opened once: the source, and the destination
+    (None in a dry run whose destination does not exist yet)."""
+
+    def __init__(self, opts: SyncOptions) -> None:
+        self.src = Tree.open(opts.source)
+        self.dst: Tree | None = None
+        try:
+            self.dst = Tree.open(opts.destination)
+        except FileNotFoundError:
+            if not opts.dry_run:
+                self.src.close()
+                raise
+        except BaseException:
+            self.src.close()
+            raise
+
+    def refs(self) -> list[m.TreeRef]:
+        """The roots as workers check them (messages.SRC, DST)."""
+        return [m.TreeRef(os.fsencode(t.path), t.dev, t.ino)
+                for t in (self.src, self.dst) if t is not None]  # fmt: skip
+
+    def close(self) -> None:
+        self.src.close()
+        if self.dst is not None:
+            self.dst.close()
+
+
 class TreeLister:
     """The merge-walk as a stream of Entry, Skipped and Folded items, taken a few at a time."""
 
     budget = SCAN_BUDGET
     poll_s = 0.25  # the walk runs in the loop: results are awaited up to the progress tick
 
-    def __init__(self, opts: SyncOptions, rules: FilterRules, token: str,
+    def __init__(self, opts: SyncOptions, trees: Trees, rules: FilterRules, token: str,
                  resumable: set[str]) -> None:  # fmt: skip
         self.opts = opts
+        self.dst = trees.dst
         self._ended = False
         self._held: Entry | None = None
         self._resumable = resumable  # temp files (relative paths) a resume needs
         self._pruned: set[str] = set()
         self._queued: deque[Skipped | Folded] = deque()
         self._walk = merge_walk(
-            opts.source, opts.destination, rules,
+            trees.src, trees.dst, rules,
             on_unreadable=lambda rel, exc: self._queued.append(Skipped(rel, str(
                 exc.strerror or exc))),
             is_temp=lambda name: is_temp_name(name, token),
@@ -135,87 +167,104 @@ class TreeLister:
         """Do not descend into the directory `rel` (just returned)."""
         self._pruned.add(rel)
 
-    def _on_temp(self, rel: str, path: str) -> None:
+    def _on_temp(self, rel: str) -> None:
         """A temp file of ours left by an interrupted run: keep it only if a resume needs it."""
         if self.opts.dry_run or rel in self._resumable:
             return
+        assert self.dst is not None
         try:
-            os.unlink(path)
+            self.dst.unlink(rel)
         except FileNotFoundError:
             pass
 
 
 class TreeOps:
-    """What the coordinator itself changes in a local destination tree."""
+    """What the coordinator itself changes in a local destination tree: each call relative to
+    the trees' roots, acting on the entry itself (a symlink is never followed, in the last
+    component or any other)."""
 
-    def __init__(self, opts: SyncOptions, job: Job) -> None:
-        self.src, self.dst = opts.source, opts.destination
+    def __init__(self, trees: Trees, job: Job) -> None:
+        self.src = trees.src
+        self._dst = trees.dst
         self.job = job
-        self.dirs: list[tuple[str, int, int, int]] = []  # (path, mode, atime, mtime)
+        self.dirs: list[tuple[str, int, int, int]] = []  # (rel, mode, atime, mtime)
+
+    @property
+    def dst(self) -> Tree:
+        assert self._dst is not None, "no destination tree in a dry run"
+        return self._dst
 
     def dst_path(self, rel: str) -> str:
-        return os.path.join(self.dst, rel)
+        """For messages."""
+        return self._dst.show(rel) if self._dst is not None else rel
 
     def read_link(self, rel: str) -> str:
-        return os.readlink(os.path.join(self.src, rel))
+        return self.src.readlink(rel)
 
     def dst_link(self, rel: str) -> str:
-        return os.readlink(self.dst_path(rel))
+        return self.dst.readlink(rel)
 
     def mkdir(self, rel: str) -> None:
-        os.mkdir(self.dst_path(rel), 0o700)  # its mode is set once its contents are in
+        self.dst.mkdir(rel, 0o700)  # its mode is set once its contents are in
 
     def note_dir(self, rel: str, st: Stat) -> None:
-        self.dirs.append((self.dst_path(rel), st.st_mode, st.st_atime_ns, st.st_mtime_ns))
+        self.dirs.append((rel, st.st_mode, st.st_atime_ns, st.st_mtime_ns))
 
     def chmod(self, rel: str, mode: int) -> None:
-        os.chmod(self.dst_path(rel), stat.S_IMODE(mode))
+        self.dst.chmod(rel, stat.S_IMODE(mode))
 
     def make_link(self, rel: str, target: str, st: Stat) -> None:
-        dst = self.dst_path(rel)
-        tmp = os.path.join(os.path.dirname(dst), temp_name(os.path.basename(dst), self.job.token))
+        d, name = os.path.split(rel)
+        tmp = os.path.join(d, temp_name(name, self.job.token))
         try:
-            os.unlink(tmp)
+            self.dst.unlink(tmp)
         except FileNotFoundError:
             pass
-        os.symlink(target, tmp)
-        os.utime(tmp, ns=(st.st_atime_ns, st.st_mtime_ns), follow_symlinks=False)
-        os.replace(tmp, dst)
+        self.dst.symlink(target, tmp)
+        self.dst.utime(tmp, (st.st_atime_ns, st.st_mtime_ns))
+        self.dst.rename(tmp, rel)
 
     def delete(self, rel: str, kind: str | None) -> None:
-        path = self.dst_path(rel)
         if kind == DIR:
-            shutil.rmtree(path)  # never follows symlinks: a link inside is removed, not entered
+            self.dst.rmtree(rel)  # fd-based: a link inside is removed, never entered
         else:
-            os.unlink(path)
+            self.dst.unlink(rel)
 
     def finish_dirs(self) -> None:
         """Directory modes and mtimes, deepest first, after their contents stopped changing."""
-        root = os.stat(self.src)
-        self.dirs.insert(0, (self.dst, root.st_mode, root.st_atime_ns, root.st_mtime_ns))
-        for path, mode, atime_ns, mtime_ns in reversed(self.dirs):
+        root = self.src.lstat("")
+        self.dirs.insert(0, ("", root.st_mode, root.st_atime_ns, root.st_mtime_ns))
+        dst = self.dst
+        for rel, mode, atime_ns, mtime_ns in reversed(self.dirs):
             # Read before writing: an unchanged tree costs one stat per directory, not two
             # metadata writes that the next syncfs would have to flush.
-            st = os.lstat(path)
+            try:
+                st = dst.lstat(rel)
+            except (FileNotFoundError, NotADirectoryError):
+                continue  # removed meanwhile (by someone else): nothing to finish
+            if not stat.S_ISDIR(st.st_mode):
+                continue  # replaced meanwhile (a link, say): never act through it
             if stat.S_IMODE(st.st_mode) != stat.S_IMODE(mode):
-                os.chmod(path, stat.S_IMODE(mode))
+                dst.chmod(rel, stat.S_IMODE(mode))
             if st.st_mtime_ns != mtime_ns:
-                os.utime(path, ns=(atime_ns, mtime_ns))
+                dst.utime(rel, (atime_ns, mtime_ns))
         self.dirs.clear()
 
 
 class BlockCopies:
     """Copies of local files through ring slots: a queue of block tasks per file."""
 
-    def __init__(self, opts: SyncOptions, db: JobsDB | None, job: Job,
+    def __init__(self, opts: SyncOptions, trees: Trees, db: JobsDB | None, job: Job,
                  shared: WorkerPool | None) -> None:  # fmt: skip
         self.opts, self.db, self.job = opts, db, job
+        self.src, self._dst = trees.src, trees.dst
         # One slot per task out: TASK_DEPTH per worker, all in use at once. On a shared pool
         # of another size the run still keeps `workers` x TASK_DEPTH tasks out (what
         # latency-bound storage needs), spread over the pool's workers.
         self.board: TaskBoard[Transfer] = TaskBoard(
             workers=opts.workers, threads=TASK_DEPTH, spread=TASK_DEPTH * opts.workers,
             slot_bytes=opts.block_bytes, slots=TASK_DEPTH * opts.workers, shared=shared,
+            trees=trees.refs(),
         )  # fmt: skip
         self.active: deque[Transfer] = deque()
         # Copies in blocks an interrupted run left, by name: their temp file and blocks.
@@ -241,21 +290,26 @@ class BlockCopies:
     def describe(self) -> str:
         return ", ".join(t.rel for t in self.active)
 
-    def transfer(self, rel: str, st: Stat, action: str) -> Transfer:
-        o = self.opts
-        dst = os.path.join(o.destination, rel)
-        tmp = os.path.join(os.path.dirname(dst), temp_name(os.path.basename(dst), self.job.token))
-        return Transfer(rel, os.path.join(o.source, rel), dst, tmp, st, action,
-                        o.block_bytes)  # fmt: skip
+    @property
+    def dst(self) -> Tree:
+        assert self._dst is not None, "no destination tree in a dry run"
+        return self._dst
+
+    def transfer(self, rel: str, st: Stat | os.stat_result, action: str,
+                 attempts: int = 0) -> Transfer:  # fmt: skip
+        """The copy of `rel`: its paths are relative to the trees (what the tasks carry)."""
+        return Transfer(rel, self._temp_rel(rel), st, action, self.opts.block_bytes, attempts)
 
     def again(self, tr: Transfer) -> Transfer | None:
-        """A fresh copy of a file that changed while copied; None if it vanished."""
+        """A fresh copy of a file that changed while copied; None if it vanished or is no
+        longer a regular file (a link swapped in: never followed)."""
         try:
-            st = os.lstat(tr.src)
-        except FileNotFoundError:
+            st = self.src.lstat(tr.rel)
+        except (FileNotFoundError, NotADirectoryError):
             return None
-        return Transfer(tr.rel, tr.src, tr.dst, tr.tmp, st, tr.action, tr.block_bytes,
-                        tr.attempts + 1)  # fmt: skip
+        if not stat.S_ISREG(st.st_mode):
+            return None
+        return self.transfer(tr.rel, st, tr.action, tr.attempts + 1)
 
     # ---- starting -----------------------------------------------------------------------------
 
@@ -271,10 +325,10 @@ class BlockCopies:
             rec = self.resume.pop(tr.rel, None)
             sig = f"{tr.size}:{tr.mtime_ns}"
             if (rec is not None and rec.src_sig == sig and rec.part_bytes == tr.block_bytes
-                    and os.path.exists(tr.tmp)):  # fmt: skip
+                    and self.dst.exists(tr.tmp)):  # fmt: skip
                 tr.plan_resume({n - 1: bytes.fromhex(t) for n, t in rec.parts.items()})
             else:
-                os.close(create_fresh(tr.tmp))
+                os.close(self.dst.create_fresh(tr.tmp))
                 assert self.db is not None
                 # Recorded like an upload in parts: block i is part i + 1, its token the hex
                 # xxh3-128 the worker computed while writing it.
@@ -309,9 +363,8 @@ class BlockCopies:
         return []
 
     def _finalize_msg(self, tr: Transfer) -> m.Finalize:
-        return m.Finalize(tmp=tr.tmpb, dst=tr.dstb, size=tr.size, mtime_ns=tr.mtime_ns,
-                          atime_ns=tr.atime_ns, mode=tr.mode, src=tr.srcb,
-                          src_mtime_ns=tr.mtime_ns,
+        return m.Finalize(tmp=tr.tmpb, dst=tr.relb, size=tr.size, mtime_ns=tr.mtime_ns,
+                          atime_ns=tr.atime_ns, mode=tr.mode, src=tr.relb, src_id=tr.ident,
                           fsync=self.opts.fsync == FsyncPolicy.FILE)  # fmt: skip
 
     def _task_msg(self, tr: Transfer, kind: str, idx: int, slot: int | None) -> m.Task:
@@ -320,13 +373,14 @@ class BlockCopies:
         assert slot is not None
         if kind == COPY:
             off, length = tr.block_range(idx)
-            return m.CopyBlock(task_id=0, slot=slot, src=tr.srcb, tmp=tr.tmpb, offset=off,
-                               length=length, sparse=self.opts.sparse,
+            return m.CopyBlock(task_id=0, slot=slot, src=tr.relb, src_id=tr.ident,
+                               tmp=tr.tmpb, offset=off, length=length, sparse=self.opts.sparse,
                                finalize=self._finalize_msg(tr) if tr.single else None)  # fmt: skip
         if kind == VERIFY:
             off, length = tr.block_range(idx)
             return m.VerifyBlock(task_id=0, slot=slot, path=tr.tmpb, offset=off, length=length)
-        return m.DigestFile(task_id=0, slot=slot, path=tr.srcb if kind == DIGEST_SRC else tr.dstb)
+        return m.DigestFile(task_id=0, slot=slot, tree=m.SRC if kind == DIGEST_SRC else m.DST,
+                            path=tr.relb)  # fmt: skip
 
     # ---- results ------------------------------------------------------------------------------
 
@@ -360,7 +414,8 @@ class BlockCopies:
                 tr.failed = "source"
             else:
                 tr.failed = "destination"
-                out.append(Fatal(dest_error(OSError(res.errno, res.message), tr.dst)))
+                out.append(Fatal(dest_error(OSError(res.errno, res.message),
+                                            self.dst.show(tr.rel))))  # fmt: skip
         if not tr.failed and not tr.single and tr.all_blocks_done() and not tr.finalizing:
             tr.finalizing = True
             tr.ops.append((FINALIZE, -1))
@@ -376,8 +431,8 @@ class BlockCopies:
             return out
         for rel in self.resume:
             try:
-                os.unlink(os.path.join(self.opts.destination, self._temp_rel(rel)))
-            except (FileNotFoundError, NotADirectoryError):
+                self.dst.unlink(self._temp_rel(rel))
+            except (FileNotFoundError, NotADirectoryError, ValueError):
                 pass  # its directory went too (or became a file): nothing is left
             except OSError as exc:  # kept with its record: the next run tries again
                 out.append(Warn("upload", rel, "could not remove the temp file of an "
@@ -427,7 +482,7 @@ class BlockCopies:
         if tr.failed == "destination":
             return []  # the run is failing; keep the temp file and checkpoint for the rerun
         try:
-            os.unlink(tr.tmp)
+            self.dst.unlink(tr.tmp)
         except OSError:
             pass
         if tr.had_partial and self.db is not None:
