@@ -58,8 +58,8 @@ def _digest_all(lease: Lease, ring: SharedRing, files: list[Path], out: dict) ->
         while todo and (slot := ring.acquire()) is not None:
             tid, path = todo.pop()
             sent[tid] = (path, slot)
-            lease.send(lease.least_loaded(), tid,
-                       m.DigestFile(task_id=tid, slot=slot, tree=m.SRC, path=_rel(path)))  # fmt: skip
+            task = m.DigestFile(task_id=tid, slot=slot, tree=m.SRC, path=_rel(path))
+            lease.send(lease.least_loaded(), tid, task)
         results, deaths = lease.wait(5.0)
         assert not deaths
         for _, res in results:
