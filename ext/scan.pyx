@@ -17,7 +17,7 @@ between readdir and fstatat is left out.
 
 from libc.errno cimport ENOENT, errno
 from libc.stdlib cimport free, qsort, realloc
-from libc.string cimport strcmp, strdup
+from libc.string cimport memcpy, strcmp, strdup
 from posix.fcntl cimport AT_SYMLINK_NOFOLLOW, F_DUPFD_CLOEXEC, fcntl
 from posix.unistd cimport close
 from posix.stat cimport S_ISDIR, S_ISLNK, S_ISREG, fstatat, struct_stat
@@ -240,3 +240,100 @@ def scan_dir(int dir_fd):
 def _strerror(int err):
     import os
     return os.strerror(err)
+
+
+# ---- resolving a path below a tree's root (confine.py) -------------------------------------
+
+cdef extern from "<fcntl.h>" nogil:
+    int openat(int dirfd, const char *path, int flags, ...)
+    enum: O_NOFOLLOW
+    enum: O_PATH
+    enum: O_DIRECTORY
+    enum: O_CLOEXEC
+    enum: O_CREAT
+
+cdef extern from *:
+    """
+    #include <errno.h>
+    #include <fcntl.h>
+    #include <stdint.h>
+    #include <sys/syscall.h>
+    #include <unistd.h>
+    #ifndef SYS_openat2
+    #define SYS_openat2 437
+    #endif
+    struct orbit_open_how { uint64_t flags; uint64_t mode; uint64_t resolve; };
+    /* RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS (linux/openat2.h); EAGAIN: a rename raced it. */
+    static int orbit_openat2(int dirfd, const char *path, int flags, int mode) {
+        struct orbit_open_how how = {(uint64_t)flags,
+                                     (uint64_t)((flags & O_CREAT) ? mode : 0), 0x08 | 0x04};
+        long r;
+        do {
+            r = syscall(SYS_openat2, dirfd, path, &how, sizeof(how));
+        } while (r < 0 && (errno == EAGAIN || errno == EINTR));
+        return (int)r;
+    }
+    static int orbit_errno(void) { return errno; }
+    static void orbit_set_errno(int e) { errno = e; }
+    static const char *orbit_dot = ".";
+    """
+    int orbit_openat2(int dirfd, const char *path, int flags, int mode) nogil
+    int orbit_errno() nogil
+    void orbit_set_errno(int e) nogil
+    const char *orbit_dot
+
+
+cdef int _beneath(int dirfd, const char *rel, Py_ssize_t n, int flags, int mode,
+                  bint use_openat2) noexcept nogil:
+    """openat below dirfd following no symlink (see open_beneath); -1 with errno set."""
+    cdef int fd, nxt, r, err
+    cdef Py_ssize_t i, start
+    cdef char part[256]
+    flags |= O_NOFOLLOW | O_CLOEXEC
+    if use_openat2:
+        return orbit_openat2(dirfd, rel if n else orbit_dot, flags, mode)
+    # The walk: each directory opened O_PATH | O_NOFOLLOW relative to the one before.
+    fd = dirfd
+    start = 0
+    for i in range(n):
+        if rel[i] != b'/':
+            continue
+        if i - start > 255:
+            if fd != dirfd:
+                close(fd)
+            orbit_set_errno(36)  # ENAMETOOLONG
+            return -1
+        memcpy(part, rel + start, i - start)
+        part[i - start] = 0
+        nxt = openat(fd, part, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
+        if fd != dirfd:
+            close(fd)
+        if nxt < 0:
+            return -1
+        fd = nxt
+        start = i + 1
+    r = openat(fd, rel + start if n else orbit_dot, flags, mode)
+    if fd != dirfd:
+        err = orbit_errno()
+        close(fd)
+        orbit_set_errno(err)
+    return r
+
+
+def open_beneath(int dirfd, bytes rel, int flags, int mode, bint use_openat2):
+    """An fd for `rel` below the directory `dirfd`, following no symlink in any component and
+    never leaving dirfd's tree: openat2(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS), or (without
+    `use_openat2`) a walk that opens each directory O_PATH | O_NOFOLLOW relative to the one
+    before. O_NOFOLLOW and O_CLOEXEC are always added. `rel` must already be clean (confine.
+    check_rel: no "", ".", ".." component, not absolute, no NUL); b"" opens dirfd's directory
+    again. Errors: OSError with filename `rel` (ELOOP, ENOTDIR, EXDEV, ENOENT, ...)."""
+    cdef const char *p = rel
+    cdef Py_ssize_t n = len(rel)
+    cdef int fd, err = 0
+    with nogil:
+        fd = _beneath(dirfd, p, n, flags, mode, use_openat2)
+        if fd < 0:
+            err = errno
+    if fd < 0:
+        raise OSError(err, _strerror(err), rel)
+    return fd

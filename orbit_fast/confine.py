@@ -27,12 +27,8 @@ import stat
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-# <linux/openat2.h>
-RESOLVE_NO_XDEV = 0x01
-RESOLVE_NO_MAGICLINKS = 0x02
-RESOLVE_NO_SYMLINKS = 0x04
-RESOLVE_BENEATH = 0x08
-_SYS_OPENAT2 = 437  # the same number on every architecture (the unified syscall table)
+from orbit_fast._native import kernels
+
 _AT_SYMLINK_NOFOLLOW = 0x100
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -45,15 +41,9 @@ class Escape(OSError):
         super().__init__(errno.EINVAL, f"unsafe path ({why})", rel)
 
 
-class _OpenHow(ctypes.Structure):
-    _fields_ = [("flags", ctypes.c_uint64), ("mode", ctypes.c_uint64),
-                ("resolve", ctypes.c_uint64)]  # fmt: skip
-
-
 @functools.cache
 def _libc() -> ctypes.CDLL:
     libc = ctypes.CDLL(None, use_errno=True)
-    libc.syscall.restype = ctypes.c_long
     libc.fchmodat.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_uint, ctypes.c_int]
     return libc
 
@@ -65,8 +55,7 @@ def have_openat2() -> bool:
         return False
     fd = os.open("/", _DIR_FLAGS)
     try:
-        got = _openat2(fd, b".", _DIR_FLAGS, 0, RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS)
-        os.close(got)
+        os.close(kernels().open_beneath(fd, b"", _DIR_FLAGS, 0, True))
         return True
     except OSError as exc:
         if exc.errno in (errno.ENOSYS, errno.EPERM):  # EPERM: a seccomp filter that denies it
@@ -74,21 +63,6 @@ def have_openat2() -> bool:
         raise
     finally:
         os.close(fd)
-
-
-def _openat2(dirfd: int, path: bytes, flags: int, mode: int, resolve: int) -> int:
-    how = _OpenHow(flags, mode if flags & os.O_CREAT else 0, resolve)
-    libc = _libc()
-    while True:
-        fd = libc.syscall(_SYS_OPENAT2, dirfd, path, ctypes.byref(how), ctypes.sizeof(how))
-        if fd >= 0:
-            return int(fd)
-        err = ctypes.get_errno()
-        if err == errno.EINTR:
-            continue
-        if err == errno.EAGAIN:  # a rename raced the lookup (RESOLVE_* makes it retryable)
-            continue
-        raise OSError(err, os.strerror(err), path)
 
 
 def check_rel(rel: str | bytes) -> bytes:
@@ -118,35 +92,10 @@ def check_name(name: str | bytes) -> bytes:
 
 def open_beneath(dirfd: int, rel: bytes, flags: int, mode: int = 0o600) -> int:
     """openat below `dirfd`, following no symlink in any component, never leaving `dirfd`'s
-    tree. `rel` must already be clean (check_rel); b"" opens `dirfd`'s directory again."""
-    flags |= os.O_NOFOLLOW | os.O_CLOEXEC
-    if not rel:
-        rel = b"."
-    if have_openat2():
-        return _openat2(dirfd, rel, flags, mode, RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS)
-    parent, _, last = rel.rpartition(b"/")
-    if not parent:
-        return os.open(last, flags, mode, dir_fd=dirfd)
-    pfd = _walk(dirfd, parent)
-    try:
-        return os.open(last, flags, mode, dir_fd=pfd)
-    finally:
-        os.close(pfd)
-
-
-def _walk(dirfd: int, rel: bytes) -> int:
-    """The component walk: each directory opened O_NOFOLLOW relative to the one before."""
-    fd = os.dup(dirfd)
-    try:
-        for part in rel.split(b"/"):
-            nxt = os.open(part, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC,
-                          dir_fd=fd)  # fmt: skip
-            os.close(fd)
-            fd = nxt
-        return fd
-    except BaseException:
-        os.close(fd)
-        raise
+    tree. `rel` must already be clean (check_rel); b"" opens `dirfd`'s directory again. The
+    resolution is the scan kernel's (one openat2 call, or the O_NOFOLLOW walk): it is paid
+    per file by every copy, so it runs in C."""
+    return kernels().open_beneath(dirfd, rel, flags, mode, have_openat2())
 
 
 def _dirname(rel: bytes) -> tuple[bytes, bytes]:

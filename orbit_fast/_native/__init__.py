@@ -50,6 +50,8 @@ class ScanKernels(Protocol):
         self, src_fd: int, dst_fd: int, fold_unchanged: bool
     ) -> tuple[list[tuple[bytes, Side | None, Side | None]], int]: ...
     def scan_dir(self, dir_fd: int) -> list[tuple[bytes, Full]]: ...
+    def open_beneath(self, dirfd: int, rel: bytes, flags: int, mode: int,
+                     use_openat2: bool) -> int: ...  # fmt: skip
 
 
 class TableKernels(Protocol):

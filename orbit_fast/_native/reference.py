@@ -5,6 +5,8 @@ They are the test oracle and the readable specification; ORBIT_KERNEL=reference 
 
 from __future__ import annotations
 
+import ctypes
+import errno
 import os
 import stat
 from typing import TYPE_CHECKING, TypeAlias
@@ -97,6 +99,48 @@ def scan_pair(
     out += [(name, None, d) for name, d in dst.items() if name not in names]
     out.sort(key=lambda t: t[0])
     return out, folded
+
+
+def open_beneath(dirfd: int, rel: bytes, flags: int, mode: int, use_openat2: bool) -> int:
+    """An fd for `rel` below the directory `dirfd`, following no symlink in any component and
+    never leaving dirfd's tree: openat2(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS), or (without
+    `use_openat2`) a walk that opens each directory O_PATH | O_NOFOLLOW relative to the one
+    before. O_NOFOLLOW and O_CLOEXEC are always added. `rel` must already be clean
+    (confine.check_rel); b"" opens dirfd's directory again."""
+    flags |= os.O_NOFOLLOW | os.O_CLOEXEC
+    if use_openat2:
+        return _openat2(dirfd, rel or b".", flags, mode)
+    parent, _, last = rel.rpartition(b"/")
+    fd = dirfd
+    try:
+        for part in parent.split(b"/") if parent else ():
+            nxt = os.open(part, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC,
+                          dir_fd=fd)  # fmt: skip
+            if fd != dirfd:
+                os.close(fd)
+            fd = nxt
+        return os.open(last or b".", flags, mode, dir_fd=fd)
+    finally:
+        if fd != dirfd:
+            os.close(fd)
+
+
+class _OpenHow(ctypes.Structure):
+    _fields_ = [("flags", ctypes.c_uint64), ("mode", ctypes.c_uint64),
+                ("resolve", ctypes.c_uint64)]  # fmt: skip
+
+
+def _openat2(dirfd: int, path: bytes, flags: int, mode: int) -> int:
+    how = _OpenHow(flags, mode if flags & os.O_CREAT else 0, 0x08 | 0x04)  # BENEATH|NO_SYMLINKS
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.syscall.restype = ctypes.c_long
+    while True:
+        fd = libc.syscall(437, dirfd, path, ctypes.byref(how), ctypes.sizeof(how))  # openat2
+        if fd >= 0:
+            return int(fd)
+        err = ctypes.get_errno()
+        if err not in (errno.EINTR, errno.EAGAIN):  # EAGAIN: a rename raced the lookup
+            raise OSError(err, os.strerror(err), path)
 
 
 class Chunker:

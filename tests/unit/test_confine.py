@@ -1,6 +1,7 @@
 """orbit_fast.confine: nothing below a tree is reached through a symlink, nothing leaves it.
 
-Every test runs twice: with openat2 and with the O_NOFOLLOW component walk older kernels get.
+Every test runs with openat2 and with the O_NOFOLLOW component walk older kernels get, each in
+the compiled kernel and its pure-Python twin.
 """
 
 from __future__ import annotations
@@ -14,10 +15,13 @@ from orbit_fast import confine
 from orbit_fast.confine import Escape, Tree
 
 
-@pytest.fixture(params=["openat2", "walk"])
+@pytest.fixture(params=["openat2-native", "walk-native", "openat2-reference",
+                        "walk-reference"])
 def mode(request, monkeypatch):
     confine.have_openat2.cache_clear()
-    if request.param == "walk":
+    resolution, kernel = request.param.split("-")
+    monkeypatch.setenv("ORBIT_KERNEL", kernel)
+    if resolution == "walk":
         monkeypatch.setenv("ORBIT_NO_OPENAT2", "1")
     elif not confine.have_openat2():
         pytest.skip("kernel without openat2")
