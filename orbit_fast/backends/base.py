@@ -9,7 +9,9 @@ optional abilities; and what each backend declares about itself.
   never leave the server). Ask once with `part_uploads(store)` / `server_copier(src, dst)`;
   None means "move the bytes through us", as rclone's `fs.Copier` and `fs.ErrorCantCopy`.
 
-Names are "/"-separated relative paths ("packs/ab/ab12..."). Errors, for every method:
+Names are "/"-separated relative paths ("packs/ab/ab12..."); the local store refuses any other
+(empty, absolute, "." or ".." components, NUL) with confine.Escape, an OSError (EINVAL), before
+any system call. Errors, for every method:
 TransientError: the same call may succeed if retried (connection reset, throttling, 5xx);
 RetryingStore (wrappers.py) retries those. RemoteError: it will not (credentials, missing
 bucket or share, permission denied). Local OSErrors pass through with their errno.

@@ -110,11 +110,13 @@ def _put_object(t: m.PutObject) -> m.Result:
     data, info = _on("source", lambda: src.read_info(t.name, expect))
     if info.mtime_ns is None:
         raise _Failed("source", errno.EIO, f"{t.name}: no modification time")
-    # A local file written while it was read: its mtime moved. Copy it again later.
+    # A local file is taken only as the listing saw it: `info` is the fstat of the fd it was
+    # read from, after the read (backends/local.py). Another size or mtime: it was written
+    # while read, or replaced since it was listed. Copy it again later.
     if not is_remote(t.ends.src):
-        now = _on("source", lambda: src.stat_info(t.name))
-        if now.sig != info.sig:
-            return m.SourceChanged(task_id=t.task_id, detail=f"{info.sig} -> {now.sig}")
+        seen = expect if expect is not None else _on("source", lambda: src.stat_info(t.name))
+        if seen.sig != info.sig:
+            return m.SourceChanged(task_id=t.task_id, detail=f"{seen.sig} -> {info.sig}")
     out: ObjectInfo = _on("destination",
                           lambda: dst.put_file(t.name, data, info.mtime_ns, t.durable))  # fmt: skip
     return m.ObjectPut(task_id=t.task_id, length=len(data), src_sig=info.sig, dst_sig=out.sig)
