@@ -1,4 +1,5 @@
-"""backends/ sits low: it imports only errors, config, fsinfo and environment (and itself),
+"""backends/ sits low: it imports only errors, config, fsinfo, environment and locations (a
+leaf that imports only errors) and itself,
 never the coordinator, workers, index, repo or hub (STYLE.md 1)."""
 
 from __future__ import annotations
@@ -8,7 +9,8 @@ from pathlib import Path
 
 import orbit_fast.backends
 
-ALLOWED = {"orbit_fast.errors", "orbit_fast.config", "orbit_fast.fsinfo", "orbit_fast.environment"}
+ALLOWED = {"orbit_fast.errors", "orbit_fast.config", "orbit_fast.fsinfo", "orbit_fast.environment",
+           "orbit_fast.locations"}
 
 
 def test_backends_import_only_what_lies_below_them() -> None:
