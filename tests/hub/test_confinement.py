@@ -175,3 +175,24 @@ def test_the_hubs_state_is_never_an_end(hub_factory: Any, tmp_path: Path) -> Non
         assert job["state"] == "failed" and "hub's own state" in job["last_error"], job
         assert c.get("/api/health").json()["status"] == "healthy"
     assert {d: sorted(os.listdir(d)) for d in held} == held  # nothing deleted there
+
+
+def test_encoded_dot_dot_in_an_smb_job(hub_factory: Any, tmp_path: Path, samba: Any,
+                                       smb_dir: str) -> None:  # fmt: skip
+    """The check at creation reads the URL as the backend will: %2e%2e and %2F are refused,
+    whatever the roots say; the same place spelled in other case is accepted."""
+    write(tmp_path / "src" / "f.txt", b"planted")
+    write(samba.share_dir / smb_dir / "victim" / "keep.txt", b"do not touch")
+    root = samba.url(f"{smb_dir}/allowed")
+    hub = hub_factory(ORBIT_ALLOWED_ROOTS=f"{root},{tmp_path / 'src'}").start()
+    with hub.client(hub.admin_token()) as c:
+        for spelling in ("allowed/%2e%2e/victim", "allowed%2F..%2Fvictim"):
+            r = c.post("/api/jobs", json={"name": "x", "mode": "mirror",
+                                          "source": str(tmp_path / "src"),
+                                          "destination": samba.url(f"{smb_dir}/{spelling}")})
+            assert r.status_code == 400, r.text
+        job_id = _make(c, "ok", tmp_path / "src",
+                       samba.url(f"{smb_dir}//allowed/sub").replace("/share/", "/SHARE/"))
+        assert _run(hub, c, job_id)["state"] == "completed"
+    assert (samba.share_dir / smb_dir / "allowed" / "sub" / "f.txt").read_bytes() == b"planted"
+    assert (samba.share_dir / smb_dir / "victim" / "keep.txt").exists()
