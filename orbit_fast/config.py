@@ -54,6 +54,10 @@ class SyncOptions(msgspec.Struct, kw_only=True, frozen=True):
     # and an S3-compatible endpoint ("" = ORBIT_S3_ENDPOINT, else AWS).
     retry_attempts: int = 0
     s3_endpoint: str = ""
+    # Checked when the run starts (roots.check_run): both ends reached from one of these
+    # (ORBIT_ALLOWED_ROOTS; empty: anywhere), neither overlapping a protected path.
+    allowed_roots: tuple[str, ...] = ()
+    protected_paths: tuple[str, ...] = ()
 
     @property
     def remote(self) -> bool:
@@ -110,6 +114,8 @@ class BackupOptions(msgspec.Struct, kw_only=True, frozen=True):
     db_path: str = ""
     universe_path: str = ""
     s3_endpoint: str = ""  # for s3:// sources and repositories ("" = ORBIT_S3_ENDPOINT, else AWS)
+    allowed_roots: tuple[str, ...] = ()  # as SyncOptions: source and repository
+    protected_paths: tuple[str, ...] = ()
 
     @property
     def workers(self) -> int:
@@ -132,9 +138,11 @@ def validate_backup(opts: BackupOptions) -> BackupOptions:
         except UsageError as exc:
             raise UsageError(str(exc), "codec") from None
     db, universe = resolve_state_paths(opts.db_path, opts.universe_path)
+    source = _abs_or_url(opts.source, "source")
     repo = opts.repository
-    source = _abs_or_url(opts.source)
-    if "://" not in repo:
+    if is_remote(repo):
+        repo = _abs_or_url(repo, "repository")
+    elif "://" not in repo:
         repo = os.path.abspath(os.path.expanduser(repo))
         src = source
         if repo == src or repo.startswith(src.rstrip("/") + "/"):
@@ -142,7 +150,7 @@ def validate_backup(opts: BackupOptions) -> BackupOptions:
                              "back itself up. Put it elsewhere, or --exclude it")  # fmt: skip
     return msgspec.structs.replace(
         opts, concurrency=opts.workers, source=source, repository=repo,
-        db_path=db, universe_path=universe,
+        db_path=db, universe_path=universe, allowed_roots=_roots(opts.allowed_roots),
     )  # fmt: skip
 
 
@@ -174,9 +182,10 @@ def validate(opts: SyncOptions) -> SyncOptions:
         opts,
         # Resolved once: `workers` is read on every turn of the coordinator's loop.
         concurrency=workers,
-        source=_abs_or_url(opts.source),
-        destination=_abs_or_url(opts.destination),
+        source=_abs_or_url(opts.source, "source"),
+        destination=_abs_or_url(opts.destination, "destination"),
         db_path=os.path.abspath(os.path.expanduser(db)),
+        allowed_roots=_roots(opts.allowed_roots),
     )
 
 
@@ -189,6 +198,24 @@ def _check_common(concurrency: object, filters: tuple[tuple[str, str], ...]) -> 
             raise UsageError(f"bad filter rule {action!r} {pattern!r}", "filters")
 
 
-def _abs_or_url(url: str) -> str:
+def _abs_or_url(url: str, what: str) -> str:
+    """A remote URL decoded and normalised once (locations.py: what the backends will use);
+    a local path made absolute."""
+    from orbit_fast import locations
+
     url = url.removeprefix("file://")
-    return url.rstrip("/") if is_remote(url) else os.path.abspath(url)
+    if not is_remote(url):
+        return os.path.abspath(url)
+    try:
+        return locations.normalise(url)
+    except UsageError as exc:
+        raise UsageError(str(exc), what) from None
+
+
+def _roots(roots: tuple[str, ...]) -> tuple[str, ...]:
+    from orbit_fast import locations
+
+    try:
+        return tuple(locations.normalise(r) for r in roots)
+    except UsageError as exc:
+        raise UsageError(f"allowed root: {exc}", "allowed_roots") from None

@@ -28,6 +28,7 @@ class ExitCode(IntEnum):
     REMOTE = 14  # remote storage unreachable after retries, login refused, bucket/share missing
     JOB_FAILED = 15  # `job run --wait`: the hub ran the job and it failed or was cancelled
     HUB = 16  # the hub is unreachable, or refused the request (auth, role, unknown job)
+    OUTSIDE_ROOTS = 17  # an end of the run is not reached from an allowed root (nothing touched)
     INTERRUPTED = 130  # SIGINT (Ctrl-C): checkpointed, rerun resumes
     TERMINATED = 143  # SIGTERM: checkpointed, rerun resumes
 
@@ -56,6 +57,13 @@ class UsageError(OrbitError):
     def __init__(self, message: str, field: str = "") -> None:
         super().__init__(message)
         self.field = field
+
+
+class OutsideRoots(UsageError):
+    """An end of a run is not below an allowed root now (ORBIT_ALLOWED_ROOTS; roots.py)."""
+
+    exit_code = ExitCode.OUTSIDE_ROOTS
+    msgid = "outside_roots"
 
 
 class SourceError(OrbitError):

@@ -34,6 +34,9 @@ MEANING = {
     "JOB_FAILED": "`orbit-fast job run --wait`: the hub ran the job and it failed or was "
     "cancelled (the message has the job's error)",
     "HUB": "the hub is unreachable, refused the login or token, or has no such job",
+    "OUTSIDE_ROOTS": "a source, destination, repository or restore target is not reached "
+    "from an allowed root (ORBIT_ALLOWED_ROOTS) through directories only, now: a symbolic link "
+    "in its path, or roots narrowed since the job was made; nothing was touched",
     "INTERRUPTED": "stopped by SIGINT (Ctrl-C) after a checkpoint; rerun to resume",
     "TERMINATED": "stopped by SIGTERM after a checkpoint; rerun to resume",
 }

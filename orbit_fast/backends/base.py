@@ -39,17 +39,59 @@ def is_temp(basename: str) -> bool:
     return is_sync_temp(basename)
 
 
+Descend = Callable[[str], bool]  # list_info: whether to read a directory
+OnSkip = Callable[[str, str], None]  # list_info: (name, why) of an entry that is not a file
+MAX_NAME_BYTES = 255  # NAME_MAX of Linux file systems (and Samba's)
+MAX_PATH_BYTES = 4095  # PATH_MAX less the NUL
+UNSAFE_NAME = "unsafe name"  # how a listing's on_skip reason starts for one (name_problem)
+
+
+def name_problem(name: str) -> str | None:
+    """Why the object name `name` cannot be mapped safely to a local relative path (absolute,
+    an empty, "." or ".." component, backslash, NUL, a component over MAX_NAME_BYTES), or None.
+    Nothing is rewritten: "a//b" is not taken for "a/b", which may be another object
+    (docs/sync.md, "Object names")."""
+    if not name:
+        return "empty"
+    if "\0" in name:
+        return "holds NUL"
+    if name.startswith("/"):
+        return "absolute"
+    if "\\" in name:
+        return "holds a backslash (a path separator on SMB)"
+    parts = name.split("/")
+    for p in parts:
+        if p in ("", ".", ".."):
+            return f"has the component {p!r}" if p else "has an empty component ('//')"
+    if any(len(p.encode("utf-8", "surrogateescape")) > MAX_NAME_BYTES for p in parts):
+        return f"a component is longer than {MAX_NAME_BYTES} bytes"
+    if len(name.encode("utf-8", "surrogateescape")) > MAX_PATH_BYTES:
+        return f"longer than {MAX_PATH_BYTES} bytes"
+    return None
+
+
 def check_name(name: str, where: str) -> str:
     """`name` if it is a safe relative object name; RemoteError if it could escape a local
-    directory when mirrored there."""
-    parts = name.split("/")
-    if (not name or name.startswith("/") or "\\" in name or "\0" in name
-            or any(p in ("", ".", "..") for p in parts)):  # fmt: skip
+    directory when mirrored there (name_problem)."""
+    if why := name_problem(name):
         raise RemoteError(
-            f"refusing the object name {name!r} in {where}: it could escape the target "
-            "directory (absolute, '..', backslash or NUL); rename or remove it on the server"
+            f"refusing the object name {name!r} in {where}: it {why} and could escape the "
+            "target directory; rename or remove it on the server"
         )
     return name
+
+
+def listed_name(name: str, where: str, on_skip: OnSkip | None) -> bool:
+    """A listing's check of one name: True if it is safe; else the name goes to `on_skip`
+    (UNSAFE_NAME: ...) and False, or without `on_skip` RemoteError (check_name)."""
+    why = name_problem(name)
+    if why is None:
+        return True
+    if on_skip is None:
+        check_name(name, where)
+    else:
+        on_skip(name, f"{UNSAFE_NAME} ({why}): not mapped to a local name")
+    return False
 
 
 def upload_temp_name(name: str, token: str = "") -> str:
@@ -59,8 +101,6 @@ def upload_temp_name(name: str, token: str = "") -> str:
     return (f"{head}/" if head else "") + temp_name(base, token or secrets.token_hex(4))
 
 
-Descend = Callable[[str], bool]  # list_info: whether to read a directory
-OnSkip = Callable[[str, str], None]  # list_info: (name, why) of an entry that is not a file
 
 
 class TransientError(Exception):

@@ -38,11 +38,12 @@ from orbit_fast.backends.base import (
     ProbesByListing,
     ServerCopy,
     TransientError,
-    check_name,
+    listed_name,
     multipart_etag,
 )
 from orbit_fast.environment import from_overlay, getenv
 from orbit_fast.errors import RemoteError, UsageError
+from orbit_fast.locations import parse as parse_location
 
 MIN_PART = 5 << 20  # S3's minimum for every part but the last
 MAX_PART = 5 << 30
@@ -57,11 +58,12 @@ _AUTH_CODES = {"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "A
 
 
 def parse_url(url: str) -> tuple[str, str]:
-    rest = url[len("s3://") :]
-    bucket, _, prefix = rest.partition("/")
-    if not bucket:
+    """(bucket, prefix) of an s3:// URL, decoded and normalised as the roots check reads it
+    (locations.parse)."""
+    loc = parse_location(url)
+    if loc.scheme != "s3":
         raise UsageError(f"{url}: an S3 URL is s3://bucket[/prefix]")
-    return bucket, prefix.strip("/")
+    return loc.host, "/".join(loc.parts)
 
 
 def _md5_b64(data: bytes | bytearray | memoryview) -> str:
@@ -283,7 +285,8 @@ class S3Store(ProbesByListing):
         for name, size, _ in self._list(prefix):
             yield name, size
 
-    def _list(self, prefix: str) -> Iterator[tuple[str, int, str]]:
+    def _list(self, prefix: str, on_skip: OnSkip | None = None
+              ) -> Iterator[tuple[str, int, str]]:  # fmt: skip
         base = self._key(prefix).rstrip("/") + "/" if prefix else (
             self.prefix + "/" if self.prefix else "")  # fmt: skip
         strip = len(self.prefix) + 1 if self.prefix else 0
@@ -296,8 +299,9 @@ class S3Store(ProbesByListing):
             for obj in page.get("Contents", []):
                 if obj["Key"].endswith("/"):
                     continue  # a "folder" marker of consoles and other tools, not a file
-                yield (check_name(obj["Key"][strip:], self.url), int(obj["Size"]),
-                       _etag(obj.get("ETag", "")))  # fmt: skip
+                name = obj["Key"][strip:]
+                if listed_name(name, self.url, on_skip):
+                    yield name, int(obj["Size"]), _etag(obj.get("ETag", ""))
             if not page.get("IsTruncated"):
                 return
             token = page["NextContinuationToken"]
@@ -317,7 +321,7 @@ class S3Store(ProbesByListing):
                   on_skip: OnSkip | None = None) -> Iterator[ObjectInfo]:  # fmt: skip
         # No directories to prune on S3: the caller filters names. mtime is in the metadata,
         # which listings do not return (stat_info has it).
-        for name, size, etag in self._list(prefix):
+        for name, size, etag in self._list(prefix, on_skip):
             yield ObjectInfo(name, size, None, etag)
 
     def _info(self, name: str, head: dict[str, Any]) -> ObjectInfo:

@@ -37,6 +37,7 @@ from orbit_fast.repo import snapshot as snapfmt
 from orbit_fast.repo.pack_writer import PackWriter
 from orbit_fast.repo.repository import Repository
 from orbit_fast.repo.snapshot import Node
+from orbit_fast.roots import check_run
 
 if TYPE_CHECKING:
     from orbit_fast.index.state_file import StateClaims
@@ -181,6 +182,8 @@ class Backup:
 
     def _body(self) -> p.BackupSummary:
         opts = self.opts
+        check_run((("source", opts.source), ("repository", opts.repository)),
+                  opts.allowed_roots, opts.protected_paths)  # fmt: skip
         self.src: Any = None
         self.tree: Tree | None = None
         if is_remote(opts.source):

@@ -218,6 +218,7 @@ def restore(
     universe_path: str = "",
     db_path: str = "",
     s3_endpoint: str = "",
+    allowed_roots: tuple[str, ...] = (),
 ) -> RestoreSummary:
     """Restore `paths` (default: everything) of `snapshot` into `target`.
 
@@ -238,6 +239,9 @@ def restore(
         The state files ("": the defaults).
     s3_endpoint
         As for `init_repository`.
+    allowed_roots
+        When given, `target` must be reached from one of them through directories only
+        when the restore starts (roots.check_roots), else OutsideRoots and nothing is written.
 
     Returns
     -------
@@ -247,7 +251,7 @@ def restore(
     ------
     IntegrityError
         After restoring every file it can, if chunks are missing or damaged.
-    UsageError, RepositoryError, RepositoryLocked, DestinationError, Interrupted
+    UsageError, OutsideRoots, RepositoryError, RepositoryLocked, DestinationError, Interrupted
     """
     from orbit_fast.coordinator.restore import restore as run
 
@@ -255,7 +259,7 @@ def restore(
                            s3_endpoint) as (repo, universe):  # fmt: skip
         _, snap = repo.resolve(snapshot)
         return run(repo, universe, snap, target, paths, on_event or _quiet,
-                   cancel or CancelToken())  # fmt: skip
+                   cancel or CancelToken(), allowed_roots)  # fmt: skip
 
 
 def verify(repository: str, quick: bool = False, *, on_event: Callable[[Event], None] | None = None,

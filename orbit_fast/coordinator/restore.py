@@ -22,6 +22,7 @@ from orbit_fast.index.universe import Universe
 from orbit_fast.repo import snapshot as snapfmt
 from orbit_fast.repo.repository import Repository
 from orbit_fast.repo.snapshot import Node
+from orbit_fast.roots import check_run
 
 TMP_SUFFIX = ".orbit-restore.tmp"
 
@@ -47,8 +48,10 @@ def select(nodes: list[Node], paths: tuple[str, ...], parents: bool = True) -> l
 
 def restore(repo: Repository, universe: Universe, snap: snapfmt.Snapshot, target: str,
             paths: tuple[str, ...], on_event: Callable[[p.Event], None],
-            cancel: CancelToken) -> p.RestoreSummary:  # fmt: skip
+            cancel: CancelToken,
+            allowed_roots: tuple[str, ...] = ()) -> p.RestoreSummary:  # fmt: skip
     t0 = time.monotonic()
+    check_run((("restore target", os.path.abspath(target)),), allowed_roots)
     repo.sync_index(universe)
     nodes = select(snap.nodes, paths)
     target = os.path.abspath(target)

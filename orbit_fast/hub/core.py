@@ -54,7 +54,9 @@ class Hub:
         except BaseException:
             engine.close()
             raise
-        runner = JobRunner(store, engine, settings.max_jobs, retry_base_s=settings.retry_base_s)
+        runner = JobRunner(store, engine, settings.max_jobs, retry_base_s=settings.retry_base_s,
+                           roots=settings.allowed_roots,
+                           protected=settings.protected_paths)  # fmt: skip
         hub = cls(settings, store, runner)
         # The env file's S3/SMB settings, for the stores this process opens for its jobs
         # (the workers get them from the pool): in an overlay, not os.environ, which belongs

@@ -7,18 +7,18 @@ Kept free of the web framework: the API, the CLI and the tests check jobs with t
 from __future__ import annotations
 
 import os
-import posixpath
 from typing import Any
 
+from orbit_fast import locations
 from orbit_fast.config import (
     DEFAULT_CHUNK_SIZE_MB,
     BackupOptions,
     SyncOptions,
-    is_remote,
     validate,
     validate_backup,
 )
-from orbit_fast.errors import UsageError
+from orbit_fast.errors import OrbitError, UsageError
+from orbit_fast.roots import check_protected, check_roots
 
 MODES = ("sync", "mirror", "backup")
 # Config fields and the modes where each has an effect.
@@ -46,10 +46,12 @@ def mode_warnings(mode: str, given: set[str]) -> list[str]:
     return out
 
 
-def engine_options(job: dict[str, Any], db_path: str,
-                   universe_path: str) -> SyncOptions | BackupOptions:  # fmt: skip
+def engine_options(job: dict[str, Any], db_path: str, universe_path: str,
+                   roots: tuple[str, ...] = (),
+                   protected: tuple[str, ...] = ()) -> SyncOptions | BackupOptions:  # fmt: skip
     """The engine's options for a job, as given: the engine checks them when it runs the job
-    (api.sync / api.backup), check_job when the job is created or changed."""
+    (api.sync / api.backup: the allowed roots and protected paths included, at every run),
+    check_job when the job is created or changed."""
     cfg = job["config"]
     concurrency = int(cfg.get("concurrency") or 0)
     retries = int(cfg.get("retry_attempts") or 0)
@@ -57,17 +59,19 @@ def engine_options(job: dict[str, Any], db_path: str,
         return BackupOptions(
             source=job["source"], repository=job["destination"], concurrency=concurrency,
             codec=cfg.get("compression") or "", db_path=db_path, universe_path=universe_path,
+            allowed_roots=roots, protected_paths=protected,
         )  # fmt: skip
     return SyncOptions(
         source=job["source"], destination=job["destination"], mirror=job["mode"] == "mirror",
         concurrency=concurrency, chunk_size_mb=cfg.get("chunk_size_mb") or DEFAULT_CHUNK_SIZE_MB,
-        retry_attempts=retries, db_path=db_path,
+        retry_attempts=retries, db_path=db_path, allowed_roots=roots, protected_paths=protected,
     )  # fmt: skip
 
 
-def check_job(job: dict[str, Any], db_path: str, universe_path: str,
-              roots: tuple[str, ...]) -> list[str]:  # fmt: skip
-    """Raise UsageError for a job that cannot run as given; return its warnings."""
+def check_job(job: dict[str, Any], db_path: str, universe_path: str, roots: tuple[str, ...],
+              protected: tuple[str, ...] = ()) -> list[str]:  # fmt: skip
+    """Raise UsageError for a job that cannot run as given; return its warnings. `protected`:
+    the hub's state paths (HubSettings.protected_paths; the jobs DB's directory always)."""
     if job["mode"] not in MODES:
         raise UsageError(f"mode {job['mode']!r}: use one of {', '.join(MODES)}")
     comp = job["config"].get("compression")
@@ -75,9 +79,9 @@ def check_job(job: dict[str, Any], db_path: str, universe_path: str,
         from orbit_fast.compression import parse_codec
 
         parse_codec(comp)
-    state_dir = os.path.dirname(db_path)
+    protected = protected or (os.path.dirname(db_path),)
     for what in ("source", "destination"):
-        check_location(what, job[what], roots, state_dir)
+        check_location(what, job[what], roots, protected)
     opts = engine_options(job, db_path, universe_path)
     # The engine's own check, the one it makes again when it runs the job; its UsageError
     # names the field.
@@ -88,42 +92,63 @@ def check_job(job: dict[str, Any], db_path: str, universe_path: str,
     return mode_warnings(job["mode"], set(job["config"]))
 
 
-def check_location(what: str, url: str, roots: tuple[str, ...], state_dir: str) -> None:
-    """A job's source or destination: no traversal, not the hub's own state, under an allowed
-    root when ORBIT_ALLOWED_ROOTS is set."""
-    if not url or "\x00" in url or len(url) > 4096:
-        raise UsageError(f"{what}: give a path or URL without NUL, at most 4096 characters")
-    remote = is_remote(url)
-    path = url.split("://", 1)[1] if remote else url.removeprefix("file://")
-    if "\\" in path or any(part == ".." for part in path.split("/")):
-        raise UsageError(f"{what} {url!r}: '..' and backslashes are not allowed in job paths")
-    if not remote:
-        if not path.startswith("/"):
-            raise UsageError(f"{what} {url!r}: use an absolute path (as the hub sees it)")
-        real = os.path.realpath(path)
-        state = os.path.realpath(state_dir)
-        if real == state or real.startswith(state + "/") or state.startswith(real + "/"):
-            raise UsageError(f"{what} {url!r} overlaps the hub's own state directory {state_dir}")
-        candidates = {posixpath.normpath(path), real}
-    else:
-        candidates = {url.split("://", 1)[0].lower() + "://" + posixpath.normpath(path)}
-    # Both the path as written and where its symlinks lead must lie under a root.
-    if roots and not all(any(_under(c, r) for r in roots) for c in candidates):
-        raise UsageError(f"{what} {url!r} is outside the allowed roots "
-                         f"(ORBIT_ALLOWED_ROOTS={','.join(roots)}); ask an admin to add it")
-
-
-def _under(path: str, root: str) -> bool:
-    if "://" not in root:
-        root = os.path.realpath(root) if path.startswith("/") else root
-    return path == root or path.startswith(root.rstrip("/") + "/") or root == "/"
+def check_location(what: str, url: str, roots: tuple[str, ...],
+                   protected: tuple[str, ...]) -> None:  # fmt: skip
+    """A job's source or destination: decoded and normalised as the engine and the backends
+    read it (locations.parse), not the hub's own state, and under an allowed root when
+    ORBIT_ALLOWED_ROOTS is set, through directories only (the run checks all of it again)."""
+    if "\\" in url:
+        raise UsageError(f"{what} {url!r}: backslashes are not allowed in job paths")
+    try:
+        loc = locations.parse(url)
+    except UsageError as exc:
+        raise UsageError(f"{what}: {exc}", what) from None
+    if not loc.remote and not url.removeprefix("file://").startswith("/"):
+        raise UsageError(f"{what} {url!r}: use an absolute path (as the hub sees it)")
+    where = locations.format(loc)
+    try:
+        check_protected(what, where, protected)
+    except OrbitError as exc:
+        raise UsageError(str(exc), what) from None
+    check_roots(what, where, roots)
 
 
 def resource_keys(job: dict[str, Any]) -> set[str]:
-    """What two running jobs may not share: a destination (or repository), and the universe
+    """What two running jobs may not share: a destination (or repository) — equal, nested,
+    or the same place spelled differently: keys_conflict compares them — and the universe
     index for backups."""
-    dst = job["destination"].rstrip("/")
-    keys = {"dst:" + (dst if is_remote(dst) else os.path.realpath(dst))}
+    keys = {"dst:" + place_key(job["destination"])}
     if job["mode"] == "backup":
         keys.add("universe")
     return keys
+
+
+def place_key(url: str) -> str:
+    """A destination as the overlap rule compares it: normalised (locations.py), local paths
+    with their links resolved, SMB paths in lower case (shares are usually case-insensitive:
+    comparing more broadly only serialises more)."""
+    try:
+        loc = locations.parse(url)
+    except UsageError:
+        return url  # refused when the job was made; it fails at its run without a conflict
+    if not loc.remote:
+        return os.path.realpath(locations.format(loc))
+    if loc.scheme == "smb":
+        loc = loc._replace(parts=tuple(p.lower() for p in loc.parts))
+    return locations.format(loc.place())
+
+
+def keys_conflict(a: set[str], b: set[str]) -> bool:
+    """Whether jobs holding `a` and `b` may not run at once: a shared key, or destinations of
+    which one is the other or below it."""
+    if a & b:
+        return True
+    return any(_nested(x[4:], y[4:]) for x in a if x.startswith("dst:")
+               for y in b if y.startswith("dst:"))  # fmt: skip
+
+
+def _nested(x: str, y: str) -> bool:
+    def within(inner: str, outer: str) -> bool:
+        return inner == outer or inner.startswith(outer.rstrip("/") + "/")
+
+    return within(x, y) or within(y, x)

@@ -35,7 +35,12 @@ from orbit_fast.errors import (
     RemoteUnavailable,
     RepositoryLocked,
 )
-from orbit_fast.hub.jobspec import DEFAULT_RETRY_ATTEMPTS, engine_options, resource_keys
+from orbit_fast.hub.jobspec import (
+    DEFAULT_RETRY_ATTEMPTS,
+    engine_options,
+    keys_conflict,
+    resource_keys,
+)
 from orbit_fast.hub.store import HubStore
 
 log = logging.getLogger("orbit_fast.hub")
@@ -62,8 +67,12 @@ class Active:
 
 class JobRunner:
     def __init__(self, store: HubStore, engine: Engine, max_jobs: int,
-                 retry_base_s: float = 5.0) -> None:  # fmt: skip
+                 retry_base_s: float = 5.0, roots: tuple[str, ...] = (),
+                 protected: tuple[str, ...] = ()) -> None:  # fmt: skip
         self.store = store
+        # Passed with every run: the engine checks them when the run starts (roots.py), so a
+        # link swapped in since the job was made, or roots narrowed since, fail the run.
+        self.roots, self.protected = roots, protected
         self.engine = engine  # opened and closed by the Hub; the runner only runs on it
         self.max_jobs = max_jobs
         self.retry_base_s = retry_base_s
@@ -169,10 +178,8 @@ class JobRunner:
             if self.store.transition(job_id, ("retrying",), state="pending", retry_at=None):
                 self.triggers.setdefault(job_id, "retry")
                 self.event(job_id, "queued", trigger="retry")
-        busy: set[str] = set()
         with self._lock:
-            for a in self.active.values():
-                busy |= a.keys
+            busy = [a.keys for a in self.active.values()]
             free = self.max_jobs - len(self.active)
         if free <= 0 or self._stop.is_set():
             return
@@ -183,10 +190,12 @@ class JobRunner:
             if job is None or job["state"] != "pending":
                 continue
             keys = resource_keys(job)
-            if keys & busy:  # same destination (or the universe) in use: it waits its turn
+            # An overlapping destination (equal, nested, or the same place spelled otherwise)
+            # or the universe in use: it waits its turn.
+            if any(keys_conflict(keys, held) for held in busy):
                 continue
             if self._start(job, keys):
-                busy |= keys
+                busy.append(keys)
                 free -= 1
                 if free == 0:
                     return
@@ -225,7 +234,8 @@ class JobRunner:
         stats: dict[str, Any] | None = None
         error: str | None = None
         try:
-            opts = engine_options(job, self.engine.db_path, self.engine.universe_path)
+            opts = engine_options(job, self.engine.db_path, self.engine.universe_path,
+                                  self.roots, self.protected)  # fmt: skip
             on_event = self._on_event_for(a)
             if isinstance(opts, BackupOptions):  # mode backup
                 summary: Any = self.engine.backup(opts, on_event, a.cancel)

@@ -62,6 +62,7 @@ class HubSettings:
     max_body_bytes: int = 1 << 20
     body_timeout_s: float = 30.0  # a request's whole body must arrive within this (slowloris)
     state_backup_dir: str = ""  # POST /api/admin/state-backup writes here
+    env_file: str = ""  # ORBIT_ENV_FILE / --env-file, absolute ("": none)
     # The env file's settings for the jobs (S3, SMB, retries: job_env_keys), never put in
     # os.environ; the process environment wins over them (orbit_fast/environment.py).
     job_env: dict[str, str] = field(default_factory=dict)
@@ -70,6 +71,14 @@ class HubSettings:
     @property
     def data_dir(self) -> str:
         return os.path.dirname(self.db_path)
+
+    @property
+    def protected_paths(self) -> tuple[str, ...]:
+        """What no job may read, write or contain (roots.check_protected), at creation and at
+        every run: the jobs DB's directory, the universe's, the state backups, the env file."""
+        found = (self.data_dir, os.path.dirname(self.universe_path), self.state_backup_dir,
+                 self.env_file)  # fmt: skip
+        return tuple(dict.fromkeys(p for p in found if p))
 
 
 def parse_env_file(path: str) -> dict[str, str]:
@@ -331,4 +340,5 @@ def load(env_file: str = "", environ: dict[str, str] | None = None,
         state_backup_dir=os.path.abspath(get("ORBIT_STATE_BACKUP_DIR") or os.path.join(
             os.path.dirname(db), "state-backups")),
         job_env=job_env_keys(file_env), warnings=warnings,
+        env_file=os.path.abspath(env_file) if env_file else "",
     )  # fmt: skip

@@ -180,10 +180,11 @@ def test_remote_errors_are_clear_and_lose_nothing(tmp_path: Path, s3_bucket, mot
     proc = run_cli("sync", str(tmp_path / "src"), "s3://no-such-bucket-zz/r",
                    check=ExitCode.REMOTE)  # fmt: skip
     assert "does not exist" in proc.stderr
-    # A key that would escape the target directory is refused before anything is written.
+    # A key that would escape the target directory is never mapped: skipped with a warning
+    # naming it (exit 1, issue #15; it aborted the run with exit 14 before), nothing written.
     moto.client().put_object(Bucket=s3_bucket, Key="p/../../evil", Body=b"x")
-    proc = run_cli("sync", f"s3://{s3_bucket}/p", str(tmp_path / "out"), check=ExitCode.REMOTE)
-    assert "could escape" in proc.stderr and not (tmp_path / "evil").exists()
+    proc = run_cli("sync", f"s3://{s3_bucket}/p", str(tmp_path / "out"), check=ExitCode.PARTIAL)
+    assert "../../evil: unsafe name" in proc.stderr and not (tmp_path / "evil").exists()
     # A share the account may only read: a clear refusal, and the source is untouched.
     proc = run_cli("sync", str(tmp_path / "src"), samba.url(smb_dir, share="readonly"),
                    check=ExitCode.REMOTE)  # fmt: skip

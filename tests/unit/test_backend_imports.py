@@ -1,5 +1,6 @@
-"""backends/ sits low: it imports only errors, config, fsinfo, environment and confine (and
-itself), never the coordinator, workers, index, repo or hub (STYLE.md 1)."""
+"""backends/ sits low: it imports only errors, config, fsinfo, environment, confine and
+locations (a leaf that imports only errors) and itself, never the coordinator, workers, index,
+repo or hub (STYLE.md 1)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from pathlib import Path
 import orbit_fast.backends
 
 ALLOWED = {"orbit_fast.errors", "orbit_fast.config", "orbit_fast.fsinfo", "orbit_fast.environment",
-           "orbit_fast.confine"}  # fmt: skip
+           "orbit_fast.confine", "orbit_fast.locations"}  # fmt: skip
 
 
 def _imports(path: Path) -> list[str]:

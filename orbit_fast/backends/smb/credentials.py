@@ -13,10 +13,10 @@ import os
 import warnings
 from pathlib import Path
 from typing import Any, NamedTuple
-from urllib.parse import unquote, urlsplit
 
 from orbit_fast.environment import getenv
 from orbit_fast.errors import UsageError
+from orbit_fast.locations import parse as parse_location
 
 
 class Share(NamedTuple):
@@ -27,14 +27,14 @@ class Share(NamedTuple):
 
 
 def parse_url(url: str) -> tuple[str, int, str, str, str | None, str | None]:
-    """(host, port, share, path below the share, user, password) of an smb:// URL."""
-    u = urlsplit(url)
-    parts = [p for p in unquote(u.path).split("/") if p]
-    if not u.hostname or not parts:
+    """(host, port, share, path below the share, user, password) of an smb:// URL, decoded
+    and normalised as the roots check reads it (locations.parse: a %2e%2e or %2F never
+    becomes a step out of the share's sub-path here)."""
+    loc = parse_location(url)
+    if loc.scheme != "smb":
         raise UsageError(f"{url}: an SMB URL is smb://[user@]host[:port]/share[/path]")
-    user = unquote(u.username) if u.username else None
-    password = unquote(u.password) if u.password else None
-    return u.hostname, u.port or 445, parts[0], "/".join(parts[1:]), user, password
+    below = "/".join(loc.parts[1:])
+    return loc.host.strip("[]"), loc.port, loc.parts[0], below, loc.user, loc.password
 
 
 def read_credentials(path: str) -> dict[str, str]:

@@ -28,8 +28,8 @@ from orbit_fast.backends.base import (
     ProbesByListing,
     ServerCopy,
     TransientError,
-    check_name,
     is_temp,
+    listed_name,
     upload_temp_name,
 )
 from orbit_fast.backends.parts import FileUploads
@@ -271,8 +271,8 @@ class SMBStore(ProbesByListing, FileUploads):
                 if e.is_dir:
                     if descend is None or descend(child):
                         subdirs.append(child)
-                elif not is_temp(e.name):
-                    yield ObjectInfo(check_name(child, self.url), e.size, e.mtime_ns)
+                elif not is_temp(e.name) and listed_name(child, self.url, on_skip):
+                    yield ObjectInfo(child, e.size, e.mtime_ns)
             stack.extend(reversed(subdirs))
 
     def stat_info(self, name: str) -> ObjectInfo:

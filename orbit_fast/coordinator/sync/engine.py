@@ -47,6 +47,7 @@ from orbit_fast.coordinator.sync.tree import (
 from orbit_fast.errors import ExitCode, OrbitError, WorkerFailed
 from orbit_fast.filters import FilterRules
 from orbit_fast.fsinfo import syncfs
+from orbit_fast.roots import check_run
 from orbit_fast.workers.ring import reap_stale_segments
 
 if TYPE_CHECKING:
@@ -109,6 +110,9 @@ class SyncEngine:
 
     def _body(self) -> p.Summary:
         o = self.opts
+        # Before anything is touched: both ends below an allowed root now, neither the state.
+        check_run((("source", o.source), ("destination", o.destination)), o.allowed_roots,
+                  o.protected_paths)  # fmt: skip
         check_ends(o)
         if o.remote:
             from orbit_fast.backends.registry import open_store

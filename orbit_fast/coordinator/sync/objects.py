@@ -22,7 +22,7 @@ import queue
 import threading
 from typing import Any
 
-from orbit_fast.backends.base import ObjectInfo
+from orbit_fast.backends.base import UNSAFE_NAME, ObjectInfo
 from orbit_fast.config import SyncOptions, is_remote
 from orbit_fast.errors import OrbitError, RemoteError, SourceError
 from orbit_fast.filters import FilterRules
@@ -133,8 +133,12 @@ class StoreLister:
         """List the destination, then the source in a thread while copies already run: on an
         SMB share with many directories the listing is seconds of CPU in smbprotocol, which
         the transfers in the worker processes overlap."""
+        def odd(rel: str, why: str) -> None:  # a destination name no source name can match
+            if why.startswith(UNSAFE_NAME):
+                self._found.put(("skip", (rel, f"{why} (in the destination; left as it is)")))
+
         try:
-            self.dstl = {i.name: i for i in self.dst_store.list_info("", self._descend)
+            self.dstl = {i.name: i for i in self.dst_store.list_info("", self._descend, odd)
                          if self.included(i.name)}  # fmt: skip
         except FileNotFoundError:
             self.dstl = {}
@@ -187,6 +191,8 @@ class StoreLister:
                     self.unlisted.append(rel)
                     return Unlisted(rel or ".", "unreadable_dir", f"{why}; skipped with "
                                     "everything below it (nothing there is deleted either)")
+                if why.startswith(UNSAFE_NAME):  # a key like a//b, ./x, ../x: never mapped
+                    return Unlisted(rel, "unsafe_name", f"{why}; skipped")
                 return Unlisted(rel, "special", f"{why}; skipped")
             elif kind == "error":
                 if isinstance(item, OSError) and not is_remote(self.opts.source):

@@ -49,7 +49,7 @@ def create(hub: Hub, body: models.JobCreate, who: auth.Principal) -> JSONRespons
               "config": body.config.model_dump(exclude_none=True)}  # fmt: skip
     try:
         warnings = check_job(fields, settings.db_path, settings.universe_path,
-                             settings.allowed_roots)  # fmt: skip
+                             settings.allowed_roots, settings.protected_paths)  # fmt: skip
         schedule = check(body.schedule) if body.schedule else None
     except OrbitError as exc:
         # The engine names the option (UsageError.field); in a job body options are config.*
