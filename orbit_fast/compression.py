@@ -34,6 +34,8 @@ SAMPLE_BYTES = 64 << 10
 # Store raw unless the sample shrinks below this.
 SAMPLE_MAX_RATIO = 0.97
 SPECS = "none, lz4, zstd or zstd:N with N from 1 to 19 (e.g. zstd:3)"
+# No blob holds more: it is chunking.MAX_CHUNK, the largest chunk any parameters allow.
+MAX_RAW_BYTES = 64 << 20
 
 
 class Codec(NamedTuple):
@@ -139,9 +141,19 @@ def blob_info(blob: bytes | memoryview) -> tuple[int, int, int, int]:
     return code, flags, raw_len, stored_len
 
 
-def decompress(blob: bytes | memoryview) -> bytes:
-    """The original bytes of a blob; CorruptBlob if header and content disagree."""
+class OutputLimit(CorruptBlob):
+    """Decompressing would give more than the caller allows (a damaged or a hostile object)."""
+
+    msgid = "output_limit"
+
+
+def decompress(blob: bytes | memoryview, *, max_bytes: int = MAX_RAW_BYTES) -> bytes:
+    """The original bytes of a blob; CorruptBlob if header and content disagree, OutputLimit
+    (a CorruptBlob) if the header claims more than `max_bytes` (for a repository's chunks:
+    its maximum chunk size), so that a hostile header never makes it allocate more."""
     code, _, raw_len, _ = blob_info(blob)
+    if raw_len > max_bytes:
+        raise OutputLimit(f"blob claims {raw_len} bytes, more than the {max_bytes} allowed")
     body = memoryview(blob)[HEADER.size :]
     try:
         if code == RAW:
@@ -151,11 +163,40 @@ def decompress(blob: bytes | memoryview) -> bytes:
 
             out = lz4.block.decompress(body, uncompressed_size=raw_len)
         else:
-            import zstandard
-
-            out = zstandard.ZstdDecompressor().decompress(body, max_output_size=raw_len)
+            out = decompress_zstd(body, raw_len)
+    except OutputLimit:
+        raise
     except Exception as exc:  # each library raises its own error type for damaged input
         raise CorruptBlob(f"blob does not decompress ({exc})") from exc
     if len(out) != raw_len:
         raise CorruptBlob(f"blob decompressed to {len(out)} bytes, header says {raw_len}")
     return out
+
+
+# Output is read from a frame without a size in its header in steps of this much.
+_STEP_BYTES = 1 << 20
+
+
+def decompress_zstd(data: bytes | memoryview, max_bytes: int) -> bytes:
+    """One zstd frame's content, never more than `max_bytes` of it held: OutputLimit beyond.
+
+    zstandard's one-shot decompress allocates what the frame header declares and ignores
+    `max_output_size` when it declares something (a 6 KB frame may declare 200 MiB), so the
+    declared size is checked first; a frame that declares none is read in steps."""
+    import zstandard
+
+    declared = zstandard.frame_content_size(data)
+    if declared > max_bytes:
+        raise OutputLimit(f"zstd frame declares {declared} bytes, more than the {max_bytes} "
+                          "allowed")  # fmt: skip
+    if declared >= 0:  # known and within the limit: decompress fails if the content is longer
+        return zstandard.ZstdDecompressor().decompress(data)
+    out = bytearray()
+    with zstandard.ZstdDecompressor().stream_reader(data) as reader:
+        while True:
+            piece = reader.read(min(_STEP_BYTES, max_bytes - len(out) + 1))
+            if not piece:
+                return bytes(out)
+            out += piece
+            if len(out) > max_bytes:
+                raise OutputLimit(f"zstd frame holds more than the {max_bytes} bytes allowed")

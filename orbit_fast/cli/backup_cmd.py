@@ -110,6 +110,7 @@ def snapshots_cmd(repo: str, json_out: bool) -> None:
     """List the snapshots, oldest first."""
     from orbit_fast.api import list_snapshots
     from orbit_fast.errors import OrbitError
+    from orbit_fast.names import shown
 
     try:
         snaps = list_snapshots(repo, s3_endpoint=_endpoint())
@@ -124,8 +125,8 @@ def snapshots_cmd(repo: str, json_out: bool) -> None:
                               "bytes_added": s.bytes_added}))  # fmt: skip
         else:
             tags = f"  [{', '.join(s.tags)}]" if s.tags else ""
-            click.echo(f"{name[:8]}  {_when(s.time_ns)}  {s.hostname}  {s.source}  "
-                       f"{files} files, {s.bytes_total:,} bytes{tags}")  # fmt: skip
+            click.echo(shown(f"{name[:8]}  {_when(s.time_ns)}  {s.hostname}  {s.source}  "
+                             f"{files} files, {s.bytes_total:,} bytes{tags}"))  # fmt: skip
     if not json_out:
         click.echo(f"{len(snaps)} snapshots")
 
@@ -139,21 +140,21 @@ def ls_cmd(repo: str, snapshot: str, path: str, json_out: bool) -> None:
     """List what SNAPSHOT ("latest" or an id prefix) holds at or below PATH."""
     from orbit_fast.api import list_entries
     from orbit_fast.errors import OrbitError
+    from orbit_fast.names import shown
 
     try:
         entries = list_entries(repo, snapshot, path, s3_endpoint=_endpoint())
     except OrbitError as err:
         _fail(err, json_out)
     for n in entries:
-        shown = n.path.decode("utf-8", "backslashreplace") or "."
-        if json_out:
-            print(json.dumps({"path": shown, "kind": n.kind, "size": n.size, "mode": n.mode,
+        if json_out:  # (the JSON encoder escapes control characters)
+            print(json.dumps({"path": n.path.decode("utf-8", "backslashreplace") or ".",
+                              "kind": n.kind, "size": n.size, "mode": n.mode,
                               "mtime_ns": n.mtime_ns, "chunks": n.chunks}))  # fmt: skip
         else:
-            suffix = "/" if n.kind == "d" else f" -> {os.fsdecode(n.target)}" if n.kind == "l" \
-                else ""  # fmt: skip
+            suffix = "/" if n.kind == "d" else f" -> {shown(n.target)}" if n.kind == "l" else ""
             click.echo(f"{n.kind} {oct(n.mode)[2:]:>4} {n.size:>12}  {_when(n.mtime_ns)}  "
-                       f"{shown}{suffix}")  # fmt: skip
+                       f"{shown(n.path) or '.'}{suffix}")  # fmt: skip
 
 
 @click.command("diff")
@@ -165,17 +166,18 @@ def diff_cmd(repo: str, snap1: str, snap2: str, json_out: bool) -> None:
     """What changed from SNAP1 to SNAP2: + added, - removed, M content, T metadata only."""
     from orbit_fast.api import diff_snapshots
     from orbit_fast.errors import OrbitError
+    from orbit_fast.names import shown
 
     try:
         rows = diff_snapshots(repo, snap1, snap2, s3_endpoint=_endpoint())
     except OrbitError as err:
         _fail(err, json_out)
     for what, path in rows:
-        shown = path.decode("utf-8", "backslashreplace") or "."
-        if json_out:
-            print(json.dumps({"change": what, "path": shown}))
+        if json_out:  # (the JSON encoder escapes control characters)
+            print(json.dumps({"change": what,
+                              "path": path.decode("utf-8", "backslashreplace") or "."}))
         else:
-            click.echo(f"{what} {shown}")
+            click.echo(f"{what} {shown(path) or '.'}")
     if not json_out:
         counts = {k: sum(1 for w, _ in rows if w == k) for k in "+-MT"}
         click.echo(f"{counts['+']} added, {counts['-']} removed, {counts['M']} modified, "

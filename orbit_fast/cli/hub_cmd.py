@@ -196,13 +196,14 @@ def job_run(name: str, wait: bool, timeout: float, hub: str, token_file: str) ->
     16 hub unreachable or refused.
     """
     from orbit_fast.errors import HubError, JobFailed, OrbitError
+    from orbit_fast.names import shown
 
     try:
         client = _client(hub, token_file)
         job = client.job(name)
         before = job["attempt"]
         client.call("POST", f"/api/jobs/{job['id']}/run")
-        click.echo(f"job {job['id']} ({job['name']}): queued", err=True)
+        click.echo(f"job {job['id']} ({shown(job['name'])}): queued", err=True)
         if not wait:
             return
         deadline = time.monotonic() + timeout if timeout else None
@@ -216,7 +217,7 @@ def job_run(name: str, wait: bool, timeout: float, hub: str, token_file: str) ->
             if deadline is not None and time.monotonic() > deadline:
                 raise HubError(f"job {job['id']} still {job['state']} after {timeout:.0f} s; it "
                                "goes on in the hub")  # fmt: skip
-        click.echo(f"job {job['id']} ({job['name']}): {job['state']}", err=True)
+        click.echo(f"job {job['id']} ({shown(job['name'])}): {job['state']}", err=True)
         if job["state"] == "partial":
             sys.exit(1)
         if job["state"] != "completed":
@@ -231,6 +232,7 @@ def job_run(name: str, wait: bool, timeout: float, hub: str, token_file: str) ->
 def job_list(hub: str, token_file: str) -> None:
     """List the hub's jobs."""
     from orbit_fast.errors import OrbitError
+    from orbit_fast.names import shown
 
     try:
         jobs = _client(hub, token_file).call("GET", "/api/jobs")["jobs"]
@@ -238,7 +240,8 @@ def job_list(hub: str, token_file: str) -> None:
         exit_with_error(exc, json_out=False)
     for j in jobs:
         pct = (j.get("progress") or {}).get("percent", 0)
-        click.echo(f"{j['id']:>5}  {j['state']:<10} {pct:>5.1f}%  {j['mode']:<6} {j['name']}")
+        click.echo(f"{j['id']:>5}  {j['state']:<10} {pct:>5.1f}%  {j['mode']:<6} "
+                   f"{shown(j['name'])}")  # fmt: skip
 
 
 # ---- state backups ----------------------------------------------------------------------------

@@ -1,4 +1,7 @@
-"""Turns engine events into terminal output: JSON lines, a progress bar, or plain lines."""
+"""Turns engine events into terminal output: JSON lines, a progress bar, or plain lines.
+
+Plain lines pass every name and message through `names.shown`: names come from trees and
+repositories other people write, and must not reach the terminal as control sequences."""
 
 from __future__ import annotations
 
@@ -6,6 +9,7 @@ import sys
 from typing import Any
 
 from orbit_fast import progress as p
+from orbit_fast.names import shown
 
 
 class Renderer:
@@ -29,12 +33,12 @@ class Renderer:
             self._bar(ev)
         elif isinstance(ev, p.Warning):
             self._write_err(
-                f"orbit-fast: warning: {ev.path}: {ev.message}"
+                f"orbit-fast: warning: {shown(ev.path)}: {shown(ev.message)}"
                 if ev.path
-                else f"orbit-fast: warning: {ev.message}"
+                else f"orbit-fast: warning: {shown(ev.message)}"
             )
         elif isinstance(ev, p.FileDone) and ev.action.startswith("plan-"):
-            print(f"{ev.action[5:]:>7} {ev.path}")
+            print(f"{ev.action[5:]:>7} {shown(ev.path)}")
         elif isinstance(ev, p.Summary):
             self.close()
             print(_summary_text(ev))
@@ -99,7 +103,7 @@ def _summary_text(s: p.Summary) -> str:
         lines.append(f"resumed {_size(s.bytes_resumed)} verified from an interrupted run")
     if s.skipped:
         lines.append(f"{len(s.skipped)} entries skipped (exit code 1):")
-        lines += [f"  {path}" for path in s.skipped[:50]]
+        lines += [f"  {shown(path)}" for path in s.skipped[:50]]
         if len(s.skipped) > 50:
             lines.append(f"  ... and {len(s.skipped) - 50} more (see --json)")
     return "\n".join(lines)
@@ -121,12 +125,12 @@ def _repo_summary_text(
         ]
         if s.skipped:
             lines.append(f"{len(s.skipped)} entries skipped (exit code 1):")
-            lines += [f"  {path}" for path in s.skipped[:50]]
+            lines += [f"  {shown(path)}" for path in s.skipped[:50]]
         return "\n".join(lines)
     if isinstance(s, p.RestoreSummary):
         return (f"restored {s.files_restored} files, {s.files_skipped} already in place "
                 f"({_size(s.bytes_total)}) in {s.elapsed_s:.2f} s"
-                + "".join(f"\n  not restored: {x}" for x in s.problems[:50]))  # fmt: skip
+                + "".join(f"\n  not restored: {shown(x)}" for x in s.problems[:50]))  # fmt: skip
     if isinstance(s, p.VerifySummary):
         what = "structure of " if s.quick else ""
         head = (f"checked the {what}{s.packs} packs ({s.chunks} chunks, {_size(s.bytes_read)} "
@@ -134,7 +138,7 @@ def _repo_summary_text(
         if not s.problems:
             return head + "no problems"
         return head + f"{len(s.problems)} problems (exit code 13)\n" + "\n".join(
-            f"  {x}" for x in s.problems
+            f"  {shown(x)}" for x in s.problems
         )
     return (f"pruned: {s.packs_deleted} packs deleted, {s.packs_repacked} rewritten into "
             f"{s.packs_written}, {s.chunks_dropped} chunks dropped, {_size(s.bytes_freed)} "

@@ -56,13 +56,14 @@ def exit_with_error(err: Exception, json_out: bool, already_emitted: bool = Fals
     code; anything else is a bug and propagates with its traceback."""
     from orbit_fast import progress as p
     from orbit_fast.errors import OrbitError
+    from orbit_fast.names import shown
 
     if not isinstance(err, OrbitError):
         raise err
     if not json_out:
         field = getattr(err, "field", "")
         flag = f" ({FLAGS.get(field, '--' + field.replace('_', '-'))})" if field else ""
-        click.echo(f"orbit-fast: error: {err}{flag}", err=True)
+        click.echo(f"orbit-fast: error: {shown(str(err))}{flag}", err=True)  # names inside
     elif not already_emitted:
         sys.stdout.buffer.write(p.encode_json(p.Error(msgid=err.msgid, message=str(err),
                                                       exit_code=int(err.exit_code))) + b"\n")

@@ -1,6 +1,10 @@
 """`verify`: read every pack and check every chunk against its id, then check that every
 snapshot's chunks are present and intact; name the snapshot, file and chunk of each problem.
 
+Every snapshot is decoded as restore decodes it (repo/snapshot.py: output limits, every node
+path a clean path below the root, unique, under a directory), so a snapshot that restore would
+refuse is reported here as damaged, named with the offending path.
+
 `--quick` checks structure only: every pack's trailer and index parse, and every chunk a
 snapshot needs is listed in some pack's index. Memory: a set of the chunk ids seen
 (about 100 bytes each).
@@ -15,8 +19,9 @@ import blake3
 
 from orbit_fast import progress as p
 from orbit_fast.compression import CorruptBlob, decompress
-from orbit_fast.errors import ExitCode, RepositoryError
+from orbit_fast.errors import ExitCode, IntegrityError, RepositoryError
 from orbit_fast.hashing import chunk_id
+from orbit_fast.names import shown
 from orbit_fast.repo import pack as packfmt
 from orbit_fast.repo.repository import Repository
 
@@ -26,6 +31,7 @@ MAX_LISTED = 1000
 def verify(repo: Repository, quick: bool, on_event: Callable[[p.Event], None]) -> p.VerifySummary:
     t0 = time.monotonic()
     key = repo.config.key_bytes
+    max_raw = repo.config.max_size
     good: set[bytes] = set()
     damaged: dict[bytes, str] = {}
     problems: list[str] = []
@@ -54,7 +60,7 @@ def verify(repo: Repository, quick: bool, on_event: Callable[[p.Event], None]) -
             cid, off, stored = e["id"].tobytes(), int(e["offset"]), int(e["stored"])
             chunks += 1
             try:
-                raw = decompress(view[off : off + stored])
+                raw = decompress(view[off : off + stored], max_bytes=max_raw)
                 ok = chunk_id(key, raw) == cid and len(raw) == int(e["raw"])
                 why = "its content does not match its id"
             except CorruptBlob as exc:
@@ -70,7 +76,7 @@ def verify(repo: Repository, quick: bool, on_event: Callable[[p.Event], None]) -
     for sname in snaps:
         try:
             snap = repo.load_snapshot(sname)
-        except RepositoryError as exc:
+        except (RepositoryError, IntegrityError) as exc:
             problems.append(str(exc))
             continue
         for node in snap.nodes:
@@ -79,7 +85,7 @@ def verify(repo: Repository, quick: bool, on_event: Callable[[p.Event], None]) -
                     continue
                 why = damaged.get(cid, "missing from every pack")
                 problems.append(
-                    f"snapshot {sname[:8]} file {node.path.decode('utf-8', 'backslashreplace')} "
+                    f"snapshot {sname[:8]} file {shown(node.path)} "
                     f"chunk {cid.hex()[:16]}: {why}"
                 )
     summary = p.VerifySummary(

@@ -230,7 +230,8 @@ def restore(
         "latest" or a unique prefix of a snapshot id.
     target
         A local directory (created if missing). Files already in place (same size and mtime)
-        are skipped, so a rerun resumes.
+        are skipped, so a rerun resumes. Nothing is written outside it, whatever the snapshot
+        holds (docs/backup.md, Confinement).
     paths
         Paths relative to the backup root; their parents are restored too.
     on_event, cancel
@@ -250,7 +251,8 @@ def restore(
     Raises
     ------
     IntegrityError
-        After restoring every file it can, if chunks are missing or damaged.
+        After restoring every file it can, if chunks are missing or damaged; before writing
+        anything, if the snapshot's nodes are unsafe or expand beyond the output limits.
     UsageError, OutsideRoots, RepositoryError, RepositoryLocked, DestinationError, Interrupted
     """
     from orbit_fast.coordinator.restore import restore as run

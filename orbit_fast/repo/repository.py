@@ -143,6 +143,10 @@ class Repository:
             raise RepositoryError(f"{url}: the config is damaged ({exc})") from None
         if cfg.encryption != "none":
             raise RepositoryError(f"{url}: encryption {cfg.encryption!r} is not supported")
+        try:  # max_size bounds every chunk read back (an output limit): it must be sane
+            cfg.params.validate()
+        except UsageError as exc:
+            raise RepositoryError(f"{url}: the config is damaged ({exc})") from None
         return cls(store, cfg)
 
     @classmethod
@@ -283,7 +287,9 @@ class Repository:
         return self.store.read_range(self.pack_path(loc.pack), loc.offset, loc.stored)
 
     def read_chunk(self, loc: Location) -> bytes:
-        return decompress(self.read_blob(loc))
+        """A chunk's bytes; CorruptBlob if its blob is damaged or claims more than the
+        repository's maximum chunk size."""
+        return decompress(self.read_blob(loc), max_bytes=self.config.max_size)
 
     def delete_pack(self, name: bytes) -> None:
         self.store.delete(self.pack_path(name))

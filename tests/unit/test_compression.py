@@ -8,16 +8,20 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from orbit_fast.compression import (
+    BLOB_FORMAT,
     FLAG_INCOMPRESSIBLE,
     HEADER,
     LZ4,
+    MAX_RAW_BYTES,
     RAW,
     ZSTD,
     Codec,
     CorruptBlob,
+    OutputLimit,
     blob_info,
     compress,
     decompress,
+    decompress_zstd,
     parse_codec,
 )  # fmt: skip
 from orbit_fast.errors import UsageError
@@ -91,3 +95,50 @@ def test_structural_damage_is_reported_not_guessed() -> None:
         decompress(blob[:1] + b"\x07" + blob[2:])
     with pytest.raises(CorruptBlob, match="shorter than its 12-byte header"):
         decompress(blob[:5])
+
+
+# ---- output limits: a blob's header and a zstd frame's are what an attacker writes ------------
+
+
+def test_the_default_limit_is_the_largest_chunk() -> None:
+    from orbit_fast.chunking import MAX_CHUNK
+
+    assert MAX_RAW_BYTES == MAX_CHUNK
+
+
+@pytest.mark.parametrize("codec", CODECS, ids=str)
+def test_a_blob_claiming_more_than_the_limit_is_refused(codec: Codec) -> None:
+    data = bytes(100_000)
+    blob = compress(codec, data)
+    assert decompress(blob, max_bytes=100_000) == data
+    with pytest.raises(OutputLimit, match="claims 100000 bytes, more than the 99999 allowed"):
+        decompress(blob, max_bytes=99_999)
+
+
+def test_a_zstd_frame_declaring_more_than_its_blob_is_refused_before_decompressing() -> None:
+    import zstandard
+
+    body = zstandard.ZstdCompressor(level=19).compress(bytes(200 << 20))
+    assert len(body) < 8 << 10
+    blob = HEADER.pack(BLOB_FORMAT, ZSTD, 0, 1000, len(body)) + body
+    with pytest.raises(OutputLimit, match="declares 209715200 bytes, more than the 1000"):
+        decompress(blob)
+    assert isinstance(OutputLimit("x"), CorruptBlob)  # callers that name damaged chunks
+
+
+def test_a_zstd_frame_without_a_declared_size_is_read_up_to_the_limit_only() -> None:
+    import zstandard
+
+    body = zstandard.ZstdCompressor(write_content_size=False).compress(bytes(50 << 20))
+    assert zstandard.frame_content_size(body) == -1
+    with pytest.raises(OutputLimit, match="more than the 1048576 bytes"):
+        decompress_zstd(body, 1 << 20)
+    assert decompress_zstd(body, 50 << 20) == bytes(50 << 20)
+    small = zstandard.ZstdCompressor(write_content_size=False).compress(b"abc" * 1000)
+    assert decompress_zstd(memoryview(small), 3000) == b"abc" * 1000
+
+
+def test_an_lz4_blob_claiming_a_huge_size_is_refused_without_allocating_it() -> None:
+    blob = HEADER.pack(BLOB_FORMAT, LZ4, 0, 0xFFFFFFFF, 4) + b"\x00" * 4
+    with pytest.raises(OutputLimit, match="claims 4294967295 bytes"):
+        decompress(blob)
