@@ -138,6 +138,10 @@ class SourceSwap:
         except OSError:
             pass
 
+    @property
+    def waiting(self) -> bool:
+        return self.first is None
+
     def report(self) -> dict:
         return {"kind": "source", "first": self.first, "swaps": self.swaps}
 
@@ -147,7 +151,7 @@ class DestSwap:
         self.dirs = []
         for path, victim, watch in g["dirs"]:
             self.dirs.append({"path": path, "victim": victim, "trigger": Trigger({
-                "new_entry": watch}), "swapped": 0})  # fmt: skip
+                "new_entry": watch}), "swapped": 0, "tries": 0})  # fmt: skip
         self.first: float | None = None
         self.swaps = 0
 
@@ -161,8 +165,9 @@ class DestSwap:
             elif not d["trigger"].fired():
                 continue
             head, name = os.path.split(path)
+            d["tries"] += 1  # a fresh name each time: never onto an earlier one
             try:
-                os.rename(path, os.path.join(head, f".{name}.away{d['swapped']}"))
+                os.rename(path, os.path.join(head, f".{name}.away{d['tries']}"))
                 os.symlink(d["victim"], path)
             except OSError:
                 continue
@@ -170,6 +175,10 @@ class DestSwap:
             self.swaps += 1
             if self.first is None:
                 self.first = time.monotonic()
+
+    @property
+    def waiting(self) -> bool:
+        return any(not d["swapped"] for d in self.dirs)
 
     def report(self) -> dict:
         return {"kind": "dest", "first": self.first, "swaps": self.swaps}
@@ -181,15 +190,17 @@ def main(plan_path: str) -> None:
     groups = [SourceSwap(g) if g["kind"] == "source" else DestSwap(g) for g in plan["groups"]]
     print("ready", flush=True)
     deadline = time.monotonic() + plan.get("timeout_s", 120)
-    stop = plan["stop"]
-    n = 0
-    while time.monotonic() < deadline:
+    stop, look = plan["stop"], 0.0
+    while (now := time.monotonic()) < deadline:
         for g in groups:
             g.step()
-        n += 1
-        if n % 64 == 0 and os.path.exists(stop):
-            break
-        time.sleep(0.0001)  # a poll every ~0.1 ms: enough to win, and a core left to the run
+        if now >= look:  # the stop file, every 10 ms
+            if os.path.exists(stop):
+                break
+            look = now + 0.01
+        # A poll every ~0.1 ms while a trigger is awaited: enough to win the race. Then every
+        # millisecond: flips and re-swaps need no more, and the run gets the CPU.
+        time.sleep(0.0001 if any(g.waiting for g in groups) else 0.001)
     print(json.dumps([g.report() for g in groups]), flush=True)
 
 

@@ -27,7 +27,7 @@ from typing import Any
 
 ATTACKER = Path(__file__).with_name("attacker.py")
 # The smallest block the engine takes (4 KiB; config.validate): files of a few KiB are then
-# copied in several blocks, each a separate open of the source by name.
+# copied in several blocks, and a swap between two block reads is tried too.
 BLOCK_MB = 4096 / (1 << 20)
 RUNS = 20  # of each kind (issue #15)
 SINGLE = (64, 4000)  # sizes a symlink's target text can match (at most 4095 bytes)
