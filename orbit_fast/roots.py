@@ -118,3 +118,33 @@ def check_run(ends: Sequence[tuple[str, str]], roots: Sequence[str] = (),
                 raise
             raise UsageError(f"{what}: {exc}", what) from None
     return out
+
+
+def open_end(what: str, path: str, reached: Reached | None, create: bool = False,
+             mode: int = 0o777) -> confine.Tree:  # fmt: skip
+    """The local end `path` as a Tree, opened from what the run-start check reached: that
+    directory again (Tree.reopen: the same dev and inode, else the run stops) and the rest of
+    the path below it without following a link (created with `create`). Without a check
+    (no roots), the path as the operator wrote it. `mode`: of the directories created."""
+    if reached is None:
+        if create:
+            os.makedirs(path, mode, exist_ok=True)
+        return confine.Tree.open(path)
+    try:
+        top = confine.Tree.reopen(reached.path, reached.dev, reached.ino)
+    except OSError as exc:
+        raise OutsideRoots(f"{what} {path} changed since the run's check of the allowed roots "
+                           f"({_why(exc)}); nothing was touched, run it again", what) from exc
+    with top:
+        rest = os.path.relpath(os.path.normpath(path), os.path.normpath(reached.path))
+        if rest == ".":
+            return confine.Tree(os.dup(top.fd), path)
+        try:
+            if create:
+                top.makedirs(rest, mode)
+            return top.beneath(rest)
+        except FileNotFoundError:
+            raise
+        except OSError as exc:
+            raise OutsideRoots(f"{what} {path} is no longer reached from an allowed root "
+                               f"({_why(exc)}); nothing was touched", what) from exc

@@ -30,14 +30,14 @@ from orbit_fast.cancel import CancelToken
 from orbit_fast.config import BackupOptions, is_remote
 from orbit_fast.confine import Tree
 from orbit_fast.coordinator.run import RunLedger
-from orbit_fast.errors import ExitCode, SourceError
+from orbit_fast.errors import ExitCode, IntegrityError, SourceError
 from orbit_fast.filters import FilterRules
 from orbit_fast.index.universe import Universe
 from orbit_fast.repo import snapshot as snapfmt
 from orbit_fast.repo.pack_writer import PackWriter
 from orbit_fast.repo.repository import Repository
 from orbit_fast.repo.snapshot import Node
-from orbit_fast.roots import check_run
+from orbit_fast.roots import check_run, open_end
 
 if TYPE_CHECKING:
     from orbit_fast.index.state_file import StateClaims
@@ -182,8 +182,8 @@ class Backup:
 
     def _body(self) -> p.BackupSummary:
         opts = self.opts
-        check_run((("source", opts.source), ("repository", opts.repository)),
-                  opts.allowed_roots, opts.protected_paths)  # fmt: skip
+        reached = check_run((("source", opts.source), ("repository", opts.repository)),
+                            opts.allowed_roots, opts.protected_paths)  # fmt: skip
         self.src: Any = None
         self.tree: Tree | None = None
         if is_remote(opts.source):
@@ -193,7 +193,7 @@ class Backup:
         else:
             try:
                 # Every file below is read through this fd, no symlink followed (confine.py).
-                self.tree = Tree.open(opts.source)
+                self.tree = open_end("source", opts.source, reached.get("source"))
             except OSError as exc:
                 raise SourceError(f"the backup source {opts.source} is not a directory (or is "
                                   f"missing: {exc.strerror}); check the path") from exc
@@ -231,7 +231,14 @@ class Backup:
         parent_name, parent = None, None
         for name, info in reversed(repo.snapshots()):
             if info.source == opts.source and info.hostname == host:
-                parent_name, parent = name, repo.load_snapshot(name)
+                try:
+                    parent_name, parent = name, repo.load_snapshot(name)
+                except IntegrityError as exc:
+                    # A snapshot someone with write access crafted (or damage) must not stop
+                    # every later backup of this source: an older parent, or none, will do.
+                    self._warn("", "bad_parent", f"{exc}; not used as the parent (its "
+                               "files are read again): run `orbit-fast verify`")  # fmt: skip
+                    continue
                 break
         old = {n.path: n for n in parent.nodes} if parent else {}
         self.ledger.started(workers=opts.workers, block_bytes=repo.config.avg_size)

@@ -38,7 +38,7 @@ from orbit_fast.names import shown
 from orbit_fast.repo import snapshot as snapfmt
 from orbit_fast.repo.repository import Repository
 from orbit_fast.repo.snapshot import Node
-from orbit_fast.roots import check_run
+from orbit_fast.roots import Reached, check_run, open_end
 
 TMP_SUFFIX = ".orbit-restore.tmp"
 NAME_MAX = 255
@@ -66,20 +66,14 @@ def select(nodes: list[Node], paths: tuple[str, ...], parents: bool = True) -> l
     return [n for n in nodes if n.path in keep]
 
 
-def open_target(target: str) -> tuple[Tree, bool]:
+def open_target(target: str, reached: Reached | None = None) -> tuple[Tree, bool]:
     """The target directory, opened once (created with its parents if missing), and whether
-    this call created it. The operator names it: its own path may go through links he made."""
-    created = False
+    this call created it. The operator names it: its own path may go through links he made;
+    with allowed roots, it is opened (and created) below what their check `reached`."""
     try:
-        try:
-            os.mkdir(target, 0o700)
-            created = True
-        except FileExistsError:
-            pass
-        except FileNotFoundError:
-            os.makedirs(target, exist_ok=True)
-            created = True
-        return Tree.open(target), created
+        created = not os.path.lexists(target)
+        return (open_end("restore target", target, reached, create=True, mode=0o700),
+                created)  # fmt: skip
     except OSError as exc:
         raise DestinationError(
             f"cannot create the restore target {target}: {exc.strerror}"
@@ -117,11 +111,11 @@ def restore(repo: Repository, universe: Universe, snap: snapfmt.Snapshot, target
             cancel: CancelToken,
             allowed_roots: tuple[str, ...] = ()) -> p.RestoreSummary:  # fmt: skip
     t0 = time.monotonic()
-    check_run((("restore target", os.path.abspath(target)),), allowed_roots)
+    target = os.path.abspath(target)
+    reached = check_run((("restore target", target),), allowed_roots)
     repo.sync_index(universe)
     nodes = select(snap.nodes, paths)
-    target = os.path.abspath(target)
-    tree, target_created = open_target(target)
+    tree, target_created = open_target(target, reached.get("restore target"))
     try:
         return _Restore(repo, universe, tree, target_created, on_event).run(nodes, cancel, t0)
     finally:

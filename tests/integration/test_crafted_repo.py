@@ -11,6 +11,7 @@ docs/backup.md (Confinement) states what these tests show.
 from __future__ import annotations
 
 import os
+import socket
 import stat
 import subprocess
 import sys
@@ -416,3 +417,21 @@ def test_ls_diff_and_verify_escape_control_characters(place: Place) -> None:
     # JSON output stays JSON (its encoder escapes them)
     js = json_events(run_cli("ls", "-r", str(place.repo), name[:12], "--json").stdout)
     assert any(e["path"].startswith("evil\x1b") for e in js)
+
+
+def test_a_crafted_parent_does_not_stop_the_next_backup(place: Place) -> None:
+    # A hostile snapshot posing as the newest of this source on this host: the next backup
+    # warns, backs up without it (reading every file again) and stores a good snapshot.
+    src = str(place.root / "src")
+    snap = Snapshot(time_ns=time.time_ns(), hostname=socket.gethostname(), source=src,
+                    nodes=[place.root_node, place.file("../sibling/evil")],
+                    files_total=1)  # fmt: skip
+    with Repository.open(str(place.repo)) as repo:
+        bad = repo.write_snapshot(snap)
+    proc = run_cli("backup", src, str(place.repo), "--json", "-j", "1", check=ExitCode.PARTIAL)
+    assert bad[:8] in proc.stdout + proc.stderr and "bad_parent" in proc.stdout
+    with Repository.open(str(place.repo)) as repo:
+        (name, latest) = repo.resolve("latest")
+    assert name != bad and latest.parent != bad
+    assert sorted(n.path for n in latest.nodes) == [b"", b"a.txt", b"d", b"d/inner.txt", b"tool"]
+    place.assert_outside_untouched()

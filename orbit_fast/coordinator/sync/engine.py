@@ -111,8 +111,8 @@ class SyncEngine:
     def _body(self) -> p.Summary:
         o = self.opts
         # Before anything is touched: both ends below an allowed root now, neither the state.
-        check_run((("source", o.source), ("destination", o.destination)), o.allowed_roots,
-                  o.protected_paths)  # fmt: skip
+        reached = check_run((("source", o.source), ("destination", o.destination)),
+                            o.allowed_roots, o.protected_paths)  # fmt: skip
         check_ends(o)
         if o.remote:
             from orbit_fast.backends.registry import open_store
@@ -126,7 +126,9 @@ class SyncEngine:
             self.stores = (src, dst)
         else:
             try:
-                self.trees = Trees(o)  # every local path below is reached through these
+                # Every local path below is reached through these, opened from what the
+                # roots check reached.
+                self.trees = Trees(o, reached.get("source"), reached.get("destination"))
             except OSError as exc:
                 raise dest_error(exc, o.destination) from exc
         try:

@@ -48,6 +48,7 @@ from orbit_fast.coordinator.transfer import (
 from orbit_fast.filters import FilterRules
 from orbit_fast.fsinfo import is_temp_name, temp_name
 from orbit_fast.index.jobs_db import Job, JobsDB, UploadRecord
+from orbit_fast.roots import Reached, open_end
 
 if TYPE_CHECKING:
     from orbit_fast.workers.pool import WorkerPool
@@ -81,11 +82,12 @@ class Trees:
     """The run's two local trees, each root opened once: the source, and the destination
     (None in a dry run whose destination does not exist yet)."""
 
-    def __init__(self, opts: SyncOptions) -> None:
-        self.src = Tree.open(opts.source)
+    def __init__(self, opts: SyncOptions, src: Reached | None = None,
+                 dst: Reached | None = None) -> None:  # fmt: skip
+        self.src = open_end("source", opts.source, src)
         self.dst: Tree | None = None
         try:
-            self.dst = Tree.open(opts.destination)
+            self.dst = open_end("destination", opts.destination, dst)
         except FileNotFoundError:
             if not opts.dry_run:
                 self.src.close()
