@@ -43,6 +43,8 @@ def check_ends(opts: SyncOptions) -> None:
         raise DestinationError(f"destination {dst} exists and is not a directory")
     if opts.dry_run:
         return
+    if opts.allowed_roots and not os.path.lexists(dst):
+        return  # created below what the roots check reached, never through a link (Trees)
     try:
         os.makedirs(dst, exist_ok=True)
     except OSError as exc:

@@ -87,7 +87,8 @@ class Trees:
         self.src = open_end("source", opts.source, src)
         self.dst: Tree | None = None
         try:
-            self.dst = open_end("destination", opts.destination, dst)
+            self.dst = open_end("destination", opts.destination, dst,
+                                create=not opts.dry_run)  # fmt: skip
         except FileNotFoundError:
             if not opts.dry_run:
                 self.src.close()
