@@ -283,12 +283,31 @@ cdef extern from *:
     const char *orbit_dot
 
 
+cdef bint _clean(const char *rel, Py_ssize_t n) noexcept nogil:
+    """confine.check_rel in C: "/"-joined components, none empty, "." or "..", no NUL."""
+    cdef Py_ssize_t i, start = 0
+    for i in range(n + 1):
+        if i < n and rel[i] == 0:
+            return False
+        if i < n and rel[i] != b'/':
+            continue
+        if i == start:  # empty: a leading "/", "//" or a trailing "/"
+            return n == 0
+        if rel[start] == b'.' and (i - start == 1 or (i - start == 2 and rel[start + 1] == b'.')):
+            return False
+        start = i + 1
+    return True
+
+
 cdef int _beneath(int dirfd, const char *rel, Py_ssize_t n, int flags, int mode,
                   bint use_openat2) noexcept nogil:
     """openat below dirfd following no symlink (see open_beneath); -1 with errno set."""
     cdef int fd, nxt, r, err
     cdef Py_ssize_t i, start
     cdef char part[256]
+    if not _clean(rel, n):
+        orbit_set_errno(22)  # EINVAL
+        return -2
     flags |= O_NOFOLLOW | O_CLOEXEC
     if use_openat2:
         return orbit_openat2(dirfd, rel if n else orbit_dot, flags, mode)
@@ -324,9 +343,10 @@ def open_beneath(int dirfd, bytes rel, int flags, int mode, bint use_openat2):
     """An fd for `rel` below the directory `dirfd`, following no symlink in any component and
     never leaving dirfd's tree: openat2(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS), or (without
     `use_openat2`) a walk that opens each directory O_PATH | O_NOFOLLOW relative to the one
-    before. O_NOFOLLOW and O_CLOEXEC are always added. `rel` must already be clean (confine.
-    check_rel: no "", ".", ".." component, not absolute, no NUL); b"" opens dirfd's directory
-    again. Errors: OSError with filename `rel` (ELOOP, ENOTDIR, EXDEV, ENOENT, ...)."""
+    before. O_NOFOLLOW and O_CLOEXEC are always added. A `rel` that is not clean (as
+    confine.check_rel: an "", "." or ".." component, absolute, a NUL) is refused with EINVAL
+    before any system call; b"" opens dirfd's directory again. Errors: OSError with filename
+    `rel` (EINVAL, ELOOP, ENOTDIR, EXDEV, ENOENT, ...)."""
     cdef const char *p = rel
     cdef Py_ssize_t n = len(rel)
     cdef int fd, err = 0
@@ -334,6 +354,8 @@ def open_beneath(int dirfd, bytes rel, int flags, int mode, bint use_openat2):
         fd = _beneath(dirfd, p, n, flags, mode, use_openat2)
         if fd < 0:
             err = errno
+    if fd == -2:
+        raise OSError(err, "unsafe path (not a clean relative path)", rel)
     if fd < 0:
         raise OSError(err, _strerror(err), rel)
     return fd

@@ -112,7 +112,7 @@ class Tree:
     tree (openat2 only), Escape for a path that is not clean.
     """
 
-    __slots__ = ("fd", "path", "dev", "ino")
+    __slots__ = ("fd", "path", "dev", "ino", "_open", "_openat2")
 
     def __init__(self, fd: int, path: str) -> None:
         st = os.fstat(fd)
@@ -120,6 +120,9 @@ class Tree:
             os.close(fd)
             raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), path)
         self.fd, self.path, self.dev, self.ino = fd, path, st.st_dev, st.st_ino
+        # Looked up once: open_file is on every copy's path (a lookup is ~1 us a call).
+        self._open = kernels().open_beneath
+        self._openat2 = have_openat2()
 
     @classmethod
     def open(cls, path: str | bytes, *, follow: bool = True) -> Tree:
@@ -164,8 +167,10 @@ class Tree:
 
     def open_file(self, rel: str | bytes, flags: int, mode: int = 0o600) -> int:
         """An fd for `rel` (O_NOFOLLOW in every component). With O_CREAT | O_EXCL nothing that
-        is already there, link or not, is ever opened."""
-        return open_beneath(self.fd, check_rel(rel), flags, mode)
+        is already there, link or not, is ever opened. An unclean `rel` fails with EINVAL (the
+        kernel checks it as check_rel does)."""
+        return self._open(self.fd, rel if isinstance(rel, bytes) else os.fsencode(rel), flags,
+                          mode, self._openat2)  # fmt: skip
 
     def create_fresh(self, rel: str | bytes, mode: int = 0o600) -> int:
         """A new, empty file at `rel`, open for writing: whatever is at that name (a stale
@@ -180,7 +185,8 @@ class Tree:
 
     def open_dir(self, rel: str | bytes) -> int:
         """A read-only fd of the directory `rel` (for listing, fchmod, futimens, *at calls)."""
-        return open_beneath(self.fd, check_rel(rel), _DIR_FLAGS)
+        return self._open(self.fd, rel if isinstance(rel, bytes) else os.fsencode(rel),
+                          _DIR_FLAGS, 0, self._openat2)  # fmt: skip
 
     @contextmanager
     def parent(self, rel: str | bytes) -> Iterator[tuple[int, bytes]]:

@@ -105,8 +105,11 @@ def open_beneath(dirfd: int, rel: bytes, flags: int, mode: int, use_openat2: boo
     """An fd for `rel` below the directory `dirfd`, following no symlink in any component and
     never leaving dirfd's tree: openat2(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS), or (without
     `use_openat2`) a walk that opens each directory O_PATH | O_NOFOLLOW relative to the one
-    before. O_NOFOLLOW and O_CLOEXEC are always added. `rel` must already be clean
-    (confine.check_rel); b"" opens dirfd's directory again."""
+    before. O_NOFOLLOW and O_CLOEXEC are always added. A `rel` that is not clean (an "", "."
+    or ".." component, absolute, a NUL) is refused with EINVAL before any system call; b""
+    opens dirfd's directory again."""
+    if rel and (b"\0" in rel or any(c in (b"", b".", b"..") for c in rel.split(b"/"))):
+        raise OSError(errno.EINVAL, "unsafe path (not a clean relative path)", rel)
     flags |= os.O_NOFOLLOW | os.O_CLOEXEC
     if use_openat2:
         return _openat2(dirfd, rel or b".", flags, mode)

@@ -172,3 +172,12 @@ def test_create_fresh_replaces_a_planted_link_without_following_it(layout):
         os.close(fd)
     assert (root / "d" / "tmp").read_text() == "ours" and not os.path.islink(root / "d" / "tmp")
     assert (outside / "secret").read_text() == "secret"
+
+
+@pytest.mark.parametrize("rel", [b"/etc/passwd", b"../x", b"a/../b", b"a//b", b"./a", b"a/.",
+                                 b"a\0b", b"a/", b"..", b"."])
+def test_the_kernel_refuses_unclean_paths_itself(tmp_path, mode, rel):
+    (tmp_path / "a").mkdir()
+    with Tree.open(tmp_path) as t, pytest.raises(OSError) as err:
+        t.open_file(rel, os.O_RDONLY)
+    assert err.value.errno == errno.EINVAL
