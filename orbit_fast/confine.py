@@ -80,16 +80,6 @@ def check_rel(rel: str | bytes) -> bytes:
     return b
 
 
-def check_name(name: str | bytes) -> bytes:
-    """`name` as bytes if it is one path component (no "/", not "", ".", ".." or NUL)."""
-    b = os.fsencode(name)
-    if not b:
-        raise Escape(name, "empty name")
-    if b"/" in b:
-        raise Escape(name, "holds '/'")
-    return check_rel(b)
-
-
 def open_beneath(dirfd: int, rel: bytes, flags: int, mode: int = 0o600) -> int:
     """openat below `dirfd`, following no symlink in any component, never leaving `dirfd`'s
     tree. `rel` must already be clean (check_rel); b"" opens `dirfd`'s directory again. The
@@ -145,7 +135,7 @@ class Tree:
     def beneath(self, rel: str | bytes) -> Tree:
         """The directory `rel` below this root, as a tree of its own."""
         b = check_rel(rel)
-        return Tree(open_beneath(self.fd, b, _DIR_FLAGS), os.path.join(self.path, os.fsdecode(b)))
+        return Tree(self.open_dir(b), os.path.join(self.path, os.fsdecode(b)))
 
     def close(self) -> None:
         if self.fd >= 0:
@@ -195,7 +185,7 @@ class Tree:
         if not b:
             raise Escape(rel, "the root has no parent here")
         d, name = _dirname(b)
-        fd = self.fd if not d else open_beneath(self.fd, d, _DIR_FLAGS)
+        fd = self.fd if not d else self.open_dir(d)
         try:
             yield fd, name
         finally:
@@ -235,22 +225,11 @@ class Tree:
         with self.parent(rel) as (fd, name):
             os.unlink(name, dir_fd=fd)
 
-    def rmdir(self, rel: str | bytes) -> None:
-        with self.parent(rel) as (fd, name):
-            os.rmdir(name, dir_fd=fd)
-
     def rmtree(self, rel: str | bytes) -> None:
         """Remove the directory `rel` and everything in it, entering no symlink (shutil's
         fd-based rmtree, relative to rel's parent)."""
         with self.parent(rel) as (fd, name):
             shutil.rmtree(os.fsdecode(name), dir_fd=fd)
-
-    def remove(self, rel: str | bytes) -> None:
-        """Remove whatever `rel` is: a directory with its contents, or one entry."""
-        try:
-            self.unlink(rel)
-        except IsADirectoryError:
-            self.rmtree(rel)
 
     def rename(self, src: str | bytes, dst: str | bytes) -> None:
         """renameat: replaces whatever non-directory is at `dst` (a link there is replaced,
