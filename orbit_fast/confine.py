@@ -163,15 +163,9 @@ class Tree:
                           mode, self._openat2)  # fmt: skip
 
     def create_fresh(self, rel: str | bytes, mode: int = 0o600) -> int:
-        """A new, empty file at `rel`, open for writing: whatever is at that name (a stale
-        temp file, or a link someone planted at a predictable name) is removed, never
-        followed; O_EXCL then refuses anything that reappears there meanwhile."""
-        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL
-        try:
-            return self.open_file(rel, flags, mode)
-        except FileExistsError:
-            self.unlink(rel)
-            return self.open_file(rel, flags, mode)
+        """A new, empty file at `rel`, open for writing (create_fresh_at in its directory)."""
+        with self.parent(rel) as (fd, name):
+            return create_fresh_at(fd, name, mode)
 
     def open_dir(self, rel: str | bytes) -> int:
         """A read-only fd of the directory `rel` (for listing, fchmod, futimens, *at calls)."""
@@ -283,6 +277,18 @@ class Tree:
                 fd = nxt
         finally:
             os.close(fd)
+
+
+def create_fresh_at(dirfd: int, name: bytes, mode: int = 0o600) -> int:
+    """A new, empty file `name` in `dirfd`, open for writing: whatever is at that name (a stale
+    temp file, or a link someone planted at a predictable name) is removed, never followed;
+    O_EXCL | O_NOFOLLOW then refuse anything that reappears there meanwhile."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    try:
+        return os.open(name, flags, mode, dir_fd=dirfd)
+    except FileExistsError:
+        os.unlink(name, dir_fd=dirfd)
+        return os.open(name, flags, mode, dir_fd=dirfd)
 
 
 def same_file(st: os.stat_result, dev: int, ino: int, size: int, mtime_ns: int) -> bool:

@@ -134,16 +134,3 @@ def is_temp_name(name: str, token: str) -> bool:
 def is_sync_temp(basename: str) -> bool:
     """A temp name of any sync job (temp_name)."""
     return basename.startswith(".") and _SYNC_TEMP_RE.match(basename) is not None
-
-
-def create_fresh(path: str, mode: int = 0o600) -> int:
-    """Open a new, empty file at `path` for writing: whatever is there (a stale temp file of
-    ours, or a symlink someone put at our predictable temp name) is removed, never followed;
-    if something reappears there meanwhile, FileExistsError (or ELOOP) instead of writing
-    through it. Returns the fd."""
-    try:
-        os.unlink(path)  # unlink never follows a symlink: it removes the link itself
-    except FileNotFoundError:
-        pass
-    return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
-                   mode)  # fmt: skip

@@ -26,7 +26,7 @@ import xxhash
 from orbit_fast import environment
 from orbit_fast import messages as m
 from orbit_fast._native import kernels
-from orbit_fast.confine import Tree, same_file
+from orbit_fast.confine import Tree, create_fresh_at, same_file
 from orbit_fast.errors import OrbitError
 from orbit_fast.workers.ring import SharedRing
 
@@ -301,7 +301,7 @@ class _Runner:
                     # A single block: the worker creates the temp file (fresh, O_EXCL: never
                     # through whatever is at its name) in the directory it renames it in.
                     dirfd, name = self._dir(t.tmp)
-                    fd = _create_fresh(dirfd, name)
+                    fd = create_fresh_at(dirfd, name)
                 else:
                     fd = self.trees[m.DST].open_file(t.tmp, os.O_WRONLY)
                 if got and not hole:
@@ -494,18 +494,6 @@ class _Runner:
             os.close(sfd)
         w = f.src_id
         return None if same_file(st, w.dev, w.ino, w.size, w.mtime_ns) else _changed(st, w)
-
-
-def _create_fresh(dirfd: int, name: bytes) -> int:
-    """A new, empty temp file `name` in `dirfd`: a stale one of ours (or a link planted at our
-    predictable name) is removed first, never followed; O_EXCL then refuses anything that
-    reappears there."""
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-    try:
-        return os.open(name, flags, 0o600, dir_fd=dirfd)
-    except FileExistsError:
-        os.unlink(name, dir_fd=dirfd)
-        return os.open(name, flags, 0o600, dir_fd=dirfd)
 
 
 def _close_quietly(fd: int) -> None:
