@@ -385,38 +385,25 @@ def test_smb_credentials_file(samba, smb_dir, tmp_path, monkeypatch) -> None:
 
 
 def test_smb_listing_and_reads_agree_with_the_share(samba, smb_dir, monkeypatch) -> None:
-    """The fast paths (one compound request per directory and per small file, parsed by
-    hand) against what is on disk: a directory too big for one reply, sizes, mtimes to the
-    microsecond, and a file that changed after it was listed."""
+    """The raw paths (one compound request per directory and per small file, parsed by
+    hand) against what is on disk: a directory too big for one reply, sizes, mtimes to
+    100 ns, and a file that changed after it was listed."""
     from tests.conftest import write
 
     d = samba.share_dir / smb_dir
-    for i in range(600):  # ~600 entries with long names: more than half of a 64 KiB reply
+    for i in range(1500):  # long names: 270 KiB of entries, more than one 256 KiB reply
         f = write(d / "big" / f"a-rather-long-file-name-to-fill-the-reply-{i:04d}.txt", b"x" * i)
         t = (1_600_000_000 + i) * 10**9 + 123456789
         os.utime(f, ns=(t, t))
     write(d / "small" / "f", b"before", mtime=1_650_000_000.5)
     (d / "empty").mkdir()
-    from orbit_fast.backends.smb import wire
-
-    fallbacks: list[str] = []  # listings that went through smbclient's slow path
-    fast = wire.scan_compound
-
-    def scan_compound(fd, msg):  # type: ignore[no-untyped-def]
-        buf = fast(fd, msg)
-        if buf is None:
-            fallbacks.append(fd.name)
-        return buf
-
-    monkeypatch.setattr(wire, "scan_compound", scan_compound)
     s = open_store(samba.url(smb_dir))
     infos = {i.name: i for i in s.list_info("")}
-    assert len(infos) == 601
-    assert not fallbacks  # every directory in one compound, parsed by hand
-    assert list(s.list_info("missing")) == [] and len(fallbacks) == 1  # smbclient names it
-    for i in range(600):
+    assert len(infos) == 1501  # "big" needs more than one reply: paged on one handle
+    assert list(s.list_info("missing")) == []
+    for i in range(1500):  # times to the share's 100 ns
         info = infos[f"big/a-rather-long-file-name-to-fill-the-reply-{i:04d}.txt"]
-        assert info.size == i and info.mtime_ns == (1_600_000_000 + i) * 10**9 + 123456000
+        assert info.size == i and info.mtime_ns == (1_600_000_000 + i) * 10**9 + 123456700
     listed = infos["small/f"]
     assert s.read_info("small/f", listed) == (b"before", listed)
     write(d / "small" / "f", b"after, and longer", mtime=1_660_000_000)

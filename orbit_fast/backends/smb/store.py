@@ -1,13 +1,13 @@
-"""SMBStore: a Store on an SMB share through smbprotocol's smbclient,
-`smb://[user@]host[:port]/share/path`: both halves, part uploads (parts.py) and server copies
-between stores of one server and login. Credentials: credentials.py; the compound requests of
-listings and small reads: wire.py.
+"""SMBStore: a Store on an SMB share, `smb://[user@]host[:port]/share/path`: both halves,
+part uploads (parts.py) and server copies between stores of one server and login.
+Credentials: credentials.py. The data path is raw SMB2 requests (wire.py, packets.py) on an
+smbprotocol connection whose session and tree smbclient's pool sets up (channel.py): one
+compound request, one round trip, per small file.
 
-Writes go to a temp name beside the object and are renamed into place (replace, or, for an
-exclusive write, a rename that fails if the name exists), so readers never see part of an
-object. Reads and writes use requests of at most IO_BYTES (1 MiB: the fastest size on loopback,
-RECIPES.md 8). smbclient needs `port=` on every call (its session cache is keyed by
-host:port), which `_do` supplies.
+Writes go to a temp name beside the object and are renamed into place in the same compound
+(replace, or, for an exclusive write, a rename that fails if the name exists), so readers never
+see part of an object. Reads and writes use requests of at most IO_BYTES (1 MiB: the fastest
+size on loopback, RECIPES.md 8). Times are kept to the share's 100 ns.
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ from __future__ import annotations
 import errno
 import secrets
 import threading
-from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -34,18 +33,23 @@ from orbit_fast.backends.base import (
 )
 from orbit_fast.backends.parts import FileUploads
 from orbit_fast.backends.smb.credentials import resolve
-from orbit_fast.backends.smb.wire import IO_BYTES, Entry, read_compound, scan
-from orbit_fast.backends.smb.wire import MTIME_PRECISION_NS as _US
+from orbit_fast.backends.smb.packets import TIME_PRECISION_NS, Entry, StatusError
+from orbit_fast.backends.smb.wire import COMPOUND_READ, Wire
 from orbit_fast.environment import getenv
 from orbit_fast.errors import RemoteError
 
-# Files below this are read with one compound request (open, reads of IO_BYTES, close).
-COMPOUND_READ = 8 << 20
-_OPEN_FILES = 8
+
+class _ThreadConn:
+    """One thread's smbclient connection cache and the Wire on it."""
+
+    def __init__(self) -> None:
+        self.cache: dict[str, Any] = {}
+        self.wire: Wire | None = None
 
 
 class SMBStore(ProbesByListing, FileUploads):
-    capabilities = Capabilities(min_part_bytes=0, max_part_bytes=0, mtime_ns_precision=_US)
+    capabilities = Capabilities(min_part_bytes=0, max_part_bytes=0,
+                                mtime_ns_precision=TIME_PRECISION_NS)  # fmt: skip
 
     def __init__(self, url: str) -> None:
         import smbclient
@@ -54,7 +58,8 @@ class SMBStore(ProbesByListing, FileUploads):
         self.url = url
         share = resolve(url)
         self.host, self.port, self._root = share.host, share.port, share.root
-        self._fds: OrderedDict[str, Any] = OrderedDict()
+        # The URL's directory below the share, as CREATE requests name it.
+        self._base = "\\".join(self._root.split("\\")[4:])
         self._dirs_made: set[str] = set()
         self._orphans: set[str] = set()  # our temp objects a failed cleanup left behind
         # A connection cache of our own: smbclient's global one would hand this store another
@@ -68,12 +73,11 @@ class SMBStore(ProbesByListing, FileUploads):
         """Open the share once, with a deadline: smbprotocol waits without one when a share is
         missing and it chases a DFS referral, so a wrong share name would hang the job."""
         done: list[BaseException | None] = []
-        cache = self._cache  # the caller's connection: the helper thread must not make its own
+        local = self._local  # the caller's connection: the helper thread must not make its own
 
         def run() -> None:
             try:
-                self._do("open", "", self._smb.makedirs, self._root, exist_ok=True,
-                         cache=cache)  # fmt: skip
+                self._do("open", "", lambda w: w.mkdir(""), local=local)
                 done.append(None)
             except BaseException as exc:  # noqa: BLE001 - handed to the caller
                 done.append(exc)
@@ -90,21 +94,63 @@ class SMBStore(ProbesByListing, FileUploads):
             raise done[0]
 
     @property
-    def _cache(self) -> dict[str, Any]:
-        """This thread's connection cache: one SMB connection per thread, since smbprotocol
-        runs out of credits when threads share one (RECIPES.md 8)."""
-        cache = getattr(self._caches, "cache", None)
-        if cache is None:
-            cache = self._caches.cache = {}
-        return cache
+    def _local(self) -> Any:
+        """This thread's connection cache and Wire: one SMB connection per thread, since
+        smbprotocol runs out of credits when threads share one (RECIPES.md 8)."""
+        local = getattr(self._caches, "conn", None)
+        if local is None:  # a plain object, so that the connect thread can be handed it
+            local = self._caches.conn = _ThreadConn()
+        return local
 
-    def _connect(self) -> None:
+    @property
+    def _cache(self) -> dict[str, Any]:
+        return self._local.cache  # type: ignore[no-any-return]
+
+    def _connect(self, local: Any = None) -> None:
+        """A Channel (channel.py) in this thread's cache, with a session smbclient logs in."""
+        from smbclient._pool import ClientConfig
+
+        from orbit_fast.backends.smb.channel import Channel
+
+        cache = (local or self._local).cache
+        key = f"{self.host.lower()}:{self.port}"
         try:
+            conn = cache.get(key)
+            if conn is None or not conn.transport.connected or conn._t_exc is not None:
+                conn = Channel(ClientConfig().client_guid, self.host, self.port,
+                               require_signing=True)  # fmt: skip
+                conn.connect(timeout=10)
+                cache[key] = conn
             self._smb.register_session(self.host, port=self.port, connection_timeout=10,
-                                       connection_cache=self._cache,
-                                       **self._login)  # fmt: skip
+                                       connection_cache=cache, **self._login)  # fmt: skip
         except Exception as exc:  # noqa: BLE001 - classified
             raise self._error("connect to", "", exc) from None
+
+    def _open_wire(self, local: Any) -> Wire:
+        from smbclient._pool import get_smb_tree
+        from smbprotocol.exceptions import BadNetworkName, NotFound
+
+        self._connect(local)
+        try:
+            tree, _ = get_smb_tree(self._root, port=self.port, connection_cache=local.cache,
+                                   connection_timeout=10, **self._login)  # fmt: skip
+        except (BadNetworkName, NotFound):  # NotFound: after smbclient's DFS referral attempt
+            share = self._root.split("\\")[3]
+            raise RemoteError(f"{self.url}: no such share {share!r} on {self.host}:{self.port}"
+                              "; check the share name") from None
+        if tree.is_dfs_share:
+            raise RemoteError(f"{self.url}: the share is a DFS namespace; name the share that "
+                              "holds the files (its target) instead")  # fmt: skip
+        conn = local.cache[f"{self.host.lower()}:{self.port}"]
+        local.wire = Wire(conn, tree.session, tree, self._base)
+        return local.wire  # type: ignore[no-any-return]
+
+    def _wire(self, local: Any) -> Wire:
+        wire = local.wire
+        if wire is None or not wire.channel.transport.connected or \
+                wire.channel._t_exc is not None:  # fmt: skip
+            wire = self._open_wire(local)
+        return wire  # type: ignore[no-any-return]
 
     def _p(self, name: str) -> str:
         return self._root + ("\\" + name.replace("/", "\\") if name else "")
@@ -118,15 +164,21 @@ class SMBStore(ProbesByListing, FileUploads):
         )
 
         where = f"{self.url}/{name}" if name else self.url
-        if isinstance(exc, FileNotFoundError | FileExistsError | IsADirectoryError):
+        if isinstance(exc, FileNotFoundError | FileExistsError | IsADirectoryError | RemoteError
+                      | TransientError):  # fmt: skip
             return exc
         if isinstance(exc, OSError) and exc.errno in (errno.ENOENT, errno.ENOTDIR):
             return FileNotFoundError(errno.ENOENT, "no such object", where)
         if isinstance(exc, OSError) and exc.errno == errno.EEXIST:
             return FileExistsError(errno.EEXIST, "object exists", where)
-        if isinstance(exc, PermissionError):
+        if isinstance(exc, OSError) and exc.errno == errno.EISDIR:
+            return IsADirectoryError(errno.EISDIR, "a directory", where)
+        if isinstance(exc, PermissionError) or (isinstance(exc, OSError)
+                                                and exc.errno == errno.EACCES):  # fmt: skip
             return RemoteError(f"the SMB server denied access to {where}; check the account's "
                                "rights on the share")  # fmt: skip
+        if isinstance(exc, StatusError):
+            return RemoteError(f"SMB could not {what} {where}: {exc.strerror}")
         text = str(exc)
         if isinstance(exc, SMBAuthenticationError) or "STATUS_LOGON_FAILURE" in text:
             return RemoteError(f"the SMB server at {self.host}:{self.port} refused the login; "
@@ -143,19 +195,25 @@ class SMBStore(ProbesByListing, FileUploads):
         return RemoteError(f"SMB could not {what} {where}: {exc}")
 
     def _drop_connection(self) -> None:
-        self.close()  # handles on a dead connection are gone with it
         try:
             self._smb.reset_connection_cache(connection_cache=self._cache)
         except Exception:  # noqa: BLE001 - it is being dropped anyway
             pass
         self._cache.clear()
+        self._local.wire = None
 
-    def _do(self, what: str, name: str, fn: Any, *args: Any, cache: dict[str, Any] | None = None,
-            **kw: Any) -> Any:  # fmt: skip
+    def _do(self, what: str, name: str, fn: Any, local: Any = None) -> Any:
+        """`fn(wire)` on this thread's Wire, its failures classified."""
         try:
-            # Credentials on every call: after a dropped connection smbclient logs in again.
-            return fn(*args, port=self.port, connection_cache=self._cache if cache is None
-                      else cache, **self._login, **kw)  # fmt: skip
+            return fn(self._wire(local or self._local))
+        except Exception as exc:  # noqa: BLE001 - classified
+            raise self._error(what, name, exc) from None
+
+    def _smbclient(self, what: str, name: str, fn: Any, *args: Any, **kw: Any) -> Any:
+        """An smbclient call on this thread's connection (server copies only)."""
+        try:
+            self._wire(self._local)
+            return fn(*args, port=self.port, connection_cache=self._cache, **self._login, **kw)
         except Exception as exc:  # noqa: BLE001 - classified
             raise self._error(what, name, exc) from None
 
@@ -164,47 +222,36 @@ class SMBStore(ProbesByListing, FileUploads):
     def _makedirs_for(self, name: str) -> str:
         directory = name.rsplit("/", 1)[0] if "/" in name else ""
         if directory and directory not in self._dirs_made:
-            self._do("create", directory, self._smb.makedirs, self._p(directory), exist_ok=True)
+            self._do("create", directory, lambda w: w.mkdir(directory))
             self._dirs_made.add(directory)
         return directory
+
+    def _put(self, name: str, data: Any, mtime_ns: int | None, exclusive: bool) -> ObjectInfo:
+        directory = self._makedirs_for(name)
+        tmp = (f"{directory}/" if directory else "") + TMP_PREFIX + secrets.token_hex(6)
+        try:
+            attrs = self._do("write", name, lambda w: w.put(tmp, name, data, mtime_ns,
+                                                            replace=not exclusive))  # fmt: skip
+        except FileNotFoundError:  # the directory went away since we made it: once more
+            self._dirs_made.discard(directory)
+            self._makedirs_for(name)
+            attrs = self._do("write", name, lambda w: w.put(tmp, name, data, mtime_ns,
+                                                            replace=not exclusive))  # fmt: skip
+        except TransientError:
+            self._orphans.add(tmp)  # the connection broke mid-write: remove it when back
+            raise
+        for orphan in list(self._orphans):  # the server is back: clean up after the outage
+            self._quiet_remove(orphan)
+        return ObjectInfo(name, attrs.size, attrs.mtime_ns)
 
     def write(self, name: str, data: bytes | bytearray | memoryview, exclusive: bool = False,
               private: bool = False, mtime_ns: int | None = None) -> None:  # fmt: skip
         # `private`: files on a share have no mode of ours; the share's rules decide.
-        directory = self._makedirs_for(name)
-        tmp = (f"{directory}/" if directory else "") + TMP_PREFIX + secrets.token_hex(6)
-        view = memoryview(data)
-        try:
-            with self._do("write", name, self._smb.open_file, self._p(tmp), mode="wb",
-                          buffering=0) as f:  # fmt: skip
-                while view:
-                    n = f.write(view[:IO_BYTES])  # short writes happen: loop on the count
-                    view = view[n:]
-        except (RemoteError, TransientError):
-            self._quiet_remove(tmp)
-            raise
-        except Exception as exc:  # noqa: BLE001 - classified
-            self._quiet_remove(tmp)
-            raise self._error("write", name, exc) from None
-        self._close_handle(name)
-        try:
-            if mtime_ns is not None:
-                self._do("set the mtime of", name, self._smb.utime, self._p(tmp),
-                         ns=(mtime_ns, mtime_ns))  # fmt: skip
-            if exclusive:
-                self._do("create", name, self._smb.rename, self._p(tmp), self._p(name))
-            else:
-                self._do("write", name, self._smb.replace, self._p(tmp), self._p(name))
-        except BaseException:
-            self._quiet_remove(tmp)
-            raise
-        for orphan in list(self._orphans):  # the server is back: clean up after the outage
-            self._quiet_remove(orphan)
+        self._put(name, data, mtime_ns, exclusive)
 
     def _quiet_remove(self, name: str) -> None:
         try:
-            self._smb.remove(self._p(name), port=self.port, connection_cache=self._cache,
-                             **self._login)  # fmt: skip
+            self._wire(self._local).delete(name)
             self._orphans.discard(name)
         except Exception as exc:  # noqa: BLE001 - the server is away: retry after a write
             if isinstance(exc, OSError) and exc.errno in (errno.ENOENT, errno.ENOTDIR):
@@ -212,43 +259,18 @@ class SMBStore(ProbesByListing, FileUploads):
             else:
                 self._orphans.add(name)
 
-    def _file(self, name: str) -> Any:
-        f = self._fds.pop(name, None)
-        if f is None:
-            # Shared like a POSIX open: other readers (our parallel part reads) and writers
-            # and renames elsewhere go on; the default would lock the file for us alone.
-            f = self._do("read", name, self._smb.open_file, self._p(name), mode="rb",
-                         buffering=0, share_access="rwd")  # fmt: skip
-            if len(self._fds) >= _OPEN_FILES:
-                self._fds.popitem(last=False)[1].close()
-        self._fds[name] = f
-        return f
-
     def read(self, name: str) -> bytes:
         return self.read_range(name, 0, self.size(name))
 
     def read_range(self, name: str, offset: int, length: int) -> bytes:
-        out = bytearray(length)
-        view, got = memoryview(out), 0
-        try:
-            f = self._file(name)
-            f.seek(offset)
-            while got < length:
-                n = f.readinto(view[got : got + IO_BYTES])
-                if not n:
-                    break
-                got += n
-        except (RemoteError, TransientError, FileNotFoundError):
-            raise
-        except Exception as exc:  # noqa: BLE001
-            self._fds.pop(name, None)
-            raise self._error("read", name, exc) from None
+        views = self._do("read", name, lambda w: w.read_views(name, offset, length))[0]
+        got = sum(len(v) for v in views)
         if got != length:
             raise TransientError(f"{self.url}/{name}: short read at {offset} ({got} of {length})")
-        return bytes(out)
+        return b"".join(views)
 
     def size(self, name: str) -> int:
-        return int(self._do("stat", name, self._smb.stat, self._p(name)).st_size)
+        return self.stat_info(name).size
 
     def list(self, prefix: str) -> Iterator[tuple[str, int]]:
         for info in self.list_info(prefix):
@@ -256,8 +278,7 @@ class SMBStore(ProbesByListing, FileUploads):
 
     def list_info(self, prefix: str, descend: Descend | None = None,
                   on_skip: OnSkip | None = None) -> Iterator[ObjectInfo]:  # fmt: skip
-        # One directory at a time: reading several at once from threads was slower (listing
-        # is CPU-bound in smbprotocol, and threads share the GIL).
+        # One directory at a time: the requests are one round trip each and cheap to parse.
         stack = [prefix.strip("/")]
         while stack:
             rel = stack.pop()
@@ -276,27 +297,25 @@ class SMBStore(ProbesByListing, FileUploads):
             stack.extend(reversed(subdirs))
 
     def stat_info(self, name: str) -> ObjectInfo:
-        st = self._do("stat", name, self._smb.stat, self._p(name))
-        return ObjectInfo(name, int(st.st_size), int(st.st_mtime_ns) // _US * _US)
+        attrs = self._do("stat", name, lambda w: w.stat(name))
+        if attrs.is_dir:
+            raise IsADirectoryError(errno.EISDIR, "a directory", f"{self.url}/{name}")
+        return ObjectInfo(name, attrs.size, attrs.mtime_ns)
 
     def read_info(self, name: str, expect: ObjectInfo | None = None) -> tuple[bytes, ObjectInfo]:
         """The object and its info. With `expect` (from a listing moments ago) and a file
         below COMPOUND_READ, one compound request opens, reads (one byte more than expected,
-        to see that the size still holds) and closes, with no stat; anything else is a stat
-        and a read."""
-        if expect is not None and expect.mtime_ns is not None and expect.size < COMPOUND_READ:
-            got = self._do("read", name, read_compound, self._p(name), want=expect.size + 1)
-            if got is not None and len(got[0]) == expect.size:
-                return got[0], ObjectInfo(name, expect.size, got[1])
+        to see that the size still holds) and closes; the open's reply gives size and time."""
+        if expect is not None and expect.size < COMPOUND_READ:
+            data, attrs = self._do("read", name, lambda w: w.read(name, 0, expect.size + 1))
+            if len(data) == attrs.size:
+                return data, ObjectInfo(name, attrs.size, attrs.mtime_ns)
         info = self.stat_info(name)
-        data = self.read_range(name, 0, info.size)
-        self._close_handle(name)
-        return data, info
+        return self.read_range(name, 0, info.size), info
 
     def put_file(self, name: str, data: bytes, mtime_ns: int,
                  durable: bool = True) -> ObjectInfo:  # fmt: skip
-        self.write(name, data, mtime_ns=mtime_ns)
-        return ObjectInfo(name, len(data), mtime_ns // 100 * 100 // _US * _US)
+        return self._put(name, data, mtime_ns, exclusive=False)
 
     # ---- ServerCopier (base.py) -------------------------------------------------------------
 
@@ -313,14 +332,15 @@ class SMBStore(ProbesByListing, FileUploads):
 
     def copy_from(self, other: SMBStore, name: str, size: int,
                   mtime_ns: int | None) -> ObjectInfo:  # fmt: skip
-        """Server-side copy (FSCTL_SRV_COPYCHUNK): the data never leaves the server. The
-        copy has the server's time of copying, so it gets `mtime_ns`, else the source's."""
+        """Server-side copy (FSCTL_SRV_COPYCHUNK, smbclient's): the data never leaves the
+        server. The copy has the server's time of copying, so it gets `mtime_ns`, else the
+        source's."""
         if mtime_ns is None:
             mtime_ns = other.stat_info(name).mtime_ns
         self._makedirs_for(name)
         tmp = upload_temp_name(name)
         try:
-            self._do("copy", name, self._smb.copyfile, other._p(name), self._p(tmp))
+            self._smbclient("copy", name, self._smb.copyfile, other._p(name), self._p(tmp))
         except BaseException:
             self._quiet_remove(tmp)
             raise
@@ -330,37 +350,20 @@ class SMBStore(ProbesByListing, FileUploads):
 
     def create_sized(self, tmp: str, size: int) -> None:
         self._makedirs_for(tmp)
-
-        def create(path: str, **kw: Any) -> None:
-            with self._smb.open_file(path, mode="wb", buffering=0, **kw) as f:
-                f.truncate(size)
-
-        self._do("create", tmp, create, self._p(tmp))
+        self._do("create", tmp, lambda w: w.create_sized(tmp, size))
 
     def pwrite(self, tmp: str, offset: int, data: bytes) -> None:
-        def write(path: str, **kw: Any) -> None:
-            with self._smb.open_file(path, mode="r+b", buffering=0, share_access="rwd",
-                                     **kw) as f:  # fmt: skip
-                f.seek(offset)
-                view = memoryview(data)
-                while view:
-                    view = view[f.write(view[:IO_BYTES]) :]  # short writes: loop on the count
-
-        self._do("write", tmp, write, self._p(tmp))
+        self._do("write", tmp, lambda w: w.pwrite(tmp, offset, data))
 
     def commit(self, tmp: str, name: str, mtime_ns: int) -> ObjectInfo:
-        self._close_handle(tmp)
-        self._close_handle(name)
-        self._do("set the mtime of", name, self._smb.utime, self._p(tmp),
-                 ns=(mtime_ns, mtime_ns))  # fmt: skip
-        self._do("write", name, self._smb.replace, self._p(tmp), self._p(name))
-        return self.stat_info(name)
+        attrs = self._do("write", name, lambda w: w.commit(tmp, name, mtime_ns))
+        return ObjectInfo(name, attrs.size, attrs.mtime_ns)
 
     def discard(self, tmp: str) -> None:
         self.delete(tmp)
 
     def _scandir(self, rel: str) -> Sequence[Entry]:
-        entries: list[Entry] = self._do("list", rel, scan, self._p(rel))  # what scan returns
+        entries: list[Entry] = self._do("list", rel, lambda w: w.scan(rel))
         return entries
 
     def sweep_temp(self, prefix: str) -> int:
@@ -381,25 +384,12 @@ class SMBStore(ProbesByListing, FileUploads):
                     n += 1
         return n
 
-    def _close_handle(self, name: str) -> None:
-        f = self._fds.pop(name, None)
-        if f is not None:
-            try:
-                f.close()
-            except Exception:  # noqa: BLE001 - a handle on a dead connection
-                pass
-
     def delete(self, name: str) -> None:
-        self._close_handle(name)
         try:
-            self._do("delete", name, self._smb.remove, self._p(name))
+            self._do("delete", name, lambda w: w.delete(name))
         except FileNotFoundError:
             pass
 
     def close(self) -> None:
-        """Close open read handles (the connection stays cached for this store)."""
-        while self._fds:
-            try:
-                self._fds.popitem()[1].close()
-            except Exception:  # noqa: BLE001 - closing a handle on a dead connection
-                pass
+        """Nothing to close: no handle stays open between calls (the connection stays
+        cached for this store)."""

@@ -1,204 +1,326 @@
-"""SMB2 on the wire, below smbclient: compound requests and hand-parsed replies for the two
-hot paths, listing a directory and reading a small file.
+"""The store's operations as raw SMB2 requests (packets.py) on a Channel (channel.py): each
+small-file operation is one related compound, one round trip.
 
-smbprotocol builds and signs the requests; its per-field parsing of the replies was most of
-the CPU of both paths, so the replies are read with struct ([MS-SMB2], [MS-FSCC] sections
-named where used). Anything unusual (DFS referrals, short credits, errors other than "no
-more files") goes back to smbclient, which handles it and raises the right errors. Nothing
-here holds state: the store (store.py) passes smbclient's connection keywords in `kw`.
+- put: CREATE of a fresh temp name + WRITE + SET_INFO (times) + SET_INFO (rename into place)
+  + CLOSE, which reports the final attributes; a file larger than one request has its first
+  WRITE in the compound and the others pipelined on the handle.
+- read: CREATE + READs of IO_BYTES + CLOSE; the CREATE reply gives size and time, so no stat.
+- stat, delete, mkdir, set-times: CREATE + (SET_INFO) + CLOSE.
+- scan: CREATE + QUERY_DIRECTORY + CLOSE; a directory whose reply fills more than half the
+  buffer is opened again and paged.
+
+Paths are relative to the share, with backslashes. Failures raise packets.StatusError (an
+OSError with the errno the status means); the store classifies them.
 """
 
 from __future__ import annotations
 
-import errno
-import struct
-from typing import Any, NamedTuple
+from collections import deque
+from typing import Any
+
+from orbit_fast.backends.smb import packets as p
+from orbit_fast.backends.smb.channel import Channel, NoCredits, Reply
 
 IO_BYTES = 1 << 20  # the largest read or write request (the fastest on loopback, RECIPES.md 8)
-MTIME_PRECISION_NS = 1000  # smbprotocol turns times into datetimes: microseconds are kept
-_FILETIME_EPOCH = 116444736000000000  # 1970-01-01 in 100 ns units since 1601
-_DIRECTORY, _REPARSE = 0x10, 0x400  # FILE_ATTRIBUTE_DIRECTORY, FILE_ATTRIBUTE_REPARSE_POINT
-_LIST_REPLY = 64 << 10
+COMPOUND_READ = 8 << 20  # reads up to this size go in one compound with their open and close
+_LIST_REPLY = 256 << 10
+_WRITES_IN_FLIGHT = 8
+_WRITE_ACCESS = p.WRITE_DATA | p.READ_ATTRIBUTES | p.WRITE_ATTRIBUTES | p.DELETE | p.SYNCHRONIZE
+_READ_ACCESS = p.READ_DATA | p.READ_ATTRIBUTES | p.SYNCHRONIZE
 
 
-def filetime_ns(ft: int) -> int:
-    """A FILETIME as nanoseconds since the epoch, kept to the microsecond (as smbprotocol's
-    datetimes are, so that stat, listing and read agree)."""
-    return (ft - _FILETIME_EPOCH) // 10 * MTIME_PRECISION_NS
+class Wire:
+    """One thread's raw operations on one share: the channel, session and tree are
+    smbprotocol's (from smbclient's pool), `base` the URL's directory below the share."""
 
+    def __init__(self, channel: Channel, session: Any, tree: Any, base: str) -> None:
+        self.channel, self.session, self.tree = channel, session, tree
+        self.base = base
 
-class Entry(NamedTuple):
-    name: str
-    is_dir: bool
-    size: int
-    mtime_ns: int
+    def path(self, rel: str) -> str:
+        rel = rel.strip("/").replace("/", "\\")
+        return f"{self.base}\\{rel}" if self.base and rel else self.base or rel
 
+    def run(self, messages: list[tuple[int, bytes, Any]],
+            related: bool = True) -> list[Reply]:  # fmt: skip
+        return self.channel.exchange(self.session, self.tree, messages, related)
 
-def scan(path: str, **kw: Any) -> list[Entry]:
-    """A directory's entries with only what a listing needs: open, query and close in one
-    compound request (one round trip, and no second query only to hear "no more files")
-    when the reply fills less than half of _LIST_REPLY; a bigger directory is opened again
-    and paged. Errors are smbclient's; the store classifies them."""
-    from smbclient._io import SMBDirectoryIO, SMBFileTransaction
-    from smbprotocol.exceptions import NoMoreFiles, NoSuchFile
-    from smbprotocol.file_info import FileInformationClass
-    from smbprotocol.open import QueryDirectoryFlags
+    def _first_failure(self, replies: list[Reply], path: str, what: str,
+                       ok: tuple[int, ...] = ()) -> None:  # fmt: skip
+        for r in replies:
+            if r.status != p.STATUS_SUCCESS and r.status not in ok:
+                raise p.StatusError(r.status, path, what)
 
-    def query(fd: Any, first: bool) -> tuple[Any, Any]:
-        """A QUERY_DIRECTORY request on fd and the function that receives its raw reply."""
-        msg, _ = fd.fd.query_directory(
-            "*", FileInformationClass.FILE_ID_FULL_DIRECTORY_INFORMATION,
-            flags=QueryDirectoryFlags.SMB2_RESTART_SCANS if first else 0,
-            max_output=_LIST_REPLY, send=False)  # fmt: skip
+    # ---- files ----------------------------------------------------------------------------
 
-        def receive(request: Any) -> bytes:
-            return query_buffer(bytes(fd.fd.connection.receive(request)["data"].get_value()))
-
-        return msg, receive
-
-    fd = SMBDirectoryIO(path, share_access="rwd", **kw)
-    buf = scan_compound(fd, query(fd, True)[0])
-    if buf is None:  # smbclient's own transaction: DFS referrals, errors, few credits
-        fd = SMBDirectoryIO(path, share_access="rwd", **kw)
-        tx = SMBFileTransaction(fd)
-        tx += query(fd, True)
-        try:
-            tx.commit()
-            buf = tx.results[0]
-        except (NoMoreFiles, NoSuchFile):
-            buf = b""
-    if len(buf) <= _LIST_REPLY // 2:
-        return parse_entries(buf)
-    out: list[Entry] = []
-    with SMBDirectoryIO(path, share_access="rwd", **kw) as big:
-        tree = big.fd.tree_connect
-        first = True
-        while True:
-            msg, receive = query(big, first)
-            request = big.fd.connection.send(msg, tree.session.session_id,
-                                             tree.tree_connect_id)  # fmt: skip
+    def put(self, tmp: str, final: str, data: Any, mtime_ns: int | None,
+            replace: bool) -> p.Attrs:  # fmt: skip
+        """Write `data` to the fresh temp name `tmp`, set its time, rename it to `final`
+        (over an existing file if `replace`) and close: the final file's attributes."""
+        view = memoryview(data).cast("B")
+        tmp_path, final_path = self.path(tmp), self.path(final)
+        first = view[:IO_BYTES]
+        msgs: list[tuple[int, bytes, Any]] = [
+            (p.CREATE, p.create(tmp_path, _WRITE_ACCESS, p.CREATE_NEW, p.NON_DIRECTORY_FILE,
+                                p.ATTR_NORMAL), b""),  # fmt: skip
+        ]
+        if len(first):
+            msgs.append((p.WRITE, p.write_head(0, len(first)), first))
+        if len(view) > IO_BYTES:  # the rest goes on the handle once the CREATE has answered
+            replies = self.run(msgs)
+            self._first_failure(replies, tmp_path, "create")
+            fid = p.create_reply(replies[0].body)[0]
             try:
-                out += parse_entries(receive(request))
-            except (NoMoreFiles, NoSuchFile):
-                return out
-            first = False
+                self._write_on(fid, IO_BYTES, view[IO_BYTES:], tmp_path)
+            except BaseException:
+                self._abandon(fid, tmp_path)
+                raise
+            msgs = []
+        else:
+            fid = p.RELATED_FID
+        if mtime_ns is not None:
+            msgs.append((p.SET_INFO, p.set_info(p.BASIC_INFO, p.basic_info(mtime_ns), fid), b""))
+        msgs.append((p.SET_INFO, p.set_info(p.RENAME_INFO, p.rename_info(final_path, replace),
+                                            fid), b""))  # fmt: skip
+        msgs.append((p.CLOSE, p.close(fid, postquery=True), b""))
+        replies = self.run(msgs, related=fid == p.RELATED_FID)
+        if replies[0].status != p.STATUS_SUCCESS and fid == p.RELATED_FID:
+            raise p.StatusError(replies[0].status, tmp_path, "create")
+        failed = next((r for r in replies if r.status != p.STATUS_SUCCESS), None)
+        if failed is not None:
+            if replies[-1].status != p.STATUS_SUCCESS and fid != p.RELATED_FID:
+                self._close_quietly(fid)
+            self.delete(tmp)  # the temp file is closed, under its own name: remove it
+            raise p.StatusError(failed.status, final_path if failed.command == p.SET_INFO
+                                else tmp_path, "write")  # fmt: skip
+        return p.close_reply(replies[-1].body)
 
+    def _write_on(self, fid: bytes, offset: int, view: memoryview, path: str) -> None:
+        """WRITEs of IO_BYTES on an open handle, _WRITES_IN_FLIGHT at a time."""
+        pending: deque[tuple[list[Reply], int]] = deque()
+        at = 0
+        while at < len(view) or pending:
+            if at < len(view) and len(pending) < _WRITES_IN_FLIGHT:
+                piece = view[at : at + IO_BYTES]
+                try:
+                    sent = self.channel.send_raw(self.session, self.tree, [
+                        (p.WRITE, p.write_head(offset + at, len(piece), fid), piece)])  # fmt: skip
+                except NoCredits:
+                    if not pending:
+                        raise
+                else:
+                    pending.append((sent, len(piece)))
+                    at += len(piece)
+                    continue
+            replies, length = pending.popleft()
+            self.channel.wait(replies)
+            self._first_failure(replies, path, "write")
+            if p.write_reply(replies[0].body) != length:
+                raise p.StatusError(p.STATUS_END_OF_FILE, path, "write (short)")
 
-def scan_compound(fd: Any, query_msg: Any) -> bytes | None:
-    """Send open + `query_msg` + close as one compound and parse the replies with struct
-    (only the query's buffer is needed): the entries' raw records, or None when the open
-    failed or credits are short (the caller then goes through smbclient, which handles DFS
-    referrals and raises the right errors). Without smbprotocol's parsing of the open and
-    close replies, listing 1,028 directories takes 1.05 s of CPU instead of 1.15 s; what is
-    left is mostly smbprotocol building and signing the requests."""
-    from smbclient._io import SMBFileTransaction
-    from smbprotocol.exceptions import NoMoreFiles, NoSuchFile, SMBResponseException
-
-    collect = SMBFileTransaction(fd)
-    fd.open(transaction=collect)  # only builds the CREATE request, with smbclient's flags
-    op = fd.fd
-    conn = op.connection
-    if conn.sequence_window["high"] - conn.sequence_window["low"] < 3:
-        return None
-    msgs = [collect._actions[0][0], query_msg, op.close(send=False)[0]]
-    requests = conn.send_compound(msgs, op.tree_connect.session.session_id,
-                                  op.tree_connect.tree_connect_id, related=True)  # fmt: skip
-    replies: list[bytes | None] = []
-    failures: list[BaseException] = []
-    for request in requests:  # every reply must be received, failed or not
+    def _abandon(self, fid: bytes, path: str) -> None:
+        """Close a temp file a failed write left open and remove it."""
         try:
-            replies.append(bytes(conn.receive(request)["data"].get_value()))
-        except SMBResponseException as exc:
-            replies.append(None)
-            failures.append(exc)
-    if replies[0] is None:
-        return None
-    if replies[1] is None:
-        if isinstance(failures[0], NoMoreFiles | NoSuchFile):
-            return b""  # an empty directory (or no match): [MS-SMB2] 3.3.5.18
-        raise failures[0]
-    return query_buffer(replies[1])
+            self._close_quietly(fid)
+            self.delete_path(path)
+        except Exception:  # noqa: BLE001 - the failure being raised matters more
+            pass
 
-
-def query_buffer(body: bytes) -> bytes:
-    """The output buffer of a QUERY_DIRECTORY reply ([MS-SMB2] 2.2.34): its offset (from the
-    start of the SMB2 header, 64 bytes before `body`) at 2, its length at 4."""
-    offset, length = struct.unpack_from("<HI", body, 2)
-    return body[offset - 64 : offset - 64 + length]
-
-
-def parse_entries(buf: bytes) -> list[Entry]:
-    """FILE_ID_FULL_DIR_INFORMATION records ([MS-FSCC] 2.4.18): the next-entry offset at 0,
-    last write time at 24, end of file at 40, attributes at 56, name length at 60, name at
-    80 (UTF-16LE). Times are kept to the microsecond, as smbprotocol's datetimes are."""
-    out, at = [], 0
-    while at < len(buf):
-        (nxt,) = struct.unpack_from("<I", buf, at)
-        (write,) = struct.unpack_from("<Q", buf, at + 24)
-        (eof,) = struct.unpack_from("<Q", buf, at + 40)
-        attrs, name_len = struct.unpack_from("<II", buf, at + 56)
-        name = buf[at + 80 : at + 80 + name_len].decode("utf-16-le")
-        if name not in (".", "..") and not (attrs & _DIRECTORY and attrs & _REPARSE):
-            out.append(Entry(name, bool(attrs & _DIRECTORY), eof, filetime_ns(write)))
-        if not nxt:
-            break
-        at += nxt
-    return out
-
-
-def read_compound(path: str, want: int, **kw: Any) -> tuple[bytes, int] | None:
-    """Open, read and close in one compound request (one round trip instead of 2 + reads):
-    (data, mtime_ns from the open's reply), or None when the file is not `want - 1` bytes
-    long or anything unusual happens (the caller then stats and reads); FileNotFoundError if
-    it is absent. The replies are parsed with struct ([MS-SMB2] 2.2.14, 2.2.20):
-    smbprotocol's parsing of the three replies was most of the CPU of reading a small file."""
-    from smbclient._io import SMBFileTransaction, SMBRawIO
-    from smbprotocol.exceptions import (
-        EndOfFile,
-        ObjectNameNotFound,
-        ObjectPathNotFound,
-        SMBResponseException,
-    )
-
-    raw = SMBRawIO(path, mode="r", share_access="rwd", **kw)
-    collect = SMBFileTransaction(raw)
-    raw.open(transaction=collect)  # only builds the CREATE request, with smbclient's flags
-    op = raw.fd
-    conn = op.connection
-    # Reads of at most IO_BYTES each, all in the one compound: the server streams them.
-    # An empty file answers a read with STATUS_END_OF_FILE: then open and close only.
-    reads = [(at, min(IO_BYTES, want - at)) for at in range(0, want, IO_BYTES)] \
-        if want > 1 else []  # fmt: skip
-    charge = 2 + sum((n - 1) // (64 << 10) + 1 for _, n in reads)
-    if conn.sequence_window["high"] - conn.sequence_window["low"] < charge:
-        return None  # not enough credits for it all at once: the caller reads in turns
-    msgs = [collect._actions[0][0]]
-    msgs += [op.read(at, n, send=False)[0] for at, n in reads]
-    msgs.append(op.close(send=False)[0])
-    requests = conn.send_compound(msgs, op.tree_connect.session.session_id,
-                                  op.tree_connect.tree_connect_id, related=True)  # fmt: skip
-    replies: list[bytes | None] = []
-    failure: BaseException | None = None
-    for request in requests:  # every reply must be received, failed or not
+    def _close_quietly(self, fid: bytes) -> None:
         try:
-            replies.append(bytes(conn.receive(request)["data"].get_value()))
-        except SMBResponseException as exc:
-            replies.append(None)
-            failure = failure or exc
-    if isinstance(failure, ObjectNameNotFound | ObjectPathNotFound):
-        raise FileNotFoundError(errno.ENOENT, "no such object", path)
-    create = replies[0]
-    if create is None or (failure is not None and not isinstance(failure, EndOfFile)):
-        return None
-    write_time, = struct.unpack_from("<Q", create, 24)
-    eof, = struct.unpack_from("<Q", create, 48)
-    pieces = []
-    for body in replies[1 : 1 + len(reads)]:
-        if body is None:  # STATUS_END_OF_FILE: nothing at this offset
-            break
-        offset, length = body[2] - 64, struct.unpack_from("<I", body, 4)[0]
-        pieces.append(body[offset : offset + length])
-    data = b"".join(pieces)
-    if eof != len(data):
-        return None
-    return data, filetime_ns(write_time)
+            self.run([(p.CLOSE, p.close(fid), b"")])
+        except Exception:  # noqa: BLE001 - a handle on a dead connection is gone anyway
+            pass
+
+    def read(self, rel: str, offset: int, length: int) -> tuple[bytes, p.Attrs]:
+        """Up to `length` bytes at `offset` (fewer at the end of the file) and the file's
+        attributes when it was opened."""
+        views, attrs = self.read_views(rel, offset, length)
+        return b"".join(views), attrs
+
+    def read_views(self, rel: str, offset: int, length: int) -> tuple[list[memoryview], p.Attrs]:
+        """Read `length` bytes from `offset` (fewer at the end of the file): views of the
+        replies' data, and the file's attributes when it was opened. Up to IO_BYTES is one
+        compound (open, read, close); beyond, the open and first READ are one compound and
+        the other READs are pipelined on the handle, _WRITES_IN_FLIGHT at a time, so the
+        server reads and signs the next while this side receives one."""
+        path = self.path(rel)
+        end = offset + length
+        first = min(IO_BYTES, length)
+        msgs: list[tuple[int, bytes, Any]] = [
+            (p.CREATE, p.create(path, _READ_ACCESS, p.OPEN, p.NON_DIRECTORY_FILE), b"")]
+        if first:
+            msgs.append((p.READ, p.read(offset, first), b""))
+        if length <= IO_BYTES:
+            msgs.append((p.CLOSE, p.close(), b""))
+        replies = self.run(msgs)
+        self._first_failure(replies[:1], path, "open")
+        fid, attrs = p.create_reply(replies[0].body)
+        views: list[memoryview] = []
+        if first and not self._take(replies[1], views, first, path) or length <= IO_BYTES:
+            if length > IO_BYTES:
+                self._close_later(fid)
+            return views, attrs
+        try:
+            pending: deque[tuple[Reply, int]] = deque()
+            at = offset + first
+            while at < end or pending:
+                if at < end and len(pending) < _WRITES_IN_FLIGHT:
+                    n = min(IO_BYTES, end - at)
+                    try:
+                        read = [(p.READ, p.read(at, n, fid), b"")]
+                        sent = self.channel.send_raw(self.session, self.tree, read)
+                    except NoCredits:
+                        if not pending:
+                            raise
+                    else:
+                        pending.append((sent[0], n))
+                        at += n
+                        continue
+                reply, n = pending.popleft()
+                self.channel.wait([reply])
+                if not self._take(reply, views, n, path):
+                    for later, _ in pending:  # the end of the file: the rest answer EOF
+                        self.channel.wait([later])
+                    break
+        finally:
+            self._close_later(fid)
+        return views, attrs
+
+    def _take(self, reply: Reply, views: list[memoryview], asked: int, path: str) -> bool:
+        """Keep a READ reply's data: whether the file goes on after it."""
+        if reply.status == p.STATUS_END_OF_FILE:
+            return False
+        self._first_failure([reply], path, "read")
+        data = p.read_reply(reply.body)
+        views.append(data)
+        return len(data) == asked
+
+    def _close_later(self, fid: bytes) -> None:
+        """CLOSE a handle without waiting for the reply (the receive thread drops it)."""
+        try:
+            self.channel.send_raw(self.session, self.tree, [(p.CLOSE, p.close(fid), b"")])
+        except Exception:  # noqa: BLE001 - a handle on a dead connection is gone anyway
+            pass
+
+    def stat(self, rel: str) -> p.Attrs:
+        path = self.path(rel)
+        replies = self.run([(p.CREATE, p.create(path, p.READ_ATTRIBUTES, p.OPEN), b""),
+                            (p.CLOSE, p.close(), b"")])  # fmt: skip
+        self._first_failure(replies[:1], path, "stat")
+        return p.create_reply(replies[0].body)[1]
+
+    def create_sized(self, rel: str, size: int) -> None:
+        path = self.path(rel)
+        replies = self.run([
+            (p.CREATE, p.create(path, _WRITE_ACCESS, p.OVERWRITE_IF, p.NON_DIRECTORY_FILE,
+                                p.ATTR_NORMAL), b""),
+            (p.SET_INFO, p.set_info(p.END_OF_FILE_INFO, p.end_of_file_info(size)), b""),
+            (p.CLOSE, p.close(), b"")])  # fmt: skip
+        self._first_failure(replies, path, "create")
+
+    def pwrite(self, rel: str, offset: int, data: Any) -> None:
+        """Write `data` at `offset` of an existing file: open and the first WRITE in one
+        compound, the rest pipelined, then close."""
+        path = self.path(rel)
+        view = memoryview(data).cast("B")
+        first = view[:IO_BYTES]
+        msgs: list[tuple[int, bytes, Any]] = [
+            (p.CREATE, p.create(path, p.WRITE_DATA | p.SYNCHRONIZE, p.OPEN,
+                                p.NON_DIRECTORY_FILE), b""),  # fmt: skip
+            (p.WRITE, p.write_head(offset, len(first)), first)]
+        if len(view) <= IO_BYTES:
+            msgs.append((p.CLOSE, p.close(), b""))
+            replies = self.run(msgs)
+            self._first_failure(replies, path, "write")
+            if p.write_reply(replies[1].body) != len(first):
+                raise p.StatusError(p.STATUS_END_OF_FILE, path, "write (short)")
+            return
+        replies = self.run(msgs)
+        self._first_failure(replies, path, "write")
+        fid = p.create_reply(replies[0].body)[0]
+        try:
+            self._write_on(fid, offset + IO_BYTES, view[IO_BYTES:], path)
+        finally:
+            self._close_quietly(fid)
+
+    def commit(self, tmp: str, final: str, mtime_ns: int | None) -> p.Attrs:
+        """Set the temp file's time and rename it over `final`: the final attributes."""
+        tmp_path, final_path = self.path(tmp), self.path(final)
+        msgs: list[tuple[int, bytes, Any]] = [
+            (p.CREATE, p.create(tmp_path, p.READ_ATTRIBUTES | p.WRITE_ATTRIBUTES | p.DELETE
+                                | p.SYNCHRONIZE, p.OPEN, p.NON_DIRECTORY_FILE), b"")]  # fmt: skip
+        if mtime_ns is not None:
+            msgs.append((p.SET_INFO, p.set_info(p.BASIC_INFO, p.basic_info(mtime_ns)), b""))
+        msgs.append((p.SET_INFO, p.set_info(p.RENAME_INFO, p.rename_info(final_path, True)),
+                     b""))  # fmt: skip
+        msgs.append((p.CLOSE, p.close(postquery=True), b""))
+        replies = self.run(msgs)
+        self._first_failure(replies, final_path, "rename")
+        return p.close_reply(replies[-1].body)
+
+    def delete(self, rel: str) -> None:
+        self.delete_path(self.path(rel))
+
+    def delete_path(self, path: str) -> None:
+        replies = self.run([
+            (p.CREATE, p.create(path, p.DELETE | p.READ_ATTRIBUTES, p.OPEN,
+                                p.NON_DIRECTORY_FILE | p.DELETE_ON_CLOSE), b""),
+            (p.CLOSE, p.close(), b"")])  # fmt: skip
+        self._first_failure(replies[:1], path, "delete")
+
+    def set_mtime(self, rel: str, mtime_ns: int, directory: bool = False) -> None:
+        path = self.path(rel)
+        replies = self.run([
+            (p.CREATE, p.create(path, p.WRITE_ATTRIBUTES | p.SYNCHRONIZE, p.OPEN,
+                                p.DIRECTORY_FILE if directory else 0), b""),
+            (p.SET_INFO, p.set_info(p.BASIC_INFO, p.basic_info(mtime_ns)), b""),
+            (p.CLOSE, p.close(), b"")])  # fmt: skip
+        self._first_failure(replies, path, "set the time of")
+
+    # ---- directories ----------------------------------------------------------------------
+
+    def mkdir(self, rel: str) -> bool:
+        """Make the directory `rel` (and its parents, up to the share): whether it was made."""
+        return self._mkdir_path(self.path(rel))
+
+    def _mkdir_path(self, path: str) -> bool:
+        replies = self.run([
+            (p.CREATE, p.create(path, p.READ_ATTRIBUTES, p.OPEN_IF, p.DIRECTORY_FILE), b""),
+            (p.CLOSE, p.close(), b"")])  # fmt: skip
+        if replies[0].status == p.STATUS_OBJECT_PATH_NOT_FOUND and "\\" in path:
+            self._mkdir_path(path.rsplit("\\", 1)[0])
+            return self._mkdir_path(path)
+        self._first_failure(replies[:1], path, "make the directory")
+        # CreateAction ([MS-SMB2] 2.2.14) at 4: 2 is FILE_CREATED
+        return int.from_bytes(replies[0].body[4:8], "little") == 2
+
+    def scan(self, rel: str) -> list[p.Entry]:
+        """The entries of the directory `rel`, in the server's order."""
+        path = self.path(rel)
+        open_dir = (p.CREATE, p.create(path, _READ_ACCESS, p.OPEN, p.DIRECTORY_FILE), b"")
+        replies = self.run([open_dir, (p.QUERY_DIRECTORY, p.query_directory(True, _LIST_REPLY),
+                                       b""), (p.CLOSE, p.close(), b"")])  # fmt: skip
+        self._first_failure(replies[:1], path, "list")
+        if replies[1].status == p.STATUS_NO_MORE_FILES:
+            return []
+        self._first_failure(replies[1:2], path, "list")
+        buf = p.query_reply(replies[1].body)
+        if len(buf) <= _LIST_REPLY // 2:
+            return p.parse_entries(buf)
+        replies = self.run([open_dir])  # a big directory: page through it on one handle
+        self._first_failure(replies, path, "list")
+        fid = p.create_reply(replies[0].body)[0]
+        out: list[p.Entry] = []
+        try:
+            first = True
+            while True:
+                r = self.run([(p.QUERY_DIRECTORY, p.query_directory(first, _LIST_REPLY, fid),
+                               b"")])[0]  # fmt: skip
+                if r.status == p.STATUS_NO_MORE_FILES:
+                    return out
+                self._first_failure([r], path, "list")
+                out += p.parse_entries(p.query_reply(r.body))
+                first = False
+        finally:
+            self._close_quietly(fid)

@@ -1,0 +1,233 @@
+"""SMB2 request bodies and reply fields as `struct` templates ([MS-SMB2] 2.2, [MS-FSCC] 2.4),
+for the requests of the data path: create, close, read, write, set-info and query-directory.
+
+smbprotocol builds every message from per-field `Structure` objects, which cost about
+0.25 ms of CPU per message; a small file's life is five messages. Here each body is one
+`struct.pack`, checked byte for byte against smbprotocol's own builders in
+tests/unit/test_smb_packets.py. Headers, signing and credits are channel.py's; which requests
+a store operation sends is wire.py's. Nothing here holds state.
+"""
+
+from __future__ import annotations
+
+import errno
+import struct
+from typing import NamedTuple
+
+# Commands ([MS-SMB2] 2.2.1.2)
+CREATE, CLOSE, READ, WRITE, QUERY_DIRECTORY, SET_INFO = 0x05, 0x06, 0x08, 0x09, 0x0E, 0x11
+
+# Header flags
+FLAG_SERVER_TO_REDIR, FLAG_ASYNC, FLAG_RELATED, FLAG_SIGNED = 0x1, 0x2, 0x4, 0x8
+
+# Access masks ([MS-SMB2] 2.2.13.1)
+READ_DATA, WRITE_DATA, READ_ATTRIBUTES, WRITE_ATTRIBUTES = 0x1, 0x2, 0x80, 0x100
+DELETE, SYNCHRONIZE = 0x10000, 0x100000
+# Share access: others may read, write and rename/delete beside us (as a POSIX open)
+SHARE_ALL = 0x7
+# Create dispositions
+OPEN, CREATE_NEW, OPEN_IF, OVERWRITE_IF = 1, 2, 3, 5
+# Create options
+DIRECTORY_FILE, NON_DIRECTORY_FILE, DELETE_ON_CLOSE = 0x1, 0x40, 0x1000
+ATTR_DIRECTORY, ATTR_NORMAL, ATTR_REPARSE = 0x10, 0x80, 0x400
+_IMPERSONATION = 2  # SecurityImpersonation, as smbclient asks
+
+# File information classes ([MS-FSCC] 2.4)
+BASIC_INFO, RENAME_INFO, END_OF_FILE_INFO, ID_FULL_DIRECTORY_INFO = 4, 10, 20, 38
+RELATED_FID = b"\xff" * 16  # "the handle the previous request of this compound opened"
+POSTQUERY_ATTRIB = 1  # CLOSE: return the file's attributes after closing
+RESTART_SCANS = 1
+
+# NTSTATUS values the data path tells apart
+STATUS_SUCCESS = 0
+STATUS_PENDING = 0x00000103
+STATUS_NO_MORE_FILES = 0x80000006
+STATUS_STOPPED_ON_SYMLINK = 0x8000002D
+STATUS_END_OF_FILE = 0xC0000011
+STATUS_ACCESS_DENIED = 0xC0000022
+STATUS_OBJECT_NAME_NOT_FOUND = 0xC0000034
+STATUS_OBJECT_NAME_COLLISION = 0xC0000035
+STATUS_OBJECT_PATH_NOT_FOUND = 0xC000003A
+STATUS_SHARING_VIOLATION = 0xC0000043
+STATUS_DELETE_PENDING = 0xC0000056
+STATUS_FILE_IS_A_DIRECTORY = 0xC00000BA
+STATUS_NOT_A_DIRECTORY = 0xC0000103
+STATUS_DIRECTORY_NOT_EMPTY = 0xC0000101
+STATUS_NOT_FOUND = 0xC0000225
+
+FILETIME_EPOCH = 116444736000000000  # 1970-01-01 in 100 ns units since 1601
+TIME_PRECISION_NS = 100  # a FILETIME's unit: shares keep times to 100 ns
+
+_CREATE = struct.Struct("<HBBIQQIIIIIHHII")  # 56 bytes, name at 64 + 56
+_WRITE = struct.Struct("<HHIQ16sIIHHI")  # 48 bytes, data at 64 + 48
+_READ = struct.Struct("<HBBIQ16sIIIHHx")  # 49 bytes (one byte of buffer)
+_SET_INFO = struct.Struct("<HBBIHHI16s")  # 32 bytes, buffer at 64 + 32
+_CLOSE = struct.Struct("<HHI16s")
+_QUERY_DIRECTORY = struct.Struct("<HBBI16sHHI")  # 32 bytes, pattern at 64 + 32
+_BASIC = struct.Struct("<QQQQII")
+_RENAME_HEAD = struct.Struct("<B7xQI")  # ReplaceIfExists, Reserved, RootDirectory, length
+_STAR = "*".encode("utf-16-le")
+
+
+def filetime(ns: int) -> int:
+    return ns // TIME_PRECISION_NS + FILETIME_EPOCH
+
+
+def filetime_ns(ft: int) -> int:
+    return (ft - FILETIME_EPOCH) * TIME_PRECISION_NS
+
+
+def create(path: str, access: int, disposition: int, options: int = 0,
+           attributes: int = 0, share: int = SHARE_ALL) -> bytes:  # fmt: skip
+    """CREATE ([MS-SMB2] 2.2.13) of `path` (backslashes, relative to the share), no oplock,
+    no create contexts."""
+    name = path.encode("utf-16-le")
+    head = _CREATE.pack(57, 0, 0, _IMPERSONATION, 0, 0, access, attributes, share,
+                        disposition, options, 120, len(name), 0, 0)  # fmt: skip
+    return head + (name or b"\x00\x00")  # an empty name still sends a buffer, as smbprotocol
+
+
+def write_head(offset: int, length: int, fid: bytes = RELATED_FID) -> bytes:
+    """WRITE ([MS-SMB2] 2.2.21) without its data, which follows it on the wire."""
+    return _WRITE.pack(49, 112, length, offset, fid, 0, 0, 0, 0, 0)
+
+
+def read(offset: int, length: int, fid: bytes = RELATED_FID) -> bytes:
+    """READ ([MS-SMB2] 2.2.19)."""
+    return _READ.pack(49, 0x50, 0, length, offset, fid, 0, 0, 0, 0, 0)
+
+
+def set_info(info_class: int, buffer: bytes, fid: bytes = RELATED_FID) -> bytes:
+    """SET_INFO ([MS-SMB2] 2.2.39) of a file information class."""
+    return _SET_INFO.pack(33, 1, info_class, len(buffer), 96, 0, 0, fid) + buffer
+
+
+def close(fid: bytes = RELATED_FID, postquery: bool = False) -> bytes:
+    return _CLOSE.pack(24, POSTQUERY_ATTRIB if postquery else 0, 0, fid)
+
+
+def query_directory(first: bool, output: int, fid: bytes = RELATED_FID) -> bytes:
+    """QUERY_DIRECTORY ([MS-SMB2] 2.2.33) for every name, FileIdFullDirectoryInformation."""
+    return _QUERY_DIRECTORY.pack(33, ID_FULL_DIRECTORY_INFO, RESTART_SCANS if first else 0,
+                                 0, fid, 96, len(_STAR), output) + _STAR  # fmt: skip
+
+
+def basic_info(mtime_ns: int | None = None, atime_ns: int | None = None) -> bytes:
+    """FileBasicInformation ([MS-FSCC] 2.4.7): zero leaves a time and the attributes as
+    they are; a last-write time set on a handle also stops the server from moving it on the
+    handle's later writes ([MS-FSA] 2.1.5.14.2)."""
+    wt = filetime(mtime_ns) if mtime_ns is not None else 0
+    at = filetime(atime_ns) if atime_ns is not None else 0
+    return _BASIC.pack(0, at, wt, 0, 0, 0)
+
+
+def rename_info(target: str, replace: bool) -> bytes:
+    """FileRenameInformation, SMB2 form ([MS-FSCC] 2.4.37.2): target relative to the share."""
+    name = target.encode("utf-16-le")
+    return _RENAME_HEAD.pack(1 if replace else 0, 0, len(name)) + name
+
+
+def end_of_file_info(size: int) -> bytes:
+    return struct.pack("<Q", size)
+
+
+class Attrs(NamedTuple):
+    """What a CREATE reply or a CLOSE reply with POSTQUERY_ATTRIB reports of a file."""
+
+    mtime_ns: int
+    size: int
+    attributes: int
+
+    @property
+    def is_dir(self) -> bool:
+        return bool(self.attributes & ATTR_DIRECTORY)
+
+
+def create_reply(body: memoryview) -> tuple[bytes, Attrs]:
+    """The file id and attributes of a CREATE reply ([MS-SMB2] 2.2.14)."""
+    return bytes(body[64:80]), close_reply(body)  # the same fields at the same offsets
+
+
+def close_reply(body: memoryview) -> Attrs:
+    """The attributes of a CLOSE reply with POSTQUERY_ATTRIB ([MS-SMB2] 2.2.16), or of a
+    CREATE reply: last write time at 24, end of file at 48, attributes at 56 in both."""
+    write_time, = struct.unpack_from("<Q", body, 24)
+    eof, = struct.unpack_from("<Q", body, 48)
+    attributes, = struct.unpack_from("<I", body, 56)
+    return Attrs(filetime_ns(write_time), eof, attributes)
+
+
+def read_reply(body: memoryview) -> memoryview:
+    """The data of a READ reply ([MS-SMB2] 2.2.20), a view: offset from the header at 2,
+    length at 4."""
+    offset, length = body[2] - 64, struct.unpack_from("<I", body, 4)[0]
+    return body[offset : offset + length]
+
+
+def write_reply(body: memoryview) -> int:
+    """The count of bytes a WRITE reply ([MS-SMB2] 2.2.22) says were written."""
+    return int(struct.unpack_from("<I", body, 4)[0])
+
+
+def query_reply(body: memoryview) -> bytes:
+    """The output buffer of a QUERY_DIRECTORY reply ([MS-SMB2] 2.2.34)."""
+    offset, length = struct.unpack_from("<HI", body, 2)
+    return bytes(body[offset - 64 : offset - 64 + length])
+
+
+class Entry(NamedTuple):
+    name: str
+    is_dir: bool
+    size: int
+    mtime_ns: int
+
+
+def parse_entries(buf: bytes) -> list[Entry]:
+    """FILE_ID_FULL_DIR_INFORMATION records ([MS-FSCC] 2.4.18): the next-entry offset at 0,
+    last write time at 24, end of file at 40, attributes at 56, name length at 60, name at
+    80 (UTF-16LE). Links to directories (reparse points) are left out: never followed."""
+    out, at = [], 0
+    while at < len(buf):
+        (nxt,) = struct.unpack_from("<I", buf, at)
+        (write,) = struct.unpack_from("<Q", buf, at + 24)
+        (eof,) = struct.unpack_from("<Q", buf, at + 40)
+        attrs, name_len = struct.unpack_from("<II", buf, at + 56)
+        name = buf[at + 80 : at + 80 + name_len].decode("utf-16-le")
+        if name not in (".", "..") and not (attrs & ATTR_DIRECTORY and attrs & ATTR_REPARSE):
+            out.append(Entry(name, bool(attrs & ATTR_DIRECTORY), eof, filetime_ns(write)))
+        if not nxt:
+            break
+        at += nxt
+    return out
+
+
+class StatusError(OSError):
+    """A request failed with an NTSTATUS the caller did not expect."""
+
+    def __init__(self, status: int, path: str, what: str = "") -> None:
+        self.status = status
+        code = _ERRNO.get(status, errno.EIO)
+        super().__init__(code, f"{what or 'request'} failed: NTSTATUS 0x{status:08X}"
+                         f" ({_NAMES.get(status, 'see [MS-ERREF]')})", path)  # fmt: skip
+
+
+_ERRNO = {
+    STATUS_OBJECT_NAME_NOT_FOUND: errno.ENOENT, STATUS_OBJECT_PATH_NOT_FOUND: errno.ENOENT,
+    STATUS_NOT_FOUND: errno.ENOENT, STATUS_DELETE_PENDING: errno.ENOENT,
+    STATUS_OBJECT_NAME_COLLISION: errno.EEXIST, STATUS_ACCESS_DENIED: errno.EACCES,
+    STATUS_FILE_IS_A_DIRECTORY: errno.EISDIR, STATUS_NOT_A_DIRECTORY: errno.ENOTDIR,
+    STATUS_DIRECTORY_NOT_EMPTY: errno.ENOTEMPTY, STATUS_SHARING_VIOLATION: errno.EBUSY,
+}  # fmt: skip
+_NAMES = {
+    STATUS_OBJECT_NAME_NOT_FOUND: "STATUS_OBJECT_NAME_NOT_FOUND",
+    STATUS_OBJECT_PATH_NOT_FOUND: "STATUS_OBJECT_PATH_NOT_FOUND",
+    STATUS_NOT_FOUND: "STATUS_NOT_FOUND", STATUS_DELETE_PENDING: "STATUS_DELETE_PENDING",
+    STATUS_OBJECT_NAME_COLLISION: "STATUS_OBJECT_NAME_COLLISION",
+    STATUS_ACCESS_DENIED: "STATUS_ACCESS_DENIED",
+    STATUS_FILE_IS_A_DIRECTORY: "STATUS_FILE_IS_A_DIRECTORY",
+    STATUS_NOT_A_DIRECTORY: "STATUS_NOT_A_DIRECTORY",
+    STATUS_DIRECTORY_NOT_EMPTY: "STATUS_DIRECTORY_NOT_EMPTY",
+    STATUS_SHARING_VIOLATION: "STATUS_SHARING_VIOLATION",
+    STATUS_STOPPED_ON_SYMLINK: "STATUS_STOPPED_ON_SYMLINK",
+    STATUS_END_OF_FILE: "STATUS_END_OF_FILE",
+}  # fmt: skip
