@@ -134,3 +134,15 @@ def is_temp_name(name: str, token: str) -> bool:
 def is_sync_temp(basename: str) -> bool:
     """A temp name of any sync job (temp_name)."""
     return basename.startswith(".") and _SYNC_TEMP_RE.match(basename) is not None
+
+
+_TOKEN_RE = re.compile(r".*\.orbit-([0-9a-f]{8})\.tmp\Z"
+                       r"|\.orbit-([0-9a-f]{8})-[0-9a-f]{24}\.tmp\Z", re.S)  # fmt: skip
+
+
+def temp_token(basename: str) -> str | None:
+    """The job token a sync temp name carries (temp_name), or None for any other name."""
+    if not is_sync_temp(basename):
+        return None
+    m = _TOKEN_RE.match(basename)
+    return (m.group(1) or m.group(2)) if m else None

@@ -77,6 +77,10 @@ class Summary(_Event, tag="summary", frozen=True):
     elapsed_s: float
     dry_run: bool
     files_server_side: int = 0  # of files_copied, those the server copied (S3 or SMB to itself)
+    # Names a listing of either end found but did not sync as files (writers' temp files, a
+    # destination's entries that are not files); a warning names the kinds (docs/sync.md).
+    names_unlisted: int = 0
+    temps_removed: int = 0  # of names_unlisted: stale temp files of interrupted runs, removed
 
 
 class BackupSummary(_Event, tag="backup_summary", frozen=True):
@@ -169,6 +173,8 @@ class Counters:
         self.bytes_resumed = 0
         self.warnings = 0
         self.skipped: list[str] = []
+        self.names_unlisted = 0
+        self.temps_removed = 0
         self.scan_done = False
         self._rate_t = self.t0
         self._rate_b = 0

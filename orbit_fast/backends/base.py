@@ -44,6 +44,9 @@ OnSkip = Callable[[str, str], None]  # list_info: (name, why) of an entry that i
 MAX_NAME_BYTES = 255  # NAME_MAX of Linux file systems (and Samba's)
 MAX_PATH_BYTES = 4095  # PATH_MAX less the NUL
 UNSAFE_NAME = "unsafe name"  # how a listing's on_skip reason starts for one (name_problem)
+# A listing's on_skip reason for a writer's temp file (is_temp): never listed as a file, but
+# reported, so that a sync can count it, remove it when stale, and say so in its summary.
+TEMP_NAME = "a writer's temp file"
 
 
 def name_problem(name: str) -> str | None:
@@ -194,7 +197,8 @@ class FileStore(Protocol):
       read (S3 has no directories: it lists every name and the caller filters); on a local
       disk an entry that is not a file (symlink, device) and a directory that cannot be read
       go to `on_skip` (name, why) when given (else the latter raises); a directory that
-      vanished is skipped. Escaping names: as BlobStore.list.
+      vanished is skipped; a writer's temp file (is_temp) goes to `on_skip` as (name,
+      TEMP_NAME). Escaping names: as BlobStore.list.
     - `stat_info(name)` / `read_info(name, expect)` raise FileNotFoundError if it is absent;
       `read_info` returns the data and the info of what it read (`expect`, from a listing
       moments ago, may spare a stat; a file changed since is read as it is now).

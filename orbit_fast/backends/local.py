@@ -24,14 +24,15 @@ import stat
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 
-from orbit_fast.backends.base import TMP_PREFIX as _TMP
 from orbit_fast.backends.base import (
+    TEMP_NAME,
     Capabilities,
     Descend,
     ObjectInfo,
     OnSkip,
     is_temp,
 )
+from orbit_fast.backends.base import TMP_PREFIX as _TMP
 from orbit_fast.backends.parts import FileUpload, FileUploads
 from orbit_fast.confine import Escape, Tree, check_rel, open_beneath
 
@@ -359,6 +360,18 @@ class LocalStore(FileUploads):
                         pass
         return n
 
+    def remove_temp(self, name: str) -> bool:
+        """Delete a stale temp file (SMBStore.remove_temp): FileNotFoundError when it is gone,
+        False when it cannot be removed now."""
+        try:
+            self._lstat(name)  # gone: FileNotFoundError (confined, as every access here)
+            self.delete(name)
+        except FileNotFoundError:
+            raise
+        except OSError:
+            return False
+        return True
+
     def delete(self, name: str) -> None:
         self.delete_handle(name)
         b = _check(name)
@@ -410,6 +423,8 @@ class LocalStore(FileUploads):
                 if stat.S_ISREG(st.st_mode):
                     if not is_temp(e.name):
                         yield ObjectInfo(child, st.st_size, st.st_mtime_ns)
+                    elif on_skip is not None:  # not a file of the tree, but users see it
+                        on_skip(child, TEMP_NAME)
                 elif on_skip is not None:
                     kind = "a symlink" if stat.S_ISLNK(st.st_mode) else "not a regular file"
                     on_skip(child, f"{kind}: object stores keep only files")

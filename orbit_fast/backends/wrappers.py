@@ -111,6 +111,11 @@ class RetryingStore(Retrier):
     def sweep_temp(self, prefix: str) -> int:
         return self._retry("sweeping temp objects", lambda: self.inner.sweep_temp(prefix))
 
+    def remove_temp(self, name: str) -> bool:
+        # Not retried: a temp file that cannot be removed now is left for a later run.
+        remove: Callable[[str], bool] = getattr(self.inner, "remove_temp")  # noqa: B009
+        return remove(name)
+
     def close(self) -> None:
         self.inner.close()
 

@@ -101,6 +101,10 @@ def _summary_text(s: p.Summary) -> str:
     ]
     if s.bytes_resumed:
         lines.append(f"resumed {_size(s.bytes_resumed)} verified from an interrupted run")
+    if s.names_unlisted:
+        lines.append(f"{s.names_unlisted} names in the listings are not files of the tree "
+                     f"(temp files, symlinks; {s.temps_removed} stale temp files removed): "
+                     "see the warnings")  # fmt: skip
     if s.skipped:
         lines.append(f"{len(s.skipped)} entries skipped (exit code 1):")
         lines += [f"  {shown(path)}" for path in s.skipped[:50]]

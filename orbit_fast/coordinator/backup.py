@@ -25,7 +25,7 @@ from orbit_fast import messages as m
 from orbit_fast import progress as p
 from orbit_fast._native import kernels
 from orbit_fast._native.reference import DIR, LINK, OTHER
-from orbit_fast.backends.base import OnSkip
+from orbit_fast.backends.base import TEMP_NAME, OnSkip
 from orbit_fast.cancel import CancelToken
 from orbit_fast.config import BackupOptions, is_remote
 from orbit_fast.confine import Tree
@@ -177,6 +177,15 @@ class Backup:
         self.ledger.skipped(path, msgid, message)
         self.emit(p.Warning(msgid=msgid, path=p.display_path(path), message=message))
 
+    def _on_unlisted(self, rel: str, why: str) -> None:
+        """An entry of a remote source's listing that is not a file of the tree."""
+        if why.startswith(TEMP_NAME):  # a writer's file in the middle of its write: said, and
+            # not counted as skipped (its file is backed up once its writer renamed it)
+            self.emit(p.Warning(msgid="temp_name", path=p.display_path(rel),
+                                message=f"{why}: not backed up"))  # fmt: skip
+            return
+        self._warn(rel, "special", why)
+
     def run(self) -> p.BackupSummary:
         return self.ledger.run(self._body, self._partial_summary)
 
@@ -253,7 +262,7 @@ class Backup:
         rules = FilterRules(opts.filters)
         remote = self.src is not None
         if remote:
-            entries = walk_store(self.src, rules, lambda r, why: self._warn(r, "special", why))
+            entries = walk_store(self.src, rules, self._on_unlisted)
         else:
             assert self.tree is not None
             tree = self.tree

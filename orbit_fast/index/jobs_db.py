@@ -279,6 +279,15 @@ class JobsDB:
                 rec.parts[int(part)] = str(token)
         return out
 
+    def upload_states(self) -> set[str]:
+        """The resume handles (temp names, S3 upload ids) every job of this DB recorded: what a
+        sweep of stale temp files must leave to their job (sync/object_copies.py)."""
+        return {str(s) for (s,) in self._conn.execute("SELECT state FROM uploads")}
+
+    def job_tokens(self) -> set[str]:
+        """The tokens of every job of this DB (the ones temp names carry, fsinfo.temp_name)."""
+        return {str(t) for (t,) in self._conn.execute("SELECT token FROM jobs")}
+
     def queue_upload(self, job_id: int, name: str, src_sig: str, part_bytes: int,
                      state: str) -> None:  # fmt: skip
         self.queue_drop_upload(job_id, name)

@@ -19,6 +19,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 from orbit_fast.backends.base import (
+    TEMP_NAME,
     TMP_PREFIX,
     Capabilities,
     Descend,
@@ -292,7 +293,10 @@ class SMBStore(ProbesByListing, FileUploads):
                 if e.is_dir:
                     if descend is None or descend(child):
                         subdirs.append(child)
-                elif not is_temp(e.name) and listed_name(child, self.url, on_skip):
+                elif is_temp(e.name):
+                    if on_skip is not None:  # not a file of the tree, but users see it
+                        on_skip(child, TEMP_NAME)
+                elif listed_name(child, self.url, on_skip):
                     yield ObjectInfo(child, e.size, e.mtime_ns)
             stack.extend(reversed(subdirs))
 
@@ -383,6 +387,21 @@ class SMBStore(ProbesByListing, FileUploads):
                     self._quiet_remove(child)
                     n += 1
         return n
+
+    def remove_temp(self, name: str) -> bool:
+        """Delete a stale temp file (a sync's sweep, sync/object_copies.py): False, and the
+        file stays, when the server refuses (a writer holds it open: a sharing violation) or
+        is away, for a later run to try again; FileNotFoundError when it is gone. No retry,
+        no dropped connection: a refusal here is an answer, not a fault."""
+        try:
+            self._wire(self._local).delete(name)
+        except OSError as exc:
+            if exc.errno in (errno.ENOENT, errno.ENOTDIR):
+                raise FileNotFoundError(errno.ENOENT, "no such object", name) from None
+            return False
+        except Exception:  # noqa: BLE001 - the server is away: a later run tries again
+            return False
+        return True
 
     def delete(self, name: str) -> None:
         try:

@@ -61,8 +61,10 @@ class Wire:
         tmp_path, final_path = self.path(tmp), self.path(final)
         first = view[:IO_BYTES]
         msgs: list[tuple[int, bytes, Any]] = [
+            # Not shared: while we write, nobody else opens it, and a sweep of stale temps
+            # (sync/object_copies.py) gets a sharing violation instead of deleting it.
             (p.CREATE, p.create(tmp_path, _WRITE_ACCESS, p.CREATE_NEW, p.NON_DIRECTORY_FILE,
-                                p.ATTR_NORMAL), b""),  # fmt: skip
+                                p.ATTR_NORMAL, share=0), b""),  # fmt: skip
         ]
         if len(first):
             msgs.append((p.WRITE, p.write_head(0, len(first)), first))

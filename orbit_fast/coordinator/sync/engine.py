@@ -30,6 +30,7 @@ from orbit_fast.coordinator.sync.outcome import (
     Done,
     Dropped,
     Fatal,
+    Hidden,
     Moved,
     Outcome,
     Same,
@@ -231,11 +232,29 @@ class SyncEngine:
             self._delete_gone()
         if not self.stopping:
             self._apply(self.copies.abort_stale_uploads())
+        if not self.stopping and self._objects is not None:
+            self._apply(self._unlisted())
         changed = bool(c.dirs_created or c.links_created or c.files_total or c.files_deleted
                        or c.files_meta)  # fmt: skip
         if (not self.stopping and changed and not o.dry_run and not is_remote(o.destination)
                 and o.fsync != FsyncPolicy.NONE):  # fmt: skip
             syncfs(o.destination)
+
+    def _unlisted(self) -> list[Outcome]:
+        """What the store listings found that is not a file of the tree: the destination's
+        stale temp files are removed (ObjectCopies.sweep_temps), and everything else is
+        counted and said in a warning, so no name a user sees there is passed over silently."""
+        lister = self.lister
+        out: list[Outcome] = self.copies.sweep_temps(lister.dst_temps, self.opts.dry_run)
+        if lister.src_temps:
+            out.append(Hidden(len(lister.src_temps), 0, f"{len(lister.src_temps)} writers' "
+                              "temp files in the source: not copied (a file is copied under "
+                              "its own name once its writer has renamed it)"))  # fmt: skip
+        if lister.dst_other:
+            out.append(Hidden(len(lister.dst_other), 0, f"{len(lister.dst_other)} entries in "
+                              "the destination that are not files (symlinks, special files, "
+                              "unreadable directories): left as they are"))  # fmt: skip
+        return out
 
     # ---- planning -----------------------------------------------------------------------
 
@@ -422,6 +441,11 @@ class SyncEngine:
                 self._again(out.item)
             elif isinstance(out, Warn):
                 self._warn(out.msgid, out.rel, out.message, out.skipped)
+            elif isinstance(out, Hidden):
+                c.names_unlisted += out.names
+                c.temps_removed += out.removed
+                if out.names:
+                    self._warn("unlisted", "", out.why)
             elif isinstance(out, Fatal):
                 self._fail(out.error)
 
@@ -467,5 +491,6 @@ class SyncEngine:
             bytes_copied=c.bytes_copied, bytes_resumed=c.bytes_resumed,
             bytes_total=c.bytes_total, warnings=c.warnings, skipped=c.skipped[:1000],
             elapsed_s=round(time.monotonic() - c.t0, 3), dry_run=self.opts.dry_run,
-            files_server_side=self.server_copies,
+            files_server_side=self.server_copies, names_unlisted=c.names_unlisted,
+            temps_removed=c.temps_removed,
         )  # fmt: skip

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import os
+import time
 from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -17,6 +18,7 @@ from orbit_fast import messages as m
 from orbit_fast.backends.base import (
     ObjectInfo,
     PartUploads,
+    TransientError,
     part_uploads,
     server_copier,
     upload_part_bytes,
@@ -30,6 +32,7 @@ from orbit_fast.coordinator.sync.outcome import (
     Done,
     Dropped,
     Fatal,
+    Hidden,
     Moved,
     Outcome,
     Same,
@@ -38,7 +41,13 @@ from orbit_fast.coordinator.sync.outcome import (
 from orbit_fast.coordinator.sync.paths import dest_error
 from orbit_fast.coordinator.sync.plan import digest_styles
 from orbit_fast.errors import OrbitError, RemoteError, RemoteUnavailable
+from orbit_fast.fsinfo import temp_token
 from orbit_fast.index.jobs_db import Job, JobsDB
+
+# A temp file whose name carries the token of a job this jobs DB does not know (a job of
+# another jobs DB or host, or a server copy's one-off name) counts as held while it changed
+# less than this long ago: a live upload in parts writes a part every few seconds.
+FOREIGN_TEMP_S = 3600
 
 if TYPE_CHECKING:
     from orbit_fast.workers.pool import WorkerPool
@@ -305,6 +314,51 @@ class ObjectCopies:
         if self.db is not None:
             for name in names:
                 self.db.queue_record_deleted(self.job.id, name)
+
+    def sweep_temps(self, temps: set[str], dry_run: bool) -> list[Outcome]:
+        """Remove the destination's temp files (`temps`, found when the run listed it) that
+        no run holds; the rest stay and are counted. Called once every copy has ended.
+
+        Who can hold a temp file here (docs/sync.md, "Temp files"):
+        - A job of this jobs DB, through its recorded upload (the temp name is the resume
+          handle): kept, its next run resumes it or aborts it.
+        - Otherwise no run of this jobs DB: this run holds the DB (JobsDB.open's flock; a
+          hub's runs share its claim but run one job at a time per overlapping destination,
+          hub/runner.py), so a temp file named with the token of any of its jobs, or a whole
+          write's ".tmp-<12 hex>" still there at the end of the run that found it (such a
+          write lasts one request, and on SMB its writer holds it open, which makes the
+          delete fail: then it is kept), is stale.
+        - A run of another jobs DB cannot be asked: a temp file with a token this DB does
+          not know is stale only once unchanged for FOREIGN_TEMP_S."""
+        if not temps:
+            return []
+        held = self.db.upload_states() if self.db is not None else set()
+        ours = self.db.job_tokens() if self.db is not None else {self.job.token}
+        removed, kept = 0, 0
+        for name in sorted(temps):
+            token = temp_token(name.rpartition("/")[2])
+            if name in held:
+                kept += 1
+                continue
+            try:
+                if token is not None and token not in ours:
+                    mtime = self.dst.stat_info(name).mtime_ns
+                    if mtime is None or time.time_ns() - mtime < FOREIGN_TEMP_S * 10**9:
+                        kept += 1
+                        continue
+                if dry_run or self.dst.remove_temp(name):
+                    removed += 1
+                else:  # held open by its writer (SMB refuses the delete), or the server away
+                    kept += 1
+            except FileNotFoundError:  # renamed by its writer, or gone with the run's copies
+                continue
+            except (OSError, RemoteError, TransientError):  # the stat failed: try next run
+                kept += 1
+        what = "would be removed" if dry_run else "removed"
+        why = (f"{removed + kept} writers' temp files in the destination: {removed} of "
+               f"interrupted runs {what}, {kept} kept (held by a run that may resume or "
+               "finish them)")  # fmt: skip
+        return [Hidden(removed + kept, 0 if dry_run else removed, why)]
 
     def abort_stale_uploads(self) -> list[Outcome]:
         """Uploads recorded for objects this run did not copy (gone from the source, or now

@@ -22,7 +22,7 @@ import queue
 import threading
 from typing import Any
 
-from orbit_fast.backends.base import UNSAFE_NAME, ObjectInfo
+from orbit_fast.backends.base import TEMP_NAME, UNSAFE_NAME, ObjectInfo
 from orbit_fast.config import SyncOptions, is_remote
 from orbit_fast.errors import OrbitError, RemoteError, SourceError
 from orbit_fast.filters import FilterRules
@@ -114,6 +114,12 @@ class StoreLister:
         self.dstl: dict[str, ObjectInfo] = {}
         self.seen: set[str] = set()
         self.unlisted: list[str] = []  # source directories that could not be listed
+        # Names the listings found that are not files of the tree: writers' temp files of
+        # either end, and a destination's entries that are not files (a local destination's
+        # symlinks, say). Never synced, never silent (ObjectCopies.sweep_temps, the summary).
+        self.dst_temps: set[str] = set()
+        self.src_temps: set[str] = set()
+        self.dst_other: set[str] = set()
         self._dir_ok: dict[str, bool] = {}
         self._found: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
         self._held: tuple[str, Any] | None = None  # taken by wait(), not yet by next()
@@ -136,6 +142,11 @@ class StoreLister:
         def odd(rel: str, why: str) -> None:  # a destination name no source name can match
             if why.startswith(UNSAFE_NAME):
                 self._found.put(("skip", (rel, f"{why} (in the destination; left as it is)")))
+            elif why == TEMP_NAME:
+                if self.included(rel):
+                    self.dst_temps.add(rel)
+            elif self.included(rel):
+                self.dst_other.add(rel)
 
         try:
             self.dstl = {i.name: i for i in self.dst_store.list_info("", self._descend, odd)
@@ -187,6 +198,10 @@ class StoreLister:
                     return Pair(item, self.dstl.get(item.name))
             elif kind == "skip":
                 rel, why = item
+                if why == TEMP_NAME:  # a writer's file before its rename: not the tree's
+                    if self.included(rel):
+                        self.src_temps.add(rel)
+                    continue
                 if why.startswith("cannot list"):
                     self.unlisted.append(rel)
                     return Unlisted(rel or ".", "unreadable_dir", f"{why}; skipped with "

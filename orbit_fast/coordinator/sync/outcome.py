@@ -62,10 +62,19 @@ class Warn(NamedTuple):
     skipped: bool = False  # the entry is missing from the destination after this run
 
 
+class Hidden(NamedTuple):
+    """Names a listing found that are not files of the tree (never synced, never silent):
+    `removed` of them were stale temp files and are gone; `why` says what they were."""
+
+    names: int
+    removed: int
+    why: str
+
+
 class Fatal(NamedTuple):
     """The run cannot go on (destination, remote, or worker failure)."""
 
     error: OrbitError
 
 
-Outcome = Moved | Done | Same | Differs | Changed | Dropped | Warn | Fatal
+Outcome = Moved | Done | Same | Differs | Changed | Dropped | Warn | Hidden | Fatal
