@@ -79,7 +79,13 @@ def test_kill_9_during_an_smb_upload_leaves_no_temp_file_after_the_rerun(
         db.unlink(missing_ok=True)
         proc = subprocess.Popen([*ORBIT, *args], stdout=subprocess.DEVNULL,
                                 stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
-        time.sleep(rng.uniform(0.35, 0.9))  # start-up is ~0.4 s; the upload ends by ~1 s
+        # Kill while a temp file is on the share (watched through the share's directory):
+        # uploads are quick, so a random delay alone mostly lands before or after them.
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and proc.poll() is None and not any(
+                _SUSPECT.search(f.name) for f in share.rglob("*")):  # fmt: skip
+            time.sleep(0.002)
+        time.sleep(rng.uniform(0, 0.02))
         os.killpg(proc.pid, signal.SIGKILL)  # the coordinator and its worker pool
         proc.wait()
         left_by_kills += [n for n in smbclient_names(samba, f"{smb_dir}\\dst")

@@ -40,6 +40,9 @@ from orbit_fast.environment import getenv
 from orbit_fast.errors import RemoteError
 
 
+_LISTS_IN_FLIGHT = 16
+
+
 class _ThreadConn:
     """One thread's smbclient connection cache and the Wire on it."""
 
@@ -279,12 +282,25 @@ class SMBStore(ProbesByListing, FileUploads):
 
     def list_info(self, prefix: str, descend: Descend | None = None,
                   on_skip: OnSkip | None = None) -> Iterator[ObjectInfo]:  # fmt: skip
-        # One directory at a time: the requests are one round trip each and cheap to parse.
+        # Depth-first in name order, with the next directories on the stack listed ahead:
+        # up to _LISTS_IN_FLIGHT compound requests wait on the connection at once.
         stack = [prefix.strip("/")]
+        ahead: dict[str, Any] = {}
         while stack:
             rel = stack.pop()
+            for nxt in reversed(stack[-_LISTS_IN_FLIGHT:]):
+                if nxt not in ahead and len(ahead) < _LISTS_IN_FLIGHT:
+                    try:
+                        ahead[nxt] = self._wire(self._local).scan_start(nxt)
+                    except Exception:  # noqa: BLE001 - listed in turn instead, errors and all
+                        break
+            started = ahead.pop(rel, None)
             try:
-                entries = sorted(self._scandir(rel), key=lambda e: e.name)
+                if started is None:
+                    entries = sorted(self._scandir(rel), key=lambda e: e.name)
+                else:
+                    entries = sorted(self._do("list", rel, lambda w: w.scan_finish(started)),
+                                     key=lambda e: e.name)  # fmt: skip
             except FileNotFoundError:
                 continue
             subdirs = []

@@ -299,10 +299,20 @@ class Wire:
 
     def scan(self, rel: str) -> list[p.Entry]:
         """The entries of the directory `rel`, in the server's order."""
+        return self.scan_finish(self.scan_start(rel))
+
+    def scan_start(self, rel: str) -> tuple[str, list[Reply]]:
+        """Send the compound that lists `rel` without waiting: a listing keeps several
+        directories in flight on one connection (the round trips were its time)."""
         path = self.path(rel)
-        open_dir = (p.CREATE, p.create(path, _READ_ACCESS, p.OPEN, p.DIRECTORY_FILE), b"")
-        replies = self.run([open_dir, (p.QUERY_DIRECTORY, p.query_directory(True, _LIST_REPLY),
-                                       b""), (p.CLOSE, p.close(), b"")])  # fmt: skip
+        return path, self.channel.send_raw(self.session, self.tree, [
+            (p.CREATE, p.create(path, _READ_ACCESS, p.OPEN, p.DIRECTORY_FILE), b""),
+            (p.QUERY_DIRECTORY, p.query_directory(True, _LIST_REPLY), b""),
+            (p.CLOSE, p.close(), b"")])  # fmt: skip
+
+    def scan_finish(self, started: tuple[str, list[Reply]]) -> list[p.Entry]:
+        path, replies = started
+        self.channel.wait(replies)
         self._first_failure(replies[:1], path, "list")
         if replies[1].status == p.STATUS_NO_MORE_FILES:
             return []
@@ -310,6 +320,7 @@ class Wire:
         buf = p.query_reply(replies[1].body)
         if len(buf) <= _LIST_REPLY // 2:
             return p.parse_entries(buf)
+        open_dir = (p.CREATE, p.create(path, _READ_ACCESS, p.OPEN, p.DIRECTORY_FILE), b"")
         replies = self.run([open_dir])  # a big directory: page through it on one handle
         self._first_failure(replies, path, "list")
         fid = p.create_reply(replies[0].body)[0]
