@@ -167,6 +167,21 @@ class PutObject(_Msg, frozen=True):
     mtime_ns: int = -1
 
 
+class BeginUpload(_Msg, frozen=True):
+    """Start the upload in parts of the source object `name` (`size` bytes, mtime `mtime_ns`)
+    under the job's `token`; with `md5`, first learn the source's whole-file MD5 for the
+    destination to keep (S3's "md5chksum", for `rclone check`)."""
+
+    task_id: int
+    ends: Ends
+    name: str
+    size: int
+    part_bytes: int
+    mtime_ns: int
+    token: str
+    md5: bool
+
+
 class PutPart(_Msg, frozen=True):
     """Read [offset, offset+length) of the source object and store it as part `part`."""
 
@@ -198,7 +213,9 @@ class CompleteUpload(_Msg, frozen=True):
 
 class DigestObject(_Msg, frozen=True):
     """Digest an object of one side (`side` "src" or "dst") for --checksum: style "xxh3",
-    "md5" (an S3 ETag of a single PUT) or "md5:<part bytes>" (of a multipart upload)."""
+    "md5" (an S3 ETag of a single PUT, or an "md5chksum") or "md5:<part bytes>[,<part bytes>
+    ...]" (the ETag of a multipart upload of each part size; ObjectDigested has them all,
+    joined by ",")."""
 
     task_id: int
     ends: Ends
@@ -233,8 +250,8 @@ class DetachRing(_Msg, frozen=True):
 
 # The tasks of a coordinator's job: each carries a task_id naming that coordinator's ring. The
 # rest of Task is the pool's control of the worker itself.
-JobTask = (CopyBlock | VerifyBlock | DigestFile | FinalizeFile | ChunkRange | PutObject | PutPart
-           | CompleteUpload | DigestObject)  # fmt: skip
+JobTask = (CopyBlock | VerifyBlock | DigestFile | FinalizeFile | ChunkRange | PutObject
+           | BeginUpload | PutPart | CompleteUpload | DigestObject)  # fmt: skip
 Task = JobTask | Shutdown | AttachRing | DetachRing
 
 
@@ -313,6 +330,11 @@ class ObjectPut(_Msg, frozen=True):
     dst_sig: str  # the destination as written (what its next listing will show)
 
 
+class UploadBegun(_Msg, frozen=True):
+    task_id: int
+    state: str  # Upload.state: the upload id or temp name
+
+
 class PartPut(_Msg, frozen=True):
     task_id: int
     length: int
@@ -332,6 +354,7 @@ class ObjectDigested(_Msg, frozen=True):
 Result = (
     WorkerReady
     | ObjectPut
+    | UploadBegun
     | PartPut
     | UploadCompleted
     | ObjectDigested

@@ -121,6 +121,9 @@ class Capabilities(NamedTuple):
     max_part_bytes: int  # part uploads: largest part (0: no limit)
     mtime_ns_precision: int = 1  # what the store keeps of a file's mtime (SMB listings: 1 us)
     max_copy_bytes: int = 0  # server-side copies: the largest object (0: no limit)
+    # Part uploads keep a whole-file MD5 given to begin_upload (S3: rclone's "md5chksum"
+    # metadata, which `rclone check` reads): only then does a sync compute it.
+    whole_md5: bool = False
 
 
 class ObjectInfo(NamedTuple):
@@ -129,6 +132,16 @@ class ObjectInfo(NamedTuple):
     mtime_ns: int | None  # the file's mtime; None: not in this listing (S3: ask stat_info)
     etag: str = ""  # S3: the ETag without quotes (MD5, or multipart_etag of the parts' MD5s)
     part_bytes: int = 0  # S3 objects orbit-fast uploaded in parts: the part size (metadata)
+    md5: str = ""  # S3: the whole-file MD5 (hex) of rclone's "md5chksum" metadata, if any
+
+    @property
+    def whole_md5(self) -> str:
+        """The MD5 (hex) of the object's data when the store knows it: an S3 ETag of a single
+        PUT is one; a multipart ETag is not, but its "md5chksum" metadata may be. "": unknown
+        (or not listed: a listing has no metadata, stat_info has)."""
+        if self.etag and "-" not in self.etag:
+            return self.etag
+        return self.md5
 
     @property
     def sig(self) -> str:
@@ -272,9 +285,10 @@ class PartUploads(Protocol):
     `capabilities.min_part_bytes`..`max_part_bytes`, see upload_part_bytes)."""
 
     def begin_upload(self, name: str, size: int, part_bytes: int, mtime_ns: int,
-                     token: str = "") -> Upload:  # fmt: skip
+                     token: str = "", md5: str = "") -> Upload:  # fmt: skip
         """A new upload of `size` bytes to `name`, with the file's mtime; a file store writes
-        it under the sync's temp name for the job's `token` (upload_temp_name)."""
+        it under the sync's temp name for the job's `token` (upload_temp_name). `md5`: the
+        whole file's MD5 (hex), kept by a store with `capabilities.whole_md5`, else ignored."""
         ...
 
     def resume_upload(self, name: str, state: str, size: int, part_bytes: int,

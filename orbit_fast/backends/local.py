@@ -448,9 +448,9 @@ class LocalStore(FileUploads):
     # PartUploads (base.py), and FileOps for FileUpload (parts.py)
 
     def begin_upload(self, name: str, size: int, part_bytes: int, mtime_ns: int,
-                     token: str = "") -> FileUpload:  # fmt: skip
+                     token: str = "", md5: str = "") -> FileUpload:  # fmt: skip
         _check(name)  # the object's name is first used at commit: refuse a bad one at once
-        return super().begin_upload(name, size, part_bytes, mtime_ns, token)
+        return super().begin_upload(name, size, part_bytes, mtime_ns, token, md5)
 
     def create_sized(self, tmp: str, size: int) -> None:
         """A new temp file of `size` bytes: whatever is at its predictable name (a stale one

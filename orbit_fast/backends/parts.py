@@ -85,8 +85,8 @@ class FileUploads:
         raise NotImplementedError
 
     def begin_upload(self, name: str, size: int, part_bytes: int, mtime_ns: int,
-                     token: str = "") -> FileUpload:  # fmt: skip
-        tmp = upload_temp_name(name, token)
+                     token: str = "", md5: str = "") -> FileUpload:  # fmt: skip
+        tmp = upload_temp_name(name, token)  # `md5`: a file keeps none (no whole_md5)
         self.create_sized(tmp, size)
         return FileUpload(self, name, tmp, part_bytes, mtime_ns)  # type: ignore[arg-type]
 

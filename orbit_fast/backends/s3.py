@@ -13,12 +13,13 @@ boto3 reads only os.environ, so what only the env file sets is handed to it expl
 (`_session`), with the precedence it would have in the environment.
 
 Integrity: every single PUT carries Content-MD5, and each multipart part too; the server
-rejects a body that does not match. Objects above MULTIPART_BYTES go up in parts of
-`part_bytes` (at least 5 MiB), PART_THREADS at a time; a failed multipart upload is
-aborted. Exclusive writes use If-None-Match: * (atomic where the server supports it; otherwise
-check-then-write). Errors are classified: TransientError (retry),
-RemoteError (stop and say what to fix), FileNotFoundError / FileExistsError (the Store
-contract).
+rejects a body that does not match. A repository's objects above MULTIPART_BYTES go up in
+parts of `part_bytes` (at least 5 MiB), PART_THREADS at a time; a sync's uploads in parts
+(begin_upload) carry the whole file's MD5 as rclone's "md5chksum" metadata, since their ETag
+is not one (MD5_META). A failed multipart upload is aborted. Exclusive writes use
+If-None-Match: * (atomic where the server supports it; otherwise check-then-write). Errors
+are classified: TransientError (retry), RemoteError (stop and say what to fix),
+FileNotFoundError / FileExistsError (the Store contract).
 """
 
 from __future__ import annotations
@@ -47,7 +48,10 @@ from orbit_fast.locations import parse as parse_location
 
 MIN_PART = 5 << 20  # S3's minimum for every part but the last
 MAX_PART = 5 << 30
-MULTIPART_BYTES = 64 << 20
+MULTIPART_BYTES = 64 << 20  # repositories (write); a sync's threshold is objects.SINGLE_MAX
+# rclone's user metadata key for the whole-file MD5 (base64 of the 16-byte digest) of objects
+# whose ETag is no MD5; `rclone check` compares it, and --checksum here reads it.
+MD5_META = "md5chksum"
 MAX_COPY_BYTES = 5 << 30  # CopyObject's limit; larger objects are copied through us
 PART_THREADS = 4  # rclone's --s3-upload-concurrency default
 _TRANSIENT_CODES = {"SlowDown", "RequestTimeout", "RequestTimeTooSkewed", "InternalError",
@@ -68,6 +72,15 @@ def parse_url(url: str) -> tuple[str, str]:
 
 def _md5_b64(data: bytes | bytearray | memoryview) -> str:
     return base64.b64encode(hashlib.md5(data).digest()).decode()  # noqa: S324 (integrity, as S3)
+
+
+def md5_from_meta(text: str | None) -> str:
+    """The hex MD5 of an "md5chksum" value (base64 of 16 bytes); "" if absent or malformed."""
+    try:
+        raw = base64.b64decode(text or "", validate=True)
+    except ValueError:  # binascii.Error
+        return ""
+    return raw.hex() if len(raw) == 16 else ""
 
 
 def format_mtime(mtime_ns: int) -> str:
@@ -163,7 +176,8 @@ class S3Store(ProbesByListing):
         self.part_bytes = max(MIN_PART, min(part_bytes, MAX_PART))
         self._conditional = True  # If-None-Match: * works, until the server says it does not
         self.capabilities = Capabilities(min_part_bytes=MIN_PART, max_part_bytes=MAX_PART,
-                                         max_copy_bytes=MAX_COPY_BYTES)  # fmt: skip
+                                         max_copy_bytes=MAX_COPY_BYTES,
+                                         whole_md5=True)  # fmt: skip
 
     def _key(self, name: str) -> str:
         return f"{self.prefix}/{name}" if self.prefix else name
@@ -331,7 +345,8 @@ class S3Store(ProbesByListing):
             mtime = int(head["LastModified"].timestamp()) * 1_000_000_000
         part = meta.get("orbit-part-bytes", "")
         return ObjectInfo(name, int(head["ContentLength"]), mtime, _etag(head.get("ETag", "")),
-                          int(part) if part.isdigit() else 0)  # fmt: skip
+                          int(part) if part.isdigit() else 0,
+                          md5_from_meta(meta.get(MD5_META)))  # fmt: skip
 
     def stat_info(self, name: str) -> ObjectInfo:
         return self._info(name, self._call("stat", name, self._s3.head_object,
@@ -356,8 +371,10 @@ class S3Store(ProbesByListing):
         return ObjectInfo(name, len(data), mtime_ns, _etag(r.get("ETag", "")))
 
     def begin_upload(self, name: str, size: int, part_bytes: int, mtime_ns: int,
-                     token: str = "") -> S3Upload:  # fmt: skip
+                     token: str = "", md5: str = "") -> S3Upload:  # fmt: skip
         meta = {"mtime": format_mtime(mtime_ns), "orbit-part-bytes": str(part_bytes)}
+        if md5:
+            meta[MD5_META] = base64.b64encode(bytes.fromhex(md5)).decode()
         return self._start_upload(name, meta, part_bytes)
 
     def _start_upload(self, name: str, meta: dict[str, str], part_bytes: int) -> S3Upload:

@@ -162,9 +162,9 @@ class RetryingUploads(RetryingStore):
         self._uploads = inner
 
     def begin_upload(self, name: str, size: int, part_bytes: int, mtime_ns: int,
-                     token: str = "") -> Upload:  # fmt: skip
+                     token: str = "", md5: str = "") -> Upload:  # fmt: skip
         def begin() -> Upload:
-            return self._uploads.begin_upload(name, size, part_bytes, mtime_ns, token)
+            return self._uploads.begin_upload(name, size, part_bytes, mtime_ns, token, md5)
 
         up = self._retry(f"starting the upload of {name}", begin)
         return RetryingUpload(up, self)

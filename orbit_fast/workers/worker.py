@@ -222,7 +222,8 @@ class _Runner:
                 return self._finalize(task.task_id, task.finalize)
             if isinstance(task, m.ChunkRange):
                 return self._chunk_range(task)
-            if isinstance(task, m.PutObject | m.PutPart | m.CompleteUpload | m.DigestObject):
+            if isinstance(task, m.PutObject | m.BeginUpload | m.PutPart | m.CompleteUpload
+                          | m.DigestObject):  # fmt: skip
                 from orbit_fast.workers.objects import run_object_task
 
                 return run_object_task(task)

@@ -71,14 +71,49 @@ def test_same_mtime_at_the_coarser_precision():
 def test_digest_styles():
     f = ObjectInfo("x", 10, 5)
     # Two S3 objects: the ETags are the digests, nothing to compute.
-    assert pl.digest_styles(S, f._replace(etag="e2"), 0) == ({"src": "e1", "dst": "e2"}, ())
+    assert pl.digest_styles(S, f._replace(etag="e2")) == ({"src": "e1", "dst": "e2"}, ())
     # S3 against a file: the file digested the way S3 made its ETag.
-    assert pl.digest_styles(S, f, 0) == ({"src": "e1"}, (("dst", "md5"),))
-    assert pl.digest_styles(f, S, 0) == ({"dst": "e1"}, (("src", "md5"),))
-    multi = f._replace(etag="abc-3")
-    assert pl.digest_styles(multi, f, 8 << 20) == ({"src": "abc-3"}, (("dst", f"md5:{8 << 20}"),))
-    assert pl.digest_styles(multi, f, 0) is None  # part size unknown: copy instead
-    assert pl.digest_styles(f, f, 0) == ({}, (("src", "xxh3"), ("dst", "xxh3")))
+    assert pl.digest_styles(S, f) == ({"src": "e1"}, (("dst", "md5"),))
+    assert pl.digest_styles(f, S) == ({"dst": "e1"}, (("src", "md5"),))
+    big = ObjectInfo("x", 12 << 20, 5, "abc-3")  # 12 MiB in 3 parts: 5 MiB ones
+    assert pl.digest_styles(big._replace(part_bytes=5 << 20), big._replace(etag="")) == (
+        {"src": "abc-3"}, (("dst", f"md5:{5 << 20}"),))  # fmt: skip
+    # No part size recorded: the sizes that give 3 parts, 5 MiB (rclone's) first.
+    assert pl.digest_styles(big._replace(etag=""), big) == (
+        {"dst": "abc-3"}, (("src", f"md5:{5 << 20},{4 << 20}"),))  # fmt: skip
+    assert pl.digest_styles(f._replace(etag="abc-3"), f) is None  # 10 bytes cannot be 3 parts
+    # A whole-file MD5 ("md5chksum", rclone's and ours) is compared as it is.
+    md5 = "0" * 32
+    assert pl.digest_styles(big._replace(md5=md5), f) == ({"src": md5}, (("dst", "md5"),))
+    # Two S3 objects of other part sizes, or one multipart and one not: their whole MD5s.
+    assert pl.digest_styles(big._replace(md5=md5), big._replace(etag=md5)) == (
+        {"src": md5, "dst": md5}, ())  # fmt: skip
+    assert pl.digest_styles(big, big._replace(etag=md5)) == ({"src": "abc-3", "dst": md5}, ())
+    assert pl.digest_styles(f, f) == ({}, (("src", "xxh3"), ("dst", "xxh3")))
+
+
+def test_part_size_candidates():
+    mib = 1 << 20
+    # orbit-fast's recorded part size alone, if it gives N parts; else the guesses that do.
+    assert pl.part_size_candidates(12 * mib, "e-2", 6 * mib) == [6 * mib]
+    assert pl.part_size_candidates(12 * mib, "e-3", 6 * mib) == [5 * mib, 4 * mib]  # 6 gives 2
+    assert pl.part_size_candidates(12 * mib, "e-2") == [8 * mib, 6 * mib]
+    assert pl.part_size_candidates(256 * mib, "e-52") == [5 * mib]
+    assert pl.part_size_candidates(256 * mib, "e-32") == [8 * mib]
+    # One part: every part size at least the object's cuts it the same way.
+    assert pl.part_size_candidates(3 * mib, "e-1") == [3 * mib]
+    # Too large for 10,000 parts of 5 MiB: rclone takes the smallest whole MiB that fits.
+    size = 100_000 * mib + 123
+    assert pl.part_size_candidates(size, f"e-{-(-size // (11 * mib))}") == [11 * mib]
+    assert pl.part_size_candidates(10, "not-a-count") == []
+    assert pl.part_size_candidates(10, "d41d8cd98f00b204e9800998ecf8427e") == []
+    assert len(pl.part_size_candidates(64 * mib, "e-1")) == 1
+
+
+def test_digests_match_any_listed():
+    assert pl.digests_match("a-3", "b-3,a-3")
+    assert not pl.digests_match("a-3", "b-3,c-3")
+    assert not pl.digests_match("", "a")
 
 
 def test_a_listed_name_needs_every_parent_included():

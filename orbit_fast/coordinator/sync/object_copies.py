@@ -39,7 +39,7 @@ from orbit_fast.coordinator.sync.outcome import (
     Warn,
 )
 from orbit_fast.coordinator.sync.paths import dest_error
-from orbit_fast.coordinator.sync.plan import digest_styles
+from orbit_fast.coordinator.sync.plan import digest_styles, digests_match
 from orbit_fast.errors import OrbitError, RemoteError, RemoteUnavailable
 from orbit_fast.fsinfo import temp_token
 from orbit_fast.index.jobs_db import Job, JobsDB
@@ -117,13 +117,15 @@ class ObjectCopies:
 
     def compare(self, s: ObjectInfo, d: ObjectInfo) -> list[Outcome]:
         obj = Obj(s, "update")
-        part = 0
-        if bool(s.etag) != bool(d.etag):
-            info, store = (s, self.src) if s.etag else (d, self.dst)
-            if "-" in info.etag:
-                part = info.part_bytes or store.stat_info(info.name).part_bytes
-        styles = digest_styles(s, d, part)
-        if styles is None:  # uploaded in parts of unknown size by another tool: copy it
+        if s.etag != d.etag:
+            # A multipart object's whole MD5 ("md5chksum") and part size are in its metadata,
+            # which listings lack: one HEAD each, only for objects uploaded in parts.
+            if "-" in s.etag:
+                s = self.src.stat_info(s.name)
+            if "-" in d.etag:
+                d = self.dst.stat_info(d.name)
+        styles = digest_styles(s, d)
+        if styles is None:  # uploaded in parts of no size we could guess: copy it
             return [Differs(obj)]
         obj.digests, obj.want = styles
         if not obj.want:
@@ -133,7 +135,7 @@ class ObjectCopies:
         return []
 
     def _compared(self, obj: Obj) -> Outcome:
-        if obj.digests.get("src") == obj.digests.get("dst"):
+        if digests_match(obj.digests.get("src", ""), obj.digests.get("dst", "")):
             return Same(obj.rel)
         return Differs(obj)
 
@@ -159,12 +161,20 @@ class ObjectCopies:
         obj.nparts = -(-size // part)
         done = self._resume(uploads, obj)
         if done is None:
-            up = uploads.begin_upload(obj.rel, size, part, obj.mtime_ns or 0, self.job.token)
-            obj.upload = up.state
-            assert self.db is not None
-            self.db.queue_upload(self.job.id, obj.rel, obj.info.sig, part, up.state)
-            self.db.checkpoint()  # recorded before any part is sent: a crash can resume it
-            done = {}
+            # A worker starts it: for S3 it first reads the file for its MD5 (_whole_md5).
+            self.ready.append((obj, "begin", 0))
+            return []
+        return self._queue_parts(obj, done)
+
+    def _begun(self, obj: Obj, state: str) -> None:
+        obj.upload = state
+        assert self.db is not None
+        self.db.queue_upload(self.job.id, obj.rel, obj.info.sig, obj.part_bytes, state)
+        self.db.checkpoint()  # recorded before any part is sent: a crash can resume it
+        if not obj.failed:
+            self._queue_parts(obj, {})
+
+    def _queue_parts(self, obj: Obj, done: dict[int, str]) -> list[Outcome]:
         obj.tokens = done
         for n in range(1, obj.nparts + 1):
             if n not in done:
@@ -227,6 +237,11 @@ class ObjectCopies:
                                durable=self.opts.fsync == FsyncPolicy.FILE,
                                server_side=kind == "copy", size=size,
                                mtime_ns=-1 if obj.mtime_ns is None else obj.mtime_ns)  # fmt: skip
+        if kind == "begin":
+            return m.BeginUpload(task_id=0, ends=e, name=obj.rel, size=size,
+                                 part_bytes=obj.part_bytes, mtime_ns=obj.mtime_ns or 0,
+                                 token=self.job.token,
+                                 md5=self.dst.capabilities.whole_md5)  # fmt: skip
         if kind == "part":
             return m.PutPart(task_id=0, ends=e, name=obj.rel, upload=obj.upload, size=size,
                              part_bytes=obj.part_bytes, mtime_ns=obj.mtime_ns or 0, part=part,
@@ -249,6 +264,8 @@ class ObjectCopies:
         out: list[Outcome] = []
         if isinstance(res, m.TaskFailed):
             out += self._task_failed(obj, res)
+        elif isinstance(res, m.UploadBegun):  # recorded even if failed: the rerun aborts it
+            self._begun(obj, res.state)
         elif obj.failed:
             pass
         elif isinstance(res, m.ObjectPut):

@@ -85,23 +85,71 @@ def same_mtime(src_ns: int | None, dst_ns: int | None, precision_ns: int) -> boo
     return src_ns // precision_ns == dst_ns // precision_ns
 
 
-def digest_styles(s: ObjectInfo, d: ObjectInfo, part_bytes: int
+def digest_styles(s: ObjectInfo, d: ObjectInfo
                   ) -> tuple[dict[str, str], tuple[tuple[str, str], ...]] | None:  # fmt: skip
     """How --checksum compares two objects of one size: (digests already known by side,
     digests to compute as (side, style)); None when they cannot be compared (a multipart
-    ETag of unknown part size: copy instead).
+    ETag of no part size it could have: copy instead). A multipart S3 object's info must be
+    its stat_info (a listing has no metadata: no "md5chksum", no part size).
 
-    S3 keeps an MD5 (or an MD5 of part MD5s) as the ETag: two S3 objects compare ETags; an S3
-    object against a file digests the file the way S3 made the ETag (`part_bytes`: the part
-    size of the object with the ETag, 0 if not known); two files compare xxh3."""
+    S3 keeps an MD5 as the ETag of a single PUT, and an MD5 of part MD5s for a multipart
+    upload, where rclone (and orbit-fast) add the whole file's MD5 as "md5chksum". Two S3
+    objects compare ETags, or their whole MD5s where both are known; an S3 object against a
+    file digests the file to the object's whole MD5, else to its multipart ETag for each part
+    size it could have been uploaded in (part_size_candidates); two files compare xxh3."""
     if s.etag and d.etag:
+        a, b = s.whole_md5, d.whole_md5
+        if s.etag != d.etag and a and b:  # e.g. one multipart, one not, or other part sizes
+            return {"src": a, "dst": b}, ()
         return {"src": s.etag, "dst": d.etag}, ()
     if s.etag or d.etag:
         side, info = ("dst", s) if s.etag else ("src", d)
-        style = "md5"
-        if "-" in info.etag:
-            if not part_bytes:
-                return None
-            style = f"md5:{part_bytes}"
-        return {"src" if side == "dst" else "dst": info.etag}, ((side, style),)
+        other = "src" if side == "dst" else "dst"
+        if info.whole_md5:
+            return {other: info.whole_md5}, ((side, "md5"),)
+        sizes = part_size_candidates(info.size, info.etag, info.part_bytes)
+        if not sizes:
+            return None
+        return {other: info.etag}, ((side, "md5:" + ",".join(map(str, sizes))),)
     return {}, (("src", "xxh3"), ("dst", "xxh3"))
+
+
+MIB = 1 << 20
+# Part sizes of common uploaders, most likely first: rclone's --s3-chunk-size default (5 MiB,
+# also S3's minimum part), the AWS CLI's and boto3's multipart_chunksize (8 MiB), s3cmd's
+# multipart_chunk_size_mb (15 MiB) and 16 MiB (MinIO's mc for small objects).
+KNOWN_PART_BYTES = (5 * MIB, 8 * MIB, 15 * MIB, 16 * MIB)
+MAX_PART_GUESSES = 4  # each is one more MD5 pass over the file (~760 MB/s a core)
+
+
+def part_size_candidates(size: int, etag: str, part_bytes: int = 0) -> list[int]:
+    """Part sizes a multipart object of `size` bytes with ETag "<hex>-N" may have been
+    uploaded in, most likely first: the part size orbit-fast recorded (`part_bytes`; then the
+    only one, as only our uploads write that metadata), else the common uploaders' defaults,
+    the smallest whole MiB giving N parts (what rclone chooses for a file too large for 10,000
+    parts of its chunk size) and powers of two MiB (boto3 doubles its 8 MiB until 10,000
+    parts do). Only sizes giving exactly N parts are kept (ceil(size / part) == N), and sizes
+    that cut the same parts are tried once. []: not a multipart ETag."""
+    head, _, count = etag.rpartition("-")
+    if not head or not count.isdigit() or int(count) < 1 or size < 1:
+        return []
+    n = int(count)
+    fit = -(-size // n)  # the smallest part size giving at most n parts
+    guesses = [*KNOWN_PART_BYTES, -(-fit // MIB) * MIB, *(MIB << k for k in range(13))]
+    if part_bytes and -(-size // part_bytes) == n:
+        guesses = [part_bytes]
+    out: list[int] = []
+    for p in guesses:
+        if p < 1 or -(-size // p) != n:
+            continue
+        # One part: every size >= the object cuts it alike.
+        p = size if n == 1 else p
+        if p not in out:
+            out.append(p)
+    return out[:MAX_PART_GUESSES]
+
+
+def digests_match(a: str, b: str) -> bool:
+    """Whether two --checksum digests agree; either may list several ("," joined: the
+    multipart ETags of several part sizes), and one equal pair is enough."""
+    return bool(set(a.split(",")) & set(b.split(",")))
