@@ -39,7 +39,6 @@ from orbit_fast.backends.smb.wire import COMPOUND_READ, Wire
 from orbit_fast.environment import getenv
 from orbit_fast.errors import RemoteError
 
-
 _LISTS_IN_FLIGHT = 16
 
 
@@ -299,7 +298,7 @@ class SMBStore(ProbesByListing, FileUploads):
                 if started is None:
                     entries = sorted(self._scandir(rel), key=lambda e: e.name)
                 else:
-                    entries = sorted(self._do("list", rel, lambda w: w.scan_finish(started)),
+                    entries = sorted(self._do("list", rel, lambda w, s=started: w.scan_finish(s)),
                                      key=lambda e: e.name)  # fmt: skip
             except FileNotFoundError:
                 continue
