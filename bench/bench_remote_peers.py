@@ -88,7 +88,7 @@ def main() -> None:
             return clean
 
         def fresh_bucket() -> str:
-            name = f"b{next(buckets)}"
+            name = f"peers-{next(buckets)}"
             s3.create_bucket(Bucket=name)
             shutil.rmtree(work / "state", ignore_errors=True)
             return name
