@@ -20,15 +20,15 @@ BIG = 20 << 20  # above SINGLE_MAX (8 MiB): moves in parts (5 MiB on S3: its min
 
 
 def _files(root: Path, us: bool = False) -> dict[str, tuple[str, int]]:
-    """rel -> (content digest, mtime_ns) of every regular file; mtimes to the microsecond
-    where the data went through SMB (smbprotocol keeps microseconds)."""
+    """rel -> (content digest, mtime_ns) of every regular file; mtimes to 100 ns where the
+    data went through SMB (a FILETIME's unit: shares keep no finer)."""
     import xxhash
 
     out = {}
     for p in sorted(root.rglob("*")):
         if p.is_file() and not p.is_symlink():
             st = p.stat()
-            mtime = st.st_mtime_ns // 1000 if us else st.st_mtime_ns
+            mtime = st.st_mtime_ns // 100 if us else st.st_mtime_ns
             out[str(p.relative_to(root))] = (xxhash.xxh3_128_hexdigest(p.read_bytes()), mtime)
     return out
 
@@ -58,10 +58,14 @@ def test_sync_between_local_s3_and_smb(tmp_path: Path, rng, s3_bucket, samba, sm
     # local -> SMB -> S3 -> local, and SMB -> local, and local -> S3 directly.
     first = _sync(str(src), smb, check=ExitCode.PARTIAL)  # the symlink is skipped, with a warning
     assert first["files_copied"] == n and first["skipped"] == ["link"]
-    assert _sync(smb, s3)["files_copied"] == n
-    assert _sync(s3, str(tmp_path / "out1"))["files_copied"] == n
+    assert first["dirs_created"] == 4  # a, a/b, c, big: counted on every end with directories
+    to_s3 = _sync(smb, s3)
+    assert to_s3["files_copied"] == n and to_s3["dirs_created"] == 0  # S3 has none
+    from_s3 = _sync(s3, str(tmp_path / "out1"))
+    assert from_s3["files_copied"] == n and from_s3["dirs_created"] == 4
     assert _files(tmp_path / "out1", us=True) == want_us
-    assert _sync(smb, str(tmp_path / "out2"))["files_copied"] == n
+    from_smb = _sync(smb, str(tmp_path / "out2"))
+    assert from_smb["files_copied"] == n and from_smb["dirs_created"] == 4
     assert _files(tmp_path / "out2", us=True) == want_us
     assert _sync(str(src), f"s3://{s3_bucket}/direct", check=1)["files_copied"] == n
     assert _sync(f"s3://{s3_bucket}/direct", str(tmp_path / "out3"))["files_copied"] == n
@@ -70,6 +74,7 @@ def test_sync_between_local_s3_and_smb(tmp_path: Path, rng, s3_bucket, samba, sm
     for a, b in ((smb, s3), (s3, str(tmp_path / "out1")), (smb, str(tmp_path / "out2"))):
         again = _sync(a, b)
         assert again["files_copied"] == 0 and again["files_unchanged"] == n, (a, b)
+        assert again["dirs_created"] == 0
     # A change, a new file and a deletion travel with --mirror, and only they.
     write(src / "a" / "f1.bin", b"changed", mtime=1_690_000_000)
     write(src / "new.txt", b"new")

@@ -369,6 +369,8 @@ class SyncEngine:
         if decision == pl.SKIP:
             self.c.files_unchanged += 1
         elif decision in (pl.COPY, pl.UPDATE):
+            if d is None:  # the directories a new file's copy makes, as a tree sync counts
+                self.c.dirs_created += self.lister.new_dirs(s.name)
             self._start_copy(copies.item(s, decision))
         elif decision == pl.COMPARE:
             assert d is not None

@@ -101,6 +101,12 @@ class Gone:
         self.names = names
 
 
+def _parents(name: str) -> list[str]:
+    """"a/b/c" -> ["a", "a/b"]."""
+    parts = name.split("/")[:-1]
+    return ["/".join(parts[: i + 1]) for i in range(len(parts))]
+
+
 class StoreLister:
     """Lists the destination at start(), then the source in a thread, pairing names."""
 
@@ -112,6 +118,7 @@ class StoreLister:
         self.src_store, self.dst_store = src, dst
         self.done = False
         self.dstl: dict[str, ObjectInfo] = {}
+        self._dst_dirs: set[str] = set()  # directories the destination has (or will have)
         self.seen: set[str] = set()
         self.unlisted: list[str] = []  # source directories that could not be listed
         # Names the listings found that are not files of the tree: writers' temp files of
@@ -153,6 +160,8 @@ class StoreLister:
                          if self.included(i.name)}  # fmt: skip
         except FileNotFoundError:
             self.dstl = {}
+        for name in (*self.dstl, *self.dst_temps, *self.dst_other):
+            self._dst_dirs.update(_parents(name))
         self._thread = threading.Thread(target=self._list_source, name="orbit-list",
                                         daemon=True)  # fmt: skip
         self._thread.start()
@@ -220,6 +229,15 @@ class StoreLister:
                     return None
                 return Gone([n for n in sorted(self.dstl)
                              if n not in self.seen and not self._below_unlisted(n)])
+
+    def new_dirs(self, name: str) -> int:
+        """How many of `name`'s parent directories a copy to it creates: those no listed
+        destination name lies in (counted once; an object store has none to create)."""
+        if self.opts.destination.startswith("s3://"):
+            return 0
+        fresh = [d for d in _parents(name) if d not in self._dst_dirs]
+        self._dst_dirs.update(fresh)
+        return len(fresh)
 
     def _below_unlisted(self, name: str) -> bool:
         return any(not u or name.startswith(u + "/") for u in self.unlisted)
