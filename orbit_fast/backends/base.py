@@ -41,6 +41,7 @@ def is_temp(basename: str) -> bool:
 
 Descend = Callable[[str], bool]  # list_info: whether to read a directory
 OnSkip = Callable[[str, str], None]  # list_info: (name, why) of an entry that is not a file
+OnDir = Callable[[str, int], None]  # list_info: (name, mtime_ns) of a directory it descends
 MAX_NAME_BYTES = 255  # NAME_MAX of Linux file systems (and Samba's)
 MAX_PATH_BYTES = 4095  # PATH_MAX less the NUL
 UNSAFE_NAME = "unsafe name"  # how a listing's on_skip reason starts for one (name_problem)
@@ -229,7 +230,8 @@ class FileStore(Protocol):
     def capabilities(self) -> Capabilities: ...
 
     def list_info(self, prefix: str, descend: Descend | None = None,
-                  on_skip: OnSkip | None = None) -> Iterator[ObjectInfo]: ...  # fmt: skip
+                  on_skip: OnSkip | None = None,
+                  on_dir: OnDir | None = None) -> Iterator[ObjectInfo]: ...  # fmt: skip
 
     def stat_info(self, name: str) -> ObjectInfo: ...
 

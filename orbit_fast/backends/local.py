@@ -29,6 +29,7 @@ from orbit_fast.backends.base import (
     Capabilities,
     Descend,
     ObjectInfo,
+    OnDir,
     OnSkip,
     is_temp,
 )
@@ -401,7 +402,8 @@ class LocalStore(FileUploads):
     # ---- FileStore (base.py) ----------------------------------------------------------------
 
     def list_info(self, prefix: str, descend: Descend | None = None,
-                  on_skip: OnSkip | None = None) -> Iterator[ObjectInfo]:  # fmt: skip
+                  on_skip: OnSkip | None = None,
+                  on_dir: OnDir | None = None) -> Iterator[ObjectInfo]:  # fmt: skip
         """Regular files below prefix, depth first in name order. Symlinks, devices and the like
         are reported to `on_skip` (objects have no such kinds); a symlink to a directory is
         never entered; directories `descend` refuses are not read."""
@@ -428,6 +430,11 @@ class LocalStore(FileUploads):
                 elif on_skip is not None:
                     kind = "a symlink" if stat.S_ISLNK(st.st_mode) else "not a regular file"
                     on_skip(child, f"{kind}: object stores keep only files")
+
+    def set_dir_mtime(self, name: str, mtime_ns: int) -> None:
+        """Give the directory `name` the source's time (a sync from a store that lists
+        directories with times: SMB); through the root's fd, no link followed."""
+        self._top().utime(name, (mtime_ns, mtime_ns))
 
     def stat_info(self, name: str) -> ObjectInfo:
         st = self._lstat(name)

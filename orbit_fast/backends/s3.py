@@ -35,6 +35,7 @@ from orbit_fast.backends.base import (
     Capabilities,
     Descend,
     ObjectInfo,
+    OnDir,
     OnSkip,
     ProbesByListing,
     ServerCopy,
@@ -332,7 +333,8 @@ class S3Store(ProbesByListing):
     # ---- FileStore and PartUploads (base.py) ------------------------------------------------
 
     def list_info(self, prefix: str, descend: Descend | None = None,
-                  on_skip: OnSkip | None = None) -> Iterator[ObjectInfo]:  # fmt: skip
+                  on_skip: OnSkip | None = None,
+                  on_dir: OnDir | None = None) -> Iterator[ObjectInfo]:  # fmt: skip
         # No directories to prune on S3: the caller filters names. mtime is in the metadata,
         # which listings do not return (stat_info has it).
         for name, size, etag in self._list(prefix, on_skip):

@@ -20,6 +20,7 @@ from orbit_fast.backends.base import (
     Capabilities,
     Descend,
     ObjectInfo,
+    OnDir,
     OnSkip,
     PartUploads,
     ServerCopier,
@@ -120,7 +121,8 @@ class RetryingStore(Retrier):
         self.inner.close()
 
     def list_info(self, prefix: str, descend: Descend | None = None,
-                  on_skip: OnSkip | None = None) -> Iterator[ObjectInfo]:  # fmt: skip
+                  on_skip: OnSkip | None = None,
+                  on_dir: OnDir | None = None) -> Iterator[ObjectInfo]:  # fmt: skip
         # Entries stream as the backend finds them (a sync starts copying while the listing
         # goes on). A listing cut in the middle cannot be resumed portably, so a retry lists
         # again from the start and yields only the names not yielded yet; `on_skip` may hear
@@ -128,7 +130,7 @@ class RetryingStore(Retrier):
         yielded: set[str] = set()
         for attempt in range(1, self.attempts + 1):
             try:
-                for info in self.inner.list_info(prefix, descend, on_skip):
+                for info in self.inner.list_info(prefix, descend, on_skip, on_dir):
                     if info.name not in yielded:
                         yielded.add(info.name)
                         yield info

@@ -316,7 +316,7 @@ def test_retrying_store_retries_transient_then_gives_up() -> None:
         def size(self, name: str) -> int:
             raise TransientError("down")
 
-        def list_info(self, prefix, descend=None, on_skip=None):  # noqa: ANN001, ANN201
+        def list_info(self, prefix, descend=None, on_skip=None, on_dir=None):  # noqa: ANN001, ANN201
             from orbit_fast.backends.base import ObjectInfo
 
             self.calls += 1

@@ -66,6 +66,10 @@ def test_sync_between_local_s3_and_smb(tmp_path: Path, rng, s3_bucket, samba, sm
     assert _files(tmp_path / "out1", us=True) == want_us
     from_smb = _sync(smb, str(tmp_path / "out2"))
     assert from_smb["files_copied"] == n and from_smb["dirs_created"] == 4
+    share = samba.share_dir / smb_dir / "mirror"  # directory times as the share has them
+    for d in ("a", "a/b", "c", "big"):
+        copy, there = (tmp_path / "out2" / d).stat(), (share / d).stat()
+        assert copy.st_mtime_ns == there.st_mtime_ns // 100 * 100, d  # to the share's 100 ns
     assert _files(tmp_path / "out2", us=True) == want_us
     assert _sync(str(src), f"s3://{s3_bucket}/direct", check=1)["files_copied"] == n
     assert _sync(f"s3://{s3_bucket}/direct", str(tmp_path / "out3"))["files_copied"] == n

@@ -24,6 +24,7 @@ from orbit_fast.backends.base import (
     Capabilities,
     Descend,
     ObjectInfo,
+    OnDir,
     OnSkip,
     ProbesByListing,
     ServerCopy,
@@ -280,7 +281,8 @@ class SMBStore(ProbesByListing, FileUploads):
             yield info.name, info.size
 
     def list_info(self, prefix: str, descend: Descend | None = None,
-                  on_skip: OnSkip | None = None) -> Iterator[ObjectInfo]:  # fmt: skip
+                  on_skip: OnSkip | None = None,
+                  on_dir: OnDir | None = None) -> Iterator[ObjectInfo]:  # fmt: skip
         # Depth-first in name order, with the next directories on the stack listed ahead:
         # up to _LISTS_IN_FLIGHT compound requests wait on the connection at once.
         stack = [prefix.strip("/")]
@@ -308,6 +310,8 @@ class SMBStore(ProbesByListing, FileUploads):
                 if e.is_dir:
                     if descend is None or descend(child):
                         subdirs.append(child)
+                        if on_dir is not None:  # for a local destination's directory times
+                            on_dir(child, e.mtime_ns)
                 elif is_temp(e.name):
                     if on_skip is not None:  # not a file of the tree, but users see it
                         on_skip(child, TEMP_NAME)

@@ -234,11 +234,29 @@ class SyncEngine:
             self._apply(self.copies.abort_stale_uploads())
         if not self.stopping and self._objects is not None:
             self._apply(self._unlisted())
+            if not o.dry_run:
+                self._dir_mtimes()
         changed = bool(c.dirs_created or c.links_created or c.files_total or c.files_deleted
                        or c.files_meta)  # fmt: skip
         if (not self.stopping and changed and not o.dry_run and not is_remote(o.destination)
                 and o.fsync != FsyncPolicy.NONE):  # fmt: skip
             syncfs(o.destination)
+
+    def _dir_mtimes(self) -> None:
+        """Directories get the source's times once every copy into them is done, deepest
+        first (setting a child's time leaves its parent's alone): SMB -> local, where the
+        share lists directories with times; S3 has none."""
+        dirs = self.lister.src_dirs
+        if not dirs or self.stores is None or not hasattr(self.stores[1], "set_dir_mtime"):
+            return
+        dst = self.stores[1]
+        for rel in sorted(dirs, key=lambda r: r.count("/"), reverse=True):
+            try:
+                dst.set_dir_mtime(rel, dirs[rel])
+            except FileNotFoundError:  # no file was copied into it (filters, failures)
+                continue
+            except OSError as exc:
+                self._warn("io", rel, f"could not set the directory's time: {exc}")
 
     def _unlisted(self) -> list[Outcome]:
         """What the store listings found that is not a file of the tree: the destination's

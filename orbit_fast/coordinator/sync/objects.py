@@ -119,6 +119,7 @@ class StoreLister:
         self.done = False
         self.dstl: dict[str, ObjectInfo] = {}
         self._dst_dirs: set[str] = set()  # directories the destination has (or will have)
+        self.src_dirs: dict[str, int] = {}  # source directories' mtimes, where it lists them
         self.seen: set[str] = set()
         self.unlisted: list[str] = []  # source directories that could not be listed
         # Names the listings found that are not files of the tree: writers' temp files of
@@ -176,7 +177,8 @@ class StoreLister:
         put = self._found.put
         try:
             for info in self.src_store.list_info("", self._descend,
-                                                 lambda rel, why: put(("skip", (rel, why)))):
+                                                 lambda rel, why: put(("skip", (rel, why))),
+                                                 self.src_dirs.__setitem__):  # fmt: skip
                 if self._stop.is_set():
                     break
                 put(("file", info))
