@@ -16,15 +16,12 @@ result to bench/results/.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -32,7 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from bench.bench_remote_sync import RCLONE, _rclone_env, _time  # noqa: E402
 from bench.data import make_tree  # noqa: E402
-from bench.product import ORBIT, commit, compile_bytecode  # noqa: E402
+from bench.product import ORBIT, compile_bytecode, write_result  # noqa: E402
 from tests.servers import MotoServer, SambaServer  # noqa: E402
 
 
@@ -142,13 +139,7 @@ def main() -> None:
         samba.stop()
         shutil.rmtree(work, ignore_errors=True)
         shutil.rmtree(empty, ignore_errors=True)
-    results.update(machine=platform.machine(), cpus=os.cpu_count(), python=sys.version.split()[0],
-                   commit=commit(), when=time.strftime("%Y-%m-%dT%H:%M:%S"))  # fmt: skip
-    out_dir = ROOT / "bench" / "results"
-    out_dir.mkdir(exist_ok=True)
-    (out_dir / f"remote-peers-{time.strftime('%Y%m%d-%H%M%S')}.json").write_text(
-        json.dumps(results, indent=2))
-
+    write_result("remote-peers", results)
 
 if __name__ == "__main__":
     main()

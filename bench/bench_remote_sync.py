@@ -16,9 +16,7 @@ as `pip install .` leaves it (bench/product.py). Writes a JSON result to bench/r
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -29,7 +27,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from bench.data import make_tree  # noqa: E402
-from bench.product import ORBIT, commit, compile_bytecode  # noqa: E402
+from bench.product import ORBIT, compile_bytecode, write_result  # noqa: E402
 from tests.servers import SMB_PASSWORD, SMB_USER, MotoServer, SambaServer  # noqa: E402
 
 
@@ -160,13 +158,7 @@ def main() -> None:
         moto.stop()
         samba.stop()
         shutil.rmtree(work, ignore_errors=True)
-    results.update(machine=platform.machine(), cpus=os.cpu_count(), python=sys.version.split()[0],
-                   commit=commit(), when=time.strftime("%Y-%m-%dT%H:%M:%S"))  # fmt: skip
-    out_dir = ROOT / "bench" / "results"
-    out_dir.mkdir(exist_ok=True)
-    (out_dir / f"remote-sync-{time.strftime('%Y%m%d-%H%M%S')}.json").write_text(
-        json.dumps(results, indent=2))
-
+    write_result("remote-sync", results)
 
 if __name__ == "__main__":
     main()

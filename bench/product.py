@@ -26,3 +26,18 @@ def commit() -> str:
 def compile_bytecode() -> None:
     """Write orbit_fast's bytecode as an installed wheel has it (ignored by git)."""
     compileall.compile_dir(str(ROOT / "orbit_fast"), quiet=1)
+
+
+def write_result(kind: str, results: dict[str, object]) -> None:
+    """bench/results/<kind>-<time>.json: `results` with the machine, Python and commit."""
+    import json
+    import os
+    import platform
+    import time
+
+    results.update(machine=platform.machine(), cpus=os.cpu_count(), python=sys.version.split()[0],
+                   commit=commit(), when=time.strftime("%Y-%m-%dT%H:%M:%S"))  # fmt: skip
+    out_dir = ROOT / "bench" / "results"
+    out_dir.mkdir(exist_ok=True)
+    (out_dir / f"{kind}-{time.strftime('%Y%m%d-%H%M%S')}.json").write_text(
+        json.dumps(results, indent=2))
