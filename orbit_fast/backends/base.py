@@ -120,7 +120,7 @@ class Capabilities(NamedTuple):
 
     min_part_bytes: int  # part uploads: smallest part but the last (0: any size)
     max_part_bytes: int  # part uploads: largest part (0: no limit)
-    mtime_ns_precision: int = 1  # what the store keeps of a file's mtime (SMB listings: 1 us)
+    mtime_ns_precision: int = 1  # what the store keeps of a file's mtime (SMB: 100 ns)
     max_copy_bytes: int = 0  # server-side copies: the largest object (0: no limit)
     # Part uploads keep a whole-file MD5 given to begin_upload (S3: rclone's "md5chksum"
     # metadata, which `rclone check` reads): only then does a sync compute it.

@@ -5,7 +5,7 @@ small-file operation is one related compound, one round trip.
   + CLOSE, which reports the final attributes; a file larger than one request has its first
   WRITE in the compound and the others pipelined on the handle.
 - read: CREATE + READs of IO_BYTES + CLOSE; the CREATE reply gives size and time, so no stat.
-- stat, delete, mkdir, set-times: CREATE + (SET_INFO) + CLOSE.
+- stat, delete, mkdir: CREATE + CLOSE.
 - scan: CREATE + QUERY_DIRECTORY + CLOSE; a directory whose reply fills more than half the
   buffer is opened again and paged.
 
@@ -24,7 +24,7 @@ from orbit_fast.backends.smb.channel import Channel, NoCredits, Reply
 IO_BYTES = 1 << 20  # the largest read or write request (the fastest on loopback, RECIPES.md 8)
 COMPOUND_READ = 8 << 20  # reads up to this size go in one compound with their open and close
 _LIST_REPLY = 256 << 10
-_WRITES_IN_FLIGHT = 8
+_IN_FLIGHT = 8
 _WRITE_ACCESS = p.WRITE_DATA | p.READ_ATTRIBUTES | p.WRITE_ATTRIBUTES | p.DELETE | p.SYNCHRONIZE
 _READ_ACCESS = p.READ_DATA | p.READ_ATTRIBUTES | p.SYNCHRONIZE
 
@@ -98,11 +98,11 @@ class Wire:
         return p.close_reply(replies[-1].body)
 
     def _write_on(self, fid: bytes, offset: int, view: memoryview, path: str) -> None:
-        """WRITEs of IO_BYTES on an open handle, _WRITES_IN_FLIGHT at a time."""
+        """WRITEs of IO_BYTES on an open handle, _IN_FLIGHT at a time."""
         pending: deque[tuple[list[Reply], int]] = deque()
         at = 0
         while at < len(view) or pending:
-            if at < len(view) and len(pending) < _WRITES_IN_FLIGHT:
+            if at < len(view) and len(pending) < _IN_FLIGHT:
                 piece = view[at : at + IO_BYTES]
                 try:
                     sent = self.channel.send_raw(self.session, self.tree, [
@@ -144,7 +144,7 @@ class Wire:
         """Read `length` bytes from `offset` (fewer at the end of the file): views of the
         replies' data, and the file's attributes when it was opened. Up to IO_BYTES is one
         compound (open, read, close); beyond, the open and first READ are one compound and
-        the other READs are pipelined on the handle, _WRITES_IN_FLIGHT at a time, so the
+        the other READs are pipelined on the handle, _IN_FLIGHT at a time, so the
         server reads and signs the next while this side receives one."""
         path = self.path(rel)
         end = offset + length
@@ -167,7 +167,7 @@ class Wire:
             pending: deque[tuple[Reply, int]] = deque()
             at = offset + first
             while at < end or pending:
-                if at < end and len(pending) < _WRITES_IN_FLIGHT:
+                if at < end and len(pending) < _IN_FLIGHT:
                     n = min(IO_BYTES, end - at)
                     try:
                         read = [(p.READ, p.read(at, n, fid), b"")]
@@ -270,15 +270,6 @@ class Wire:
                                 p.NON_DIRECTORY_FILE | p.DELETE_ON_CLOSE), b""),
             (p.CLOSE, p.close(), b"")])  # fmt: skip
         self._first_failure(replies[:1], path, "delete")
-
-    def set_mtime(self, rel: str, mtime_ns: int, directory: bool = False) -> None:
-        path = self.path(rel)
-        replies = self.run([
-            (p.CREATE, p.create(path, p.WRITE_ATTRIBUTES | p.SYNCHRONIZE, p.OPEN,
-                                p.DIRECTORY_FILE if directory else 0), b""),
-            (p.SET_INFO, p.set_info(p.BASIC_INFO, p.basic_info(mtime_ns)), b""),
-            (p.CLOSE, p.close(), b"")])  # fmt: skip
-        self._first_failure(replies, path, "set the time of")
 
     # ---- directories ----------------------------------------------------------------------
 
