@@ -170,3 +170,26 @@ def test_stale_temp_files_in_a_local_destination_are_removed(tmp_path: Path, sam
     assert (s["names_unlisted"], s["temps_removed"]) == (2, 1), s
     assert sorted(os.listdir(out / "x")) == ["f.txt"]
     assert (out / "link").is_symlink()
+
+
+def test_the_sweep_never_follows_a_temp_named_link(tmp_path: Path, samba, smb_dir) -> None:
+    """Whoever may write the local destination can plant links under writers' temp names,
+    to a file and to a directory outside it: the root run's sweep of stale temps removes at
+    most the links themselves (unlinkat in the directory's fd), never what they point at."""
+    src = samba.share_dir / smb_dir / "s2"
+    write(src / "x" / "f.txt", b"hello")
+    victim = tmp_path / "victim"
+    write(victim / "secret.txt", b"keep me")
+    out = tmp_path / "out"
+    (out / "x").mkdir(parents=True)
+    (out / "x" / ".tmp-0123456789ab").symlink_to(victim / "secret.txt")
+    (out / "x" / ".tmp-ba9876543210").symlink_to(victim)
+    os.symlink(victim, out / ".tmp-aaaaaaaaaaaa", target_is_directory=True)
+    before = sorted(os.listdir(victim)), (victim / "secret.txt").read_bytes()
+    run_cli("sync", samba.url(smb_dir + "/s2"), str(out), "--mirror", "--json",
+            "--db-path", str(tmp_path / "jobs.db"), check=None)  # fmt: skip
+    assert (sorted(os.listdir(victim)), (victim / "secret.txt").read_bytes()) == before
+    assert (out / "x" / "f.txt").read_bytes() == b"hello"
+    for link in ("x/.tmp-0123456789ab", "x/.tmp-ba9876543210", ".tmp-aaaaaaaaaaaa"):
+        p = out / link
+        assert not p.exists() or p.is_symlink(), link  # removed, or left as a link
