@@ -12,7 +12,12 @@ Any of these settings may also come from the hub's env file (orbit_fast/environm
 boto3 reads only os.environ, so what only the env file sets is handed to it explicitly
 (`_session`), with the precedence it would have in the environment.
 
-Integrity: every single PUT carries Content-MD5, and each multipart part too; the server
+Per-object calls (PUT, GET, HEAD, DELETE) go through obstore when it is installed (s3_fast.py
+says why and what stays on boto3); ORBIT_S3_CLIENT=boto3 keeps every call on boto3, for a
+compatible server that object_store does not speak to as boto3 does.
+
+Integrity: every single PUT carries Content-MD5 (boto3) or a signed SHA-256 of its body
+(obstore), and each multipart part Content-MD5; the server
 rejects a body that does not match. A repository's objects above MULTIPART_BYTES go up in
 parts of `part_bytes` (at least 5 MiB), PART_THREADS at a time; a sync's uploads in parts
 (begin_upload) carry the whole file's MD5 as rclone's "md5chksum" metadata, since their ETag
@@ -30,6 +35,7 @@ from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from orbit_fast.backends import s3_fast
 from orbit_fast.backends.base import (
     CantCopy,
     Capabilities,
@@ -141,11 +147,21 @@ def _session(boto3: Any) -> Any:
     return boto3.session.Session(botocore_session=core)
 
 
+def _boto3_credentials() -> tuple[str, str, str | None, Any] | None:
+    """boto3's chain resolved once (profiles, config files, instance roles), for obstore."""
+    import boto3
+
+    creds = _session(boto3).get_credentials()
+    if creds is None:
+        return None
+    frozen = creds.get_frozen_credentials()
+    # Refreshable credentials (roles, SSO) are asked again every few minutes.
+    expires = s3_fast.expiry_in(300) if hasattr(creds, "refresh_needed") else None
+    return frozen.access_key, frozen.secret_key, frozen.token, expires
+
+
 class S3Store(ProbesByListing):
     def __init__(self, url: str, endpoint: str | None = None, part_bytes: int = 8 << 20) -> None:
-        import boto3
-        from botocore.config import Config
-
         self.url = url
         self.bucket, self.prefix = parse_url(url)
         endpoint = endpoint or getenv("ORBIT_S3_ENDPOINT") or None
@@ -154,6 +170,74 @@ class S3Store(ProbesByListing):
         checksums = getenv("ORBIT_S3_CHECKSUMS") or ("when_required" if endpoint
                                                      else "when_supported")  # fmt: skip
         region = getenv("AWS_REGION") or getenv("AWS_DEFAULT_REGION") or "us-east-1"
+        # botocore's own AWS_ENDPOINT_URL[_S3] lookup sees os.environ only; as for the
+        # credentials, one the env file alone sets is passed explicitly. It is not an
+        # ORBIT_S3_ENDPOINT: the addressing and checksum defaults above stay AWS's.
+        aws_endpoint = None
+        if from_overlay("AWS_ENDPOINT_URL_S3") or from_overlay("AWS_ENDPOINT_URL"):
+            aws_endpoint = getenv("AWS_ENDPOINT_URL_S3") or getenv("AWS_ENDPOINT_URL")
+        self._settings = (endpoint or aws_endpoint, region, style, checksums)
+        self._client: Any = None  # boto3's, made on first use (a worker may never need it)
+        self.part_bytes = max(MIN_PART, min(part_bytes, MAX_PART))
+        self._conditional = True  # If-None-Match: * works, until the server says it does not
+        self.capabilities = Capabilities(min_part_bytes=MIN_PART, max_part_bytes=MAX_PART,
+                                         max_copy_bytes=MAX_COPY_BYTES,
+                                         whole_md5=True)  # fmt: skip
+        if any(getenv(v) for v in _PROFILE_VARS):
+            # A named profile is checked now, as boto3 does when its client is made: a name
+            # that does not exist is a mistake to report before any work, keys or not.
+            self._client = self._boto3_client()
+        self._fast = self._open_fast(endpoint or aws_endpoint or getenv("AWS_ENDPOINT_URL_S3")
+                                     or getenv("AWS_ENDPOINT_URL"), region,
+                                     style == "path" or "." in self.bucket,
+                                     checksums == "when_supported")  # fmt: skip
+
+    def _open_fast(self, endpoint: str | None, region: str, path_style: bool,
+                   checksums: bool) -> s3_fast.Fast | None:  # fmt: skip
+        if (getenv("ORBIT_S3_CLIENT") or "obstore") == "boto3":
+            return None
+        try:
+            import obstore  # noqa: F401
+        except ImportError:
+            return None
+        key, secret = getenv("AWS_ACCESS_KEY_ID"), getenv("AWS_SECRET_ACCESS_KEY")
+        creds: tuple[str, str, str | None] | None = None
+        provider = None
+        if key and secret:
+            creds = (key, secret, getenv("AWS_SESSION_TOKEN") or None)
+        elif not (key or secret):
+            from botocore.exceptions import BotoCoreError
+
+            try:
+                first = _boto3_credentials()
+            except BotoCoreError:
+                return None  # boto3 says what is wrong, with our message, on the first call
+            if first is None:
+                return None
+            cached = [first]
+
+            def provider() -> tuple[str, str, str | None, Any]:
+                got = cached[0] if cached[0][3] is None else _boto3_credentials()
+                if got is None:
+                    raise RemoteError(f"no S3 credentials for {self.url} any more")
+                return got
+
+        else:
+            return None  # one key without the other: boto3's path reports it
+        return s3_fast.Fast(self.bucket, endpoint, region, path_style, checksums, creds,
+                            provider, getenv("AWS_CA_BUNDLE") or None)  # fmt: skip
+
+    @property
+    def _s3(self) -> Any:
+        if self._client is None:
+            self._client = self._boto3_client()
+        return self._client
+
+    def _boto3_client(self) -> Any:
+        import boto3
+        from botocore.config import Config
+
+        endpoint, region, style, checksums = self._settings
         config = Config(
             s3={"addressing_style": style}, connect_timeout=5, read_timeout=60,
             retries={"total_max_attempts": 1, "mode": "standard"},  # RetryingStore retries
@@ -163,22 +247,12 @@ class S3Store(ProbesByListing):
         from botocore.exceptions import BotoCoreError
 
         try:
-            # botocore's own AWS_ENDPOINT_URL[_S3] lookup sees os.environ only; as for the
-            # credentials, one the env file alone sets is passed explicitly. It is not an
-            # ORBIT_S3_ENDPOINT: the addressing and checksum defaults above stay AWS's.
-            aws_endpoint = None
-            if from_overlay("AWS_ENDPOINT_URL_S3") or from_overlay("AWS_ENDPOINT_URL"):
-                aws_endpoint = getenv("AWS_ENDPOINT_URL_S3") or getenv("AWS_ENDPOINT_URL")
-            self._s3 = _session(boto3).client("s3", endpoint_url=endpoint or aws_endpoint,
-                                              region_name=region, config=config)  # fmt: skip
+            return _session(boto3).client("s3", endpoint_url=endpoint, region_name=region,
+                                          config=config)  # fmt: skip
         except BotoCoreError as exc:  # e.g. AWS_PROFILE names a profile that does not exist
-            raise RemoteError(f"cannot set up S3 access for {url}: {exc}; check AWS_PROFILE "
-                              "and the AWS config and credentials files") from None  # fmt: skip
-        self.part_bytes = max(MIN_PART, min(part_bytes, MAX_PART))
-        self._conditional = True  # If-None-Match: * works, until the server says it does not
-        self.capabilities = Capabilities(min_part_bytes=MIN_PART, max_part_bytes=MAX_PART,
-                                         max_copy_bytes=MAX_COPY_BYTES,
-                                         whole_md5=True)  # fmt: skip
+            raise RemoteError(f"cannot set up S3 access for {self.url}: {exc}; check "
+                              "AWS_PROFILE and the AWS config and credentials files"
+                              ) from None  # fmt: skip
 
     def _key(self, name: str) -> str:
         return f"{self.prefix}/{name}" if self.prefix else name
@@ -201,25 +275,9 @@ class S3Store(ProbesByListing):
             return fn(Bucket=self.bucket, **kw)
         except ClientError as exc:
             err = exc.response.get("Error", {})
-            code = str(err.get("Code", ""))
             status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
-            if code in ("NoSuchKey", "404", "NotFound"):
-                raise FileNotFoundError(2, "no such object", self._where(name)) from None
-            if code == "NoSuchBucket":
-                raise RemoteError(f"the bucket {self.bucket} does not exist ({self._where()}); "
-                                  "create it or fix the URL") from None  # fmt: skip
-            if code in ("PreconditionFailed", "ConditionalRequestConflict") or status == 412:
-                raise FileExistsError(17, "object exists", self._where(name)) from None
-            if code in _AUTH_CODES or status == 403:
-                raise RemoteError(
-                    f"S3 refused to {what} {self._where(name)} ({code}: {err.get('Message')}); "
-                    "check the credentials (AWS_ACCESS_KEY_ID/AWS_PROFILE) and the bucket "
-                    "policy"
-                ) from None
-            if code in _TRANSIENT_CODES or status >= 500 or status == 429:
-                raise TransientError(f"{what} {self._where(name)}: {code}") from exc
-            raise RemoteError(f"S3 could not {what} {self._where(name)}: {code} "
-                              f"{err.get('Message', '')}") from None  # fmt: skip
+            raise self._classify(what, name, str(err.get("Code", "")), status,
+                                 str(err.get("Message", ""))) from (exc if status >= 500 else None)
         except NoCredentialsError:
             raise RemoteError(
                 f"no S3 credentials for {self._where()}: set AWS_ACCESS_KEY_ID and "
@@ -230,6 +288,31 @@ class S3Store(ProbesByListing):
         except BotoCoreError as exc:
             raise RemoteError(f"S3 could not {what} {self._where(name)}: {exc}") from exc
 
+    def _classify(self, what: str, name: str, code: str, status: int,
+                  message: str) -> Exception:  # fmt: skip
+        """The Store contract's exception for S3's error `code` and HTTP `status` (from boto3
+        or obstore): missing key, missing bucket, precondition, refusal, transient, other."""
+        if code in ("NoSuchKey", "404", "NotFound") or (status == 404 and not code):
+            return FileNotFoundError(2, "no such object", self._where(name))
+        if code == "NoSuchBucket":
+            return RemoteError(f"the bucket {self.bucket} does not exist ({self._where()}); "
+                               "create it or fix the URL")  # fmt: skip
+        if code in ("PreconditionFailed", "ConditionalRequestConflict") or status == 412:
+            return FileExistsError(17, "object exists", self._where(name))
+        if code in _AUTH_CODES or status in (401, 403):
+            return RemoteError(f"S3 refused to {what} {self._where(name)} ({code}: {message}); "
+                               "check the credentials (AWS_ACCESS_KEY_ID/AWS_PROFILE) and the "
+                               "bucket policy")  # fmt: skip
+        if code in _TRANSIENT_CODES or status >= 500 or status == 429:
+            return TransientError(f"{what} {self._where(name)}: {code or status} {message}")
+        return RemoteError(f"S3 could not {what} {self._where(name)}: {code} {message}")
+
+    def _fast_for(self, key: str) -> s3_fast.Fast | None:
+        return self._fast if self._fast is not None and s3_fast.plain_key(key) else None
+
+    def _on_fast(self, what: str, name: str, fn: Any) -> Any:
+        return s3_fast.call(what, name, fn, self._classify)
+
     # ---- BlobStore (base.py) ----------------------------------------------------------------
 
     def write(self, name: str, data: bytes | bytearray | memoryview, exclusive: bool = False,
@@ -238,6 +321,10 @@ class S3Store(ProbesByListing):
         key = self._key(name)
         if len(data) > MULTIPART_BYTES and not exclusive:
             self._write_multipart(name, memoryview(data))
+            return
+        fast = self._fast_for(key)
+        if fast is not None and not exclusive:
+            self._on_fast("write", name, lambda: fast.put(key, data, {}))
             return
         kw: dict[str, Any] = {"Key": key, "Body": bytes(data), "ContentMD5": _md5_b64(data)}
         if exclusive:
@@ -271,6 +358,13 @@ class S3Store(ProbesByListing):
             raise
 
     def read(self, name: str) -> bytes:
+        key = self._key(name)
+        fast = self._fast_for(key)
+        if fast is not None:
+            data, size, *_ = self._on_fast("read", name, lambda: fast.get(key))
+            if len(data) != size:
+                raise TransientError(f"{self._where(name)}: short read ({len(data)} of {size})")
+            return data  # type: ignore[no-any-return]
         body = self._call("read", name, self._s3.get_object, Key=self._key(name))["Body"]
         try:
             data: bytes = body.read()  # a botocore StreamingBody (untyped)
@@ -281,6 +375,15 @@ class S3Store(ProbesByListing):
     def read_range(self, name: str, offset: int, length: int) -> bytes:
         if length == 0:
             return b""
+        key = self._key(name)
+        fast = self._fast_for(key)
+        if fast is not None:
+            data: bytes = self._on_fast("read", name,
+                                        lambda: fast.get_range(key, offset, length))  # fmt: skip
+            if len(data) != length:
+                raise TransientError(f"{self._where(name)}: short read at {offset} "
+                                     f"({len(data)} of {length})")  # fmt: skip
+            return data
         r = self._call("read", name, self._s3.get_object, Key=self._key(name),
                        Range=f"bytes={offset}-{offset + length - 1}")  # fmt: skip
         try:
@@ -293,6 +396,10 @@ class S3Store(ProbesByListing):
         return data
 
     def size(self, name: str) -> int:
+        key = self._key(name)
+        fast = self._fast_for(key)
+        if fast is not None:
+            return int(self._on_fast("stat", name, lambda: fast.head(key))[0])
         return int(self._call("stat", name, self._s3.head_object,
                               Key=self._key(name))["ContentLength"])  # fmt: skip
 
@@ -322,13 +429,19 @@ class S3Store(ProbesByListing):
             token = page["NextContinuationToken"]
 
     def delete(self, name: str) -> None:
+        key = self._key(name)
+        fast = self._fast_for(key)
+        if fast is not None:
+            self._on_fast("delete", name, lambda: fast.delete(key))
+            return
         self._call("delete", name, self._s3.delete_object, Key=self._key(name))
 
     def sweep_temp(self, prefix: str) -> int:
         return 0  # PUTs are atomic: there are no temp objects
 
     def close(self) -> None:
-        self._s3.close()
+        if self._client is not None:
+            self._client.close()
 
     # ---- FileStore and PartUploads (base.py) ------------------------------------------------
 
@@ -341,20 +454,27 @@ class S3Store(ProbesByListing):
             yield ObjectInfo(name, size, None, etag)
 
     def _info(self, name: str, head: dict[str, Any]) -> ObjectInfo:
-        meta = head.get("Metadata") or {}
-        mtime = parse_mtime(meta.get("mtime"))
-        if mtime is None and head.get("LastModified") is not None:
-            mtime = int(head["LastModified"].timestamp()) * 1_000_000_000
-        part = meta.get("orbit-part-bytes", "")
-        return ObjectInfo(name, int(head["ContentLength"]), mtime, _etag(head.get("ETag", "")),
-                          int(part) if part.isdigit() else 0,
-                          md5_from_meta(meta.get(MD5_META)))  # fmt: skip
+        return _object_info(name, int(head["ContentLength"]), _etag(head.get("ETag", "")),
+                            head.get("Metadata") or {}, head.get("LastModified"))  # fmt: skip
 
     def stat_info(self, name: str) -> ObjectInfo:
+        key = self._key(name)
+        fast = self._fast_for(key)
+        if fast is not None:
+            size, etag, meta, modified = self._on_fast("stat", name, lambda: fast.head(key))
+            return _object_info(name, size, etag, meta, modified)
         return self._info(name, self._call("stat", name, self._s3.head_object,
                                            Key=self._key(name)))  # fmt: skip
 
     def read_info(self, name: str, expect: ObjectInfo | None = None) -> tuple[bytes, ObjectInfo]:
+        key = self._key(name)
+        fast = self._fast_for(key)
+        if fast is not None:
+            got, size, etag, meta, modified = self._on_fast("read", name, lambda: fast.get(key))
+            info = _object_info(name, size, etag, meta, modified)
+            if len(got) != size:
+                raise TransientError(f"{self._where(name)}: short read ({len(got)} of {size})")
+            return got, info
         r = self._call("read", name, self._s3.get_object, Key=self._key(name))
         try:
             data: bytes = r["Body"].read()  # a botocore StreamingBody (untyped)
@@ -367,6 +487,12 @@ class S3Store(ProbesByListing):
 
     def put_file(self, name: str, data: bytes, mtime_ns: int,
                  durable: bool = True) -> ObjectInfo:  # fmt: skip
+        key = self._key(name)
+        fast = self._fast_for(key)
+        if fast is not None:
+            etag = self._on_fast("write", name, lambda: fast.put(
+                key, data, {"mtime": format_mtime(mtime_ns)}))  # fmt: skip
+            return ObjectInfo(name, len(data), mtime_ns, etag)
         r = self._call("write", name, self._s3.put_object, Key=self._key(name), Body=data,
                        ContentMD5=_md5_b64(data),
                        Metadata={"mtime": format_mtime(mtime_ns)})  # fmt: skip
@@ -432,6 +558,18 @@ class S3Store(ProbesByListing):
                        **meta)  # fmt: skip
         etag = _etag(r.get("CopyObjectResult", {}).get("ETag", ""))
         return ObjectInfo(name, size, mtime_ns, etag)
+
+
+def _object_info(name: str, size: int, etag: str, meta: dict[str, str],
+                 modified: Any) -> ObjectInfo:  # fmt: skip
+    """What a HEAD or GET says of an object: its user metadata's "mtime" (else the server's
+    Last-Modified, to the second), part size and "md5chksum"."""
+    mtime = parse_mtime(meta.get("mtime"))
+    if mtime is None and modified is not None:
+        mtime = int(modified.timestamp()) * 1_000_000_000
+    part = meta.get("orbit-part-bytes", "")
+    return ObjectInfo(name, size, mtime, etag, int(part) if part.isdigit() else 0,
+                      md5_from_meta(meta.get(MD5_META)))  # fmt: skip
 
 
 class S3Upload:

@@ -31,8 +31,13 @@ from orbit_fast.backends.wrappers import RetryingStore, RetryingUploads, retryin
 from orbit_fast.errors import RemoteError, UsageError
 
 
-@pytest.fixture(params=["local", "s3", "smb"])
-def kind(request: pytest.FixtureRequest) -> str:
+# "s3-boto3": the same S3 store with ORBIT_S3_CLIENT=boto3, every call on boto3 (s3_fast.py
+# takes the per-object calls otherwise).
+@pytest.fixture(params=["local", "s3", "s3-boto3", "smb"])
+def kind(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    if request.param == "s3-boto3":
+        monkeypatch.setenv("ORBIT_S3_CLIENT", "boto3")
+        return "s3"
     return request.param
 
 
