@@ -16,21 +16,22 @@ Per-object calls (PUT, GET, HEAD, DELETE) go through obstore when it is installe
 says why and what stays on boto3); ORBIT_S3_CLIENT=boto3 keeps every call on boto3, for a
 compatible server that object_store does not speak to as boto3 does.
 
-Integrity: every single PUT carries Content-MD5 (boto3) or a signed SHA-256 of its body
-(obstore), and each multipart part Content-MD5; the server
-rejects a body that does not match. A repository's objects above MULTIPART_BYTES go up in
-parts of `part_bytes` (at least 5 MiB), PART_THREADS at a time; a sync's uploads in parts
-(begin_upload) carry the whole file's MD5 as rclone's "md5chksum" metadata, since their ETag
-is not one (MD5_META). A failed multipart upload is aborted. Exclusive writes use
-If-None-Match: * (atomic where the server supports it; otherwise check-then-write). Errors
-are classified: TransientError (retry), RemoteError (stop and say what to fix),
-FileNotFoundError / FileExistsError (the Store contract).
+Integrity: every PUT and every part carries its body's SHA-256 in the request's signature
+(x-amz-content-sha256; boto3 with payload_signing_enabled, obstore by default, never
+UNSIGNED-PAYLOAD); the server rejects a body that does not match. It replaced Content-MD5:
+SHA-256 is the cheaper of the two where the CPU has SHA instructions, and over plain HTTP
+boto3 signs the payload anyway, so parts paid for both. A repository's objects above
+MULTIPART_BYTES go up in parts of `part_bytes` (at least 5 MiB), PART_THREADS at a time; a
+sync's uploads in parts (begin_upload) carry the whole file's MD5 as rclone's "md5chksum"
+metadata, since their ETag is not one (MD5_META). A failed multipart upload is aborted.
+Exclusive writes use If-None-Match: * (atomic where the server supports it; otherwise
+check-then-write). Errors are classified: TransientError (retry), RemoteError (stop and say
+what to fix), FileNotFoundError / FileExistsError (the Store contract).
 """
 
 from __future__ import annotations
 
 import base64
-import hashlib
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -75,10 +76,6 @@ def parse_url(url: str) -> tuple[str, str]:
     if loc.scheme != "s3":
         raise UsageError(f"{url}: an S3 URL is s3://bucket[/prefix]")
     return loc.host, "/".join(loc.parts)
-
-
-def _md5_b64(data: bytes | bytearray | memoryview) -> str:
-    return base64.b64encode(hashlib.md5(data).digest()).decode()  # noqa: S324 (integrity, as S3)
 
 
 def md5_from_meta(text: str | None) -> str:
@@ -239,7 +236,8 @@ class S3Store(ProbesByListing):
 
         endpoint, region, style, checksums = self._settings
         config = Config(
-            s3={"addressing_style": style}, connect_timeout=5, read_timeout=60,
+            s3={"addressing_style": style, "payload_signing_enabled": True},
+            connect_timeout=5, read_timeout=60,
             retries={"total_max_attempts": 1, "mode": "standard"},  # RetryingStore retries
             request_checksum_calculation=checksums, response_checksum_validation=checksums,
             max_pool_connections=16,
@@ -326,7 +324,7 @@ class S3Store(ProbesByListing):
         if fast is not None and not exclusive:
             self._on_fast("write", name, lambda: fast.put(key, data, {}))
             return
-        kw: dict[str, Any] = {"Key": key, "Body": bytes(data), "ContentMD5": _md5_b64(data)}
+        kw: dict[str, Any] = {"Key": key, "Body": bytes(data)}
         if exclusive:
             if self._conditional:
                 try:
@@ -361,10 +359,11 @@ class S3Store(ProbesByListing):
         key = self._key(name)
         fast = self._fast_for(key)
         if fast is not None:
-            data, size, *_ = self._on_fast("read", name, lambda: fast.get(key))
-            if len(data) != size:
-                raise TransientError(f"{self._where(name)}: short read ({len(data)} of {size})")
-            return data  # type: ignore[no-any-return]
+            got: bytes
+            got, size, *_ = self._on_fast("read", name, lambda: fast.get(key))
+            if len(got) != size:
+                raise TransientError(f"{self._where(name)}: short read ({len(got)} of {size})")
+            return got
         body = self._call("read", name, self._s3.get_object, Key=self._key(name))["Body"]
         try:
             data: bytes = body.read()  # a botocore StreamingBody (untyped)
@@ -378,12 +377,12 @@ class S3Store(ProbesByListing):
         key = self._key(name)
         fast = self._fast_for(key)
         if fast is not None:
-            data: bytes = self._on_fast("read", name,
+            part: bytes = self._on_fast("read", name,
                                         lambda: fast.get_range(key, offset, length))  # fmt: skip
-            if len(data) != length:
+            if len(part) != length:
                 raise TransientError(f"{self._where(name)}: short read at {offset} "
-                                     f"({len(data)} of {length})")  # fmt: skip
-            return data
+                                     f"({len(part)} of {length})")  # fmt: skip
+            return part
         r = self._call("read", name, self._s3.get_object, Key=self._key(name),
                        Range=f"bytes={offset}-{offset + length - 1}")  # fmt: skip
         try:
@@ -494,7 +493,6 @@ class S3Store(ProbesByListing):
                 key, data, {"mtime": format_mtime(mtime_ns)}))  # fmt: skip
             return ObjectInfo(name, len(data), mtime_ns, etag)
         r = self._call("write", name, self._s3.put_object, Key=self._key(name), Body=data,
-                       ContentMD5=_md5_b64(data),
                        Metadata={"mtime": format_mtime(mtime_ns)})  # fmt: skip
         return ObjectInfo(name, len(data), mtime_ns, _etag(r.get("ETag", "")))
 
@@ -584,8 +582,8 @@ class S3Upload:
 
     def write_part(self, number: int, offset: int, data: bytes) -> str:
         r = self._st._call("upload a part of", self.name, self._st._s3.upload_part,
-                           Key=self._key, UploadId=self.state, PartNumber=number, Body=data,
-                           ContentMD5=_md5_b64(data))  # fmt: skip
+                           Key=self._key, UploadId=self.state, PartNumber=number,
+                           Body=data)  # fmt: skip
         return _etag(r["ETag"])
 
     def _listed(self) -> dict[int, tuple[str, int]]:

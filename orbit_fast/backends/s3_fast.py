@@ -10,16 +10,16 @@ resumable uploads), copies with new metadata, exclusive writes (the NotImplement
 and batch deletes. Keys that object_store would refuse or rewrite (plain_key) go to boto3 too.
 
 Integrity: object_store signs every payload (x-amz-content-sha256 is the body's SHA-256, not
-UNSIGNED-PAYLOAD), so the server rejects a body that does not match, as Content-MD5 does for
-boto3's PUTs. Retries are off here: RetryingStore (wrappers.py) retries what `classify`
-calls transient, as it does for boto3.
+UNSIGNED-PAYLOAD), so the server rejects a body that does not match, as for boto3's (s3.py).
+Retries are off here: RetryingStore (wrappers.py) retries what `classify` calls transient,
+as it does for boto3.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
@@ -135,4 +135,4 @@ def call(what: str, name: str, fn: Callable[[], Any], classify: Classify) -> Any
 
 
 def expiry_in(seconds: float) -> datetime:
-    return datetime.now(timezone.utc) + timedelta(seconds=seconds)
+    return datetime.now(UTC) + timedelta(seconds=seconds)
