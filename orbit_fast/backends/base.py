@@ -125,6 +125,9 @@ class Capabilities(NamedTuple):
     # Part uploads keep a whole-file MD5 given to begin_upload (S3: rclone's "md5chksum"
     # metadata, which `rclone check` reads): only then does a sync compute it.
     whole_md5: bool = False
+    # Directories with times of their own: list_info reports them to `on_dir`, and
+    # set_dir_mtime(name, mtime_ns) sets one (local, SMB; S3 has no directories).
+    dir_mtimes: bool = False
 
 
 class ObjectInfo(NamedTuple):

@@ -77,7 +77,7 @@ def _read_to_end(fd: int, size: int) -> bytes:
 
 
 class LocalStore(FileUploads):
-    capabilities = Capabilities(min_part_bytes=0, max_part_bytes=0)
+    capabilities = Capabilities(min_part_bytes=0, max_part_bytes=0, dir_mtimes=True)
 
     def __init__(self, root: str) -> None:
         self.root = os.path.abspath(root)
@@ -415,9 +415,14 @@ class LocalStore(FileUploads):
 
         for rel, _, entries in self._dirs(prefix, descend, unreadable):
             for e in entries:
-                if e.is_dir(follow_symlinks=False):
-                    continue
                 child = f"{rel}/{e.name}" if rel else e.name
+                if e.is_dir(follow_symlinks=False):
+                    if on_dir is not None:  # for the directory times (engine.py)
+                        try:
+                            on_dir(child, e.stat(follow_symlinks=False).st_mtime_ns)
+                        except FileNotFoundError:
+                            pass
+                    continue
                 try:
                     st = e.stat(follow_symlinks=False)
                 except FileNotFoundError:

@@ -120,6 +120,10 @@ class RetryingStore(Retrier):
     def close(self) -> None:
         self.inner.close()
 
+    def set_dir_mtime(self, name: str, mtime_ns: int) -> None:
+        set_time: Callable[[str, int], None] = getattr(self.inner, "set_dir_mtime")  # noqa: B009
+        self._retry(f"setting the time of {name}", lambda: set_time(name, mtime_ns))
+
     def list_info(self, prefix: str, descend: Descend | None = None,
                   on_skip: OnSkip | None = None,
                   on_dir: OnDir | None = None) -> Iterator[ObjectInfo]:  # fmt: skip

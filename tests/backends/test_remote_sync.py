@@ -56,9 +56,19 @@ def test_sync_between_local_s3_and_smb(tmp_path: Path, rng, s3_bucket, samba, sm
     want, want_us = _files(src), _files(src, us=True)
     n = len(want)
     # local -> SMB -> S3 -> local, and SMB -> local, and local -> S3 directly.
+    for i, d in enumerate(("a/b", "a", "c", "big")):  # deepest first: a's time stays
+        os.utime(src / d, ns=(1_500_000_000_123_456_789 + i, 1_500_000_000_123_456_789 + i))
     first = _sync(str(src), smb, check=ExitCode.PARTIAL)  # the symlink is skipped, with a warning
     assert first["files_copied"] == n and first["skipped"] == ["link"]
     assert first["dirs_created"] == 4  # a, a/b, c, big: counted on every end with directories
+    share = samba.share_dir / smb_dir / "mirror"
+
+    def dir_times_kept() -> None:  # local -> SMB: the share's directories have the source's
+        for d in ("a", "a/b", "c", "big"):
+            there, here = (share / d).stat().st_mtime_ns, (src / d).stat().st_mtime_ns
+            assert there == here // 100 * 100, d
+
+    dir_times_kept()
     to_s3 = _sync(smb, s3)
     assert to_s3["files_copied"] == n and to_s3["dirs_created"] == 0  # S3 has none
     from_s3 = _sync(s3, str(tmp_path / "out1"))
@@ -66,7 +76,6 @@ def test_sync_between_local_s3_and_smb(tmp_path: Path, rng, s3_bucket, samba, sm
     assert _files(tmp_path / "out1", us=True) == want_us
     from_smb = _sync(smb, str(tmp_path / "out2"))
     assert from_smb["files_copied"] == n and from_smb["dirs_created"] == 4
-    share = samba.share_dir / smb_dir / "mirror"  # directory times as the share has them
     for d in ("a", "a/b", "c", "big"):
         copy, there = (tmp_path / "out2" / d).stat(), (share / d).stat()
         assert copy.st_mtime_ns == there.st_mtime_ns // 100 * 100, d  # to the share's 100 ns
@@ -85,6 +94,7 @@ def test_sync_between_local_s3_and_smb(tmp_path: Path, rng, s3_bucket, samba, sm
     os.unlink(src / "c" / "f3.bin")
     hop = _sync(str(src), smb, "--mirror", check=1)
     assert (hop["files_copied"], hop["files_deleted"]) == (2, 1)
+    dir_times_kept()  # c lost a file on both ends, a had one replaced on the share
     hop = _sync(smb, s3, "--mirror")
     assert (hop["files_copied"], hop["files_deleted"]) == (2, 1)
     _sync(s3, str(tmp_path / "out1"), "--mirror")

@@ -53,7 +53,8 @@ class _ThreadConn:
 
 class SMBStore(ProbesByListing, FileUploads):
     capabilities = Capabilities(min_part_bytes=0, max_part_bytes=0,
-                                mtime_ns_precision=TIME_PRECISION_NS)  # fmt: skip
+                                mtime_ns_precision=TIME_PRECISION_NS,
+                                dir_mtimes=True)  # fmt: skip
 
     def __init__(self, url: str) -> None:
         import smbclient
@@ -310,7 +311,7 @@ class SMBStore(ProbesByListing, FileUploads):
                 if e.is_dir:
                     if descend is None or descend(child):
                         subdirs.append(child)
-                        if on_dir is not None:  # for a local destination's directory times
+                        if on_dir is not None:  # for the directory times (engine.py)
                             on_dir(child, e.mtime_ns)
                 elif is_temp(e.name):
                     if on_skip is not None:  # not a file of the tree, but users see it
@@ -318,6 +319,10 @@ class SMBStore(ProbesByListing, FileUploads):
                 elif listed_name(child, self.url, on_skip):
                     yield ObjectInfo(child, e.size, e.mtime_ns)
             stack.extend(reversed(subdirs))
+
+    def set_dir_mtime(self, name: str, mtime_ns: int) -> None:
+        """Give the directory `name` the source's time (kept at the share's 100 ns)."""
+        self._do("set the time of", name, lambda w: w.set_mtime(name, mtime_ns, True))
 
     def stat_info(self, name: str) -> ObjectInfo:
         attrs = self._do("stat", name, lambda w: w.stat(name))

@@ -271,6 +271,17 @@ class Wire:
             (p.CLOSE, p.close(), b"")])  # fmt: skip
         self._first_failure(replies[:1], path, "delete")
 
+    def set_mtime(self, rel: str, mtime_ns: int, directory: bool = False) -> None:
+        """Give `rel` the time `mtime_ns` (100 ns on the wire): open, set, close in one
+        compound; the file's other times are left alone (0 in FILE_BASIC_INFORMATION)."""
+        path = self.path(rel)
+        replies = self.run([
+            (p.CREATE, p.create(path, p.WRITE_ATTRIBUTES | p.SYNCHRONIZE, p.OPEN,
+                                p.DIRECTORY_FILE if directory else 0), b""),
+            (p.SET_INFO, p.set_info(p.BASIC_INFO, p.basic_info(mtime_ns)), b""),
+            (p.CLOSE, p.close(), b"")])  # fmt: skip
+        self._first_failure(replies, path, "set the time of")
+
     # ---- directories ----------------------------------------------------------------------
 
     def mkdir(self, rel: str) -> bool:

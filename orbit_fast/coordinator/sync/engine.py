@@ -244,13 +244,20 @@ class SyncEngine:
 
     def _dir_mtimes(self) -> None:
         """Directories get the source's times once every copy into them is done, deepest
-        first (setting a child's time leaves its parent's alone): SMB -> local, where the
-        share lists directories with times; S3 has none."""
+        first (setting a child's time leaves its parent's alone), between local directories
+        and SMB shares in any direction; S3 has no directories. One the destination listed
+        with that time already (at its precision) is left alone: a no-change run sets none."""
         dirs = self.lister.src_dirs
-        if not dirs or self.stores is None or not hasattr(self.stores[1], "set_dir_mtime"):
+        if not dirs or self.stores is None or not self.stores[1].capabilities.dir_mtimes:
             return
         dst = self.stores[1]
+        had, touched = self.lister.dst_dir_mtimes, self.lister.touched
+        for temp in self.lister.dst_temps:  # swept, perhaps
+            self.lister.touch(temp)
+        prec = max(1, dst.capabilities.mtime_ns_precision)
         for rel in sorted(dirs, key=lambda r: r.count("/"), reverse=True):
+            if rel not in touched and had.get(rel, -1) == dirs[rel] - dirs[rel] % prec:
+                continue
             try:
                 dst.set_dir_mtime(rel, dirs[rel])
             except FileNotFoundError:  # no file was copied into it (filters, failures)
@@ -389,8 +396,10 @@ class SyncEngine:
         elif decision in (pl.COPY, pl.UPDATE):
             if d is None:  # the directories a new file's copy makes, as a tree sync counts
                 self.c.dirs_created += self.lister.new_dirs(s.name)
+            self.lister.touch(s.name)
             self._start_copy(copies.item(s, decision))
         elif decision == pl.COMPARE:
+            self.lister.touch(s.name)  # it may copy
             assert d is not None
             self._apply(copies.compare(s, d))
         else:
@@ -431,6 +440,7 @@ class SyncEngine:
                     self._fail(dest_error(exc, batch[0]))
                     return
             for name in batch:
+                self.lister.touch(name)
                 self._deleted(name)
 
     # ---- outcomes -----------------------------------------------------------------------

@@ -120,6 +120,8 @@ class StoreLister:
         self.dstl: dict[str, ObjectInfo] = {}
         self._dst_dirs: set[str] = set()  # directories the destination has (or will have)
         self.src_dirs: dict[str, int] = {}  # source directories' mtimes, where it lists them
+        self.dst_dir_mtimes: dict[str, int] = {}  # the destination's, likewise
+        self.touched: set[str] = set()  # directories this run writes or deletes in
         self.seen: set[str] = set()
         self.unlisted: list[str] = []  # source directories that could not be listed
         # Names the listings found that are not files of the tree: writers' temp files of
@@ -157,8 +159,9 @@ class StoreLister:
                 self.dst_other.add(rel)
 
         try:
-            self.dstl = {i.name: i for i in self.dst_store.list_info("", self._descend, odd)
-                         if self.included(i.name)}  # fmt: skip
+            self.dstl = {i.name: i for i in self.dst_store.list_info(
+                "", self._descend, odd, self.dst_dir_mtimes.__setitem__)
+                if self.included(i.name)}  # fmt: skip
         except FileNotFoundError:
             self.dstl = {}
         for name in (*self.dstl, *self.dst_temps, *self.dst_other):
@@ -231,6 +234,10 @@ class StoreLister:
                     return None
                 return Gone([n for n in sorted(self.dstl)
                              if n not in self.seen and not self._below_unlisted(n)])
+
+    def touch(self, name: str) -> None:
+        """A copy to or deletion of `name` changes its directories' times (engine.py)."""
+        self.touched.update(_parents(name))
 
     def new_dirs(self, name: str) -> int:
         """How many of `name`'s parent directories a copy to it creates: those no listed
