@@ -216,8 +216,6 @@ def _results(lease: Any) -> Any:
 
 def test_boto3_gets_what_only_the_env_file_sets_and_the_environment_still_wins(
         clean_env: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import boto3
-
     from orbit_fast import environment
     from orbit_fast.backends.s3 import _session
 
@@ -229,7 +227,7 @@ def test_boto3_gets_what_only_the_env_file_sets_and_the_environment_still_wins(
         owner = object()
         environment.install(owner, overlay)
         try:
-            got = _session(boto3).get_credentials()
+            got = _session().get_credentials()
             return got.access_key if got is not None else None
         finally:
             environment.remove(owner)
