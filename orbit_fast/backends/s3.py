@@ -455,6 +455,17 @@ class S3Store(ProbesByListing):
         return _object_info(name, int(head["ContentLength"]), _etag(head.get("ETag", "")),
                             head.get("Metadata") or {}, head.get("LastModified"))  # fmt: skip
 
+    def _head_meta(self, name: str) -> dict[str, str]:
+        """The user metadata of the object `name` (lower-case keys, as S3 returns them)."""
+        key = self._key(name)
+        fast = self._fast_for(key)
+        if fast is not None:
+            meta = self._on_fast("stat", name, lambda: fast.head(key))[2]
+            return {k: v for k, v in meta.items() if k.lower() == k and not k.startswith(
+                ("content-", "cache-control", "storage-class"))}  # fmt: skip
+        head = self._call("stat", name, self._s3.head_object, Key=key)
+        return dict(head.get("Metadata") or {})
+
     def stat_info(self, name: str) -> ObjectInfo:
         key = self._key(name)
         fast = self._fast_for(key)
@@ -549,7 +560,11 @@ class S3Store(ProbesByListing):
                            f"{MAX_COPY_BYTES}; copy it through orbit-fast")  # fmt: skip
         meta: dict[str, Any] = {"MetadataDirective": "COPY"}
         if mtime_ns is not None:
-            meta = {"MetadataDirective": "REPLACE", "Metadata": {"mtime": format_mtime(mtime_ns)}}
+            # REPLACE sets every field: the source's others ("md5chksum", the part size) are
+            # carried over, or `rclone check` would find no hash on a copied multipart object.
+            theirs = other._head_meta(name)
+            meta = {"MetadataDirective": "REPLACE",
+                    "Metadata": {**theirs, "mtime": format_mtime(mtime_ns)}}  # fmt: skip
         r = self._call("copy", name, self._s3.copy_object, Key=self._key(name),
                        CopySource={"Bucket": other.bucket, "Key": other._key(name)},
                        **meta)  # fmt: skip

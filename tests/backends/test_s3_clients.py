@@ -81,3 +81,19 @@ def test_obstore_errors_keep_the_store_contract(moto, s3_bucket, monkeypatch) ->
         dead.put_file("f", b"1", MTIME)
     with pytest.raises(TransientError):
         dead.read_info("f")
+
+
+def test_a_server_copy_with_a_new_mtime_keeps_the_other_metadata(moto, s3_bucket) -> None:
+    # REPLACE sets every field: a copy that gave only "mtime" lost "md5chksum", the hash
+    # `rclone check` reads of a multipart object.
+    a, b = S3Store(f"s3://{s3_bucket}/a"), S3Store(f"s3://{s3_bucket}/b")
+    data = os.urandom(6 << 20)
+    up = a.begin_upload("m.bin", len(data), 5 << 20, MTIME, md5="0123456789abcdef" * 2)
+    tokens = {1: up.write_part(1, 0, data[: 5 << 20]), 2: up.write_part(2, 5 << 20,
+                                                                       data[5 << 20 :])}
+    up.complete(tokens, len(data))
+    b.copy_from(a, "m.bin", len(data), MTIME + 1)
+    head = moto.client().head_object(Bucket=s3_bucket, Key="b/m.bin")["Metadata"]
+    assert head["md5chksum"] == "ASNFZ4mrze8BI0VniavN7w=="
+    assert head["orbit-part-bytes"] == str(5 << 20)
+    assert b.stat_info("m.bin").mtime_ns == MTIME + 1
