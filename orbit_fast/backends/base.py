@@ -125,8 +125,8 @@ class Capabilities(NamedTuple):
     # Part uploads keep a whole-file MD5 given to begin_upload (S3: rclone's "md5chksum"
     # metadata, which `rclone check` reads): only then does a sync compute it.
     whole_md5: bool = False
-    # Directories with times of their own: list_info reports them to `on_dir`, and
-    # set_dir_mtime(name, mtime_ns) sets one (local, SMB; S3 has no directories).
+    # Directories of its own, with times: list_info reports them to `on_dir`, a copy may
+    # create them, and set_dir_mtime(name, mtime_ns) sets one (local, SMB; S3 has none).
     dir_mtimes: bool = False
 
 

@@ -242,7 +242,7 @@ class StoreLister:
     def new_dirs(self, name: str) -> int:
         """How many of `name`'s parent directories a copy to it creates: those no listed
         destination name lies in (counted once; an object store has none to create)."""
-        if self.opts.destination.startswith("s3://"):
+        if not self.dst_store.capabilities.dir_mtimes:
             return 0
         fresh = [d for d in _parents(name) if d not in self._dst_dirs]
         self._dst_dirs.update(fresh)
