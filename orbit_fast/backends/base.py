@@ -67,6 +67,10 @@ def name_problem(name: str) -> str | None:
     for p in parts:
         if p in ("", ".", ".."):
             return f"has the component {p!r}" if p else "has an empty component ('//')"
+    try:
+        name.encode("utf-8", "surrogateescape")  # a local name's undecodable bytes pass
+    except UnicodeEncodeError:
+        return "not valid Unicode (an unpaired UTF-16 surrogate)"
     if any(len(p.encode("utf-8", "surrogateescape")) > MAX_NAME_BYTES for p in parts):
         return f"a component is longer than {MAX_NAME_BYTES} bytes"
     if len(name.encode("utf-8", "surrogateescape")) > MAX_PATH_BYTES:

@@ -155,14 +155,16 @@ def test_credit_charges() -> None:
     assert credit_charge(p.CREATE, p.create("a", 1, 1), b"") == 1
 
 
-def test_entries_and_replies_parse() -> None:
-    def record(name: str, attrs: int, size: int, ft: int, last: bool) -> bytes:
-        n = name.encode("utf-16-le")
-        rec = struct.pack("<IIQQQQQQIIII8s", 0, 0, 0, 0, ft, 0, size, 0, attrs, len(n), 0, 0,
-                          b"\x00" * 8) + n  # fmt: skip
-        rec += b"\x00" * (-len(rec) % 8)
-        return rec if last else struct.pack("<I", len(rec)) + rec[4:]
+def record(name: str, attrs: int, size: int, ft: int, last: bool) -> bytes:
+    """One FILE_ID_FULL_DIR_INFORMATION record as a server sends it."""
+    n = name.encode("utf-16-le", "surrogatepass")
+    rec = struct.pack("<IIQQQQQQIIII8s", 0, 0, 0, 0, ft, 0, size, 0, attrs, len(n), 0, 0,
+                      b"\x00" * 8) + n  # fmt: skip
+    rec += b"\x00" * (-len(rec) % 8)
+    return rec if last else struct.pack("<I", len(rec)) + rec[4:]
 
+
+def test_entries_and_replies_parse() -> None:
     ft = p.filetime(1_700_000_000_000_000_100)
     buf = (record(".", p.ATTR_DIRECTORY, 0, ft, False) + record("f", 0x20, 5, ft, False)
            + record("link", p.ATTR_DIRECTORY | p.ATTR_REPARSE, 0, ft, False)
@@ -171,3 +173,45 @@ def test_entries_and_replies_parse() -> None:
                                     p.Entry("d", True, 0, 1_700_000_000_000_000_100)]
     err = p.StatusError(p.STATUS_OBJECT_NAME_NOT_FOUND, "a\\b", "open")
     assert err.errno == 2 and "STATUS_OBJECT_NAME_NOT_FOUND" in str(err)
+
+
+def test_crafted_listings_fail_cleanly() -> None:
+    """A server's (or a man in the middle's, without signing) listing is parsed without
+    trusting its lengths: every mutation of a valid reply parses or is a MalformedReply, and
+    never reads a name from past the record's buffer."""
+    import random
+
+    ft = p.filetime(1_700_000_000_000_000_100)
+    good = b"".join(record(f"name{i}", 0x20, i, ft, i == 9) for i in range(10))
+    rng = random.Random(7)
+    for _ in range(3000):
+        buf = bytearray(good[: rng.randrange(len(good) + 1)])
+        for _ in range(rng.randrange(4)):
+            if buf:
+                buf[rng.randrange(len(buf))] = rng.randrange(256)
+        try:
+            entries = p.parse_entries(bytes(buf))
+        except p.MalformedReply:
+            continue
+        assert all(len(e.name) <= len(buf) for e in entries)
+    with pytest.raises(p.MalformedReply, match="cut short"):
+        p.parse_entries(good[:100])
+    huge = bytearray(record("f", 0x20, 1, ft, True))
+    struct.pack_into("<I", huge, 60, 1 << 30)  # a name length far past the reply
+    with pytest.raises(p.MalformedReply, match="does not fit"):
+        p.parse_entries(bytes(huge))
+
+
+def test_an_unpaired_surrogate_skips_that_file_only() -> None:
+    # NTFS names are UTF-16 without validation; one such name used to fail the whole listing.
+    from orbit_fast.backends.base import UNSAFE_NAME, listed_name
+
+    ft = p.filetime(1_700_000_000_000_000_100)
+    buf = record("bad\ud800x", 0x20, 1, ft, False) + record("good", 0x20, 2, ft, True)
+    entries = p.parse_entries(buf)
+    assert [e.name for e in entries] == ["bad\ud800x", "good"]
+    skipped: list[tuple[str, str]] = []
+    kept = [e.name for e in entries
+            if listed_name(e.name, "smb://h/s", lambda n, why: skipped.append((n, why)))]
+    assert kept == ["good"]
+    assert skipped[0][1].startswith(UNSAFE_NAME) and "surrogate" in skipped[0][1]

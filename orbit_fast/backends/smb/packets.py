@@ -185,20 +185,34 @@ class Entry(NamedTuple):
 def parse_entries(buf: bytes) -> list[Entry]:
     """FILE_ID_FULL_DIR_INFORMATION records ([MS-FSCC] 2.4.18): the next-entry offset at 0,
     last write time at 24, end of file at 40, attributes at 56, name length at 60, name at
-    80 (UTF-16LE). Links to directories (reparse points) are left out: never followed."""
+    80 (UTF-16LE). Links to directories (reparse points) are left out: never followed.
+
+    A record that runs past the buffer is a MalformedReply, whatever the server meant. A name
+    with an unpaired UTF-16 surrogate (NTFS allows them) is kept as such (surrogatepass): the
+    listing's name check (base.name_problem) then skips that one file with a warning instead
+    of failing the whole listing."""
     out, at = [], 0
     while at < len(buf):
+        if at + 80 > len(buf):
+            raise MalformedReply(f"a directory record at {at} of {len(buf)} bytes is cut short")
         (nxt,) = struct.unpack_from("<I", buf, at)
         (write,) = struct.unpack_from("<Q", buf, at + 24)
         (eof,) = struct.unpack_from("<Q", buf, at + 40)
         attrs, name_len = struct.unpack_from("<II", buf, at + 56)
-        name = buf[at + 80 : at + 80 + name_len].decode("utf-16-le")
+        if at + 80 + name_len > len(buf) or name_len % 2:
+            raise MalformedReply(f"a directory record's name ({name_len} bytes at {at + 80}) "
+                                 f"does not fit its {len(buf)}-byte reply")  # fmt: skip
+        name = buf[at + 80 : at + 80 + name_len].decode("utf-16-le", "surrogatepass")
         if name not in (".", "..") and not (attrs & ATTR_DIRECTORY and attrs & ATTR_REPARSE):
             out.append(Entry(name, bool(attrs & ATTR_DIRECTORY), eof, filetime_ns(write)))
         if not nxt:
             break
         at += nxt
     return out
+
+
+class MalformedReply(ValueError):
+    """A reply that does not hold what its own lengths and offsets say."""
 
 
 class StatusError(OSError):
