@@ -146,17 +146,6 @@ def _session() -> Any:
     return core
 
 
-def _boto3_credentials() -> tuple[str, str, str | None, Any] | None:
-    """boto3's chain resolved once (profiles, config files, instance roles), for obstore."""
-    creds = _session().get_credentials()
-    if creds is None:
-        return None
-    frozen = creds.get_frozen_credentials()
-    # Refreshable credentials (roles, SSO) are asked again every few minutes.
-    expires = s3_fast.expiry_in(300) if hasattr(creds, "refresh_needed") else None
-    return frozen.access_key, frozen.secret_key, frozen.token, expires
-
-
 class S3Store(ProbesByListing):
     def __init__(self, url: str, endpoint: str | None = None, part_bytes: int = 8 << 20) -> None:
         self.url = url
@@ -184,7 +173,7 @@ class S3Store(ProbesByListing):
             # A named profile is checked now, as boto3 does when its client is made: a name
             # that does not exist is a mistake to report before any work, keys or not.
             self._client = self._boto3_client()
-        self._fast = self._open_fast(endpoint or aws_endpoint or getenv("AWS_ENDPOINT_URL_S3")
+        self._fast = self._open_fast(endpoint or getenv("AWS_ENDPOINT_URL_S3")
                                      or getenv("AWS_ENDPOINT_URL"), region,
                                      style == "path" or "." in self.bucket,
                                      checksums == "when_supported")  # fmt: skip
@@ -203,21 +192,23 @@ class S3Store(ProbesByListing):
         if key and secret:
             creds = (key, secret, getenv("AWS_SESSION_TOKEN") or None)
         elif not (key or secret):
+            from botocore.credentials import RefreshableCredentials
             from botocore.exceptions import BotoCoreError
 
-            try:
-                first = _boto3_credentials()
+            try:  # boto3's chain, resolved once: profiles, config files, roles, SSO
+                chain = _session().get_credentials()
             except BotoCoreError:
                 return None  # boto3 says what is wrong, with our message, on the first call
-            if first is None:
+            if chain is None:
                 return None
-            cached = [first]
+            # Refreshable credentials (roles, SSO) renew themselves when frozen; obstore asks
+            # again every few minutes.
+            ttl = 300 if isinstance(chain, RefreshableCredentials) else None
 
             def provider() -> tuple[str, str, str | None, Any]:
-                got = cached[0] if cached[0][3] is None else _boto3_credentials()
-                if got is None:
-                    raise RemoteError(f"no S3 credentials for {self.url} any more")
-                return got
+                f = chain.get_frozen_credentials()
+                return (f.access_key, f.secret_key, f.token,
+                        s3_fast.expiry_in(ttl) if ttl else None)  # fmt: skip
 
         else:
             return None  # one key without the other: boto3's path reports it
@@ -355,20 +346,7 @@ class S3Store(ProbesByListing):
             raise
 
     def read(self, name: str) -> bytes:
-        key = self._key(name)
-        fast = self._fast_for(key)
-        if fast is not None:
-            got: bytes
-            got, size, *_ = self._on_fast("read", name, lambda: fast.get(key))
-            if len(got) != size:
-                raise TransientError(f"{self._where(name)}: short read ({len(got)} of {size})")
-            return got
-        body = self._call("read", name, self._s3.get_object, Key=self._key(name))["Body"]
-        try:
-            data: bytes = body.read()  # a botocore StreamingBody (untyped)
-            return data
-        except Exception as exc:  # a connection cut in the middle of the body
-            raise TransientError(f"read {self._where(name)}: {exc}") from exc
+        return self.read_info(name)[0]
 
     def read_range(self, name: str, offset: int, length: int) -> bytes:
         if length == 0:
@@ -376,30 +354,27 @@ class S3Store(ProbesByListing):
         key = self._key(name)
         fast = self._fast_for(key)
         if fast is not None:
-            part: bytes = self._on_fast("read", name,
+            data: bytes = self._on_fast("read", name,
                                         lambda: fast.get_range(key, offset, length))  # fmt: skip
-            if len(part) != length:
-                raise TransientError(f"{self._where(name)}: short read at {offset} "
-                                     f"({len(part)} of {length})")  # fmt: skip
-            return part
-        r = self._call("read", name, self._s3.get_object, Key=self._key(name),
-                       Range=f"bytes={offset}-{offset + length - 1}")  # fmt: skip
-        try:
-            data: bytes = r["Body"].read()  # a botocore StreamingBody (untyped)
-        except Exception as exc:
-            raise TransientError(f"read {self._where(name)}: {exc}") from exc
+        else:
+            r = self._call("read", name, self._s3.get_object, Key=key,
+                           Range=f"bytes={offset}-{offset + length - 1}")  # fmt: skip
+            data = self._body(name, r)
         if len(data) != length:
             raise TransientError(f"{self._where(name)}: short read at {offset} ({len(data)} of "
                                  f"{length})")  # fmt: skip
         return data
 
+    def _body(self, name: str, r: dict[str, Any]) -> bytes:
+        """A GET's body, read to the end (a botocore StreamingBody, untyped)."""
+        try:
+            data: bytes = r["Body"].read()
+            return data
+        except Exception as exc:  # a connection cut in the middle of the body
+            raise TransientError(f"read {self._where(name)}: {exc}") from exc
+
     def size(self, name: str) -> int:
-        key = self._key(name)
-        fast = self._fast_for(key)
-        if fast is not None:
-            return int(self._on_fast("stat", name, lambda: fast.head(key))[0])
-        return int(self._call("stat", name, self._s3.head_object,
-                              Key=self._key(name))["ContentLength"])  # fmt: skip
+        return self.stat_info(name).size
 
     def list(self, prefix: str) -> Iterator[tuple[str, int]]:
         for name, size, _ in self._list(prefix):
@@ -451,45 +426,30 @@ class S3Store(ProbesByListing):
         for name, size, etag in self._list(prefix, on_skip):
             yield ObjectInfo(name, size, None, etag)
 
-    def _info(self, name: str, head: dict[str, Any]) -> ObjectInfo:
-        return _object_info(name, int(head["ContentLength"]), _etag(head.get("ETag", "")),
-                            head.get("Metadata") or {}, head.get("LastModified"))  # fmt: skip
-
-    def _head_meta(self, name: str) -> dict[str, str]:
-        """The user metadata of the object `name` (lower-case keys, as S3 returns them)."""
+    def _head(self, name: str) -> tuple[int, str, dict[str, str], Any]:
+        """A HEAD of `name`: (size, ETag, user metadata, Last-Modified), from either client."""
         key = self._key(name)
         fast = self._fast_for(key)
         if fast is not None:
-            meta = self._on_fast("stat", name, lambda: fast.head(key))[2]
-            return {k: v for k, v in meta.items() if k.lower() == k and not k.startswith(
-                ("content-", "cache-control", "storage-class"))}  # fmt: skip
-        head = self._call("stat", name, self._s3.head_object, Key=key)
-        return dict(head.get("Metadata") or {})
+            return self._on_fast("stat", name, lambda: fast.head(key))  # type: ignore[no-any-return]
+        h = self._call("stat", name, self._s3.head_object, Key=key)
+        return (int(h["ContentLength"]), _etag(h.get("ETag", "")), h.get("Metadata") or {},
+                h.get("LastModified"))  # fmt: skip
 
     def stat_info(self, name: str) -> ObjectInfo:
-        key = self._key(name)
-        fast = self._fast_for(key)
-        if fast is not None:
-            size, etag, meta, modified = self._on_fast("stat", name, lambda: fast.head(key))
-            return _object_info(name, size, etag, meta, modified)
-        return self._info(name, self._call("stat", name, self._s3.head_object,
-                                           Key=self._key(name)))  # fmt: skip
+        return _object_info(name, *self._head(name))
 
     def read_info(self, name: str, expect: ObjectInfo | None = None) -> tuple[bytes, ObjectInfo]:
         key = self._key(name)
         fast = self._fast_for(key)
         if fast is not None:
-            got, size, etag, meta, modified = self._on_fast("read", name, lambda: fast.get(key))
-            info = _object_info(name, size, etag, meta, modified)
-            if len(got) != size:
-                raise TransientError(f"{self._where(name)}: short read ({len(got)} of {size})")
-            return got, info
-        r = self._call("read", name, self._s3.get_object, Key=self._key(name))
-        try:
-            data: bytes = r["Body"].read()  # a botocore StreamingBody (untyped)
-        except Exception as exc:
-            raise TransientError(f"read {self._where(name)}: {exc}") from exc
-        info = self._info(name, r)
+            data, *head = self._on_fast("read", name, lambda: fast.get(key))
+        else:
+            r = self._call("read", name, self._s3.get_object, Key=key)
+            data = self._body(name, r)
+            head = [int(r["ContentLength"]), _etag(r.get("ETag", "")), r.get("Metadata") or {},
+                    r.get("LastModified")]  # fmt: skip
+        info = _object_info(name, *head)
         if len(data) != info.size:
             raise TransientError(f"{self._where(name)}: short read ({len(data)} of {info.size})")
         return data, info
@@ -562,7 +522,7 @@ class S3Store(ProbesByListing):
         if mtime_ns is not None:
             # REPLACE sets every field: the source's others ("md5chksum", the part size) are
             # carried over, or `rclone check` would find no hash on a copied multipart object.
-            theirs = other._head_meta(name)
+            theirs = other._head(name)[2]
             meta = {"MetadataDirective": "REPLACE",
                     "Metadata": {**theirs, "mtime": format_mtime(mtime_ns)}}  # fmt: skip
         r = self._call("copy", name, self._s3.copy_object, Key=self._key(name),

@@ -94,8 +94,8 @@ class Fast:
         r = self._ob.get(self._store, key)
         meta = r.meta
         data = r.bytes().to_bytes()
-        return (data, int(meta["size"]), (meta["e_tag"] or "").strip('"'), dict(r.attributes),
-                meta["last_modified"])  # fmt: skip
+        return (data, int(meta["size"]), (meta["e_tag"] or "").strip('"'),
+                _user_meta(r.attributes), meta["last_modified"])  # fmt: skip
 
     def get_range(self, key: str, offset: int, length: int) -> bytes:
         return self._ob.get_range(self._store, key, start=offset, length=length).to_bytes()
@@ -104,11 +104,17 @@ class Fast:
         # A HEAD that returns the attributes (obstore.head gives the size and ETag only).
         r = self._ob.get(self._store, key, options={"head": True})
         meta = r.meta
-        return (int(meta["size"]), (meta["e_tag"] or "").strip('"'), dict(r.attributes),
-                meta["last_modified"])  # fmt: skip
+        return (int(meta["size"]), (meta["e_tag"] or "").strip('"'),
+                _user_meta(r.attributes), meta["last_modified"])  # fmt: skip
 
     def delete(self, key: str) -> None:
         self._ob.delete(self._store, key)
+
+
+def _user_meta(attributes: Any) -> dict[str, str]:
+    """The object's user metadata (x-amz-meta-*, lower case as S3 keeps it) of obstore's
+    attributes, which name the standard headers ("Content-Type", ...) capitalised."""
+    return {k: v for k, v in dict(attributes).items() if k == k.lower()}
 
 
 def call(what: str, name: str, fn: Callable[[], Any], classify: Classify) -> Any:
