@@ -252,8 +252,6 @@ class SyncEngine:
             return
         dst = self.stores[1]
         had, touched = self.lister.dst_dir_mtimes, self.lister.touched
-        for temp in self.lister.dst_temps:  # swept, perhaps
-            self.lister.touch(temp)
         prec = max(1, dst.capabilities.mtime_ns_precision)
         for rel in sorted(dirs, key=lambda r: r.count("/"), reverse=True):
             if rel not in touched and had.get(rel, -1) == dirs[rel] - dirs[rel] % prec:

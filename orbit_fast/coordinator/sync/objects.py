@@ -166,6 +166,8 @@ class StoreLister:
             self.dstl = {}
         for name in (*self.dstl, *self.dst_temps, *self.dst_other):
             self._dst_dirs.update(_parents(name))
+        for name in self.dst_temps:  # swept at the end, perhaps: their directories change
+            self.touch(name)
         self._thread = threading.Thread(target=self._list_source, name="orbit-list",
                                         daemon=True)  # fmt: skip
         self._thread.start()
@@ -179,9 +181,13 @@ class StoreLister:
         """The listing thread: hands every entry (and skip, and the end) to the loop."""
         put = self._found.put
         try:
+            # Directory times only where the destination keeps them (a local source's cost
+            # one lstat per directory).
+            on_dir = (self.src_dirs.__setitem__ if self.dst_store.capabilities.dir_mtimes
+                      else None)  # fmt: skip
             for info in self.src_store.list_info("", self._descend,
                                                  lambda rel, why: put(("skip", (rel, why))),
-                                                 self.src_dirs.__setitem__):  # fmt: skip
+                                                 on_dir):  # fmt: skip
                 if self._stop.is_set():
                     break
                 put(("file", info))
