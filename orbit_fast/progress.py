@@ -101,6 +101,7 @@ class BackupSummary(_Event, tag="backup_summary", frozen=True):
     warnings: int
     skipped: list[str]
     elapsed_s: float
+    trees_added: int = 0  # directory trees stored (directories whose entries changed)
 
 
 class RestoreSummary(_Event, tag="restore_summary", frozen=True):

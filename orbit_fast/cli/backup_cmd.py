@@ -135,51 +135,57 @@ def snapshots_cmd(repo: str, json_out: bool) -> None:
 @repo_option
 @click.argument("snapshot")
 @click.argument("path", required=False, default="")
+@with_state
 @json_option
-def ls_cmd(repo: str, snapshot: str, path: str, json_out: bool) -> None:
+def ls_cmd(repo: str, snapshot: str, path: str, db_path: str, universe_path: str,
+           json_out: bool) -> None:  # fmt: skip
     """List what SNAPSHOT ("latest" or an id prefix) holds at or below PATH."""
     from orbit_fast.api import list_entries
     from orbit_fast.errors import OrbitError
     from orbit_fast.names import shown
 
     try:
-        entries = list_entries(repo, snapshot, path, s3_endpoint=_endpoint())
+        for n in list_entries(repo, snapshot, path, universe_path=universe_path,
+                              db_path=db_path, s3_endpoint=_endpoint()):  # fmt: skip
+            if json_out:  # (the JSON encoder escapes control characters)
+                print(json.dumps({"path": n.path.decode("utf-8", "backslashreplace") or ".",
+                                  "kind": n.kind, "size": n.size, "mode": n.mode,
+                                  "mtime_ns": n.mtime_ns, "chunks": n.chunks}))  # fmt: skip
+            else:
+                suffix = ("/" if n.kind == "d" else f" -> {shown(n.target)}" if n.kind == "l"
+                          else "")  # fmt: skip
+                click.echo(f"{n.kind} {oct(n.mode)[2:]:>4} {n.size:>12}  {_when(n.mtime_ns)}  "
+                           f"{shown(n.path) or '.'}{suffix}")  # fmt: skip
     except OrbitError as err:
         _fail(err, json_out)
-    for n in entries:
-        if json_out:  # (the JSON encoder escapes control characters)
-            print(json.dumps({"path": n.path.decode("utf-8", "backslashreplace") or ".",
-                              "kind": n.kind, "size": n.size, "mode": n.mode,
-                              "mtime_ns": n.mtime_ns, "chunks": n.chunks}))  # fmt: skip
-        else:
-            suffix = "/" if n.kind == "d" else f" -> {shown(n.target)}" if n.kind == "l" else ""
-            click.echo(f"{n.kind} {oct(n.mode)[2:]:>4} {n.size:>12}  {_when(n.mtime_ns)}  "
-                       f"{shown(n.path) or '.'}{suffix}")  # fmt: skip
 
 
 @click.command("diff")
 @repo_option
 @click.argument("snap1")
 @click.argument("snap2")
+@with_state
 @json_option
-def diff_cmd(repo: str, snap1: str, snap2: str, json_out: bool) -> None:
+def diff_cmd(repo: str, snap1: str, snap2: str, db_path: str, universe_path: str,
+             json_out: bool) -> None:  # fmt: skip
     """What changed from SNAP1 to SNAP2: + added, - removed, M content, T metadata only."""
     from orbit_fast.api import diff_snapshots
     from orbit_fast.errors import OrbitError
     from orbit_fast.names import shown
 
+    counts = dict.fromkeys("+-MT", 0)
     try:
-        rows = diff_snapshots(repo, snap1, snap2, s3_endpoint=_endpoint())
+        for what, path in diff_snapshots(repo, snap1, snap2, universe_path=universe_path,
+                                         db_path=db_path, s3_endpoint=_endpoint()):  # fmt: skip
+            counts[what] += 1
+            if json_out:  # (the JSON encoder escapes control characters)
+                print(json.dumps({"change": what,
+                                  "path": path.decode("utf-8", "backslashreplace") or "."}))
+            else:
+                click.echo(f"{what} {shown(path) or '.'}")
     except OrbitError as err:
         _fail(err, json_out)
-    for what, path in rows:
-        if json_out:  # (the JSON encoder escapes control characters)
-            print(json.dumps({"change": what,
-                              "path": path.decode("utf-8", "backslashreplace") or "."}))
-        else:
-            click.echo(f"{what} {shown(path) or '.'}")
     if not json_out:
-        counts = {k: sum(1 for w, _ in rows if w == k) for k in "+-MT"}
         click.echo(f"{counts['+']} added, {counts['-']} removed, {counts['M']} modified, "
                    f"{counts['T']} metadata only")  # fmt: skip
 
@@ -215,8 +221,10 @@ def restore_cmd(repo: str, snapshot: str, paths: tuple[str, ...], target: str, d
 @repo_option
 @click.option("--quick", is_flag=True, help="Check structure only: pack indexes parse and "
               "every chunk a snapshot needs is listed in a pack.")  # fmt: skip
+@with_state
 @json_option
-def verify_cmd(repo: str, quick: bool, json_out: bool) -> None:
+def verify_cmd(repo: str, quick: bool, db_path: str, universe_path: str,
+               json_out: bool) -> None:  # fmt: skip
     """Read every pack and check every chunk against its id; name each damaged snapshot,
     file and chunk (exit code 13)."""
     from orbit_fast.api import verify
@@ -225,7 +233,8 @@ def verify_cmd(repo: str, quick: bool, json_out: bool) -> None:
 
     renderer = Renderer(json_out=json_out, progress=False)
     endpoint = _endpoint()
-    run_engine(lambda cancel: verify(repo, quick, on_event=renderer, s3_endpoint=endpoint),
+    run_engine(lambda cancel: verify(repo, quick, on_event=renderer, universe_path=universe_path,
+                                     db_path=db_path, s3_endpoint=endpoint),
                renderer, json_out)  # fmt: skip
 
 

@@ -1,25 +1,34 @@
-"""A backup run: walk the source, chunk what changed in the workers, store new chunks in packs,
-write the snapshot last.
+"""A backup run: walk the source depth first, chunk what changed in the workers, store new
+chunks in packs and each directory's tree once its last entry is done, write the snapshot last.
 
-The coordinator owns the repository lock, the universe index and the jobs DB. Files whose
-size, mtime, ctime and inode equal the parent snapshot's are not read again: their chunk list
-is copied. Changed files go through the worker pool (chunk_pipeline.chunk_files: chunk, keyed
-id, compress on ring slots); a chunk the universe already knows for this repository, or that
-is in the pack being filled, is not stored again. A pack is written whole and only then
-indexed, so the index never points at a pack that is not complete. The snapshot comes last: a
-crash at any instant leaves the old set of snapshots, plus packs the rerun dedups against.
+The coordinator owns the repository lock, the universe index and the jobs DB. The walk lists one
+directory at a time and compares it with the parent snapshot's tree of the same directory,
+loaded then (repo/trees.py): files whose size, mtime, ctime and inode equal the parent's are
+not read again, their chunk list is copied. Changed files go through the worker pool
+(chunk_pipeline.chunk_files: chunk, keyed id, compress on ring slots), fed by the walk as it
+goes; a chunk the universe already knows for this repository, or that is in the pack being
+filled, is not stored again. A directory's tree is stored when its last file has its chunks
+and its last subdirectory its tree; an unchanged directory's tree has the id it had, so it is
+not stored again and an unchanged source adds only the snapshot object.
+
+Memory: the directories waiting for their tree (the ones on the walk's path, plus those whose
+files are still in the workers: at most chunk_files' read-ahead), each with its entries and
+its parent-snapshot tree; not the file count (docs/backup.md, "Memory").
+
+A pack is written whole and only then indexed, so the index never points at a pack that is not
+complete. The snapshot comes last: a crash at any instant leaves the old set of snapshots,
+plus packs (chunks and trees) the rerun dedups against.
 """
 
 from __future__ import annotations
 
+import itertools
 import os
 import socket
 import stat as st
 import time
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
-
-import msgspec
 
 from orbit_fast import messages as m
 from orbit_fast import progress as p
@@ -30,13 +39,22 @@ from orbit_fast.cancel import CancelToken
 from orbit_fast.config import BackupOptions, is_remote
 from orbit_fast.confine import Tree
 from orbit_fast.coordinator.run import RunLedger
-from orbit_fast.errors import ExitCode, IntegrityError, SourceError
+from orbit_fast.errors import (
+    ExitCode,
+    IntegrityError,
+    OrbitError,
+    RepositoryError,
+    SourceError,
+    WorkerFailed,
+)
 from orbit_fast.filters import FilterRules
 from orbit_fast.index.universe import Universe
 from orbit_fast.repo import snapshot as snapfmt
+from orbit_fast.repo import tree as treefmt
 from orbit_fast.repo.pack_writer import PackWriter
 from orbit_fast.repo.repository import Repository
-from orbit_fast.repo.snapshot import Node
+from orbit_fast.repo.tree import Entry
+from orbit_fast.repo.trees import TreeReader, TreeWriter
 from orbit_fast.roots import check_run, open_end
 
 if TYPE_CHECKING:
@@ -45,31 +63,37 @@ if TYPE_CHECKING:
 
 PROGRESS_EVERY_S = 0.25
 
+# A listing: (directory path, [(name, stat tuple)] sorted by name), or None for a directory
+# that could not be read. The stat tuple is scan_dir's (kind, size, mtime, atime, mode, ctime,
+# ino, uid, gid, dev).
+Listing = tuple[bytes, "list[tuple[bytes, tuple[int, ...]]] | None"]
 
-_KINDS = (snapfmt.FILE, snapfmt.DIR, snapfmt.LINK, "")  # by the scan kernel's kind codes
+_KINDS = (treefmt.FILE, treefmt.DIR, treefmt.LINK, "")  # by the scan kernel's kind codes
 
 
-def node_of(rel: bytes, s: tuple[int, ...], target: bytes = b"") -> Node:
-    """A node from a scan_dir stat tuple (kind, size, mtime, atime, mode, ctime, ino, uid,
-    gid)."""
+def entry_of(name: bytes, s: tuple[int, ...], target: bytes = b"") -> Entry:
+    """An entry from a scan_dir stat tuple."""
     kind = _KINDS[s[0]]
-    return Node(path=rel, kind=kind, mode=st.S_IMODE(s[4]), uid=s[7], gid=s[8], mtime_ns=s[2],
-                atime_ns=s[3], ctime_ns=s[5], ino=s[6], size=s[1] if kind == snapfmt.FILE
-                else 0, target=target)  # fmt: skip
+    return Entry(name=name, kind=kind, mode=st.S_IMODE(s[4]), uid=s[7], gid=s[8],
+                 mtime_ns=s[2], atime_ns=s[3], ctime_ns=s[5], ino=s[6],
+                 size=s[1] if kind == treefmt.FILE else 0, target=target)  # fmt: skip
 
 
-def walk(
-    root: Tree, rules: FilterRules, on_unreadable: Callable[[str, OSError], None]
-) -> Iterator[tuple[bytes, tuple[int, ...]]]:
-    """(relative path, stat tuple) of the root and everything below it, directories before
-    their contents, names sorted; filtered; symlinks reported, never followed: each directory
-    is opened below the root without following a link in any component (confine.py), so one
-    swapped for a link after it was listed is skipped as unreadable. Sockets, fifos and
-    devices are left out (docs/backup.md)."""
-    scan_dir = kernels().scan_dir
+def root_stat(root: Tree) -> tuple[int, ...]:
     r = root.lstat("")
-    yield b"", (1, 0, r.st_mtime_ns, r.st_atime_ns, r.st_mode, r.st_ctime_ns, r.st_ino,
-                r.st_uid, r.st_gid, r.st_dev)  # fmt: skip
+    return (1, 0, r.st_mtime_ns, r.st_atime_ns, r.st_mode, r.st_ctime_ns, r.st_ino, r.st_uid,
+            r.st_gid, r.st_dev)  # fmt: skip
+
+
+def walk(root: Tree, rules: FilterRules, on_unreadable: Callable[[str, OSError], None]
+         ) -> Iterator[Listing]:  # fmt: skip
+    """The listing of every directory (the root's first), depth first, each directory before
+    its subdirectories, names sorted; filtered; symlinks reported, never followed: each
+    directory is opened below the root without following a link in any component
+    (confine.py), so one swapped for a link after it was listed is unreadable. Sockets,
+    fifos and devices are left out (docs/backup.md). Holds the directories still to visit:
+    the depth times the widest directory, not the file count."""
+    scan_dir = kernels().scan_dir
     stack = [b""]
     while stack:
         rel_dir = stack.pop()
@@ -81,28 +105,34 @@ def walk(
                 os.close(fd)
         except OSError as exc:
             on_unreadable(os.fsdecode(rel_dir), exc)
+            yield rel_dir, None
             continue
+        kept: list[tuple[bytes, tuple[int, ...]]] = []
         subdirs = []
         for name, s in entries:
             if s[0] == OTHER:
                 continue
-            rel = rel_dir + b"/" + name if rel_dir else name
-            if rules and not rules.included(os.fsdecode(rel), s[0] == DIR):
-                continue
-            yield rel, s
+            if rules:
+                rel = rel_dir + b"/" + name if rel_dir else name
+                if not rules.included(os.fsdecode(rel), s[0] == DIR):
+                    continue
+            kept.append((name, s))
             if s[0] == DIR:
-                subdirs.append(rel)
+                subdirs.append(rel_dir + b"/" + name if rel_dir else name)
+        del entries
+        yield rel_dir, kept
         stack.extend(reversed(subdirs))
 
 
 def walk_store(store: Any, rules: FilterRules, on_skip: OnSkip
-               ) -> Iterator[tuple[bytes, tuple[int, ...]]]:  # fmt: skip
-    """walk() for a remote source (s3://, smb://): the same (path, stat tuple) stream, in the
-    same order. Object stores list files only, so each directory is made up from the files
-    below it (mode 0755, the newest mtime among them). A file's `ino` is a hash of its
+               ) -> tuple[tuple[int, ...], Iterator[Listing]]:  # fmt: skip
+    """walk() for a remote source (s3://, smb://): the root's stat tuple and the same listings
+    in the same order. Object stores list files only, so each directory is made up from the
+    files below it (mode 0755, the newest mtime among them). A file's `ino` is a hash of its
     signature (the ETag on S3, size and mtime on SMB): what tells a changed object from an
     unchanged one. S3 listings carry no mtime (0 here: Backup asks for it only for the
-    objects it reads)."""
+    objects it reads). The store's listing is flat, so it is held whole (TODO(#16): stream
+    it per prefix)."""
     import xxhash
 
     uid, gid = os.getuid(), os.getgid()
@@ -123,7 +153,7 @@ def walk_store(store: Any, rules: FilterRules, on_skip: OnSkip
             continue
         mtime = info.mtime_ns or 0
         ino = xxhash.xxh64_intdigest(info.sig.encode()) >> 1
-        files[info.name] = (0, info.size, mtime, mtime, 0o100644, 0, ino, uid, gid)
+        files[info.name] = (0, info.size, mtime, mtime, 0o100644, 0, ino, uid, gid, 0)
         parent, _, _ = info.name.rpartition("/")
         child = info.name
         while True:
@@ -133,28 +163,64 @@ def walk_store(store: Any, rules: FilterRules, on_skip: OnSkip
             if known or not parent:
                 break
             child, parent = parent, parent.rpartition("/")[0]
-    stack = [""]
-    while stack:
-        d = stack.pop()
-        m = newest.get(d, 0)
-        if not d:
-            yield b"", (1, 0, m, m, 0o40755, 0, 0, uid, gid)
-        subdirs = []
-        for c in sorted(children.get(d, [])):
-            if c in files:
-                yield os.fsencode(c), files[c]
-            else:
-                mc = newest.get(c, 0)
-                yield os.fsencode(c), (1, 0, mc, mc, 0o40755, 0, 0, uid, gid)
-                subdirs.append(c)
-        stack.extend(reversed(subdirs))
+
+    def listings() -> Iterator[Listing]:
+        stack = [""]
+        while stack:
+            d = stack.pop()
+            kept = []
+            subdirs = []
+            for c in sorted(children.get(d, []), key=os.fsencode):
+                name = os.fsencode(c.rpartition("/")[2])
+                if c in files:
+                    kept.append((name, files[c]))
+                else:
+                    mc = newest.get(c, 0)
+                    kept.append((name, (1, 0, mc, mc, 0o40755, 0, 0, uid, gid, 0)))
+                    subdirs.append(c)
+            yield os.fsencode(d), kept
+            stack.extend(reversed(subdirs))
+
+    m0 = newest.get("", 0)
+    return (1, 0, m0, m0, 0o40755, 0, 0, uid, gid, 0), listings()
 
 
-def _unchanged(old: Node | None, s: tuple[int, ...], remote: bool = False) -> bool:
+def _unchanged(old: Entry | None, s: tuple[int, ...], remote: bool = False) -> bool:
     # Remote sources: size and the signature hash in `ino` (S3 listings have no mtime).
-    return (old is not None and old.kind == snapfmt.FILE and old.size == s[1]
+    return (old is not None and old.kind == treefmt.FILE and old.size == s[1]
             and (remote or (old.mtime_ns == s[2] and old.ctime_ns == s[5]))
             and old.ino == s[6])  # fmt: skip
+
+
+def _same_inode(old: Entry | None, new: Entry) -> bool:
+    """A directory or link not changed since the parent snapshot: its atime is the parent's
+    (listing a directory, or our own reads, move atimes; a tree must not change for that)."""
+    return (old is not None and old.kind == new.kind and old.mtime_ns == new.mtime_ns
+            and old.ctime_ns == new.ctime_ns and old.ino == new.ino
+            and old.target == new.target)  # fmt: skip
+
+
+class _Dir:
+    """A directory whose tree is not stored yet: its entries (None for a file that failed),
+    and how many of them still wait (files in the workers, subdirectories without a tree)."""
+
+    __slots__ = ("rel", "parent", "slot", "entries", "pending")
+
+    def __init__(self, rel: bytes, parent: _Dir | None, slot: int) -> None:
+        self.rel, self.parent, self.slot = rel, parent, slot
+        self.entries: list[Entry | None] = []
+        self.pending = 0
+
+
+class _File:
+    """A file in the workers: where its entry is, and its chunks so far."""
+
+    __slots__ = ("dir", "slot", "size", "done", "chunks", "new")
+
+    def __init__(self, d: _Dir, slot: int, size: int, new: bool) -> None:
+        self.dir, self.slot, self.size, self.new = d, slot, size, new
+        self.done = 0
+        self.chunks: list[bytes] = []
 
 
 class Backup:
@@ -237,143 +303,235 @@ class Backup:
         job_id, run_id = self.ledger.job.id, self.ledger.run_id
         repo.sync_index(universe)
         host = socket.gethostname()
-        parent_name, parent = None, None
-        for name, info in reversed(repo.snapshots()):
+        parent_name: str | None = None
+        parent: snapfmt.Snapshot | None = None
+        bad: list[tuple[str, OrbitError]] = []
+        snaps = repo.snapshots(bad)
+        for _name, exc in bad:
+            # A snapshot someone with write access crafted (or damage) must not stop every
+            # later backup of this source: an older parent, or none, will do.
+            self._warn("", "bad_parent", f"{exc}; not used as the parent: run "
+                       "`orbit-fast verify`")  # fmt: skip
+        for name, info in reversed(snaps):
             if info.source == opts.source and info.hostname == host:
-                try:
-                    parent_name, parent = name, repo.load_snapshot(name)
-                except IntegrityError as exc:
-                    # A snapshot someone with write access crafted (or damage) must not stop
-                    # every later backup of this source: an older parent, or none, will do.
-                    self._warn("", "bad_parent", f"{exc}; not used as the parent (its "
-                               "files are read again): run `orbit-fast verify`")  # fmt: skip
-                    continue
+                parent_name, parent = name, info
                 break
-        old = {n.path: n for n in parent.nodes} if parent else {}
         self.ledger.started(workers=opts.workers, block_bytes=repo.config.avg_size)
-
-        nodes: list[Node] = []
-        # path (relative to the source tree, or an object name) -> index in nodes
-        todo: dict[str, int] = {}
-        idents: dict[str, m.Ident] = {}  # local files: the file the scan saw, to read only it
-        counters = self.counters
-        files_unchanged = 0
-        new_files: set[str] = set()
+        self.reader = TreeReader(repo, universe)
+        writer = self.writer = PackWriter(repo, universe)
+        self.trees = TreeWriter(writer, repo.config.key_bytes)
+        self.remote = self.src is not None
         rules = FilterRules(opts.filters)
-        remote = self.src is not None
-        if remote:
-            entries = walk_store(self.src, rules, self._on_unlisted)
+        if self.remote:
+            root_s, listings = walk_store(self.src, rules, self._on_unlisted)
         else:
             assert self.tree is not None
-            tree = self.tree
-            entries = walk(tree, rules,
-                           lambda r, e: self._warn(r, "unreadable_dir", e.strerror or str(e)))
-        object_sizes: dict[str, int] = {}  # remote sources: name -> size
-        for rel, s in entries:
-            if self.cancel.cancelled:
-                break
-            target = b""
-            if s[0] == LINK:
-                try:
-                    target = os.fsencode(tree.readlink(rel))
-                except OSError as exc:
-                    self._warn(os.fsdecode(rel), "unreadable", exc.strerror or str(exc))
-                    continue
-            node = node_of(rel, s, target)
-            if node.kind == snapfmt.FILE:
-                prev = old.get(rel)
-                if _unchanged(prev, s, remote):
-                    assert prev is not None
-                    node = msgspec.structs.replace(node, chunks=prev.chunks,
-                                                   mtime_ns=prev.mtime_ns,
-                                                   atime_ns=prev.atime_ns)  # fmt: skip
-                    files_unchanged += 1
-                else:
-                    path = os.fsdecode(rel)
-                    if not remote:
-                        idents[path] = m.Ident(s[9], s[6], s[1], s[2])
-                    else:
-                        object_sizes[path] = s[1]
-                        if not node.mtime_ns:  # S3: the file's mtime is in the metadata
-                            mtime = self.src.stat_info(path).mtime_ns or 0
-                            node = msgspec.structs.replace(node, mtime_ns=mtime,
-                                                           atime_ns=mtime)  # fmt: skip
-                    if prev is None:
-                        new_files.add(path)
-                    if s[1]:
-                        todo[path] = len(nodes)
-                        counters.bytes_total += s[1]
-            nodes.append(node)
-        counters.files_total = len(todo)
-        counters.scan_done = True
-
-        chunks: dict[str, list[bytes]] = {path: [] for path in todo}
-        sizes: dict[str, int] = dict.fromkeys(todo, 0)
-        failed: set[str] = set()
-        writer = self.writer = PackWriter(repo, universe)
-        done_files = 0
-
-        def on_error(path: str, message: str) -> None:
-            failed.add(path)
-            self._warn(path, "unreadable", message)
-
-        last = 0.0
+            root_s = root_stat(self.tree)
+            listings = walk(self.tree, rules,
+                            lambda r, e: self._warn(r, "unreadable_dir", e.strerror or str(e)))
+        root = entry_of(b"", root_s)
+        if parent is not None and _same_inode(parent.root, root):
+            root.atime_ns = parent.root.atime_ns
+        self.root = root
+        # Directories listed by their parent and not yet by the walk: (parent, slot, the
+        # parent snapshot's tree of it).
+        self.waiting: dict[bytes, tuple[_Dir | None, int, bytes]] = {
+            b"": (None, 0, parent.tree if parent is not None else b"")}
+        self.inflight: dict[str, _File] = {}
+        self.idents: dict[str, m.Ident] = {}  # local files: the file the scan saw, to read only it
+        self.object_sizes: dict[str, int] = {}  # remote sources: name -> size
+        self.root_tree: bytes | None = None
+        self.files_new = self.files_changed = self.files_unchanged = 0
+        self.files_total = self.dirs_total = self.bytes_total = 0
+        self.last_progress = 0.0
+        counters = self.counters
         try:
-            if todo:
+            to_read = self._files_to_read(listings)
+            first = next(to_read, None)  # no-change runs start no workers
+            if first is not None:
                 from orbit_fast.coordinator.chunk_pipeline import chunk_files
 
                 for path, rec, blob in chunk_files(
-                    todo, repo.config.params, opts.codec or repo.config.codec,
-                    repo.config.key_bytes, opts.workers, on_error=on_error,
-                    cancelled=lambda: self.cancel.cancelled,
-                    src_url=opts.source if remote else "", sizes=object_sizes if remote else None,
+                    itertools.chain((first,), to_read), repo.config.params,
+                    opts.codec or repo.config.codec, repo.config.key_bytes, opts.workers,
+                    on_error=self._file_failed, cancelled=lambda: self.cancel.cancelled,
+                    src_url=opts.source if self.remote else "",
+                    sizes=self.object_sizes if self.remote else None,
                     shared=self.shared_pool, s3_endpoint=opts.s3_endpoint,
-                    tree=self.tree, idents=idents,
+                    tree=self.tree, idents=self.idents,
                 ):  # fmt: skip
-                    chunks[path].append(rec.chunk_id)
-                    sizes[path] += rec.length
+                    f = self.inflight[path]
+                    f.chunks.append(rec.chunk_id)
+                    f.done += rec.length
                     counters.bytes_done += rec.length
-                    if sizes[path] == nodes[todo[path]].size:
-                        done_files += 1
                     if not writer.has(rec.chunk_id):
                         writer.add(rec.chunk_id, blob, rec.length)
-                    now = time.monotonic()
-                    if now - last >= PROGRESS_EVERY_S:
-                        last = now
-                        counters.files_done = done_files
-                        self.emit(counters.progress(0))
+                    if f.done == f.size:
+                        self._file_done(path, f)
+                    self._progress()
         finally:
             writer.close()  # what was stored is kept even when the run stops here
         if self.cancel.cancelled:
             raise self.ledger.interrupted(self.cancel, "backup interrupted; the chunks stored so "
                                           "far are kept and the rerun does not store them again")
-
-        for path, i in todo.items():
-            if path in failed:
-                nodes[i] = msgspec.structs.replace(nodes[i], kind="")
-                continue
-            nodes[i] = msgspec.structs.replace(nodes[i], chunks=b"".join(chunks[path]),
-                                               size=sizes[path])  # fmt: skip
-        kept = [n for n in nodes if n.kind]
-        files_new = len(new_files - failed)
-        files_changed = sum(1 for n in kept if n.kind == snapfmt.FILE) - files_new \
-            - files_unchanged  # fmt: skip
+        if self.root_tree is None or self.inflight:
+            raise WorkerFailed(f"the workers ended with {len(self.inflight)} files unread and "
+                               "no tree for the backup root (an engine error); rerun the "
+                               "backup: what was stored is kept")  # fmt: skip
+        root.subtree = self.root_tree
+        trees = self.trees
         snap = snapfmt.Snapshot(
             time_ns=time.time_ns(), hostname=host, source=opts.source, tags=list(opts.tags),
-            parent=parent_name, nodes=kept, files_new=files_new,
-            files_changed=files_changed, files_unchanged=files_unchanged,
-            files_total=sum(1 for n in kept if n.kind == snapfmt.FILE),
-            bytes_total=sum(n.size for n in kept), bytes_added=writer.bytes_written,
+            parent=parent_name, root=root, files_new=self.files_new,
+            files_changed=self.files_changed, files_unchanged=self.files_unchanged,
+            files_total=self.files_total, dirs_total=self.dirs_total,
+            bytes_total=self.bytes_total, bytes_added=writer.bytes_written,
+            trees_added=trees.trees_added,
         )  # fmt: skip
         name = repo.write_snapshot(snap)
         return p.BackupSummary(
             job_id=job_id, run_id=run_id, exit_code=int(ExitCode.PARTIAL if self.warnings
                                                         else ExitCode.OK),
             snapshot=name, parent=parent_name, files_new=snap.files_new,
-            files_changed=files_changed, files_unchanged=files_unchanged,
+            files_changed=snap.files_changed, files_unchanged=snap.files_unchanged,
             files_total=snap.files_total,
             bytes_total=snap.bytes_total, bytes_read=counters.bytes_done,
-            chunks_added=writer.chunks_written, bytes_added=writer.bytes_written,
-            packs_added=writer.packs_written, warnings=len(self.warnings),
-            skipped=self.warnings[:1000], elapsed_s=round(time.monotonic() - counters.t0, 3),
+            chunks_added=writer.chunks_written - trees.trees_added,
+            bytes_added=writer.bytes_written, packs_added=writer.packs_written,
+            warnings=len(self.warnings), skipped=self.warnings[:1000],
+            elapsed_s=round(time.monotonic() - counters.t0, 3), trees_added=trees.trees_added,
         )  # fmt: skip
+
+    def _progress(self) -> None:
+        now = time.monotonic()
+        if now - self.last_progress >= PROGRESS_EVERY_S:
+            self.last_progress = now
+            self.emit(self.counters.progress(0))
+
+    def _old_entries(self, tid: bytes, rel: bytes) -> dict[bytes, Entry]:
+        """The parent snapshot's entries of directory `rel` (its tree `tid`), by name; none
+        (so every file is read again) if that tree cannot be read."""
+        if not tid:
+            return {}
+        try:
+            return {e.name: e for e in self.reader.entries(tid, rel)}
+        except (IntegrityError, RepositoryError) as exc:
+            self._warn(os.fsdecode(rel), "bad_parent", f"{exc}; its files are read again")
+            return {}
+
+    def _files_to_read(self, listings: Iterator[Listing]) -> Iterator[str]:
+        """Take in the walk's listings one directory at a time; yield the files whose content
+        must be read (for chunk_files, which pulls them as it has room)."""
+        counters = self.counters
+        remote = self.remote
+        for rel_dir, listing in listings:
+            if self.cancel.cancelled:
+                return
+            parent, slot, old_tid = self.waiting.pop(rel_dir)
+            d = _Dir(rel_dir, parent, slot)
+            old = self._old_entries(old_tid, rel_dir) if listing else {}
+            for name, s in listing or ():
+                rel = rel_dir + b"/" + name if rel_dir else name
+                target = b""
+                if s[0] == LINK:
+                    try:
+                        assert self.tree is not None
+                        target = os.fsencode(self.tree.readlink(rel))
+                    except OSError as exc:
+                        self._warn(os.fsdecode(rel), "unreadable", exc.strerror or str(exc))
+                        continue
+                e = entry_of(name, s, target)
+                prev = old.get(name)
+                at = len(d.entries)
+                d.entries.append(e)
+                if e.kind == treefmt.DIR:
+                    if _same_inode(prev, e):
+                        assert prev is not None
+                        e.atime_ns = prev.atime_ns
+                    self.waiting[rel] = (d, at, prev.subtree if prev is not None
+                                         and prev.kind == treefmt.DIR else b"")  # fmt: skip
+                    d.pending += 1
+                    continue
+                if e.kind == treefmt.LINK:
+                    if _same_inode(prev, e):
+                        assert prev is not None
+                        e.atime_ns = prev.atime_ns
+                    continue
+                counters.files_scanned += 1
+                if _unchanged(prev, s, remote):
+                    assert prev is not None
+                    e.chunks, e.mtime_ns, e.atime_ns = prev.chunks, prev.mtime_ns, prev.atime_ns
+                    self._count_file(e, prev is None, unchanged=True)
+                    continue
+                path = os.fsdecode(rel)
+                if remote and not e.mtime_ns:  # S3: the file's mtime is in the metadata
+                    e.mtime_ns = e.atime_ns = self.src.stat_info(path).mtime_ns or 0
+                if not s[1]:
+                    self._count_file(e, prev is None)
+                    continue
+                if remote:
+                    self.object_sizes[path] = s[1]
+                else:
+                    self.idents[path] = m.Ident(s[9], s[6], s[1], s[2])
+                counters.bytes_total += s[1]
+                counters.files_total += 1
+                d.pending += 1
+                self.inflight[path] = _File(d, at, s[1], prev is None)
+                yield path
+            if not d.pending:
+                self._dir_done(d)
+            self._progress()
+        counters.scan_done = True
+
+    def _count_file(self, e: Entry, new: bool, unchanged: bool = False) -> None:
+        self.files_total += 1
+        self.bytes_total += e.size
+        if unchanged:
+            self.files_unchanged += 1
+        elif new:
+            self.files_new += 1
+        else:
+            self.files_changed += 1
+
+    def _file_done(self, path: str, f: _File) -> None:
+        del self.inflight[path]
+        self.idents.pop(path, None)
+        self.object_sizes.pop(path, None)
+        e = f.dir.entries[f.slot]
+        assert e is not None
+        e.chunks = b"".join(f.chunks)
+        self._count_file(e, f.new)
+        self.counters.files_done += 1
+        self._settle(f.dir)
+
+    def _file_failed(self, path: str, message: str) -> None:
+        self._warn(path, "unreadable", message)
+        f = self.inflight.pop(path, None)
+        if f is None:
+            return
+        self.idents.pop(path, None)
+        self.object_sizes.pop(path, None)
+        f.dir.entries[f.slot] = None
+        self._settle(f.dir)
+
+    def _settle(self, d: _Dir) -> None:
+        """One of d's entries is done: store its tree if it was the last."""
+        d.pending -= 1
+        if not d.pending:
+            self._dir_done(d)
+
+    def _dir_done(self, d: _Dir | None) -> None:
+        """Store the tree of `d`, whose entries are all done; then its parent's, if that was
+        the last it waited for, and so on up."""
+        while d is not None:
+            tid = self.trees.put([e for e in d.entries if e is not None])
+            self.dirs_total += 1
+            up = d.parent
+            if up is None:
+                self.root_tree = tid
+                return
+            e = up.entries[d.slot]
+            assert e is not None
+            e.subtree = tid
+            up.pending -= 1
+            d = up if not up.pending else None

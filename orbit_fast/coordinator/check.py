@@ -1,13 +1,15 @@
-"""`verify`: read every pack and check every chunk against its id, then check that every
-snapshot's chunks are present and intact; name the snapshot, file and chunk of each problem.
+"""`verify`: read every pack and check every blob (chunk or tree) against its id, then walk
+every snapshot's trees and check that every chunk they name is present and intact; name the
+snapshot, file and chunk of each problem.
 
-Every snapshot is decoded as restore decodes it (repo/snapshot.py: output limits, every node
-path a clean path below the root, unique, under a directory), so a snapshot that restore would
-refuse is reported here as damaged, named with the offending path.
+Every tree is decoded as restore decodes it (repo/tree.py: output limits, each name one clean
+component, unique, in order), so a tree that restore would refuse is reported here as damaged,
+named with its directory. A tree shared by several snapshots is checked once, for the first
+snapshot that reaches it (its problems are named with that snapshot).
 
-`--quick` checks structure only: every pack's trailer and index parse, and every chunk a
-snapshot needs is listed in some pack's index. Memory: a set of the chunk ids seen
-(about 100 bytes each).
+`--quick` checks structure only: every pack's trailer and index parse, every tree decodes, and
+every chunk a tree names is listed in some pack's index. Memory: a set of the blob ids seen
+(about 100 bytes each) and of the trees walked.
 """
 
 from __future__ import annotations
@@ -21,17 +23,22 @@ from orbit_fast import progress as p
 from orbit_fast.compression import CorruptBlob, decompress
 from orbit_fast.errors import ExitCode, IntegrityError, RepositoryError
 from orbit_fast.hashing import chunk_id
+from orbit_fast.index.universe import Universe
 from orbit_fast.names import shown
 from orbit_fast.repo import pack as packfmt
 from orbit_fast.repo.repository import Repository
+from orbit_fast.repo.tree import MAX_TREE_BYTES, join
+from orbit_fast.repo.trees import TreeReader
 
 MAX_LISTED = 1000
 
 
-def verify(repo: Repository, quick: bool, on_event: Callable[[p.Event], None]) -> p.VerifySummary:
+def verify(repo: Repository, universe: Universe, quick: bool,
+           on_event: Callable[[p.Event], None]) -> p.VerifySummary:  # fmt: skip
     t0 = time.monotonic()
+    repo.sync_index(universe)
     key = repo.config.key_bytes
-    max_raw = repo.config.max_size
+    max_raw = max(repo.config.max_size, MAX_TREE_BYTES)  # a blob is a chunk or a tree
     good: set[bytes] = set()
     damaged: dict[bytes, str] = {}
     problems: list[str] = []
@@ -73,21 +80,28 @@ def verify(repo: Repository, quick: bool, on_event: Callable[[p.Event], None]) -
         if not whole_ok:
             problems.append(f"pack {label}: content does not match its name (damaged)")
     snaps = repo.snapshot_names()
+    reader = TreeReader(repo, universe)
+    walked: set[bytes] = set()
     for sname in snaps:
         try:
             snap = repo.load_snapshot(sname)
         except (RepositoryError, IntegrityError) as exc:
             problems.append(str(exc))
             continue
-        for node in snap.nodes:
-            for cid in node.chunk_ids():
-                if cid in good:
-                    continue
-                why = damaged.get(cid, "missing from every pack")
-                problems.append(
-                    f"snapshot {sname[:8]} file {shown(node.path)} "
-                    f"chunk {cid.hex()[:16]}: {why}"
-                )
+
+        def bad_tree(exc: IntegrityError, sname: str = sname) -> None:
+            problems.append(f"snapshot {sname[:8]}: {exc}")
+
+        for where, run in reader.walk(snap.tree, walked, bad_tree):
+            for e in run:
+                for cid in e.chunk_ids():
+                    if cid in good:
+                        continue
+                    why = damaged.get(cid, "missing from every pack")
+                    problems.append(
+                        f"snapshot {sname[:8]} file {shown(join(where, e.name))} "
+                        f"chunk {cid.hex()[:16]}: {why}"
+                    )
     summary = p.VerifySummary(
         exit_code=int(ExitCode.INTEGRITY if problems else ExitCode.OK), quick=quick,
         packs=len(packs), chunks=chunks, bytes_read=bytes_read, snapshots=len(snaps),

@@ -16,11 +16,14 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from orbit_fast.cancel import CancelToken
 from orbit_fast.config import resolve_state_paths
+from orbit_fast.errors import UsageError
 from orbit_fast.progress import Event, PruneSummary, RestoreSummary, VerifySummary
 
 if TYPE_CHECKING:
     from orbit_fast.index.universe import Universe
     from orbit_fast.repo.repository import Repository
+    from orbit_fast.repo.tree import Entry as TreeEntry
+    from orbit_fast.repo.trees import TreeReader
 
 
 class SnapshotInfo(NamedTuple):
@@ -126,9 +129,27 @@ def list_snapshots(repository: str, *, s3_endpoint: str = "") -> list[SnapshotIn
                          s.bytes_total, s.bytes_added) for name, s in snaps]  # fmt: skip
 
 
-def list_entries(repository: str, snapshot: str, path: str = "", *,
-                 s3_endpoint: str = "") -> list[Entry]:  # fmt: skip
-    """What `snapshot` holds at or below `path` ("" or "/": everything), in snapshot order.
+@contextmanager
+def reading_repository(
+    url: str, universe_path: str = "", db_path: str = "", s3_endpoint: str = ""
+) -> Iterator[tuple[Repository, TreeReader]]:
+    """The repository, not locked (reading trees while a backup adds packs is safe: packs
+    are written whole), the universe reconciled with it, and a reader of its trees."""
+    from orbit_fast.index.universe import Universe
+    from orbit_fast.repo.repository import Repository
+    from orbit_fast.repo.trees import TreeReader
+
+    _, upath = resolve_state_paths(db_path, universe_path)
+    with Repository.open(url, s3_endpoint) as repo, Universe.open(upath) as universe:
+        repo.sync_index(universe)
+        yield repo, TreeReader(repo, universe)
+
+
+def list_entries(repository: str, snapshot: str, path: str = "", *, universe_path: str = "",
+                 db_path: str = "", s3_endpoint: str = "") -> Iterator[Entry]:  # fmt: skip
+    """What `snapshot` holds at or below `path` ("" or "/": everything), depth first: each
+    directory before its entries, names in byte order. Streams: one directory's tree is held
+    at a time, and only the trees on `path` and below it are read.
 
     Parameters
     ----------
@@ -138,33 +159,58 @@ def list_entries(repository: str, snapshot: str, path: str = "", *,
         "latest" or a unique prefix of a snapshot id.
     path
         A path relative to the backup root.
+    universe_path, db_path
+        The state files ("": the defaults): trees are found through the universe index.
     s3_endpoint
         As for `init_repository`.
 
-    Returns
-    -------
-    list of Entry
+    Yields
+    ------
+    Entry
 
     Raises
     ------
     UsageError
         No snapshot (or several) match `snapshot`, or `path` is not in it.
-    RepositoryError
-        Not a repository, or the snapshot is damaged.
+    RepositoryError, IntegrityError
+        Not a repository, or a snapshot or tree is damaged (raised when it is reached).
     """
-    from orbit_fast.coordinator.restore import select
-    from orbit_fast.repo.repository import Repository
+    from orbit_fast.names import shown
+    from orbit_fast.repo.tree import DIR, components
 
-    with Repository.open(repository, s3_endpoint) as repo:
+    with reading_repository(repository, universe_path, db_path, s3_endpoint) as (repo, reader):
         _, snap = repo.resolve(snapshot)
-    nodes = select(snap.nodes, (path,) if path.strip("/") else (), parents=False)
-    return [Entry(n.path, n.kind, n.mode, n.size, n.mtime_ns, n.target, len(n.chunks) // 32)
-            for n in nodes]  # fmt: skip
+        parts = components(path)
+        top = reader.find(snap.root, parts)
+        if top is None:
+            raise UsageError(f"not in the snapshot: {shown(path)}")
+        start = b"/".join(parts)
+        yield _listed(start, top)
+        if top.kind != DIR:
+            return
+        stack = [(start, reader.entries(top.subtree, start))]
+        while stack:
+            rel, entries = stack[-1]
+            e = next(entries, None)
+            if e is None:
+                stack.pop()
+                continue
+            child = rel + b"/" + e.name if rel else e.name
+            yield _listed(child, e)
+            if e.kind == DIR:
+                stack.append((child, reader.entries(e.subtree, child)))
 
 
-def diff_snapshots(repository: str, snap1: str, snap2: str, *,
-                   s3_endpoint: str = "") -> list[tuple[str, bytes]]:  # fmt: skip
-    """What changed from `snap1` to `snap2` ("latest" or id prefixes).
+def _listed(path: bytes, e: TreeEntry) -> Entry:
+    return Entry(path, e.kind, e.mode, e.size, e.mtime_ns, e.target, e.chunk_count)
+
+
+def diff_snapshots(
+    repository: str, snap1: str, snap2: str, *, universe_path: str = "", db_path: str = "",
+    s3_endpoint: str = "",
+) -> Iterator[tuple[str, bytes]]:
+    """What changed from `snap1` to `snap2` ("latest" or id prefixes). Streams, depth first;
+    a subdirectory whose tree is the same in both is skipped without being read.
 
     Parameters
     ----------
@@ -172,39 +218,77 @@ def diff_snapshots(repository: str, snap1: str, snap2: str, *,
         The repository's URL or path.
     snap1, snap2
         The older and the newer snapshot.
-    s3_endpoint
-        As for `init_repository`.
+    universe_path, db_path, s3_endpoint
+        As for `list_entries`.
 
-    Returns
-    -------
-    list of (change, path)
-        Sorted by path; change is "+" added, "-" removed, "M" content (or kind or link target)
-        changed, "T" metadata only (mode, owner, mtime).
+    Yields
+    ------
+    (change, path)
+        Each directory before its entries, names in byte order; change is "+" added, "-"
+        removed (everything below an added or removed directory too), "M" content (or kind or
+        link target) changed, "T" metadata only (mode, owner, mtime).
 
     Raises
     ------
-    UsageError, RepositoryError
+    UsageError, RepositoryError, IntegrityError
         As for `list_entries`.
     """
-    from orbit_fast.repo.repository import Repository
+    from orbit_fast.repo.snapshot import Snapshot
+    from orbit_fast.repo.tree import DIR
 
-    with Repository.open(repository, s3_endpoint) as repo:
-        _, a = repo.resolve(snap1)
-        _, b = repo.resolve(snap2)
-    old = {n.path: n for n in a.nodes}
-    new = {n.path: n for n in b.nodes}
-    rows: list[tuple[str, bytes]] = []
-    for path in sorted(old.keys() | new.keys()):
-        x, y = old.get(path), new.get(path)
-        if x is None:
-            rows.append(("+", path))
-        elif y is None:
-            rows.append(("-", path))
-        elif (x.kind, x.chunks, x.target) != (y.kind, y.chunks, y.target):
-            rows.append(("M", path))
-        elif (x.mode, x.uid, x.gid, x.mtime_ns) != (y.mode, y.uid, y.gid, y.mtime_ns):
-            rows.append(("T", path))
-    return rows
+    with reading_repository(repository, universe_path, db_path, s3_endpoint) as (repo, reader):
+        a: Snapshot = repo.resolve(snap1)[1]
+        b: Snapshot = repo.resolve(snap2)[1]
+
+        def below(sign: str, rel: bytes, e: TreeEntry) -> Iterator[tuple[str, bytes]]:
+            """`sign` for everything below directory entry `e`."""
+            stack = [(rel, reader.entries(e.subtree, rel))]
+            while stack:
+                at, entries = stack[-1]
+                x = next(entries, None)
+                if x is None:
+                    stack.pop()
+                    continue
+                child = at + b"/" + x.name if at else x.name
+                yield sign, child
+                if x.kind == DIR:
+                    stack.append((child, reader.entries(x.subtree, child)))
+
+        def changed(rel: bytes, x: TreeEntry, y: TreeEntry) -> Iterator[tuple[str, bytes]]:
+            if (x.kind, x.chunks, x.target) != (y.kind, y.chunks, y.target):
+                yield "M", rel
+            elif (x.mode, x.uid, x.gid, x.mtime_ns) != (y.mode, y.uid, y.gid, y.mtime_ns):
+                yield "T", rel
+            if x.kind == DIR and y.kind == DIR:
+                if x.subtree != y.subtree:
+                    yield from merge(rel, x, y)
+            elif x.kind == DIR:
+                yield from below("-", rel, x)
+            elif y.kind == DIR:
+                yield from below("+", rel, y)
+
+        def merge(rel: bytes, x: TreeEntry, y: TreeEntry) -> Iterator[tuple[str, bytes]]:
+            old, new = reader.entries(x.subtree, rel), reader.entries(y.subtree, rel)
+            o, n = next(old, None), next(new, None)
+            while o is not None or n is not None:
+                if n is None or (o is not None and o.name < n.name):
+                    assert o is not None
+                    child = rel + b"/" + o.name if rel else o.name
+                    yield "-", child
+                    if o.kind == DIR:
+                        yield from below("-", child, o)
+                    o = next(old, None)
+                elif o is None or n.name < o.name:
+                    child = rel + b"/" + n.name if rel else n.name
+                    yield "+", child
+                    if n.kind == DIR:
+                        yield from below("+", child, n)
+                    n = next(new, None)
+                else:
+                    yield from changed(rel + b"/" + o.name if rel else o.name, o, n)
+                    o, n = next(old, None), next(new, None)
+
+        yield from changed(b"", a.root, b.root)
 
 
 def restore(
@@ -265,6 +349,7 @@ def restore(
 
 
 def verify(repository: str, quick: bool = False, *, on_event: Callable[[Event], None] | None = None,
+           universe_path: str = "", db_path: str = "",
            s3_endpoint: str = "") -> VerifySummary:  # fmt: skip
     """Check every pack and chunk against its id, or (`quick`) the structure only.
 
@@ -276,6 +361,8 @@ def verify(repository: str, quick: bool = False, *, on_event: Callable[[Event], 
         Only check that pack indexes parse and list every chunk a snapshot needs.
     on_event
         As for `sync()`.
+    universe_path, db_path
+        The state files ("": the defaults): trees are found through the universe index.
     s3_endpoint
         As for `init_repository`.
 
@@ -289,11 +376,10 @@ def verify(repository: str, quick: bool = False, *, on_event: Callable[[Event], 
     RepositoryError, RepositoryLocked
     """
     from orbit_fast.coordinator.check import verify as run
-    from orbit_fast.repo.repository import Repository
 
-    with Repository.open(repository, s3_endpoint) as repo:
-        repo.lock("verify")
-        return run(repo, quick, on_event or _quiet)
+    with locked_repository(repository, "verify", universe_path, db_path,
+                           s3_endpoint) as (repo, universe):  # fmt: skip
+        return run(repo, universe, quick, on_event or _quiet)
 
 
 def forget(

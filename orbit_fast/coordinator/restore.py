@@ -1,17 +1,19 @@
 """Restore files of a snapshot into a target directory: byte-identical, with metadata, resumable,
 and confined to the target by construction.
 
-The target is opened once (orbit_fast.confine.Tree) and every entry is made relative to its
-parent directory's descriptor, following no symlink: the snapshot's paths were checked when it
-was decoded (repo/snapshot.py: clean, unique, each below a directory listed before it), and
-what is already in the target is never written through. A file is written to a temp file
+The snapshot's trees are read depth first, one directory at a time (repo/trees.py), and every
+entry is made relative to its parent directory's descriptor, following no symlink: each name
+was checked when its tree was decoded (repo/tree.py: one clean component, none twice), and
+what is already in the target is never written through. Memory: the open directories on the
+current path and their entries, not the snapshot's file count. A file is written to a temp file
 created O_EXCL | O_NOFOLLOW beside its final name, every chunk checked against its id on the
 way (a damaged chunk fails that file only, named in a warning), given its mode and times on
 its descriptor, and renamed into place (renameat replaces a link at the name, never follows
-it). A directory is made 0700 and kept so until the end; an entry of another kind at its name
-(a symlink to elsewhere, say) is removed first. Symlinks, then directory modes, owners and
-times, are applied last, deepest first, as tar's delayed directory restore does: nothing is
-written into a directory after its final mode, and no symlink exists while files are written.
+it). A directory is made 0700 and kept so until its last entry is done; an entry of another
+kind at its name (a symlink to elsewhere, say) is removed first. A directory's symlinks, then
+its mode, owner and times, are applied once everything below it is done, deepest first, as
+tar's delayed directory restore does: nothing is written into a directory after its final
+mode, and no symlink exists in a directory while anything is written below it.
 
 Owners and the setuid, setgid and sticky bits are applied only when running as root, and only
 to entries this restore created (never to a directory that was already there); otherwise those
@@ -25,7 +27,7 @@ import hashlib
 import os
 import stat
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from orbit_fast import progress as p
 from orbit_fast.cancel import CancelToken
@@ -37,7 +39,8 @@ from orbit_fast.index.universe import Universe
 from orbit_fast.names import shown
 from orbit_fast.repo import snapshot as snapfmt
 from orbit_fast.repo.repository import Repository
-from orbit_fast.repo.snapshot import Node
+from orbit_fast.repo.tree import DIR, LINK, Entry, components, join
+from orbit_fast.repo.trees import TreeReader
 from orbit_fast.roots import Reached, check_run, open_end
 
 TMP_SUFFIX = ".orbit-restore.tmp"
@@ -47,23 +50,39 @@ _TMP_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 _PLAIN_BITS = 0o777  # what a restore that is not root, or did not create the entry, applies
 
 
-def select(nodes: list[Node], paths: tuple[str, ...], parents: bool = True) -> list[Node]:
-    """The nodes at or below any of `paths` (all of them when none is given), plus (with
-    `parents`) the directories above them, so that they are created with their metadata."""
+# Which entries of a directory to restore: None is all of them; a dict maps the names wanted
+# to what is wanted below each (None: the whole entry).
+Want = dict[bytes, "Want"] | None
+
+
+def select(reader: TreeReader, snap: snapfmt.Snapshot, paths: tuple[str, ...]) -> Want:
+    """What `paths` (none: everything) ask for, each checked to be in the snapshot by reading
+    only the trees on its path; UsageError naming the ones that are not."""
     if not paths:
-        return nodes
-    want = [os.fsencode(x.strip("/")) for x in paths]
-    keep: set[bytes] = set()
-    for n in nodes:
-        if any(w == b"" or n.path == w or n.path.startswith(w + b"/") for w in want):
-            keep.add(n.path)
-            if parents:
-                parts = n.path.split(b"/")
-                keep.update(b"/".join(parts[:i]) for i in range(len(parts)))
-    missing = [x for x, w in zip(paths, want, strict=True) if w and w not in keep]
+        return None
+    want: dict[bytes, Want] = {}
+    missing = []
+    for x in paths:
+        parts = components(x)
+        if not parts:
+            return None
+        if reader.find(snap.root, parts) is None:
+            missing.append(x)
+            continue
+        node: dict[bytes, Want] = want
+        for i, name in enumerate(parts):
+            last = i == len(parts) - 1
+            if name in node and node[name] is None:
+                break  # an ancestor is wanted whole already
+            if last:
+                node[name] = None
+            else:
+                sub = node.setdefault(name, {})
+                assert sub is not None
+                node = sub
     if missing:
         raise UsageError(f"not in the snapshot: {', '.join(shown(x) for x in missing)}")
-    return [n for n in nodes if n.path in keep]
+    return want
 
 
 def open_target(target: str, reached: Reached | None = None) -> tuple[Tree, bool]:
@@ -80,32 +99,6 @@ def open_target(target: str, reached: Reached | None = None) -> tuple[Tree, bool
         ) from exc
 
 
-class _Chain:
-    """Open descriptors of the directories from the target down to the one last used: nodes
-    come parents first, so a node's directory is on the chain or a descendant of its end. At
-    most one descriptor per level is open."""
-
-    def __init__(self, tree: Tree) -> None:
-        self.tree = tree
-        self.dirs: list[tuple[bytes, int]] = [(b"", tree.fd)]
-
-    def fd(self, rel: bytes) -> int:
-        """A descriptor of the directory `rel` (b"": the target), opened without following."""
-        dirs = self.dirs
-        while len(dirs) > 1 and not (rel == dirs[-1][0] or rel.startswith(dirs[-1][0] + b"/")):
-            os.close(dirs.pop()[1])
-        if dirs[-1][0] != rel:
-            self.push(rel, self.tree.open_dir(rel))
-        return dirs[-1][1]
-
-    def push(self, rel: bytes, fd: int) -> None:
-        self.dirs.append((rel, fd))
-
-    def close(self) -> None:
-        while len(self.dirs) > 1:
-            os.close(self.dirs.pop()[1])
-
-
 def restore(repo: Repository, universe: Universe, snap: snapfmt.Snapshot, target: str,
             paths: tuple[str, ...], on_event: Callable[[p.Event], None],
             cancel: CancelToken,
@@ -114,61 +107,111 @@ def restore(repo: Repository, universe: Universe, snap: snapfmt.Snapshot, target
     target = os.path.abspath(target)
     reached = check_run((("restore target", target),), allowed_roots)
     repo.sync_index(universe)
-    nodes = select(snap.nodes, paths)
+    reader = TreeReader(repo, universe)
+    want = select(reader, snap, paths)  # before anything is written
+    if want is None:  # (select read it otherwise) a root tree that is refused makes no target
+        reader.load(snap.tree)
     tree, target_created = open_target(target, reached.get("restore target"))
     try:
-        return _Restore(repo, universe, tree, target_created, on_event).run(nodes, cancel, t0)
+        return _Restore(repo, universe, reader, tree, on_event).run(snap, want, target_created,
+                                                                    cancel, t0)  # fmt: skip
     finally:
         tree.close()
 
 
-class _Restore:
-    """One restore into an opened target: what it created, its counters and problems."""
+class _Frame:
+    """A directory being restored: its descriptor, the entries still to do, its links (made
+    when it is done) and whether this restore created it."""
 
-    def __init__(self, repo: Repository, universe: Universe, tree: Tree, target_created: bool,
+    __slots__ = ("rel", "entry", "fd", "todo", "links", "created")
+
+    def __init__(self, rel: bytes, entry: Entry, fd: int, todo: Iterator[tuple[Entry, Want]],
+                 created: bool) -> None:  # fmt: skip
+        self.rel, self.entry, self.fd, self.todo, self.created = rel, entry, fd, todo, created
+        self.links: list[Entry] = []
+
+
+class _Restore:
+    """One restore into an opened target: its counters and problems."""
+
+    def __init__(self, repo: Repository, universe: Universe, reader: TreeReader, tree: Tree,
                  on_event: Callable[[p.Event], None]) -> None:  # fmt: skip
-        self.repo, self.universe, self.tree, self.on_event = repo, universe, tree, on_event
+        self.repo, self.universe, self.reader = repo, universe, reader
+        self.tree, self.on_event = tree, on_event
         self.key = repo.config.key_bytes
         self.as_root = os.geteuid() == 0
-        self.created: set[bytes] = {b""} if target_created else set()  # directories
         self.counters = p.Counters()
         self.problems: list[str] = []
 
-    def run(self, nodes: list[Node], cancel: CancelToken, t0: float) -> p.RestoreSummary:
+    def _todo(self, rel: bytes, d: Entry, want: Want) -> Iterator[tuple[Entry, Want]]:
+        """The entries of directory `d` to restore, with what is wanted below each: all of
+        them (in name order, a page at a time), or only the names asked for (each found by a
+        lookup that reads one page of a paged directory)."""
+        if want is None:
+            for e in self.reader.entries(d.subtree, rel):
+                yield e, None
+            return
+        for name in sorted(want):
+            found = self.reader.lookup(d.subtree, name, rel)
+            if found is not None and (want[name] is None or found.kind == DIR):
+                yield found, want[name]
+
+    def run(self, snap: snapfmt.Snapshot, want: Want, target_created: bool, cancel: CancelToken,
+            t0: float) -> p.RestoreSummary:  # fmt: skip
         counters = self.counters
-        counters.bytes_total = sum(n.size for n in nodes if n.kind == snapfmt.FILE)
-        counters.files_total = sum(1 for n in nodes if n.kind == snapfmt.FILE)
-        counters.scan_done = True
+        if want is None:
+            counters.bytes_total, counters.files_total = snap.bytes_total, snap.files_total
+            counters.scan_done = True
         restored = skipped = 0
         last = 0.0
-        chain = _Chain(self.tree)
+        stack = [_Frame(b"", snap.root, self.tree.fd, self._todo(b"", snap.root, want),
+                        target_created)]  # fmt: skip
         try:
-            for node in nodes:  # files and directories; links and metadata come after
+            while stack:
                 if cancel.cancelled:
                     raise Interrupted("restore interrupted; rerun it to resume",
                                       cancel.exit_code or ExitCode.INTERRUPTED)  # fmt: skip
-                if node.kind == snapfmt.LINK or not node.path:
+                top = stack[-1]
+                item = next(top.todo, None)
+                if item is None:  # everything below it is done: its links, then its metadata
+                    try:
+                        for link in top.links:
+                            self._link(top.fd, link)
+                        self._dir_meta(top.fd, top.entry, top.created)
+                    except OSError as exc:
+                        raise self._error(top.rel, exc) from exc
+                    stack.pop()
+                    if stack:
+                        os.close(top.fd)
                     continue
-                parent, _, name = node.path.rpartition(b"/")
+                e, below = item
+                rel = join(top.rel, e.name)
                 try:
-                    pfd = chain.fd(parent)
-                    if node.kind == snapfmt.DIR:
-                        chain.push(node.path, self._make_dir(pfd, name, node.path))
-                    elif self._in_place(pfd, name, node):
-                        skipped += 1
-                        counters.bytes_done += node.size
-                    elif self._file(pfd, name, node):
-                        restored += 1
+                    if e.kind == DIR:
+                        fd, created = self._make_dir(top.fd, e.name)
+                        stack.append(_Frame(rel, e, fd, self._todo(rel, e, below), created))
+                    elif e.kind == LINK:
+                        top.links.append(e)
+                    else:
+                        if want is not None:
+                            counters.files_total += 1
+                            counters.bytes_total += e.size
+                        if self._in_place(top.fd, e):
+                            skipped += 1
+                            counters.bytes_done += e.size
+                        elif self._file(top.fd, rel, e):
+                            restored += 1
                 except OSError as exc:
-                    raise self._error(node.path, exc) from exc
+                    raise self._error(rel, exc) from exc
                 now = time.monotonic()
                 if now - last >= 0.25:
                     last = now
                     counters.files_done = restored + skipped
                     self.on_event(counters.progress(0))
         finally:
-            chain.close()
-        self._finish(nodes)
+            for frame in stack[1:]:
+                os.close(frame.fd)
+        counters.scan_done = True
         problems = self.problems
         summary = p.RestoreSummary(
             exit_code=int(ExitCode.INTEGRITY if problems else ExitCode.OK),
@@ -188,46 +231,48 @@ class _Restore:
         return DestinationError(f"cannot restore {shown(self.tree.show(rel))}: "
                                 f"{exc.strerror or exc}")  # fmt: skip
 
-    def _mode(self, node: Node, created: bool) -> int:
+    def _mode(self, node: Entry, created: bool) -> int:
         return node.mode & (0o7777 if self.as_root and created else _PLAIN_BITS)
 
     # ---- first pass: directories and files ----------------------------------------------------
 
-    def _make_dir(self, pfd: int, name: bytes, rel: bytes) -> int:
-        """The directory `name` in `pfd`, made 0700 unless one is there; whatever else is at
-        the name (a symlink to elsewhere, a file) is removed first, never followed."""
+    def _make_dir(self, pfd: int, name: bytes) -> tuple[int, bool]:
+        """The directory `name` in `pfd`, made 0700 unless one is there, and whether this
+        made it; whatever else is at the name (a symlink to elsewhere, a file) is removed
+        first, never followed."""
+        created = False
         try:
             os.mkdir(name, 0o700, dir_fd=pfd)
-            self.created.add(rel)
+            created = True
         except FileExistsError:
             st = os.stat(name, dir_fd=pfd, follow_symlinks=False)
             if not stat.S_ISDIR(st.st_mode):
                 os.unlink(name, dir_fd=pfd)
                 os.mkdir(name, 0o700, dir_fd=pfd)
-                self.created.add(rel)
+                created = True
         # O_NOFOLLOW: a link swapped in since the mkdir fails here (ELOOP), it is not entered.
-        return os.open(name, _DIR_FLAGS, dir_fd=pfd)
+        return os.open(name, _DIR_FLAGS, dir_fd=pfd), created
 
     @staticmethod
-    def _in_place(pfd: int, name: bytes, node: Node) -> bool:
-        """A regular file of the node's size and mtime is already at the name (resume)."""
+    def _in_place(pfd: int, node: Entry) -> bool:
+        """A regular file of the entry's size and mtime is already at its name (resume)."""
         try:
-            have = os.stat(name, dir_fd=pfd, follow_symlinks=False)
+            have = os.stat(node.name, dir_fd=pfd, follow_symlinks=False)
         except FileNotFoundError:
             return False
         return (stat.S_ISREG(have.st_mode) and have.st_size == node.size
                 and have.st_mtime_ns == node.mtime_ns)  # fmt: skip
 
-    def _file(self, pfd: int, name: bytes, node: Node) -> bool:
+    def _file(self, pfd: int, rel: bytes, node: Entry) -> bool:
         """Write one file; False (and a problem listed) if a chunk is missing or damaged."""
-        bad = self._write(pfd, name, node)
+        bad = self._write(pfd, node.name, node)
         if bad:
-            where = shown(node.path)
+            where = shown(rel)
             self.problems.append(f"{where}: {bad}")
             self.on_event(p.Warning(msgid="integrity", path=where, message=bad))
         return not bad
 
-    def _write(self, pfd: int, name: bytes, node: Node) -> str | None:
+    def _write(self, pfd: int, name: bytes, node: Entry) -> str | None:
         ids = node.chunk_ids()
         locs = self.universe.locate(self.repo.id, ids)
         for cid, loc in zip(ids, locs, strict=True):
@@ -273,27 +318,10 @@ class _Restore:
                     pass
         return None
 
-    # ---- last pass: links, then directory metadata, deepest first -----------------------------
+    # ---- when a directory is done: its links, then its metadata ------------------------------
 
-    def _finish(self, nodes: list[Node]) -> None:
-        chain = _Chain(self.tree)
-        try:
-            # Reversed parents-first order: every entry of a directory before the directory.
-            for node in reversed(nodes):
-                if node.kind == snapfmt.FILE:
-                    continue
-                try:
-                    if node.kind == snapfmt.LINK:
-                        parent, _, name = node.path.rpartition(b"/")
-                        self._link(chain.fd(parent), name, node)
-                    else:
-                        self._dir_meta(chain.fd(node.path), node)
-                except OSError as exc:
-                    raise self._error(node.path, exc) from exc
-        finally:
-            chain.close()
-
-    def _link(self, pfd: int, name: bytes, node: Node) -> None:
+    def _link(self, pfd: int, node: Entry) -> None:
+        name = node.name
         try:
             st = os.stat(name, dir_fd=pfd, follow_symlinks=False)
         except FileNotFoundError:
@@ -307,8 +335,7 @@ class _Restore:
             os.chown(name, node.uid, node.gid, dir_fd=pfd, follow_symlinks=False)
         os.utime(name, ns=(node.atime_ns, node.mtime_ns), dir_fd=pfd, follow_symlinks=False)
 
-    def _dir_meta(self, fd: int, node: Node) -> None:
-        created = node.path in self.created
+    def _dir_meta(self, fd: int, node: Entry, created: bool) -> None:
         if self.as_root and created:
             os.fchown(fd, node.uid, node.gid)
         os.fchmod(fd, self._mode(node, created))

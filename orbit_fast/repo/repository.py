@@ -29,6 +29,8 @@ from orbit_fast.compression import decompress, parse_codec
 from orbit_fast.errors import (
     DestinationError,
     DiskFull,
+    IntegrityError,
+    OrbitError,
     RepositoryError,
     RepositoryLocked,
     UsageError,
@@ -41,7 +43,9 @@ from orbit_fast.repo import snapshot as snapfmt
 if TYPE_CHECKING:
     import numpy as np
 
-FORMAT = 1
+# 2: directories as trees in packs, snapshots naming a root tree (repo/tree.py). Format 1 (one
+# node list per snapshot) is refused: no repository of it was deployed.
+FORMAT = 2
 LOCK = "locks/exclusive"
 # 32 MiB: see docs/backup.md (pack size): fewer files than restic's 16 MiB for the same tree,
 # small enough that prune rewrites little and an S3 PUT stays one request.
@@ -135,7 +139,13 @@ class Repository:
         if isinstance(version, int) and version > FORMAT:
             raise RepositoryError(
                 f"{url} is a format {version} repository; this orbit-fast reads format "
-                f"{FORMAT} and older. Upgrade orbit-fast to use it (nothing was changed)"
+                f"{FORMAT}. Upgrade orbit-fast to use it (nothing was changed)"
+            )
+        if isinstance(version, int) and version < FORMAT:
+            raise RepositoryError(
+                f"{url} is a format {version} repository, which this orbit-fast does not read "
+                f"(format {FORMAT} stores directories as trees). Back up into a new repository "
+                "with this version; the old one is left as it is"
             )
         try:
             cfg = msgspec.convert(fields, RepoConfig)
@@ -329,21 +339,21 @@ class Repository:
         return list(self._snapshot_sizes())
 
     def load_snapshot(self, name: str) -> snapfmt.Snapshot:
+        """A snapshot (its header: the file list is the tree its root names), checked."""
         return snapfmt.decode(name, self.store.read(f"snapshots/{name}"))
 
-    def load_info(self, name: str, size: int) -> snapfmt.Snapshot:
-        """A snapshot's header: everything but its nodes (read without the rest). `size` is
-        the file's, from the listing: no stat round trip per snapshot."""
-        path = f"snapshots/{name}"
-        head = self.store.read_range(path, 0, min(4096, size))
-        end = snapfmt.header_length(name, head)
-        if end > len(head):
-            head = self.store.read_range(path, 0, end)
-        return snapfmt.decode_info(name, head)
-
-    def snapshots(self) -> list[tuple[str, snapfmt.Snapshot]]:
-        """Every snapshot's header (nodes empty: `load_snapshot` reads them), oldest first."""
-        snaps = [(n, self.load_info(n, size)) for n, size in self._snapshot_sizes().items()]
+    def snapshots(self, bad: list[tuple[str, OrbitError]] | None = None
+                  ) -> list[tuple[str, snapfmt.Snapshot]]:  # fmt: skip
+        """Every snapshot, oldest first (one small read each). A damaged one raises, or with
+        `bad` is left out and listed there."""
+        snaps = []
+        for n in self._snapshot_sizes():
+            try:
+                snaps.append((n, self.load_snapshot(n)))
+            except (RepositoryError, IntegrityError) as exc:
+                if bad is None:
+                    raise
+                bad.append((n, exc))
         return sorted(snaps, key=lambda s: (s[1].time_ns, s[0]))
 
     def resolve(self, ref: str) -> tuple[str, snapfmt.Snapshot]:
@@ -353,7 +363,7 @@ class Repository:
             snaps = self.snapshots()
             if not snaps:
                 raise UsageError(f"repository {self.store.url} has no snapshots yet")
-            return snaps[-1][0], self.load_snapshot(snaps[-1][0])
+            return snaps[-1]
         found = [n for n in names if n.startswith(ref.lower())]
         if len(found) != 1 or not ref:
             what = "no snapshot" if not found else f"{len(found)} snapshots"

@@ -1,0 +1,186 @@
+"""Reading and writing the trees of snapshots (repo/tree.py) through the universe and packs.
+
+`TreeReader` loads one tree at a time, by id: located through the universe, read with one
+ranged read, decompressed under MAX_TREE_BYTES, checked against its keyed id (so a tree that
+was altered, or moved under another id, is refused) and then decoded and checked. A paged
+directory is read one page at a time. Nothing is cached: every caller walks depth first and
+holds at most the directories on its path.
+
+`TreeWriter` stores the trees a backup makes through its PackWriter, deduplicated like data
+chunks: a tree the repository already holds (an unchanged directory) is not written again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+from orbit_fast.compression import CorruptBlob, decompress, parse_codec
+from orbit_fast.compression import compress as compress_blob
+from orbit_fast.errors import IntegrityError
+from orbit_fast.hashing import chunk_id
+from orbit_fast.index.universe import Universe
+from orbit_fast.names import shown
+from orbit_fast.repo import tree as treefmt
+from orbit_fast.repo.pack_writer import PackWriter
+from orbit_fast.repo.repository import Repository
+from orbit_fast.repo.tree import Entry, TreeBlob, join
+
+# Trees are metadata: zstd whatever the repository's codec for data (they shrink 3-8x).
+TREE_CODEC = "zstd:3"
+
+
+def label(tid: bytes, where: bytes) -> str:
+    return f"tree {tid.hex()[:8]} of '{shown(where) or '.'}'"
+
+
+class TreeReader:
+    def __init__(self, repo: Repository, universe: Universe) -> None:
+        self.repo, self.universe = repo, universe
+        self.key = repo.config.key_bytes
+        self.trees_read = 0
+        self.bytes_read = 0
+
+    def load(self, tid: bytes, where: bytes = b"") -> TreeBlob:
+        """The tree `tid` (of the directory `where`, for messages), checked. IntegrityError if
+        it is missing, damaged or unsafe."""
+        what = label(tid, where)
+        loc = self.universe.locate(self.repo.id, [tid])[0]
+        if loc is None:
+            raise IntegrityError(f"{what} is missing from the repository; run `orbit-fast "
+                                 "verify` to see which snapshots need it")  # fmt: skip
+        blob = self.repo.read_blob(loc)
+        self.trees_read += 1
+        self.bytes_read += len(blob)
+        try:
+            raw = decompress(blob, max_bytes=treefmt.MAX_TREE_BYTES)
+        except CorruptBlob as exc:
+            raise IntegrityError(f"{what} is damaged ({exc}); run `orbit-fast verify`") from exc
+        if chunk_id(self.key, raw) != tid:
+            raise IntegrityError(f"{what} is damaged (its content does not match its id); run "
+                                 "`orbit-fast verify`")  # fmt: skip
+        return treefmt.decode(what, raw)
+
+    def entries(self, tid: bytes, where: bytes = b"") -> Iterator[Entry]:
+        """The entries of the directory whose tree is `tid`, in name order (a paged
+        directory one page at a time)."""
+        blob = self.load(tid, where)
+        if not blob.pages:
+            yield from blob.entries
+            return
+        last: bytes | None = None
+        for pg in blob.pages:
+            page = self._page(pg, where, last)
+            yield from page
+            last = page[-1].name
+
+    def _page(self, pg: treefmt.Page, where: bytes, after: bytes | None) -> list[Entry]:
+        page = self.load(pg.tree, where)
+        what = label(pg.tree, where)
+        if page.pages or not page.entries or page.entries[0].name != pg.first \
+                or len(page.entries) != pg.count:  # fmt: skip
+            raise treefmt.hostile(what, "it is not the page its directory lists")
+        treefmt.check_entries(what, page.entries, after)
+        return page.entries
+
+    def walk(self, tid: bytes, seen: set[bytes],
+             on_error: Callable[[IntegrityError], None] | None = None
+             ) -> Iterator[tuple[bytes, list[Entry]]]:  # fmt: skip
+        """(directory path, entries) for every tree at and below `tid` that is not in `seen`,
+        a page at a time, each tree's id (and its pages') added to `seen`: a tree shared by
+        several directories or snapshots is read once. A tree that cannot be read raises, or
+        with `on_error` is reported there and what is below it skipped."""
+        stack = [(tid, b"")]
+        while stack:
+            t, where = stack.pop()
+            if t in seen:
+                continue
+            seen.add(t)
+            try:
+                blob = self.load(t, where)
+                runs: Iterator[list[Entry]] = iter((blob.entries,))
+                if blob.pages:
+                    runs = self._pages(blob.pages, where, seen)
+                for run in runs:
+                    yield where, run
+                    stack.extend((e.subtree, join(where, e.name)) for e in reversed(run)
+                                 if e.kind == treefmt.DIR)  # fmt: skip
+            except IntegrityError as exc:
+                if on_error is None:
+                    raise
+                on_error(exc)
+
+    def _pages(self, pages: list[treefmt.Page], where: bytes, seen: set[bytes]
+               ) -> Iterator[list[Entry]]:  # fmt: skip
+        last: bytes | None = None
+        for pg in pages:
+            seen.add(pg.tree)
+            page = self._page(pg, where, last)
+            yield page
+            last = page[-1].name
+
+    def lookup(self, tid: bytes, name: bytes, where: bytes = b"") -> Entry | None:
+        """The entry `name` of the directory whose tree is `tid`: reads that tree and, if it
+        is paged, the one page that may hold the name."""
+        blob = self.load(tid, where)
+        if blob.pages:
+            pages = blob.pages
+            lo, hi = 0, len(pages)
+            while lo < hi:  # the last page whose first name is <= name
+                mid = (lo + hi) // 2
+                if pages[mid].first <= name:
+                    lo = mid + 1
+                else:
+                    hi = mid
+            if lo == 0:
+                return None
+            entries = self._page(pages[lo - 1], where, None)
+        else:
+            entries = blob.entries
+        lo, hi = 0, len(entries)
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if entries[mid].name < name:
+                lo = mid + 1
+            else:
+                hi = mid
+        return entries[lo] if lo < len(entries) and entries[lo].name == name else None
+
+    def find(self, root: Entry, path: list[bytes]) -> Entry | None:
+        """The entry at `path` (components) below the directory entry `root`: reads only the
+        trees on that path. None if it is not there."""
+        e, where = root, b""
+        for name in path:
+            if e.kind != treefmt.DIR:
+                return None
+            found = self.lookup(e.subtree, name, where)
+            if found is None:
+                return None
+            e, where = found, treefmt.join(where, name)
+        return e
+
+
+class TreeWriter:
+    def __init__(self, writer: PackWriter, key: bytes) -> None:
+        self.writer, self.key = writer, key
+        self.codec = parse_codec(TREE_CODEC)
+        self.trees_added = 0
+        self.bytes_added = 0
+
+    def put(self, entries: list[Entry]) -> bytes:
+        """Store the tree of a directory holding `entries` (sorted by name); its id."""
+        split = treefmt.split(entries)
+        if split is None:
+            return self._store(treefmt.encode(TreeBlob(entries=entries)))
+        pages, raws = split
+        index = [treefmt.Page(p[0].name, self._store(raw), len(p))
+                 for p, raw in zip(pages, raws, strict=True)]  # fmt: skip
+        return self._store(treefmt.encode(TreeBlob(pages=index)))
+
+    def _store(self, raw: bytes) -> bytes:
+        tid = chunk_id(self.key, raw)
+        if not self.writer.has(tid):
+            blob = compress_blob(self.codec, raw)
+            self.writer.add(tid, blob, len(raw))
+            self.trees_added += 1
+            self.bytes_added += len(blob)
+        return tid
