@@ -429,6 +429,9 @@ class Backup:
                 return
             parent, slot, old_tid = self.waiting.pop(rel_dir)
             d = _Dir(rel_dir, parent, slot)
+            # The listing itself counts as pending until it is all taken in: the files yielded
+            # below may be read, and be done, while this loop waits at its `yield`.
+            d.pending = 1
             old = self._old_entries(old_tid, rel_dir) if listing else {}
             for name, s in listing or ():
                 rel = rel_dir + b"/" + name if rel_dir else name
@@ -478,8 +481,7 @@ class Backup:
                 d.pending += 1
                 self.inflight[path] = _File(d, at, s[1], prev is None)
                 yield path
-            if not d.pending:
-                self._dir_done(d)
+            self._settle(d)
             self._progress()
         counters.scan_done = True
 

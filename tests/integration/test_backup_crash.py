@@ -49,6 +49,9 @@ def mutate(root: Path, rng: random.Random, n: int) -> None:
 def seed_tree(root: Path, rng: random.Random) -> None:
     for i in range(120):
         write(root / f"d{i % 7}" / f"f{i}.bin", rng.randbytes(rng.randint(0, 300_000)))
+    for i in range(1500):  # many directories: kills land while their trees are stored too
+        write(root / "small" / f"s{i % 10}" / f"t{i % 50}" / f"f{i}.txt",
+              rng.randbytes(rng.randint(0, 2000)))
     text = b" ".join(rng.choice([b"orbit", b"chunk", b"pack", b"index"]) for _ in range(400_000))
     write(root / "text.log", text)  # compressible
     write(root / "big.bin", rng.randbytes(6 << 20))

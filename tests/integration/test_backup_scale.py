@@ -132,3 +132,4 @@ def test_backup_memory_does_not_grow_with_the_file_count(tmp_path: Path) -> None
     # TODO(#16): an index whose table is not held in memory.
     grown = 2 * (index_mib[200_000] - index_mib[20_000])
     assert large <= small * 1.25 + grown, (peaks, index_mib)
+
