@@ -63,18 +63,24 @@ def plan_forget(snaps: list[tuple[str, snapfmt.Snapshot]], keep_last: int = 0,
     return drop
 
 
-def live_blobs(repo: Repository, universe: Universe) -> set[bytes]:
-    """The id of every tree and chunk some snapshot reaches. Each tree is read once however
-    many snapshots share it; a snapshot or tree that cannot be read stops the prune (its
-    chunks would look dead). Memory: about 100 bytes per live blob (a set of 32-byte ids)."""
+def live_blobs(repo: Repository, universe: Universe) -> np.ndarray:
+    """The sorted, unique ids (numpy "V32") of every tree and chunk some snapshot reaches.
+    Each tree is read once however many snapshots share it; a snapshot or tree that cannot be
+    read stops the prune (its chunks would look dead). Memory: 32 bytes per live blob, plus
+    the ids gathered since the last merge (at most as many again), plus a set of tree ids."""
     reader = TreeReader(repo, universe)
-    referenced: set[bytes] = set()
+    trees: set[bytes] = set()
+    merged = np.empty(0, "V32")
+    pending = bytearray()
     for _, snap in repo.snapshots():
-        for _, entries in reader.walk(snap.tree, referenced):
+        for _, entries in reader.walk(snap.tree, trees):
             for e in entries:
-                c = e.chunks
-                referenced.update(c[i : i + 32] for i in range(0, len(c), 32))
-    return referenced
+                pending += e.chunks
+            if len(pending) > max(32 << 20, 32 * len(merged)):
+                merged = np.unique(np.concatenate([merged, np.frombuffer(pending, "V32")]))
+                pending = bytearray()
+    pending += b"".join(trees)
+    return np.unique(np.concatenate([merged, np.frombuffer(bytes(pending), "V32")]))
 
 
 def prune(repo: Repository, universe: Universe, on_event: Callable[[p.Event], None],
@@ -89,20 +95,19 @@ def prune(repo: Repository, universe: Universe, on_event: Callable[[p.Event], No
     freed = dropped_chunks = 0
     for name, size in packs.items():
         entries = repo.read_pack_index(name, size)
-        ids = [e.tobytes() for e in entries["id"]]
         # Live: referenced, and this pack is where the index finds it (a copy elsewhere,
         # left by a crash or an earlier prune, is as dead as an unreferenced chunk).
-        rows = np.frombuffer(universe.lookup(b"".join(ids)), np.uint32).reshape(-1, 4)
+        rows = np.frombuffer(universe.lookup(entries["id"].tobytes()), np.uint32).reshape(-1, 4)
         here = numbers.get(name, -1)
-        live = np.array([cid in referenced and int(r[0]) == here and int(r[1]) == int(e["offset"])
-                         for cid, r, e in zip(ids, rows, entries, strict=True)], bool)  # fmt: skip
+        reached = np.isin(entries["id"], referenced)
+        live = reached & (rows[:, 0] == here) & (rows[:, 1] == entries["offset"])
         stored = entries["stored"].astype(np.int64)
         live_bytes = int(stored[live].sum()) if len(live) else 0
         total = int(stored.sum())
         if live_bytes == 0:
             dead_packs.append(name)
             freed += size
-            dropped_chunks += len(ids)
+            dropped_chunks += len(entries)
         elif live_bytes < REPACK_BELOW * total:
             repack.append((name, entries[live]))
             freed += size - live_bytes
