@@ -408,16 +408,16 @@ class Backup:
             self.last_progress = now
             self.emit(self.counters.progress(0))
 
-    def _old_entries(self, tid: bytes, rel: bytes) -> dict[bytes, Entry]:
-        """The parent snapshot's entries of directory `rel` (its tree `tid`), by name; none
-        (so every file is read again) if that tree cannot be read."""
+    def _old_entries(self, tid: bytes, rel: bytes) -> Iterator[Entry]:
+        """The parent snapshot's entries of directory `rel` (its tree `tid`), in name order, a
+        page at a time; no more (so the rest of its files are read again, with a warning) from
+        a tree that cannot be read."""
         if not tid:
-            return {}
+            return
         try:
-            return {e.name: e for e in self.reader.entries(tid, rel)}
+            yield from self.reader.entries(tid, rel)
         except (IntegrityError, RepositoryError) as exc:
             self._warn(os.fsdecode(rel), "bad_parent", f"{exc}; its files are read again")
-            return {}
 
     def _files_to_read(self, listings: Iterator[Listing]) -> Iterator[str]:
         """Take in the walk's listings one directory at a time; yield the files whose content
@@ -432,7 +432,10 @@ class Backup:
             # The listing itself counts as pending until it is all taken in: the files yielded
             # below may be read, and be done, while this loop waits at its `yield`.
             d.pending = 1
-            old = self._old_entries(old_tid, rel_dir) if listing else {}
+            # The listing and the parent's tree are both in name order: merged as they go,
+            # so the parent's side holds one entry (a page of a paged tree), not a directory.
+            old = self._old_entries(old_tid, rel_dir) if listing else iter(())
+            cur = next(old, None)
             for name, s in listing or ():
                 rel = rel_dir + b"/" + name if rel_dir else name
                 target = b""
@@ -444,7 +447,9 @@ class Backup:
                         self._warn(os.fsdecode(rel), "unreadable", exc.strerror or str(exc))
                         continue
                 e = entry_of(name, s, target)
-                prev = old.get(name)
+                while cur is not None and cur.name < name:
+                    cur = next(old, None)
+                prev = cur if cur is not None and cur.name == name else None
                 at = len(d.entries)
                 d.entries.append(e)
                 if e.kind == treefmt.DIR:

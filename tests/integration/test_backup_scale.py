@@ -45,6 +45,14 @@ def test_unchanged_trees_are_not_written_and_a_change_rewrites_its_path(tmp_path
     assert changed["files_changed"] == 1 and changed["chunks_added"] == 1
     diff = run_cli("diff", "-r", str(repo), again["snapshot"][:12], changed["snapshot"][:12])
     assert "M a/b/c/target.txt" in diff.stdout and "0 added, 0 removed, 1 modified" in diff.stdout
+    # ls of one path reads the trees on that path only: 3 of the snapshot's 28
+    from orbit_fast.coordinator.repo_commands import reading_repository
+
+    with reading_repository(str(repo)) as (r, reader):
+        snap = r.resolve("latest")[1]
+        found = reader.find(snap.root, [b"top1", b"mid5", b"f3.txt"])
+        assert found is not None and found.kind == "f"
+        assert reader.trees_read == 3
 
 
 def test_deep_wide_and_odd_trees_round_trip(tmp_path: Path) -> None:
