@@ -84,6 +84,11 @@ class Transfer:
     def single(self) -> bool:
         return self.nblocks == 1
 
+    def whole_pending(self) -> bool:
+        """A file of one block whose copy is yet to be sent: it goes in a CopyFiles task."""
+        return self.nblocks == 1 and not self.outstanding and not self.failed \
+            and len(self.ops) == 1 and self.ops[0][0] == COPY  # fmt: skip
+
     def block_range(self, idx: int) -> tuple[int, int]:
         off = idx * self.block_bytes
         return off, min(self.block_bytes, self.size - off)
@@ -99,3 +104,18 @@ class Transfer:
 
     def all_blocks_done(self) -> bool:
         return self.blocks_done == self.nblocks
+
+
+class Batch:
+    """Whole files of one block copied in one CopyFiles task (the owner of its record)."""
+
+    __slots__ = ("transfers",)
+
+    def __init__(self, transfers: list[Transfer]) -> None:
+        self.transfers = transfers
+
+    @property
+    def rel(self) -> str:
+        """For messages about the task."""
+        n = len(self.transfers) - 1
+        return self.transfers[0].rel + (f" (and {n} other files of its task)" if n else "")
