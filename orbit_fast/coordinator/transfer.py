@@ -14,6 +14,7 @@ from orbit_fast import messages as m
 from orbit_fast.coordinator.scan import Stat
 
 COPY, VERIFY, FINALIZE, DIGEST_SRC, DIGEST_DST = "copy", "verify", "finalize", "dsrc", "ddst"
+_COPY_WHOLE = (COPY, 0)
 
 
 class Transfer:
@@ -94,7 +95,10 @@ class Transfer:
         return off, min(self.block_bytes, self.size - off)
 
     def plan_fresh(self) -> None:
-        self.ops.extend((COPY, i) for i in range(self.nblocks))
+        if self.nblocks == 1:
+            self.ops.append(_COPY_WHOLE)
+        else:
+            self.ops.extend((COPY, i) for i in range(self.nblocks))
 
     def plan_resume(self, recorded: dict[int, bytes]) -> None:
         """Verify the blocks an interrupted run committed, copy the others."""

@@ -281,14 +281,16 @@ class BlockCopies:
         self.resume: dict[str, UploadRecord] = db.uploads(job.id) if db is not None else {}
         # Files planned ahead: enough for every slot's task and the next round of batches.
         self._limit = 2 * BATCH_FILES * TASK_DEPTH * opts.workers
+        self._fsync_each = opts.fsync == FsyncPolicy.FILE
 
     def resumable_temps(self) -> set[str]:
         """Relative temp paths of the partial files the jobs DB can resume."""
         return {self._temp_rel(rel) for rel in self.resume}
 
     def _temp_rel(self, rel: str) -> str:
-        d, name = os.path.split(rel)
-        return os.path.join(d, temp_name(name, self.job.token))
+        d, _, name = rel.rpartition("/")  # rel is "/"-joined, never with a trailing "/"
+        tmp = temp_name(name, self.job.token)
+        return f"{d}/{tmp}" if d else tmp
 
     # ---- the engine's questions -------------------------------------------------------------
 
@@ -404,7 +406,7 @@ class BlockCopies:
     def _finalize_msg(self, tr: Transfer) -> m.Finalize:
         return m.Finalize(tmp=tr.tmpb, dst=tr.relb, size=tr.size, mtime_ns=tr.mtime_ns,
                           atime_ns=tr.atime_ns, mode=tr.mode, src=tr.relb, src_id=tr.ident,
-                          fsync=self.opts.fsync == FsyncPolicy.FILE)  # fmt: skip
+                          fsync=self._fsync_each)  # fmt: skip
 
     def _task_msg(self, tr: Transfer, kind: str, idx: int, slot: int | None) -> m.Task:
         if kind == FINALIZE:
