@@ -12,6 +12,7 @@ parent disappears.
 
 from __future__ import annotations
 
+import gc
 import os
 import signal
 import stat
@@ -70,6 +71,9 @@ def worker_main(
     if env:
         # This process is the pool's own child: the overlay is its for its whole life.
         environment.install(worker_main, env)
+    # Everything made so far (the interpreter's start-up, the imports) lives as long as the
+    # worker: kept out of the collector's full walks, which small-file tasks trigger often.
+    gc.freeze()
     enc = m.task_encoder
     send_lock = threading.Lock()  # one writer at a time on the pipe; the encoder is shared too
     lock = threading.Lock()  # guards `tenants` and each tenant's inflight/detached
