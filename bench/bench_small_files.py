@@ -1,7 +1,7 @@
 """Small files at rsync's pace (issue #16): initial local sync of many 0-4 KiB files.
 
 Usage:  python bench/bench_small_files.py [--root /tmp/orbit-small] [--files 50000] [--runs 3]
-        [--drop-caches] [--only orbit-none,rsync]
+        [--drop-caches] [--only orbit-none,rsync] [--before /tmp/before]
 
 The tree: `--files` files of 0-4 KiB (seeded), 100 per directory, in two directory levels.
 Each round runs every tool into a fresh destination on the same filesystem, interleaved, and
@@ -57,7 +57,8 @@ def make_small_tree(root: Path, files: int, seed: int = 16) -> int:
 def timed(cmd: list[str]) -> tuple[float, float, float]:
     """(tool wall s, tool CPU s, wall of the `sync` that follows)."""
     t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    # cwd "/": `python -m orbit_fast` puts the cwd first on sys.path (--before needs its own)
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd="/")
     _, status, usage = os.wait4(proc.pid, 0)
     t1 = time.perf_counter()
     code = os.waitstatus_to_exitcode(status)
@@ -69,13 +70,21 @@ def timed(cmd: list[str]) -> tuple[float, float, float]:
     return t1 - t0, usage.ru_utime + usage.ru_stime, t2 - t1
 
 
+BEFORE = [""]  # --before: another checkout of orbit_fast, run by this interpreter
+
+
 def tools(src: Path, dst: Path, db: Path) -> dict[str, list[str]]:
-    orbit = [ORBIT, "sync", str(src), str(dst), "--db-path", str(db), "--no-progress"]
-    return {
-        "orbit-none": [*orbit, "--fsync", "none"],
-        "orbit-default": orbit,
+    args = ["sync", str(src), str(dst), "--db-path", str(db), "--no-progress"]
+    out = {
+        "orbit-none": [ORBIT, *args, "--fsync", "none"],
+        "orbit-default": [ORBIT, *args],
         "rsync": ["rsync", "-a", f"{src}/", f"{dst}/"],
     }
+    if BEFORE[0]:
+        before = ["env", f"PYTHONPATH={BEFORE[0]}", sys.executable, "-m", "orbit_fast", *args]
+        out["before-none"] = [*before, "--fsync", "none"]
+        out["before-default"] = before
+    return out
 
 
 def db_bytes(db: Path) -> int:
@@ -114,7 +123,11 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--drop-caches", action="store_true")
     ap.add_argument("--only", default="", help="comma-separated tool names")
+    ap.add_argument("--before", default="",
+                    help="a worktree of an earlier commit (with the native modules copied "
+                    "in): also times it, as before-none and before-default")  # fmt: skip
     args = ap.parse_args()
+    BEFORE[0] = args.before
     root = Path(args.root)
     src = root / f"src{args.files}"
     total = make_small_tree(src, args.files)
