@@ -62,7 +62,9 @@ SCAN_BUDGET = 256  # entries planned per loop turn, so results are serviced whil
 # Whole files of one block go to a worker up to BATCH_FILES at a time (one CopyFiles task, one
 # slot, one result) while they add up to at most BATCH_BYTES: a round trip per file cost more
 # than the copy of a 0-4 KiB file (#16). The byte cap keeps larger files spread over the
-# workers' threads as before; a file of BATCH_BYTES or more goes alone.
+# workers' threads as before; a file of BATCH_BYTES or more goes alone. 64: 50k files of
+# 0-4 KiB into tmpfs took 2.27-2.42 s with 64, 2.45-2.78 s with 16 (more CPU) and 3.12-3.30 s
+# with 256 (less CPU, but fewer tasks to overlap), 3 runs each.
 BATCH_FILES = 64
 BATCH_BYTES = 1 << 20
 
