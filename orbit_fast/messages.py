@@ -66,11 +66,8 @@ class Finalize(_Msg, frozen=True):
 
 
 class CopyBlock(_Msg, frozen=True):
-    """Read [offset, offset+length) of src into ring slot `slot`, digest it, write it to tmp.
-
-    With `finalize` set the file is a single block: the worker creates the temp file itself
-    and renames it into place afterwards, in one round trip.
-    """
+    """Read [offset, offset+length) of src into ring slot `slot`, digest it, write it to tmp
+    (a block of a file larger than one block; whole files go in CopyFiles)."""
 
     task_id: int
     slot: int
@@ -80,7 +77,18 @@ class CopyBlock(_Msg, frozen=True):
     offset: int
     length: int
     sparse: bool
-    finalize: Finalize | None = None
+
+
+class CopyFiles(_Msg, frozen=True):
+    """Copy whole files of at most one block each, one after another through slot `slot`: for
+    each, read it, check it is the file the listing saw, write a fresh temp file (created by
+    the worker, O_EXCL, in the directory it is renamed in), seal it and rename it into place.
+    Many small files share one round trip (#16)."""
+
+    task_id: int
+    slot: int
+    files: list[Finalize]  # each file's size is its src_id.size
+    sparse: bool
 
 
 class VerifyBlock(_Msg, frozen=True):
@@ -250,8 +258,8 @@ class DetachRing(_Msg, frozen=True):
 
 # The tasks of a coordinator's job: each carries a task_id naming that coordinator's ring. The
 # rest of Task is the pool's control of the worker itself.
-JobTask = (CopyBlock | VerifyBlock | DigestFile | FinalizeFile | ChunkRange | PutObject
-           | BeginUpload | PutPart | CompleteUpload | DigestObject)  # fmt: skip
+JobTask = (CopyBlock | CopyFiles | VerifyBlock | DigestFile | FinalizeFile | ChunkRange
+           | PutObject | BeginUpload | PutPart | CompleteUpload | DigestObject)  # fmt: skip
 Task = JobTask | Shutdown | AttachRing | DetachRing
 
 
@@ -267,7 +275,24 @@ class BlockCopied(_Msg, frozen=True):
     task_id: int
     length: int
     digest: bytes  # xxh3-128 of the block, 16 bytes
-    finalized: bool  # the single-block case: already renamed into place
+
+
+class FileFailed(msgspec.Struct, array_like=True, frozen=True):
+    """A file of a CopyFiles task that did not arrive (nothing under its final name changed).
+    side: "changed" (the source moved since the listing: SourceChanged), "source" or
+    "destination" (an OSError there: TaskFailed)."""
+
+    index: int  # in CopyFiles.files
+    side: str
+    errno: int
+    message: str
+
+
+class FilesCopied(_Msg, frozen=True):
+    """The end of a CopyFiles task: every file not in `failed` is in place."""
+
+    task_id: int
+    failed: list[FileFailed]
 
 
 class BlockVerified(_Msg, frozen=True):
@@ -360,6 +385,7 @@ Result = (
     | ObjectDigested
     | RangeChunked
     | BlockCopied
+    | FilesCopied
     | BlockVerified
     | FileDigested
     | FileFinalized

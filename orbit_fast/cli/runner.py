@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import signal
 import sys
 from collections.abc import Callable
@@ -42,6 +43,10 @@ def run_engine(call: Callable[[Any], Any], renderer: Renderer, json_out: bool) -
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
+    # What start-up made (modules, click, the options) lives as long as this one command: the
+    # collector need not walk it again in every full collection, which a run allocating a few
+    # objects per file triggers often (#16: ~10% of the coordinator's CPU on 50k small files).
+    gc.freeze()
     try:
         summary = call(cancel)
     except OrbitError as err:

@@ -14,6 +14,7 @@ from orbit_fast import messages as m
 from orbit_fast.coordinator.scan import Stat
 
 COPY, VERIFY, FINALIZE, DIGEST_SRC, DIGEST_DST = "copy", "verify", "finalize", "dsrc", "ddst"
+_COPY_WHOLE = (COPY, 0)
 
 
 class Transfer:
@@ -84,12 +85,20 @@ class Transfer:
     def single(self) -> bool:
         return self.nblocks == 1
 
+    def whole_pending(self) -> bool:
+        """A file of one block whose copy is yet to be sent: it goes in a CopyFiles task."""
+        return self.nblocks == 1 and not self.outstanding and not self.failed \
+            and len(self.ops) == 1 and self.ops[0][0] == COPY  # fmt: skip
+
     def block_range(self, idx: int) -> tuple[int, int]:
         off = idx * self.block_bytes
         return off, min(self.block_bytes, self.size - off)
 
     def plan_fresh(self) -> None:
-        self.ops.extend((COPY, i) for i in range(self.nblocks))
+        if self.nblocks == 1:
+            self.ops.append(_COPY_WHOLE)
+        else:
+            self.ops.extend((COPY, i) for i in range(self.nblocks))
 
     def plan_resume(self, recorded: dict[int, bytes]) -> None:
         """Verify the blocks an interrupted run committed, copy the others."""
@@ -99,3 +108,18 @@ class Transfer:
 
     def all_blocks_done(self) -> bool:
         return self.blocks_done == self.nblocks
+
+
+class Batch:
+    """Whole files of one block copied in one CopyFiles task (the owner of its record)."""
+
+    __slots__ = ("transfers",)
+
+    def __init__(self, transfers: list[Transfer]) -> None:
+        self.transfers = transfers
+
+    @property
+    def rel(self) -> str:
+        """For messages about the task."""
+        n = len(self.transfers) - 1
+        return self.transfers[0].rel + (f" (and {n} other files of its task)" if n else "")

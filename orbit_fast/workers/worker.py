@@ -12,6 +12,7 @@ parent disappears.
 
 from __future__ import annotations
 
+import gc
 import os
 import signal
 import stat
@@ -70,6 +71,9 @@ def worker_main(
     if env:
         # This process is the pool's own child: the overlay is its for its whole life.
         environment.install(worker_main, env)
+    # Everything made so far (the interpreter's start-up, the imports) lives as long as the
+    # worker: kept out of the collector's full walks, which small-file tasks trigger often.
+    gc.freeze()
     enc = m.task_encoder
     send_lock = threading.Lock()  # one writer at a time on the pipe; the encoder is shared too
     lock = threading.Lock()  # guards `tenants` and each tenant's inflight/detached
@@ -212,6 +216,8 @@ class _Runner:
 
     def run(self, task: m.JobTask) -> m.Result:
         try:
+            if isinstance(task, m.CopyFiles):
+                return self._copy_files(task)
             if isinstance(task, m.CopyBlock):
                 return self._copy(task)
             if isinstance(task, m.VerifyBlock):
@@ -228,15 +234,8 @@ class _Runner:
 
                 return run_object_task(task)
         except _Side as err:
-            shown = (
-                os.fsdecode(err.path)
-                .encode("utf-8", "surrogateescape")
-                .decode("utf-8", "backslashreplace")
-            )
-            msg = f"{err.exc.strerror or err.exc}: {shown}"
-            return m.TaskFailed(
-                task_id=task.task_id, side=err.side, errno=err.exc.errno or 0, message=msg
-            )
+            return m.TaskFailed(task_id=task.task_id, side=err.side, errno=err.exc.errno or 0,
+                                message=_side_message(err))  # fmt: skip
         raise TypeError(f"unexpected task {task!r}")
 
     def _open(self, side: str, tree: int, rel: bytes, flags: int = os.O_RDONLY) -> int:
@@ -283,47 +282,91 @@ class _Runner:
 
     def _copy(self, t: m.CopyBlock) -> m.Result:
         view = self.ring.view(t.slot, t.length)
-        fd = dirfd = -1
+        fd = -1
         try:
             got, changed = self._read_source(t.src, t.src_id, view, t.offset)
             if changed is not None:
                 return m.SourceChanged(task_id=t.task_id, detail=changed)
             if got != t.length:
-                if t.finalize is None:
-                    return m.SourceChanged(
-                        task_id=t.task_id, detail=f"shrank below {t.offset + t.length} bytes"
-                    )
-                return m.SourceChanged(task_id=t.task_id, detail=f"{got} of {t.length} bytes")
+                return m.SourceChanged(
+                    task_id=t.task_id, detail=f"shrank below {t.offset + t.length} bytes"
+                )
             digest = xxhash.xxh3_128_digest(view)
             # A zero block becomes a hole: the length is then set by ftruncate.
             hole = bool(got) and t.sparse and self.is_zero(view)
             try:
-                if t.finalize is not None:
-                    # A single block: the worker creates the temp file (fresh, O_EXCL: never
-                    # through whatever is at its name) in the directory it renames it in.
-                    dirfd, name = self._dir(t.tmp)
-                    fd = create_fresh_at(dirfd, name)
-                else:
-                    fd = self.trees[m.DST].open_file(t.tmp, os.O_WRONLY)
+                fd = self.trees[m.DST].open_file(t.tmp, os.O_WRONLY)
                 if got and not hole:
                     done = 0
                     while done < got:
                         done += os.pwrite(fd, view[done:], t.offset + done)
             except OSError as exc:
                 _close_quietly(fd)
-                _close_quietly(dirfd)
                 raise _Side("destination", exc, t.tmp) from exc
         finally:
             view.release()
-        if t.finalize is None:
-            os.close(fd)
-            return m.BlockCopied(task_id=t.task_id, length=got, digest=digest, finalized=False)
-        # One block is the whole file, its source already checked after the read: seal it
-        # through the descriptors still open.
-        fin = self._finalize(t.task_id, t.finalize, fd, dirfd, truncate=hole)
-        if not isinstance(fin, m.FileFinalized):
-            return fin
-        return m.BlockCopied(task_id=t.task_id, length=got, digest=digest, finalized=True)
+        os.close(fd)
+        return m.BlockCopied(task_id=t.task_id, length=got, digest=digest)
+
+    def _copy_files(self, t: m.CopyFiles) -> m.Result:
+        """Whole files one after another through the slot; a file that fails is reported by
+        its index and the others go on (their outcomes are independent)."""
+        slot = self.ring.view(t.slot)
+        failed: list[m.FileFailed] = []
+        # The destination directory's fd, kept while consecutive files of the task (a walk
+        # sends them directory by directory) go to it: one openat2 + close per directory
+        # instead of per file. As for any file on its way, a directory moved meanwhile gets
+        # the files still to come in this task (docs/sync.md, "Confinement").
+        dir_rel, dirfd = b"", -1
+        try:
+            for i, f in enumerate(t.files):
+                d = f.dst.rpartition(b"/")[0]
+                try:
+                    if dirfd < 0 or d != dir_rel:
+                        _close_quietly(dirfd)
+                        dirfd = -1
+                        dirfd, _ = self._dir(f.dst)
+                        dir_rel = d
+                    changed = self._copy_whole(f, slot[: f.src_id.size], t.sparse, dirfd)
+                except _Side as err:
+                    failed.append(m.FileFailed(i, err.side, err.exc.errno or 0,
+                                               _side_message(err)))  # fmt: skip
+                    continue
+                if changed is not None:
+                    failed.append(m.FileFailed(i, "changed", 0, changed))
+        finally:
+            _close_quietly(dirfd)
+            slot.release()
+        return m.FilesCopied(task_id=t.task_id, failed=failed)
+
+    def _copy_whole(self, f: m.Finalize, view: memoryview, sparse: bool,
+                    dirfd: int) -> str | None:  # fmt: skip
+        """One file of at most a block, read through `view` (its size) and renamed into place
+        in `dirfd` (left open): None once it is there, else how the source differs from the
+        file the listing saw (nothing under the final name changed). Raises _Side."""
+        got, changed = self._read_source(f.src, f.src_id, view, 0)
+        if changed is not None:
+            return changed
+        if got != len(view):
+            return f"{got} of {len(view)} bytes"
+        # A zero file becomes a hole: its length is then set by ftruncate.
+        hole = bool(got) and sparse and self.is_zero(view)
+        tmp = f.tmp.rpartition(b"/")[2]
+        fd = -1
+        try:
+            # The worker creates the temp file (fresh, O_EXCL: never through whatever is at
+            # its name) in the directory it renames it in.
+            fd = create_fresh_at(dirfd, tmp)
+            if got and not hole:
+                done = 0
+                while done < got:
+                    done += os.pwrite(fd, view[done:], done)
+        except OSError as exc:
+            _close_quietly(fd)
+            raise _Side("destination", exc, f.tmp) from exc
+        # Its source already checked after the read: seal it through the descriptor still open.
+        self._seal(f, fd, dirfd, truncate=hole)
+        return None
 
     def _chunk_range(self, t: m.ChunkRange) -> m.Result:
         from orbit_fast.chunking import ChunkerParams, cut_points, make_chunker
@@ -435,56 +478,51 @@ class _Runner:
             view.release()
         return m.FileDigested(task_id=t.task_id, size=size, digest=h.digest())
 
-    def _finalize(self, task_id: int, f: m.Finalize, fd: int = -1, dirfd: int = -1,
-                  truncate: bool = True) -> m.Result:  # fmt: skip
+    def _finalize(self, task_id: int, f: m.Finalize) -> m.Result:
         """Check the source is unchanged, seal the temp file (length, mode, times, optional
-        fdatasync) and rename it into place, in its directory's fd. With `fd` (the temp file)
-        and `dirfd` (its directory) given, the source was checked by the caller after its
-        read, and both descriptors are taken over."""
-        try:
-            if dirfd < 0:
-                dirfd, _ = self._dir(f.dst)
-        except _Side:
-            _close_quietly(fd)
-            raise
+        fdatasync) and rename it into place, in its directory's fd."""
+        dirfd, _ = self._dir(f.dst)
         try:
             tmp, dst = f.tmp.rpartition(b"/")[2], f.dst.rpartition(b"/")[2]
-            if fd < 0:
-                changed = self._source_changed(f)
-                if changed is not None:
-                    _unlink_quietly(dirfd, tmp)
-                    return m.SourceChanged(task_id=task_id, detail=changed)
+            changed = self._source_changed(f)
+            if changed is not None:
+                _unlink_quietly(dirfd, tmp)
+                return m.SourceChanged(task_id=task_id, detail=changed)
             try:
-                if fd < 0:
-                    try:
-                        fd = os.open(tmp, os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC,
-                                     dir_fd=dirfd)  # fmt: skip
-                    except FileNotFoundError:
-                        # Requeued after a worker died between the rename and its report.
-                        if _matches(dirfd, dst, f.size, f.mtime_ns):
-                            return m.FileFinalized(task_id=task_id)
-                        raise
-                try:
-                    if truncate:
-                        os.ftruncate(fd, f.size)
-                    if f.fsync:
-                        os.fdatasync(fd)
-                    os.fchmod(fd, f.mode & 0o7777)
-                    os.utime(fd, ns=(f.atime_ns, f.mtime_ns))
-                finally:
-                    os.close(fd)
-                    fd = -1
-                # renameat in the one directory fd: whatever is at the name now (a link
-                # someone planted included) is replaced, never followed.
-                os.rename(tmp, dst, src_dir_fd=dirfd, dst_dir_fd=dirfd)
-                if f.fsync:
-                    os.fsync(dirfd)
+                fd = os.open(tmp, os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dirfd)
+            except FileNotFoundError as exc:
+                # Requeued after a worker died between the rename and its report.
+                if _matches(dirfd, dst, f.size, f.mtime_ns):
+                    return m.FileFinalized(task_id=task_id)
+                raise _Side("destination", exc, f.dst) from exc
             except OSError as exc:
                 raise _Side("destination", exc, f.dst) from exc
+            self._seal(f, fd, dirfd, truncate=True)
         finally:
-            _close_quietly(fd)
             os.close(dirfd)
         return m.FileFinalized(task_id=task_id)
+
+    @staticmethod
+    def _seal(f: m.Finalize, fd: int, dirfd: int, truncate: bool) -> None:
+        """Length (with `truncate`), optional fdatasync, mode and times of the temp file open
+        as `fd` (closed here), then renameat in `dirfd` (left open): whatever is at the final
+        name now (a link someone planted included) is replaced, never followed."""
+        tmp, dst = f.tmp.rpartition(b"/")[2], f.dst.rpartition(b"/")[2]
+        try:
+            try:
+                if truncate:
+                    os.ftruncate(fd, f.size)
+                if f.fsync:
+                    os.fdatasync(fd)
+                os.fchmod(fd, f.mode & 0o7777)
+                os.utime(fd, ns=(f.atime_ns, f.mtime_ns))
+            finally:
+                os.close(fd)
+            os.rename(tmp, dst, src_dir_fd=dirfd, dst_dir_fd=dirfd)
+            if f.fsync:
+                os.fsync(dirfd)
+        except OSError as exc:
+            raise _Side("destination", exc, f.dst) from exc
 
     def _source_changed(self, f: m.Finalize) -> str | None:
         """After the last block: is the source still the file the listing saw?"""
@@ -495,6 +533,12 @@ class _Runner:
             os.close(sfd)
         w = f.src_id
         return None if same_file(st, w.dev, w.ino, w.size, w.mtime_ns) else _changed(st, w)
+
+
+def _side_message(err: _Side) -> str:
+    shown = os.fsdecode(err.path).encode("utf-8", "surrogateescape").decode("utf-8",
+                                                                           "backslashreplace")
+    return f"{err.exc.strerror or err.exc}: {shown}"
 
 
 def _close_quietly(fd: int) -> None:
