@@ -155,7 +155,8 @@ def main() -> None:
             parent = rows[name]["root"]
     finally:
         shutil.rmtree(args.store)
-    print(f"{args.entries:,} entries, {args.per_dir} per directory (no disk: trees on tmpfs, no workers)")
+    print(f"{args.entries:,} entries, {args.per_dir} per directory "
+          "(no disk: trees on tmpfs, no workers)")
     print("| run | s | us/entry | peak RSS MiB | trees written | trees read |")
     print("|---|---|---|---|---|---|")
     for name, r in rows.items():
