@@ -186,23 +186,31 @@ def list_entries(repository: str, snapshot: str, path: str = "", *, universe_pat
             raise UsageError(f"not in the snapshot: {shown(path)}")
         start = b"/".join(parts)
         yield _listed(start, top)
-        if top.kind != DIR:
-            return
-        stack = [(start, reader.entries(top.subtree, start))]
-        while stack:
-            rel, entries = stack[-1]
-            e = next(entries, None)
-            if e is None:
-                stack.pop()
-                continue
-            child = rel + b"/" + e.name if rel else e.name
-            yield _listed(child, e)
-            if e.kind == DIR:
-                stack.append((child, reader.entries(e.subtree, child)))
+        if top.kind == DIR:
+            for rel, e in _below(reader, start, top):
+                yield _listed(rel, e)
 
 
 def _listed(path: bytes, e: TreeEntry) -> Entry:
     return Entry(path, e.kind, e.mode, e.size, e.mtime_ns, e.target, e.chunk_count)
+
+
+def _below(reader: TreeReader, rel: bytes, d: TreeEntry) -> Iterator[tuple[bytes, TreeEntry]]:
+    """(path, entry) of everything below directory entry `d` at `rel`, depth first, each
+    directory before its entries; one directory (a page of it) held per level."""
+    from orbit_fast.repo.tree import DIR, join
+
+    stack = [(rel, reader.entries(d.subtree, rel))]
+    while stack:
+        at, entries = stack[-1]
+        e = next(entries, None)
+        if e is None:
+            stack.pop()
+            continue
+        child = join(at, e.name)
+        yield child, e
+        if e.kind == DIR:
+            stack.append((child, reader.entries(e.subtree, child)))
 
 
 def diff_snapshots(
@@ -242,17 +250,8 @@ def diff_snapshots(
 
         def below(sign: str, rel: bytes, e: TreeEntry) -> Iterator[tuple[str, bytes]]:
             """`sign` for everything below directory entry `e`."""
-            stack = [(rel, reader.entries(e.subtree, rel))]
-            while stack:
-                at, entries = stack[-1]
-                x = next(entries, None)
-                if x is None:
-                    stack.pop()
-                    continue
-                child = at + b"/" + x.name if at else x.name
-                yield sign, child
-                if x.kind == DIR:
-                    stack.append((child, reader.entries(x.subtree, child)))
+            for path, _ in _below(reader, rel, e):
+                yield sign, path
 
         def changed(rel: bytes, x: TreeEntry, y: TreeEntry) -> Iterator[tuple[str, bytes]]:
             if (x.kind, x.chunks, x.target) != (y.kind, y.chunks, y.target):

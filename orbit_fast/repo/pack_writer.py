@@ -29,7 +29,10 @@ START_BYTES = 1 << 20
 
 
 class PackWriter:
-    def __init__(self, repo: Repository, universe: Universe, depth: int = 2) -> None:
+    # depth 1: one pack written while the next fills. A second in flight cost 40 MiB of
+    # buffers and no time (300k small files, local disk: 11.3 s and 276 MiB at 2, 10.3 s and
+    # 235 MiB at 1; #16).
+    def __init__(self, repo: Repository, universe: Universe, depth: int = 1) -> None:
         self.repo = repo
         self.universe = universe
         self.depth = depth
