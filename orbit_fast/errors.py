@@ -22,9 +22,9 @@ class ExitCode(IntEnum):
     WORKER = 8  # a worker process kept dying on the same task
     DATABASE = 9  # the jobs DB is unreadable or damaged
     NATIVE = 10  # compiled kernels missing or stale
-    REPOSITORY = 11  # not a repository, a newer format, or a damaged config/snapshot
+    REPOSITORY = 11  # not a repository, an older or newer format, a damaged config/snapshot
     LOCKED = 12  # another process holds the repository lock
-    INTEGRITY = 13  # verify/restore found missing or damaged chunks (named in the output)
+    INTEGRITY = 13  # verify/restore found missing or damaged chunks or trees (named)
     REMOTE = 14  # remote storage unreachable after retries, login refused, bucket/share missing
     JOB_FAILED = 15  # `job run --wait`: the hub ran the job and it failed or was cancelled
     HUB = 16  # the hub is unreachable, or refused the request (auth, role, unknown job)
