@@ -23,12 +23,13 @@ MEANING = {
     "WORKER": "worker processes kept dying on the same task; progress is checkpointed",
     "DATABASE": "the jobs DB is unreadable, damaged or from a newer version",
     "NATIVE": "compiled kernels missing or stale; reinstall",
-    "REPOSITORY": "not a backup repository, a repository of a newer format, or a damaged "
-    "config or snapshot",
+    "REPOSITORY": "not a backup repository, a repository of an older (format 1) or newer "
+    "format, or a damaged config or snapshot",
     "LOCKED": "another process holds the repository lock; wait, or `orbit-fast unlock REPO` "
     "if that process is gone",
     "INTEGRITY": "verify or restore found missing or damaged chunks (each named with its "
-    "snapshot and file); files that do not use them were restored",
+    "snapshot and file), or a tree that is missing, altered or unsafe (named with its "
+    "directory); files that do not use them were restored",
     "REMOTE": "remote storage (S3, SMB) unreachable after retries, credentials refused, bucket "
     "or share missing, or permission denied; the message names which",
     "JOB_FAILED": "`orbit-fast job run --wait`: the hub ran the job and it failed or was "
