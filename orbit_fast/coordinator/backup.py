@@ -436,8 +436,14 @@ class Backup:
             # so the parent's side holds one entry (a page of a paged tree), not a directory.
             old = self._old_entries(old_tid, rel_dir) if listing else iter(())
             cur = next(old, None)
+            last = None
             for name, s in listing or ():
                 rel = rel_dir + b"/" + name if rel_dir else name
+                if name == last:  # an object store may hold a key "a" and keys below "a/"
+                    self._warn(os.fsdecode(rel), "special", "a file and a directory share this "
+                               "name in the source; only the first is backed up")  # fmt: skip
+                    continue
+                last = name
                 target = b""
                 if s[0] == LINK:
                     try:

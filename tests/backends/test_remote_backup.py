@@ -228,3 +228,17 @@ def test_engine_backup_of_an_s3_source_and_its_workers_endpoint(
                 with pytest.raises(UsageError, match="shared workers") as exc:
                     engine.backup(opts)
                 assert exc.value.field == "s3_endpoint"
+
+
+def test_a_key_that_is_also_a_prefix_is_backed_up_once(tmp_path: Path, s3_bucket, moto) -> None:
+    # S3 holds "data/a" and "data/a/b": a file and a directory of one name, which no tree can
+    # hold. The backup keeps the first, warns of the second, and its snapshot restores.
+    c = moto.client()
+    for key, body in (("data/a", b"file a"), ("data/a/b", b"below a"), ("data/c", b"c")):
+        c.put_object(Bucket=s3_bucket, Key=key, Body=body)
+    repo = str(tmp_path / "repo")
+    proc = run_cli("backup", f"s3://{s3_bucket}/data", repo, "--json", check=ExitCode.PARTIAL)
+    assert "a file and a directory share this name" in proc.stdout
+    run_cli("verify", "-r", repo)
+    run_cli("restore", "-r", repo, "latest", "--target", str(tmp_path / "out"))
+    assert (tmp_path / "out" / "c").read_bytes() == b"c"
