@@ -105,7 +105,11 @@ def test_kill_9_during_backup(tmp_path: Path, rng) -> None:
         rc = kill_group_at(cmd, rng.uniform(0.05, max(0.3, duration * 0.8)))
         killed += rc == -9
         run_cli("verify", "-r", str(repo))  # whatever instant it died at, the repo is sound
+        t0 = time.monotonic()
         proc = run_cli("backup", str(src), str(repo), "--json")
+        # Aim the next kill inside a run like this one (an incremental backup, much shorter
+        # than the first on a large tree: at 50k files most kills aimed by the first missed).
+        duration = time.monotonic() - t0
         (summary,) = [e for e in json_events(proc.stdout) if e["event"] == "backup_summary"]
         new = set(snapshots(repo)) - before
         assert summary["snapshot"] in new, f"trial {trial}"
