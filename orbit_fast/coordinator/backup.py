@@ -204,10 +204,11 @@ class _Dir:
     """A directory whose tree is not stored yet: its entries (None for a file that failed),
     and how many of them still wait (files in the workers, subdirectories without a tree)."""
 
-    __slots__ = ("rel", "parent", "slot", "entries", "pending")
+    __slots__ = ("rel", "parent", "slot", "entries", "pending", "old")
 
-    def __init__(self, rel: bytes, parent: _Dir | None, slot: int) -> None:
+    def __init__(self, rel: bytes, parent: _Dir | None, slot: int, old: bytes) -> None:
         self.rel, self.parent, self.slot = rel, parent, slot
+        self.old = old  # the parent snapshot's tree of this directory (b"": none)
         self.entries: list[Entry | None] = []
         self.pending = 0
 
@@ -408,16 +409,17 @@ class Backup:
             self.last_progress = now
             self.emit(self.counters.progress(0))
 
-    def _old_entries(self, tid: bytes, rel: bytes) -> Iterator[Entry]:
-        """The parent snapshot's entries of directory `rel` (its tree `tid`), in name order, a
+    def _old_entries(self, d: _Dir) -> Iterator[Entry]:
+        """The parent snapshot's entries of directory `d` (its tree `d.old`), in name order, a
         page at a time; no more (so the rest of its files are read again, with a warning) from
-        a tree that cannot be read."""
-        if not tid:
+        a tree that cannot be read, and then `d.old` is forgotten (not known to be stored)."""
+        if not d.old:
             return
         try:
-            yield from self.reader.entries(tid, rel)
+            yield from self.reader.entries(d.old, d.rel)
         except (IntegrityError, RepositoryError) as exc:
-            self._warn(os.fsdecode(rel), "bad_parent", f"{exc}; its files are read again")
+            d.old = b""
+            self._warn(os.fsdecode(d.rel), "bad_parent", f"{exc}; its files are read again")
 
     def _files_to_read(self, listings: Iterator[Listing]) -> Iterator[str]:
         """Take in the walk's listings one directory at a time; yield the files whose content
@@ -428,13 +430,15 @@ class Backup:
             if self.cancel.cancelled:
                 return
             parent, slot, old_tid = self.waiting.pop(rel_dir)
-            d = _Dir(rel_dir, parent, slot)
+            d = _Dir(rel_dir, parent, slot, old_tid)
             # The listing itself counts as pending until it is all taken in: the files yielded
             # below may be read, and be done, while this loop waits at its `yield`.
             d.pending = 1
             # The listing and the parent's tree are both in name order: merged as they go,
             # so the parent's side holds one entry (a page of a paged tree), not a directory.
-            old = self._old_entries(old_tid, rel_dir) if listing else iter(())
+            if not listing:  # unreadable: stored empty, and not as its old tree
+                d.old = b""
+            old = self._old_entries(d)
             cur = next(old, None)
             last = None
             for name, s in listing or ():
@@ -537,7 +541,7 @@ class Backup:
         """Store the tree of `d`, whose entries are all done; then its parent's, if that was
         the last it waited for, and so on up."""
         while d is not None:
-            tid = self.trees.put([e for e in d.entries if e is not None])
+            tid = self.trees.put([e for e in d.entries if e is not None], d.old)
             self.dirs_total += 1
             up = d.parent
             if up is None:
