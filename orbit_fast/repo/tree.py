@@ -21,6 +21,7 @@ built from checked names cannot leave a restore target, and an id that matches i
 
 from __future__ import annotations
 
+import os
 from typing import Annotated
 
 import msgspec
@@ -238,9 +239,7 @@ def join(parent: bytes, name: bytes) -> bytes:
 
 
 def components(path: str | bytes) -> list[bytes]:
-    """A user's path ("a/b", "/a/b/", "") as its components; UsageError-worthy ones ("..",
-    empty ones in the middle) are kept for the caller to refuse by not finding them."""
-    import os
-
+    """A user's path ("a/b", "/a/b/", "") as its components, empty ones dropped; "." and ".."
+    are kept, for the caller to refuse by not finding them (no tree holds such a name)."""
     raw = os.fsencode(path).strip(b"/")
     return [c for c in raw.split(b"/") if c] if raw else []

@@ -67,11 +67,8 @@ class TreeReader:
         if not blob.pages:
             yield from blob.entries
             return
-        last: bytes | None = None
-        for pg in blob.pages:
-            page = self._page(pg, where, last)
+        for page in self._pages(blob.pages, where):
             yield from page
-            last = page[-1].name
 
     def _page(self, pg: treefmt.Page, where: bytes, after: bytes | None) -> list[Entry]:
         page = self.load(pg.tree, where)
@@ -109,11 +106,14 @@ class TreeReader:
                     raise
                 on_error(exc)
 
-    def _pages(self, pages: list[treefmt.Page], where: bytes, seen: set[bytes]
+    def _pages(self, pages: list[treefmt.Page], where: bytes, seen: set[bytes] | None = None
                ) -> Iterator[list[Entry]]:  # fmt: skip
+        """The entries of a paged directory, a page at a time, each checked to follow the
+        one before; the pages' ids added to `seen` (walk)."""
         last: bytes | None = None
         for pg in pages:
-            seen.add(pg.tree)
+            if seen is not None:
+                seen.add(pg.tree)
             page = self._page(pg, where, last)
             yield page
             last = page[-1].name
