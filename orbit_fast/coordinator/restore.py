@@ -24,6 +24,7 @@ mtime), so an interrupted restore resumes.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import os
 import stat
 import time
@@ -109,12 +110,15 @@ def restore(repo: Repository, universe: Universe, snap: snapfmt.Snapshot, target
     repo.sync_index(universe)
     reader = TreeReader(repo, universe)
     want = select(reader, snap, paths)  # before anything is written
-    if want is None:  # (select read it otherwise) a root tree that is refused makes no target
-        reader.load(snap.tree)
+    run = _Restore(repo, universe, reader, on_event)
+    # The root's first entry is taken before the target is made: a root tree that is refused
+    # makes no target (and is read once).
+    root_todo = run.todo(b"", snap.root, want)
+    first = next(root_todo, None)
+    todo = root_todo if first is None else itertools.chain((first,), root_todo)
     tree, target_created = open_target(target, reached.get("restore target"))
     try:
-        return _Restore(repo, universe, reader, tree, on_event).run(snap, want, target_created,
-                                                                    cancel, t0)  # fmt: skip
+        return run.run(tree, snap, want, todo, target_created, cancel, t0)
     finally:
         tree.close()
 
@@ -134,38 +138,43 @@ class _Frame:
 class _Restore:
     """One restore into an opened target: its counters and problems."""
 
-    def __init__(self, repo: Repository, universe: Universe, reader: TreeReader, tree: Tree,
+    tree: Tree  # the target, from run()
+
+    def __init__(self, repo: Repository, universe: Universe, reader: TreeReader,
                  on_event: Callable[[p.Event], None]) -> None:  # fmt: skip
         self.repo, self.universe, self.reader = repo, universe, reader
-        self.tree, self.on_event = tree, on_event
+        self.on_event = on_event
         self.key = repo.config.key_bytes
         self.as_root = os.geteuid() == 0
         self.counters = p.Counters()
         self.problems: list[str] = []
 
-    def _todo(self, rel: bytes, d: Entry, want: Want) -> Iterator[tuple[Entry, Want]]:
+    def todo(self, rel: bytes, d: Entry, want: Want) -> Iterator[tuple[Entry, Want]]:
         """The entries of directory `d` to restore, with what is wanted below each: all of
-        them (in name order, a page at a time), or only the names asked for (each found by a
-        lookup that reads one page of a paged directory)."""
+        them (in name order, a page at a time), or only the names asked for (the tree read
+        once, and of a paged directory only the pages that hold them)."""
         if want is None:
             for e in self.reader.entries(d.subtree, rel):
                 yield e, None
             return
-        for name in sorted(want):
-            found = self.reader.lookup(d.subtree, name, rel)
+        names = sorted(want)
+        for name, found in zip(names, self.reader.lookup_many(d.subtree, names, rel),
+                               strict=True):  # fmt: skip
             if found is not None and (want[name] is None or found.kind == DIR):
                 yield found, want[name]
 
-    def run(self, snap: snapfmt.Snapshot, want: Want, target_created: bool, cancel: CancelToken,
+    def run(self, tree: Tree, snap: snapfmt.Snapshot, want: Want,
+            todo: Iterator[tuple[Entry, Want]], target_created: bool, cancel: CancelToken,
             t0: float) -> p.RestoreSummary:  # fmt: skip
+        """Restore into `tree`; `todo` is the root's (todo(b"", snap.root, want))."""
+        self.tree = tree
         counters = self.counters
         if want is None:
             counters.bytes_total, counters.files_total = snap.bytes_total, snap.files_total
             counters.scan_done = True
         restored = skipped = 0
         last = 0.0
-        stack = [_Frame(b"", snap.root, self.tree.fd, self._todo(b"", snap.root, want),
-                        target_created)]  # fmt: skip
+        stack = [_Frame(b"", snap.root, tree.fd, todo, target_created)]
         try:
             while stack:
                 if cancel.cancelled:
@@ -189,7 +198,7 @@ class _Restore:
                 try:
                     if e.kind == DIR:
                         fd, created = self._make_dir(top.fd, e.name)
-                        stack.append(_Frame(rel, e, fd, self._todo(rel, e, below), created))
+                        stack.append(_Frame(rel, e, fd, self.todo(rel, e, below), created))
                     elif e.kind == LINK:
                         top.links.append(e)
                     else:

@@ -12,6 +12,7 @@ chunks: a tree the repository already holds (an unchanged directory) is not writ
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Callable, Iterator
 
 from orbit_fast.compression import CorruptBlob, decompress, parse_codec
@@ -121,29 +122,24 @@ class TreeReader:
     def lookup(self, tid: bytes, name: bytes, where: bytes = b"") -> Entry | None:
         """The entry `name` of the directory whose tree is `tid`: reads that tree and, if it
         is paged, the one page that may hold the name."""
+        return next(self.lookup_many(tid, [name], where))
+
+    def lookup_many(self, tid: bytes, names: list[bytes], where: bytes = b""
+                    ) -> Iterator[Entry | None]:  # fmt: skip
+        """lookup() of each of `names` (in increasing order) in one directory: its tree is
+        read once, and each page that may hold one of them once."""
         blob = self.load(tid, where)
-        if blob.pages:
-            pages = blob.pages
-            lo, hi = 0, len(pages)
-            while lo < hi:  # the last page whose first name is <= name
-                mid = (lo + hi) // 2
-                if pages[mid].first <= name:
-                    lo = mid + 1
-                else:
-                    hi = mid
-            if lo == 0:
-                return None
-            entries = self._page(pages[lo - 1], where, None)
-        else:
-            entries = blob.entries
-        lo, hi = 0, len(entries)
-        while lo < hi:
-            mid = (lo + hi) // 2
-            if entries[mid].name < name:
-                lo = mid + 1
-            else:
-                hi = mid
-        return entries[lo] if lo < len(entries) and entries[lo].name == name else None
+        at, entries = -1, blob.entries
+        for name in names:
+            if blob.pages:  # the last page whose first name is <= name
+                i = bisect.bisect_right(blob.pages, name, key=lambda pg: pg.first) - 1
+                if i < 0:
+                    yield None
+                    continue
+                if i != at:
+                    at, entries = i, self._page(blob.pages[i], where, None)
+            j = bisect.bisect_left(entries, name, key=lambda e: e.name)
+            yield entries[j] if j < len(entries) and entries[j].name == name else None
 
     def find(self, root: Entry, path: list[bytes]) -> Entry | None:
         """The entry at `path` (components) below the directory entry `root`: reads only the
