@@ -22,7 +22,7 @@ from posix.fcntl cimport AT_SYMLINK_NOFOLLOW, F_DUPFD_CLOEXEC, fcntl
 from posix.unistd cimport close
 from posix.stat cimport S_ISDIR, S_ISLNK, S_ISREG, fstatat, struct_stat
 
-ABI = 4
+ABI = 5
 
 cdef enum:
     K_FILE = 0

@@ -15,12 +15,15 @@ grows at 0.8); a full table is reported as an error, never looped on.
 """
 
 from libc.stdint cimport uint8_t, uint32_t, uint64_t
+from libc.errno cimport errno
 from libc.string cimport memcmp, memcpy
+from posix.unistd cimport pread
 
-ABI = 4
+ABI = 5
 
 DEF REC = 48
 DEF KEY = 32
+DEF WIN = 85  # slots read by one pread in table_lookup_fd (4,080 bytes: one or two pages)
 
 cdef extern from *:
     """
@@ -151,3 +154,60 @@ def table_rehash(const uint8_t[::1] src, uint8_t[::1] dst, const uint8_t[::1] de
     if full:
         raise ValueError("the destination table is full")
     return kept
+
+
+def table_lookup_fd(int fd, long long at, Py_ssize_t cap, const uint8_t[::1] keys,
+                    uint32_t[::1] out):
+    """table_lookup on a table stored in the file `fd` (`cap` slots from byte `at`), read with
+    pread: a probe touches one or two pages of the page cache and nothing is mapped, so a few
+    lookups in a large table leave the process's memory as it was. OSError if a read fails or
+    comes back short."""
+    cdef Py_ssize_t nkeys = keys.shape[0] // KEY
+    cdef Py_ssize_t k, i, j, n, cnt, hits = 0
+    cdef ssize_t got
+    cdef uint64_t h
+    cdef int err = 0
+    cdef bint done
+    cdef const uint8_t* key
+    cdef const uint8_t* slot
+    cdef uint8_t win[WIN * REC]
+    if keys.shape[0] % KEY or out.shape[0] < 4 * nkeys:
+        raise ValueError("keys must be 32 bytes each and out must hold 4 uint32 per key")
+    if cap <= 0:
+        out[: 4 * nkeys] = 0
+        return 0
+    with nogil:
+        for k in range(nkeys):
+            key = &keys[k * KEY]
+            memcpy(&h, key, 8)
+            i = orbit_home(h, cap)
+            out[4 * k] = 0
+            n = 0
+            done = False
+            while not done and n < cap:
+                cnt = cap - i if cap - i < WIN else WIN
+                got = pread(fd, win, cnt * REC, at + i * REC)
+                if got != cnt * REC:
+                    err = errno if got < 0 else 5  # EIO: the file is shorter than its table
+                    break
+                for j in range(cnt):
+                    slot = &win[j * REC]
+                    if _pack_of(slot) == 0:
+                        done = True
+                        break
+                    if memcmp(slot, key, KEY) == 0:
+                        memcpy(&out[4 * k], slot + KEY, 16)
+                        hits += 1
+                        done = True
+                        break
+                    n += 1
+                    if n == cap:
+                        break
+                i += cnt
+                if i == cap:
+                    i = 0
+            if err:
+                break
+    if err:
+        raise OSError(err, "reading the universe's table failed")
+    return hits

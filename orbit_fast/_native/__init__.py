@@ -57,6 +57,8 @@ class ScanKernels(Protocol):
 class TableKernels(Protocol):
     def table_lookup(self, table: ReadableBuffer, keys: ReadableBuffer,
                      out: WriteableBuffer) -> int: ...  # fmt: skip
+    def table_lookup_fd(self, fd: int, at: int, cap: int, keys: ReadableBuffer,
+                        out: WriteableBuffer) -> int: ...  # fmt: skip
     def table_insert(self, table: WriteableBuffer, records: ReadableBuffer) -> int: ...
     def table_rehash(self, src: ReadableBuffer, dst: WriteableBuffer,
                      dead: ReadableBuffer) -> int: ...  # fmt: skip

@@ -16,7 +16,7 @@ if TYPE_CHECKING:
 
 # Every compiled module exports this same number; bump it (and theirs) on any change of a
 # signature or a result.
-ABI = 4
+ABI = 5
 
 
 def is_zero(buf: ReadableBuffer) -> bool:
@@ -238,6 +238,19 @@ def table_lookup(table: ReadableBuffer, keys: ReadableBuffer, out: WriteableBuff
                 break
             i = 0 if i + 1 == cap else i + 1
     return hits
+
+
+def table_lookup_fd(fd: int, at: int, cap: int, keys: ReadableBuffer,
+                    out: WriteableBuffer) -> int:
+    """table_lookup on the table stored in file `fd` (`cap` slots from byte `at`), read with
+    pread rather than mapped."""
+    ks = memoryview(keys).cast("B")
+    if ks.nbytes % _KEY or len(memoryview(out)) < 4 * (ks.nbytes // _KEY):
+        raise ValueError("keys must be 32 bytes each and out must hold 4 uint32 per key")
+    data = os.pread(fd, cap * _REC, at) if cap > 0 else b""
+    if len(data) < cap * _REC:
+        raise OSError(errno.EIO, "reading the universe's table failed")
+    return table_lookup(data, keys, out)
 
 
 def _u32(*vals: int) -> memoryview:

@@ -12,9 +12,12 @@ On disk (docs/universe.md has the layout and the measurements behind the choice)
 - `<path>-journal`: what changed since that checkpoint, in batches (one per pack added or per
   prune) with a CRC each, fsynced before the change is used. A torn tail is dropped on open:
   the packs it named are re-indexed by the next reconcile.
-The table is mapped copy-on-write from the checkpoint, so pages are read on demand and
-changes live in memory until the next checkpoint. Memory: at most the table (48 bytes per slot,
-60-80 bytes per entry) plus about 150 bytes per pack for the registry.
+The table is mapped copy-on-write from the checkpoint. Until something changes, lookups read
+the checkpoint with pread and leave the mapping untouched; the first changes go to a small
+overlay table; many changes (or a drop) merge it into the mapped table, which is then private
+memory until the next checkpoint. Memory: nothing of the table while it is unchanged, at most
+6 MiB of overlay, at most the table (48 bytes per slot, 60-80 bytes per entry) once merged;
+plus about 150 bytes per pack for the registry. docs/universe.md has the numbers.
 """
 
 from __future__ import annotations
@@ -62,6 +65,15 @@ _BATCH = struct.Struct("<II")  # payload length, crc32 of payload
 MIN_CAPACITY = 1 << 16
 MAX_LOAD = 0.8  # linear probing: ~3 probes per hit, ~13 per miss at 0.8 (Knuth)
 GROWN_LOAD = 0.6  # after growing: 60-80 bytes of table per entry (bench/bench_universe.py)
+# Growing copies the old table into the new one this many bytes at a time and releases each
+# piece as it goes, so the two are never resident together (both multiples of 48 and of the
+# page size, as madvise needs).
+_REHASH_STEP = 256 * 12288
+# Changes to a table still as its checkpoint has it go to a small table of their own first
+# (the overlay: 6 MiB), so a backup that adds a few packs, or the journal of one replayed
+# at open, leaves the checkpoint's table unread (see lookup). Past 3/4 of it, the overlay is
+# merged into the table, which is then in memory; close() writes a checkpoint before that.
+_OVERLAY_SLOTS = 1 << 17
 
 
 class PackInfo(msgspec.Struct, array_like=True, frozen=True):
@@ -98,6 +110,17 @@ class Universe:
         self._claims = claims
         self._generation = 0
         self._table: mmap.mmap | bytes = b""
+        # The checkpoint, open while _table is its mapping with no change in it: lookups then
+        # read the file (pread) instead of the mapping. A page of a mapping, once touched,
+        # stays in the process's memory, and a fault maps up to 2 MiB around it (large
+        # folios): the 10,101 tree lookups of a no-change backup of 1M files brought in the
+        # whole 74 MiB table. -1 once the table has changed or was never mapped.
+        self._clean_fd = -1
+        # Changes since the checkpoint while _clean_fd is open (anonymous: pages appear as
+        # entries land on them, so a few entries cost a few pages, not 6 MiB).
+        self._overlay: mmap.mmap | bytes = b""
+        self._overlay_n = 0
+        self._checkpoint_count = 0  # entries in the checkpoint's table
         self.count = 0
         self._repos: dict[str, int] = {}
         self._packs: dict[int, PackInfo] = {}
@@ -153,7 +176,8 @@ class Universe:
                         f.fileno(), cap * RECORD_BYTES, access=mmap.ACCESS_COPY,
                         offset=_TABLE_AT,
                     )  # fmt: skip
-            self._generation, self.count = gen, count
+                    self._clean_fd = os.dup(f.fileno())
+            self._generation, self.count, self._checkpoint_count = gen, count, count
             self._repos = meta.repos
             self._next_pack = meta.next_pack
             for p in meta.packs:
@@ -210,16 +234,19 @@ class Universe:
             return
         try:
             # Replaying the journal costs every open; a checkpoint writes the whole table.
-            if checkpoint and self._journal >= 0 and self._journal_bytes > max(
-                8 << 20, len(self._table) // 4
+            if checkpoint and self._journal >= 0 and (
+                self._journal_bytes > max(8 << 20, len(self._table) // 4)
+                or self._overlay_n > _OVERLAY_SLOTS * 3 // 8  # the next open's replay fits
             ):
                 self.checkpoint()
         finally:
             if self._journal >= 0:
                 os.close(self._journal)
                 self._journal = -1
-            if isinstance(self._table, mmap.mmap):
-                self._table.close()
+            self._unclean()
+            for table in (self._table, self._overlay):
+                if isinstance(table, mmap.mmap):
+                    table.close()
             state_file.release(self._lock_fd, self._claims)
             self._lock_fd = -1
 
@@ -231,6 +258,7 @@ class Universe:
 
     def checkpoint(self) -> None:
         """Write the whole index as a new checkpoint and start an empty journal."""
+        self._merge_overlay()
         gen = self._generation + 1
         meta = msgspec.msgpack.encode(
             _Meta(self._repos, sorted(self._packs.values(), key=lambda p: p.number),
@@ -250,7 +278,7 @@ class Universe:
             os.fsync(f.fileno())
         os.replace(tmp, self.path)
         fsync_path(os.path.dirname(self.path))
-        self._generation = gen
+        self._generation, self._checkpoint_count = gen, self.count
         self._reset_journal()
 
     # ---- the pack registry ----------------------------------------------------------------
@@ -313,11 +341,15 @@ class Universe:
         for p in batch.packs:
             self._register(p)
             self._next_pack = max(self._next_pack, p.number + 1)
-        if batch.records:
-            n = len(batch.records) // RECORD_BYTES
+        n = len(batch.records) // RECORD_BYTES
+        if n and self._clean_fd >= 0 and self._overlay_n + n <= _OVERLAY_SLOTS * 3 // 4:
+            self._add_to_overlay(batch.records, n)
+        elif batch.records:
+            self._merge_overlay()
             self._reserve(n)
             self.count += self._k.table_insert(self._table, batch.records)
         if batch.dropped:
+            self._merge_overlay()
             dead = bytearray(max(batch.dropped) // 8 + 1)
             for num in batch.dropped:
                 dead[num >> 3] |= 1 << (num & 7)
@@ -326,6 +358,28 @@ class Universe:
                     self._by_name.pop((gone.repo, gone.name), None)
             self._rehash(len(self._table) // RECORD_BYTES, dead)
 
+    def _add_to_overlay(self, records: bytes, n: int) -> None:
+        if not self._overlay:
+            self._overlay = mmap.mmap(-1, _OVERLAY_SLOTS * RECORD_BYTES)
+        ids = b"".join(records[i : i + 32] for i in range(0, len(records), RECORD_BYTES))
+        known = self.lookup(ids)  # counted once: in neither the checkpoint nor the overlay
+        self.count += sum(1 for i in range(n) if known[4 * i] == 0)
+        self._overlay_n += self._k.table_insert(self._overlay, records)
+
+    def _merge_overlay(self) -> None:
+        """Put the overlay's entries in the table (which from then on is in memory)."""
+        if self._clean_fd < 0:
+            return
+        overlay, n = self._overlay, self._overlay_n
+        self._unclean()
+        self._overlay, self._overlay_n = b"", 0
+        if n:
+            self.count = self._checkpoint_count
+            self._reserve(n)
+            self.count += self._k.table_rehash(overlay, self._table, b"")
+        if isinstance(overlay, mmap.mmap):
+            overlay.close()
+
     def _reserve(self, n: int) -> None:
         cap = len(self._table) // RECORD_BYTES
         if self.count + n <= MAX_LOAD * cap:
@@ -333,11 +387,25 @@ class Universe:
         self._rehash(max(MIN_CAPACITY, int((self.count + n) / GROWN_LOAD)), bytearray())
 
     def _rehash(self, capacity: int, dead: bytearray) -> None:
+        assert self._clean_fd < 0 or not self._overlay_n, "merge the overlay first"
         new = mmap.mmap(-1, capacity * RECORD_BYTES)  # anonymous: zero pages appear on use
-        self.count = self._k.table_rehash(self._table, new, dead) if len(self._table) else 0
-        old, self._table = self._table, new
+        old, kept = self._table, 0
         if isinstance(old, mmap.mmap):
+            view = memoryview(old)
+            for at in range(0, len(old), _REHASH_STEP):
+                kept += self._k.table_rehash(view[at : at + _REHASH_STEP], new, dead)
+                # Copied: its pages go (a checkpoint's are read again from the file, the
+                # old private ones are not needed).
+                old.madvise(mmap.MADV_DONTNEED, at, min(_REHASH_STEP, len(old) - at))
+            view.release()
             old.close()
+        self._table, self.count = new, kept
+        self._unclean()
+
+    def _unclean(self) -> None:
+        if self._clean_fd >= 0:
+            os.close(self._clean_fd)
+            self._clean_fd = -1
 
     # ---- queries --------------------------------------------------------------------------
 
@@ -345,7 +413,16 @@ class Universe:
         """Flat uint32 (pack number, offset, stored, raw) per 32-byte id, 4 values each; pack
         0 where the id is unknown."""
         out = array("I", bytes(len(ids) // 32 * 16))
-        if len(self._table):
+        if self._clean_fd >= 0:
+            cap = len(self._table) // RECORD_BYTES
+            self._k.table_lookup_fd(self._clean_fd, _TABLE_AT, cap, ids, out)
+            if self._overlay_n:  # newer than the checkpoint: its answers win
+                newer = array("I", bytes(len(out) * 4))
+                if self._k.table_lookup(self._overlay, ids, newer):
+                    for i in range(0, len(out), 4):
+                        if newer[i]:
+                            out[i : i + 4] = newer[i : i + 4]
+        elif len(self._table):
             self._k.table_lookup(self._table, ids, out)
         return out
 
@@ -365,6 +442,7 @@ class Universe:
         """Every entry, as RECORD rows (a copy)."""
         import numpy as np
 
+        self._merge_overlay()
         dtype = __getattr__("RECORD")
         view = np.frombuffer(memoryview(self._table), dtype) if len(self._table) else None
         return np.zeros(0, dtype) if view is None else view[view["pack"] != 0].copy()

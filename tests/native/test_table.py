@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -69,3 +71,42 @@ def test_bad_shapes_are_errors() -> None:
     with pytest.raises(ValueError):
         table.table_insert(bytearray(48), b"x" * 47)
     assert table.table_lookup(bytearray(0), b"k" * 32, np.zeros(4, np.uint32)) == 0
+
+
+@settings(max_examples=40, deadline=None)
+@given(KEYS, st.integers(61, 300), st.lists(st.binary(min_size=32, max_size=32), max_size=20),
+       st.integers(0, 4096))  # fmt: skip
+def test_lookup_from_a_file_matches_the_mapped_lookup(tmp_path_factory, keys, cap, misses,
+                                                      at) -> None:  # fmt: skip
+    # cap above 85 slots makes probes cross the kernel's pread windows and wrap at the end.
+    t = bytearray(cap * 48)
+    table.table_insert(t, records(keys, [1 + i % 9 for i in range(len(keys))]))
+    path = tmp_path_factory.mktemp("t") / "table"
+    path.write_bytes(b"\xff" * at + bytes(t) + b"\xee" * 100)
+    probe = b"".join(keys + misses)
+    want = np.zeros(4 * (len(keys) + len(misses)), np.uint32)
+    table.table_lookup(t, probe, want)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        for impl in (table, reference):
+            out = np.zeros(len(want), np.uint32)
+            assert impl.table_lookup_fd(fd, at, cap, probe, out) == table.table_lookup(
+                t, probe, np.zeros(len(want), np.uint32))  # fmt: skip
+            assert (out == want).all()
+    finally:
+        os.close(fd)
+
+
+def test_lookup_from_a_short_file_is_an_error(tmp_path) -> None:
+    path = tmp_path / "table"
+    full = bytearray(100 * 48)
+    keys = [bytes([i]) * 32 for i in range(1, 60)]
+    table.table_insert(full, records(keys, [1] * len(keys)))
+    path.write_bytes(bytes(full[: 50 * 48]))  # half the table: probes past it must not read 0s
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        for impl in (table, reference):
+            with pytest.raises(OSError):
+                impl.table_lookup_fd(fd, 0, 100, b"".join(keys), np.zeros(4 * 59, np.uint32))
+    finally:
+        os.close(fd)

@@ -104,3 +104,119 @@ def test_damaged_and_newer_checkpoints_are_named(tmp_path: Path, rng) -> None:
     path.write_bytes(bytes(data))
     with pytest.raises(DatabaseError, match="index rebuild"):
         Universe.open(str(path))
+
+
+def _mapped_kib(path: str) -> int:
+    """Resident KiB of this process's mappings of `path` (from /proc/self/smaps)."""
+    total, inside = 0, False
+    with open("/proc/self/smaps") as f:
+        for line in f:
+            head = line.split()
+            if "-" in head[0] and len(head) >= 5 and ":" in head[3]:  # a mapping's first line
+                inside = len(head) >= 6 and head[5] == path
+            elif inside and head[0] == "Rss:":
+                total += int(head[1])
+    return total
+
+
+def test_lookups_in_an_unchanged_table_leave_it_out_of_memory(tmp_path: Path, rng) -> None:
+    # A no-change backup of 1M files looks up 10,101 trees; mapped, each lookup brought in up
+    # to 2 MiB of the table (fault-around, large folios) and all 74 MiB of it stayed (#16).
+    path = str(tmp_path / "u.db")
+    packs = [rows(rng, 20_000) for _ in range(15)]
+    with Universe.open(path) as u:
+        for r in packs:
+            u.add_pack("repo", rng.randbytes(32), r)
+        u.checkpoint()
+    with Universe.open(path) as u:
+        table_kib = len(u._table) // 1024
+        ids = [x.tobytes() for r in packs for x in r["id"][::100]]  # 3,000 of them
+        for i in ids:
+            assert u.locate("repo", [i])[0] is not None
+        assert u.locate("repo", [rng.randbytes(32)]) == [None]
+        assert table_kib > 12_000
+        assert _mapped_kib(path) < table_kib // 8, (_mapped_kib(path), table_kib)
+        # The first change makes the mapping the table again, and lookups follow it there.
+        extra = rows(rng, 10)
+        u.add_pack("repo", rng.randbytes(32), extra)
+        assert u.locate("repo", [extra["id"][3].tobytes(), ids[7]])[1] is not None
+
+
+_GROW = """
+import os, random, sys
+import numpy as np
+from orbit_fast.index.universe import RECORD, Universe
+def status(key):  # VmHWM, not ru_maxrss: that one starts at the forking parent's peak
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith(key))
+rng = random.Random(5)
+u = Universe.open(sys.argv[1])
+base = status("VmRSS:")
+for _ in range(40):
+    r = np.zeros(15_000, RECORD)
+    r["id"] = np.frombuffer(rng.randbytes(32 * len(r)), "V32")
+    r["stored"] = 1
+    u.add_pack("repo", rng.randbytes(32), r)
+peak = status("VmHWM:")
+print(peak - base, len(u._table) // 1024, u.count)
+u.close(checkpoint=False)
+"""
+
+
+def test_growing_never_holds_the_old_and_new_tables_together(tmp_path: Path) -> None:
+    # Grown by 4/3 at 0.8 load, the old table is 3/4 of the new one: side by side they were
+    # 1.75x the table at the moment of growing (1M files: 74 + 56 MiB).
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", _GROW, str(tmp_path / "u.db")],
+                         capture_output=True, text=True, check=True).stdout.split()  # fmt: skip
+    grown_kib, table_kib, count = map(int, out)
+    assert count == 600_000
+    assert grown_kib < 1.3 * table_kib, (grown_kib, table_kib)
+
+
+def test_changes_after_a_checkpoint_match_a_model_through_overlay_merges_and_reopens(
+    tmp_path: Path, rng, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Packs added, chunks moved, packs dropped, checkpoints and reopens in a random order:
+    what the universe answers is what a dict says, whether the changes sit in the overlay
+    (a small overlay here, so it fills and merges often) or in the table."""
+    from orbit_fast.index import universe as universe_mod
+
+    monkeypatch.setattr(universe_mod, "_OVERLAY_SLOTS", 1024)
+    path = str(tmp_path / "u.db")
+    model: dict[bytes, bytes] = {}  # id -> pack name
+    packs: dict[bytes, list[bytes]] = {}  # pack name -> ids
+    u = Universe.open(path)
+    try:
+        for step in range(120):
+            op = rng.random()
+            if op < 0.55 or not packs:
+                n = rng.choice([1, 5, 40, 300, 900])
+                r = rows(rng, n)
+                known = list(model)
+                for i in range(min(n // 4, len(known))):  # some chunks move to this pack
+                    r["id"][i] = np.frombuffer(rng.choice(known), "V32")[0]
+                r = r[np.unique(r["id"], return_index=True)[1]]
+                name = rng.randbytes(32)
+                u.add_pack("r", name, r)
+                ids = [x.tobytes() for x in r["id"]]
+                packs[name] = ids
+                model.update(dict.fromkeys(ids, name))
+            elif op < 0.7:
+                name = rng.choice(sorted(packs))
+                u.drop_packs("r", [name])
+                del packs[name]
+                model = {k: v for k, v in model.items() if v != name}
+            elif op < 0.8:
+                u.checkpoint()
+            else:
+                u.close(checkpoint=rng.random() < 0.5)
+                u = Universe.open(path)
+            assert u.count == len(model), step
+            probe = rng.sample(sorted(model), min(50, len(model))) + [rng.randbytes(32)]
+            got = [loc.pack if loc else None for loc in u.locate("r", probe)]
+            assert got == [model.get(i) for i in probe], step
+    finally:
+        u.close()
