@@ -4,7 +4,7 @@ The thread only builds and writes bytes (the store write releases the GIL, so di
 overlaps the coordinator's work); indexing stays in the caller's thread, which owns the
 universe. A pack is indexed only after its write returned, so the index never points at a
 pack that is not complete. At most `depth` packs wait to be written (memory bound:
-(depth + 1) x pack size).
+(depth + 1) pack buffers, each up to 1.5 x the pack size).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 from orbit_fast.errors import WorkerFailed
 from orbit_fast.index.universe import Universe
-from orbit_fast.repo.pack import PackBuilder
+from orbit_fast.repo.pack import HEADER, PackBuilder
 from orbit_fast.repo.repository import Repository, _records
 
 if TYPE_CHECKING:
@@ -77,13 +77,17 @@ class PackWriter:
 
     def flush(self) -> None:
         """Send the pack being filled to the writer thread (if it holds anything)."""
-        if self.builder.count:
-            ids = self.builder.ids
-            fut = self._pool.submit(self.repo.write_pack, self.builder)
-            self._inflight.append((fut, ids, self.builder.buf))
-            self.builder = self._new_builder()
+        sent = self.builder
+        if sent.count:
+            fut = self._pool.submit(self.repo.write_pack, sent)
+            self._inflight.append((fut, sent.ids, sent.buf))
+            # An empty stand-in until a written pack's buffer is free: taking a buffer first
+            # would hold depth + 2 of them (38 MiB each at 1M small files; #16).
+            self.builder = PackBuilder(bytearray(HEADER.size))
         while len(self._inflight) > self.depth:
             self._index_next()
+        if sent.count:
+            self.builder = self._new_builder()
 
     def _index_next(self) -> None:
         fut, ids, buf = self._inflight.popleft()
