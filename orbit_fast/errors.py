@@ -29,6 +29,10 @@ class ExitCode(IntEnum):
     JOB_FAILED = 15  # `job run --wait`: the hub ran the job and it failed or was cancelled
     HUB = 16  # the hub is unreachable, or refused the request (auth, role, unknown job)
     OUTSIDE_ROOTS = 17  # an end of the run is not reached from an allowed root (nothing touched)
+    WRONG_PASSWORD = 18  # no key of the repository opens with the password given
+    NO_PASSWORD = 19  # an encrypted repository and no password source (file, command, env, tty)
+    KEY_DAMAGED = 20  # a key file of the repository is unreadable or damaged
+    AUTHENTICATION = 21  # a repository object failed authentication (named); the rest was used
     INTERRUPTED = 130  # SIGINT (Ctrl-C): checkpointed, rerun resumes
     TERMINATED = 143  # SIGTERM: checkpointed, rerun resumes
 
@@ -125,6 +129,33 @@ class RepositoryLocked(OrbitError):
 class IntegrityError(OrbitError):
     exit_code = ExitCode.INTEGRITY
     msgid = "integrity"
+
+
+class AuthenticationFailed(IntegrityError):
+    """A sealed object that this repository's key does not open under its kind and name:
+    changed, truncated, moved, or from another repository. `what` names it."""
+
+    exit_code = ExitCode.AUTHENTICATION
+    msgid = "authentication"
+
+    def __init__(self, message: str, what: str = "") -> None:
+        super().__init__(message)
+        self.what = what
+
+
+class WrongPassword(OrbitError):
+    exit_code = ExitCode.WRONG_PASSWORD
+    msgid = "wrong_password"
+
+
+class PasswordMissing(OrbitError):
+    exit_code = ExitCode.NO_PASSWORD
+    msgid = "no_password"
+
+
+class KeyDamaged(OrbitError):
+    exit_code = ExitCode.KEY_DAMAGED
+    msgid = "key_damaged"
 
 
 class RemoteError(OrbitError):

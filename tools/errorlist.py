@@ -38,6 +38,17 @@ MEANING = {
     "OUTSIDE_ROOTS": "a source, destination, repository or restore target is not reached "
     "from an allowed root (ORBIT_ALLOWED_ROOTS) through directories only, now: a symbolic link "
     "in its path, or roots narrowed since the job was made; nothing was touched",
+    "WRONG_PASSWORD": "no key of the encrypted repository opens with the password given; "
+    "check the password file, command or ORBIT_PASSWORD (`orbit-fast key list` with a good "
+    "password shows the keys)",
+    "NO_PASSWORD": "the repository is encrypted and no password was given: use "
+    "--password-file, --password-command, ORBIT_PASSWORD_FILE, ORBIT_PASSWORD_COMMAND, "
+    "ORBIT_PASSWORD, or run on a terminal to be asked",
+    "KEY_DAMAGED": "a key file of the repository is unreadable or damaged (named); another "
+    "key's password still opens it, `orbit-fast key list` shows them",
+    "AUTHENTICATION": "an object of an encrypted repository (snapshot, tree, pack index, blob, "
+    "lock or config, named) failed authentication: changed, truncated, moved or from another "
+    "repository; what does not depend on it was used, and `orbit-fast verify` lists them all",
     "INTERRUPTED": "stopped by SIGINT (Ctrl-C) after a checkpoint; rerun to resume",
     "TERMINATED": "stopped by SIGTERM after a checkpoint; rerun to resume",
 }
