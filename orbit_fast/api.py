@@ -28,18 +28,26 @@ from orbit_fast.config import BackupOptions, SyncOptions, validate, validate_bac
 # The repository commands live below api (they are most of its surface); api re-exports them.
 from orbit_fast.coordinator.repo_commands import (
     Entry,
+    KeyInfo,
+    RepoInfo,
     SnapshotInfo,
+    add_key,
+    change_password,
+    describe_repository,
     diff_snapshots,
     forget,
     init_repository,
     list_entries,
+    list_keys,
     list_snapshots,
     prune,
     rebuild_index,
+    remove_key,
     restore,
     unlock,
     verify,
 )
+from orbit_fast.passwords import PasswordSource
 from orbit_fast.progress import BackupSummary, Event, Summary
 
 if TYPE_CHECKING:
@@ -47,10 +55,12 @@ if TYPE_CHECKING:
     from orbit_fast.index.state_file import StateClaims
     from orbit_fast.workers.pool import WorkerPool
 
-__all__ = ["BackupOptions", "CancelToken", "Engine", "Entry", "SnapshotInfo", "SyncOptions",
-           "WorkerStats", "backup", "backup_state", "diff_snapshots", "forget", "init_repository",
-           "list_entries", "list_snapshots", "open_private", "prune", "rebuild_index", "restore",
-           "restore_state", "sync", "unlock", "verify"]  # fmt: skip
+__all__ = ["BackupOptions", "CancelToken", "Engine", "Entry", "KeyInfo", "PasswordSource",
+           "RepoInfo", "SnapshotInfo", "SyncOptions", "WorkerStats", "add_key", "backup",
+           "backup_state", "change_password", "describe_repository", "diff_snapshots", "forget",
+           "init_repository", "list_entries", "list_keys", "list_snapshots", "open_private",
+           "prune", "rebuild_index", "remove_key", "restore", "restore_state", "sync", "unlock",
+           "verify"]  # fmt: skip
 
 
 def sync(
@@ -132,7 +142,10 @@ def backup(
         A directory, and a repository path. Ignored when `options` is given.
     options
         A complete `BackupOptions`; otherwise built from the arguments and `fields` (filters,
-        concurrency, codec, tags, db_path, universe_path, s3_endpoint).
+        concurrency, codec, tags, db_path, universe_path, s3_endpoint, password_file,
+        password_command, insecure_no_encryption). An encrypted repository's password comes
+        from password_file or password_command, else ORBIT_PASSWORD_FILE,
+        ORBIT_PASSWORD_COMMAND or ORBIT_PASSWORD (passwords.py).
     on_event, cancel, workers, claims
         As for `sync()` (`claims` then cover the universe index too).
 
@@ -144,7 +157,8 @@ def backup(
     Raises
     ------
     OrbitError
-        SourceError, RepositoryError, RepositoryLocked, DiskFull, Interrupted, ...
+        SourceError, RepositoryError, RepositoryLocked, DiskFull, Interrupted,
+        PasswordMissing, WrongPassword, KeyDamaged, AuthenticationFailed, ...
     """
     from orbit_fast.coordinator.backup import Backup
 

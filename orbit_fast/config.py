@@ -13,6 +13,7 @@ from pathlib import Path
 import msgspec
 
 from orbit_fast.errors import UsageError
+from orbit_fast.passwords import PasswordSource
 
 MIB = 1 << 20
 # 4 MiB: on the 2 GB bench tree 1, 4 and 8 MiB blocks tie (580-614 MB/s into tmpfs) while
@@ -116,10 +117,21 @@ class BackupOptions(msgspec.Struct, kw_only=True, frozen=True):
     s3_endpoint: str = ""  # for s3:// sources and repositories ("" = ORBIT_S3_ENDPOINT, else AWS)
     allowed_roots: tuple[str, ...] = ()  # as SyncOptions: source and repository
     protected_paths: tuple[str, ...] = ()
+    # Where an encrypted repository's password is (passwords.py): a path or a command line,
+    # never the password itself; "" for both: ORBIT_PASSWORD_FILE, ..._COMMAND, ORBIT_PASSWORD
+    # or a terminal.
+    password_file: str = ""
+    password_command: str = ""
+    # A repository this backup creates is not encrypted (shown by `snapshots` and the hub).
+    insecure_no_encryption: bool = False
 
     @property
     def workers(self) -> int:
         return self.concurrency or (os.cpu_count() or 1)
+
+    @property
+    def password(self) -> PasswordSource:
+        return PasswordSource(file=self.password_file, command=self.password_command)
 
 
 def resolve_state_paths(db_path: str, universe_path: str) -> tuple[str, str]:

@@ -145,6 +145,10 @@ class ChunkRange(_Msg, frozen=True):
     key: bytes
     # A remote source (backup of s3:// or smb://): the parts' paths are object names there.
     src_url: str = ""
+    # An encrypted repository: its encryption key and id; each blob is sealed (crypto.py)
+    # under its chunk id after compression, in the worker, where the CPU is.
+    seal_key: bytes = b""
+    seal_repo: bytes = b""
 
 
 # ---- sync between stores (coordinator/sync/object_copies.py, workers/objects.py) -----------------

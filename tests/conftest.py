@@ -14,6 +14,7 @@ import pytest
 import xxhash
 
 ORBIT = [sys.executable, "-m", "orbit_fast"]
+TEST_PASSWORD = "correct horse battery staple"
 # Set by .ci/run: there, a backend suite that cannot start its server fails instead of skipping.
 REQUIRE_SERVERS = os.environ.get("ORBIT_TEST_REQUIRE_SERVERS") == "1"
 
@@ -25,6 +26,12 @@ def _isolated_state(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytes
             monkeypatch.delenv(key)
     state = tmp_path_factory.mktemp("state")
     monkeypatch.setenv("XDG_STATE_HOME", str(state))
+    # Every repository a test makes is encrypted with this password (the default), with a
+    # cheap key derivation: 8 MiB and one pass instead of 64 MiB and three, so the hundreds
+    # of opens in the suite do not each cost 0.1 s. Tests of passwords unset or change it.
+    monkeypatch.setenv("ORBIT_PASSWORD", TEST_PASSWORD)
+    monkeypatch.setenv("ORBIT_KDF_MEMORY_MIB", "8")
+    monkeypatch.setenv("ORBIT_KDF_TIME", "1")
 
 
 class SeededRandom(random.Random):
@@ -200,3 +207,14 @@ def child_pids(pid: int, marker: str) -> list[int]:
         if ppid == pid and marker.encode() in cmd:
             found.append(int(entry))
     return found
+
+
+def sealed_lock(repo: Path, holder: dict) -> bytes:
+    """A repository lock's content as a holder writes it: sealed (one that fails
+    authentication is taken for torn, and so stale)."""
+    from orbit_fast.crypto import LOCK
+    from orbit_fast.repo.repository import Repository
+
+    with Repository.open(str(repo)) as r:
+        assert r.sealer is not None
+        return r.sealer.seal(LOCK, b"locks/exclusive", json.dumps(holder).encode())

@@ -274,8 +274,12 @@ class Backup:
                 raise SourceError(f"the backup source {opts.source} is not a directory (or is "
                                   f"missing: {exc.strerror}); check the path") from exc
         try:
-            repo = Repository.open_or_init(opts.repository, opts.codec or "zstd:3",
-                                           opts.s3_endpoint)  # fmt: skip
+            repo = Repository.open_or_init(
+                opts.repository, opts.codec or "zstd:3", opts.s3_endpoint,
+                password=opts.password, encrypt=not opts.insecure_no_encryption,
+                warn=lambda message: self.emit(p.Warning(msgid="password", path="",
+                                                         message=message)),
+            )  # fmt: skip
             with repo:
                 repo.lock("backup")
                 self.ledger.open(f"backup:{opts.source}->{repo.store.url}", repo.store.url)
@@ -320,7 +324,8 @@ class Backup:
         self.ledger.started(workers=opts.workers, block_bytes=repo.config.avg_size)
         self.reader = TreeReader(repo, universe)
         writer = self.writer = PackWriter(repo, universe)
-        self.trees = TreeWriter(writer, repo.config.key_bytes)
+        self.trees = TreeWriter(writer, repo.config.key_bytes,
+                                repo.seal_blob if repo.encrypted else None)  # fmt: skip
         self.remote = self.src is not None
         rules = FilterRules(opts.filters)
         if self.remote:
@@ -359,7 +364,7 @@ class Backup:
                     src_url=opts.source if self.remote else "",
                     sizes=self.object_sizes if self.remote else None,
                     shared=self.shared_pool, s3_endpoint=opts.s3_endpoint,
-                    tree=self.tree, idents=self.idents,
+                    tree=self.tree, idents=self.idents, seal=repo.seal_keys(),
                 ):  # fmt: skip
                     f = self.inflight[path]
                     f.chunks.append(rec.chunk_id)

@@ -21,11 +21,10 @@ import blake3
 
 from orbit_fast import progress as p
 from orbit_fast.compression import CorruptBlob, decompress
-from orbit_fast.errors import ExitCode, IntegrityError, RepositoryError
+from orbit_fast.errors import AuthenticationFailed, ExitCode, IntegrityError, RepositoryError
 from orbit_fast.hashing import chunk_id
 from orbit_fast.index.universe import Universe
 from orbit_fast.names import shown
-from orbit_fast.repo import pack as packfmt
 from orbit_fast.repo.repository import Repository
 from orbit_fast.repo.tree import MAX_TREE_BYTES, join
 from orbit_fast.repo.trees import TreeReader
@@ -43,6 +42,7 @@ def verify(repo: Repository, universe: Universe, quick: bool,
     damaged: dict[bytes, str] = {}
     problems: list[str] = []
     bytes_read = chunks = 0
+    auth_failed = False  # some object failed authentication: its own exit code
     packs = repo.pack_names()
     for name, size in packs.items():
         label = name.hex()[:12]
@@ -55,7 +55,11 @@ def verify(repo: Repository, universe: Universe, quick: bool,
             data = repo.store.read(repo.pack_path(name))
             bytes_read += len(data)
             whole_ok = blake3.blake3(data).digest() == name
-            entries = packfmt.read_index_from(label, data)
+            entries = repo.read_index_from(name, data)
+        except AuthenticationFailed as exc:
+            problems.append(f"pack {label}: {exc}")
+            auth_failed = True
+            continue
         except RepositoryError as exc:
             problems.append(f"pack {label}: {exc}")
             continue
@@ -67,9 +71,13 @@ def verify(repo: Repository, universe: Universe, quick: bool,
             cid, off, stored = e["id"].tobytes(), int(e["offset"]), int(e["stored"])
             chunks += 1
             try:
-                raw = decompress(view[off : off + stored], max_bytes=max_raw)
+                blob = repo.open_blob(cid, view[off : off + stored])
+                raw = decompress(blob, max_bytes=max_raw)
                 ok = chunk_id(key, raw) == cid and len(raw) == int(e["raw"])
                 why = "its content does not match its id"
+            except AuthenticationFailed:
+                ok, why = False, "it failed authentication"
+                auth_failed = True
             except CorruptBlob as exc:
                 ok, why = False, str(exc)
             if ok:
@@ -87,10 +95,13 @@ def verify(repo: Repository, universe: Universe, quick: bool,
             snap = repo.load_snapshot(sname)
         except (RepositoryError, IntegrityError) as exc:
             problems.append(str(exc))
+            auth_failed |= isinstance(exc, AuthenticationFailed)
             continue
 
         def bad_tree(exc: IntegrityError, sname: str = sname) -> None:
+            nonlocal auth_failed
             problems.append(f"snapshot {sname[:8]}: {exc}")
+            auth_failed |= isinstance(exc, AuthenticationFailed)
 
         for where, run in reader.walk(snap.tree, walked, bad_tree):
             for e in run:
@@ -103,7 +114,8 @@ def verify(repo: Repository, universe: Universe, quick: bool,
                         f"chunk {cid.hex()[:16]}: {why}"
                     )
     summary = p.VerifySummary(
-        exit_code=int(ExitCode.INTEGRITY if problems else ExitCode.OK), quick=quick,
+        exit_code=int(ExitCode.AUTHENTICATION if auth_failed else
+                      ExitCode.INTEGRITY if problems else ExitCode.OK), quick=quick,
         packs=len(packs), chunks=chunks, bytes_read=bytes_read, snapshots=len(snaps),
         problems=problems[:MAX_LISTED], elapsed_s=round(time.monotonic() - t0, 3),
     )  # fmt: skip

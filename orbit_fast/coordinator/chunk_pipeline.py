@@ -18,6 +18,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING
 
+from orbit_fast import crypto
 from orbit_fast import messages as m
 from orbit_fast.chunking import ChunkerParams
 from orbit_fast.compression import HEADER, parse_codec
@@ -51,6 +52,7 @@ def chunk_files(
     s3_endpoint: str = "",
     tree: Tree | None = None,
     idents: dict[str, m.Ident] | None = None,
+    seal: tuple[bytes, bytes] = (b"", b""),
 ) -> Iterator[tuple[str, m.ChunkRecord, memoryview]]:
     """Yield (path, chunk record, blob view) for every chunk of every file, in order per file.
     The view is valid until the next item is asked for.
@@ -64,7 +66,8 @@ def chunk_files(
     `s3_endpoint` is the run's for an s3:// `src_url` ("": ORBIT_S3_ENDPOINT). With `tree`
     the paths are relative to it (the workers reach them without following a symlink) and
     `idents` says which file each one is: its size, and the fstat the worker checks after
-    each read (another file, or one changed meanwhile, fails that file).
+    each read (another file, or one changed meanwhile, fails that file). `seal`: an
+    encrypted repository's (encryption key, id): the blobs come sealed.
     """
     params.validate()
     parse_codec(codec)  # a bad spec fails here, not in every worker
@@ -85,7 +88,9 @@ def chunk_files(
     in_cap = max(range_bytes, params.max_size)
     # Output: every chunk's blob is at most its raw bytes plus a header (raw fallback); a part
     # may end in a chunk shorter than min_size, so each part adds one more header.
-    out_cap = in_cap + HEADER.size * (in_cap // params.min_size + 2 + MAX_PARTS)
+    # Sealed, each grows by crypto.OVERHEAD more.
+    out_cap = in_cap + (HEADER.size + crypto.OVERHEAD) * (in_cap // params.min_size + 2
+                                                          + MAX_PARTS)  # fmt: skip
     # task owner: [(path, size)] of its parts; a result's slot is released once its blobs
     # have been handed out.
     trees = [m.TreeRef(os.fsencode(tree.path), tree.dev, tree.ino)] if tree is not None else []
@@ -153,6 +158,7 @@ def chunk_files(
                     task_id=0, slot=slot, parts=parts, out_at=in_cap,
                     min_size=params.min_size, avg_size=params.avg_size,
                     max_size=params.max_size, codec=codec, key=key, src_url=src_url,
+                    seal_key=seal[0], seal_repo=seal[1],
                 )  # fmt: skip
                 board.send(owners, "chunk", 0, slot, task)
             if not board.tasks:

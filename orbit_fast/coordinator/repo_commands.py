@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from orbit_fast.cancel import CancelToken
 from orbit_fast.config import resolve_state_paths
-from orbit_fast.errors import UsageError
+from orbit_fast.errors import OrbitError, UsageError
+from orbit_fast.passwords import PasswordSource
 from orbit_fast.progress import Event, PruneSummary, RestoreSummary, VerifySummary
 
 if TYPE_CHECKING:
@@ -52,11 +53,21 @@ class Entry(NamedTuple):
     chunks: int  # how many chunks the file's content is stored in
 
 
+def warn(message: str) -> None:
+    """A warning from opening a repository (a password file others can read): to stderr,
+    where the CLI's and the hub's messages go."""
+    import sys
+
+    print(f"orbit-fast: warning: {message}", file=sys.stderr, flush=True)
+
+
 def _quiet(ev: Event) -> None:
     pass
 
 
-def init_repository(url: str, codec: str = "zstd:3", *, s3_endpoint: str = "") -> str:
+def init_repository(url: str, codec: str = "zstd:3", *, s3_endpoint: str = "",
+                    password: PasswordSource | None = None,
+                    insecure_no_encryption: bool = False) -> str:  # fmt: skip
     """Create an empty repository at `url`.
 
     Parameters
@@ -82,27 +93,30 @@ def init_repository(url: str, codec: str = "zstd:3", *, s3_endpoint: str = "") -
     """
     from orbit_fast.repo.repository import Repository
 
-    repo = Repository.init(url, codec, s3_endpoint=s3_endpoint)
+    repo = Repository.init(url, codec, s3_endpoint=s3_endpoint, password=password,
+                           encrypt=not insecure_no_encryption, warn=warn)  # fmt: skip
     repo.close()
     return repo.id
 
 
 @contextmanager
 def locked_repository(url: str, operation: str, universe_path: str = "", db_path: str = "",
-                      s3_endpoint: str = "") -> Iterator[tuple[Repository, Universe]]:  # fmt: skip
+                      s3_endpoint: str = "", password: PasswordSource | None = None
+                      ) -> Iterator[tuple[Repository, Universe]]:  # fmt: skip
     """The repository, locked, and the universe index (the operations that read chunk
     locations reconcile it with the repository themselves, once)."""
     from orbit_fast.index.universe import Universe
     from orbit_fast.repo.repository import Repository
 
     _, upath = resolve_state_paths(db_path, universe_path)
-    with Repository.open(url, s3_endpoint) as repo:
+    with Repository.open(url, s3_endpoint, password=password, warn=warn) as repo:
         repo.lock(operation)
         with Universe.open(upath) as universe:
             yield repo, universe
 
 
-def list_snapshots(repository: str, *, s3_endpoint: str = "") -> list[SnapshotInfo]:
+def list_snapshots(repository: str, *, s3_endpoint: str = "",
+                   password: PasswordSource | None = None) -> list[SnapshotInfo]:  # fmt: skip
     """The snapshots of `repository`, oldest first (headers only: one small read each).
 
     Parameters
@@ -123,7 +137,7 @@ def list_snapshots(repository: str, *, s3_endpoint: str = "") -> list[SnapshotIn
     """
     from orbit_fast.repo.repository import Repository
 
-    with Repository.open(repository, s3_endpoint) as repo:
+    with Repository.open(repository, s3_endpoint, password=password, warn=warn) as repo:
         snaps = repo.snapshots()
     return [SnapshotInfo(name, s.time_ns, s.hostname, s.source, s.tags, s.parent, s.files_total,
                          s.bytes_total, s.bytes_added) for name, s in snaps]  # fmt: skip
@@ -131,7 +145,8 @@ def list_snapshots(repository: str, *, s3_endpoint: str = "") -> list[SnapshotIn
 
 @contextmanager
 def reading_repository(
-    url: str, universe_path: str = "", db_path: str = "", s3_endpoint: str = ""
+    url: str, universe_path: str = "", db_path: str = "", s3_endpoint: str = "",
+    password: PasswordSource | None = None,
 ) -> Iterator[tuple[Repository, TreeReader]]:
     """The repository, not locked (reading trees while a backup adds packs is safe: packs
     are written whole), the universe reconciled with it, and a reader of its trees."""
@@ -140,13 +155,15 @@ def reading_repository(
     from orbit_fast.repo.trees import TreeReader
 
     _, upath = resolve_state_paths(db_path, universe_path)
-    with Repository.open(url, s3_endpoint) as repo, Universe.open(upath) as universe:
+    with (Repository.open(url, s3_endpoint, password=password, warn=warn) as repo,
+          Universe.open(upath) as universe):  # fmt: skip
         repo.sync_index(universe)
         yield repo, TreeReader(repo, universe)
 
 
 def list_entries(repository: str, snapshot: str, path: str = "", *, universe_path: str = "",
-                 db_path: str = "", s3_endpoint: str = "") -> Iterator[Entry]:  # fmt: skip
+                 db_path: str = "", s3_endpoint: str = "",
+                 password: PasswordSource | None = None) -> Iterator[Entry]:  # fmt: skip
     """What `snapshot` holds at or below `path` ("" or "/": everything), depth first: each
     directory before its entries, names in byte order. Streams: one directory's tree is held
     at a time, and only the trees on `path` and below it are read.
@@ -178,7 +195,8 @@ def list_entries(repository: str, snapshot: str, path: str = "", *, universe_pat
     from orbit_fast.names import shown
     from orbit_fast.repo.tree import DIR, components
 
-    with reading_repository(repository, universe_path, db_path, s3_endpoint) as (repo, reader):
+    with reading_repository(repository, universe_path, db_path, s3_endpoint,
+                            password) as (repo, reader):  # fmt: skip
         _, snap = repo.resolve(snapshot)
         parts = components(path)
         top = reader.find(snap.root, parts)
@@ -215,7 +233,7 @@ def _below(reader: TreeReader, rel: bytes, d: TreeEntry) -> Iterator[tuple[bytes
 
 def diff_snapshots(
     repository: str, snap1: str, snap2: str, *, universe_path: str = "", db_path: str = "",
-    s3_endpoint: str = "",
+    s3_endpoint: str = "", password: PasswordSource | None = None,
 ) -> Iterator[tuple[str, bytes]]:
     """What changed from `snap1` to `snap2` ("latest" or id prefixes). Streams, depth first;
     a subdirectory whose tree is the same in both is skipped without being read.
@@ -244,7 +262,8 @@ def diff_snapshots(
     from orbit_fast.repo.snapshot import Snapshot
     from orbit_fast.repo.tree import DIR
 
-    with reading_repository(repository, universe_path, db_path, s3_endpoint) as (repo, reader):
+    with reading_repository(repository, universe_path, db_path, s3_endpoint,
+                            password) as (repo, reader):  # fmt: skip
         a: Snapshot = repo.resolve(snap1)[1]
         b: Snapshot = repo.resolve(snap2)[1]
 
@@ -302,6 +321,7 @@ def restore(
     db_path: str = "",
     s3_endpoint: str = "",
     allowed_roots: tuple[str, ...] = (),
+    password: PasswordSource | None = None,
 ) -> RestoreSummary:
     """Restore `paths` (default: everything) of `snapshot` into `target`.
 
@@ -341,15 +361,15 @@ def restore(
     from orbit_fast.coordinator.restore import restore as run
 
     with locked_repository(repository, "restore", universe_path, db_path,
-                           s3_endpoint) as (repo, universe):  # fmt: skip
+                           s3_endpoint, password) as (repo, universe):  # fmt: skip
         _, snap = repo.resolve(snapshot)
         return run(repo, universe, snap, target, paths, on_event or _quiet,
                    cancel or CancelToken(), allowed_roots)  # fmt: skip
 
 
 def verify(repository: str, quick: bool = False, *, on_event: Callable[[Event], None] | None = None,
-           universe_path: str = "", db_path: str = "",
-           s3_endpoint: str = "") -> VerifySummary:  # fmt: skip
+           universe_path: str = "", db_path: str = "", s3_endpoint: str = "",
+           password: PasswordSource | None = None) -> VerifySummary:  # fmt: skip
     """Check every pack and chunk against its id, or (`quick`) the structure only.
 
     Parameters
@@ -377,7 +397,7 @@ def verify(repository: str, quick: bool = False, *, on_event: Callable[[Event], 
     from orbit_fast.coordinator.check import verify as run
 
     with locked_repository(repository, "verify", universe_path, db_path,
-                           s3_endpoint) as (repo, universe):  # fmt: skip
+                           s3_endpoint, password) as (repo, universe):  # fmt: skip
         return run(repo, universe, quick, on_event or _quiet)
 
 
@@ -394,6 +414,7 @@ def forget(
     universe_path: str = "",
     db_path: str = "",
     s3_endpoint: str = "",
+    password: PasswordSource | None = None,
 ) -> list[str]:
     """Delete the snapshots the retention policy does not keep (per host and source).
 
@@ -427,7 +448,7 @@ def forget(
     from orbit_fast.coordinator.prune import prune as run_prune
 
     with locked_repository(repository, "forget", universe_path, db_path,
-                           s3_endpoint) as (repo, universe):  # fmt: skip
+                           s3_endpoint, password) as (repo, universe):  # fmt: skip
         drop = plan_forget(repo.snapshots(), keep_last, keep_daily, keep_weekly, keep_monthly)
         if dry_run:
             return drop
@@ -439,8 +460,8 @@ def forget(
 
 
 def prune(repository: str, *, on_event: Callable[[Event], None] | None = None,
-          universe_path: str = "", db_path: str = "",
-          s3_endpoint: str = "") -> PruneSummary:  # fmt: skip
+          universe_path: str = "", db_path: str = "", s3_endpoint: str = "",
+          password: PasswordSource | None = None) -> PruneSummary:  # fmt: skip
     """Delete chunks no snapshot references; rewrite packs that are mostly dead (crash-safe).
 
     Parameters
@@ -463,11 +484,12 @@ def prune(repository: str, *, on_event: Callable[[Event], None] | None = None,
     from orbit_fast.coordinator.prune import prune as run
 
     with locked_repository(repository, "prune", universe_path, db_path,
-                           s3_endpoint) as (repo, universe):  # fmt: skip
+                           s3_endpoint, password) as (repo, universe):  # fmt: skip
         return run(repo, universe, on_event or _quiet)
 
 
-def unlock(repository: str, *, s3_endpoint: str = "") -> dict[str, Any] | None:
+def unlock(repository: str, *, s3_endpoint: str = "",
+           password: PasswordSource | None = None) -> dict[str, Any] | None:  # fmt: skip
     """Remove the repository's lock whoever holds it, then delete what a dead holder left.
 
     Only for a lock whose process is gone: a lock of a dead process on this host is cleared
@@ -492,12 +514,13 @@ def unlock(repository: str, *, s3_endpoint: str = "") -> dict[str, Any] | None:
     """
     from orbit_fast.repo.repository import Repository
 
-    with Repository.open(repository, s3_endpoint) as repo:
+    with Repository.open(repository, s3_endpoint, password=password, warn=warn) as repo:
         return repo.force_unlock()
 
 
 def rebuild_index(repository: str, *, universe_path: str = "", db_path: str = "",
-                  s3_endpoint: str = "") -> int:  # fmt: skip
+                  s3_endpoint: str = "",
+                  password: PasswordSource | None = None) -> int:  # fmt: skip
     """Forget everything the universe knows about the repository and index its packs again
     from the pack files.
 
@@ -518,7 +541,102 @@ def rebuild_index(repository: str, *, universe_path: str = "", db_path: str = ""
     RepositoryError, RepositoryLocked
     """
     with locked_repository(repository, "index rebuild", universe_path, db_path,
-                           s3_endpoint) as (repo, u):  # fmt: skip
+                           s3_endpoint, password) as (repo, u):  # fmt: skip
         u.drop_packs(repo.id, list(u.packs_of(repo.id)))
         added, _ = repo.sync_index(u)
         return added
+
+
+class RepoInfo(NamedTuple):
+    """What `describe_repository` says of a repository (its config)."""
+
+    id: str
+    format: int
+    encryption: str  # "aes-256-gcm", or "none" (made with --insecure-no-encryption)
+    codec: str
+    keys: int  # key files (0 when not encrypted)
+
+
+def describe_repository(repository: str, *, s3_endpoint: str = "",
+                        password: PasswordSource | None = None
+                        ) -> tuple[RepoInfo, list[SnapshotInfo]]:  # fmt: skip
+    """The repository's config and its snapshots (one open, so one password read).
+
+    Raises
+    ------
+    RepositoryError, WrongPassword, PasswordMissing, KeyDamaged, AuthenticationFailed
+    """
+    from orbit_fast.repo.repository import Repository
+
+    with Repository.open(repository, s3_endpoint, password=password, warn=warn) as repo:
+        cfg = repo.config
+        keys = len(repo.list_keys()) if repo.encrypted else 0
+        info = RepoInfo(cfg.id, cfg.format, cfg.encryption, cfg.codec, keys)
+        bad: list[tuple[str, OrbitError]] = []
+        snaps = repo.snapshots(bad)
+        for _name, exc in bad:  # listed by verify too; the others are still usable
+            warn(f"{exc}; it is left out")
+    return info, [SnapshotInfo(name, s.time_ns, s.hostname, s.source, s.tags, s.parent,
+                               s.files_total, s.bytes_total, s.bytes_added)
+                  for name, s in snaps]  # fmt: skip
+
+
+class KeyInfo(NamedTuple):
+    name: str  # 64 hex digits; `key remove` takes a unique prefix
+    created: str
+    hostname: str
+    username: str
+    kdf_memory_kib: int
+    kdf_time: int
+    current: bool  # the key the password given opened
+
+
+def list_keys(repository: str, *, s3_endpoint: str = "",
+              password: PasswordSource | None = None) -> list[KeyInfo]:  # fmt: skip
+    """The key files of an encrypted repository; `current` marks the one `password` opens."""
+    from orbit_fast.repo.repository import Repository
+
+    with Repository.open(repository, s3_endpoint, password=password, warn=warn) as repo:
+        return [KeyInfo(k.name, k.created, k.hostname, k.username, k.kdf.memory_kib,
+                        k.kdf.time, k.current) for k in repo.list_keys()]  # fmt: skip
+
+
+def add_key(repository: str, new_password: PasswordSource, *, s3_endpoint: str = "",
+            password: PasswordSource | None = None, kdf_memory_mib: int | None = None,
+            kdf_time: int | None = None) -> str:  # fmt: skip
+    """Add a key that opens the repository with the password from `new_password` (a file or
+    command; empty: asked twice on the terminal). Returns the new key's name."""
+    return _new_key(repository, new_password, False, s3_endpoint, password, kdf_memory_mib,
+                    kdf_time)  # fmt: skip
+
+
+def change_password(repository: str, new_password: PasswordSource, *, s3_endpoint: str = "",
+                    password: PasswordSource | None = None, kdf_memory_mib: int | None = None,
+                    kdf_time: int | None = None) -> str:  # fmt: skip
+    """Replace the key `password` opens with one for `new_password`: the new key is written
+    before the old is removed, so a crash leaves a repository that opens with either."""
+    return _new_key(repository, new_password, True, s3_endpoint, password, kdf_memory_mib,
+                    kdf_time)  # fmt: skip
+
+
+def _new_key(repository: str, new_password: PasswordSource, replace: bool, s3_endpoint: str,
+             password: PasswordSource | None, kdf_memory_mib: int | None,
+             kdf_time: int | None) -> str:  # fmt: skip
+    from orbit_fast.passwords import read_new_password
+    from orbit_fast.repo.keys import kdf_from_env
+    from orbit_fast.repo.repository import Repository
+
+    kdf = kdf_from_env(kdf_memory_mib, kdf_time)
+    with Repository.open(repository, s3_endpoint, password=password, warn=warn) as repo:
+        pw = read_new_password(new_password, warn)
+        return repo.change_password(pw, kdf) if replace else repo.add_key(pw, kdf)
+
+
+def remove_key(repository: str, name: str, *, s3_endpoint: str = "",
+               password: PasswordSource | None = None) -> None:
+    """Delete the key whose name starts with `name`: not the last one, nor the one
+    `password` opens."""
+    from orbit_fast.repo.repository import Repository
+
+    with Repository.open(repository, s3_endpoint, password=password, warn=warn) as repo:
+        repo.remove_key(name)

@@ -34,7 +34,14 @@ from orbit_fast import progress as p
 from orbit_fast.cancel import CancelToken
 from orbit_fast.compression import CorruptBlob, decompress
 from orbit_fast.confine import Tree
-from orbit_fast.errors import DestinationError, ExitCode, IntegrityError, Interrupted, UsageError
+from orbit_fast.errors import (
+    AuthenticationFailed,
+    DestinationError,
+    ExitCode,
+    IntegrityError,
+    Interrupted,
+    UsageError,
+)
 from orbit_fast.hashing import chunk_id
 from orbit_fast.index.universe import Universe
 from orbit_fast.names import shown
@@ -148,6 +155,7 @@ class _Restore:
         self.as_root = os.geteuid() == 0
         self.counters = p.Counters()
         self.problems: list[str] = []
+        self.auth_failed = False  # a problem was an object failing authentication
 
     def todo(self, rel: bytes, d: Entry, want: Want) -> Iterator[tuple[Entry, Want]]:
         """The entries of directory `d` to restore, with what is wanted below each: all of
@@ -181,7 +189,14 @@ class _Restore:
                     raise Interrupted("restore interrupted; rerun it to resume",
                                       cancel.exit_code or ExitCode.INTERRUPTED)  # fmt: skip
                 top = stack[-1]
-                item = next(top.todo, None)
+                try:
+                    item = next(top.todo, None)
+                except IntegrityError as exc:  # its tree (or a page): the rest is restored
+                    where = shown(top.rel) or "/"
+                    self.problems.append(f"{where}: {exc}")
+                    self.auth_failed |= isinstance(exc, AuthenticationFailed)
+                    self.on_event(p.Warning(msgid="integrity", path=where, message=str(exc)))
+                    item = None
                 if item is None:  # everything below it is done: its links, then its metadata
                     try:
                         for link in top.links:
@@ -223,16 +238,19 @@ class _Restore:
         counters.scan_done = True
         problems = self.problems
         summary = p.RestoreSummary(
-            exit_code=int(ExitCode.INTEGRITY if problems else ExitCode.OK),
+            exit_code=int(ExitCode.AUTHENTICATION if self.auth_failed else
+                          ExitCode.INTEGRITY if problems else ExitCode.OK),
             files_restored=restored, files_skipped=skipped, bytes_total=counters.bytes_total,
             problems=problems, elapsed_s=round(time.monotonic() - t0, 3),
         )  # fmt: skip
         self.on_event(summary)
         if problems:
-            raise IntegrityError(
-                f"{len(problems)} files could not be restored because chunks are missing or "
-                f"damaged (first: {problems[0]}); every other file was restored. Run "
-                "`orbit-fast verify` to see what else is affected"
+            error = AuthenticationFailed if self.auth_failed else IntegrityError
+            raise error(
+                f"{len(problems)} files or directories could not be restored because chunks "
+                f"or trees are missing, damaged or fail authentication (first: {problems[0]}); "
+                "every other file was restored. Run `orbit-fast verify` to see what else is "
+                "affected"
             )
         return summary
 
@@ -300,7 +318,10 @@ class _Restore:
             for cid, loc in zip(ids, locs, strict=True):
                 assert loc is not None
                 try:
-                    data = decompress(self.repo.read_blob(loc), max_bytes=max_raw)
+                    data = decompress(self.repo.read_blob(cid, loc), max_bytes=max_raw)
+                except AuthenticationFailed:
+                    self.auth_failed = True
+                    return f"chunk {cid.hex()[:16]} failed authentication (changed or moved)"
                 except CorruptBlob as exc:
                     return f"chunk {cid.hex()[:16]} is damaged ({exc})"
                 if chunk_id(self.key, data) != cid:

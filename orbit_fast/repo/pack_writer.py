@@ -51,10 +51,10 @@ class PackWriter:
 
     def _new_builder(self) -> PackBuilder:
         if self._free:
-            return PackBuilder(self._free.pop())
+            return self.repo.new_builder(self._free.pop())
         # Grown as it fills (and kept so when pooled): a pack of small files' blobs, sent at
         # MAX_PACK_BLOBS, never touches the pages a full pack would.
-        return PackBuilder(bytearray(START_BYTES))
+        return self.repo.new_builder(bytearray(START_BYTES))
 
     def has(self, chunk_id: bytes) -> bool:
         """Stored already, or on its way: in a pack being filled or written."""

@@ -1,28 +1,38 @@
 """Snapshots: what one backup saw, as a small object naming its root directory's tree.
 
-File: "ORBSNAP2", uint32 flags (0: plain; reserved for encryption), uint32 length of the
-header; the header (msgpack `Snapshot`: time, host, source, tags, parent, counts and the root
-directory's entry, whose `subtree` is the root tree's id). The file list itself is the tree of
-trees below that id (repo/tree.py), stored in packs: a snapshot of an unchanged source is a
-few hundred bytes. Named by the BLAKE3-256 of the file; written last in a backup, whole, by one
-atomic store write: a crash leaves the old set of snapshots or the new.
+File: "ORBSNAP3", uint32 flags (1: sealed), uint32 length of the header; the header (msgpack
+`Snapshot`: time, host, source, tags, parent, counts and the root directory's entry, whose
+`subtree` is the root tree's id). The file list itself is the tree of trees below that id
+(repo/tree.py), stored in packs: a snapshot of an unchanged source is a few hundred bytes.
+Written last in a backup, whole, by one atomic store write: a crash leaves the old set of
+snapshots or the new.
 
-Format 1 snapshots ("ORBSNAP1", one list of every node) are refused with a message: no
-repository of that format was deployed, so none is read.
+Its name: in an encrypted repository, the keyed BLAKE3-256 (the chunk-id key) of the header,
+which is sealed with that name as associated data, so a snapshot copied or replayed under
+another name fails authentication; in an unencrypted one, the BLAKE3-256 of the file.
+
+Snapshots of earlier formats ("ORBSNAP1", "ORBSNAP2") are refused with a message: no
+repository of those formats was deployed, so none is read.
 """
 
 from __future__ import annotations
 
 import struct
+from typing import TYPE_CHECKING
 
 import blake3
 import msgspec
 
+from orbit_fast import crypto
 from orbit_fast.errors import IntegrityError, RepositoryError
 from orbit_fast.repo.tree import DIR, Entry, check_entry
 
-MAGIC = b"ORBSNAP2"
-OLD_MAGIC = b"ORBSNAP1"
+if TYPE_CHECKING:
+    from orbit_fast.crypto import Sealer
+
+MAGIC = b"ORBSNAP3"
+OLD_MAGICS = (b"ORBSNAP1", b"ORBSNAP2")
+FLAG_SEALED = 1
 HEADER = struct.Struct("<8sII")
 HEADER_MAX_BYTES = 16 << 20  # time, host, source, tags: a few hundred bytes in practice
 
@@ -51,18 +61,22 @@ class Snapshot(msgspec.Struct, kw_only=True, frozen=True):
 _decoder = msgspec.msgpack.Decoder(Snapshot)
 
 
-def encode(snap: Snapshot) -> tuple[str, bytes]:
+def encode(snap: Snapshot, sealer: Sealer | None, id_key: bytes) -> tuple[str, bytes]:
     header = msgspec.msgpack.encode(snap)
-    data = HEADER.pack(MAGIC, 0, len(header)) + header
-    return blake3.blake3(data).hexdigest(), data
+    if sealer is None:
+        data = HEADER.pack(MAGIC, 0, len(header)) + header
+        return blake3.blake3(data).hexdigest(), data
+    name = blake3.blake3(header, key=id_key).hexdigest()
+    body = sealer.seal(crypto.SNAPSHOT, name.encode(), header)
+    return name, HEADER.pack(MAGIC, FLAG_SEALED, len(body)) + body
 
 
 def header_length(name: str, head: bytes) -> int:
     """Bytes from the start of the file to the end of the header (from its first 16 bytes)."""
-    if head[:8] == OLD_MAGIC:
+    if head[:8] in OLD_MAGICS:
         raise RepositoryError(
-            f"snapshot {name[:8]} is of repository format 1, which this orbit-fast does not "
-            "read (format 2 stores directories as trees); back up into a new repository"
+            f"snapshot {name[:8]} is of an earlier repository format, which this orbit-fast "
+            "does not read; back up into a new repository"
         )
     if len(head) < HEADER.size or head[:8] != MAGIC:
         raise RepositoryError(f"snapshot {name[:8]} is not a snapshot file")
@@ -73,16 +87,26 @@ def header_length(name: str, head: bytes) -> int:
     return HEADER.size + header_bytes
 
 
-def decode(name: str, data: bytes) -> Snapshot:
-    """The snapshot; RepositoryError if it is damaged, IntegrityError if its root is unsafe."""
-    if blake3.blake3(data).hexdigest() != name:
-        raise RepositoryError(
-            f"snapshot {name[:8]} is damaged (its content does not match its name); "
-            "`orbit-fast forget` it and back up again"
-        )
+def decode(name: str, data: bytes, sealer: Sealer | None) -> Snapshot:
+    """The snapshot; RepositoryError if it is damaged, AuthenticationFailed if it is sealed
+    and does not open under its name, IntegrityError if its root is unsafe."""
     end = header_length(name, data)
+    flags = HEADER.unpack_from(data)[1]
+    if sealer is None:
+        if blake3.blake3(data).hexdigest() != name or flags & FLAG_SEALED:
+            raise RepositoryError(
+                f"snapshot {name[:8]} is damaged (its content does not match its name); "
+                "`orbit-fast forget` it and back up again"
+            )
+        header = data[HEADER.size : end]
+    else:
+        if len(data) != end or not flags & FLAG_SEALED:
+            raise RepositoryError(f"snapshot {name[:8]} is damaged (not a sealed snapshot of "
+                                  "its length); `orbit-fast forget` it")  # fmt: skip
+        header = sealer.open(crypto.SNAPSHOT, name.encode(), data[HEADER.size : end],
+                             f"snapshot {name[:8]}")  # fmt: skip
     try:
-        snap = _decoder.decode(data[HEADER.size : end])
+        snap = _decoder.decode(header)
     except msgspec.ValidationError as exc:
         raise IntegrityError(f"snapshot {name[:8]} is damaged or hostile: {exc}; "
                              "`orbit-fast forget` it") from exc  # fmt: skip

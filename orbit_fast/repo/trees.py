@@ -49,7 +49,7 @@ class TreeReader:
         if loc is None:
             raise IntegrityError(f"{what} is missing from the repository; run `orbit-fast "
                                  "verify` to see which snapshots need it")  # fmt: skip
-        blob = self.repo.read_blob(loc)
+        blob = self.repo.read_blob(tid, loc, what)
         self.trees_read += 1
         self.bytes_read += len(blob)
         try:
@@ -156,8 +156,10 @@ class TreeReader:
 
 
 class TreeWriter:
-    def __init__(self, writer: PackWriter, key: bytes) -> None:
-        self.writer, self.key = writer, key
+    def __init__(self, writer: PackWriter, key: bytes,
+                 seal: Callable[[bytes, bytes], bytes] | None = None) -> None:  # fmt: skip
+        """`seal(tree id, blob)`: an encrypted repository's (Repository.seal_blob)."""
+        self.writer, self.key, self.seal = writer, key, seal
         self.codec = parse_codec(TREE_CODEC)
         self.trees_added = 0
         self.bytes_added = 0
@@ -179,6 +181,8 @@ class TreeWriter:
         tid = chunk_id(self.key, raw)
         if tid != old and not self.writer.has(tid):
             blob = compress_blob(self.codec, raw)
+            if self.seal is not None:
+                blob = self.seal(tid, blob)
             self.writer.add(tid, blob, len(raw))
             self.trees_added += 1
             self.bytes_added += len(blob)

@@ -20,7 +20,7 @@ import threading
 import traceback
 from concurrent.futures import ThreadPoolExecutor
 from multiprocessing.connection import Connection
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 import xxhash
 
@@ -28,8 +28,12 @@ from orbit_fast import environment
 from orbit_fast import messages as m
 from orbit_fast._native import kernels
 from orbit_fast.confine import Tree, create_fresh_at, same_file
+from orbit_fast.crypto import BLOB
 from orbit_fast.errors import OrbitError
 from orbit_fast.workers.ring import SharedRing
+
+if TYPE_CHECKING:
+    from orbit_fast.crypto import Sealer
 
 _PARENT_POLL_S = 1.0
 # Chunk ids this worker has sent with their blob (a set of ~100 bytes per id; cleared when
@@ -213,6 +217,7 @@ class _Runner:
         self.s3_endpoint = s3_endpoint  # of a remote source (ChunkRange.src_url)
         self.is_zero = kernels().is_zero
         self.sent_ids: set[bytes] = set()
+        self._sealers: dict[tuple[bytes, bytes], Sealer] = {}
 
     def run(self, task: m.JobTask) -> m.Result:
         try:
@@ -376,6 +381,7 @@ class _Runner:
         params = ChunkerParams(min_size=t.min_size, avg_size=t.avg_size,
                                max_size=t.max_size)  # fmt: skip
         codec = parse_codec(t.codec)
+        sealer = self._sealer(t.seal_key, t.seal_repo) if t.seal_key else None
         slot = self.ring.view(t.slot)
         pos, at, parts = t.out_at, 0, []
         try:
@@ -414,6 +420,9 @@ class _Runner:
                         n = 0  # sent with its blob earlier in this run: not compressed again
                     else:
                         n = compress_into(codec, piece, slot[pos:])
+                        if sealer is not None:
+                            n = sealer.seal_into(BLOB, cid, bytes(slot[pos : pos + n]),
+                                                 slot[pos:])  # fmt: skip
                         if len(self.sent_ids) >= MAX_SENT_IDS:
                             self.sent_ids.clear()
                         self.sent_ids.add(cid)
@@ -426,6 +435,16 @@ class _Runner:
             return m.RangeChunked(task_id=t.task_id, parts=parts)
         finally:
             slot.release()
+
+    def _sealer(self, key: bytes, repo: bytes) -> Sealer:
+        """One per repository key for the worker's life: its salt and counter go on from
+        task to task (crypto.py: a nonce is never reused under one subkey)."""
+        from orbit_fast.crypto import Sealer
+
+        sealer = self._sealers.get((key, repo))
+        if sealer is None:
+            sealer = self._sealers[(key, repo)] = Sealer(key, repo)
+        return sealer
 
     def _read_part(self, part: m.RangePart, data: memoryview) -> tuple[int, str | None]:
         """A range of a local file for a backup: read below the source tree and, with the

@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import REQUIRE_SERVERS, make_tree, snapshot
+from tests.conftest import REQUIRE_SERVERS, make_tree, sealed_lock, snapshot
 from tests.hub.conftest import ADMIN, HubProcess
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -118,7 +118,6 @@ def test_a_retrying_job_says_when_and_which_attempt(browser: Any, hub_factory: A
                                                     tmp_path: Path, rng: Any) -> None:
     """A repository locked by another live process is a transient error: the job waits with
     backoff, the dashboard says so, and it completes once the lock is gone."""
-    import json
     import socket
     import subprocess
     import sys
@@ -132,9 +131,9 @@ def test_a_retrying_job_says_when_and_which_attempt(browser: Any, hub_factory: A
                    capture_output=True)
     lock = repo / "locks" / "exclusive"
     lock.parent.mkdir(exist_ok=True)
-    lock.write_text(json.dumps({"host": socket.gethostname(), "pid": os.getpid(),
-                                "start": _start_time(os.getpid()), "operation": "prune",
-                                "time_ns": 0}))
+    lock.write_bytes(sealed_lock(repo, {"host": socket.gethostname(), "pid": os.getpid(),
+                                        "start": _start_time(os.getpid()),
+                                        "operation": "prune", "time_ns": 0}))
     hub = hub_factory(ORBIT_RETRY_BASE_S="4").start()
     src = make_tree(tmp_path / "src", rng, files=10)
     with hub.client(hub.admin_token()) as c:

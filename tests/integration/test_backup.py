@@ -17,6 +17,7 @@ from tests.conftest import (
     json_events,
     make_tree,
     run_cli,
+    sealed_lock,
     write,
 )
 
@@ -101,23 +102,27 @@ def test_restore_subset_and_resume(tmp_path: Path, rng) -> None:
     restore(repo, out, "latest", "no/such/path", check=ExitCode.USAGE)
 
 
-def test_bit_flip_is_named_and_other_files_restore(tmp_path: Path, rng) -> None:
+@pytest.mark.parametrize("encrypted", [True, False])
+def test_bit_flip_is_named_and_other_files_restore(tmp_path: Path, rng, encrypted: bool) -> None:
+    # Encrypted, the blob fails authentication (21); in a repository made with
+    # --insecure-no-encryption, its content no longer matches its id (13).
+    code = ExitCode.AUTHENTICATION if encrypted else ExitCode.INTEGRITY
     src, repo = tmp_path / "src", tmp_path / "repo"
     write(src / "a.bin", rng.randbytes(200_000))
     write(src / "b.bin", rng.randbytes(200_000))
-    snap = backup(src, repo)["snapshot"]
+    snap = backup(src, repo, *(() if encrypted else ("--insecure-no-encryption",)))["snapshot"]
     (pack,) = packs(repo)
     data = bytearray(pack.read_bytes())
     data[100] ^= 0x10  # inside the first blob (each file is one chunk)
     pack.write_bytes(bytes(data))
-    proc = run_cli("verify", "-r", str(repo), check=ExitCode.INTEGRITY)
+    proc = run_cli("verify", "-r", str(repo), check=code)
     hit = [f for f in ("a.bin", "b.bin") if f"snapshot {snap[:8]} file {f} chunk" in proc.stdout]
     assert len(hit) == 1, proc.stdout
     assert f"pack {pack.name[:12]}" in proc.stdout
     (bad,) = hit
     (good,) = {"a.bin", "b.bin"} - {bad}
     out = tmp_path / "out"
-    proc = restore(repo, out, check=ExitCode.INTEGRITY)
+    proc = restore(repo, out, check=code)
     assert bad in proc.stderr
     assert (out / good).read_bytes() == (src / good).read_bytes()
     assert not (out / bad).exists() and not list(out.glob(".*tmp"))
@@ -167,7 +172,7 @@ def test_lock_held_by_a_live_process_and_stale_lock(tmp_path: Path) -> None:
         lock = {"host": os.uname().nodename, "pid": sleeper.pid,
                 "start": _start_time(sleeper.pid), "operation": "backup", "time_ns": 0}  # fmt: skip
         (repo / "locks").mkdir(exist_ok=True)
-        (repo / "locks" / "exclusive").write_text(json.dumps(lock))
+        (repo / "locks" / "exclusive").write_bytes(sealed_lock(repo, lock))
         proc = run_cli("backup", str(src), str(repo), check=ExitCode.LOCKED)
         assert f"pid {sleeper.pid}" in proc.stderr and "orbit-fast unlock" in proc.stderr
     finally:
@@ -175,7 +180,7 @@ def test_lock_held_by_a_live_process_and_stale_lock(tmp_path: Path) -> None:
         sleeper.wait()
     backup(src, repo)  # the holder is dead: its lock is stale and taken over
     assert not (repo / "locks" / "exclusive").exists()
-    (repo / "locks" / "exclusive").write_text(json.dumps({**lock, "host": "elsewhere"}))
+    (repo / "locks" / "exclusive").write_bytes(sealed_lock(repo, {**lock, "host": "elsewhere"}))
     run_cli("backup", str(src), str(repo), check=ExitCode.LOCKED)
     assert "removed the lock" in run_cli("unlock", "-r", str(repo)).stdout
     backup(src, repo)
@@ -289,8 +294,9 @@ def test_disk_full_then_resume_without_storing_again(tmp_path: Path, rng) -> Non
     repo.mkdir()
     subprocess.run(["mount", "-t", "tmpfs", "-o", "size=6m", "tmpfs", str(repo)], check=True)
     try:
-        run_cli("init", str(repo), "--codec", "none")
-        # Small packs, so that some are complete before the disk fills.
+        # Unencrypted, so that the test can set small packs in the config: some are then
+        # complete before the disk fills.
+        run_cli("init", str(repo), "--codec", "none", "--insecure-no-encryption")
         cfg = json.loads((repo / "config").read_text())
         (repo / "config").write_text(json.dumps({**cfg, "pack_bytes": 2 << 20}))
         proc = run_cli("backup", str(src), str(repo), check=ExitCode.DISK_FULL)

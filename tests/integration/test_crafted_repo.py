@@ -28,7 +28,6 @@ from orbit_fast.compression import BLOB_FORMAT, LZ4, ZSTD, compress, parse_codec
 from orbit_fast.compression import HEADER as BLOB_HEADER
 from orbit_fast.errors import ExitCode
 from orbit_fast.hashing import chunk_id
-from orbit_fast.repo import pack as packfmt
 from orbit_fast.repo.repository import Repository
 from orbit_fast.repo.snapshot import Snapshot
 from orbit_fast.repo.tree import LINK, Entry, Page, TreeBlob
@@ -95,9 +94,9 @@ class Place:
     def store(self, raw: bytes, tid: bytes | None = None) -> bytes:
         """Put `raw` in a pack of its own as the blob `tid` (default: its real id)."""
         tid = chunk_id(self.key, raw) if tid is None else tid
-        builder = packfmt.PackBuilder()
-        builder.add(tid, compress(parse_codec("zstd:3"), raw), len(raw))
-        with Repository.open(str(self.repo)) as repo:
+        with Repository.open(str(self.repo)) as repo:  # crafted with the key: sealed
+            builder = repo.new_builder(bytearray(1 << 16))
+            builder.add(tid, repo.seal_blob(tid, compress(parse_codec("zstd:3"), raw)), len(raw))
             repo.write_pack(builder)
         return tid
 
@@ -339,6 +338,8 @@ import orbit_fast.coordinator.repo_commands, orbit_fast.coordinator.restore
 import orbit_fast.index.universe, orbit_fast.repo.repository, orbit_fast.backends.local
 import orbit_fast.compression, lz4.block, zstandard, numpy, sqlite3, errno, json, socket
 import tqdm, hashlib, secrets, shutil, tempfile, ctypes, ctypes.util, unicodedata, difflib
+import argon2.low_level, cryptography.hazmat.primitives.ciphers.aead, cryptography.exceptions
+import getpass, shlex, orbit_fast.repo.keys, orbit_fast.passwords, orbit_fast.crypto
 os.setgroups([]); os.setgid({uid}); os.setuid({uid})
 assert os.geteuid() == {uid}
 from orbit_fast.cli import main
@@ -410,9 +411,9 @@ def test_a_tree_bomb_fails_with_an_integrity_error_in_bounded_memory(place: Plac
 
 
 def bomb_pack(place: Place, blob: bytes, cid: bytes, raw_len: int) -> None:
-    builder = packfmt.PackBuilder()
-    builder.add(cid, blob, raw_len)
     with Repository.open(str(place.repo)) as repo:
+        builder = repo.new_builder(bytearray(1 << 16))
+        builder.add(cid, repo.seal_blob(cid, blob), raw_len)
         repo.write_pack(builder)
 
 

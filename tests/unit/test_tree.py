@@ -45,17 +45,36 @@ def test_tree_encoding_is_golden() -> None:
 def test_snapshot_encoding_is_golden() -> None:
     root = entry(b"", DIR, mode=0o755)
     snap = Snapshot(time_ns=T, hostname="h", source="/s", root=root, files_total=3)
-    name, data = snapfmt.encode(snap)
-    assert data[:8] == b"ORBSNAP2" and name == blake3.blake3(data).hexdigest()
-    assert name[:32] == "62f382eede9bbb0377e2807c50e3761c"
-    assert snapfmt.decode(name, data) == snap
+    name, data = snapfmt.encode(snap, None, KEY)  # unencrypted: named by its whole file
+    assert data[:8] == b"ORBSNAP3" and name == blake3.blake3(data).hexdigest()
+    assert name[:32] == "a15427ba270e98e48fe5c7ea3a21784c"
+    assert snapfmt.decode(name, data, None) == snap
 
 
-def test_a_format_1_snapshot_is_refused_with_a_message() -> None:
-    data = b"ORBSNAP1" + bytes(8)
+def test_a_sealed_snapshot_opens_under_its_name_only() -> None:
+    from orbit_fast.crypto import Sealer
+    from orbit_fast.errors import AuthenticationFailed
+
+    sealer = Sealer(b"e" * 32, b"r" * 16)
+    snap = Snapshot(time_ns=T, hostname="h", source="/s", root=entry(b"", DIR))
+    name, data = snapfmt.encode(snap, sealer, KEY)
+    assert name == blake3.blake3(msgspec.msgpack.encode(snap), key=KEY).hexdigest()
+    assert snapfmt.decode(name, data, sealer) == snap
+    other = blake3.blake3(b"another name").hexdigest()
+    with pytest.raises(AuthenticationFailed, match=f"snapshot {other[:8]} failed auth"):
+        snapfmt.decode(other, data, sealer)  # replayed under another name
+    with pytest.raises(AuthenticationFailed):
+        snapfmt.decode(name, data, Sealer(b"e" * 32, b"s" * 16))  # another repository's
+    with pytest.raises(RepositoryError, match="damaged"):
+        snapfmt.decode(name, data, None)  # a plain reader never takes a sealed one
+
+
+@pytest.mark.parametrize("magic", [b"ORBSNAP1", b"ORBSNAP2"])
+def test_an_earlier_format_snapshot_is_refused_with_a_message(magic: bytes) -> None:
+    data = magic + bytes(8)
     name = blake3.blake3(data).hexdigest()
-    with pytest.raises(RepositoryError, match="format 1, which this orbit-fast does not read"):
-        snapfmt.decode(name, data)
+    with pytest.raises(RepositoryError, match="earlier repository format, which this"):
+        snapfmt.decode(name, data, None)
 
 
 def big_dir(n: int, prefix: bytes = b"f") -> list[Entry]:
@@ -144,13 +163,14 @@ def test_a_snapshot_whose_root_is_not_a_directory_is_refused() -> None:
     for root, why in ((entry(b"", LINK), "root is not a directory"),
                       (entry(b"x", DIR), "root has a name"),
                       (entry(b"", DIR, subtree=b""), "without a tree id")):  # fmt: skip
-        name, data = snapfmt.encode(Snapshot(time_ns=T, hostname="h", source="/s", root=root))
+        name, data = snapfmt.encode(Snapshot(time_ns=T, hostname="h", source="/s", root=root),
+                                    None, KEY)  # fmt: skip
         with pytest.raises(IntegrityError, match=why):
-            snapfmt.decode(name, data)
+            snapfmt.decode(name, data, None)
 
 
 def test_a_damaged_snapshot_is_named() -> None:
     name, data = snapfmt.encode(Snapshot(time_ns=T, hostname="h", source="/s",
-                                         root=entry(b"", DIR)))  # fmt: skip
+                                         root=entry(b"", DIR)), None, KEY)  # fmt: skip
     with pytest.raises(RepositoryError, match=f"snapshot {name[:8]} is damaged"):
-        snapfmt.decode(name, data[:-1] + bytes([data[-1] ^ 1]))
+        snapfmt.decode(name, data[:-1] + bytes([data[-1] ^ 1]), None)
