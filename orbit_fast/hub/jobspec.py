@@ -27,6 +27,8 @@ FIELD_MODES: dict[str, tuple[str, ...]] = {
     "chunk_size_mb": ("sync", "mirror"),
     "retry_attempts": MODES,  # per request in the engine, and per run in the hub
     "compression": ("backup",),
+    "password_file": ("backup",),
+    "insecure_no_encryption": ("backup",),
 }
 DEFAULT_RETRY_ATTEMPTS = 5
 
@@ -41,6 +43,8 @@ def mode_warnings(mode: str, given: set[str]) -> list[str]:
                                "backup repositories (mode backup)",
                 "chunk_size_mb": "backup cuts files into content-defined chunks (FastCDC, avg "
                                  "1 MiB), whatever chunk_size_mb says",
+                "password_file": "only backup repositories are encrypted",
+                "insecure_no_encryption": "only backup repositories are encrypted",
             }.get(name, "")
             out.append(f"config.{name} has no effect in mode {mode}: {why}")
     return out
@@ -60,6 +64,8 @@ def engine_options(job: dict[str, Any], db_path: str, universe_path: str,
             source=job["source"], repository=job["destination"], concurrency=concurrency,
             codec=cfg.get("compression") or "", db_path=db_path, universe_path=universe_path,
             allowed_roots=roots, protected_paths=protected,
+            password_file=cfg.get("password_file") or "",
+            insecure_no_encryption=bool(cfg.get("insecure_no_encryption")),
         )  # fmt: skip
     return SyncOptions(
         source=job["source"], destination=job["destination"], mirror=job["mode"] == "mirror",
@@ -79,6 +85,10 @@ def check_job(job: dict[str, Any], db_path: str, universe_path: str, roots: tupl
         from orbit_fast.compression import parse_codec
 
         parse_codec(comp)
+    pw_file = job["config"].get("password_file")
+    if pw_file and not os.path.isabs(pw_file):
+        raise UsageError(f"password_file {pw_file!r}: use an absolute path (as the hub sees it)",
+                         "password_file")  # fmt: skip
     protected = protected or (os.path.dirname(db_path),)
     for what in ("source", "destination"):
         check_location(what, job[what], roots, protected)

@@ -34,6 +34,15 @@ class JobConfig(Strict):
         description="Tries per storage request, and runs retried after a transient error.")
     compression: Annotated[str, Field(max_length=16)] | None = Field(
         default=None, description="none, lz4, zstd or zstd:N (1-19) for backup repositories.")
+    password_file: Annotated[str, Field(min_length=1, max_length=4096)] | None = Field(
+        default=None,
+        description="Backup: an absolute path the hub reads at each run for the repository's "
+        "password (its first line). The password is never stored in jobs.db nor shown. "
+        "Unset: ORBIT_PASSWORD_FILE, ORBIT_PASSWORD_COMMAND or ORBIT_PASSWORD from the hub's "
+        "environment or env file.")
+    insecure_no_encryption: bool | None = Field(
+        default=None, description="Backup: create the repository unencrypted (anyone who can "
+        "read it reads every file).")
 
 
 class JobCreate(Strict):

@@ -101,6 +101,11 @@ def _row(columns: tuple[str, ...], row: tuple[Any, ...]) -> dict[str, Any]:
     for k in ("config", "warnings", "progress", "stats"):
         if k in out and isinstance(out[k], str):
             out[k] = json.loads(out[k])
+    if out.get("mode") == "backup" and isinstance(out.get("config"), dict):
+        # What the API and the dashboard show of a backup's repository: encrypted or not
+        # (the password file's path is config; the password is never read here).
+        out["encryption"] = ("none" if out["config"].get("insecure_no_encryption")
+                             else "aes-256-gcm")  # fmt: skip
     return out
 
 

@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import make_tree, snapshot
+from tests.conftest import make_tree, run_cli, snapshot, write
 from tests.hub.conftest import ADMIN, HubProcess
 
 GUIDE_JOB = {
@@ -496,3 +496,52 @@ def test_health_reports_a_jobs_db_it_cannot_write(hub: HubProcess) -> None:
     while httpx.get(hub.url + "/api/health").status_code != 200:
         assert time.monotonic() < deadline, "health did not recover"
         time.sleep(0.2)
+
+
+def test_a_backup_job_reads_its_password_file_at_each_run_and_never_shows_it(
+    hub_factory: Any, tmp_path: Path
+) -> None:
+    # The hub's own environment has no password: only the job's file gives one.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ORBIT_PASSWORD")}
+    hub = hub_factory()
+    hub.env = {**env, **{k: v for k, v in hub.env.items() if not k.startswith("ORBIT_PASSWORD")}}
+    hub.start()
+    src, repo = tmp_path / "src", tmp_path / "repo"
+    for i in range(5):
+        write(src / f"f{i}.txt", b"hub backup %d\n" % i)
+    secret = "the-job's password, not in any answer"
+    pw_file = tmp_path / "repo.pass"
+    pw_file.write_text(secret + "\n")
+    pw_file.chmod(0o600)
+    with hub.client(hub.admin_token()) as admin:
+        r = admin.post("/api/jobs", json=job_body(src, repo, "relative", mode="backup",
+                                                  config={"password_file": "repo.pass"}))
+        assert r.status_code == 400 and "absolute path" in r.text
+        bare = admin.post("/api/jobs", json=job_body(src, tmp_path / "r2", "nopw",
+                                                     mode="backup")).json()
+        failed = run_to_end(hub, admin, bare["id"])
+        assert failed["state"] == "failed" and "no password was given" in failed["last_error"]
+        job = admin.post("/api/jobs", json=job_body(src, repo, "bk", mode="backup", config={
+            "password_file": str(pw_file)})).json()
+        assert job["encryption"] == "aes-256-gcm"
+        assert run_to_end(hub, admin, job["id"])["state"] == "completed"
+        plain = admin.post("/api/jobs", json=job_body(src, tmp_path / "r3", "plain",
+                                                      mode="backup", config={
+            "insecure_no_encryption": True})).json()  # fmt: skip
+        assert plain["encryption"] == "none"
+        assert run_to_end(hub, admin, plain["id"])["state"] == "completed"
+        everything = [admin.get(p).text for p in (
+            "/api/jobs", f"/api/jobs/{job['id']}", f"/api/jobs/{job['id']}/runs")]
+        assert all(secret not in text for text in everything)
+        # Read at each run: a changed file is what the next run uses.
+        pw_file.write_text("another password\n")
+        again = run_to_end(hub, admin, job["id"])
+        assert again["state"] == "failed" and "does not open" in again["last_error"]
+    hub.stop()
+    assert secret not in hub.log.read_text()
+    assert secret.encode() not in (hub.data / "jobs.db").read_bytes()
+    pw_file.write_text(secret + "\n")
+    out = tmp_path / "out"
+    run_cli("restore", "-r", str(repo), "latest", "--target", str(out), "--password-file",
+            str(pw_file))  # fmt: skip
+    assert snapshot(out) == snapshot(src)

@@ -88,7 +88,9 @@ function renderRow(job) {
   fill.style.width = pct + "%";
   const row = el("tr", { "data-job-id": job.id },
     el("td", {}, el("a", { href: "#job/" + job.id, class: "job-link" }, job.name)),
-    el("td", {}, job.mode),
+    el("td", {}, job.mode, job.mode === "backup" ? el("span", { class: "enc " + (job.encryption === "none" ? "plain" : "sealed"),
+      title: job.encryption === "none" ? "repository NOT encrypted" : "repository encrypted (" + job.encryption + ")" },
+      job.encryption === "none" ? " · not encrypted" : " · encrypted") : ""),
     el("td", { class: "state " + job.state }, stateText(job)),
     el("td", {}, el("span", { class: "bar" }, fill), " ", el("span", { class: "pct" }, pct.toFixed(1) + "%")),
     el("td", { class: "rate" }, p.rate_bps ? fmtBytes(p.rate_bps) + "/s" : ""),
@@ -149,7 +151,8 @@ async function loadDetail(id, progress) {
   $("#d-name").textContent = job.name;
   $("#d-state").textContent = stateText(job);
   $("#d-state").className = "state " + job.state;
-  $("#d-paths").textContent = `${job.mode}: ${job.source} → ${job.destination}`;
+  $("#d-paths").textContent = `${job.mode}: ${job.source} → ${job.destination}` +
+    (job.mode === "backup" ? (job.encryption === "none" ? " (repository NOT encrypted)" : ` (repository encrypted, ${job.encryption})`) : "");
   $("#d-fill").style.width = (p.percent ?? 0) + "%";
   $("#d-stats").textContent = `${(p.percent ?? 0).toFixed(1)}% · ${p.files_done ?? 0}/${p.files_total ?? 0} files · ` +
     `${fmtBytes(p.bytes_done)} of ${fmtBytes(p.bytes_total)}` + (p.rate_bps ? ` · ${fmtBytes(p.rate_bps)}/s` : "") +
@@ -234,6 +237,7 @@ document.addEventListener("DOMContentLoaded", () => {
       if (num(id) !== undefined) config[k] = num(id);
     }
     if ($("#f-compression").value) config.compression = $("#f-compression").value;
+    if ($("#f-password-file").value) config.password_file = $("#f-password-file").value;
     const body = { name: $("#f-name").value, source: $("#f-source").value, destination: $("#f-destination").value,
                    mode: $("#f-mode").value, config };
     if ($("#f-schedule").value) body.schedule = $("#f-schedule").value;
