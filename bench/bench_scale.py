@@ -286,7 +286,8 @@ class OrbitBackup(BackupTool):
 
     def __init__(self, binary: str, run: Path, src: Path, env: dict[str, str]):
         super().__init__(binary, run, src, env)
-        self.env = {**env, "ORBIT_STATE_DIR": str(self.state)}
+        # Encrypted (the default), as restic always is.
+        self.env = {**env, "ORBIT_STATE_DIR": str(self.state), "ORBIT_PASSWORD": "x"}
         self.db, self.universe = self.state / "jobs.db", self.state / "universe.db"
         self.opts = ["--db-path", str(self.db), "--universe-path", str(self.universe)]
 
