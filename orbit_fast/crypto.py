@@ -83,7 +83,7 @@ class Sealer:
 
     def seal(self, kind: bytes, name: bytes, data: bytes | bytearray | memoryview) -> bytes:
         aead, header = self._next(len(data))
-        return header + aead.encrypt(b"\0" * 8 + header[SALT_BYTES:], bytes(data),
+        return header + aead.encrypt(b"\0" * 8 + header[SALT_BYTES:], data,
                                      self._ad(kind, name))  # fmt: skip
 
     def seal_into(self, kind: bytes, name: bytes, data: bytes | bytearray | memoryview,
@@ -102,25 +102,55 @@ class Sealer:
              what: str) -> bytes:  # fmt: skip
         """The plaintext; AuthenticationFailed naming `what` if the object is not one this
         repository sealed under this kind and name (tampered, truncated, moved, foreign)."""
+        from cryptography.exceptions import InvalidTag  # 6 ms: loaded when first needed
+
+        aead, nonce, body, ad = self._opening(kind, name, sealed, what)
+        try:
+            # A view, not a copy: copying a 1 MiB blob first made opening 10x slower.
+            return aead.decrypt(nonce, body, ad)
+        except InvalidTag:
+            raise self._refused(what) from None
+
+    def open_into(self, kind: bytes, name: bytes, sealed: bytes | bytearray | memoryview,
+                  what: str, into: bytearray) -> memoryview:  # fmt: skip
+        """As open(), the plaintext written into `into` (grown as needed) and a view of it
+        returned: no allocation per object (a restore opens ~1 GB of blobs in a row)."""
         from cryptography.exceptions import InvalidTag
 
+        aead, nonce, body, ad = self._opening(kind, name, sealed, what)
+        n = len(body) - TAG_BYTES
+        try:
+            if len(into) < n:
+                into.extend(bytes(n - len(into)))
+        except BufferError:  # a view of it is still held: this one object gets its own
+            return memoryview(self.open(kind, name, sealed, what))
+        out = memoryview(into)[:n]
+        try:
+            aead.decrypt_into(nonce, body, ad, out)
+        except InvalidTag:
+            raise self._refused(what) from None
+        return out
+
+    def _opening(self, kind: bytes, name: bytes, sealed: bytes | bytearray | memoryview,
+                 what: str) -> tuple[AESGCM, bytes, memoryview, bytes]:  # fmt: skip
         if len(sealed) < OVERHEAD:
             raise AuthenticationFailed(f"{what} is truncated ({len(sealed)} bytes)", what)
-        header = bytes(sealed[:HEADER_BYTES])
+        view = memoryview(sealed)
+        header = bytes(view[:HEADER_BYTES])
         salt = header[:SALT_BYTES]
         aead = self._open.get(salt)
         if aead is None:
             if len(self._open) >= _CACHE:
                 self._open.pop(next(iter(self._open)))
             aead = self._open[salt] = self._subkey(salt)
-        try:
-            return aead.decrypt(b"\0" * 8 + header[SALT_BYTES:], bytes(sealed[HEADER_BYTES:]),
-                                self._ad(kind, name))  # fmt: skip
-        except InvalidTag:
-            raise AuthenticationFailed(
-                f"{what} failed authentication: it was changed, damaged, or moved from another "
-                "name or repository", what,
-            ) from None  # fmt: skip
+        return aead, b"\0" * 8 + header[SALT_BYTES:], view[HEADER_BYTES:], self._ad(kind, name)
+
+    @staticmethod
+    def _refused(what: str) -> AuthenticationFailed:
+        return AuthenticationFailed(
+            f"{what} failed authentication: it was changed, damaged, or moved from another "
+            "name or repository", what,
+        )  # fmt: skip
 
 
 def wrap(key: bytes, ad: bytes, data: bytes) -> bytes:

@@ -156,6 +156,9 @@ class _Restore:
         self.counters = p.Counters()
         self.problems: list[str] = []
         self.auth_failed = False  # a problem was an object failing authentication
+        # Each blob is opened into this, then decompressed out of it (into new bytes): sized
+        # for the largest chunk at once, as views of it outlive a chunk's turn.
+        self.blob_buf = bytearray(repo.config.max_size + 64) if repo.encrypted else None
 
     def todo(self, rel: bytes, d: Entry, want: Want) -> Iterator[tuple[Entry, Want]]:
         """The entries of directory `d` to restore, with what is wanted below each: all of
@@ -318,7 +321,8 @@ class _Restore:
             for cid, loc in zip(ids, locs, strict=True):
                 assert loc is not None
                 try:
-                    data = decompress(self.repo.read_blob(cid, loc), max_bytes=max_raw)
+                    blob = self.repo.read_blob(cid, loc, into=self.blob_buf)
+                    data = decompress(blob, max_bytes=max_raw)
                 except AuthenticationFailed:
                     self.auth_failed = True
                     return f"chunk {cid.hex()[:16]} failed authentication (changed or moved)"

@@ -299,13 +299,17 @@ class Repository:
     def seal_blob(self, chunk_id: bytes, blob: bytes) -> bytes:
         return blob if self.sealer is None else self.sealer.seal(crypto.BLOB, chunk_id, blob)
 
-    def open_blob(self, chunk_id: bytes, stored: bytes | memoryview, what: str = "") -> bytes:
+    def open_blob(self, chunk_id: bytes, stored: bytes | memoryview, what: str = "",
+                  into: bytearray | None = None) -> bytes | memoryview:  # fmt: skip
         """A blob as compression wrote it, from what a pack stores; AuthenticationFailed
-        naming `what` (default: the blob's id) if it does not open under its id."""
+        naming `what` (default: the blob's id) if it does not open under its id. With
+        `into`, a view into that buffer (crypto.Sealer.open), valid until it is reused."""
         if self.sealer is None:
-            return bytes(stored)
-        return self.sealer.open(crypto.BLOB, chunk_id, stored,
-                                what or f"blob {chunk_id.hex()[:16]}")  # fmt: skip
+            return stored
+        what = what or f"blob {chunk_id.hex()[:16]}"
+        if into is None:
+            return self.sealer.open(crypto.BLOB, chunk_id, stored, what)
+        return self.sealer.open_into(crypto.BLOB, chunk_id, stored, what, into)
 
     # ---- lock -----------------------------------------------------------------------------
 
@@ -443,10 +447,12 @@ class Repository:
     def new_builder(self, buf: bytearray) -> packfmt.PackBuilder:
         return packfmt.PackBuilder(buf, self.sealer)
 
-    def read_blob(self, chunk_id: bytes, loc: Location, what: str = "") -> bytes:
-        """A blob as compression wrote it (opened, in an encrypted repository)."""
+    def read_blob(self, chunk_id: bytes, loc: Location, what: str = "",
+                  into: bytearray | None = None) -> bytes | memoryview:  # fmt: skip
+        """A blob as compression wrote it (opened, in an encrypted repository); `into` as for
+        open_blob."""
         stored = self.store.read_range(self.pack_path(loc.pack), loc.offset, loc.stored)
-        return self.open_blob(chunk_id, stored, what)
+        return self.open_blob(chunk_id, stored, what, into)
 
     def read_chunk(self, chunk_id: bytes, loc: Location) -> bytes:
         """A chunk's bytes; CorruptBlob if its blob is damaged or claims more than the

@@ -218,6 +218,7 @@ class _Runner:
         self.is_zero = kernels().is_zero
         self.sent_ids: set[bytes] = set()
         self._sealers: dict[tuple[bytes, bytes], Sealer] = {}
+        self._seal_buf = bytearray()
 
     def run(self, task: m.JobTask) -> m.Result:
         try:
@@ -419,10 +420,12 @@ class _Runner:
                     if cid in self.sent_ids:
                         n = 0  # sent with its blob earlier in this run: not compressed again
                     else:
-                        n = compress_into(codec, piece, slot[pos:])
-                        if sealer is not None:
-                            n = sealer.seal_into(BLOB, cid, bytes(slot[pos : pos + n]),
-                                                 slot[pos:])  # fmt: skip
+                        if sealer is None:
+                            n = compress_into(codec, piece, slot[pos:])
+                        else:  # compressed beside the slot, sealed into it
+                            scratch = self._scratch(len(piece))
+                            n = compress_into(codec, piece, scratch)
+                            n = sealer.seal_into(BLOB, cid, scratch[:n], slot[pos:])
                         if len(self.sent_ids) >= MAX_SENT_IDS:
                             self.sent_ids.clear()
                         self.sent_ids.add(cid)
@@ -445,6 +448,15 @@ class _Runner:
         if sealer is None:
             sealer = self._sealers[(key, repo)] = Sealer(key, repo)
         return sealer
+
+    def _scratch(self, raw: int) -> memoryview:
+        """A buffer for one compressed blob of a chunk of `raw` bytes, reused."""
+        from orbit_fast.compression import HEADER
+
+        need = raw + HEADER.size
+        if len(self._seal_buf) < need:
+            self._seal_buf = bytearray(need)
+        return memoryview(self._seal_buf)
 
     def _read_part(self, part: m.RangePart, data: memoryview) -> tuple[int, str | None]:
         """A range of a local file for a backup: read below the source tree and, with the
