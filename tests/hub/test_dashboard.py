@@ -152,3 +152,41 @@ def test_a_retrying_job_says_when_and_which_attempt(browser: Any, hub_factory: A
     expect(row.locator(".error")).to_contain_text("is locked by prune")
     lock.unlink()  # the other process is done
     expect(row.locator(".state")).to_have_text("completed", timeout=60_000)
+
+
+def test_a_backup_made_from_the_form_with_a_password_file_says_it_is_encrypted(
+    browser: Any, hub: HubProcess, tmp_path: Path, rng: Any
+) -> None:
+    from playwright.sync_api import expect
+
+    token = hub.admin_token()
+    src = make_tree(tmp_path / "src", rng, files=5)
+    pw = tmp_path / "repo.pass"
+    pw.write_text("from the form\n")
+    pw.chmod(0o600)
+    with hub.client(token) as c:  # and one made unencrypted, through the API
+        c.post("/api/jobs", json={"name": "plain", "source": str(src), "mode": "backup",
+                                  "destination": str(tmp_path / "plain"),
+                                  "config": {"insecure_no_encryption": True}})  # fmt: skip
+    page = browser.new_context().new_page()
+    page.goto(hub.url + "/")
+    page.fill("#username", ADMIN[0])
+    page.fill("#password", ADMIN[1])
+    page.click("#login-btn")
+    expect(page.locator("#whoami")).to_have_text("admin (admin)")
+    page.click("#tab-create")
+    page.fill("#f-name", "sealed")
+    page.fill("#f-source", str(src))
+    page.fill("#f-destination", str(tmp_path / "repo"))
+    page.select_option("#f-mode", "backup")
+    page.fill("#f-password-file", str(pw))
+    page.click("#create-btn")
+    row = page.locator("#jobs-table tbody tr", has_text="sealed")
+    expect(row.locator(".enc")).to_have_text(" · encrypted")
+    expect(page.locator("#jobs-table tbody tr", has_text="plain").locator(".enc")).to_have_text(
+        " · not encrypted")  # fmt: skip
+    row.locator(".run-btn").click()
+    expect(row.locator(".state")).to_have_text("completed", timeout=60_000)
+    row.locator(".job-link").click()
+    expect(page.locator("#d-paths")).to_contain_text("repository encrypted, aes-256-gcm")
+    assert "from the form" not in page.content()
