@@ -11,6 +11,7 @@ and not kept after its keys are unwrapped.
 
 from __future__ import annotations
 
+import errno
 import os
 import shlex
 import stat
@@ -90,7 +91,7 @@ def _from_file(path: str, where: str, warn: Callable[[str], None] | None) -> byt
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
     except OSError as exc:
-        if exc.errno == 40:  # ELOOP: a symlink; read through it, on purpose, like restic
+        if exc.errno == errno.ELOOP:  # a symlink: read through it, on purpose, like restic
             fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         else:
             raise PasswordMissing(

@@ -62,7 +62,8 @@ def test_an_unencrypted_repository_is_only_made_when_asked_and_says_so(
     monkeypatch.delenv("ORBIT_PASSWORD")
     repo = tmp_path / "plain"
     proc = run_cli("backup", str(src), str(repo), check=ExitCode.NO_PASSWORD)
-    assert "--password-file" in proc.stderr and not repo.exists() or not any(repo.iterdir())
+    assert "--password-file" in proc.stderr
+    assert not repo.exists() or not any(repo.iterdir())  # nothing made without a password
     backup(src, repo, "--insecure-no-encryption")
     assert b"canaryname" in b"".join(repo_bytes(repo).values())  # as it said
     listed = run_cli("snapshots", "-r", str(repo)).stdout
@@ -150,13 +151,11 @@ def test_a_flipped_bit_in_a_data_blob_is_named_and_the_rest_restored(src, tmp_pa
 
 def test_a_flipped_bit_in_a_tree_is_named_and_the_rest_restored(src, tmp_path) -> None:
     r = Repo(src, tmp_path / "repo")
-    from orbit_fast.repo.repository import Repository
-
-    with Repository.open(str(r.path)) as repo:
-        del repo
-    # The tree of "other/" (found through the root tree).
     from orbit_fast.index.universe import Universe
+    from orbit_fast.repo.repository import Repository
     from orbit_fast.repo.trees import TreeReader
+
+    # The tree of "other/", found through the root tree.
 
     upath = str(Path(os.environ["XDG_STATE_HOME"]) / "orbit-fast" / "universe.db")
     with Repository.open(str(r.path)) as repo, Universe.open(upath) as u:
