@@ -25,6 +25,10 @@ MAX_CHUNK_SIZE_MB = 256
 MAX_CONCURRENCY = 256
 
 
+# --include / --exclude patterns, and the rule files read when the run starts (filters.py).
+FILTER_ACTIONS = ("include", "exclude", "include-from", "exclude-from", "filter-from")
+
+
 class FsyncPolicy(StrEnum):
     """When copied data is forced to stable storage (docs/sync.md, "Durability")."""
 
@@ -59,6 +63,34 @@ class SyncOptions(msgspec.Struct, kw_only=True, frozen=True):
     # (ORBIT_ALLOWED_ROOTS; empty: anywhere), neither overlapping a protected path.
     allowed_roots: tuple[str, ...] = ()
     protected_paths: tuple[str, ...] = ()
+    # Mirror safety (docs/sync.md, "Mirror safety"): deletions above this ("N" entries, "P%"
+    # of the destination's, "" or "off": no limit) are withheld, all of them; `force_delete`
+    # lets this run delete although its source looks unmounted or emptied.
+    max_delete: str = ""
+    force_delete: bool = False
+    # What a run replaces or deletes is moved here (relative: to the destination; {date},
+    # {time} and {datetime} are the run's start), its name ending in `suffix`.
+    backup_dir: str = ""
+    suffix: str = ""
+    # Selection beyond the rules (filters.Selection): one path per line (NUL with from0),
+    # sizes (units.parse_size), ages (units.parse_age), and what counts as changed.
+    files_from: str = ""
+    from0: bool = False
+    min_size: str = ""
+    max_size: str = ""
+    min_age: str = ""
+    max_age: str = ""
+    size_only: bool = False
+    ignore_existing: bool = False
+    update: bool = False
+    delete_excluded: bool = False
+    # One limit for the whole run, all workers together (units.parse_bwlimit).
+    bwlimit: str = ""
+    # S3 destinations: what each object is stored as ("" = the bucket's default).
+    s3_storage_class: str = ""
+    s3_sse: str = ""
+    s3_sse_kms_key_id: str = ""
+    s3_region: str = ""
 
     @property
     def remote(self) -> bool:
@@ -190,6 +222,7 @@ def validate(opts: SyncOptions) -> SyncOptions:
     # Remote transfers wait on the network, not the CPU: at least 4 at once (rclone's
     # --transfers default) unless told.
     workers = opts.workers if not opts.remote or opts.concurrency else max(4, opts.workers)
+    _check_selection(opts)
     return msgspec.structs.replace(
         opts,
         # Resolved once: `workers` is read on every turn of the coordinator's loop.
@@ -198,7 +231,62 @@ def validate(opts: SyncOptions) -> SyncOptions:
         destination=_abs_or_url(opts.destination, "destination"),
         db_path=os.path.abspath(os.path.expanduser(db)),
         allowed_roots=_roots(opts.allowed_roots),
+        files_from=_abs_file(opts.files_from),
+        filters=tuple((a, _abs_file(v) if a.endswith("-from") else v) for a, v in opts.filters),
+        backup_dir=_backup_dir(opts),
     )
+
+
+S3_STORAGE_CLASSES = ("STANDARD", "REDUCED_REDUNDANCY", "STANDARD_IA", "ONEZONE_IA",
+                      "INTELLIGENT_TIERING", "GLACIER", "GLACIER_IR", "DEEP_ARCHIVE")  # fmt: skip
+S3_SSE = ("AES256", "aws:kms")
+
+
+def _check_selection(opts: SyncOptions) -> None:
+    """Every value of the selection, guard, limit and S3 options parses (the engine parses
+    them again where it uses them: these are the errors a user sees first)."""
+    from orbit_fast import units
+
+    units.parse_max_delete(opts.max_delete)
+    units.parse_bwlimit(opts.bwlimit)
+    for name in ("min_size", "max_size"):
+        if value := getattr(opts, name):
+            units.parse_size(value, name)
+    for name in ("min_age", "max_age"):
+        if value := getattr(opts, name):
+            units.parse_age(value, name)
+    if opts.suffix and ("/" in opts.suffix or "\0" in opts.suffix):
+        raise UsageError(f"suffix {opts.suffix!r}: a suffix cannot hold '/'", "suffix")
+    if opts.s3_storage_class and opts.s3_storage_class not in S3_STORAGE_CLASSES:
+        raise UsageError(f"s3_storage_class {opts.s3_storage_class!r}: use one of "
+                         f"{', '.join(S3_STORAGE_CLASSES)}", "s3_storage_class")  # fmt: skip
+    if opts.s3_sse and opts.s3_sse not in S3_SSE:
+        raise UsageError(f"s3_sse {opts.s3_sse!r}: use AES256 or aws:kms", "s3_sse")
+    if opts.s3_sse_kms_key_id and opts.s3_sse != "aws:kms":
+        raise UsageError("s3_sse_kms_key_id needs s3_sse aws:kms", "s3_sse_kms_key_id")
+    if (opts.delete_excluded or opts.force_delete) and not opts.mirror:
+        flag = "delete_excluded" if opts.delete_excluded else "force_delete"
+        raise UsageError(f"{flag} needs --mirror (only a mirror deletes)", flag)
+
+
+def _abs_file(path: str) -> str:
+    """A rule or list file named on the command line, made absolute ("-": standard input is
+    not supported, the engine may run elsewhere)."""
+    return os.path.abspath(os.path.expanduser(path)) if path else ""
+
+
+def _backup_dir(opts: SyncOptions) -> str:
+    """--backup-dir as the run will use it: placeholders kept (filled at each run), a relative
+    local path made relative to the destination (rsync's rule), a remote one kept as given
+    (a path below the destination's bucket or share, or a full URL)."""
+    bdir = opts.backup_dir
+    if not bdir:
+        return ""
+    if "://" in bdir:
+        return _abs_or_url(bdir, "backup_dir") if "{" not in bdir else bdir
+    if is_remote(opts.destination) or os.path.isabs(bdir):
+        return bdir
+    return os.path.join(os.path.abspath(opts.destination.removeprefix("file://")), bdir)
 
 
 def _check_common(concurrency: object, filters: tuple[tuple[str, str], ...]) -> None:
@@ -206,7 +294,7 @@ def _check_common(concurrency: object, filters: tuple[tuple[str, str], ...]) -> 
         raise UsageError(f"concurrency must be a whole number from 1 to {MAX_CONCURRENCY} "
                          f"(0 = one per CPU), got {concurrency!r}", "concurrency")  # fmt: skip
     for action, pattern in filters:
-        if action not in ("include", "exclude") or not pattern:
+        if action not in FILTER_ACTIONS or not pattern:
             raise UsageError(f"bad filter rule {action!r} {pattern!r}", "filters")
 
 

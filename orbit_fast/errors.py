@@ -33,6 +33,7 @@ class ExitCode(IntEnum):
     NO_PASSWORD = 19  # an encrypted repository and no password source (file, command, env, tty)
     KEY_DAMAGED = 20  # a key file of the repository is unreadable or damaged
     AUTHENTICATION = 21  # a repository object failed authentication (named); the rest was used
+    DELETIONS_WITHHELD = 22  # a mirror guard held back every deletion (copies done): see message
     INTERRUPTED = 130  # SIGINT (Ctrl-C): checkpointed, rerun resumes
     TERMINATED = 143  # SIGTERM: checkpointed, rerun resumes
 
@@ -156,6 +157,14 @@ class PasswordMissing(OrbitError):
 class KeyDamaged(OrbitError):
     exit_code = ExitCode.KEY_DAMAGED
     msgid = "key_damaged"
+
+
+class DeletionsWithheld(OrbitError):
+    """A mirror run copied what it could and deleted nothing: its source looked unmounted or
+    emptied, or its deletions exceeded --max-delete (coordinator/sync/guards.py)."""
+
+    exit_code = ExitCode.DELETIONS_WITHHELD
+    msgid = "deletions_withheld"
 
 
 class RemoteError(OrbitError):

@@ -11,6 +11,7 @@ import ctypes
 import functools
 import os
 import re
+from typing import NamedTuple
 
 # f_type magic numbers from linux/magic.h and the filesystems' own headers.
 NETWORK_FS_MAGIC = {
@@ -54,23 +55,51 @@ def fs_type(path: str) -> int:
     return buf.f_type & 0xFFFFFFFF
 
 
-def _mount_fstype(path: str) -> str | None:
-    """fstype of the longest mount point containing `path`, from /proc/self/mountinfo."""
+class Mount(NamedTuple):
+    """The mount a path lies on, from /proc/self/mountinfo."""
+
+    point: str  # where it is mounted ("/mnt/smb_source")
+    fstype: str  # "cifs", "ext4", "tmpfs", ...
+    device: str  # what is mounted ("//server/share", "/dev/sdb1", "tmpfs")
+
+
+def _unescape(field: str) -> str:
+    """mountinfo writes space, tab, newline and backslash as octal escapes."""
+    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
+
+
+def mount_of(path: str, dev: int | None = None) -> Mount | None:
+    """The mount holding `path`: the last-mounted of the longest mount points containing it
+    (a mount over another hides it), preferring one whose device numbers are `dev` (the
+    st_dev of the path as opened) when any is. None: mountinfo is unreadable."""
     real = os.path.realpath(path)
-    best, best_type = "", None
+    best: tuple[int, int, int] | None = None
+    found: Mount | None = None
     try:
         with open("/proc/self/mountinfo", encoding="utf-8", errors="replace") as f:
-            for line in f:
-                left, _, right = line.partition(" - ")
-                fields = left.split()
-                mnt = fields[4].replace("\\040", " ") if len(fields) > 4 else ""
-                if (real == mnt or real.startswith(mnt.rstrip("/") + "/")) and len(mnt) >= len(
-                    best
-                ):
-                    best, best_type = mnt, right.split()[0] if right else None
+            lines = f.readlines()
     except OSError:
         return None
-    return best_type
+    for order, line in enumerate(lines):
+        left, _, right = line.partition(" - ")
+        fields, tail = left.split(), right.split()
+        if len(fields) < 5 or len(tail) < 2:
+            continue
+        mnt = _unescape(fields[4])
+        if not (real == mnt or real.startswith(mnt.rstrip("/") + "/")):
+            continue
+        major, _, minor = fields[2].partition(":")
+        same_dev = dev is not None and os.makedev(int(major), int(minor)) == dev
+        rank = (len(mnt), int(same_dev), order)
+        if best is None or rank > best:
+            best, found = rank, Mount(mnt, tail[0], _unescape(tail[1]))
+    return found
+
+
+def _mount_fstype(path: str) -> str | None:
+    """fstype of the longest mount point containing `path`, from /proc/self/mountinfo."""
+    mount = mount_of(path)
+    return mount.fstype if mount is not None else None
 
 
 def network_fs_name(path: str) -> str | None:

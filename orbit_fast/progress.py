@@ -81,6 +81,8 @@ class Summary(_Event, tag="summary", frozen=True):
     # destination's entries that are not files); a warning names the kinds (docs/sync.md).
     names_unlisted: int = 0
     temps_removed: int = 0  # of names_unlisted: stale temp files of interrupted runs, removed
+    deletes_withheld: int = 0  # --mirror: deletions a guard held back (exit code 22)
+    files_backed_up: int = 0  # --backup-dir: replaced or deleted entries moved there
 
 
 class BackupSummary(_Event, tag="backup_summary", frozen=True):
@@ -176,6 +178,8 @@ class Counters:
         self.skipped: list[str] = []
         self.names_unlisted = 0
         self.temps_removed = 0
+        self.deletes_withheld = 0
+        self.files_backed_up = 0
         self.scan_done = False
         self._rate_t = self.t0
         self._rate_b = 0

@@ -49,6 +49,10 @@ MEANING = {
     "AUTHENTICATION": "an object of an encrypted repository (snapshot, tree, pack index, blob, "
     "lock or config, named) failed authentication: changed, truncated, moved or from another "
     "repository; what does not depend on it was used, and `orbit-fast verify` lists them all",
+    "DELETIONS_WITHHELD": "a --mirror run copied what it could and deleted nothing: its "
+    "source lies on another filesystem than at the last successful run (unmounted?), has no "
+    "files, or more would be deleted than --max-delete allows; the message says which and "
+    "how to override it for one run (docs/sync.md, \"Mirror safety\")",
     "INTERRUPTED": "stopped by SIGINT (Ctrl-C) after a checkpoint; rerun to resume",
     "TERMINATED": "stopped by SIGTERM after a checkpoint; rerun to resume",
 }

@@ -6,22 +6,83 @@ repositories other people write, and must not reach the terminal as control sequ
 from __future__ import annotations
 
 import sys
-from typing import Any
+import time
+from typing import IO, Any
 
 from orbit_fast import progress as p
 from orbit_fast.names import shown
 
+LEVELS = {"DEBUG": 0, "INFO": 1, "NOTICE": 2, "ERROR": 3}
+
 
 class Renderer:
-    def __init__(self, json_out: bool, progress: bool) -> None:
+    """Events to the terminal, and with `log_file` to a log as rclone writes one
+    ("2026/12/07 23:59:01 NOTICE: ..."), lines at `log_level` and above; `stats_every` (a
+    duration) adds a line of totals that often (to the log file if there is one, else to
+    stderr), for cron jobs with no terminal."""
+
+    def __init__(self, json_out: bool, progress: bool, log_file: str = "",
+                 log_level: str = "NOTICE", stats_every: str = "") -> None:  # fmt: skip
         self.json_out = json_out
         self.bar: Any = None
         self.want_bar = progress and sys.stdout.isatty()
         self.errored = False  # the engine emitted an `error` event (the CLI prints no other)
+        self.log: IO[str] | None = None
+        self.level = LEVELS[log_level]
+        if log_file:
+            try:
+                self.log = open(log_file, "a", encoding="utf-8", errors="replace")  # noqa: SIM115
+            except OSError as exc:
+                from orbit_fast.errors import UsageError
+
+                raise UsageError(f"--log-file {log_file}: {exc.strerror or exc}; give a "
+                                 "writable file", "log_file") from None  # fmt: skip
+        self.stats_s = 0.0
+        if stats_every:
+            from orbit_fast.units import parse_duration
+
+            self.stats_s = max(parse_duration(stats_every, "stats"), 0.5)
+        self._last_stats = time.monotonic()
+
+    def _logline(self, level: str, text: str) -> None:
+        if self.log is not None and LEVELS[level] >= self.level:
+            stamp = time.strftime("%Y/%m/%d %H:%M:%S")
+            self.log.write(f"{stamp} {level:<6}: {shown(text)}\n")
+            if level != "INFO":
+                self.log.flush()
+
+    def _log_event(self, ev: p.Event) -> None:
+        if isinstance(ev, p.Started):
+            self._logline("INFO", f"started: {ev.source} -> {ev.destination}"
+                          + (" (dry run)" if ev.dry_run else ""))  # fmt: skip
+        elif isinstance(ev, p.FileDone):
+            self._logline("INFO", f"{ev.path}: {ev.action} ({ev.size} bytes)")
+        elif isinstance(ev, p.Warning):
+            self._logline("NOTICE", f"{ev.path}: {ev.message}" if ev.path else ev.message)
+        elif isinstance(ev, p.Error):
+            self._logline("ERROR", f"{ev.message} (exit code {ev.exit_code})")
+        elif isinstance(ev, p.Summary):
+            self._logline("NOTICE", _summary_text(ev).replace("\n", "; "))
+        elif isinstance(ev, p.Progress):
+            self._logline("DEBUG", _stats_text(ev))
+
+    def _stats(self, ev: p.Progress) -> None:
+        now = time.monotonic()
+        if now - self._last_stats < self.stats_s:
+            return
+        self._last_stats = now
+        if self.log is not None:
+            self._logline("NOTICE", _stats_text(ev))
+        else:
+            self._write_err(f"orbit-fast: stats: {_stats_text(ev)}")
 
     def __call__(self, ev: p.Event) -> None:
         if isinstance(ev, p.Error):
             self.errored = True
+        if self.log is not None:
+            self._log_event(ev)
+        if self.stats_s and isinstance(ev, p.Progress):
+            self._stats(ev)
         if self.json_out:
             sys.stdout.buffer.write(p.encode_json(ev) + b"\n")
             # Live for pipes: everything but the per-file lines (which come in thousands a
@@ -79,6 +140,15 @@ class Renderer:
         if self.bar is not None:
             self.bar.close()
             self.bar = None
+        if self.log is not None:
+            self.log.flush()
+
+
+def _stats_text(ev: p.Progress) -> str:
+    pct = 100.0 * ev.bytes_done / ev.bytes_total if ev.bytes_total else 100.0
+    return (f"{ev.files_done}/{ev.files_total} files, {_size(ev.bytes_done)} of "
+            f"{_size(ev.bytes_total)} ({pct:.0f}%){'' if ev.scan_done else ' so far'}, "
+            f"{_size(ev.rate_bps)}/s, {ev.elapsed_s:.0f} s elapsed")  # fmt: skip
 
 
 def _size(n: float) -> str:
@@ -99,6 +169,12 @@ def _summary_text(s: p.Summary) -> str:
         f"{s.dirs_created} dirs and {s.links_created} links created in {s.elapsed_s:.2f} s"
         + (f" ({_size(rate)}/s)" if not s.dry_run and s.bytes_copied else ""),
     ]
+    if s.deletes_withheld:
+        lines.append(f"{s.deletes_withheld} deletions withheld by the mirror guards (exit "
+                     "code 22): see the error below")  # fmt: skip
+    if s.files_backed_up:
+        lines.append(f"{s.files_backed_up} replaced or deleted entries moved to the backup "
+                     "directory")  # fmt: skip
     if s.bytes_resumed:
         lines.append(f"resumed {_size(s.bytes_resumed)} verified from an interrupted run")
     if s.names_unlisted:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-_FILTER_FLAGS = ("--include", "--exclude")
+_FILTER_FLAGS = ("--include", "--exclude", "--include-from", "--exclude-from", "--filter-from")
 
 
 class _FilterOrderCommand(click.Command):
@@ -67,6 +67,61 @@ class _FilterOrderCommand(click.Command):
     metavar="GLOB",
     help="Leave out if this matches first (repeatable). See docs/sync.md.",
 )
+@click.option("--include-from", multiple=True, metavar="FILE",
+              help="Include patterns, one per line (rsync, rclone).")  # fmt: skip
+@click.option("--exclude-from", multiple=True, metavar="FILE",
+              help="Exclude patterns, one per line (rsync, rclone).")  # fmt: skip
+@click.option("--filter-from", multiple=True, metavar="FILE",
+              help="Rules '+ PATTERN' / '- PATTERN' per line; '!' clears (rsync, rclone).")
+@click.option("--files-from", metavar="FILE",
+              help="Only these paths (relative to SRC, one per line; a directory brings "
+              "everything below it).")  # fmt: skip
+@click.option("--from0", "-0", is_flag=True,
+              help="Entries of --files-from and rule files end with NUL, not newline.")
+@click.option("--min-size", metavar="SIZE",
+              help="Leave out files smaller (100K, 1.5M; bare: bytes).")
+@click.option("--max-size", metavar="SIZE",
+              help="Leave out files larger (100K, 1.5M; bare: bytes).")
+@click.option("--min-age", metavar="AGE",
+              help="Leave out files modified more recently (90s, 1h30m, 7d, or 2026-01-02).")
+@click.option("--max-age", metavar="AGE",
+              help="Leave out files modified longer ago (90s, 1h30m, 7d, or 2026-01-02).")
+@click.option("--size-only", is_flag=True, help="A file of the same size is unchanged.")
+@click.option("--ignore-existing", is_flag=True,
+              help="Never replace a file the destination has.")
+@click.option("--update", "-u", is_flag=True,
+              help="Keep destination files newer than the source's.")
+@click.option("--delete-excluded", is_flag=True,
+              help="With --mirror: also delete destination entries the rules leave out.")
+@click.option("--max-delete", metavar="N|P%", envvar="ORBIT_MAX_DELETE",
+              help="With --mirror: if more would be deleted (entries, or percent of the "
+              "destination), delete nothing and exit 22. 'off': no limit.")  # fmt: skip
+@click.option("--force-delete", is_flag=True,
+              help="With --mirror: delete even though the source looks unmounted (another "
+              "filesystem than last time) or empty. For one run; see docs/sync.md.")  # fmt: skip
+@click.option("--backup-dir", metavar="DIR",
+              help="Move what this run replaces or deletes here (relative: to the "
+              "destination; {date}, {time}, {datetime} are filled in).")  # fmt: skip
+@click.option("--suffix", metavar="SUFFIX", default="",
+              help="Append to names moved to --backup-dir.")  # fmt: skip
+@click.option("--bwlimit", metavar="RATE", envvar="ORBIT_BWLIMIT",
+              help="One limit for the whole run: 10M, 10M:2M (up:down), off, or a timetable "
+              "\"08:00,512k 19:00,off\" (bare numbers: KiB/s).")  # fmt: skip
+@click.option("--log-file", metavar="FILE", help="Also write the run's log here (appended).")
+@click.option("--log-level", type=click.Choice(["DEBUG", "INFO", "NOTICE", "ERROR"],
+              case_sensitive=False), default=None,
+              help="What --log-file gets: DEBUG and INFO every file, NOTICE [default] "
+              "warnings, stats and the summary, ERROR only errors.")  # fmt: skip
+@click.option("--stats", "stats_every", metavar="DURATION",
+              help="Print a line of totals this often (30s, 5m), for logs without a terminal.")
+@click.option("--s3-storage-class", metavar="CLASS",
+              help="Store objects as STANDARD_IA, GLACIER_IR, DEEP_ARCHIVE, "
+              "INTELLIGENT_TIERING, ...")  # fmt: skip
+@click.option("--s3-sse", type=click.Choice(["AES256", "aws:kms"]),
+              help="Server-side encryption of the objects written.")
+@click.option("--s3-sse-kms-key-id", metavar="KEY", help="The KMS key for --s3-sse aws:kms.")
+@click.option("--s3-region", metavar="REGION", envvar="ORBIT_S3_REGION",
+              help="The bucket's region when no --s3-endpoint is given.")
 @click.option(
     "--concurrency",
     "-j",
@@ -129,6 +184,31 @@ def sync_cmd(
     dry_run: bool,
     include: tuple[str, ...],
     exclude: tuple[str, ...],
+    include_from: tuple[str, ...],
+    exclude_from: tuple[str, ...],
+    filter_from: tuple[str, ...],
+    files_from: str | None,
+    from0: bool,
+    min_size: str | None,
+    max_size: str | None,
+    min_age: str | None,
+    max_age: str | None,
+    size_only: bool,
+    ignore_existing: bool,
+    update: bool,
+    delete_excluded: bool,
+    max_delete: str | None,
+    force_delete: bool,
+    backup_dir: str | None,
+    suffix: str,
+    bwlimit: str | None,
+    log_file: str | None,
+    log_level: str | None,
+    stats_every: str | None,
+    s3_storage_class: str | None,
+    s3_sse: str | None,
+    s3_sse_kms_key_id: str | None,
+    s3_region: str | None,
     concurrency: int,
     chunk_size_mb: float | None,
     fsync_policy: str,
@@ -165,8 +245,29 @@ def sync_cmd(
         sparse=not no_sparse,
         retry_attempts=retry_attempts,
         s3_endpoint=s3_endpoint,
+        files_from=files_from or "",
+        from0=from0,
+        min_size=min_size or "",
+        max_size=max_size or "",
+        min_age=min_age or "",
+        max_age=max_age or "",
+        size_only=size_only,
+        ignore_existing=ignore_existing,
+        update=update,
+        delete_excluded=delete_excluded,
+        max_delete=max_delete or "",
+        force_delete=force_delete,
+        backup_dir=backup_dir or "",
+        suffix=suffix,
+        bwlimit=bwlimit or "",
+        s3_storage_class=s3_storage_class or "",
+        s3_sse=s3_sse or "",
+        s3_sse_kms_key_id=s3_sse_kms_key_id or "",
+        s3_region=s3_region or "",
     )
-    renderer = Renderer(json_out=json_out, progress=not no_progress and not json_out)
+    renderer = Renderer(json_out=json_out, progress=not no_progress and not json_out,
+                        log_file=log_file or "", log_level=(log_level or "NOTICE").upper(),
+                        stats_every=stats_every or "")  # fmt: skip
     from orbit_fast.api import sync
     from orbit_fast.cli.runner import run_engine
 

@@ -56,6 +56,7 @@ def merge_walk(
     prune: set[str] | None = None,
     fold_unchanged: bool = False,
     on_folded: Callable[[int], None] = lambda n: None,
+    delete_excluded: bool = False,
 ) -> Iterator[Entry]:
     """Yield entries below the two roots, directories before their contents (`dst` None: a
     destination that does not exist yet, as in a dry run).
@@ -66,7 +67,9 @@ def merge_walk(
     symlink or a file now, lists as empty. Destination names that `is_temp` recognises (our
     own temp files) go to `on_temp` instead of being yielded. A directory the consumer adds to
     `prune` after receiving its entry is not descended into. Folding needs every name
-    unfiltered, so it is off while there are filter rules.
+    unfiltered, so it is off while there are filter rules. With `delete_excluded` (rsync's
+    --delete-excluded) a destination entry the rules leave out is yielded as absent from the
+    source, whatever the source has: a mirror deletes it.
     """
     scan_pair = kernels().scan_pair
     fold = fold_unchanged and not rules
@@ -117,6 +120,8 @@ def merge_walk(
             dkind = KINDS[d[0]] if d is not None else None
             judged = skind if skind is not None else dkind
             if rules and not rules.included(rel, judged == DIR):
+                if delete_excluded and d is not None:
+                    yield Entry(rel, None, None, dkind, Stat(*d[1:]))
                 continue
             yield Entry(rel, skind, Stat(*s[1:]) if s is not None else None, dkind,
                         Stat(*d[1:]) if d is not None else None)  # fmt: skip

@@ -16,6 +16,7 @@ last checkpoints, which only means those blocks are verified or copied again on 
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import sqlite3
@@ -78,6 +79,10 @@ CREATE TABLE IF NOT EXISTS upload_parts (
     token TEXT NOT NULL,
     PRIMARY KEY (job_id, path, part)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS source_roots (
+    job_id INTEGER PRIMARY KEY,
+    identity TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS file_errors (
     run_id INTEGER NOT NULL,
     path BLOB NOT NULL,
@@ -302,6 +307,16 @@ class JobsDB:
         key = (job_id, os.fsencode(name))
         self._ops.append(("DELETE FROM upload_parts WHERE job_id=? AND path=?", key))
         self._ops.append(("DELETE FROM uploads WHERE job_id=? AND path=?", key))
+
+    def source_identity(self, job_id: int) -> dict[str, object] | None:
+        """What the job's source root was at its last successful run (sync/guards.py)."""
+        row = self._conn.execute("SELECT identity FROM source_roots WHERE job_id = ?",
+                                 (job_id,)).fetchone()  # fmt: skip
+        return json.loads(row[0]) if row else None
+
+    def queue_source_identity(self, job_id: int, identity: dict[str, object]) -> None:
+        self._ops.append(("INSERT OR REPLACE INTO source_roots (job_id, identity) VALUES (?, ?)",
+                          (job_id, json.dumps(identity, sort_keys=True))))  # fmt: skip
 
     def queue_error(self, run_id: int, path: bytes, msgid: str, message: str) -> None:
         self._ops.append(

@@ -23,6 +23,7 @@ from orbit_fast.config import FsyncPolicy, SyncOptions, is_remote
 from orbit_fast.coordinator.dispatch import WorkerDeath
 from orbit_fast.coordinator.run import RunLedger
 from orbit_fast.coordinator.scan import DIR, FILE, LINK, Entry
+from orbit_fast.coordinator.sync import guards
 from orbit_fast.coordinator.sync import plan as pl
 from orbit_fast.coordinator.sync.outcome import (
     Changed,
@@ -45,10 +46,11 @@ from orbit_fast.coordinator.sync.tree import (
     TreeOps,
     Trees,
 )
-from orbit_fast.errors import ExitCode, OrbitError, WorkerFailed
-from orbit_fast.filters import FilterRules
+from orbit_fast.errors import DeletionsWithheld, ExitCode, OrbitError, WorkerFailed
+from orbit_fast.filters import FilterRules, Selection
 from orbit_fast.fsinfo import syncfs
 from orbit_fast.roots import check_run
+from orbit_fast.units import parse_max_delete
 from orbit_fast.workers.ring import reap_stale_segments
 
 if TYPE_CHECKING:
@@ -88,14 +90,21 @@ class SyncEngine:
         self.emit = emit
         self.cancel = cancel
         self.shared_pool = workers
-        self.rules = FilterRules(opts.filters)
+        self.rules = FilterRules(opts.filters, opts.files_from, opts.from0)
+        self.selection = Selection(opts.min_size, opts.max_size, opts.min_age, opts.max_age)
         self.c = p.Counters()
         self.ledger = RunLedger(kind="sync", source=opts.source, options=opts,
                                 db_path=opts.db_path, emit=emit, dry_run=opts.dry_run,
                                 claims=claims)  # fmt: skip
         self.fatal: OrbitError | None = None
         self.server_copies = 0
-        self.gone: list[str] = []  # --mirror, remote destination: deleted after the copies
+        # --mirror: what the source no longer has, deleted after the copies once the guards
+        # let them (guards.py): names of a store, or a tree's (rel, kind) of each top entry.
+        self.gone: list[str] = []
+        self.doomed: list[tuple[str, str | None]] = []
+        self.dst_entries = 0  # entries the destination showed: the base of --max-delete N%
+        self.identity: guards.Identity | None = None  # the local source root's filesystem
+        self.withheld: DeletionsWithheld | None = None
         self._last_progress = 0.0
         self.stores: tuple[Any, Any] | None = None
         self.tree: TreeOps | None = None
@@ -132,6 +141,7 @@ class SyncEngine:
                 self.trees = Trees(o, reached.get("source"), reached.get("destination"))
             except OSError as exc:
                 raise dest_error(exc, o.destination) from exc
+            self.identity = guards.local_identity(self.trees.src.path, self.trees.src.dev)
         try:
             reap_stale_segments()  # rings of coordinators that died with SIGKILL
             self.ledger.open(job_name(o), o.destination)
@@ -157,6 +167,11 @@ class SyncEngine:
             raise self.ledger.interrupted(self.cancel, "stopped by signal; progress is "
                                           f"checkpointed in {o.db_path}: run the same command "
                                           "again to resume")  # fmt: skip
+        if self.withheld is not None:
+            raise self.withheld
+        if self.ledger.db is not None:  # what the guards compare the next run with
+            self.ledger.db.queue_source_identity(
+                self.ledger.job.id, self.identity or guards.remote_identity(self.c.files_scanned))
         return self._summary(ExitCode.PARTIAL if self.c.skipped else ExitCode.OK)
 
     def _bind(self) -> None:
@@ -225,11 +240,10 @@ class SyncEngine:
 
     def _finish(self) -> None:
         o, c = self.opts, self.c
-        if self.tree is not None:
-            if not o.dry_run:
-                self.tree.finish_dirs()
-        elif o.mirror:
-            self._delete_gone()
+        if o.mirror:
+            self._settle_deletions()
+        if self.tree is not None and not o.dry_run and not self.stopping:
+            self.tree.finish_dirs()
         if not self.stopping:
             self._apply(self.copies.abort_stale_uploads())
         if not self.stopping and self._objects is not None:
@@ -312,6 +326,7 @@ class SyncEngine:
         elif isinstance(item, Folded):
             self.c.files_scanned += item.n
             self.c.files_unchanged += item.n
+            self.dst_entries += item.n
         elif isinstance(item, Skipped):
             self._warn("unreadable_dir", item.rel or ".", f"cannot list source directory "
                        f"({item.message}); skipped with everything below it (nothing there "
@@ -332,8 +347,13 @@ class SyncEngine:
     def _plan_tree(self, e: Entry) -> None:
         o, c, tree = self.opts, self.c, self.tree
         assert tree is not None
+        if e.dst_kind is not None:
+            self.dst_entries += 1
         if e.kind == FILE:
             c.files_scanned += 1
+            if (self.selection and e.src is not None
+                    and self.selection.leaves_out(e.src.st_size, e.src.st_mtime_ns)):  # fmt: skip
+                return  # neither copied nor, being in the source, deleted
         target = ""
         same_link = False
         if e.kind == LINK:
@@ -341,8 +361,12 @@ class SyncEngine:
             same_link = e.dst_kind == LINK and tree.dst_link(e.rel) == target
         st = e.src
         for d in pl.plan_entry(e.kind, e.dst_kind, e.src, e.dst, mirror=o.mirror,
-                               checksum=o.checksum, same_link=same_link):  # fmt: skip
-            if d == pl.DELETE:
+                               checksum=o.checksum, same_link=same_link,
+                               size_only=o.size_only, ignore_existing=o.ignore_existing,
+                               update=o.update):  # fmt: skip
+            if d == pl.DELETE and e.kind is None:
+                self.doomed.append((e.rel, e.dst_kind))  # after the copies, if the guards let
+            elif d == pl.DELETE:  # in the way of the source's entry: replaced now
                 self._deleted(e.rel)
                 if not o.dry_run:
                     tree.delete(e.rel, e.dst_kind)
@@ -388,7 +412,16 @@ class SyncEngine:
     def _plan_pair(self, pair: Pair) -> None:
         s, d, copies = pair.src, pair.dst, self.copies
         self.c.files_scanned += 1
-        decision = pl.plan_object(s, d, copies.records.get(s.name), checksum=self.opts.checksum)
+        o = self.opts
+        if self.selection and self.selection.leaves_out(s.size, self._src_mtime(s)):
+            return  # neither copied nor, being in the source, deleted
+        decision = pl.plan_object(s, d, copies.records.get(s.name), checksum=o.checksum,
+                                  size_only=o.size_only,
+                                  ignore_existing=o.ignore_existing)  # fmt: skip
+        if o.update and d is not None and decision in (pl.UPDATE, pl.MTIME):
+            src_ns, dst_ns = copies.mtimes(s, d)
+            if src_ns is not None and dst_ns is not None and dst_ns > src_ns:
+                decision = pl.SKIP  # newer on the destination: kept (--update)
         if decision == pl.SKIP:
             self.c.files_unchanged += 1
         elif decision in (pl.COPY, pl.UPDATE):
@@ -425,6 +458,61 @@ class SyncEngine:
         self.c.files_deleted += 1
         self.emit(p.FileDone(path=p.display_path(rel),
                              action="plan-delete" if self.opts.dry_run else "delete", size=0))
+
+    def _src_mtime(self, s: Any) -> int:
+        """A source object's mtime for --min-age / --max-age (one HEAD where the listing
+        lacks it, as S3's does)."""
+        if s.mtime_ns is not None:
+            return int(s.mtime_ns)
+        assert self.stores is not None
+        return int(self.stores[0].stat_info(s.name).mtime_ns or 0)
+
+    def _settle_deletions(self) -> None:
+        """--mirror: delete what the source no longer has, unless a guard withholds it all."""
+        o = self.opts
+        if self.tree is not None:
+            doomed = self.doomed
+            count, total = len(doomed), self.dst_entries
+            if parse_max_delete(o.max_delete) != (None, None) and not o.dry_run:
+                # Each entry below a doomed directory counts, as rsync's --max-delete does.
+                below = sum(self.tree.count_below(rel) for rel, kind in doomed if kind == DIR)
+                count, total = count + below, total + below
+        else:
+            count = len(self.gone)
+            total = len(self.lister.dstl) + len(self.lister.dst_excluded)
+        if not count:
+            return
+        then = None
+        if self.ledger.db is not None:
+            then = self.ledger.db.source_identity(self.ledger.job.id)
+        now = self.identity or guards.remote_identity(self.c.files_scanned)
+        why = guards.judge(source=o.source, deletions=count, destination_entries=total,
+                           source_files=self.c.files_scanned, then=then, now=now,
+                           limit=parse_max_delete(o.max_delete),
+                           force=o.force_delete)  # fmt: skip
+        if why is not None:
+            self.c.deletes_withheld = count
+            self.withheld = DeletionsWithheld(why)
+            return
+        if self.tree is None:
+            self._delete_gone()
+            return
+        for rel, kind in self.doomed:
+            if self.stopping:
+                return
+            self._deleted(rel)
+            if o.dry_run:
+                continue
+            try:
+                self.tree.delete(rel, kind)
+            except FileNotFoundError:
+                pass
+            except OSError as exc:
+                if exc.errno in (errno.EROFS, errno.EIO):
+                    self._fail(dest_error(exc, self.tree.dst_path(rel)))
+                    return
+                self._warn("io", rel, f"could not delete: {exc.strerror or exc}")
+        self.doomed.clear()
 
     def _delete_gone(self) -> None:
         """--mirror with a remote destination: what the source no longer has, in batches."""
@@ -520,5 +608,6 @@ class SyncEngine:
             bytes_total=c.bytes_total, warnings=c.warnings, skipped=c.skipped[:1000],
             elapsed_s=round(time.monotonic() - c.t0, 3), dry_run=self.opts.dry_run,
             files_server_side=self.server_copies, names_unlisted=c.names_unlisted,
-            temps_removed=c.temps_removed,
+            temps_removed=c.temps_removed, deletes_withheld=c.deletes_withheld,
+            files_backed_up=c.files_backed_up,
         )  # fmt: skip

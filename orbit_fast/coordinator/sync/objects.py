@@ -130,6 +130,7 @@ class StoreLister:
         self.dst_temps: set[str] = set()
         self.src_temps: set[str] = set()
         self.dst_other: set[str] = set()
+        self.dst_excluded: list[str] = []  # --delete-excluded: files the rules leave out
         self._dir_ok: dict[str, bool] = {}
         self._found: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
         self._held: tuple[str, Any] | None = None  # taken by wait(), not yet by next()
@@ -158,10 +159,16 @@ class StoreLister:
             elif self.included(rel):
                 self.dst_other.add(rel)
 
+        purge = self.opts.mirror and self.opts.delete_excluded
         try:
-            self.dstl = {i.name: i for i in self.dst_store.list_info(
-                "", self._descend, odd, self.dst_dir_mtimes.__setitem__)
-                if self.included(i.name)}  # fmt: skip
+            listed = self.dst_store.list_info("", None if purge else self._descend, odd,
+                                              self.dst_dir_mtimes.__setitem__)  # fmt: skip
+            self.dstl = {}
+            for i in listed:
+                if self.included(i.name):
+                    self.dstl[i.name] = i
+                elif purge:
+                    self.dst_excluded.append(i.name)
         except FileNotFoundError:
             self.dstl = {}
         for name in (*self.dstl, *self.dst_temps, *self.dst_other):
@@ -238,8 +245,8 @@ class StoreLister:
                 self.done = True
                 if not self.opts.mirror:
                     return None
-                return Gone([n for n in sorted(self.dstl)
-                             if n not in self.seen and not self._below_unlisted(n)])
+                return Gone(sorted(self.dst_excluded + [
+                    n for n in self.dstl if n not in self.seen and not self._below_unlisted(n)]))
 
     def touch(self, name: str) -> None:
         """A copy to or deletion of `name` changes its directories' times (engine.py)."""

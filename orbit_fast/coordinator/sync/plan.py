@@ -27,12 +27,14 @@ CONFLICT, SPECIAL, RECORD, MTIME = "conflict", "special", "record", "mtime"
 
 
 def plan_entry(kind: str | None, dst_kind: str | None, src: Stat | None, dst: Stat | None, *,
-               mirror: bool, checksum: bool,
-               same_link: bool = False) -> tuple[str, ...]:  # fmt: skip
+               mirror: bool, checksum: bool, same_link: bool = False, size_only: bool = False,
+               ignore_existing: bool = False, update: bool = False) -> tuple[str, ...]:  # fmt: skip
     """Decisions for one entry of the merge-walk of two trees.
 
     `kind` / `dst_kind`: FILE, DIR, LINK, OTHER or None (absent on that side); `same_link`:
-    both are symlinks with the same target."""
+    both are symlinks with the same target. Between two files: `ignore_existing` never
+    replaces one (rsync --ignore-existing), `update` keeps one newer than the source (rsync
+    -u, rclone --update), `size_only` calls equal sizes unchanged (--size-only)."""
     if kind is None:
         return (DELETE,) if mirror else ()
     if kind == OTHER:
@@ -53,7 +55,9 @@ def plan_entry(kind: str | None, dst_kind: str | None, src: Stat | None, dst: St
         return (DELETE, UPDATE) if mirror else (CONFLICT,)
     if dst_kind == FILE:
         assert dst is not None
-        if dst.st_size == src.st_size and dst.st_mtime_ns == src.st_mtime_ns:
+        if ignore_existing or (update and dst.st_mtime_ns > src.st_mtime_ns):
+            return (SKIP,)
+        if dst.st_size == src.st_size and (size_only or dst.st_mtime_ns == src.st_mtime_ns):
             if checksum:
                 return (COMPARE,)
             return (META,) if stat.S_IMODE(dst.st_mode) != stat.S_IMODE(src.st_mode) else (SKIP,)
@@ -61,13 +65,19 @@ def plan_entry(kind: str | None, dst_kind: str | None, src: Stat | None, dst: St
 
 
 def plan_object(s: ObjectInfo, d: ObjectInfo | None, record: tuple[str, str] | None, *,
-                checksum: bool) -> str:  # fmt: skip
+                checksum: bool, size_only: bool = False,
+                ignore_existing: bool = False) -> str:  # fmt: skip
     """The decision for a source object `s` against the destination's `d` (None: absent).
 
     `record` is what the jobs DB holds for the name: the (source, destination) signatures of
-    the last copy or match. When it equals both signatures now, the listing alone decides."""
+    the last copy or match. When it equals both signatures now, the listing alone decides.
+    (--update needs both times: the engine asks for them when this says UPDATE or MTIME.)"""
     if d is None:
         return COPY
+    if ignore_existing:
+        return SKIP
+    if size_only:
+        return SKIP if s.size == d.size else UPDATE
     if checksum:
         return UPDATE if s.size != d.size else COMPARE
     if record == (s.sig, d.sig):

@@ -142,6 +142,7 @@ class TreeLister:
             # count them without building Python objects.
             fold_unchanged=not opts.checksum,
             on_folded=lambda n: self._queued.append(Folded(n)),
+            delete_excluded=opts.mirror and opts.delete_excluded,
         )  # fmt: skip
 
     def start(self) -> None:
@@ -241,6 +242,19 @@ class TreeOps:
             self.dst.rmtree(rel)  # fd-based: a link inside is removed, never entered
         else:
             self.dst.unlink(rel)
+
+    def count_below(self, rel: str) -> int:
+        """Entries below the destination directory `rel` (what deleting it deletes), walked
+        through fds without following a link."""
+        try:
+            fd = self.dst.open_dir(rel)
+        except OSError:
+            return 0
+        try:
+            return sum(len(dirs) + len(files)
+                       for _, dirs, files, _ in os.fwalk(".", dir_fd=fd))  # fmt: skip
+        finally:
+            os.close(fd)
 
     def finish_dirs(self) -> None:
         """Directory modes and mtimes, deepest first, after their contents stopped changing."""
