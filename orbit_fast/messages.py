@@ -252,6 +252,9 @@ class AttachRing(_Msg, frozen=True):
     slot_size: int
     slots: int
     trees: list[TreeRef] = []  # by index SRC, DST: the roots the tasks' local paths are below
+    # Bandwidth limits the tasks of this ring share (workers/throttle.py): the run's --bwlimit
+    # and the hub's global one, by name.
+    throttles: list[str] = []
 
 
 class DetachRing(_Msg, frozen=True):

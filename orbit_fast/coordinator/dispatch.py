@@ -71,18 +71,22 @@ class TaskBoard(Generic[T]):
     trees
         The roots the tasks' local paths are relative to (messages.SRC, DST), which the
         workers open and check once per run.
+    throttles
+        Bandwidth limits the run's tasks share (workers/throttle.py), by name.
     """
 
     def __init__(self, *, workers: int, threads: int, depth: int | None = None, spread: int = 0,
                  limit: int = 0, slot_bytes: int = 0, slots: int = 0,
                  shared: WorkerPool | None = None, hold_slots: bool = False,
-                 trees: list[m.TreeRef] | None = None) -> None:  # fmt: skip
+                 trees: list[m.TreeRef] | None = None,
+                 throttles: list[str] | None = None) -> None:  # fmt: skip
         self.workers, self.threads = workers, threads
         self.depth, self.spread, self.limit = depth, spread, limit
         self.slot_bytes, self.slots = slot_bytes, slots
         self.shared = shared
         self.hold_slots = hold_slots
         self.trees = trees or []
+        self.throttles = throttles or []
         self.tasks: dict[int, InFlight[T]] = {}
         self.ring: SharedRing | None = None
         self.lease: Lease | None = None
@@ -99,7 +103,7 @@ class TaskBoard(Generic[T]):
             # A pool needs a ring to lend; object tasks never touch it, so one page does.
             self.ring = SharedRing.create(self.slot_bytes or 4096, self.slots or 1)
             self.lease = open_lease(self.ring, self.workers, self.threads, self.shared,
-                                    self.trees)  # fmt: skip
+                                    self.trees, self.throttles)  # fmt: skip
             if self.spread:
                 self.depth = -(-self.spread // self.lease.size)
         return self.lease

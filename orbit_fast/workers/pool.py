@@ -77,6 +77,8 @@ class WorkerPool:
         # the source's URL): a run's own pool is given the run's endpoint here, as an option
         # that wins over ORBIT_S3_ENDPOINT the way --s3-endpoint does ("": that variable).
         self.s3_endpoint = s3_endpoint
+        # The hub's global --bwlimit (workers/throttle.py), shared by every lease: its name.
+        self.global_throttle = ""
         self._workers: list[_Slot | None] = [None] * size
         self._enc = m.task_encoder
         self.deaths = 0
@@ -129,13 +131,17 @@ class WorkerPool:
             pass  # the death is seen by the reader, which returns the tasks for requeueing
 
     def lease(self, ring: SharedRing, owns_pool: bool = False,
-              trees: list[m.TreeRef] | None = None) -> Lease:  # fmt: skip
-        """Lend the workers to one coordinator, whose tasks use slots of `ring` and name
-        local files below `trees`."""
+              trees: list[m.TreeRef] | None = None,
+              throttles: list[str] | None = None) -> Lease:  # fmt: skip
+        """Lend the workers to one coordinator, whose tasks use slots of `ring`, name local
+        files below `trees` and share the bandwidth limits `throttles` (with the pool's own,
+        `global_throttle`)."""
         with self._cv:
             if self._closed:
                 raise RuntimeError("the worker pool is shut down")
-            lease = Lease(self, self._next_lease, ring, owns_pool, trees or [])
+            limits = [*(throttles or []), *([self.global_throttle] if self.global_throttle
+                                            else [])]  # fmt: skip
+            lease = Lease(self, self._next_lease, ring, owns_pool, trees or [], limits)
             self._next_lease += 1
             self._leases[lease.id] = lease
             for i in range(self.size):
@@ -263,13 +269,14 @@ class Lease:
     """
 
     def __init__(self, pool: WorkerPool, lease_id: int, ring: SharedRing, owns_pool: bool,
-                 trees: list[m.TreeRef]) -> None:  # fmt: skip
+                 trees: list[m.TreeRef], throttles: list[str] | None = None) -> None:  # fmt: skip
         self.pool = pool
         self.id = lease_id
         self.size = pool.size
         self.owns_pool = owns_pool
         self.attach_msg = m.AttachRing(ring=lease_id, name=ring.name, slot_size=ring.slot_size,
-                                       slots=ring.slots, trees=trees)  # fmt: skip
+                                       slots=ring.slots, trees=trees,
+                                       throttles=throttles or [])  # fmt: skip
         self.loads = [0] * pool.size
         self.results: deque[tuple[int, m.Result]] = deque()
         self.deaths: deque[Death] = deque()
@@ -365,12 +372,13 @@ class Lease:
 
 
 def open_lease(ring: SharedRing, size: int, threads: int, shared: WorkerPool | None,
-               trees: list[m.TreeRef] | None = None) -> Lease:  # fmt: skip
+               trees: list[m.TreeRef] | None = None,
+               throttles: list[str] | None = None) -> Lease:  # fmt: skip
     """Workers for one coordinator: a lease of `shared` when the process has a pool (the
     hub), else a pool of `size` workers with `threads` each, for this run only. `trees`: the
     roots the run's local paths are relative to (messages.SRC, DST)."""
     if shared is not None:
-        return shared.lease(ring, trees=trees)
+        return shared.lease(ring, trees=trees, throttles=throttles)
     pool = WorkerPool(size, threads)
     pool.start()
-    return pool.lease(ring, owns_pool=True, trees=trees)
+    return pool.lease(ring, owns_pool=True, trees=trees, throttles=throttles)

@@ -27,10 +27,12 @@ import xxhash
 from orbit_fast import environment
 from orbit_fast import messages as m
 from orbit_fast._native import kernels
+from orbit_fast.config import is_remote
 from orbit_fast.confine import Tree, create_fresh_at, same_file
 from orbit_fast.crypto import BLOB
 from orbit_fast.errors import OrbitError
 from orbit_fast.workers.ring import SharedRing
+from orbit_fast.workers.throttle import DOWN, UP, Throttle
 
 if TYPE_CHECKING:
     from orbit_fast.crypto import Sealer
@@ -96,6 +98,7 @@ def worker_main(
                 with t.in_order:
                     send(t.runner.run(task))
             else:
+                t.throttle(task)
                 send(t.runner.run(task))
         except BaseException:
             # Not an I/O error of a file (those are results): a bug or a broken pipe. Die
@@ -126,7 +129,7 @@ def worker_main(
             if isinstance(task, m.AttachRing):
                 ring = SharedRing.attach(task.name, task.slot_size, task.slots)
                 with lock:
-                    tenants[task.ring] = _Tenant(ring, task.trees, s3_endpoint)
+                    tenants[task.ring] = _Tenant(ring, task.trees, s3_endpoint, task.throttles)
                 continue
             if isinstance(task, m.DetachRing):
                 with lock:
@@ -158,17 +161,48 @@ def _orphaned() -> NoReturn:
 class _Tenant:
     """One coordinator's ring as this worker sees it, with what it remembers for that run."""
 
-    def __init__(self, ring: SharedRing, trees: list[m.TreeRef], s3_endpoint: str = ""):
+    def __init__(self, ring: SharedRing, trees: list[m.TreeRef], s3_endpoint: str = "",
+                 throttles: list[str] | None = None) -> None:  # fmt: skip
         self.ring = ring
         self.trees = _Trees(trees)
         self.runner = _Runner(ring, self.trees, s3_endpoint)
         self.inflight = 0
         self.detached = False
         self.in_order = threading.Lock()
+        self.throttles = [Throttle.attach(name) for name in throttles or []]
+
+    def throttle(self, task: m.JobTask) -> None:
+        """Wait until the run's bandwidth limits let this task's bytes move: written to the
+        destination count up, read from a remote source down (a local copy: up only)."""
+        if not self.throttles:
+            return
+        nbytes, up, down = _moves(task)
+        for t in self.throttles:
+            if up:
+                t.charge(nbytes, UP)
+            if down:
+                t.charge(nbytes, DOWN)
 
     def close(self) -> None:
         self.ring.close()
         self.trees.close()
+        for t in self.throttles:
+            t.close()
+
+
+def _moves(task: m.JobTask) -> tuple[int, bool, bool]:
+    """(bytes a task moves, counted up, counted down)."""
+    if isinstance(task, m.CopyBlock):
+        return task.length, True, False
+    if isinstance(task, m.CopyFiles):
+        return sum(f.size for f in task.files), True, False
+    if isinstance(task, m.PutObject | m.PutPart):
+        if isinstance(task, m.PutObject) and task.server_side:
+            return 0, False, False
+        n = task.length if isinstance(task, m.PutPart) else task.size
+        src, dst = is_remote(task.ends.src), is_remote(task.ends.dst)
+        return n, dst or not src, src
+    return 0, False, False  # verifying, digesting, renaming: no transfer
 
 
 class _Trees:

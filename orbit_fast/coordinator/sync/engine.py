@@ -50,13 +50,14 @@ from orbit_fast.errors import DeletionsWithheld, ExitCode, OrbitError, WorkerFai
 from orbit_fast.filters import FilterRules, Selection
 from orbit_fast.fsinfo import syncfs
 from orbit_fast.roots import check_run
-from orbit_fast.units import parse_max_delete
+from orbit_fast.units import parse_bwlimit, parse_max_delete
 from orbit_fast.workers.ring import reap_stale_segments
 
 if TYPE_CHECKING:
     from orbit_fast.coordinator.sync.objects import Pair
     from orbit_fast.index.state_file import StateClaims
     from orbit_fast.workers.pool import WorkerPool
+    from orbit_fast.workers.throttle import Throttle
 
 PROGRESS_INTERVAL_S = 0.25
 MAX_SOURCE_CHANGES = 3  # copies of a file that keeps changing before it is skipped
@@ -105,6 +106,8 @@ class SyncEngine:
         self.dst_entries = 0  # entries the destination showed: the base of --max-delete N%
         self.identity: guards.Identity | None = None  # the local source root's filesystem
         self.withheld: DeletionsWithheld | None = None
+        self.bandwidth = parse_bwlimit(opts.bwlimit)
+        self.throttle: Throttle | None = None  # --bwlimit, shared by the run's workers
         self._last_progress = 0.0
         self.stores: tuple[Any, Any] | None = None
         self.tree: TreeOps | None = None
@@ -144,6 +147,10 @@ class SyncEngine:
             self.identity = guards.local_identity(self.trees.src.path, self.trees.src.dev)
         try:
             reap_stale_segments()  # rings of coordinators that died with SIGKILL
+            if self.bandwidth:
+                from orbit_fast.workers.throttle import Throttle
+
+                self.throttle = Throttle.create(self.bandwidth.at())
             self.ledger.open(job_name(o), o.destination)
             self._bind()
             self.ledger.started(workers=o.workers, block_bytes=o.block_bytes)
@@ -156,6 +163,8 @@ class SyncEngine:
             finally:
                 self.copies.board.close()
         finally:
+            if self.throttle is not None:
+                self.throttle.close()
             if self.stores is not None:
                 for store in self.stores:
                     store.close()
@@ -180,7 +189,7 @@ class SyncEngine:
         if self.stores is None:
             assert self.trees is not None
             self.tree = TreeOps(self.trees, job)
-            copies = BlockCopies(o, self.trees, db, job, self.shared_pool)
+            copies = BlockCopies(o, self.trees, db, job, self.shared_pool, self._throttles())
             self.copies = copies
             self.lister = TreeLister(o, self.trees, self.rules, job.token,
                                      copies.resumable_temps())  # fmt: skip
@@ -190,9 +199,12 @@ class SyncEngine:
             from orbit_fast.coordinator.sync.object_copies import ObjectCopies
 
             src, dst = self.stores
-            self.copies = ObjectCopies(o, src, dst, db, job, self.shared_pool)
+            self.copies = ObjectCopies(o, src, dst, db, job, self.shared_pool, self._throttles())
             self.lister = objects.StoreLister(o, self.rules, src, dst)
             self._objects = objects
+
+    def _throttles(self) -> list[str]:
+        return [self.throttle.name] if self.throttle is not None else []
 
     def _fail(self, err: OrbitError) -> None:
         if self.fatal is None:
@@ -235,6 +247,11 @@ class SyncEngine:
         now = time.monotonic()
         if force or now - self._last_progress >= PROGRESS_INTERVAL_S:
             self._last_progress = now
+            if self.throttle is not None:
+                if self.stopping:  # in-flight tasks finish now, not at their booked times
+                    self.throttle.release()
+                elif len(self.bandwidth.table) > 1:  # a timetable: the rate of this moment
+                    self.throttle.set_rate(self.bandwidth.at())
             self.c.scan_done = self.lister.done
             self.emit(self.c.progress(len(self.copies.board.tasks)))
 

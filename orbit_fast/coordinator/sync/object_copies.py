@@ -57,14 +57,16 @@ class ObjectCopies:
     """Copies of objects in the worker pool, `concurrency` at a time, no ring slots."""
 
     def __init__(self, opts: SyncOptions, src: Any, dst: Any, db: JobsDB | None, job: Job,
-                 shared: WorkerPool | None) -> None:  # fmt: skip
+                 shared: WorkerPool | None,
+                 throttles: list[str] | None = None) -> None:  # fmt: skip
         self.opts, self.src, self.dst, self.db, self.job = opts, src, dst, db, job
         self.ends = m.Ends(src=opts.source, dst=opts.destination, s3_endpoint=opts.s3_endpoint,
                            attempts=opts.retry_attempts)  # fmt: skip
         procs = min(opts.workers, os.cpu_count() or 1)
         # A task queued behind each running one: no idle gap between objects.
         self.board: TaskBoard[Obj] = TaskBoard(workers=procs, threads=-(-opts.workers // procs),
-                                               limit=2 * opts.workers, shared=shared)
+                                               limit=2 * opts.workers, shared=shared,
+                                               throttles=throttles)  # fmt: skip
         self.ready: deque[tuple[Obj, str, int]] = deque()  # (object, task kind, part)
         self.todo: deque[Obj] = deque()
         self.records: dict[str, tuple[str, str]] = {}

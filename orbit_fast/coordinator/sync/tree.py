@@ -281,7 +281,8 @@ class BlockCopies:
     """Copies of local files through ring slots: a queue of block tasks per file."""
 
     def __init__(self, opts: SyncOptions, trees: Trees, db: JobsDB | None, job: Job,
-                 shared: WorkerPool | None) -> None:  # fmt: skip
+                 shared: WorkerPool | None,
+                 throttles: list[str] | None = None) -> None:  # fmt: skip
         self.opts, self.db, self.job = opts, db, job
         self.src, self._dst = trees.src, trees.dst
         # One slot per task out: TASK_DEPTH per worker, all in use at once. On a shared pool
@@ -290,7 +291,7 @@ class BlockCopies:
         self.board: TaskBoard[Transfer | Batch] = TaskBoard(
             workers=opts.workers, threads=TASK_DEPTH, spread=TASK_DEPTH * opts.workers,
             slot_bytes=opts.block_bytes, slots=TASK_DEPTH * opts.workers, shared=shared,
-            trees=trees.refs(),
+            trees=trees.refs(), throttles=throttles,
         )  # fmt: skip
         self.active: deque[Transfer] = deque()
         # Copies in blocks an interrupted run left, by name: their temp file and blocks.
