@@ -95,6 +95,7 @@ class FilterRules:
             parts = rel.split("/")
             self._leads.update("/".join(parts[:i]) for i in range(1, len(parts)))
         self._listed = bool(files_from)
+        self._protected: list[str] = []  # never part of a run, never deleted (protect())
         expanded = expand_rules(rules, from0)
         if expanded:  # pathspec is imported only when there are rules
             from pathspec.patterns.gitignore.spec import GitIgnoreSpecPattern
@@ -116,7 +117,22 @@ class FilterRules:
             self._rules.append((action == "include", compiled.regex))
 
     def __bool__(self) -> bool:
+        """Whether any name may be left out by rules or a list (protect() aside: a walk
+        skips protected names itself and may still fold unchanged files)."""
         return bool(self._rules) or self._listed
+
+    @property
+    def protecting(self) -> bool:
+        return bool(self._protected)
+
+    def protect(self, rel: str) -> None:
+        """Leave `rel` (and what is below it) out of the run on both sides, even from
+        --delete-excluded: a --backup-dir inside the destination."""
+        if rel:
+            self._protected.append(rel)
+
+    def protected(self, rel: str) -> bool:
+        return any(rel == p or rel.startswith(p + "/") for p in self._protected)
 
     def _listed_here(self, rel: str, is_dir: bool) -> bool:
         """--files-from: `rel` is listed, leads to a listed path, or is below a listed one."""
@@ -131,6 +147,8 @@ class FilterRules:
 
     def included(self, rel: str, is_dir: bool) -> bool:
         """Whether `rel` (a /-separated path relative to the tree top) takes part in the run."""
+        if self._protected and self.protected(rel):
+            return False
         if self._listed and not self._listed_here(rel, is_dir):
             return False
         if not self._rules:
@@ -145,7 +163,7 @@ class FilterRules:
         """Whether a listed file `name` ("a/b/c") takes part: a store lists files, not
         directories, so every parent directory must be included too. `dirs` caches the
         directory answers between calls (one dict per listing)."""
-        if not self._rules and not self._listed:
+        if not self._rules and not self._listed and not self._protected:
             return True
         parts = name.split("/")
         for i in range(1, len(parts)):

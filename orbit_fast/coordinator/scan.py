@@ -73,6 +73,7 @@ def merge_walk(
     """
     scan_pair = kernels().scan_pair
     fold = fold_unchanged and not rules
+    protecting = rules.protecting
     stack = [""]
     prune = prune if prune is not None else set()
     while stack:
@@ -116,11 +117,13 @@ def merge_walk(
             if s is None and is_temp(name):
                 on_temp(rel)
                 continue
+            if protecting and rules.protected(rel):  # a --backup-dir in the destination
+                continue
             skind = KINDS[s[0]] if s is not None else None
             dkind = KINDS[d[0]] if d is not None else None
             judged = skind if skind is not None else dkind
             if rules and not rules.included(rel, judged == DIR):
-                if delete_excluded and d is not None:
+                if delete_excluded and d is not None and not rules.protected(rel):
                     yield Entry(rel, None, None, dkind, Stat(*d[1:]))
                 continue
             yield Entry(rel, skind, Stat(*s[1:]) if s is not None else None, dkind,

@@ -23,7 +23,7 @@ from orbit_fast.config import FsyncPolicy, SyncOptions, is_remote
 from orbit_fast.coordinator.dispatch import WorkerDeath
 from orbit_fast.coordinator.run import RunLedger
 from orbit_fast.coordinator.scan import DIR, FILE, LINK, Entry
-from orbit_fast.coordinator.sync import guards
+from orbit_fast.coordinator.sync import guards, keep
 from orbit_fast.coordinator.sync import plan as pl
 from orbit_fast.coordinator.sync.outcome import (
     Changed,
@@ -46,7 +46,13 @@ from orbit_fast.coordinator.sync.tree import (
     TreeOps,
     Trees,
 )
-from orbit_fast.errors import DeletionsWithheld, ExitCode, OrbitError, WorkerFailed
+from orbit_fast.errors import (
+    DeletionsWithheld,
+    ExitCode,
+    OrbitError,
+    UsageError,
+    WorkerFailed,
+)
 from orbit_fast.filters import FilterRules, Selection
 from orbit_fast.fsinfo import syncfs
 from orbit_fast.roots import check_run
@@ -108,6 +114,9 @@ class SyncEngine:
         self.withheld: DeletionsWithheld | None = None
         self.bandwidth = parse_bwlimit(opts.bwlimit)
         self.throttle: Throttle | None = None  # --bwlimit, shared by the run's workers
+        # --backup-dir as this run fills it in, and where it keeps files between trees
+        self.backup_dir = keep.expand(opts.backup_dir) if opts.backup_dir else ""
+        self.keeper: keep.TreeKeeper | None = None
         self._last_progress = 0.0
         self.stores: tuple[Any, Any] | None = None
         self.tree: TreeOps | None = None
@@ -145,6 +154,8 @@ class SyncEngine:
             except OSError as exc:
                 raise dest_error(exc, o.destination) from exc
             self.identity = guards.local_identity(self.trees.src.path, self.trees.src.dev)
+            if self.backup_dir:
+                self._open_keeper()
         try:
             reap_stale_segments()  # rings of coordinators that died with SIGKILL
             if self.bandwidth:
@@ -165,6 +176,8 @@ class SyncEngine:
         finally:
             if self.throttle is not None:
                 self.throttle.close()
+            if self.keeper is not None:
+                self.keeper.close()
             if self.stores is not None:
                 for store in self.stores:
                     store.close()
@@ -202,6 +215,33 @@ class SyncEngine:
             self.copies = ObjectCopies(o, src, dst, db, job, self.shared_pool, self._throttles())
             self.lister = objects.StoreLister(o, self.rules, src, dst)
             self._objects = objects
+
+    def _open_keeper(self) -> None:
+        """--backup-dir between local trees: never inside the source; inside the destination
+        it takes no part in the run (its fixed part: yesterday's {date} too)."""
+        o, bdir = self.opts, self.backup_dir
+        if keep.inside(bdir, o.source) is not None:
+            raise UsageError(f"--backup-dir {bdir} is inside the source {o.source}; put it "
+                             "elsewhere", "backup_dir")  # fmt: skip
+        rel = keep.inside(keep.fixed_part(o.backup_dir) or bdir, o.destination)
+        if rel == "":
+            raise UsageError(f"--backup-dir {bdir} is the destination itself; name a "
+                             "directory below it or elsewhere", "backup_dir")  # fmt: skip
+        if rel is not None:
+            self.rules.protect(rel)
+        if not o.dry_run:
+            assert self.trees is not None and self.trees.dst is not None
+            self.keeper = keep.TreeKeeper(self.trees.dst, o.destination, bdir, o.suffix)
+
+    def _keep(self, rel: str, kind: str | None, replaced: bool) -> None:
+        """--backup-dir: keep what is about to be replaced or deleted (a dry run lists it)."""
+        if self.opts.dry_run:
+            self.emit(p.FileDone(path=p.display_path(rel), action="plan-backup", size=0))
+            return
+        if self.keeper is not None:
+            kept = self.keeper.replaced(rel) if replaced else (self.keeper.deleted(rel, kind)
+                                                                or True)  # fmt: skip
+            self.c.files_backed_up += int(kept)
 
     def _throttles(self) -> list[str]:
         return [self.throttle.name] if self.throttle is not None else []
@@ -385,7 +425,9 @@ class SyncEngine:
                 self.doomed.append((e.rel, e.dst_kind))  # after the copies, if the guards let
             elif d == pl.DELETE:  # in the way of the source's entry: replaced now
                 self._deleted(e.rel)
-                if not o.dry_run:
+                if self.backup_dir:
+                    self._keep(e.rel, e.dst_kind, replaced=False)
+                elif not o.dry_run:
                     tree.delete(e.rel, e.dst_kind)
             elif d == pl.CONFLICT:
                 self._warn("type_conflict", e.rel, f"is a {e.kind} in the source but a "
@@ -461,6 +503,8 @@ class SyncEngine:
 
     def _start_copy(self, item: Any) -> None:
         c = self.c
+        if self.backup_dir and item.action == "update" and self.tree is not None:
+            self._keep(item.rel, None, replaced=True)
         item.started = True
         c.files_total += 1
         c.bytes_total += item.size
@@ -518,10 +562,11 @@ class SyncEngine:
             if self.stopping:
                 return
             self._deleted(rel)
-            if o.dry_run:
-                continue
             try:
-                self.tree.delete(rel, kind)
+                if self.backup_dir:
+                    self._keep(rel, kind, replaced=False)
+                elif not o.dry_run:
+                    self.tree.delete(rel, kind)
             except FileNotFoundError:
                 pass
             except OSError as exc:

@@ -167,7 +167,7 @@ class StoreLister:
             for i in listed:
                 if self.included(i.name):
                     self.dstl[i.name] = i
-                elif purge:
+                elif purge and not self.rules.protected(i.name):
                     self.dst_excluded.append(i.name)
         except FileNotFoundError:
             self.dstl = {}
