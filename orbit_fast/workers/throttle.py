@@ -102,7 +102,7 @@ class Throttle:
                 return None
             state[2 + way] = start + nbytes / rate
             _STATE.pack_into(mm, 0, *state)
-        return start - now
+        return float(start - now)
 
     def charge(self, nbytes: int, way: int) -> None:
         """Wait until `nbytes` may move (or the limit is lifted, or the run released). Tasks

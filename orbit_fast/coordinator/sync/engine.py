@@ -239,8 +239,11 @@ class SyncEngine:
             self.emit(p.FileDone(path=p.display_path(rel), action="plan-backup", size=0))
             return
         if self.keeper is not None:
-            kept = self.keeper.replaced(rel) if replaced else (self.keeper.deleted(rel, kind)
-                                                                or True)  # fmt: skip
+            if replaced:
+                kept = self.keeper.replaced(rel)
+            else:
+                self.keeper.deleted(rel, kind)
+                kept = True
             self.c.files_backed_up += int(kept)
 
     def _throttles(self) -> list[str]:
