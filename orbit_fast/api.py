@@ -272,7 +272,7 @@ class Engine:
     def __init__(self, db_path: str, universe_path: str, *, workers: int = 1,
                  worker_nice: int = 0, env: Mapping[str, str] | None = None,
                  backup_dir: str = "", db_setting: str = "--db-path",
-                 universe_setting: str = "--universe-path") -> None:  # fmt: skip
+                 universe_setting: str = "--universe-path", bwlimit: str = "") -> None:  # fmt: skip
         from orbit_fast.index.state_file import StateClaims
         from orbit_fast.workers.pool import SHARED_THREADS, WorkerPool
 
@@ -284,6 +284,11 @@ class Engine:
         self._pool = WorkerPool(workers, SHARED_THREADS, nice=worker_nice, env=env)
         self._started = False
         self._db: JobsDB | None = None  # for reading the runs' file errors
+        # One limit for every run together (the hub's ORBIT_BWLIMIT), on top of each run's.
+        from orbit_fast.units import parse_bwlimit
+
+        self._bandwidth = parse_bwlimit(bwlimit, "ORBIT_BWLIMIT")
+        self._throttle: Any = None
         self._db_lock = threading.Lock()
 
     def open(self) -> Engine:
@@ -321,14 +326,27 @@ class Engine:
 
     def start(self) -> None:
         """Start the worker processes (before the first run)."""
+        if self._bandwidth and self._throttle is None:
+            from orbit_fast.workers.throttle import Throttle
+
+            self._throttle = Throttle.create(self._bandwidth.at())
+            self._pool.global_throttle = self._throttle.name
         self._pool.start()
         self._started = True
+
+    def tick(self) -> None:
+        """Follow the global limit's timetable (called about once a second by the hub)."""
+        if self._throttle is not None and len(self._bandwidth.table) > 1:
+            self._throttle.set_rate(self._bandwidth.at())
 
     def close(self) -> None:
         """Stop the workers (runs are to have ended) and give the state files up."""
         if self._started:
             self._pool.shutdown()
             self._started = False
+        if self._throttle is not None:
+            self._throttle.close()
+            self._throttle = None
         with self._db_lock:
             if self._db is not None:
                 self._db.close()

@@ -58,15 +58,24 @@ def expand_rules(rules: tuple[tuple[str, str], ...],
             if rule == "!":
                 out.clear()
                 continue
-            head, _, pattern = rule.partition(" ")
-            kind = {"+": "include", "-": "exclude", "include": "include",
-                    "exclude": "exclude"}.get(head)  # fmt: skip
-            if kind is None or not pattern.strip():
+            try:
+                out.append(parse_rule(rule))
+            except UsageError:
                 raise UsageError(f"{flag} {value}: rule {line!r} is not '+ PATTERN', "
                                  "'- PATTERN' or '!' (rsync's merge, protect and hide rules "
-                                 "are not supported)", "filters")  # fmt: skip
-            out.append((kind, pattern.strip()))
+                                 "are not supported)", "filters") from None  # fmt: skip
     return out
+
+
+def parse_rule(rule: str, what: str = "--filter") -> tuple[str, str]:
+    """One rule of rclone's --filter (and a filter file's line): "+ PATTERN" or "- PATTERN"
+    (rsync's "include PATTERN" / "exclude PATTERN" too) as (action, pattern)."""
+    head, _, pattern = rule.strip().partition(" ")
+    kind = {"+": "include", "-": "exclude", "include": "include", "exclude": "exclude"}.get(head)
+    if kind is None or not pattern.strip():
+        raise UsageError(f"{what} rule {rule!r}: write '+ PATTERN' or '- PATTERN'",
+                         what.lstrip("-").replace("-", "_"))  # fmt: skip
+    return kind, pattern.strip()
 
 
 def read_files_from(path: str, from0: bool = False) -> set[str]:

@@ -156,6 +156,15 @@ class ChunkRange(_Msg, frozen=True):
 # never cross a process boundary, so these tasks carry no slot.
 
 
+class S3Settings(msgspec.Struct, array_like=True, frozen=True):
+    """How a sync writes S3 objects (SyncOptions.s3_*): "" leaves each to the bucket."""
+
+    storage_class: str = ""  # STANDARD_IA, GLACIER_IR, DEEP_ARCHIVE, INTELLIGENT_TIERING, ...
+    sse: str = ""  # AES256 or aws:kms
+    sse_kms_key_id: str = ""
+    region: str = ""  # when no endpoint says it (else AWS_REGION, else us-east-1)
+
+
 class Ends(msgspec.Struct, array_like=True, frozen=True):
     """The two stores of a run, as each worker thread opens them."""
 
@@ -163,6 +172,7 @@ class Ends(msgspec.Struct, array_like=True, frozen=True):
     dst: str
     s3_endpoint: str
     attempts: int
+    s3: S3Settings = S3Settings()  # how S3 objects are written (storage class, SSE, region)
 
 
 class PutObject(_Msg, frozen=True):

@@ -141,6 +141,7 @@ class ObjectInfo(NamedTuple):
     etag: str = ""  # S3: the ETag without quotes (MD5, or multipart_etag of the parts' MD5s)
     part_bytes: int = 0  # S3 objects orbit-fast uploaded in parts: the part size (metadata)
     md5: str = ""  # S3: the whole-file MD5 (hex) of rclone's "md5chksum" metadata, if any
+    storage_class: str = ""  # S3 listings: GLACIER and DEEP_ARCHIVE objects cannot be read
 
     @property
     def whole_md5(self) -> str:
@@ -251,6 +252,11 @@ class FileStore(Protocol):
                  durable: bool = True) -> ObjectInfo: ...  # fmt: skip
 
     def delete_many(self, names: Sequence[str]) -> None: ...
+
+    def keep_from(self, src: object, name: str, target: str) -> None:
+        """--backup-dir: `src`'s file `name` as `target` here, copied on the server (or
+        linked), before a sync overwrites or deletes it; CantCopy where the two stores are
+        not one server's."""
 
     def close(self) -> None: ...
 

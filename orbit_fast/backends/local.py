@@ -20,22 +20,25 @@ from __future__ import annotations
 import errno
 import os
 import secrets
+import shutil
 import stat
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 
 from orbit_fast.backends.base import (
     TEMP_NAME,
+    CantCopy,
     Capabilities,
     Descend,
     ObjectInfo,
     OnDir,
     OnSkip,
     is_temp,
+    upload_temp_name,
 )
 from orbit_fast.backends.base import TMP_PREFIX as _TMP
 from orbit_fast.backends.parts import FileUpload, FileUploads
-from orbit_fast.confine import Escape, Tree, check_rel, open_beneath
+from orbit_fast.confine import Escape, Tree, check_rel, create_fresh_at, open_beneath
 
 _OPEN_FILES = 16
 _DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -136,6 +139,42 @@ class LocalStore(FileUploads):
                 raise
         t.makedirs(d)
         return open_beneath(t.fd, d, _DIR), base
+
+    def keep_from(self, src: object, name: str, target: str) -> None:
+        """--backup-dir: `src`'s file `name` as `target` here, before it is replaced or
+        deleted: a hard link (nothing copied, nothing ever missing), or a copy when the two
+        are on different filesystems."""
+        if not isinstance(src, LocalStore):
+            raise CantCopy(f"{self._show(target)}: cannot keep {name} from {src!r}")
+        st, dt = src._top(), self._top(create=True)
+        tmp = upload_temp_name(target)
+        sfd, sname = self._parent(st, _check(name))
+        try:
+            dfd, dname = self._parent(dt, _check(tmp), create=True)
+            try:
+                try:
+                    os.link(sname, dname, src_dir_fd=sfd, dst_dir_fd=dfd, follow_symlinks=False)
+                except OSError as exc:
+                    if exc.errno != errno.EXDEV:
+                        raise
+                    fin = os.open(sname, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=sfd)
+                    try:
+                        was = os.fstat(fin)
+                        fout = create_fresh_at(dfd, dname)
+                        try:
+                            with (open(fin, "rb", closefd=False) as a,
+                                  open(fout, "wb", closefd=False) as b):  # fmt: skip
+                                shutil.copyfileobj(a, b, 1 << 20)
+                            os.utime(fout, ns=(was.st_atime_ns, was.st_mtime_ns))
+                        finally:
+                            os.close(fout)
+                    finally:
+                        os.close(fin)
+            finally:
+                self._release(dt, dfd)
+        finally:
+            self._release(st, sfd)
+        dt.rename(tmp, target)
 
     @staticmethod
     def _release(t: Tree, fd: int) -> None:

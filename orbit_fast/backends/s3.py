@@ -147,15 +147,24 @@ def _session() -> Any:
 
 
 class S3Store(ProbesByListing):
-    def __init__(self, url: str, endpoint: str | None = None, part_bytes: int = 8 << 20) -> None:
+    def __init__(self, url: str, endpoint: str | None = None, part_bytes: int = 8 << 20,
+                 storage_class: str = "", sse: str = "", sse_kms_key_id: str = "",
+                 region: str = "") -> None:  # fmt: skip
         self.url = url
+        # What each object a sync writes is stored as (--s3-storage-class, --s3-sse): sent
+        # with every PUT, multipart start and copy; obstore's path has no header for them,
+        # so writes with any go through boto3.
+        self._put_extra = {k: v for k, v in (("StorageClass", storage_class),
+                                             ("ServerSideEncryption", sse),
+                                             ("SSEKMSKeyId", sse_kms_key_id)) if v}  # fmt: skip
         self.bucket, self.prefix = parse_url(url)
         endpoint = endpoint or getenv("ORBIT_S3_ENDPOINT") or None
         path_style = getenv("ORBIT_S3_PATH_STYLE")
         style = ("path" if path_style == "1" or (path_style is None and endpoint) else "auto")
         checksums = getenv("ORBIT_S3_CHECKSUMS") or ("when_required" if endpoint
                                                      else "when_supported")  # fmt: skip
-        region = getenv("AWS_REGION") or getenv("AWS_DEFAULT_REGION") or "us-east-1"
+        region = (region or getenv("AWS_REGION") or getenv("AWS_DEFAULT_REGION")
+                  or "us-east-1")  # fmt: skip
         # botocore's own AWS_ENDPOINT_URL[_S3] lookup sees os.environ only; as for the
         # credentials, one the env file alone sets is passed explicitly. It is not an
         # ORBIT_S3_ENDPOINT: the addressing and checksum defaults above stay AWS's.
@@ -285,6 +294,11 @@ class S3Store(ProbesByListing):
         if code == "NoSuchBucket":
             return RemoteError(f"the bucket {self.bucket} does not exist ({self._where()}); "
                                "create it or fix the URL")  # fmt: skip
+        if code == "InvalidObjectState":
+            return RemoteError(f"{self._where(name)} is in an archive storage class (GLACIER or "
+                               "DEEP_ARCHIVE) and cannot be read until it is restored: run "
+                               "`aws s3api restore-object` on it (or restore the whole prefix) "
+                               "and try again once the restore has finished")  # fmt: skip
         if code in ("PreconditionFailed", "ConditionalRequestConflict") or status == 412:
             return FileExistsError(17, "object exists", self._where(name))
         if code in _AUTH_CODES or status in (401, 403):
@@ -377,11 +391,11 @@ class S3Store(ProbesByListing):
         return self.stat_info(name).size
 
     def list(self, prefix: str) -> Iterator[tuple[str, int]]:
-        for name, size, _ in self._list(prefix):
+        for name, size, _, _ in self._list(prefix):
             yield name, size
 
     def _list(self, prefix: str, on_skip: OnSkip | None = None
-              ) -> Iterator[tuple[str, int, str]]:  # fmt: skip
+              ) -> Iterator[tuple[str, int, str, str]]:  # fmt: skip
         base = self._key(prefix).rstrip("/") + "/" if prefix else (
             self.prefix + "/" if self.prefix else "")  # fmt: skip
         strip = len(self.prefix) + 1 if self.prefix else 0
@@ -396,7 +410,8 @@ class S3Store(ProbesByListing):
                     continue  # a "folder" marker of consoles and other tools, not a file
                 name = obj["Key"][strip:]
                 if listed_name(name, self.url, on_skip):
-                    yield name, int(obj["Size"]), _etag(obj.get("ETag", ""))
+                    yield (name, int(obj["Size"]), _etag(obj.get("ETag", "")),
+                           obj.get("StorageClass") or "")  # fmt: skip
             if not page.get("IsTruncated"):
                 return
             token = page["NextContinuationToken"]
@@ -423,8 +438,8 @@ class S3Store(ProbesByListing):
                   on_dir: OnDir | None = None) -> Iterator[ObjectInfo]:  # fmt: skip
         # No directories to prune on S3: the caller filters names. mtime is in the metadata,
         # which listings do not return (stat_info has it).
-        for name, size, etag in self._list(prefix, on_skip):
-            yield ObjectInfo(name, size, None, etag)
+        for name, size, etag, cls in self._list(prefix, on_skip):
+            yield ObjectInfo(name, size, None, etag, storage_class=cls)
 
     def _head(self, name: str) -> tuple[int, str, dict[str, str], Any]:
         """A HEAD of `name`: (size, ETag, user metadata, Last-Modified), from either client."""
@@ -457,14 +472,36 @@ class S3Store(ProbesByListing):
     def put_file(self, name: str, data: bytes, mtime_ns: int,
                  durable: bool = True) -> ObjectInfo:  # fmt: skip
         key = self._key(name)
-        fast = self._fast_for(key)
+        fast = self._fast_for(key) if not self._put_extra else None
+        ctype = content_type(name)
         if fast is not None:
-            etag = self._on_fast("write", name, lambda: fast.put(
-                key, data, {"mtime": format_mtime(mtime_ns)}))  # fmt: skip
+            attrs = {"mtime": format_mtime(mtime_ns), **({"Content-Type": ctype} if ctype
+                                                         else {})}  # fmt: skip
+            etag = self._on_fast("write", name, lambda: fast.put(key, data, attrs))
             return ObjectInfo(name, len(data), mtime_ns, etag)
         r = self._call("write", name, self._s3.put_object, Key=self._key(name), Body=data,
-                       Metadata={"mtime": format_mtime(mtime_ns)})  # fmt: skip
+                       Metadata={"mtime": format_mtime(mtime_ns)},
+                       **self._object_args(name))  # fmt: skip
         return ObjectInfo(name, len(data), mtime_ns, _etag(r.get("ETag", "")))
+
+    def _object_args(self, name: str) -> dict[str, str]:
+        """The storage class, encryption and content type of a new object `name`."""
+        ctype = content_type(name)
+        return {**self._put_extra, **({"ContentType": ctype} if ctype else {})}
+
+    def keep_from(self, src: object, name: str, target: str) -> None:
+        """--backup-dir: copy `src`'s object `name` to `target` here on the server (boto3's
+        managed copy: UploadPartCopy above 5 GiB), before it is overwritten or deleted."""
+        if not isinstance(src, S3Store):
+            raise CantCopy(f"{self._where(target)}: cannot keep {name} from {src!r}")
+        from boto3.s3.inject import copy as managed_copy  # boto3's client.copy, on ours
+
+        def copy(**kw: Any) -> None:
+            managed_copy(self._s3, **kw)
+
+        self._call("keep a copy of", name, copy, Key=self._key(target),
+                   CopySource={"Bucket": src.bucket, "Key": src._key(name)},
+                   ExtraArgs=dict(self._put_extra) or None)  # fmt: skip
 
     def begin_upload(self, name: str, size: int, part_bytes: int, mtime_ns: int,
                      token: str = "", md5: str = "") -> S3Upload:  # fmt: skip
@@ -475,7 +512,8 @@ class S3Store(ProbesByListing):
 
     def _start_upload(self, name: str, meta: dict[str, str], part_bytes: int) -> S3Upload:
         r = self._call("start a multipart upload of", name, self._s3.create_multipart_upload,
-                       Key=self._key(name), Metadata=meta)  # fmt: skip
+                       Key=self._key(name), Metadata=meta,
+                       **self._object_args(name))  # fmt: skip
         return S3Upload(self, name, r["UploadId"], part_bytes)
 
     def resume_upload(self, name: str, state: str, size: int, part_bytes: int,
@@ -518,18 +556,26 @@ class S3Store(ProbesByListing):
         if size > MAX_COPY_BYTES:
             raise CantCopy(f"{self._where(name)}: {size} bytes is above CopyObject's limit of "
                            f"{MAX_COPY_BYTES}; copy it through orbit-fast")  # fmt: skip
-        meta: dict[str, Any] = {"MetadataDirective": "COPY"}
+        meta: dict[str, Any] = {"MetadataDirective": "COPY", **self._put_extra}
         if mtime_ns is not None:
             # REPLACE sets every field: the source's others ("md5chksum", the part size) are
             # carried over, or `rclone check` would find no hash on a copied multipart object.
             theirs = other._head(name)[2]
-            meta = {"MetadataDirective": "REPLACE",
+            meta = {"MetadataDirective": "REPLACE", **self._object_args(name),
                     "Metadata": {**theirs, "mtime": format_mtime(mtime_ns)}}  # fmt: skip
         r = self._call("copy", name, self._s3.copy_object, Key=self._key(name),
                        CopySource={"Bucket": other.bucket, "Key": other._key(name)},
                        **meta)  # fmt: skip
         etag = _etag(r.get("CopyObjectResult", {}).get("ETag", ""))
         return ObjectInfo(name, size, mtime_ns, etag)
+
+
+def content_type(name: str) -> str:
+    """The Content-Type of an object by its name (mimetypes, as rclone guesses it); "" when
+    the name says nothing (S3 then stores binary/octet-stream)."""
+    import mimetypes
+
+    return mimetypes.guess_type(name, strict=False)[0] or ""
 
 
 def _object_info(name: str, size: int, etag: str, meta: dict[str, str],

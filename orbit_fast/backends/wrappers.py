@@ -156,6 +156,12 @@ class RetryingStore(Retrier):
     def delete_many(self, names: Sequence[str]) -> None:
         self._retry(f"deleting {len(names)} objects", lambda: self.inner.delete_many(names))
 
+    def keep_from(self, src: object, name: str, target: str) -> None:
+        # Asked of the unwrapped stores, as server_copy_from is.
+        inner_src = src.inner if isinstance(src, RetryingStore) else src
+        self._retry(f"keeping a copy of {name}",
+                    lambda: self.inner.keep_from(inner_src, name, target))  # fmt: skip
+
 
 class RetryingUploads(RetryingStore):
     """A RetryingStore around a store with PartUploads; its uploads retry too."""

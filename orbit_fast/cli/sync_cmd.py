@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import click
 
-_FILTER_FLAGS = ("--include", "--exclude", "--include-from", "--exclude-from", "--filter-from")
+_FILTER_FLAGS = ("--include", "--exclude", "--filter", "--include-from", "--exclude-from",
+                 "--filter-from")
 
 
 class _FilterOrderCommand(click.Command):
@@ -46,7 +47,8 @@ class _FilterOrderCommand(click.Command):
     "--delete",
     "mirror",
     is_flag=True,
-    help="Also delete destination entries that are not in the source (never excluded ones).",
+    help="Also delete destination entries that are not in the source (excluded ones only "
+    "with --delete-excluded). Guarded: see --max-delete, --force-delete.",
 )
 @click.option(
     "--checksum",
@@ -67,6 +69,8 @@ class _FilterOrderCommand(click.Command):
     metavar="GLOB",
     help="Leave out if this matches first (repeatable). See docs/sync.md.",
 )
+@click.option("--filter", "filter_rules", multiple=True, metavar="RULE",
+              help="A rule '+ PATTERN' or '- PATTERN', in order with the others (rclone).")
 @click.option("--include-from", multiple=True, metavar="FILE",
               help="Include patterns, one per line (rsync, rclone).")  # fmt: skip
 @click.option("--exclude-from", multiple=True, metavar="FILE",
@@ -184,6 +188,7 @@ def sync_cmd(
     dry_run: bool,
     include: tuple[str, ...],
     exclude: tuple[str, ...],
+    filter_rules: tuple[str, ...],
     include_from: tuple[str, ...],
     exclude_from: tuple[str, ...],
     filter_from: tuple[str, ...],
@@ -237,7 +242,7 @@ def sync_cmd(
         mirror=mirror,
         checksum=checksum,
         dry_run=dry_run,
-        filters=ctx.meta.get("filter_order", ()),
+        filters=_rules(ctx.meta.get("filter_order", ())),
         concurrency=concurrency,
         chunk_size_mb=DEFAULT_CHUNK_SIZE_MB if chunk_size_mb is None else chunk_size_mb,
         fsync=FsyncPolicy(fsync_policy),
@@ -273,6 +278,17 @@ def sync_cmd(
 
     run_engine(lambda cancel: sync(options=opts, on_event=renderer, cancel=cancel), renderer,
                json_out)  # fmt: skip
+
+
+def _rules(order: tuple[tuple[str, str], ...]) -> tuple[tuple[str, str], ...]:
+    """--filter "+ P" / "- P" as the include / exclude it means."""
+    from orbit_fast.errors import UsageError
+    from orbit_fast.filters import parse_rule
+
+    try:
+        return tuple(parse_rule(v) if a == "filter" else (a, v) for a, v in order)
+    except UsageError as exc:
+        raise click.UsageError(str(exc)) from None
 
 
 def _one(arg: str | None, opt: str | None, arg_name: str, opt_name: str) -> str:

@@ -48,7 +48,8 @@ class Hub:
         engine = api.Engine(settings.db_path, settings.universe_path, workers=settings.workers,
                             worker_nice=settings.worker_nice, env=settings.job_env,
                             backup_dir=settings.state_backup_dir, db_setting="DATABASE_URL",
-                            universe_setting="UNIVERSE_PATH").open()  # fmt: skip
+                            universe_setting="UNIVERSE_PATH",
+                            bwlimit=settings.bwlimit).open()  # fmt: skip
         try:
             store = HubStore(settings.db_path)
         except BaseException:

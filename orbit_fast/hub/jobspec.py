@@ -18,6 +18,7 @@ from orbit_fast.config import (
     validate_backup,
 )
 from orbit_fast.errors import OrbitError, UsageError
+from orbit_fast.filters import parse_rule
 from orbit_fast.roots import check_protected, check_roots
 
 MODES = ("sync", "mirror", "backup")
@@ -29,8 +30,23 @@ FIELD_MODES: dict[str, tuple[str, ...]] = {
     "compression": ("backup",),
     "password_file": ("backup",),
     "insecure_no_encryption": ("backup",),
+    "max_delete": ("mirror",),
+    "delete_excluded": ("mirror",),
+    **dict.fromkeys(("checksum", "backup_dir", "suffix", "bwlimit", "files_from", "from0",
+                     "min_size", "max_size", "min_age", "max_age", "size_only",
+                     "ignore_existing", "update", "s3_storage_class", "s3_sse",
+                     "s3_sse_kms_key_id", "s3_region"), ("sync", "mirror")),
 }
 DEFAULT_RETRY_ATTEMPTS = 5
+# A hub mirror's deletions above this are withheld unless its config says otherwise: a job
+# runs unattended, and half the replica gone in one night is never routine.
+DEFAULT_MAX_DELETE = "50%"
+# Config fields naming files the hub reads at each run: absolute paths, as the hub sees them.
+FILE_FIELDS = ("include_from", "exclude_from", "filter_from", "files_from", "password_file")
+# The sync options passed through as they are (SyncOptions has the same names).
+PASSED = ("checksum", "backup_dir", "suffix", "bwlimit", "from0", "size_only",
+          "ignore_existing", "update", "delete_excluded", "s3_storage_class", "s3_sse",
+          "s3_sse_kms_key_id", "s3_region", "min_age", "max_age", "files_from")
 
 
 def mode_warnings(mode: str, given: set[str]) -> list[str]:
@@ -50,13 +66,28 @@ def mode_warnings(mode: str, given: set[str]) -> list[str]:
     return out
 
 
+def filter_rules(cfg: dict[str, Any]) -> tuple[tuple[str, str], ...]:
+    """A job's rules in the order they are tried: `filter` ("+ P" / "- P"), `include`,
+    `exclude`, then the rule files."""
+    out: list[tuple[str, str]] = []
+    out += [parse_rule(str(rule), "filter") for rule in cfg.get("filter") or []]
+    out += [("include", str(p)) for p in cfg.get("include") or []]
+    out += [("exclude", str(p)) for p in cfg.get("exclude") or []]
+    for key in ("include_from", "exclude_from", "filter_from"):
+        if cfg.get(key):
+            out.append((key.replace("_", "-"), cfg[key]))
+    return tuple(out)
+
+
 def engine_options(job: dict[str, Any], db_path: str, universe_path: str,
-                   roots: tuple[str, ...] = (),
-                   protected: tuple[str, ...] = ()) -> SyncOptions | BackupOptions:  # fmt: skip
+                   roots: tuple[str, ...] = (), protected: tuple[str, ...] = (),
+                   overrides: dict[str, Any] | None = None
+                   ) -> SyncOptions | BackupOptions:  # fmt: skip
     """The engine's options for a job, as given: the engine checks them when it runs the job
     (api.sync / api.backup: the allowed roots and protected paths included, at every run),
-    check_job when the job is created or changed."""
+    check_job when the job is created or changed. `overrides`: one run's (RunRequest)."""
     cfg = job["config"]
+    once = overrides or {}
     concurrency = int(cfg.get("concurrency") or 0)
     retries = int(cfg.get("retry_attempts") or 0)
     if job["mode"] == "backup":
@@ -66,11 +97,19 @@ def engine_options(job: dict[str, Any], db_path: str, universe_path: str,
             allowed_roots=roots, protected_paths=protected,
             password_file=cfg.get("password_file") or "",
             insecure_no_encryption=bool(cfg.get("insecure_no_encryption")),
+            filters=filter_rules(cfg),
         )  # fmt: skip
+    max_delete = once.get("max_delete", cfg.get("max_delete"))
     return SyncOptions(
         source=job["source"], destination=job["destination"], mirror=job["mode"] == "mirror",
         concurrency=concurrency, chunk_size_mb=cfg.get("chunk_size_mb") or DEFAULT_CHUNK_SIZE_MB,
         retry_attempts=retries, db_path=db_path, allowed_roots=roots, protected_paths=protected,
+        filters=filter_rules(cfg),
+        max_delete=DEFAULT_MAX_DELETE if max_delete is None else str(max_delete),
+        force_delete=bool(once.get("force_delete")) and job["mode"] == "mirror",
+        min_size="" if cfg.get("min_size") is None else str(cfg["min_size"]),
+        max_size="" if cfg.get("max_size") is None else str(cfg["max_size"]),
+        **{k: cfg[k] for k in PASSED if cfg.get(k) is not None},
     )  # fmt: skip
 
 
@@ -85,10 +124,10 @@ def check_job(job: dict[str, Any], db_path: str, universe_path: str, roots: tupl
         from orbit_fast.compression import parse_codec
 
         parse_codec(comp)
-    pw_file = job["config"].get("password_file")
-    if pw_file and not os.path.isabs(pw_file):
-        raise UsageError(f"password_file {pw_file!r}: use an absolute path (as the hub sees it)",
-                         "password_file")  # fmt: skip
+    for key in FILE_FIELDS:
+        path = job["config"].get(key)
+        if path and not os.path.isabs(path):
+            raise UsageError(f"{key} {path!r}: use an absolute path (as the hub sees it)", key)
     protected = protected or (os.path.dirname(db_path),)
     for what in ("source", "destination"):
         check_location(what, job[what], roots, protected)

@@ -12,6 +12,8 @@ Location = Annotated[str, Field(min_length=1, max_length=4096)]
 Username = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.@-]+$")]
 Password = Annotated[str, Field(min_length=1, max_length=1024)]
 Role = Literal["admin", "operator", "viewer"]
+Short = Annotated[str, Field(min_length=1, max_length=4096)]
+Rule = Annotated[str, Field(min_length=1, max_length=4096)]
 
 
 class Strict(BaseModel):
@@ -43,6 +45,50 @@ class JobConfig(Strict):
     insecure_no_encryption: bool | None = Field(
         default=None, description="Backup: create the repository unencrypted (anyone who can "
         "read it reads every file).")
+    # The sync options (docs/sync.md), named as the CLI names them (--max-delete: max_delete).
+    checksum: bool | None = Field(default=None, description="Compare content, not size and mtime.")
+    max_delete: Annotated[str | int, Field()] | None = Field(
+        default=None, description="Mirror: deletions above this (entries, or 'P%' of the "
+        "destination's) are all withheld, exit 22. Default for hub jobs: 50%; 'off': none.")
+    backup_dir: Short | None = Field(
+        default=None, description="Move what a run replaces or deletes here (relative: below "
+        "the destination; {date}, {time}, {datetime}).")
+    suffix: Annotated[str, Field(max_length=100)] | None = None
+    bwlimit: Annotated[str, Field(max_length=1000)] | None = Field(
+        default=None, description="This job's limit: 10M, 10M:2M (up:down) or a timetable "
+        "\"08:00,512k 19:00,off\"; the hub's ORBIT_BWLIMIT holds for all jobs together.")
+    filter: Annotated[list[Rule], Field(max_length=1000)] | None = Field(
+        default=None, description="Rules '+ PATTERN' / '- PATTERN' in order, first match "
+        "wins (rclone's --filter); then include, then exclude.")
+    include: Annotated[list[Rule], Field(max_length=1000)] | None = None
+    exclude: Annotated[list[Rule], Field(max_length=1000)] | None = None
+    include_from: Short | None = Field(default=None, description="An absolute path, read at "
+                                       "each run; likewise exclude_from, filter_from, files_from.")
+    exclude_from: Short | None = None
+    filter_from: Short | None = None
+    files_from: Short | None = None
+    from0: bool | None = None
+    min_size: Annotated[str | int, Field()] | None = None
+    max_size: Annotated[str | int, Field()] | None = None
+    min_age: Annotated[str, Field(max_length=40)] | None = None
+    max_age: Annotated[str, Field(max_length=40)] | None = None
+    size_only: bool | None = None
+    ignore_existing: bool | None = None
+    update: bool | None = None
+    delete_excluded: bool | None = None
+    s3_storage_class: Annotated[str, Field(max_length=40)] | None = None
+    s3_sse: Literal["AES256", "aws:kms"] | None = None
+    s3_sse_kms_key_id: Annotated[str, Field(max_length=2048)] | None = None
+    s3_region: Annotated[str, Field(max_length=64)] | None = None
+
+
+class RunRequest(Strict):
+    """POST /api/jobs/{id}/run: overrides for this one run (docs/sync.md, "Mirror safety")."""
+
+    force_delete: bool = Field(default=False, description="Delete although the source looks "
+                               "unmounted or emptied (the mirror guards).")
+    max_delete: Annotated[str | int, Field()] | None = Field(
+        default=None, description="This run's limit instead of the job's ('off': none).")
 
 
 class JobCreate(Strict):

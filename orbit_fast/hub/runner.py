@@ -63,6 +63,7 @@ class Active:
     warnings: int = 0
     last_publish: float = 0.0
     thread: threading.Thread | None = None
+    overrides: dict[str, Any] = field(default_factory=dict)  # this run's (RunRequest)
 
 
 class JobRunner:
@@ -78,6 +79,9 @@ class JobRunner:
         self.retry_base_s = retry_base_s
         self.active: dict[int, Active] = {}
         self.triggers: dict[int, str] = {}
+        # Overrides asked for with a run (force_delete, max_delete): kept until that run
+        # ends, retries of it included.
+        self.overrides: dict[int, dict[str, Any]] = {}
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -119,11 +123,16 @@ class JobRunner:
 
     # ---- requests from the API ---------------------------------------------------------------
 
-    def run(self, job_id: int, trigger: str = "manual") -> bool:
+    def run(self, job_id: int, trigger: str = "manual",
+            overrides: dict[str, Any] | None = None) -> bool:  # fmt: skip
         ok = self.store.transition(job_id, RUNNABLE_FROM, state="pending", queued_at=time.time(),
                                    retries=0, last_error=None)  # fmt: skip
         if ok:
             self.triggers[job_id] = trigger
+            if overrides:
+                self.overrides[job_id] = overrides
+            else:
+                self.overrides.pop(job_id, None)
             self.event(job_id, "queued", trigger=trigger)
             self.wake()
         return ok
@@ -171,6 +180,7 @@ class JobRunner:
 
     def tick(self, now: float | None = None) -> None:
         now = time.time() if now is None else now
+        self.engine.tick()  # the global bandwidth limit's timetable
         self._due_schedules(now)
         for (job_id,) in self.store.query(
             "SELECT id FROM hub_jobs WHERE state='retrying' AND retry_at <= ?", (now,)
@@ -218,7 +228,8 @@ class JobRunner:
             if not run_id:
                 return False
             self.triggers.pop(job["id"], None)
-            a = Active(job=self.store.job(job["id"]) or job, run_id=run_id, keys=keys)
+            a = Active(job=self.store.job(job["id"]) or job, run_id=run_id, keys=keys,
+                       overrides=self.overrides.get(job["id"], {}))  # fmt: skip
             self.active[job["id"]] = a
         a.thread = threading.Thread(target=self._run, args=(a,), daemon=True,
                                     name=f"orbit-job-{job['id']}")  # fmt: skip
@@ -235,7 +246,7 @@ class JobRunner:
         error: str | None = None
         try:
             opts = engine_options(job, self.engine.db_path, self.engine.universe_path,
-                                  self.roots, self.protected)  # fmt: skip
+                                  self.roots, self.protected, a.overrides)  # fmt: skip
             on_event = self._on_event_for(a)
             if isinstance(opts, BackupOptions):  # mode backup
                 summary: Any = self.engine.backup(opts, on_event, a.cancel)
@@ -281,6 +292,8 @@ class JobRunner:
         run_state = {"retrying": "failed", "pending": "interrupted",
                      "paused": "paused"}.get(state, state)  # fmt: skip
         self.store.finish_run(a.run_id, run_state, stats, error, a.engine_run_id)
+        if state not in ("retrying", "pending", "paused"):
+            self.overrides.pop(job_id, None)
         progress = dict(a.progress)
         if state == "completed":
             progress.update(percent=100.0, rate_bps=0.0, eta_s=0.0)

@@ -49,6 +49,7 @@ class HubSettings:
     retry_base_s: float = 5.0  # first wait after a transient storage error (then doubling)
     min_free_bytes: int = 1 << 30  # /api/health turns 503 below this free on the data disk
     workers: int = 0  # processes of the pool every job shares (0: one per CPU)
+    bwlimit: str = ""  # ORBIT_BWLIMIT: one limit for all jobs together (units.parse_bwlimit)
     worker_nice: int = 10  # their CPU priority: bulk copying yields to the API
     # The hub's GIL switch interval: CPython's 5 ms lets job coordinators delay API answers.
     switch_interval_s: float = 0.0005
@@ -341,4 +342,12 @@ def load(env_file: str = "", environ: dict[str, str] | None = None,
             os.path.dirname(db), "state-backups")),
         job_env=job_env_keys(file_env), warnings=warnings,
         env_file=os.path.abspath(env_file) if env_file else "",
+        bwlimit=_bwlimit(get("ORBIT_BWLIMIT") or ""),
     )  # fmt: skip
+
+
+def _bwlimit(text: str) -> str:
+    from orbit_fast.units import parse_bwlimit
+
+    parse_bwlimit(text, "ORBIT_BWLIMIT")  # refused at start, with the entry that is wrong
+    return text

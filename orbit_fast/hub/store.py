@@ -101,6 +101,12 @@ def _row(columns: tuple[str, ...], row: tuple[Any, ...]) -> dict[str, Any]:
     for k in ("config", "warnings", "progress", "stats"):
         if k in out and isinstance(out[k], str):
             out[k] = json.loads(out[k])
+    if out.get("mode") == "mirror" and isinstance(out.get("config"), dict):
+        # The limit the mirror guards apply (docs/sync.md, "Mirror safety"): the job's, or
+        # the hub's default.
+        from orbit_fast.hub.jobspec import DEFAULT_MAX_DELETE
+
+        out["max_delete"] = str(out["config"].get("max_delete", DEFAULT_MAX_DELETE))
     if out.get("mode") == "backup" and isinstance(out.get("config"), dict):
         # What the API and the dashboard show of a backup's repository: encrypted or not
         # (the password file's path is config; the password is never read here).

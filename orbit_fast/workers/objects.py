@@ -19,6 +19,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+import msgspec
 import xxhash
 
 from orbit_fast import messages as m
@@ -39,14 +40,17 @@ DIGEST_READ_BYTES = 8 << 20
 def _store(url: str, ends: m.Ends) -> Any:
     if not hasattr(_local, "stores"):
         _local.stores = {}
-    stores: dict[str, Store] = _local.stores
-    store = stores.get(url)
+    # One per store and settings: a hub's workers serve jobs that write one bucket in
+    # different ways.
+    stores: dict[tuple[str, str, m.S3Settings], Store] = _local.stores
+    key = (url, ends.s3_endpoint, ends.s3)
+    store = stores.get(key)
     if store is None:
         from orbit_fast.backends.registry import open_store
 
         # A store that cannot be opened fails the task, never the worker process.
-        store = stores[url] = _on("remote", lambda: open_store(url, ends.attempts,
-                                                               ends.s3_endpoint))  # fmt: skip
+        store = stores[key] = _on("remote", lambda: open_store(
+            url, ends.attempts, ends.s3_endpoint, msgspec.structs.asdict(ends.s3)))  # fmt: skip
     return store
 
 

@@ -21,6 +21,7 @@ from typing import Any
 from orbit_fast.backends.base import (
     TEMP_NAME,
     TMP_PREFIX,
+    CantCopy,
     Capabilities,
     Descend,
     ObjectInfo,
@@ -373,6 +374,23 @@ class SMBStore(ProbesByListing, FileUploads):
             self._quiet_remove(tmp)
             raise
         return self.commit(tmp, name, mtime_ns or 0)
+
+    def keep_from(self, src: object, name: str, target: str) -> None:
+        """--backup-dir: `src`'s file `name` copied to `target` here on the server
+        (FSCTL_SRV_COPYCHUNK) before it is overwritten or deleted, with its mtime."""
+        if not (isinstance(src, SMBStore) and (src.host, src.port) == (self.host, self.port)
+                and src._login == self._login):  # fmt: skip
+            raise CantCopy(f"{self._p(target)}: cannot keep {name} from another server")
+        mtime_ns = src.stat_info(name).mtime_ns
+        self._makedirs_for(target)
+        tmp = upload_temp_name(target)
+        try:
+            self._smbclient("keep a copy of", name, self._smb.copyfile, src._p(name),
+                            self._p(tmp))  # fmt: skip
+        except BaseException:
+            self._quiet_remove(tmp)
+            raise
+        self.commit(tmp, target, mtime_ns or 0)
 
     # FileOps for FileUpload (parts.py)
 

@@ -66,6 +66,7 @@ if TYPE_CHECKING:
     from orbit_fast.workers.throttle import Throttle
 
 PROGRESS_INTERVAL_S = 0.25
+ARCHIVED = ("GLACIER", "DEEP_ARCHIVE")  # S3 storage classes whose objects cannot be read
 MAX_SOURCE_CHANGES = 3  # copies of a file that keeps changing before it is skipped
 
 
@@ -98,7 +99,8 @@ class SyncEngine:
         self.cancel = cancel
         self.shared_pool = workers
         self.rules = FilterRules(opts.filters, opts.files_from, opts.from0)
-        self.selection = Selection(opts.min_size, opts.max_size, opts.min_age, opts.max_age)
+        self.selection: Selection | None = Selection(opts.min_size, opts.max_size, opts.min_age,
+                                                     opts.max_age) or None  # fmt: skip
         self.c = p.Counters()
         self.ledger = RunLedger(kind="sync", source=opts.source, options=opts,
                                 db_path=opts.db_path, emit=emit, dry_run=opts.dry_run,
@@ -117,6 +119,9 @@ class SyncEngine:
         # --backup-dir as this run fills it in, and where it keeps files between trees
         self.backup_dir = keep.expand(opts.backup_dir) if opts.backup_dir else ""
         self.keeper: keep.TreeKeeper | None = None
+        # ... and with a store at either end: the store it is kept in, and its prefix there
+        self.keep_store: Any = None
+        self.keep_prefix = ""
         self._last_progress = 0.0
         self.stores: tuple[Any, Any] | None = None
         self.tree: TreeOps | None = None
@@ -139,13 +144,17 @@ class SyncEngine:
         if o.remote:
             from orbit_fast.backends.registry import open_store
 
-            src = open_store(o.source, o.retry_attempts, o.s3_endpoint)
+            s3 = {"storage_class": o.s3_storage_class, "sse": o.s3_sse,
+                  "sse_kms_key_id": o.s3_sse_kms_key_id, "region": o.s3_region}
+            src = open_store(o.source, o.retry_attempts, o.s3_endpoint, s3)
             try:
-                dst = open_store(o.destination, o.retry_attempts, o.s3_endpoint)
+                dst = open_store(o.destination, o.retry_attempts, o.s3_endpoint, s3)
             except BaseException:
                 src.close()
                 raise
             self.stores = (src, dst)
+            if self.backup_dir:
+                self._open_keep_store()
         else:
             try:
                 # Every local path below is reached through these, opened from what the
@@ -178,6 +187,8 @@ class SyncEngine:
                 self.throttle.close()
             if self.keeper is not None:
                 self.keeper.close()
+            if self.keep_store is not None and self.keep_prefix == "":  # its own store
+                self.keep_store.close()
             if self.stores is not None:
                 for store in self.stores:
                     store.close()
@@ -232,6 +243,52 @@ class SyncEngine:
         if not o.dry_run:
             assert self.trees is not None and self.trees.dst is not None
             self.keeper = keep.TreeKeeper(self.trees.dst, o.destination, bdir, o.suffix)
+
+    def _open_keep_store(self) -> None:
+        """--backup-dir with a store at either end: a path relative to the destination (kept
+        in the destination's store, below that path, which takes no part in the run), or a
+        URL or absolute path on the destination's server (S3 bucket, SMB server, local
+        filesystem), its own store."""
+        from orbit_fast import locations
+        from orbit_fast.backends.registry import open_store
+
+        o, bdir = self.opts, self.backup_dir
+        assert self.stores is not None
+        absolute = "://" in bdir or os.path.isabs(bdir)
+        where = locations.normalise(bdir) if "://" in bdir else bdir
+        fixed = keep.fixed_part(o.backup_dir) or bdir
+        if absolute:
+            fixed = locations.normalise(fixed) if "://" in fixed else fixed
+            rel = keep.inside(fixed, o.destination)
+        else:
+            rel = fixed
+            where = o.destination.rstrip("/") + "/" + bdir
+        if keep.inside(where, o.source) is not None:
+            raise UsageError(f"--backup-dir {bdir} is inside the source {o.source}; put it "
+                             "elsewhere", "backup_dir")  # fmt: skip
+        if rel == "":
+            raise UsageError(f"--backup-dir {bdir} is the destination itself; name a "
+                             "directory below it or elsewhere", "backup_dir")  # fmt: skip
+        if rel is not None:
+            self.rules.protect(rel)
+        if absolute:
+            self.keep_store = open_store(where, o.retry_attempts, o.s3_endpoint)
+        else:
+            self.keep_store, self.keep_prefix = self.stores[1], bdir.strip("/") + "/"
+
+    def _keep_object(self, name: str) -> None:
+        """--backup-dir with a store: a server-side copy of `name` before it is overwritten
+        or deleted (a dry run lists it)."""
+        if self.opts.dry_run:
+            self.emit(p.FileDone(path=p.display_path(name), action="plan-backup", size=0))
+            return
+        assert self.stores is not None
+        try:
+            self.keep_store.keep_from(self.stores[1], name,
+                                      self.keep_prefix + name + self.opts.suffix)  # fmt: skip
+        except FileNotFoundError:
+            return  # gone meanwhile: nothing to keep
+        self.c.files_backed_up += 1
 
     def _keep(self, rel: str, kind: str | None, replaced: bool) -> None:
         """--backup-dir: keep what is about to be replaced or deleted (a dry run lists it)."""
@@ -411,7 +468,7 @@ class SyncEngine:
             self.dst_entries += 1
         if e.kind == FILE:
             c.files_scanned += 1
-            if (self.selection and e.src is not None
+            if (self.selection is not None and e.src is not None
                     and self.selection.leaves_out(e.src.st_size, e.src.st_mtime_ns)):  # fmt: skip
                 return  # neither copied nor, being in the source, deleted
         target = ""
@@ -475,7 +532,7 @@ class SyncEngine:
         s, d, copies = pair.src, pair.dst, self.copies
         self.c.files_scanned += 1
         o = self.opts
-        if self.selection and self.selection.leaves_out(s.size, self._src_mtime(s)):
+        if self.selection is not None and self.selection.leaves_out(s.size, self._src_mtime(s)):
             return  # neither copied nor, being in the source, deleted
         decision = pl.plan_object(s, d, copies.records.get(s.name), checksum=o.checksum,
                                   size_only=o.size_only,
@@ -491,6 +548,10 @@ class SyncEngine:
                 self.c.dirs_created += self.lister.new_dirs(s.name)
             self.lister.touch(s.name)
             self._start_copy(copies.item(s, decision))
+        elif decision == pl.COMPARE and s.storage_class in ARCHIVED and not (s.etag and d
+                                                                              and d.etag):
+            # Only ETags could compare it without reading it, and the other side has none.
+            self._archived(s.name, s.storage_class, "to compare it")
         elif decision == pl.COMPARE:
             self.lister.touch(s.name)  # it may copy
             assert d is not None
@@ -506,8 +567,18 @@ class SyncEngine:
 
     def _start_copy(self, item: Any) -> None:
         c = self.c
-        if self.backup_dir and item.action == "update" and self.tree is not None:
-            self._keep(item.rel, None, replaced=True)
+        if self._objects is not None and item.info.storage_class in ARCHIVED:
+            self._archived(item.rel, item.info.storage_class, "to copy it")
+            return
+        if self.backup_dir and item.action == "update":
+            if self.tree is not None:
+                self._keep(item.rel, None, replaced=True)
+            else:
+                try:
+                    self._keep_object(item.rel)
+                except OSError as exc:
+                    self._fail(dest_error(exc, item.rel))
+                    return
         item.started = True
         c.files_total += 1
         c.bytes_total += item.size
@@ -517,6 +588,12 @@ class SyncEngine:
                                  size=item.size))  # fmt: skip
             return
         self._apply(self.copies.begin(item))
+
+    def _archived(self, name: str, storage_class: str, why: str) -> None:
+        """A source object S3 keeps in an archive class: reported and skipped, never read."""
+        self._warn("archived", name, f"stored in S3's {storage_class} class: not read {why}; "
+                   "restore it in S3 first (aws s3api restore-object), then run again",
+                   skipped=True)  # fmt: skip
 
     def _deleted(self, rel: str) -> None:
         self.c.files_deleted += 1
@@ -584,9 +661,13 @@ class SyncEngine:
         names, step = self.gone, self._objects.DELETE_BATCH
         for i in range(0, len(names), step):
             batch = names[i : i + step]
-            if not self.opts.dry_run:
+            if not self.opts.dry_run or self.backup_dir:
                 try:
-                    self.copies.delete_many(batch)
+                    if self.backup_dir:
+                        for name in batch:
+                            self._keep_object(name)
+                    if not self.opts.dry_run:
+                        self.copies.delete_many(batch)
                 except OSError as exc:
                     self._fail(dest_error(exc, batch[0]))
                     return

@@ -61,7 +61,9 @@ class ObjectCopies:
                  throttles: list[str] | None = None) -> None:  # fmt: skip
         self.opts, self.src, self.dst, self.db, self.job = opts, src, dst, db, job
         self.ends = m.Ends(src=opts.source, dst=opts.destination, s3_endpoint=opts.s3_endpoint,
-                           attempts=opts.retry_attempts)  # fmt: skip
+                           attempts=opts.retry_attempts,
+                           s3=m.S3Settings(opts.s3_storage_class, opts.s3_sse,
+                                           opts.s3_sse_kms_key_id, opts.s3_region))  # fmt: skip
         procs = min(opts.workers, os.cpu_count() or 1)
         # A task queued behind each running one: no idle gap between objects.
         self.board: TaskBoard[Obj] = TaskBoard(workers=procs, threads=-(-opts.workers // procs),

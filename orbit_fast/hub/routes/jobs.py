@@ -122,8 +122,30 @@ def control(action: str, fn: Callable[[JobRunner, int], bool], doc: str) -> None
                 name=f"{action}_job", description=doc)(endpoint)  # fmt: skip
 
 
-control("run", JobRunner.run, "Queue the job (from created, completed, partial, failed or "
-        "cancelled); it starts when a slot and its destination are free.")
+@router.post("/api/jobs/{job_id}/run", tags=["jobs"], status_code=202, name="run_job")
+def run_job(job_id: RowId, request: Request, body: models.RunRequest | None = None,
+            who: auth.Principal = Depends(operator)) -> JSONResponse:  # fmt: skip
+    """Queue the job (from created, completed, partial, failed or cancelled); it starts when a
+    slot and its destination are free. The body is optional: {"force_delete": true} and
+    {"max_delete": "off"} override the mirror guards for this run only."""
+    hub = hub_of(request)
+    job = job_or_404(hub, job_id)
+    overrides = body.model_dump(exclude_defaults=True) if body is not None else {}
+    if overrides and job["mode"] != "mirror":
+        raise ApiError(400, "invalid_run", f"job {job_id} is a {job['mode']} job: "
+                       "force_delete and max_delete apply to mirror jobs")  # fmt: skip
+    if "max_delete" in overrides:
+        from orbit_fast.units import parse_max_delete
+
+        try:
+            parse_max_delete(str(overrides["max_delete"]))
+        except OrbitError as exc:
+            raise ApiError(400, "invalid_run", str(exc)) from None
+    if not hub.runner.run(job_id, overrides=overrides):
+        raise ApiError(409, "bad_state", f"cannot run job {job_id} while it is "
+                       f"{job['state']}")  # fmt: skip
+    return JSONResponse(job_or_404(hub, job_id), 202)
+
 control("cancel", JobRunner.cancel, "Stop it: a running job checkpoints and ends cancelled.")
 control("pause", JobRunner.pause, "Stop it for now; resume continues from the checkpoint.")
 control("resume", JobRunner.resume, "Queue a paused job again.")
