@@ -35,6 +35,7 @@ class ExitCode(IntEnum):
     AUTHENTICATION = 21  # a repository object failed authentication (named); the rest was used
     DELETIONS_WITHHELD = 22  # a mirror guard held back every deletion (copies done): see message
     INTERRUPTED = 130  # SIGINT (Ctrl-C): checkpointed, rerun resumes
+    BROKEN_PIPE = 141  # stdout's reader went away (--json | head): checkpointed, rerun resumes
     TERMINATED = 143  # SIGTERM: checkpointed, rerun resumes
 
 

@@ -110,7 +110,7 @@ class RestoreSummary(_Event, tag="restore_summary", frozen=True):
     exit_code: int
     files_restored: int
     files_skipped: int  # already in place (same size and mtime): a resumed restore
-    bytes_total: int
+    bytes_total: int  # of the files restored or in place (not of those it could not restore)
     problems: list[str]
     elapsed_s: float
 

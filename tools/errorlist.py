@@ -54,6 +54,8 @@ MEANING = {
     "files, or more would be deleted than --max-delete allows; the message says which and "
     "how to override it for one run (docs/sync.md, \"Mirror safety\")",
     "INTERRUPTED": "stopped by SIGINT (Ctrl-C) after a checkpoint; rerun to resume",
+    "BROKEN_PIPE": "the program reading the output went away (`--json | head`): stopped after a "
+    "checkpoint, as a SIGPIPE would stop another tool; rerun to resume",
     "TERMINATED": "stopped by SIGTERM after a checkpoint; rerun to resume",
 }
 

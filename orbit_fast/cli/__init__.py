@@ -26,7 +26,7 @@ def cli(s3_endpoint: str) -> None:
     """orbit-fast: resumable, verified data movement.
 
     Exit codes are listed in docs/exit-codes.md (0 ok, 1 finished with skipped files,
-    2 usage, 3-10 specific errors, 130/143 interrupted and resumable).
+    2 usage, 3-22 specific errors, 130/143 interrupted and resumable).
     """
     # --s3-endpoint stays in this group's params: each command passes it to the engine as an
     # option (cli.runner.s3_endpoint); os.environ is not ours to change.

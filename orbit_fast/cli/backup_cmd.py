@@ -124,8 +124,9 @@ def init_cmd(repo: str, codec: str, insecure_no_encryption: bool) -> None:
 @click.option("--tag", multiple=True, help="Label the snapshot (repeatable).")
 @click.option("--include", multiple=True, metavar="GLOB", help="As for sync (repeatable).")
 @click.option("--exclude", multiple=True, metavar="GLOB", help="As for sync (repeatable).")
-@click.option("--concurrency", "-j", type=int, default=0, envvar="ORBIT_CONCURRENCY",
-              show_default="one per CPU", help="Worker processes.")  # fmt: skip
+@click.option("--concurrency", "-j", type=click.IntRange(1, 256), default=None,
+              envvar="ORBIT_CONCURRENCY", show_default="one per CPU",
+              help="Worker processes (1-256).")  # fmt: skip
 @with_state
 @with_password
 @insecure_option
@@ -133,7 +134,7 @@ def init_cmd(repo: str, codec: str, insecure_no_encryption: bool) -> None:
 @click.option("--no-progress", is_flag=True, help="No progress bar, even on a terminal.")
 @click.pass_context
 def backup_cmd(ctx: click.Context, src: str, repo: str, codec: str, tag: tuple[str, ...],
-               include: tuple[str, ...], exclude: tuple[str, ...], concurrency: int,
+               include: tuple[str, ...], exclude: tuple[str, ...], concurrency: int | None,
                db_path: str, universe_path: str, insecure_no_encryption: bool, json_out: bool,
                no_progress: bool) -> None:  # fmt: skip
     """Back up SRC into the repository REPO (created if it does not exist) as a snapshot.
@@ -148,7 +149,7 @@ def backup_cmd(ctx: click.Context, src: str, repo: str, codec: str, tag: tuple[s
 
     pw = _password()
     opts = BackupOptions(source=src, repository=repo, filters=ctx.meta.get("filter_order", ()),
-                         concurrency=concurrency, codec=codec, tags=tag, db_path=db_path,
+                         concurrency=concurrency or 0, codec=codec, tags=tag, db_path=db_path,
                          universe_path=universe_path, s3_endpoint=_endpoint(),
                          password_file=pw.file, password_command=pw.command,
                          insecure_no_encryption=insecure_no_encryption)  # fmt: skip

@@ -91,7 +91,7 @@ def _serve(env_file: str, host: str, port: int, s3_endpoint: str = "") -> None:
     HubServer(config).run()
 
 
-@click.command("serve")
+@click.command("serve", context_settings={"help_option_names": ["-h", "--help"]})
 @_ENV_FILE
 @click.option("--host", default="", help="Overrides ORBIT_HOST (default 127.0.0.1).")
 @click.option("--port", default=0, type=int, help="Overrides ORBIT_PORT (default 3000).")
@@ -144,6 +144,9 @@ class HubClient:
                 msg = f"{err['message']} ({err['code']}, HTTP {exc.code})"
             except Exception:
                 msg = f"HTTP {exc.code}"
+            if exc.code == 401 and not self.token:
+                msg += ("; give an API token: --token-file FILE (or ORBIT_TOKEN_FILE), or the "
+                        "token itself in ORBIT_TOKEN (make one: POST /api/auth/tokens)")
             raise HubError(f"the hub at {self.url} refused {method} {path}: {msg}") from None
         except (urllib.error.URLError, OSError) as exc:
             reason = getattr(exc, "reason", exc)
@@ -187,9 +190,12 @@ def job_group() -> None:
 @click.argument("name")
 @click.option("--wait", is_flag=True, help="Wait until the run ends; exit 0 if it completed.")
 @click.option("--timeout", default=0.0, help="With --wait: give up after this many seconds.")
+@click.option("--json", "json_out", is_flag=True,
+              help="With --wait: one JSON line a second with the job's state and progress.")
 @_HUB
 @_TOKEN
-def job_run(name: str, wait: bool, timeout: float, hub: str, token_file: str) -> None:
+def job_run(name: str, wait: bool, timeout: float, json_out: bool, hub: str,
+            token_file: str) -> None:  # fmt: skip
     """Start job NAME (or id) on the hub; with --wait, follow it to the end.
 
     Exit codes: 0 completed, 1 completed with skipped files, 15 failed or cancelled,
@@ -207,23 +213,52 @@ def job_run(name: str, wait: bool, timeout: float, hub: str, token_file: str) ->
         if not wait:
             return
         deadline = time.monotonic() + timeout if timeout else None
+        tty, last_line = sys.stderr.isatty(), 0.0
         while True:
             time.sleep(1.0)
             job = client.call("GET", f"/api/jobs/{job['id']}")
             done = job["attempt"] > before and job["state"] in (
                 "completed", "partial", "failed", "cancelled")
+            if json_out:
+                click.echo(json.dumps({"event": "job", "id": job["id"], "state": job["state"],
+                                       "progress": job.get("progress") or {},
+                                       "last_error": job.get("last_error")}))  # fmt: skip
+            elif tty or time.monotonic() - last_line >= WAIT_LINE_S:
+                # A line that rewrites itself on a terminal; one every WAIT_LINE_S in a log.
+                last_line = time.monotonic()
+                click.echo(("\r\033[K" if tty else "") + _progress_line(job), nl=not tty,
+                           err=True)  # fmt: skip
             if done:
                 break
             if deadline is not None and time.monotonic() > deadline:
                 raise HubError(f"job {job['id']} still {job['state']} after {timeout:.0f} s; it "
                                "goes on in the hub")  # fmt: skip
-        click.echo(f"job {job['id']} ({shown(job['name'])}): {job['state']}", err=True)
+        click.echo(("\r\033[K" if tty and not json_out else "")
+                   + f"job {job['id']} ({shown(job['name'])}): {job['state']}", err=True)
         if job["state"] == "partial":
             sys.exit(1)
         if job["state"] != "completed":
             raise JobFailed(f"job {job['name']} {job['state']}: {job['last_error']}")
     except OrbitError as exc:
         exit_with_error(exc, json_out=False)
+
+
+WAIT_LINE_S = 30.0  # `job run --wait` without a terminal: a progress line this often
+
+
+def _progress_line(job: dict[str, Any]) -> str:
+    """"job 3 (nightly): running 45.2% · 120/300 files · 1.2 GiB of 3.0 GiB · 55.0 MiB/s"."""
+    from orbit_fast.cli.render import human_size, plural
+    from orbit_fast.names import shown
+
+    pr = job.get("progress") or {}
+    head = f"job {job['id']} ({shown(job['name'])}): {job['state']}"
+    if not pr:
+        return head
+    done, total = human_size(pr.get("bytes_done", 0)), human_size(pr.get("bytes_total", 0))
+    return (f"{head} {pr.get('percent', 0):.1f}% · {pr.get('files_done', 0)}/"
+            f"{plural(pr.get('files_total', 0), 'file')} · {done} of {total} · "
+            f"{human_size(pr.get('rate_bps', 0))}/s")
 
 
 @job_group.command("list")

@@ -27,6 +27,10 @@ class Renderer:
         self.bar: Any = None
         self.want_bar = progress and sys.stdout.isatty()
         self.errored = False  # the engine emitted an `error` event (the CLI prints no other)
+        # Called once if stdout's reader goes away (run_engine stops the run): a closed pipe
+        # is not a file's I/O error, and not a reason to run on for hours printing nowhere.
+        self.on_stdout_gone: Any = None
+        self.stdout_gone = False
         self.log: IO[str] | None = None
         self.level = LEVELS[log_level]
         if log_file:
@@ -77,6 +81,27 @@ class Renderer:
             self._write_err(f"orbit-fast: stats: {_stats_text(ev)}")
 
     def __call__(self, ev: p.Event) -> None:
+        try:
+            self._show(ev)
+        except BrokenPipeError:
+            self._stdout_gone()
+
+    def _stdout_gone(self) -> None:
+        """Point stdout at /dev/null (nothing more to write there, and no error at exit)."""
+        if self.stdout_gone:
+            return
+        self.stdout_gone = True
+        import os
+
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        self._write_err("orbit-fast: the output's reader went away; stopping at a safe point "
+                        "(exit 141): run the same command again to resume")  # fmt: skip
+        if self.on_stdout_gone is not None:
+            self.on_stdout_gone()
+
+    def _show(self, ev: p.Event) -> None:
         if isinstance(ev, p.Error):
             self.errored = True
         if self.log is not None:
@@ -84,6 +109,8 @@ class Renderer:
         if self.stats_s and isinstance(ev, p.Progress):
             self._stats(ev)
         if self.json_out:
+            if self.stdout_gone:
+                return
             sys.stdout.buffer.write(p.encode_json(ev) + b"\n")
             # Live for pipes: everything but the per-file lines (which come in thousands a
             # second and are flushed with the next progress event, at most 0.25 s later).
@@ -122,7 +149,9 @@ class Renderer:
 
             self.bar = tqdm(
                 total=ev.bytes_total,
-                unit="B",
+                # "iB" with a 1024 divisor reads KiB, MiB, GiB and MiB/s, as every other
+                # number orbit-fast prints (tqdm's "B" would label binary values GB).
+                unit="iB",
                 unit_scale=True,
                 unit_divisor=1024,
                 dynamic_ncols=True,
@@ -146,12 +175,12 @@ class Renderer:
 
 def _stats_text(ev: p.Progress) -> str:
     pct = 100.0 * ev.bytes_done / ev.bytes_total if ev.bytes_total else 100.0
-    return (f"{ev.files_done}/{ev.files_total} files, {_size(ev.bytes_done)} of "
-            f"{_size(ev.bytes_total)} ({pct:.0f}%){'' if ev.scan_done else ' so far'}, "
-            f"{_size(ev.rate_bps)}/s, {ev.elapsed_s:.0f} s elapsed")  # fmt: skip
+    return (f"{ev.files_done}/{ev.files_total} files, {human_size(ev.bytes_done)} of "
+            f"{human_size(ev.bytes_total)} ({pct:.0f}%){'' if ev.scan_done else ' so far'}, "
+            f"{human_size(ev.rate_bps)}/s, {ev.elapsed_s:.0f} s elapsed")  # fmt: skip
 
 
-def _size(n: float) -> str:
+def human_size(n: float) -> str:
     for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
         if abs(n) < 1024 or unit == "TiB":
             return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
@@ -159,16 +188,27 @@ def _size(n: float) -> str:
     return str(n)
 
 
+def plural(n: int, word: str, many: str = "") -> str:
+    """"1 file", "2 files" ("1 entry", "2 entries" with `many`)."""
+    return f"{n} {word if n == 1 else many or word + 's'}"
+
+
 def _summary_text(s: p.Summary) -> str:
     rate = s.bytes_copied / s.elapsed_s if s.elapsed_s > 0 else 0.0
-    verb = "would copy" if s.dry_run else "copied"
+    failed = s.exit_code not in (0, 1)
+    verb = "would copy" if s.dry_run else ("before it stopped, copied" if failed else "copied")
+    files = s.files_copied if not s.dry_run else s.files_scanned - s.files_unchanged
     lines = [
-        f"{verb} {s.files_copied if not s.dry_run else s.files_scanned - s.files_unchanged} "
-        f"files ({_size(s.bytes_copied if not s.dry_run else s.bytes_total)}), "
+        f"{verb} {plural(files, 'file')}"
+        f" ({human_size(s.bytes_copied if not s.dry_run else s.bytes_total)}), "
         f"{s.files_unchanged} unchanged, {s.files_deleted} deleted, "
-        f"{s.dirs_created} dirs and {s.links_created} links created in {s.elapsed_s:.2f} s"
-        + (f" ({_size(rate)}/s)" if not s.dry_run and s.bytes_copied else ""),
+        f"{plural(s.dirs_created, 'dir')} and {plural(s.links_created, 'link')} created in "
+        f"{s.elapsed_s:.2f} s"
+        + (f" ({human_size(rate)}/s)" if not s.dry_run and s.bytes_copied else ""),
     ]
+    if failed:
+        lines.append(f"the run did not finish (exit code {s.exit_code}): see the error below; "
+                     "run the same command again to resume")  # fmt: skip
     if s.deletes_withheld:
         lines.append(f"{s.deletes_withheld} deletions withheld by the mirror guards (exit "
                      "code 22): see the error below")  # fmt: skip
@@ -176,13 +216,13 @@ def _summary_text(s: p.Summary) -> str:
         lines.append(f"{s.files_backed_up} replaced or deleted entries moved to the backup "
                      "directory")  # fmt: skip
     if s.bytes_resumed:
-        lines.append(f"resumed {_size(s.bytes_resumed)} verified from an interrupted run")
+        lines.append(f"resumed {human_size(s.bytes_resumed)} verified from an interrupted run")
     if s.names_unlisted:
         lines.append(f"{s.names_unlisted} names in the listings are not files of the tree "
                      f"(temp files, symlinks; {s.temps_removed} stale temp files removed): "
                      "see the warnings")  # fmt: skip
     if s.skipped:
-        lines.append(f"{len(s.skipped)} entries skipped (exit code 1):")
+        lines.append(f"{plural(len(s.skipped), 'entry', 'entries')} skipped (exit code 1):")
         lines += [f"  {shown(path)}" for path in s.skipped[:50]]
         if len(s.skipped) > 50:
             lines.append(f"  ... and {len(s.skipped) - 50} more (see --json)")
@@ -193,33 +233,36 @@ def _repo_summary_text(
     s: p.BackupSummary | p.RestoreSummary | p.VerifySummary | p.PruneSummary,
 ) -> str:
     if isinstance(s, p.BackupSummary) and not s.snapshot:  # failed or stopped: nothing saved
-        return (f"backup stopped before a snapshot was saved: read {_size(s.bytes_read)}, "
-                f"added {s.chunks_added} chunks ({_size(s.bytes_added)} stored, kept for the "
-                f"rerun) in {s.elapsed_s:.2f} s")
+        return (f"backup stopped before a snapshot was saved: read {human_size(s.bytes_read)}, "
+                f"added {plural(s.chunks_added, 'chunk')} ({human_size(s.bytes_added)} stored, "
+                f"kept for the rerun) in {s.elapsed_s:.2f} s")
     if isinstance(s, p.BackupSummary):
         lines = [
-            f"snapshot {s.snapshot[:8]} saved: {s.files_total} files ({_size(s.bytes_total)}); "
+            f"snapshot {s.snapshot[:8]} saved: {plural(s.files_total, 'file')} "
+            f"({human_size(s.bytes_total)}); "
             f"{s.files_new} new, {s.files_changed} changed, {s.files_unchanged} unchanged",
-            f"read {_size(s.bytes_read)}, added {s.chunks_added} chunks "
-            f"({_size(s.bytes_added)} stored) in {s.packs_added} packs, {s.elapsed_s:.2f} s",
+            f"read {human_size(s.bytes_read)}, added {plural(s.chunks_added, 'chunk')} "
+            f"({human_size(s.bytes_added)} stored) in {plural(s.packs_added, 'pack')}, "
+            f"{s.elapsed_s:.2f} s",
         ]
         if s.skipped:
-            lines.append(f"{len(s.skipped)} entries skipped (exit code 1):")
+            lines.append(f"{plural(len(s.skipped), 'entry', 'entries')} skipped (exit code 1):")
             lines += [f"  {shown(path)}" for path in s.skipped[:50]]
         return "\n".join(lines)
     if isinstance(s, p.RestoreSummary):
-        return (f"restored {s.files_restored} files, {s.files_skipped} already in place "
-                f"({_size(s.bytes_total)}) in {s.elapsed_s:.2f} s"
+        return (f"restored {plural(s.files_restored, 'file')}, {s.files_skipped} already in place "
+                f"({human_size(s.bytes_total)}) in {s.elapsed_s:.2f} s"
                 + "".join(f"\n  not restored: {shown(x)}" for x in s.problems[:50]))  # fmt: skip
     if isinstance(s, p.VerifySummary):
         what = "structure of " if s.quick else ""
-        head = (f"checked the {what}{s.packs} packs ({s.chunks} chunks, {_size(s.bytes_read)} "
-                f"read) and {s.snapshots} snapshots in {s.elapsed_s:.2f} s: ")  # fmt: skip
+        head = (f"checked the {what}{plural(s.packs, 'pack')} ({plural(s.chunks, 'chunk')}, "
+                f"{human_size(s.bytes_read)} read) and {plural(s.snapshots, 'snapshot')} in "
+                f"{s.elapsed_s:.2f} s: ")  # fmt: skip
         if not s.problems:
             return head + "no problems"
-        return head + f"{len(s.problems)} problems (exit code 13)\n" + "\n".join(
+        return head + f"{plural(len(s.problems), 'problem')} (exit code 13)\n" + "\n".join(
             f"  {shown(x)}" for x in s.problems
         )
-    return (f"pruned: {s.packs_deleted} packs deleted, {s.packs_repacked} rewritten into "
-            f"{s.packs_written}, {s.chunks_dropped} chunks dropped, {_size(s.bytes_freed)} "
-            f"freed in {s.elapsed_s:.2f} s")  # fmt: skip
+    return (f"pruned: {plural(s.packs_deleted, 'pack')} deleted, {s.packs_repacked} rewritten "
+            f"into {s.packs_written}, {plural(s.chunks_dropped, 'chunk')} dropped, "
+            f"{human_size(s.bytes_freed)} freed in {s.elapsed_s:.2f} s")  # fmt: skip

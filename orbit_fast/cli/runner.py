@@ -43,6 +43,7 @@ def run_engine(call: Callable[[Any], Any], renderer: Renderer, json_out: bool) -
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
+    renderer.on_stdout_gone = lambda: cancel.cancel(ExitCode.BROKEN_PIPE)
     # What start-up made (modules, click, the options) lives as long as this one command: the
     # collector need not walk it again in every full collection, which a run allocating a few
     # objects per file triggers often (#16: ~10% of the coordinator's CPU on 50k small files).
@@ -53,6 +54,8 @@ def run_engine(call: Callable[[Any], Any], renderer: Renderer, json_out: bool) -
         renderer.close()
         exit_with_error(err, json_out, already_emitted=renderer.errored)
     renderer.close()
+    if renderer.stdout_gone:  # a run that ended anyway (nothing left to stop) says so too
+        sys.exit(int(ExitCode.BROKEN_PIPE))
     sys.exit(getattr(summary, "exit_code", 0))
 
 

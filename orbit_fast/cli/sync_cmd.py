@@ -129,11 +129,11 @@ class _FilterOrderCommand(click.Command):
 @click.option(
     "--concurrency",
     "-j",
-    type=int,
-    default=0,
+    type=click.IntRange(1, 256),
+    default=None,
     envvar="ORBIT_CONCURRENCY",
     show_default="one per CPU",
-    help="Worker processes.",
+    help="Worker processes (1-256).",
 )
 @click.option(
     "--chunk-size-mb",
@@ -214,7 +214,7 @@ def sync_cmd(
     s3_sse: str | None,
     s3_sse_kms_key_id: str | None,
     s3_region: str | None,
-    concurrency: int,
+    concurrency: int | None,
     chunk_size_mb: float | None,
     fsync_policy: str,
     no_sparse: bool,
@@ -243,7 +243,7 @@ def sync_cmd(
         checksum=checksum,
         dry_run=dry_run,
         filters=_rules(ctx.meta.get("filter_order", ())),
-        concurrency=concurrency,
+        concurrency=concurrency or 0,
         chunk_size_mb=DEFAULT_CHUNK_SIZE_MB if chunk_size_mb is None else chunk_size_mb,
         fsync=FsyncPolicy(fsync_policy),
         db_path=db_path or "",

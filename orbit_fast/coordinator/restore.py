@@ -184,6 +184,7 @@ class _Restore:
             counters.bytes_total, counters.files_total = snap.bytes_total, snap.files_total
             counters.scan_done = True
         restored = skipped = 0
+        placed = 0  # bytes of the files restored or already in place: what the summary says
         last = 0.0
         stack = [_Frame(b"", snap.root, tree.fd, todo, target_created)]
         try:
@@ -226,8 +227,10 @@ class _Restore:
                         if self._in_place(top.fd, e):
                             skipped += 1
                             counters.bytes_done += e.size
+                            placed += e.size
                         elif self._file(top.fd, rel, e):
                             restored += 1
+                            placed += e.size
                 except OSError as exc:
                     raise self._error(rel, exc) from exc
                 now = time.monotonic()
@@ -243,14 +246,15 @@ class _Restore:
         summary = p.RestoreSummary(
             exit_code=int(ExitCode.AUTHENTICATION if self.auth_failed else
                           ExitCode.INTEGRITY if problems else ExitCode.OK),
-            files_restored=restored, files_skipped=skipped, bytes_total=counters.bytes_total,
+            files_restored=restored, files_skipped=skipped, bytes_total=placed,
             problems=problems, elapsed_s=round(time.monotonic() - t0, 3),
         )  # fmt: skip
         self.on_event(summary)
         if problems:
             error = AuthenticationFailed if self.auth_failed else IntegrityError
             raise error(
-                f"{len(problems)} files or directories could not be restored because chunks "
+                f"{len(problems)} {'entry' if len(problems) == 1 else 'files or directories'} "
+                "could not be restored because chunks "
                 f"or trees are missing, damaged or fail authentication (first: {problems[0]}); "
                 "every other file was restored. Run `orbit-fast verify` to see what else is "
                 "affected"

@@ -138,7 +138,12 @@ def check_job(job: dict[str, Any], db_path: str, universe_path: str, roots: tupl
         validate_backup(opts)
     else:
         validate(opts)
-    return mode_warnings(job["mode"], set(job["config"]))
+    warnings = mode_warnings(job["mode"], set(job["config"]))
+    source = locations.parse(job["source"])
+    if not source.remote and not os.path.isdir(locations.format(source)):
+        warnings.append(f"source {job['source']} is not a directory here now: the job fails "
+                        "when it runs unless it appears (a share mounted later?)")  # fmt: skip
+    return warnings
 
 
 def check_location(what: str, url: str, roots: tuple[str, ...],

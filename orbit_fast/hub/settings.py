@@ -29,8 +29,10 @@ PLACEHOLDER_WORDS = frozenset(
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 LOOPBACK_NETS: tuple[IPNetwork, ...] = (ipaddress.ip_network("127.0.0.0/8"),
                                        ipaddress.ip_network("::1/128"))  # fmt: skip
-HOW_TO_SECRET = ("generate one with `openssl rand -base64 32` and set ORBIT_AUTH_SECRET to it "
-                 "in the env file (/etc/orbit/orbit.env)")  # fmt: skip
+def how_to_secret(env_file: str) -> str:
+    """What to do about the secret, naming the env file in use (the guide's by default)."""
+    return ("generate one with `openssl rand -base64 32` and set ORBIT_AUTH_SECRET to it in "
+            f"the env file ({env_file or '/etc/orbit/orbit.env'})")
 
 
 @dataclass(frozen=True)
@@ -279,11 +281,11 @@ def load(env_file: str = "", environ: dict[str, str] | None = None,
     auth = _bool("ORBIT_AUTH_ENABLED", get("ORBIT_AUTH_ENABLED") or "true")
     secret = get("ORBIT_AUTH_SECRET") or ""
     if auth and (why := secret_problem(secret)):
-        raise UsageError(f"refusing to start: {why}; {HOW_TO_SECRET}")
+        raise UsageError(f"refusing to start: {why}; {how_to_secret(env_file)}")
     if not auth and not is_loopback(host):
         raise UsageError(f"refusing to start: ORBIT_AUTH_ENABLED=false on ORBIT_HOST={host} would "
                          "let anyone on the network run jobs as admin; bind to 127.0.0.1 or "
-                         f"enable auth ({HOW_TO_SECRET})")  # fmt: skip
+                         f"enable auth ({how_to_secret(env_file)})")  # fmt: skip
     listed = (get("ORBIT_ALLOWED_ROOTS") or "").replace(",", "\n").splitlines()
     roots = tuple(r.strip().rstrip("/") or "/" for r in listed if r.strip())
     for r in roots:

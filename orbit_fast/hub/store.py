@@ -27,7 +27,7 @@ from orbit_fast.errors import DatabaseError
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS hub_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS hub_jobs (
-    id INTEGER PRIMARY KEY,
+    id INTEGER PRIMARY KEY AUTOINCREMENT,  -- a deleted job's id is never given to another
     name TEXT NOT NULL UNIQUE,
     mode TEXT NOT NULL,
     source TEXT NOT NULL,
@@ -157,10 +157,12 @@ class HubStore:
         """Hub tables from before tokens were bound to their user's generation cannot be
         made safe in place (SQLite cannot add AUTOINCREMENT to a table): say so."""
         cols = {str(r[1]) for r in self._conn.execute("PRAGMA table_info(hub_tokens)")}
-        if "generation" not in cols:
+        jobs_sql = self._conn.execute("SELECT sql FROM sqlite_master WHERE name='hub_jobs'"
+                                      ).fetchone()  # fmt: skip
+        if "generation" not in cols or "AUTOINCREMENT" not in str(jobs_sql[0] if jobs_sql else ""):
             raise DatabaseError(f"the jobs DB {self.path} was made by an earlier orbit-fast hub "
-                                "whose user and token tables reuse ids; start the hub on a new "
-                                "DATABASE_URL and create its users again")  # fmt: skip
+                                "whose job, user and token tables reuse ids; start the hub on a "
+                                "new DATABASE_URL and create its users again")  # fmt: skip
 
     def close(self) -> None:
         with self._lock, self._rlock:

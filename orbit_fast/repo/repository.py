@@ -527,7 +527,7 @@ class Repository:
         if len(found) != 1 or not ref:
             what = "no snapshot" if not found else f"{len(found)} snapshots"
             raise UsageError(
-                f"{what} in {self.store.url} match {ref!r}; `orbit-fast snapshots "
+                f"{what} in {self.store.url} match {ref!r}; `orbit-fast snapshots -r "
                 f"{self.store.url}` lists them"
             )
         return found[0], self.load_snapshot(found[0])

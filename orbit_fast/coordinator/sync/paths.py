@@ -37,7 +37,7 @@ def check_ends(opts: SyncOptions) -> None:
             raise DestinationError(
                 f"source {src} is inside the destination {dst}; "
                 + ("--mirror would delete the source. " if opts.mirror else "")
-                + "Choose a destination outside the source tree"
+                + "Choose a destination that does not contain the source"
             )
     if os.path.lexists(dst) and not os.path.isdir(dst):
         raise DestinationError(f"destination {dst} exists and is not a directory")
