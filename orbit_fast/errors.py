@@ -178,6 +178,9 @@ class RemoteError(OrbitError):
 class RemoteUnavailable(RemoteError):
     """Remote storage kept failing with transient errors until the retries ran out."""
 
+    # What the CLI user is told to do; the hub, which retries by itself, says its own.
+    ADVICE = "check that the server is reachable, then rerun: finished work is kept"
+
 
 class JobFailed(OrbitError):
     exit_code = ExitCode.JOB_FAILED

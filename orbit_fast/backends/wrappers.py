@@ -60,7 +60,7 @@ class Retrier:
         if attempt == self.attempts:
             raise RemoteUnavailable(
                 f"{self.url}: {what} kept failing after {attempt} attempts ({exc}); "
-                "check that the server is reachable, then rerun: finished work is kept"
+                + RemoteUnavailable.ADVICE
             ) from exc
         self.retries += 1
         cap = min(MAX_DELAY_S, BASE_DELAY_S * 2 ** (attempt - 1) * 2)

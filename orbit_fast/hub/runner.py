@@ -279,11 +279,17 @@ class JobRunner:
         limit = int(job["config"].get("retry_attempts") or DEFAULT_RETRY_ATTEMPTS)
         k = int(job.get("retries") or 0) + 1
         if k > limit:
-            self._finish(a, "failed", None, f"{exc} (gave up after {limit} retries)",
+            said = str(exc).replace("; " + RemoteUnavailable.ADVICE, "")
+            self._finish(a, "failed", None, f"{said}; the hub gave up after {limit} retries: "
+                         "check the server, then run the job again",
                          queued_at=None)  # fmt: skip
             return
         delay = min(self.retry_base_s * 2 ** (k - 1), 600.0) * random.uniform(0.8, 1.2)
-        self._finish(a, "retrying", None, str(exc), retries=k, retry_at=time.time() + delay,
+        # The engine's advice is the CLI user's ("then rerun"): here the hub reruns the job.
+        said = str(exc).replace("; " + RemoteUnavailable.ADVICE, "")
+        self._finish(a, "retrying", None,
+                     f"{said}; retrying in {delay:.0f} s (attempt {k} of {limit})",
+                     retries=k, retry_at=time.time() + delay,
                      note=f"retrying in {delay:.0f} s (attempt {k} of {limit})")  # fmt: skip
 
     def _finish(self, a: Active, state: str, stats: dict[str, Any] | None, error: str | None,

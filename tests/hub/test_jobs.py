@@ -42,6 +42,10 @@ def test_a_storage_outage_pauses_the_job_and_it_resumes_by_itself(
             assert waiting["state"] == "retrying", waiting
             assert waiting["retries"] == 1 and waiting["retry_at"] > time.time() - 5
             assert "127.0.0.1" in waiting["last_error"]
+            # Said for the hub, which reruns the job by itself: no CLI advice to rerun it.
+            assert "retrying in" in waiting["last_error"] and "(attempt 1 of 3)" in waiting[
+                "last_error"]
+            assert "then rerun" not in waiting["last_error"]
             proxy.resume()  # the network is back: no user action from here on
             done = hub.wait_state(c, job["id"], ("completed", "failed"), timeout=120)
             assert done["state"] == "completed", done
