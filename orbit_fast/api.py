@@ -316,6 +316,9 @@ class Engine:
                               "its journal relies on local locking and fsync",
                               single=True)  # fmt: skip
             private.tighten_state(self.db_path, self.universe_path)  # before SQLite opens it
+            from orbit_fast.index.universe import Universe
+
+            Universe.ensure(self.universe_path, self._claims)
             if self.backup_dir:
                 tighten_backups(self.backup_dir)
             self._db = JobsDB.open(self.db_path, claims=self._claims)

@@ -282,10 +282,21 @@ def job_list(hub: str, token_file: str) -> None:
 # ---- state backups ----------------------------------------------------------------------------
 
 
+GUIDE_ENV_FILE = "/etc/orbit/orbit.env"  # where the deployment guide's systemd unit reads it
+
+
 def _state_paths(env_file: str, db_path: str, universe_path: str) -> tuple[str, str]:
-    """The hub's state files: the flags, else the hub's own settings (env file, environment)."""
+    """The hub's state files: the flags, else the hub's own settings (env file, environment);
+    with none of them, the guide's env file when it is there (a hub run by systemd), so that
+    `orbit-fast state backup DIR` backs up the hub, not this user's own state."""
     from orbit_fast.hub.settings import parse_env_file, state_paths
 
+    told = env_file or db_path or "DATABASE_URL" in os.environ
+    if not told and os.access(GUIDE_ENV_FILE, os.R_OK):
+        env_file = GUIDE_ENV_FILE
+    elif not told:
+        click.echo("orbit-fast: no --env-file, DATABASE_URL or /etc/orbit/orbit.env: using this "
+                   "user's own state; for a hub's, give --env-file", err=True)  # fmt: skip
     env = {**(parse_env_file(env_file) if env_file else {}), **os.environ}
     if db_path:
         env["DATABASE_URL"] = os.path.abspath(db_path)

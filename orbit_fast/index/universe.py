@@ -149,6 +149,18 @@ class Universe:
             raise
         return self
 
+    @classmethod
+    def ensure(cls, path: str, claims: StateClaims | None = None) -> None:
+        """Write an empty index at `path` if there is none: a hub's state files all exist
+        from its first start (the guide's state-backup script copies this one with cp)."""
+        if os.path.exists(path):
+            return
+        u = cls.open(path, claims)
+        try:
+            u.checkpoint()
+        finally:
+            u.close(checkpoint=False)
+
     def _load(self) -> None:
         try:
             f = open(self.path, "rb")

@@ -127,3 +127,25 @@ def test_the_guides_backup_script_works(hub: HubProcess, tmp_path: Path, rng: An
         hub.wait_state(c2, bk["id"], ("completed",), timeout=120)
         stats = c2.get(f"/api/jobs/{bk['id']}/runs").json()["runs"][0]["stats"]
         assert stats["bytes_added"] == 0 and stats["files_unchanged"] == stats["files_total"]
+
+
+def test_the_guides_script_works_on_a_hub_that_never_ran_a_backup(hub: HubProcess,
+                                                                  tmp_path: Path) -> None:
+    if not shutil.which("sqlite3"):
+        if REQUIRE_SERVERS:
+            pytest.fail("the sqlite3 shell is not installed (tools/test installs it as root)")
+        pytest.skip("apt-get install sqlite3")
+    universe = hub.data / "universe_v3.db"
+    assert universe.exists() and oct(universe.stat().st_mode & 0o777) == "0o600"
+    script = tmp_path / "orbit-backup-state.sh"
+    script.write_text("set -e\n" + GUIDE_SCRIPT.format(backup_dir=tmp_path / "st",
+                                                      data=hub.data))  # fmt: skip
+    r = subprocess.run(["bash", str(script)], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and "Backup completed" in r.stdout, r.stderr
+    # The copy is a valid, empty index.
+    copy = next((tmp_path / "st").glob("universe_v3_*.db"))
+    r = subprocess.run([*ORBIT, "state", "restore", str(next((tmp_path / "st").glob(
+        "jobs_*.db"))), "--universe", str(copy), "--db-path", str(tmp_path / "r" / "jobs.db"),
+        "--universe-path", str(tmp_path / "r" / "u.db")], capture_output=True, text=True,
+        timeout=60)  # fmt: skip
+    assert r.returncode == 0, r.stderr
