@@ -101,6 +101,18 @@ class JobCreate(Strict):
         default=None, description="Cron expression (local time), e.g. '0 2 * * *', or @daily.")
 
 
+class JobUpdate(Strict):
+    """PATCH /api/jobs/{id}: the fields given replace the job's (config as a whole); an empty
+    schedule removes it."""
+
+    name: Name | None = None
+    source: Location | None = None
+    destination: Location | None = None
+    config: JobConfig | None = None
+    mode: Literal["sync", "mirror", "backup"] | None = None
+    schedule: Annotated[str, Field(max_length=200)] | None = None
+
+
 class Register(Strict):
     username: Username
     password: Password

@@ -61,11 +61,14 @@ def test_guide_register_login_create_and_list(hub: HubProcess) -> None:
         job = r.json()
         assert job["mode"] == "sync" and job["state"] == "created"
         assert job["config"] == GUIDE_JOB["config"]
-        # compression does nothing when copying files: said, not silently ignored.
-        assert len(job["warnings"]) == 1 and "compression" in job["warnings"][0]
+        # compression does nothing when copying files: said, not silently ignored; and the
+        # guide's share is not mounted on this machine: said too, the job is kept.
+        assert len(job["warnings"]) == 2 and "compression" in job["warnings"][0]
+        assert "/mnt/smb_source/data is not a directory here now" in job["warnings"][1]
         backup = c.post("/api/jobs", json={**GUIDE_JOB, "name": "b", "mode": "backup"}).json()
         assert [w.split(":")[0] for w in backup["warnings"]] == [
-            "config.chunk_size_mb has no effect in mode backup"]
+            "config.chunk_size_mb has no effect in mode backup",
+            "source /mnt/smb_source/data is not a directory here now"]
     # The guide's monitoring line, from the hub itself without a token.
     listed = httpx.get(hub.url + "/api/list_jobs").json()
     assert len(listed["jobs"]) == 2

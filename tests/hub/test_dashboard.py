@@ -190,3 +190,85 @@ def test_a_backup_made_from_the_form_with_a_password_file_says_it_is_encrypted(
     row.locator(".job-link").click()
     expect(page.locator("#d-paths")).to_contain_text("repository encrypted, aes-256-gcm")
     assert "from the form" not in page.content()
+
+
+SHOTS = Path(os.environ.get("ORBIT_SCREENSHOTS", "/tmp/orbit-screenshots"))
+
+
+def test_the_operators_views_hold_their_shape(browser: Any, hub: HubProcess,
+                                              tmp_path: Path, rng: Any) -> None:
+    """Logged out, only the login; a 300-character error stays one line in the table; the
+    warnings of a new job are shown; a job is edited and deleted from its page; tiny rates
+    read in bytes. Screenshots of each view go to ORBIT_SCREENSHOTS for a person to look at."""
+    from playwright.sync_api import expect
+
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    token = hub.admin_token()
+    src = make_tree(tmp_path / "src", rng, files=5)
+    missing = tmp_path / ("not-mounted-" + "x" * 260)
+    with hub.client(token) as c:
+        broken = c.post("/api/jobs", json={"name": "Nightly SMB to S3 Backup", "source":
+                                           str(missing), "destination": str(tmp_path / "d")}
+                        ).json()  # fmt: skip
+        c.post(f"/api/jobs/{broken['id']}/run")
+        hub.wait_state(c, broken["id"], ("failed",))
+    page = browser.new_context(viewport={"width": 1280, "height": 800}).new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(hub.url + "/")
+    expect(page.locator("#view-login")).to_be_visible()
+    for tab in ("#tab-jobs", "#tab-create", "#tab-users"):
+        expect(page.locator(tab)).to_be_hidden()
+    page.screenshot(path=str(SHOTS / "login.png"))
+    page.fill("#username", ADMIN[0])
+    page.fill("#password", ADMIN[1])
+    page.click("#login-btn")
+    row = page.locator("#jobs-table tbody tr", has_text="Nightly SMB to S3 Backup")
+    expect(row.locator(".state")).to_have_text("failed")
+    name_box = row.locator(".job-link").bounding_box()
+    error_box = row.locator(".error").bounding_box()
+    assert name_box and error_box
+    assert name_box["height"] < 30, "the job's name wraps: the error squeezed the table"
+    assert error_box["width"] < 420 and error_box["height"] < 40
+    page.screenshot(path=str(SHOTS / "jobs-long-error.png"), full_page=True)
+    assert page.evaluate("[fmtBytes(0.3), fmtBytes(300), fmtBytes(1536), fmtBytes(3 * 2**30)]"
+                         ) == ["0 B", "300 B", "1.5 KiB", "3.0 GiB"]  # fmt: skip
+
+    # A job made with a setting that does nothing in its mode: the warning is shown.
+    page.click("#tab-create")
+    page.fill("#f-name", "copy with a warning")
+    page.fill("#f-source", str(src))
+    page.fill("#f-destination", str(tmp_path / "copy"))
+    page.fill("#f-compression", "zstd:3")
+    page.fill("#f-exclude", "*.tmp\n/cache/")
+    page.screenshot(path=str(SHOTS / "create-form.png"), full_page=True)
+    page.click("#create-btn")
+    expect(page.locator("#notice")).to_contain_text("config.compression has no effect")
+    page.screenshot(path=str(SHOTS / "jobs-notice.png"), full_page=True)
+    row = page.locator("#jobs-table tbody tr", has_text="copy with a warning")
+    row.locator(".job-link").click()
+    expect(page.locator("#d-warnings")).to_contain_text("compression")
+    expect(page.locator("#d-error")).to_have_text("")
+
+    # Edit: a schedule and another name; the exclude list stays.
+    page.click(".edit-btn")
+    expect(page.locator("#form-title")).to_have_text(re.compile(r"Edit job \d+"))
+    expect(page.locator("#f-exclude")).to_have_value("*.tmp\n/cache/")
+    page.fill("#f-name", "edited copy")
+    page.fill("#f-compression", "")
+    page.fill("#f-schedule", "0 2 * * *")
+    page.click("#create-btn")
+    expect(page.locator("#notice")).to_contain_text("Saved job")
+    row = page.locator("#jobs-table tbody tr", has_text="edited copy")
+    expect(row.locator(".schedule")).to_contain_text("0 2 * * * · next")
+    with hub.client(token) as c:
+        job = c.get("/api/jobs?name=edited%20copy").json()["jobs"][0]
+    assert job["config"] == {"exclude": ["*.tmp", "/cache/"]} and job["warnings"] == []
+    row.locator(".job-link").click()
+    expect(page.locator("#d-schedule")).to_contain_text("Schedule 0 2 * * *; next run")
+    page.screenshot(path=str(SHOTS / "job-detail.png"), full_page=True)
+    page.on("dialog", lambda d: d.accept())
+    page.click(".delete-btn")
+    expect(page.locator("#notice")).to_contain_text("Deleted job")
+    expect(page.locator("#jobs-table tbody tr", has_text="edited copy")).to_have_count(0)
+    assert errors == []

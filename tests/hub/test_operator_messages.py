@@ -68,3 +68,30 @@ def test_job_run_wait_shows_progress(hub: HubProcess, tmp_path: Path) -> None:
                        text=True, timeout=120)  # fmt: skip
     assert r.returncode == 0 and "job " in r.stderr and "(slow): " in r.stderr
     assert r.stderr.strip().endswith("(slow): completed")
+
+
+def test_a_job_is_changed_only_when_not_running_and_only_to_a_valid_one(
+        hub: HubProcess, tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    for i in range(3):
+        write(src / f"f{i}", os.urandom(8 << 20))
+    with hub.client(hub.admin_token()) as c:
+        job = c.post("/api/jobs", json={"name": "j", "source": str(src),
+                                        "destination": str(tmp_path / "d"),
+                                        "config": {"bwlimit": "4M", "exclude": ["*.tmp"]}}
+                     ).json()  # fmt: skip
+        r = c.patch(f"/api/jobs/{job['id']}", json={"config": {"max_size": "huge"}})
+        assert r.status_code == 400 and r.json()["error"]["fields"][0]["field"] == "config.max_size"
+        r = c.patch(f"/api/jobs/{job['id']}", json={"name": "renamed", "schedule": "@daily"})
+        assert r.status_code == 200, r.text
+        got = r.json()
+        assert got["name"] == "renamed" and got["schedule"] == "@daily" and got["next_run_at"]
+        assert got["config"] == {"bwlimit": "4M", "exclude": ["*.tmp"]}  # untouched
+        c.post(f"/api/jobs/{job['id']}/run")
+        hub.wait_state(c, job["id"], ("running",))
+        r = c.patch(f"/api/jobs/{job['id']}", json={"destination": str(tmp_path / "elsewhere")})
+        assert r.status_code == 409 and r.json()["error"]["code"] == "job_active"
+        c.post(f"/api/jobs/{job['id']}/cancel")
+        hub.wait_state(c, job["id"], ("cancelled",))
+        r = c.patch(f"/api/jobs/{job['id']}", json={"schedule": ""})
+        assert r.status_code == 200 and r.json()["schedule"] is None

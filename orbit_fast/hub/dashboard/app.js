@@ -30,11 +30,23 @@ async function api(method, path, body) {
   return data;
 }
 
+// Binary units, as the CLI prints them; below 1 KiB (a rate of 0.3 B/s too) in bytes.
 function fmtBytes(n) {
-  if (!n) return "0 B";
-  const u = ["B", "KB", "MB", "GB", "TB"];
-  const i = Math.min(u.length - 1, Math.floor(Math.log10(n) / 3));
-  return (n / 10 ** (3 * i)).toFixed(i ? 1 : 0) + " " + u[i];
+  n = Number(n) || 0;
+  if (n < 1024) return Math.round(n) + " B";
+  const u = ["KiB", "MiB", "GiB", "TiB", "PiB"];
+  const i = Math.min(u.length - 1, Math.floor(Math.log2(n) / 10) - 1);
+  return (n / 2 ** (10 * (i + 1))).toFixed(1) + " " + u[i];
+}
+
+function fmtTime(t) {
+  return t ? new Date(t * 1000).toLocaleString() : "";
+}
+
+function notice(text, ok) {
+  $("#notice-text").textContent = text;
+  $("#notice").className = ok ? "ok" : "";
+  $("#notice").hidden = !text;
 }
 
 function el(tag, attrs = {}, ...kids) {
@@ -94,7 +106,8 @@ function renderRow(job) {
     el("td", { class: "state " + job.state }, stateText(job)),
     el("td", {}, el("span", { class: "bar" }, fill), " ", el("span", { class: "pct" }, pct.toFixed(1) + "%")),
     el("td", { class: "rate" }, p.rate_bps ? fmtBytes(p.rate_bps) + "/s" : ""),
-    el("td", { class: "error" }, job.last_error || ""),
+    el("td", { class: "schedule muted" }, job.schedule ? `${job.schedule} · next ${fmtTime(job.next_run_at)}` : ""),
+    el("td", { class: "error" }, el("span", { class: "clip", title: job.last_error || "" }, job.last_error || "")),
     el("td", { class: "actions" }, actionButtons(job)));
   return row;
 }
@@ -154,12 +167,19 @@ async function loadDetail(id, progress) {
   $("#d-paths").textContent = `${job.mode}: ${job.source} → ${job.destination}` +
     (job.mode === "backup" ? (job.encryption === "none" ? " (repository NOT encrypted)" : ` (repository encrypted, ${job.encryption})`) : "");
   $("#d-fill").style.width = (p.percent ?? 0) + "%";
-  $("#d-stats").textContent = `${(p.percent ?? 0).toFixed(1)}% · ${p.files_done ?? 0}/${p.files_total ?? 0} files · ` +
+  $("#d-stats").textContent = job.state === "created" && !p.files_total ? "Not run yet." :
+    `${(p.percent ?? 0).toFixed(1)}% · ${p.files_done ?? 0}/${p.files_total ?? 0} files · ` +
     `${fmtBytes(p.bytes_done)} of ${fmtBytes(p.bytes_total)}` + (p.rate_bps ? ` · ${fmtBytes(p.rate_bps)}/s` : "") +
     (p.eta_s ? ` · ETA ${Math.round(p.eta_s)} s` : "");
+  $("#d-schedule").textContent = job.schedule ? `Schedule ${job.schedule}; next run ${fmtTime(job.next_run_at)}` : "No schedule: runs when asked.";
   $("#d-error").textContent = job.last_error || "";
   $("#d-warnings").replaceChildren(...(job.warnings || []).map((w) => el("li", {}, w)));
-  $("#d-actions").replaceChildren(actionButtons(job));
+  const actions = actionButtons(job);
+  if (canOperate() && !["running", "pending", "retrying", "paused"].includes(job.state)) {
+    actions.append(el("button", { type: "button", class: "edit-btn", onclick: () => editJob(job) }, "Edit"),
+      el("button", { type: "button", class: "delete-btn", onclick: () => deleteJob(job) }, "Delete"));
+  }
+  $("#d-actions").replaceChildren(actions);
   if (progress) return;
   const runs = (await api("GET", `/api/jobs/${id}/runs`)).runs;
   $("#runs-table tbody").replaceChildren(...runs.map((r) => el("tr", {},
@@ -172,6 +192,42 @@ async function loadDetail(id, progress) {
   const last = runs.find((r) => r.finished_at);
   const errs = last ? (await api("GET", `/api/jobs/${id}/runs/${last.id}/errors`)).errors : [];
   $("#d-file-errors").replaceChildren(...errs.map((e) => el("li", {}, `${e.path}: ${e.message}`)));
+}
+
+let editing = null; // the job the form changes (PATCH), or null: the form creates one
+
+function editJob(job) {
+  editing = job;
+  const c = job.config || {};
+  const set = (id, v) => { $(id).value = v ?? ""; };
+  set("#f-name", job.name); set("#f-source", job.source); set("#f-destination", job.destination);
+  set("#f-mode", job.mode); set("#f-concurrency", c.concurrency); set("#f-chunk", c.chunk_size_mb);
+  set("#f-retries", c.retry_attempts); set("#f-compression", c.compression);
+  set("#f-password-file", c.password_file); set("#f-schedule", job.schedule);
+  set("#f-exclude", (c.exclude || []).join("\n")); set("#f-bwlimit", c.bwlimit);
+  set("#f-max-delete", c.max_delete); set("#f-backup-dir", c.backup_dir);
+  $("#form-title").textContent = `Edit job ${job.id}`;
+  $("#create-btn").textContent = "Save changes";
+  $("#create-result").textContent = "";
+  show("create");
+}
+
+async function deleteJob(job) {
+  if (!confirm(`Delete job "${job.name}" and its run history? The files it copied stay.`)) return;
+  try {
+    await api("DELETE", `/api/jobs/${job.id}`);
+    notice(`Deleted job ${job.id} (${job.name}).`, true);
+    location.hash = "jobs";
+  } catch (e) {
+    $("#d-error").textContent = e.message;
+  }
+}
+
+function resetForm() {
+  editing = null;
+  $("#create-form").reset();
+  $("#form-title").textContent = "Create Job";
+  $("#create-btn").textContent = "Launch Orbit Job";
 }
 
 function openDetail(id) {
@@ -212,7 +268,11 @@ async function start() {
 }
 
 document.addEventListener("DOMContentLoaded", () => {
-  for (const t of document.querySelectorAll(".tab")) t.addEventListener("click", () => { location.hash = t.dataset.view; });
+  for (const t of document.querySelectorAll(".tab")) t.addEventListener("click", () => {
+    if (t.dataset.view === "create") resetForm();
+    location.hash = t.dataset.view;
+  });
+  $("#notice-close").addEventListener("click", () => notice(""));
   window.addEventListener("hashchange", () => me && route());
   $("#login-form").addEventListener("submit", async (ev) => {
     ev.preventDefault();
@@ -232,20 +292,27 @@ document.addEventListener("DOMContentLoaded", () => {
   $("#create-form").addEventListener("submit", async (ev) => {
     ev.preventDefault();
     const num = (id) => ($(id).value === "" ? undefined : Number($(id).value));
-    const config = {};
+    // An edit keeps the config fields this form does not show (set through the API).
+    const config = { ...(editing?.config || {}) };
     for (const [k, id] of [["concurrency", "#f-concurrency"], ["chunk_size_mb", "#f-chunk"], ["retry_attempts", "#f-retries"]]) {
-      if (num(id) !== undefined) config[k] = num(id);
+      if (num(id) !== undefined) config[k] = num(id); else delete config[k];
     }
-    if ($("#f-compression").value) config.compression = $("#f-compression").value;
-    if ($("#f-password-file").value) config.password_file = $("#f-password-file").value;
+    for (const [k, id] of [["compression", "#f-compression"], ["password_file", "#f-password-file"],
+                           ["bwlimit", "#f-bwlimit"], ["max_delete", "#f-max-delete"], ["backup_dir", "#f-backup-dir"]]) {
+      if ($(id).value.trim()) config[k] = $(id).value.trim(); else delete config[k];
+    }
+    const exclude = $("#f-exclude").value.split("\n").map((x) => x.trim()).filter(Boolean);
+    if (exclude.length) config.exclude = exclude; else delete config.exclude;
     const body = { name: $("#f-name").value, source: $("#f-source").value, destination: $("#f-destination").value,
                    mode: $("#f-mode").value, config };
-    if ($("#f-schedule").value) body.schedule = $("#f-schedule").value;
+    if ($("#f-schedule").value || editing) body.schedule = $("#f-schedule").value;
     try {
-      const job = await api("POST", "/api/jobs", body);
-      $("#create-result").className = "";
-      $("#create-result").textContent = `Created job ${job.id}.` + (job.warnings.length ? " Warnings: " + job.warnings.join("; ") : "");
-      ev.target.reset();
+      const job = editing ? await api("PATCH", `/api/jobs/${editing.id}`, body) : await api("POST", "/api/jobs", body);
+      const verb = editing ? "Saved" : "Created";
+      // Shown above the jobs list, where the form goes: warnings are not lost with the form.
+      notice(`${verb} job ${job.id} (${job.name}).` + (job.warnings.length ? " Warnings: " + job.warnings.join("; ") : ""),
+             !job.warnings.length);
+      resetForm();
       location.hash = "jobs";
     } catch (e) {
       $("#create-result").className = "error";

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from typing import Any
@@ -40,6 +41,15 @@ def jobs(request: Request, state: str | None = Query(None, max_length=20),
     return {"jobs": rows, "total": total, "limit": limit, "offset": offset}
 
 
+def _invalid(exc: OrbitError) -> ApiError:
+    """400 invalid_job; the engine names the option (UsageError.field), which in a job body
+    is config.<field> (or a top field)."""
+    field = getattr(exc, "field", "")
+    where = field if field in TOP_FIELDS else JOB_FIELDS.get(field, f"config.{field}")
+    details = {"fields": [{"field": where, "problem": str(exc)}]} if field else {}
+    return ApiError(400, "invalid_job", str(exc), **details)
+
+
 def create(hub: Hub, body: models.JobCreate, who: auth.Principal) -> JSONResponse:
     from orbit_fast.hub.schedule import check, next_after
 
@@ -52,11 +62,7 @@ def create(hub: Hub, body: models.JobCreate, who: auth.Principal) -> JSONRespons
                              settings.allowed_roots, settings.protected_paths)  # fmt: skip
         schedule = check(body.schedule) if body.schedule else None
     except OrbitError as exc:
-        # The engine names the option (UsageError.field); in a job body options are config.*
-        field = getattr(exc, "field", "")
-        where = field if field in TOP_FIELDS else JOB_FIELDS.get(field, f"config.{field}")
-        details = {"fields": [{"field": where, "problem": str(exc)}]} if field else {}
-        raise ApiError(400, "invalid_job", str(exc), **details) from None
+        raise _invalid(exc) from None
     if store.job_by_name(body.name) is not None:
         raise ApiError(409, "job_exists", f"a job named {body.name!r} exists; pick another "
                        "name or delete it first")  # fmt: skip
@@ -86,6 +92,45 @@ def create_job_alias(body: models.JobCreate, request: Request,
                      who: auth.Principal = Depends(operator)) -> JSONResponse:  # fmt: skip
     """The same as POST /api/jobs, named like /api/list_jobs."""
     return create(hub_of(request), body, who)
+
+
+@router.patch("/api/jobs/{job_id}", tags=["jobs"])
+def update_job(job_id: RowId, body: models.JobUpdate, request: Request,
+               who: auth.Principal = Depends(operator)) -> dict[str, Any]:  # fmt: skip
+    """Change a job that is not running (created, completed, partial, failed or cancelled):
+    the fields given replace its own, checked as when it was made."""
+    from orbit_fast.hub.runner import RUNNABLE_FROM
+    from orbit_fast.hub.schedule import check, next_after
+
+    hub = hub_of(request)
+    settings, store = hub.settings, hub.store
+    job = job_or_404(hub, job_id)
+    given = body.model_dump(exclude_unset=True)
+    if "config" in given:
+        given["config"] = body.config.model_dump(exclude_none=True) if body.config else {}
+    fields = {k: given.get(k, job[k]) for k in ("name", "mode", "source", "destination",
+                                                 "config")}  # fmt: skip
+    try:
+        warnings = check_job(fields, settings.db_path, settings.universe_path,
+                             settings.allowed_roots, settings.protected_paths)  # fmt: skip
+        schedule = job["schedule"]
+        if "schedule" in given:
+            schedule = check(given["schedule"]) if given["schedule"] else None
+    except OrbitError as exc:
+        raise _invalid(exc) from None
+    other = store.job_by_name(fields["name"])
+    if other is not None and other["id"] != job_id:
+        raise ApiError(409, "job_exists", f"a job named {fields['name']!r} exists")
+    changed = store.transition(
+        job_id, RUNNABLE_FROM, **{**fields, "config": json.dumps(fields["config"])},
+        warnings=json.dumps(warnings), schedule=schedule,
+        next_run_at=next_after(schedule, time.time()) if schedule else None)  # fmt: skip
+    if not changed:
+        now = job_or_404(hub, job_id)["state"]
+        raise ApiError(409, "job_active", f"job {job_id} is {now}; only a job that is not "
+                       "running, queued or paused can be changed")  # fmt: skip
+    hub.runner.event(job_id, "updated")
+    return job_or_404(hub, job_id)
 
 
 @router.get("/api/jobs/{job_id}", tags=["jobs"])
