@@ -41,8 +41,8 @@ def create_app(hub: Hub) -> FastAPI:
             await asyncio.to_thread(hub.close)
 
     app = FastAPI(title="orbit-fast hub", version=__version__, lifespan=lifespan,
-                  openapi_url="/api/openapi.json", docs_url="/api/docs",
-                  redoc_url=None)  # fmt: skip
+                  openapi_url="/api/openapi.json", docs_url=None,
+                  redoc_url=None)  # /api/docs: routes/dashboard.py, its files served here
     app.state.hub = hub
     # Added last, so run first: a foreign Host is refused before its body is even read.
     app.add_middleware(guards.BodyLimit, limit=settings.max_body_bytes,

@@ -272,3 +272,27 @@ def test_the_operators_views_hold_their_shape(browser: Any, hub: HubProcess,
     expect(page.locator("#notice")).to_contain_text("Deleted job")
     expect(page.locator("#jobs-table tbody tr", has_text="edited copy")).to_have_count(0)
     assert errors == []
+
+
+def test_api_docs_work_offline(browser: Any, hub: HubProcess) -> None:
+    """/api/docs renders from the hub's own files: the browser may reach nothing else."""
+    from playwright.sync_api import expect
+
+    ctx = browser.new_context()
+    outside: list[str] = []
+
+    def only_the_hub(route: Any) -> None:
+        if route.request.url.startswith(hub.url):
+            route.continue_()
+        else:
+            outside.append(route.request.url)
+            route.abort()
+
+    ctx.route("**/*", only_the_hub)
+    page = ctx.new_page()
+    page.goto(hub.url + "/api/docs")
+    expect(page.locator(".swagger-ui .info .title")).to_contain_text("orbit-fast hub")
+    expect(page.locator(".opblock-summary-path", has_text="/api/jobs/{job_id}/run").first
+           ).to_be_visible()  # fmt: skip
+    page.screenshot(path=str(SHOTS / "api-docs.png"))
+    assert outside == []
