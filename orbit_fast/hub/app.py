@@ -49,7 +49,11 @@ def create_app(hub: Hub) -> FastAPI:
                        timeout_s=settings.body_timeout_s)  # fmt: skip
     app.add_middleware(guards.HostGuard, names=settings.allowed_hosts,
                        public_url=settings.public_url)  # fmt: skip
-    app.add_middleware(guards.SecurityHeaders)  # outermost: refusals carry the headers too
+    app.add_middleware(guards.SecurityHeaders)  # refusals carry the headers too
+    # Outermost: a refused request's time counts as well (the guide alerts on answer times).
+    from orbit_fast.hub.metrics import TimedRequests
+
+    app.add_middleware(TimedRequests, metrics=hub.metrics)
     install_error_handlers(app)
     for router in ROUTERS:
         app.include_router(router)

@@ -34,6 +34,10 @@ class Hub:
         self.throttle = LoginThrottle()
         self.bootstrap_token = ""
         self.started_at = time.time()
+        self.starts = 0  # of the hub on this jobs DB, this one included (set at start)
+        from orbit_fast.hub.metrics import HubMetrics
+
+        self.metrics = HubMetrics(self)
         # From the last health check (every HEALTH_EVERY_S): (public text, text with paths).
         self._problems: list[tuple[str, str]] = []
         self.closing = threading.Event()  # SIGTERM: end event streams, do not wait on them
@@ -56,8 +60,8 @@ class Hub:
             engine.close()
             raise
         runner = JobRunner(store, engine, settings.max_jobs, retry_base_s=settings.retry_base_s,
-                           roots=settings.allowed_roots,
-                           protected=settings.protected_paths)  # fmt: skip
+                           roots=settings.allowed_roots, protected=settings.protected_paths,
+                           stall_s=settings.stall_s)  # fmt: skip
         hub = cls(settings, store, runner)
         # The env file's S3/SMB settings, for the stores this process opens for its jobs
         # (the workers get them from the pool): in an overlay, not os.environ, which belongs
@@ -97,6 +101,7 @@ class Hub:
             wake()
 
     def start(self) -> None:
+        self.starts = self.store.count_start()
         self.engine.start()  # the workers, before the runner resumes recovered jobs
         self.runner.start()
         self._check_health()
@@ -141,6 +146,14 @@ class Hub:
             return 200, {"status": "healthy", "version": __version__}
         return 503, {"status": "unhealthy", "version": __version__,
                      "problems": [p[1] if detailed else p[0] for p in problems]}  # fmt: skip
+
+    def directories(self) -> dict[str, str]:
+        """The hub's directories whose disks /metrics reports: its data (jobs DB, universe)
+        and its state backups."""
+        out = {"data": self.settings.data_dir}
+        if os.path.isdir(self.settings.state_backup_dir):
+            out["state_backups"] = self.settings.state_backup_dir
+        return out
 
     def db_sizes(self) -> dict[str, int]:
         out = {}

@@ -64,13 +64,20 @@ class Active:
     last_publish: float = 0.0
     thread: threading.Thread | None = None
     overrides: dict[str, Any] = field(default_factory=dict)  # this run's (RunRequest)
+    # Stall detection: when the files or bytes done last moved, and why the run seems stuck
+    # ("" while it moves): the last warning is the best reason known so far.
+    moved_at: float = field(default_factory=time.monotonic)
+    mark: tuple[int, int] = (0, 0)
+    stalled: str = ""
+    last_warning: str = ""
 
 
 class JobRunner:
     def __init__(self, store: HubStore, engine: Engine, max_jobs: int,
                  retry_base_s: float = 5.0, roots: tuple[str, ...] = (),
-                 protected: tuple[str, ...] = ()) -> None:  # fmt: skip
+                 protected: tuple[str, ...] = (), stall_s: float = 120.0) -> None:  # fmt: skip
         self.store = store
+        self.stall_s = stall_s  # ORBIT_STALL_S: no progress this long marks a run stalled
         # Passed with every run: the engine checks them when the run starts (roots.py), so a
         # link swapped in since the job was made, or roots narrowed since, fail the run.
         self.roots, self.protected = roots, protected
@@ -178,9 +185,26 @@ class JobRunner:
             self._wake.wait(1.0)
             self._wake.clear()
 
+    def _stalls(self) -> None:
+        """A running job whose files and bytes done have not moved for stall_s is marked
+        stalled (API, events, dashboard, metrics) with the reason known so far."""
+        now = time.monotonic()
+        for a in list(self.active.values()):
+            idle = now - a.moved_at
+            if a.stalled or idle < self.stall_s or a.thread is None:
+                continue
+            why = f"no progress for {idle:.0f} s"
+            a.stalled = why + (f"; last warning: {a.last_warning}" if a.last_warning else
+                               "; the storage may be hanging (no error yet)")  # fmt: skip
+            a.progress = {**a.progress, "stalled": a.stalled}
+            self.store.update_job(a.job["id"], progress=a.progress)
+            self.event(a.job["id"], "stalled", reason=a.stalled)
+            log.warning("job %s stalled: %s", a.job["id"], a.stalled)
+
     def tick(self, now: float | None = None) -> None:
         now = time.time() if now is None else now
         self.engine.tick()  # the global bandwidth limit's timetable
+        self._stalls()
         self._due_schedules(now)
         for (job_id,) in self.store.query(
             "SELECT id FROM hub_jobs WHERE state='retrying' AND retry_at <= ?", (now,)
@@ -324,12 +348,22 @@ class JobRunner:
                     "elapsed_s": ev.elapsed_s, "queue_depth": ev.queue_depth,
                 }  # fmt: skip
                 now = time.monotonic()
+                mark = (ev.files_done, ev.bytes_done)
+                if mark != a.mark:
+                    a.mark, a.moved_at = mark, now
+                    if a.stalled:  # moving again: said at once
+                        a.stalled = ""
+                        a.last_publish = 0.0
+                        self.event(job_id, "moving")
+                if a.stalled:
+                    a.progress["stalled"] = a.stalled
                 if now - a.last_publish >= PROGRESS_EVERY_S:
                     a.last_publish = now
                     self.store.update_job(job_id, progress=a.progress)
                     self.store.add_event("progress", job_id, {"job_id": job_id, **a.progress})
             elif isinstance(ev, p.Warning):
                 a.warnings += 1
+                a.last_warning = f"{ev.path}: {ev.message}" if ev.path else ev.message
                 if a.warnings <= MAX_WARNINGS_PER_RUN:
                     self.store.add_event("warning", job_id, {"job_id": job_id, "code": ev.msgid,
                                                              "path": ev.path,

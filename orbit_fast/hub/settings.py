@@ -49,6 +49,7 @@ class HubSettings:
     allowed_roots: tuple[str, ...] = ()
     max_jobs: int = 2  # jobs running at once; the rest wait in "pending"
     retry_base_s: float = 5.0  # first wait after a transient storage error (then doubling)
+    stall_s: float = 120.0  # ORBIT_STALL_S: a running job with no progress this long is stalled
     min_free_bytes: int = 1 << 30  # /api/health turns 503 below this free on the data disk
     workers: int = 0  # processes of the pool every job shares (0: one per CPU)
     bwlimit: str = ""  # ORBIT_BWLIMIT: one limit for all jobs together (units.parse_bwlimit)
@@ -303,6 +304,7 @@ def load(env_file: str = "", environ: dict[str, str] | None = None,
         min_free = int(get("ORBIT_MIN_FREE_BYTES") or (1 << 30))
         hours = float(get("ORBIT_SESSION_HOURS") or 12)
         body_timeout = float(get("ORBIT_BODY_TIMEOUT_S") or 30)
+        stall = float(get("ORBIT_STALL_S") or 120)
     except ValueError as exc:
         raise UsageError(f"ORBIT_MAX_JOBS / ORBIT_WORKERS / ORBIT_WORKER_NICE / "
                          f"ORBIT_SWITCH_INTERVAL_S / ORBIT_RETRY_BASE_S / ORBIT_MIN_FREE_BYTES "
@@ -322,6 +324,8 @@ def load(env_file: str = "", environ: dict[str, str] | None = None,
     if not 0 < hours <= 8760:  # also refuses inf and nan
         raise UsageError(f"ORBIT_SESSION_HOURS={get('ORBIT_SESSION_HOURS')}: use hours above 0, "
                          "at most 8760 (a year)")  # fmt: skip
+    if not 1 <= stall <= 86400:
+        raise UsageError(f"ORBIT_STALL_S={get('ORBIT_STALL_S')}: use seconds from 1 to 86400")
     if not 0 < body_timeout <= 3600:
         raise UsageError(f"ORBIT_BODY_TIMEOUT_S={get('ORBIT_BODY_TIMEOUT_S')}: use seconds above "
                          "0, at most 3600")  # fmt: skip
@@ -344,7 +348,7 @@ def load(env_file: str = "", environ: dict[str, str] | None = None,
             os.path.dirname(db), "state-backups")),
         job_env=job_env_keys(file_env), warnings=warnings,
         env_file=os.path.abspath(env_file) if env_file else "",
-        bwlimit=_bwlimit(get("ORBIT_BWLIMIT") or ""),
+        bwlimit=_bwlimit(get("ORBIT_BWLIMIT") or ""), stall_s=stall,
     )  # fmt: skip
 
 

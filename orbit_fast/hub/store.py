@@ -137,6 +137,11 @@ class HubStore:
         self.listeners: list[Callable[[], None]] = []
         self._jobs_json = b""  # GET /api/list_jobs, rebuilt after each change of hub_jobs
         self._refresh_jobs()
+        # The finished runs, summed for /metrics once here and then as each run ends.
+        from orbit_fast.hub.metrics import RunTotals
+
+        self.totals = RunTotals()
+        self.totals.load(self)
         self._db_last_id = int(self.query("SELECT coalesce(max(id), 0) FROM hub_events")[0][0])
 
     def _connect(self) -> sqlite3.Connection:
@@ -297,11 +302,21 @@ class HubStore:
 
     def finish_run(self, run_id: int, state: str, stats: dict[str, Any] | None,
                    error: str | None, engine_run_id: int | None) -> None:  # fmt: skip
+        now = time.time()
         with self.tx() as c:
             c.execute("UPDATE hub_runs SET state=?, finished_at=?, stats=?, error=?, "
                       "engine_run_id=? WHERE id=?",
-                      (state, time.time(), json.dumps(stats) if stats is not None else None,
+                      (state, now, json.dumps(stats) if stats is not None else None,
                        error, engine_run_id, run_id))  # fmt: skip
+        started = self.query("SELECT started_at FROM hub_runs WHERE id=?", (run_id,))
+        self.totals.add(state, stats, now - float(started[0][0]) if started else 0.0)
+
+    def count_start(self) -> int:
+        """This start of the hub, counted in the jobs DB: the number of starts so far."""
+        with self.tx() as c:
+            c.execute("INSERT INTO hub_meta(key, value) VALUES ('starts', '1') ON CONFLICT(key) "
+                      "DO UPDATE SET value = CAST(value AS INTEGER) + 1")  # fmt: skip
+        return int(self.query("SELECT value FROM hub_meta WHERE key='starts'")[0][0])
 
     def runs(self, job_id: int, limit: int = 50, offset: int = 0) -> list[dict[str, Any]]:
         rows = self.query(f"SELECT {', '.join(RUN_COLUMNS)} FROM hub_runs WHERE job_id=? "

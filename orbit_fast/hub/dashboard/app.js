@@ -75,6 +75,7 @@ function stateText(job) {
     const n = job.config?.retry_attempts || 5;
     return `retrying in ${s} s (attempt ${job.retries} of ${n})`;
   }
+  if (job.state === "running" && job.progress?.stalled) return `running · stalled: ${job.progress.stalled}`;
   return job.state;
 }
 
@@ -134,7 +135,11 @@ function applyEvent(kind, data) {
   } else if (kind === "job") {
     refreshJob(data.job_id);
   }
-  if (detailId === data.job_id) loadDetail(detailId, kind === "progress" ? data : null);
+  if (detailId === data.job_id) {
+    if (data.event === "deleted") { detailId = null; location.hash = "jobs"; return; }
+    // A job deleted elsewhere meanwhile answers 404: the next event or view says so.
+    loadDetail(detailId, kind === "progress" ? data : null).catch(() => {});
+  }
 }
 
 async function refreshJob(id) {
@@ -214,6 +219,7 @@ function editJob(job) {
 
 async function deleteJob(job) {
   if (!confirm(`Delete job "${job.name}" and its run history? The files it copied stay.`)) return;
+  detailId = null; // its events stop being this page's
   try {
     await api("DELETE", `/api/jobs/${job.id}`);
     notice(`Deleted job ${job.id} (${job.name}).`, true);

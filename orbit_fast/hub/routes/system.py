@@ -12,7 +12,6 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from orbit_fast.errors import OrbitError
 from orbit_fast.hub import auth
 from orbit_fast.hub.guards import direct_loopback
-from orbit_fast.hub.metrics import render_metrics
 from orbit_fast.hub.routes.deps import admin, hub_of, need, principal, viewer
 from orbit_fast.hub.routes.errors import ApiError
 
@@ -55,7 +54,8 @@ def state_backup(request: Request, who: auth.Principal = Depends(admin)) -> dict
 
 
 @operations.get("/metrics", tags=["hub"], response_class=PlainTextResponse)
-def metrics(request: Request, who: auth.Principal = Depends(viewer)) -> PlainTextResponse:
-    """Prometheus text format."""
-    return PlainTextResponse(render_metrics(hub_of(request)),
-                             media_type="text/plain; version=0.0.4; charset=utf-8")  # fmt: skip
+def metrics(request: Request, who: auth.Principal = Depends(viewer)) -> Response:
+    """Prometheus text format (prometheus-client's exposition)."""
+    from prometheus_client import CONTENT_TYPE_LATEST
+
+    return Response(hub_of(request).metrics.render(), media_type=CONTENT_TYPE_LATEST)
