@@ -41,6 +41,7 @@ from orbit_fast.hub.jobspec import (
     keys_conflict,
     resource_keys,
 )
+from orbit_fast.hub.passes import CONTINUING, Pass
 from orbit_fast.hub.store import HubStore
 
 log = logging.getLogger("orbit_fast.hub")
@@ -70,6 +71,7 @@ class Active:
     mark: tuple[int, int] = (0, 0)
     stalled: str = ""
     last_warning: str = ""
+    pass_: Pass | None = None  # the job's progress over its pass (hub/passes.py)
 
 
 class JobRunner:
@@ -248,12 +250,15 @@ class JobRunner:
 
     def _start(self, job: dict[str, Any], keys: set[str]) -> bool:
         with self._lock:
-            run_id = self.store.start_run(job["id"], self.triggers.get(job["id"], "manual"))
+            trigger = self.triggers.get(job["id"], "manual")
+            run_id = self.store.start_run(job["id"], trigger)
             if not run_id:
                 return False
             self.triggers.pop(job["id"], None)
             a = Active(job=self.store.job(job["id"]) or job, run_id=run_id, keys=keys,
                        overrides=self.overrides.get(job["id"], {}))  # fmt: skip
+            carried = (a.job.get("progress") or {}).get("pass") if trigger in CONTINUING else None
+            a.pass_ = Pass(carried, sync=a.job["mode"] != "backup")
             self.active[job["id"]] = a
         a.thread = threading.Thread(target=self._run, args=(a,), daemon=True,
                                     name=f"orbit-job-{job['id']}")  # fmt: skip
@@ -325,8 +330,11 @@ class JobRunner:
         if state not in ("retrying", "pending", "paused"):
             self.overrides.pop(job_id, None)
         progress = dict(a.progress)
-        if state == "completed":
-            progress.update(percent=100.0, rate_bps=0.0, eta_s=0.0)
+        if a.pass_ is not None:
+            if state in ("completed", "partial"):  # the pass is over: done is the total
+                progress = a.pass_.completed(stats)
+            else:  # the next run of this pass (a retry, a resume) starts from here
+                progress["pass"] = a.pass_.carry()
         self.store.update_job(job_id, state=state, last_error=error, progress=progress, **fields)
         self.event(job_id, "finished", run_id=a.run_id, state=state, error=error, note=note,
                     stats=stats)  # fmt: skip
@@ -339,14 +347,8 @@ class JobRunner:
             if isinstance(ev, p.Started):
                 a.engine_run_id = ev.run_id
             elif isinstance(ev, p.Progress):
-                total = ev.bytes_total
-                a.progress = {
-                    "files_done": ev.files_done, "files_total": ev.files_total,
-                    "bytes_done": ev.bytes_done, "bytes_total": total,
-                    "percent": round(100.0 * ev.bytes_done / total, 1) if total else 0.0,
-                    "scan_done": ev.scan_done, "rate_bps": ev.rate_bps, "eta_s": ev.eta_s,
-                    "elapsed_s": ev.elapsed_s, "queue_depth": ev.queue_depth,
-                }  # fmt: skip
+                assert a.pass_ is not None
+                a.progress = a.pass_.update(ev)
                 now = time.monotonic()
                 mark = (ev.files_done, ev.bytes_done)
                 if mark != a.mark:
@@ -361,6 +363,9 @@ class JobRunner:
                     a.last_publish = now
                     self.store.update_job(job_id, progress=a.progress)
                     self.store.add_event("progress", job_id, {"job_id": job_id, **a.progress})
+            elif isinstance(ev, p.FileDone):
+                if a.pass_ is not None:
+                    a.pass_.file_done(ev)
             elif isinstance(ev, p.Warning):
                 a.warnings += 1
                 a.last_warning = f"{ev.path}: {ev.message}" if ev.path else ev.message

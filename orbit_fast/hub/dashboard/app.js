@@ -173,6 +173,7 @@ async function loadDetail(id, progress) {
     (job.mode === "backup" ? (job.encryption === "none" ? " (repository NOT encrypted)" : ` (repository encrypted, ${job.encryption})`) : "");
   $("#d-fill").style.width = (p.percent ?? 0) + "%";
   $("#d-stats").textContent = job.state === "created" && !p.files_total ? "Not run yet." :
+    p.note ? `${p.note}` + (p.elapsed_s ? ` (checked in ${p.elapsed_s.toFixed(1)} s)` : "") :
     `${(p.percent ?? 0).toFixed(1)}% · ${p.files_done ?? 0}/${p.files_total ?? 0} files · ` +
     `${fmtBytes(p.bytes_done)} of ${fmtBytes(p.bytes_total)}` + (p.rate_bps ? ` · ${fmtBytes(p.rate_bps)}/s` : "") +
     (p.eta_s ? ` · ETA ${Math.round(p.eta_s)} s` : "");
