@@ -296,3 +296,43 @@ def test_api_docs_work_offline(browser: Any, hub: HubProcess) -> None:
            ).to_be_visible()  # fmt: skip
     page.screenshot(path=str(SHOTS / "api-docs.png"))
     assert outside == []
+
+
+def test_charts_show_the_live_rate_and_the_history(browser: Any, hub: HubProcess,
+                                                   tmp_path: Path) -> None:
+    """uPlot, served by the hub: the running run's throughput moves, and each finished run is
+    a point of the history (bytes and duration)."""
+    from playwright.sync_api import expect
+
+    token = hub.admin_token()
+    src = tmp_path / "src"
+    for i in range(6):
+        (src / f"d{i % 2}").mkdir(parents=True, exist_ok=True)
+        (src / f"d{i % 2}" / f"f{i}").write_bytes(os.urandom(4 << 20))
+    with hub.client(token) as c:
+        job = c.post("/api/jobs", json={"name": "charted", "source": str(src),
+                                        "destination": str(tmp_path / "dst"),
+                                        "config": {"bwlimit": "6M", "chunk_size_mb": 1}}
+                     ).json()  # fmt: skip
+    page = browser.new_context(viewport={"width": 1280, "height": 900}).new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(hub.url + "/")
+    page.fill("#username", ADMIN[0])
+    page.fill("#password", ADMIN[1])
+    page.click("#login-btn")
+    expect(page.locator("#whoami")).to_have_text("admin (admin)")
+    page.locator("#jobs-table tbody tr", has_text="charted").locator(".job-link").click()
+    expect(page.locator("#d-name")).to_have_text("charted")
+    expect(page.locator("#d-rate-empty")).to_be_visible()
+    page.locator("#d-actions .run-btn").click()
+    expect(page.locator("#d-rate-chart .u-wrap canvas")).to_have_count(1, timeout=20_000)
+    expect(page.locator("#d-rate-empty")).to_be_hidden()
+    page.screenshot(path=str(SHOTS / "detail-running-chart.png"), full_page=True)
+    expect(page.locator("#d-state")).to_have_text("completed", timeout=60_000)
+    expect(page.locator("#d-history-chart .u-wrap canvas")).to_have_count(1)
+    legend = page.locator("#d-history-chart .u-legend")
+    expect(legend).to_contain_text("MiB moved")
+    expect(legend).to_contain_text("duration (s)")
+    page.screenshot(path=str(SHOTS / "detail-history-chart.png"), full_page=True)
+    assert errors == []

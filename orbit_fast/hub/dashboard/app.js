@@ -186,6 +186,7 @@ async function loadDetail(id, progress) {
       el("button", { type: "button", class: "delete-btn", onclick: () => deleteJob(job) }, "Delete"));
   }
   $("#d-actions").replaceChildren(actions);
+  showRate(job, progress);
   if (progress) return;
   const runs = (await api("GET", `/api/jobs/${id}/runs`)).runs;
   $("#runs-table tbody").replaceChildren(...runs.map((r) => el("tr", {},
@@ -195,6 +196,7 @@ async function loadDetail(id, progress) {
     el("td", {}, r.stats ? (r.stats.files_copied ?? r.stats.files_new ?? "") : ""),
     el("td", {}, r.stats ? fmtBytes(r.stats.bytes_copied ?? r.stats.bytes_read) : ""),
     el("td", { class: "error" }, r.error || ""))));
+  showHistory(runs);
   const last = runs.find((r) => r.finished_at);
   const errs = last ? (await api("GET", `/api/jobs/${id}/runs/${last.id}/errors`)).errors : [];
   $("#d-file-errors").replaceChildren(...errs.map((e) => el("li", {}, `${e.path}: ${e.message}`)));
@@ -237,7 +239,64 @@ function resetForm() {
   $("#create-btn").textContent = "Launch Orbit Job";
 }
 
+// ---- charts (uPlot, vendored) --------------------------------------------------------------
+
+const MIB = 1024 * 1024;
+let rateChart = null;
+let rateData = [[], []]; // seconds into the pass, MiB/s: the open job's run, from its events
+let historyChart = null;
+
+function chartWidth(id) {
+  return Math.max(320, ($(id).clientWidth || 900) - 2);
+}
+
+function showRate(job, p) {
+  if (job.state === "running" && p) {
+    rateData[0].push(p.elapsed_s ?? rateData[0].length);
+    rateData[1].push((p.rate_bps || 0) / MIB);
+    if (rateData[0].length > 2400) rateData = rateData.map((a) => a.slice(-2000));
+  }
+  $("#d-rate-empty").hidden = rateData[0].length > 1;
+  if (rateData[0].length < 2) return;
+  if (!rateChart) {
+    rateChart = new uPlot({
+      width: chartWidth("#d-rate-chart"), height: 180,
+      series: [{ label: "s" }, { label: "MiB/s", stroke: "#3b82f6", fill: "rgba(59,130,246,.12)", width: 2 }],
+      axes: [{ label: "seconds into the pass" }, { label: "MiB/s" }],
+      scales: { x: { time: false }, y: { range: (u, min, max) => [0, Math.max(1, max * 1.1)] } },
+    }, rateData, $("#d-rate-chart"));
+  } else {
+    rateChart.setData(rateData);
+  }
+}
+
+function showHistory(runs) {
+  const done = runs.filter((r) => r.finished_at).reverse(); // oldest first
+  if (historyChart) { historyChart.destroy(); historyChart = null; }
+  if (done.length < 1) return;
+  // One bar per run (its number on the x axis): MiB moved; its duration as a line of points.
+  const data = [
+    done.map((r) => r.id),
+    done.map((r) => ((r.stats?.bytes_copied ?? r.stats?.bytes_read) || 0) / MIB),
+    done.map((r) => r.finished_at - r.started_at),
+  ];
+  historyChart = new uPlot({
+    width: chartWidth("#d-history-chart"), height: 200,
+    series: [{ label: "run" },
+      { label: "MiB moved", scale: "mib", stroke: "#15803d", fill: "rgba(21,128,61,.35)", width: 1,
+        paths: uPlot.paths.bars({ size: [0.5, 40] }), points: { show: false } },
+      { label: "duration (s)", scale: "s", stroke: "#b45309", width: 2, points: { size: 8 } }],
+    axes: [{ label: "run", incrs: [1, 2, 5, 10, 20, 50, 100] }, { scale: "mib", label: "MiB" },
+           { scale: "s", side: 1, label: "seconds", grid: { show: false } }],
+    scales: { x: { time: false, range: (u, min, max) => [min - 0.6, max + 0.6] },
+              mib: { range: (u, min, max) => [0, Math.max(1, max * 1.15)] },
+              s: { range: (u, min, max) => [0, Math.max(1, max * 1.15)] } },
+  }, data, $("#d-history-chart"));
+}
+
 function openDetail(id) {
+  if (rateChart) { rateChart.destroy(); rateChart = null; }
+  rateData = [[], []];
   detailId = id;
   show("detail");
   loadDetail(id);

@@ -12,7 +12,10 @@ from orbit_fast.hub.routes.errors import ApiError
 
 router = APIRouter()
 STATIC = resources.files("orbit_fast.hub") / "dashboard"
-ASSET_TYPES = {"app.js": "text/javascript", "style.css": "text/css"}
+# uPlot 1.6.32 (MIT, uPlot.LICENSE beside it): the charts, vendored: no build step, no CDN.
+ASSET_TYPES = {"app.js": "text/javascript", "style.css": "text/css",
+               "uPlot.iife.min.js": "text/javascript", "uPlot.min.css": "text/css",
+               "uPlot.LICENSE": "text/plain"}  # fmt: skip
 DOCS = "/api/docs/assets"  # Swagger UI's files (the fastapi-offline package's copy)
 DOCS_TYPES = {"swagger-ui-bundle.js": "text/javascript", "swagger-ui.css": "text/css",
               "favicon.png": "image/png"}  # fmt: skip
