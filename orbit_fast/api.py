@@ -37,6 +37,7 @@ from orbit_fast.coordinator.repo_commands import (
     diff_snapshots,
     forget,
     init_repository,
+    list_dir,
     list_entries,
     list_keys,
     list_snapshots,
@@ -48,7 +49,7 @@ from orbit_fast.coordinator.repo_commands import (
     verify,
 )
 from orbit_fast.passwords import PasswordSource
-from orbit_fast.progress import BackupSummary, Event, Summary
+from orbit_fast.progress import BackupSummary, Event, RestoreSummary, Summary
 
 if TYPE_CHECKING:
     from orbit_fast.index.jobs_db import FileError, JobsDB
@@ -58,9 +59,9 @@ if TYPE_CHECKING:
 __all__ = ["BackupOptions", "CancelToken", "Engine", "Entry", "KeyInfo", "PasswordSource",
            "RepoInfo", "SnapshotInfo", "SyncOptions", "WorkerStats", "add_key", "backup",
            "backup_state", "change_password", "describe_repository", "diff_snapshots", "forget",
-           "init_repository", "list_entries", "list_keys", "list_snapshots", "open_private",
-           "prune", "rebuild_index", "remove_key", "restore", "restore_state", "sync", "unlock",
-           "verify"]  # fmt: skip
+           "init_repository", "list_dir", "list_entries", "list_keys", "list_snapshots",
+           "open_private", "prune", "rebuild_index", "remove_key", "restore", "restore_state",
+           "sync", "unlock", "verify"]  # fmt: skip
 
 
 def sync(
@@ -381,6 +382,25 @@ class Engine:
         with self._db_lock:
             assert self._db is not None, "Engine.file_errors between open() and close()"
             return self._db.file_errors(engine_run_id, limit)
+
+    # ---- a backup job's snapshots, for the dashboard (the hub's claims on the universe) ----
+
+    def snapshots(self, repository: str, password: PasswordSource) -> list[SnapshotInfo]:
+        return list_snapshots(repository, password=password)
+
+    def list_dir(self, repository: str, snapshot: str, path: str, password: PasswordSource,
+                 limit: int = 1000) -> tuple[Entry, list[Entry], bool]:  # fmt: skip
+        return list_dir(repository, snapshot, path, limit, universe_path=self.universe_path,
+                        db_path=self.db_path, password=password, claims=self._claims)
+
+    def restore(self, repository: str, snapshot: str, target: str, paths: tuple[str, ...],
+                password: PasswordSource, allowed_roots: tuple[str, ...],
+                on_event: Callable[[Event], None] | None = None,
+                cancel: CancelToken | None = None) -> RestoreSummary:  # fmt: skip
+        return restore(repository, snapshot, target, paths, on_event=on_event, cancel=cancel,
+                       universe_path=self.universe_path, db_path=self.db_path,
+                       allowed_roots=allowed_roots, password=password,
+                       claims=self._claims)  # fmt: skip
 
     def backup_state(self) -> dict[str, Any]:
         """Consistent copies of the jobs DB and the universe into `backup_dir`, while runs go

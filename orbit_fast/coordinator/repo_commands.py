@@ -21,6 +21,7 @@ from orbit_fast.passwords import PasswordSource
 from orbit_fast.progress import Event, PruneSummary, RestoreSummary, VerifySummary
 
 if TYPE_CHECKING:
+    from orbit_fast.index.state_file import StateClaims
     from orbit_fast.index.universe import Universe
     from orbit_fast.repo.repository import Repository
     from orbit_fast.repo.tree import Entry as TreeEntry
@@ -101,7 +102,8 @@ def init_repository(url: str, codec: str = "zstd:3", *, s3_endpoint: str = "",
 
 @contextmanager
 def locked_repository(url: str, operation: str, universe_path: str = "", db_path: str = "",
-                      s3_endpoint: str = "", password: PasswordSource | None = None
+                      s3_endpoint: str = "", password: PasswordSource | None = None,
+                      claims: StateClaims | None = None
                       ) -> Iterator[tuple[Repository, Universe]]:  # fmt: skip
     """The repository, locked, and the universe index (the operations that read chunk
     locations reconcile it with the repository themselves, once)."""
@@ -111,7 +113,7 @@ def locked_repository(url: str, operation: str, universe_path: str = "", db_path
     _, upath = resolve_state_paths(db_path, universe_path)
     with Repository.open(url, s3_endpoint, password=password, warn=warn) as repo:
         repo.lock(operation)
-        with Universe.open(upath) as universe:
+        with Universe.open(upath, claims) as universe:
             yield repo, universe
 
 
@@ -146,7 +148,7 @@ def list_snapshots(repository: str, *, s3_endpoint: str = "",
 @contextmanager
 def reading_repository(
     url: str, universe_path: str = "", db_path: str = "", s3_endpoint: str = "",
-    password: PasswordSource | None = None,
+    password: PasswordSource | None = None, claims: StateClaims | None = None,
 ) -> Iterator[tuple[Repository, TreeReader]]:
     """The repository, not locked (reading trees while a backup adds packs is safe: packs
     are written whole), the universe reconciled with it, and a reader of its trees."""
@@ -156,9 +158,37 @@ def reading_repository(
 
     _, upath = resolve_state_paths(db_path, universe_path)
     with (Repository.open(url, s3_endpoint, password=password, warn=warn) as repo,
-          Universe.open(upath) as universe):  # fmt: skip
+          Universe.open(upath, claims) as universe):  # fmt: skip
         repo.sync_index(universe)
         yield repo, TreeReader(repo, universe)
+
+
+def list_dir(repository: str, snapshot: str, path: str = "", limit: int = 1000, *,
+             universe_path: str = "", db_path: str = "", s3_endpoint: str = "",
+             password: PasswordSource | None = None, claims: StateClaims | None = None
+             ) -> tuple[Entry, list[Entry], bool]:  # fmt: skip
+    """One directory of `snapshot` (a browser's view): its own entry, its first `limit`
+    entries in name order, and whether there are more. Reads the trees on `path` and that
+    directory's, nothing else."""
+    from orbit_fast.names import shown
+    from orbit_fast.repo.tree import DIR, components, join
+
+    with reading_repository(repository, universe_path, db_path, s3_endpoint, password,
+                            claims) as (repo, reader):  # fmt: skip
+        _, snap = repo.resolve(snapshot)
+        parts = components(path)
+        top = reader.find(snap.root, parts)
+        if top is None:
+            raise UsageError(f"not in the snapshot: {shown(path)}")
+        at = b"/".join(parts)
+        if top.kind != DIR:
+            return _listed(at, top), [], False
+        out: list[Entry] = []
+        for e in reader.entries(top.subtree, at):
+            if len(out) == limit:
+                return _listed(at, top), out, True
+            out.append(_listed(join(at, e.name), e))
+        return _listed(at, top), out, False
 
 
 def list_entries(repository: str, snapshot: str, path: str = "", *, universe_path: str = "",
@@ -322,6 +352,7 @@ def restore(
     s3_endpoint: str = "",
     allowed_roots: tuple[str, ...] = (),
     password: PasswordSource | None = None,
+    claims: StateClaims | None = None,
 ) -> RestoreSummary:
     """Restore `paths` (default: everything) of `snapshot` into `target`.
 
@@ -361,7 +392,7 @@ def restore(
     from orbit_fast.coordinator.restore import restore as run
 
     with locked_repository(repository, "restore", universe_path, db_path,
-                           s3_endpoint, password) as (repo, universe):  # fmt: skip
+                           s3_endpoint, password, claims) as (repo, universe):  # fmt: skip
         _, snap = repo.resolve(snapshot)
         return run(repo, universe, snap, target, paths, on_event or _quiet,
                    cancel or CancelToken(), allowed_roots)  # fmt: skip

@@ -15,15 +15,15 @@ from fastapi import FastAPI
 from orbit_fast._version import __version__
 from orbit_fast.hub import guards
 from orbit_fast.hub.core import Hub
-from orbit_fast.hub.routes import auth, dashboard, events, jobs, runs, system, users
+from orbit_fast.hub.routes import auth, dashboard, events, jobs, runs, snapshots, system, users
 from orbit_fast.hub.routes.errors import install_error_handlers
 from orbit_fast.hub.routes.openapi import document_errors
 
 log = logging.getLogger("orbit_fast.hub")
 
 # In this order: the OpenAPI document lists the paths as they are added.
-ROUTERS = (system.monitoring, jobs.router, runs.router, events.router, auth.router,
-           users.router, system.operations, dashboard.router)  # fmt: skip
+ROUTERS = (system.monitoring, jobs.router, runs.router, snapshots.router, events.router,
+           auth.router, users.router, system.operations, dashboard.router)  # fmt: skip
 
 
 def create_app(hub: Hub) -> FastAPI:

@@ -35,6 +35,8 @@ class Hub:
         self.bootstrap_token = ""
         self.started_at = time.time()
         self.starts = 0  # of the hub on this jobs DB, this one included (set at start)
+        # Restores started from the API (routes/snapshots.py), by id: the last ones only.
+        self.restores: dict[str, dict[str, Any]] = {}
         from orbit_fast.hub.metrics import HubMetrics
 
         self.metrics = HubMetrics(self)

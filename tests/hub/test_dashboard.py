@@ -335,3 +335,70 @@ def test_charts_show_the_live_rate_and_the_history(browser: Any, hub: HubProcess
     expect(legend).to_contain_text("duration (s)")
     page.screenshot(path=str(SHOTS / "detail-history-chart.png"), full_page=True)
     assert errors == []
+
+
+def test_browse_a_snapshot_and_restore_one_file(browser: Any, hub: HubProcess,
+                                                tmp_path: Path) -> None:
+    from playwright.sync_api import expect
+
+    token = hub.admin_token()
+    src = tmp_path / "src"
+    (src / "projects" / "apollo").mkdir(parents=True)
+    (src / "projects" / "apollo" / "plan.txt").write_bytes(b"launch at dawn\n")
+    (src / "projects" / "readme.md").write_bytes(b"# projects\n")
+    (src / "top.bin").write_bytes(os.urandom(5000))
+    pw = tmp_path / "repo.pass"
+    pw.write_text("browse me\n")
+    pw.chmod(0o600)
+    with hub.client(token) as c:
+        job = c.post("/api/jobs", json={"name": "nightly backup", "source": str(src),
+                                        "destination": str(tmp_path / "repo"), "mode": "backup",
+                                        "config": {"password_file": str(pw)}}).json()
+        c.post(f"/api/jobs/{job['id']}/run")
+        hub.wait_state(c, job["id"], ("completed",))
+        c.post("/api/users", json={"username": "looker", "password": "only-looking-123",
+                                   "role": "viewer"})  # fmt: skip
+    page = browser.new_context(viewport={"width": 1280, "height": 1100}).new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(hub.url + "/")
+    page.fill("#username", ADMIN[0])
+    page.fill("#password", ADMIN[1])
+    page.click("#login-btn")
+    page.locator("#jobs-table tbody tr", has_text="nightly backup").locator(".job-link").click()
+    expect(page.locator("#snaps-table tbody tr")).to_have_count(1)
+    page.locator("#snaps-table .browse-btn").click()
+    expect(page.locator("#browse-table tbody tr")).to_have_count(2)  # projects/, top.bin
+    page.locator("#browse-table .dir-link", has_text="projects/").click()
+    page.locator("#browse-table .dir-link", has_text="apollo/").click()
+    expect(page.locator("#b-path")).to_have_text("/projects/apollo")
+    page.locator("#browse-table tr[data-path='projects/apollo/plan.txt'] .pick-btn").click()
+    expect(page.locator("#r-what")).to_have_text("/projects/apollo/plan.txt")
+    target = tmp_path / "restored"
+    page.fill("#r-target", str(target))
+    page.screenshot(path=str(SHOTS / "snapshot-browse.png"), full_page=True)
+    page.click("#restore-btn")
+    expect(page.locator("#restore-status")).to_contain_text("Restored 1 file(s)", timeout=30_000)
+    assert (target / "projects" / "apollo" / "plan.txt").read_bytes() == b"launch at dawn\n"
+    assert not (target / "top.bin").exists()
+    # Into the hub's own state: refused, and said.
+    page.fill("#r-target", str(hub.data / "x"))
+    page.click("#restore-btn")
+    expect(page.locator("#restore-status")).to_contain_text("target")
+    assert errors == []
+    assert "browse me" not in page.content()
+    # A viewer browses but gets no restore buttons, and the API refuses the restore.
+    viewer = browser.new_context().new_page()
+    viewer.goto(hub.url + "/")
+    viewer.fill("#username", "looker")
+    viewer.fill("#password", "only-looking-123")
+    viewer.click("#login-btn")
+    viewer.locator("#jobs-table tbody tr", has_text="nightly backup").locator(".job-link").click()
+    viewer.locator("#snaps-table .browse-btn").click()
+    expect(viewer.locator("#browse-table tbody tr")).to_have_count(2)
+    expect(viewer.locator(".pick-btn")).to_have_count(0)
+    expect(viewer.locator("#restore-form")).to_be_hidden()
+    with hub.client(hub.login("looker", "only-looking-123")) as c:
+        r = c.post(f"/api/jobs/{job['id']}/restore", json={"snapshot": "latest", "paths": [],
+                                                           "target": str(tmp_path / "v")})
+        assert r.status_code == 403

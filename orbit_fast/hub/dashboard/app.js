@@ -197,6 +197,8 @@ async function loadDetail(id, progress) {
     el("td", {}, r.stats ? fmtBytes(r.stats.bytes_copied ?? r.stats.bytes_read) : ""),
     el("td", { class: "error" }, r.error || ""))));
   showHistory(runs);
+  $("#d-snapshots").hidden = job.mode !== "backup";
+  if (job.mode === "backup") loadSnapshots(job);
   const last = runs.find((r) => r.finished_at);
   const errs = last ? (await api("GET", `/api/jobs/${id}/runs/${last.id}/errors`)).errors : [];
   $("#d-file-errors").replaceChildren(...errs.map((e) => el("li", {}, `${e.path}: ${e.message}`)));
@@ -294,7 +296,84 @@ function showHistory(runs) {
   }, data, $("#d-history-chart"));
 }
 
+// ---- snapshots: browse one directory at a time, restore a chosen path --------------------
+
+let browsing = null; // {job, snap, path, what}
+
+async function loadSnapshots(job) {
+  $("#snaps-error").textContent = "";
+  try {
+    const snaps = (await api("GET", `/api/jobs/${job.id}/snapshots`)).snapshots;
+    $("#snaps-table tbody").replaceChildren(...snaps.map((s) => el("tr", { "data-snap": s.id },
+      el("td", {}, el("code", {}, s.id.slice(0, 8))), el("td", {}, fmtTime(s.time)),
+      el("td", {}, s.files), el("td", {}, fmtBytes(s.bytes)), el("td", {}, fmtBytes(s.bytes_added)),
+      el("td", {}, el("button", { type: "button", class: "browse-btn", onclick: () => browse(job, s.id, "") }, "Browse")))));
+  } catch (e) {
+    $("#snaps-error").textContent = e.message;
+  }
+}
+
+async function browse(job, snap, path) {
+  browsing = { job, snap, path, what: path || "/" };
+  $("#browser").hidden = false;
+  $("#b-snap").textContent = snap.slice(0, 8);
+  $("#b-path").textContent = "/" + path;
+  $("#restore-status").textContent = "";
+  let data;
+  try {
+    data = await api("GET", `/api/jobs/${job.id}/snapshots/${snap}/tree?path=${encodeURIComponent(path)}`);
+  } catch (e) {
+    $("#restore-status").textContent = e.message;
+    return;
+  }
+  const rows = [];
+  if (path) {
+    const up = path.includes("/") ? path.slice(0, path.lastIndexOf("/")) : "";
+    rows.push(el("tr", {}, el("td", {}, el("a", { href: "#", class: "up-link", onclick: (ev) => { ev.preventDefault(); browse(job, snap, up); } }, "..")),
+      el("td", {}), el("td", {}), el("td", {})));
+  }
+  for (const e of data.entries) {
+    const name = e.path.slice(e.path.lastIndexOf("/") + 1);
+    const label = e.kind === "d" ? el("a", { href: "#", class: "dir-link", onclick: (ev) => { ev.preventDefault(); browse(job, snap, e.path); } }, name + "/")
+      : el("span", {}, e.kind === "l" ? `${name} → ${e.target}` : name);
+    rows.push(el("tr", { "data-path": e.path }, el("td", {}, label), el("td", {}, e.kind === "f" ? fmtBytes(e.size) : ""),
+      el("td", {}, fmtTime(e.mtime_ns / 1e9)),
+      el("td", {}, canOperate() ? el("button", { type: "button", class: "pick-btn", onclick: () => pick(e.path) }, "Restore…") : "")));
+  }
+  $("#browse-table tbody").replaceChildren(...rows);
+  $("#b-more").hidden = !data.truncated;
+  pick(path, true);
+}
+
+function pick(path, quiet) {
+  browsing.what = path;
+  $("#r-what").textContent = "/" + path;
+  $("#restore-form").hidden = !canOperate();
+  if (!quiet) $("#r-target").focus();
+}
+
+async function restoreChosen(ev) {
+  ev.preventDefault();
+  const { job, snap, what } = browsing;
+  $("#restore-status").className = "";
+  try {
+    let r = await api("POST", `/api/jobs/${job.id}/restore`, { snapshot: snap, paths: what ? [what] : [], target: $("#r-target").value });
+    $("#restore-status").textContent = `Restoring /${what} into ${r.target}…`;
+    while (r.state === "running") {
+      await new Promise((ok) => setTimeout(ok, 700));
+      r = await api("GET", `/api/restores/${r.id}`);
+    }
+    $("#restore-status").className = r.state === "completed" ? "" : "error";
+    $("#restore-status").textContent = r.state === "completed"
+      ? `Restored ${r.files} file(s), ${fmtBytes(r.bytes)}, into ${r.target}.` : `Restore failed: ${r.error}`;
+  } catch (e) {
+    $("#restore-status").className = "error";
+    $("#restore-status").textContent = e.message;
+  }
+}
+
 function openDetail(id) {
+  $("#browser").hidden = true;
   if (rateChart) { rateChart.destroy(); rateChart = null; }
   rateData = [[], []];
   detailId = id;
@@ -339,6 +418,7 @@ document.addEventListener("DOMContentLoaded", () => {
     location.hash = t.dataset.view;
   });
   $("#notice-close").addEventListener("click", () => notice(""));
+  $("#restore-form").addEventListener("submit", restoreChosen);
   window.addEventListener("hashchange", () => me && route());
   $("#login-form").addEventListener("submit", async (ev) => {
     ev.preventDefault();
