@@ -19,9 +19,11 @@ from tests.hub.conftest import HubProcess
 from tests.hub.test_api import read_sse
 from tests.servers import free_port
 
-# The guide's server block with its TLS, headers and timeouts; `location /` proxies to the
-# hub too, since the hub serves the dashboard itself (docs/deployment.md, "nginx").
-NGINX_CONF = """
+# The shipped site file (deploy/nginx/orbit.conf, the guide's server block adapted), as it is,
+# with only its ports, certificate paths and the hub's port made this test's, inside a main
+# configuration that keeps nginx's files in the test's directory.
+SITE = Path(__file__).resolve().parents[2] / "deploy" / "nginx" / "orbit.conf"
+MAIN_CONF = """
 daemon off;
 pid {d}/nginx.pid;
 error_log {d}/error.log;
@@ -33,33 +35,21 @@ http {{
     fastcgi_temp_path {d}/fastcgi;
     uwsgi_temp_path {d}/uwsgi;
     scgi_temp_path {d}/scgi;
-    server {{
-        listen 127.0.0.1:{port} ssl http2;
-        server_name orbit.example.com;
-        ssl_certificate {d}/cert.pem;
-        ssl_certificate_key {d}/key.pem;
-        location / {{
-            proxy_pass http://127.0.0.1:{hub_port};
-            proxy_http_version 1.1;
-            proxy_set_header Host $host;
-            proxy_set_header X-Real-IP $remote_addr;
-            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
-            proxy_set_header X-Forwarded-Proto $scheme;
-        }}
-        location /api/ {{
-            proxy_pass http://127.0.0.1:{hub_port};
-            proxy_http_version 1.1;
-            proxy_set_header Host $host;
-            proxy_set_header X-Real-IP $remote_addr;
-            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
-            proxy_set_header X-Forwarded-Proto $scheme;
-            proxy_connect_timeout 600s;
-            proxy_send_timeout 600s;
-            proxy_read_timeout 600s;
-        }}
-    }}
+    include {d}/orbit.conf;
 }}
 """
+
+
+def site_for_test(d: Path, port: int, http_port: int, hub_port: int) -> str:
+    site = SITE.read_text()
+    for old, new in (("listen 443 ssl http2;", f"listen 127.0.0.1:{port} ssl http2;"),
+                     ("listen 80;", f"listen 127.0.0.1:{http_port};"),
+                     ("/etc/letsencrypt/live/orbit.example.com/fullchain.pem", f"{d}/cert.pem"),
+                     ("/etc/letsencrypt/live/orbit.example.com/privkey.pem", f"{d}/key.pem"),
+                     ("http://127.0.0.1:3000", f"http://127.0.0.1:{hub_port}")):  # fmt: skip
+        assert old in site, f"deploy/nginx/orbit.conf lost {old!r}"
+        site = site.replace(old, new)
+    return site
 
 
 @pytest.fixture
@@ -76,7 +66,8 @@ def nginx(hub: HubProcess, tmp_path: Path) -> Iterator[str]:
                     "-out", str(d / "cert.pem")], check=True, capture_output=True)
     port = free_port()
     conf = d / "nginx.conf"
-    conf.write_text(NGINX_CONF.format(d=d, port=port, hub_port=hub.port))
+    (d / "orbit.conf").write_text(site_for_test(d, port, free_port(), hub.port))
+    conf.write_text(MAIN_CONF.format(d=d))
     proc = subprocess.Popen([binary, "-c", str(conf), "-p", str(d)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"https://127.0.0.1:{port}"
