@@ -49,6 +49,9 @@ def test_a_storage_outage_pauses_the_job_and_it_resumes_by_itself(
             proxy.resume()  # the network is back: no user action from here on
             done = hub.wait_state(c, job["id"], ("completed", "failed"), timeout=120)
             assert done["state"] == "completed", done
+            # The pass's progress spans the failed attempt and the retry: exactly its totals.
+            p = done["progress"]
+            assert p["files_done"] == p["files_total"] == 20 and p["percent"] == 100.0
             runs = c.get(f"/api/jobs/{job['id']}/runs").json()["runs"]
             assert runs[0]["state"] == "completed" and runs[0]["trigger"] == "retry"
             assert runs[-1]["state"] == "failed" and runs[-1]["error"]
