@@ -83,14 +83,13 @@ def test_progress_is_true_through_pause_resume_and_a_hub_crash(hub: HubProcess,
             time.sleep(0.1)
         before_kill = seen[-1]
         hub.kill9()
+        stop.set()  # the poller's client goes with this hub process
+        poller.join()
         hub.start()
         c.close()
         c = hub.client(hub.login("admin", "SecurePassword123!"))
-        poller_c = c
-        stop.set()
-        poller.join()
         stop.clear()
-        poller = threading.Thread(target=_poll, args=(poller_c, jid, seen, stop))
+        poller = threading.Thread(target=_poll, args=(c, jid, seen, stop))
         poller.start()
         done = hub.wait_state(c, jid, ("completed",), timeout=120)
     finally:

@@ -89,7 +89,7 @@ def test_backup_dir_on_another_filesystem_or_in_the_source_is_refused(tmp_path: 
     assert "unknown placeholder" in proc.stderr
 
 
-@pytest.mark.parametrize("seed", [1, 2, 3])
+@pytest.mark.parametrize("seed", [1, 2])
 def test_kill_9_loses_nothing(tmp_path: Path, seed: int):
     rng = random.Random(seed)
     src, dst, old = _start(tmp_path, n=45, size=256 * 1024)
