@@ -86,6 +86,20 @@ class SyncOptions(msgspec.Struct, kw_only=True, frozen=True):
     delete_excluded: bool = False
     # One limit for the whole run, all workers together (units.parse_bwlimit).
     bwlimit: str = ""
+    # Metadata a copy between local trees keeps beyond data, mode and times, as rsync
+    # -aAX --numeric-ids does (docs/sync.md, "What is copied"): owners and groups (as root),
+    # xattrs, POSIX ACLs; each can be turned off.
+    no_owner: bool = False
+    no_group: bool = False
+    no_xattrs: bool = False
+    no_acls: bool = False
+
+    @property
+    def keep(self) -> int:
+        """The messages.KEEP_* bits a copy asks its worker for (owners only as root)."""
+        root = os.geteuid() == 0
+        return ((1 if root and not self.no_owner else 0) | (2 if root and not self.no_group else 0)
+                | (0 if self.no_xattrs else 4) | (0 if self.no_acls else 8))  # fmt: skip
     # S3 destinations: what each object is stored as ("" = the bucket's default).
     s3_storage_class: str = ""
     s3_sse: str = ""

@@ -60,6 +60,14 @@ class Finalize(_Msg, frozen=True):
     src: bytes  # relative to the source tree
     src_id: Ident  # the source file the scan saw: any other means "changed, again"
     fsync: bool  # fdatasync the file before the rename, fsync the directory after
+    # What else of the source file the copy keeps (KEEP_* bits), from the source's own fd.
+    keep: int = 0
+
+
+# Finalize.keep, and the `lost` of a result: what a copy keeps of its source beyond data, mode
+# and times (owner and group as root; xattrs in the namespaces the process may use; POSIX ACLs,
+# the system.posix_acl_* xattrs).
+KEEP_OWNER, KEEP_GROUP, KEEP_XATTRS, KEEP_ACLS = 1, 2, 4, 8
 
 
 # ---- tasks ---------------------------------------------------------------------------------
@@ -310,6 +318,7 @@ class FilesCopied(_Msg, frozen=True):
 
     task_id: int
     failed: list[FileFailed]
+    lost: int = 0  # KEEP_* bits the destination would not take (its filesystem, our rights)
 
 
 class BlockVerified(_Msg, frozen=True):
@@ -326,6 +335,7 @@ class FileDigested(_Msg, frozen=True):
 
 class FileFinalized(_Msg, frozen=True):
     task_id: int
+    lost: int = 0  # as FilesCopied.lost
 
 
 class SourceChanged(_Msg, frozen=True):

@@ -153,6 +153,11 @@ class _FilterOrderCommand(click.Command):
     "reporting success; file: flush every file before its rename.",
 )
 @click.option("--no-sparse", is_flag=True, help="Write zero blocks instead of leaving holes.")
+@click.option("--no-owner", is_flag=True, help="Leave owners as the running user (root keeps "
+              "the source's numeric uid by default, as rsync -a --numeric-ids).")
+@click.option("--no-group", is_flag=True, help="Leave groups as the running user's.")
+@click.option("--no-xattrs", is_flag=True, help="Do not copy extended attributes.")
+@click.option("--no-acls", is_flag=True, help="Do not copy POSIX ACLs.")
 @click.option(
     "--retry-attempts",
     type=int,
@@ -218,6 +223,10 @@ def sync_cmd(
     chunk_size_mb: float | None,
     fsync_policy: str,
     no_sparse: bool,
+    no_owner: bool,
+    no_group: bool,
+    no_xattrs: bool,
+    no_acls: bool,
     retry_attempts: int,
     s3_endpoint: str,
     json_out: bool,
@@ -248,6 +257,10 @@ def sync_cmd(
         fsync=FsyncPolicy(fsync_policy),
         db_path=db_path or "",
         sparse=not no_sparse,
+        no_owner=no_owner,
+        no_group=no_group,
+        no_xattrs=no_xattrs,
+        no_acls=no_acls,
         retry_attempts=retry_attempts,
         s3_endpoint=s3_endpoint,
         files_from=files_from or "",

@@ -35,7 +35,8 @@ FIELD_MODES: dict[str, tuple[str, ...]] = {
     **dict.fromkeys(("checksum", "backup_dir", "suffix", "bwlimit", "files_from", "from0",
                      "min_size", "max_size", "min_age", "max_age", "size_only",
                      "ignore_existing", "update", "s3_storage_class", "s3_sse",
-                     "s3_sse_kms_key_id", "s3_region"), ("sync", "mirror")),
+                     "s3_sse_kms_key_id", "s3_region", "no_owner", "no_group", "no_xattrs",
+                     "no_acls"), ("sync", "mirror")),
 }
 DEFAULT_RETRY_ATTEMPTS = 5
 # A hub mirror's deletions above this are withheld unless its config says otherwise: a job
@@ -46,7 +47,8 @@ FILE_FIELDS = ("include_from", "exclude_from", "filter_from", "files_from", "pas
 # The sync options passed through as they are (SyncOptions has the same names).
 PASSED = ("checksum", "backup_dir", "suffix", "bwlimit", "from0", "size_only",
           "ignore_existing", "update", "delete_excluded", "s3_storage_class", "s3_sse",
-          "s3_sse_kms_key_id", "s3_region", "min_age", "max_age", "files_from")
+          "s3_sse_kms_key_id", "s3_region", "min_age", "max_age", "files_from", "no_owner",
+          "no_group", "no_xattrs", "no_acls")
 
 
 def mode_warnings(mode: str, given: set[str]) -> list[str]:

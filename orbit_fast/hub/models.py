@@ -80,6 +80,10 @@ class JobConfig(Strict):
     s3_sse: Literal["AES256", "aws:kms"] | None = None
     s3_sse_kms_key_id: Annotated[str, Field(max_length=2048)] | None = None
     s3_region: Annotated[str, Field(max_length=64)] | None = None
+    no_owner: bool | None = None
+    no_group: bool | None = None
+    no_xattrs: bool | None = None
+    no_acls: bool | None = None
 
 
 class RunRequest(Strict):

@@ -31,6 +31,7 @@ from orbit_fast.config import is_remote
 from orbit_fast.confine import Tree, create_fresh_at, same_file
 from orbit_fast.crypto import BLOB
 from orbit_fast.errors import OrbitError
+from orbit_fast.fsmeta import Meta, read_meta, set_owner, set_xattrs
 from orbit_fast.workers.ring import SharedRing
 from orbit_fast.workers.throttle import DOWN, UP, Throttle
 
@@ -307,24 +308,27 @@ class _Runner:
         except OSError as exc:
             raise _Side("source", exc, path) from exc
 
-    def _read_source(self, path: bytes, want: m.Ident, view: memoryview,
-                     offset: int) -> tuple[int, str | None]:  # fmt: skip
-        """Read a block of a listed source file: (bytes read, None), or (_, how it differs
-        from the file the listing saw) when the fstat after the read says another file."""
+    def _read_source(self, path: bytes, want: m.Ident, view: memoryview, offset: int,
+                     keep: int = 0) -> tuple[int, str | None, Meta | None]:  # fmt: skip
+        """Read a block of a listed source file: (bytes read, None, its metadata to keep), or
+        (_, how it differs from the file the listing saw, _) when the fstat after the read
+        says another file."""
         fd = self._open("source", m.SRC, path)
         try:
             got = self._read_into(fd, path, view, offset)
             st = os.fstat(fd)
+            meta = read_meta(fd, st, keep) if keep else None
         finally:
             os.close(fd)
-        return got, None if same_file(st, want.dev, want.ino, want.size, want.mtime_ns) \
-            else _changed(st, want)  # fmt: skip
+        if same_file(st, want.dev, want.ino, want.size, want.mtime_ns):
+            return got, None, meta
+        return got, _changed(st, want), None
 
     def _copy(self, t: m.CopyBlock) -> m.Result:
         view = self.ring.view(t.slot, t.length)
         fd = -1
         try:
-            got, changed = self._read_source(t.src, t.src_id, view, t.offset)
+            got, changed, _ = self._read_source(t.src, t.src_id, view, t.offset)
             if changed is not None:
                 return m.SourceChanged(task_id=t.task_id, detail=changed)
             if got != t.length:
@@ -358,6 +362,7 @@ class _Runner:
         # instead of per file. As for any file on its way, a directory moved meanwhile gets
         # the files still to come in this task (docs/sync.md, "Confinement").
         dir_rel, dirfd = b"", -1
+        lost = 0
         try:
             for i, f in enumerate(t.files):
                 d = f.dst.rpartition(b"/")[0]
@@ -367,7 +372,9 @@ class _Runner:
                         dirfd = -1
                         dirfd, _ = self._dir(f.dst)
                         dir_rel = d
-                    changed = self._copy_whole(f, slot[: f.src_id.size], t.sparse, dirfd)
+                    changed, missed = self._copy_whole(f, slot[: f.src_id.size], t.sparse,
+                                                       dirfd)  # fmt: skip
+                    lost |= missed
                 except _Side as err:
                     failed.append(m.FileFailed(i, err.side, err.exc.errno or 0,
                                                _side_message(err)))  # fmt: skip
@@ -377,18 +384,19 @@ class _Runner:
         finally:
             _close_quietly(dirfd)
             slot.release()
-        return m.FilesCopied(task_id=t.task_id, failed=failed)
+        return m.FilesCopied(task_id=t.task_id, failed=failed, lost=lost)
 
     def _copy_whole(self, f: m.Finalize, view: memoryview, sparse: bool,
-                    dirfd: int) -> str | None:  # fmt: skip
+                    dirfd: int) -> tuple[str | None, int]:  # fmt: skip
         """One file of at most a block, read through `view` (its size) and renamed into place
-        in `dirfd` (left open): None once it is there, else how the source differs from the
-        file the listing saw (nothing under the final name changed). Raises _Side."""
-        got, changed = self._read_source(f.src, f.src_id, view, 0)
+        in `dirfd` (left open): (None, KEEP_* bits not kept) once it is there, else (how the
+        source differs from the file the listing saw, 0): nothing under the final name
+        changed. Raises _Side."""
+        got, changed, meta = self._read_source(f.src, f.src_id, view, 0, f.keep)
         if changed is not None:
-            return changed
+            return changed, 0
         if got != len(view):
-            return f"{got} of {len(view)} bytes"
+            return f"{got} of {len(view)} bytes", 0
         # A zero file becomes a hole: its length is then set by ftruncate.
         hole = bool(got) and sparse and self.is_zero(view)
         tmp = f.tmp.rpartition(b"/")[2]
@@ -405,8 +413,7 @@ class _Runner:
             _close_quietly(fd)
             raise _Side("destination", exc, f.tmp) from exc
         # Its source already checked after the read: seal it through the descriptor still open.
-        self._seal(f, fd, dirfd, truncate=hole)
-        return None
+        return None, self._seal(f, fd, dirfd, truncate=hole, meta=meta)
 
     def _chunk_range(self, t: m.ChunkRange) -> m.Result:
         from orbit_fast.chunking import ChunkerParams, cut_points, make_chunker
@@ -496,7 +503,8 @@ class _Runner:
         """A range of a local file for a backup: read below the source tree and, with the
         listing's ident, kept only if the fstat after the read is that file."""
         if part.ident is not None:
-            return self._read_source(part.path, part.ident, data, part.offset)
+            got, changed, _ = self._read_source(part.path, part.ident, data, part.offset)
+            return got, changed
         fd = self._open("source", m.SRC, part.path)
         try:
             return self._read_into(fd, part.path, data, part.offset), None
@@ -549,7 +557,7 @@ class _Runner:
         dirfd, _ = self._dir(f.dst)
         try:
             tmp, dst = f.tmp.rpartition(b"/")[2], f.dst.rpartition(b"/")[2]
-            changed = self._source_changed(f)
+            changed, meta = self._source_changed(f)
             if changed is not None:
                 _unlink_quietly(dirfd, tmp)
                 return m.SourceChanged(task_id=task_id, detail=changed)
@@ -562,24 +570,32 @@ class _Runner:
                 raise _Side("destination", exc, f.dst) from exc
             except OSError as exc:
                 raise _Side("destination", exc, f.dst) from exc
-            self._seal(f, fd, dirfd, truncate=True)
+            lost = self._seal(f, fd, dirfd, truncate=True, meta=meta)
         finally:
             os.close(dirfd)
-        return m.FileFinalized(task_id=task_id)
+        return m.FileFinalized(task_id=task_id, lost=lost)
 
     @staticmethod
-    def _seal(f: m.Finalize, fd: int, dirfd: int, truncate: bool) -> None:
-        """Length (with `truncate`), optional fdatasync, mode and times of the temp file open
-        as `fd` (closed here), then renameat in `dirfd` (left open): whatever is at the final
-        name now (a link someone planted included) is replaced, never followed."""
+    def _seal(f: m.Finalize, fd: int, dirfd: int, truncate: bool,
+              meta: Meta | None = None) -> int:  # fmt: skip
+        """Length (with `truncate`), optional fdatasync, owner, mode, xattrs and ACLs (`meta`,
+        as Finalize.keep asks) and times of the temp file open as `fd` (closed here), then
+        renameat in `dirfd` (left open): whatever is at the final name now (a link someone
+        planted included) is replaced, never followed; nobody sees the file under its name
+        before it has all of them. Returns the KEEP_* bits the destination refused."""
         tmp, dst = f.tmp.rpartition(b"/")[2], f.dst.rpartition(b"/")[2]
+        lost = 0
         try:
             try:
                 if truncate:
                     os.ftruncate(fd, f.size)
                 if f.fsync:
                     os.fdatasync(fd)
+                if meta is not None:  # the owner first: chown clears setuid and setgid bits
+                    lost |= set_owner(fd, meta, f.keep)
                 os.fchmod(fd, f.mode & 0o7777)
+                if meta is not None:
+                    lost |= set_xattrs(fd, meta.xattrs)
                 os.utime(fd, ns=(f.atime_ns, f.mtime_ns))
             finally:
                 os.close(fd)
@@ -588,16 +604,21 @@ class _Runner:
                 os.fsync(dirfd)
         except OSError as exc:
             raise _Side("destination", exc, f.dst) from exc
+        return lost
 
-    def _source_changed(self, f: m.Finalize) -> str | None:
-        """After the last block: is the source still the file the listing saw?"""
+    def _source_changed(self, f: m.Finalize) -> tuple[str | None, Meta | None]:
+        """After the last block: is the source still the file the listing saw? With its
+        metadata to keep (Finalize.keep) when it is."""
         sfd = self._open("source", m.SRC, f.src)
         try:
             st = os.fstat(sfd)
+            meta = read_meta(sfd, st, f.keep) if f.keep else None
         finally:
             os.close(sfd)
         w = f.src_id
-        return None if same_file(st, w.dev, w.ino, w.size, w.mtime_ns) else _changed(st, w)
+        if same_file(st, w.dev, w.ino, w.size, w.mtime_ns):
+            return None, meta
+        return _changed(st, w), None
 
 
 def _side_message(err: _Side) -> str:

@@ -22,7 +22,7 @@ from orbit_fast.cancel import CancelToken
 from orbit_fast.config import FsyncPolicy, SyncOptions, is_remote
 from orbit_fast.coordinator.dispatch import WorkerDeath
 from orbit_fast.coordinator.run import RunLedger
-from orbit_fast.coordinator.scan import DIR, FILE, LINK, Entry
+from orbit_fast.coordinator.scan import DIR, FILE, LINK, OTHER, Entry
 from orbit_fast.coordinator.sync import guards, keep
 from orbit_fast.coordinator.sync import plan as pl
 from orbit_fast.coordinator.sync.outcome import (
@@ -39,6 +39,8 @@ from orbit_fast.coordinator.sync.outcome import (
 )
 from orbit_fast.coordinator.sync.paths import check_ends, dest_error
 from orbit_fast.coordinator.sync.tree import (
+    MADE,
+    SAME,
     BlockCopies,
     Folded,
     Skipped,
@@ -114,6 +116,7 @@ class SyncEngine:
         self.dst_entries = 0  # entries the destination showed: the base of --max-delete N%
         self.identity: guards.Identity | None = None  # the local source root's filesystem
         self.withheld: DeletionsWithheld | None = None
+        self.partial = False  # exit code 1 with nothing skipped (metadata a destination lacks)
         self.bandwidth = parse_bwlimit(opts.bwlimit)
         self.throttle: Throttle | None = None  # --bwlimit, shared by the run's workers
         # --backup-dir as this run fills it in, and where it keeps files between trees
@@ -205,14 +208,14 @@ class SyncEngine:
         if self.ledger.db is not None:  # what the guards compare the next run with
             self.ledger.db.queue_source_identity(
                 self.ledger.job.id, self.identity or guards.remote_identity(self.c.files_scanned))
-        return self._summary(ExitCode.PARTIAL if self.c.skipped else ExitCode.OK)
+        return self._summary(ExitCode.PARTIAL if self.c.skipped or self.partial else ExitCode.OK)
 
     def _bind(self) -> None:
         """The lister and the transfer kind for these ends, with this job's records."""
         o, db, job = self.opts, self.ledger.db, self.ledger.job
         if self.stores is None:
             assert self.trees is not None
-            self.tree = TreeOps(self.trees, job)
+            self.tree = TreeOps(self.trees, job, o.keep)
             copies = BlockCopies(o, self.trees, db, job, self.shared_pool, self._throttles())
             self.copies = copies
             self.lister = TreeLister(o, self.trees, self.rules, job.token,
@@ -360,7 +363,9 @@ class SyncEngine:
         if o.mirror:
             self._settle_deletions()
         if self.tree is not None and not o.dry_run and not self.stopping:
-            self.tree.finish_dirs()
+            lost = self.tree.finish_dirs()
+            if lost:
+                self._apply(self.copies._lost(lost, "."))
         if not self.stopping:
             self._apply(self.copies.abort_stale_uploads())
         if not self.stopping and self._objects is not None:
@@ -496,7 +501,7 @@ class SyncEngine:
                 if e.kind == DIR:
                     self.lister.prune(e.rel)
             elif d == pl.SPECIAL:
-                self._warn("special", e.rel, "not a regular file, directory or symlink; skipped")
+                self._special(e)
             elif d in (pl.MKDIR, pl.DIR_SEEN):
                 assert st is not None
                 if d == pl.MKDIR:
@@ -527,6 +532,27 @@ class SyncEngine:
             elif d == pl.COMPARE:
                 assert st is not None
                 self._apply(self.copies.compare(self.copies.transfer(e.rel, st, pl.UPDATE)))
+
+    def _special(self, e: Entry) -> None:
+        """A fifo or device in the source: made alike at the destination (rsync -D)."""
+        assert self.tree is not None
+        if e.dst_kind not in (None, OTHER):
+            if not self.opts.mirror:
+                self._warn("type_conflict", e.rel, f"is a special file in the source but a "
+                           f"{e.dst_kind} in the destination; skipped (use --mirror to "
+                           "replace it)", skipped=True)  # fmt: skip
+                return
+            self._deleted(e.rel)
+            if not self.opts.dry_run:
+                self.tree.delete(e.rel, e.dst_kind)
+        if self.opts.dry_run:
+            self.emit(p.FileDone(path=p.display_path(e.rel), action="plan-special", size=0))
+            return
+        why = self.tree.make_special(e.rel, e.dst_kind)
+        if why == MADE:
+            self.emit(p.FileDone(path=p.display_path(e.rel), action="special", size=0))
+        elif why != SAME:
+            self._warn("special", e.rel, why)
 
     def _plan_pair(self, pair: Pair) -> None:
         s, d, copies = pair.src, pair.dst, self.copies
@@ -703,6 +729,7 @@ class SyncEngine:
                 self._again(out.item)
             elif isinstance(out, Warn):
                 self._warn(out.msgid, out.rel, out.message, out.skipped)
+                self.partial |= out.partial
             elif isinstance(out, Hidden):
                 c.names_unlisted += out.names
                 c.temps_removed += out.removed

@@ -60,6 +60,7 @@ class Warn(NamedTuple):
     rel: str
     message: str
     skipped: bool = False  # the entry is missing from the destination after this run
+    partial: bool = False  # not skipped, but the run is not all it should be: exit code 1
 
 
 class Hidden(NamedTuple):

@@ -66,6 +66,7 @@ SCAN_BUDGET = 256  # entries planned per loop turn, so results are serviced whil
 # 0-4 KiB into tmpfs took 2.27-2.42 s with 64, 2.45-2.78 s with 16 (more CPU) and 3.12-3.30 s
 # with 256 (less CPU, but fewer tasks to overlap), 3 runs each.
 BATCH_FILES = 64
+MADE, SAME = "made", "same"  # TreeOps.make_special
 BATCH_BYTES = 1 << 20
 
 
@@ -196,10 +197,11 @@ class TreeOps:
     the trees' roots, acting on the entry itself (a symlink is never followed, in the last
     component or any other)."""
 
-    def __init__(self, trees: Trees, job: Job) -> None:
+    def __init__(self, trees: Trees, job: Job, keep: int = 0) -> None:
         self.src = trees.src
         self._dst = trees.dst
         self.job = job
+        self.keep = keep  # messages.KEEP_*: owners, xattrs, ACLs (SyncOptions.keep)
         self.dirs: list[tuple[str, int, int, int]] = []  # (rel, mode, atime, mtime)
 
     @property
@@ -234,8 +236,56 @@ class TreeOps:
         except FileNotFoundError:
             pass
         self.dst.symlink(target, tmp)
+        if self.keep & (m.KEEP_OWNER | m.KEEP_GROUP):  # a link has an owner of its own
+            src = self.src.lstat(rel)
+            try:
+                self.dst.chown(tmp, src.st_uid if self.keep & m.KEEP_OWNER else -1,
+                               src.st_gid if self.keep & m.KEEP_GROUP else -1)  # fmt: skip
+            except PermissionError:
+                pass
         self.dst.utime(tmp, (st.st_atime_ns, st.st_mtime_ns))
         self.dst.rename(tmp, rel)
+
+    def make_special(self, rel: str, dst_kind: str | None) -> str:
+        """A fifo or a device node like the source's (devices as root), made under a temp name
+        and renamed into place: MADE, SAME (already there alike), else why it was not (a
+        socket, as rsync skips them; no right to make a device)."""
+        st = self.src.lstat(rel)
+        fmt = stat.S_IFMT(st.st_mode)
+        if fmt == stat.S_IFSOCK:
+            return "a socket: skipped, as rsync does (a program makes it when it listens)"
+        if fmt not in (stat.S_IFIFO, stat.S_IFCHR, stat.S_IFBLK):
+            return "not a regular file, directory, link, fifo or device: skipped"
+        if dst_kind is not None:
+            try:
+                have = self.dst.lstat(rel)
+            except FileNotFoundError:
+                have = None
+            if (have is not None and stat.S_IFMT(have.st_mode) == fmt
+                    and have.st_rdev == st.st_rdev and have.st_mode == st.st_mode
+                    and (not self.keep & m.KEEP_OWNER or have.st_uid == st.st_uid)):  # fmt: skip
+                return SAME
+        d, name = os.path.split(rel)
+        tmp = os.path.join(d, temp_name(name, self.job.token))
+        try:
+            self.dst.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        try:
+            with self.dst.parent(tmp) as (fd, base):
+                os.mknod(base, st.st_mode, st.st_rdev, dir_fd=fd)
+        except PermissionError:
+            return "a device node: only root may make one; skipped"
+        if self.keep & (m.KEEP_OWNER | m.KEEP_GROUP):
+            try:
+                self.dst.chown(tmp, st.st_uid if self.keep & m.KEEP_OWNER else -1,
+                               st.st_gid if self.keep & m.KEEP_GROUP else -1)  # fmt: skip
+            except PermissionError:
+                pass
+        self.dst.chmod(tmp, stat.S_IMODE(st.st_mode))
+        self.dst.utime(tmp, (st.st_atime_ns, st.st_mtime_ns))
+        self.dst.rename(tmp, rel)
+        return MADE
 
     def delete(self, rel: str, kind: str | None) -> None:
         if kind == DIR:
@@ -256,11 +306,14 @@ class TreeOps:
         finally:
             os.close(fd)
 
-    def finish_dirs(self) -> None:
-        """Directory modes and mtimes, deepest first, after their contents stopped changing."""
+    def finish_dirs(self) -> int:
+        """Directory owners, xattrs and ACLs (the default ACL too), modes and mtimes, deepest
+        first, after their contents stopped changing; the messages.KEEP_* bits the destination
+        refused."""
         root = self.src.lstat("")
         self.dirs.insert(0, ("", root.st_mode, root.st_atime_ns, root.st_mtime_ns))
         dst = self.dst
+        lost = 0
         for rel, mode, atime_ns, mtime_ns in reversed(self.dirs):
             # Read before writing: an unchanged tree costs one stat per directory, not two
             # metadata writes that the next syncfs would have to flush.
@@ -270,11 +323,30 @@ class TreeOps:
                 continue  # removed meanwhile (by someone else): nothing to finish
             if not stat.S_ISDIR(st.st_mode):
                 continue  # replaced meanwhile (a link, say): never act through it
+            if self.keep:
+                lost |= self._dir_meta(rel)
             if stat.S_IMODE(st.st_mode) != stat.S_IMODE(mode):
                 dst.chmod(rel, stat.S_IMODE(mode))
             if st.st_mtime_ns != mtime_ns:
                 dst.utime(rel, (atime_ns, mtime_ns))
         self.dirs.clear()
+        return lost
+
+    def _dir_meta(self, rel: str) -> int:
+        from orbit_fast.fsmeta import sync_dir
+
+        try:
+            sfd = self.src.open_dir(rel)
+        except OSError:
+            return 0  # gone from the source meanwhile: the next run sees it
+        try:
+            dfd = self.dst.open_dir(rel)
+            try:
+                return sync_dir(sfd, dfd, self.keep)
+            finally:
+                os.close(dfd)
+        finally:
+            os.close(sfd)
 
 
 class BlockCopies:
@@ -299,6 +371,8 @@ class BlockCopies:
         # Files planned ahead: enough for every slot's task and the next round of batches.
         self._limit = 2 * BATCH_FILES * TASK_DEPTH * opts.workers
         self._fsync_each = opts.fsync == FsyncPolicy.FILE
+        self._keep = opts.keep
+        self.lost_reported = 0  # KEEP_* bits the destination refused, said once per run
 
     def resumable_temps(self) -> set[str]:
         """Relative temp paths of the partial files the jobs DB can resume."""
@@ -423,7 +497,22 @@ class BlockCopies:
     def _finalize_msg(self, tr: Transfer) -> m.Finalize:
         return m.Finalize(tmp=tr.tmpb, dst=tr.relb, size=tr.size, mtime_ns=tr.mtime_ns,
                           atime_ns=tr.atime_ns, mode=tr.mode, src=tr.relb, src_id=tr.ident,
-                          fsync=self._fsync_each)  # fmt: skip
+                          fsync=self._fsync_each, keep=self._keep)  # fmt: skip
+
+    def _lost(self, lost: int, rel: str) -> list[Outcome]:
+        """A warning the first time the destination refuses each kind of metadata (one per
+        kind per run, exit code 1); the data is in place."""
+        new = lost & ~self.lost_reported
+        if not new:
+            return []
+        self.lost_reported |= new
+        what = [name for bit, name in ((m.KEEP_OWNER | m.KEEP_GROUP, "owners"),
+                                       (m.KEEP_XATTRS, "extended attributes"),
+                                       (m.KEEP_ACLS, "POSIX ACLs")) if new & bit]  # fmt: skip
+        return [Warn("metadata", rel, f"the destination does not keep {' and '.join(what)} "
+                     f"(first at this file; its filesystem lacks them, or this user may not "
+                     "set them): the files are copied without them; --no-xattrs / --no-acls "
+                     "/ --no-owner stop asking", skipped=False, partial=True)]  # fmt: skip
 
     def _task_msg(self, tr: Transfer, kind: str, idx: int, slot: int | None) -> m.Task:
         if kind == FINALIZE:
@@ -458,7 +547,7 @@ class BlockCopies:
         elif isinstance(res, m.FileDigested):
             return self._digested(tr, rec.kind, res)
         elif isinstance(res, m.FileFinalized):
-            return self._file_done(tr)
+            return self._lost(res.lost, tr.rel) + self._file_done(tr)
         elif isinstance(res, m.SourceChanged):
             tr.failed = tr.failed or "changed"
         elif isinstance(res, m.TaskFailed):
@@ -496,6 +585,8 @@ class BlockCopies:
         else:
             raise AssertionError(f"unexpected result of a CopyFiles task: {res!r}")
         out: list[Outcome] = []
+        if isinstance(res, m.FilesCopied) and res.lost:
+            out += self._lost(res.lost, batch[0].rel)
         for i, tr in enumerate(batch):
             tr.outstanding -= 1
             why = failed.get(i)

@@ -1,0 +1,92 @@
+"""Metadata a copy keeps beyond data, mode and times: owner and group, xattrs and POSIX ACLs
+(the system.posix_acl_* xattrs), read from one open fd and set on another, so neither end is
+reached by path (docs/sync.md, "What is copied"). Used by the workers for files and by the
+coordinator for directories.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+from typing import NamedTuple
+
+from orbit_fast.messages import KEEP_ACLS, KEEP_GROUP, KEEP_OWNER, KEEP_XATTRS
+
+
+class Meta(NamedTuple):
+    """What a copy keeps of its source beyond data, mode and times (Finalize.keep)."""
+
+    uid: int  # -1: leave
+    gid: int
+    xattrs: list[tuple[str, bytes]]
+
+
+_ACL_XATTRS = ("system.posix_acl_access", "system.posix_acl_default")
+
+
+def read_meta(fd: int, st: os.stat_result, keep: int) -> Meta:
+    """The source's owner and xattrs (ACLs are xattrs: system.posix_acl_*), read through its
+    open fd. An xattr that vanishes between the list and the read is left out."""
+    xattrs: list[tuple[str, bytes]] = []
+    if keep & (KEEP_XATTRS | KEEP_ACLS):
+        try:
+            names = os.listxattr(fd)
+        except OSError:  # a source filesystem without xattrs
+            names = []
+        for name in names:
+            acl = name in _ACL_XATTRS
+            if not (keep & (KEEP_ACLS if acl else KEEP_XATTRS)):
+                continue
+            try:
+                xattrs.append((name, os.getxattr(fd, name)))
+            except OSError:
+                continue
+    return Meta(st.st_uid if keep & KEEP_OWNER else -1,
+                st.st_gid if keep & KEEP_GROUP else -1, xattrs)  # fmt: skip
+
+
+def set_owner(fd: int, meta: Meta, keep: int) -> int:
+    if meta.uid < 0 and meta.gid < 0:
+        return 0
+    try:
+        os.fchown(fd, meta.uid, meta.gid)
+    except PermissionError:  # not root: the files stay the running user's, as rsync leaves them
+        return keep & (KEEP_OWNER | KEEP_GROUP)
+    return 0
+
+
+def set_xattrs(fd: int, xattrs: list[tuple[str, bytes]]) -> int:
+    """Set each xattr; the KEEP_* bits of those the destination refused (no support, or a
+    namespace this process may not write)."""
+    lost = 0
+    for name, value in xattrs:
+        try:
+            os.setxattr(fd, name, value)
+        except OSError as exc:
+            if exc.errno not in (errno.ENOTSUP, errno.EOPNOTSUPP, errno.EPERM, errno.EACCES,
+                                 errno.EINVAL, errno.E2BIG, errno.ENOSPC):  # fmt: skip
+                raise
+            lost |= KEEP_ACLS if name in _ACL_XATTRS else KEEP_XATTRS
+    return lost
+
+
+def sync_dir(sfd: int, dfd: int, keep: int) -> int:
+    """A destination directory's owner, xattrs and ACLs (the default ACL included) made the
+    source's, each only where it differs (a no-change run writes nothing); the KEEP_* bits
+    the destination refused."""
+    sst, dst = os.fstat(sfd), os.fstat(dfd)
+    want = read_meta(sfd, sst, keep)
+    lost = 0
+    if (want.uid >= 0 and want.uid != dst.st_uid) or (want.gid >= 0 and want.gid != dst.st_gid):
+        lost |= set_owner(dfd, want, keep)
+    if keep & (KEEP_XATTRS | KEEP_ACLS):
+        have = dict(read_meta(dfd, dst, keep & (KEEP_XATTRS | KEEP_ACLS)).xattrs)
+        wanted = dict(want.xattrs)
+        changed = [(k, v) for k, v in want.xattrs if have.get(k) != v]
+        lost |= set_xattrs(dfd, changed)
+        for name in set(have) - set(wanted):  # gone from the source: gone here too
+            try:
+                os.removexattr(dfd, name)
+            except OSError:
+                lost |= KEEP_ACLS if name in _ACL_XATTRS else KEEP_XATTRS
+    return lost

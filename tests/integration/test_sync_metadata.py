@@ -1,0 +1,103 @@
+"""What a sync between local trees keeps beyond data, mode and times, with rsync as the oracle
+(issue #19, first part): owners and groups as root (numeric), xattrs (user.* and trusted.*),
+POSIX ACLs (access and default), fifos and device nodes, a symlink's own owner. After a sync,
+`rsync -aAXS --numeric-ids -n -i --delete SRC/ DST/` lists nothing."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REQUIRE_SERVERS, json_events, run_cli, summary_of, write
+
+
+def _need_root_and(*tools: str) -> None:
+    missing = [t for t in tools if not shutil.which(t)]
+    why = ("needs root" if os.geteuid() != 0 else f"needs {', '.join(missing)}") if (
+        os.geteuid() != 0 or missing) else ""  # fmt: skip
+    if why:
+        if REQUIRE_SERVERS:
+            pytest.fail(f"{why} (tools/test installs acl and rsync as root)")
+        pytest.skip(why)
+
+
+def _tree(src: Path) -> None:
+    write(src / "d1" / "a", b"hello\n")
+    write(src / "d1" / "sub" / "b", b"world\n")
+    write(src / "d2" / "big", os.urandom(100_000))
+    with open(src / "sparse", "wb") as f:  # 64 MiB, almost all hole
+        f.truncate(64 << 20)
+        f.write(b"head")
+    os.chown(src / "d1" / "a", 1234, 5678)
+    os.chown(src / "d1", 2000, 2000)
+    os.setxattr(src / "d1" / "a", "user.note", b"hi there")
+    os.setxattr(src / "d1" / "sub" / "b", "trusted.tag", b"t1")
+    os.setxattr(src / "d2", "user.dir", b"on a directory")
+    subprocess.run(["setfacl", "-m", "u:4242:rw", str(src / "d1" / "a")], check=True)
+    subprocess.run(["setfacl", "-d", "-m", "g:777:rx", str(src / "d1")], check=True)
+    os.mkfifo(src / "d2" / "pipe")
+    os.mknod(src / "d2" / "null", 0o666 | 0o020000, os.makedev(1, 3))
+    (src / "d2" / "link").symlink_to("../d1/a")
+    os.chown(src / "d2" / "link", 3333, 3333, follow_symlinks=False)
+
+
+def _rsync_differences(src: Path, dst: Path) -> list[str]:
+    r = subprocess.run(["rsync", "-aAXS", "--numeric-ids", "-n", "-i", "--delete",
+                        f"{src}/", f"{dst}/"], capture_output=True, text=True,
+                       check=True)  # fmt: skip
+    return [line for line in r.stdout.splitlines() if line.strip()]
+
+
+def test_a_sync_keeps_what_rsync_aAX_keeps(tmp_path: Path):
+    _need_root_and("rsync", "setfacl")
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    _tree(src)
+    run_cli("sync", str(src), str(dst))
+    assert _rsync_differences(src, dst) == []
+    # The hole stayed a hole (holes are kept by block: the first 4 MiB block has data).
+    assert os.stat(dst / "sparse").st_blocks * 512 <= 4 << 20
+    # A rerun changes nothing.
+    proc = run_cli("sync", str(src), str(dst), "--json")
+    assert summary_of(proc.stdout)["files_copied"] == 0
+    assert [e for e in json_events(proc.stdout) if e["event"] == "file_done"] == []
+    # A directory's owner and default ACL change: the next run brings them.
+    os.chown(src / "d1" / "sub", 42, 43)
+    subprocess.run(["setfacl", "-d", "-m", "u:99:r", str(src / "d1" / "sub")], check=True)
+    os.removexattr(src / "d2", "user.dir")
+    run_cli("sync", str(src), str(dst))
+    assert _rsync_differences(src, dst) == []
+
+
+def test_no_owner_no_xattrs_no_acls_turn_each_off(tmp_path: Path):
+    _need_root_and("rsync", "setfacl")
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    _tree(src)
+    run_cli("sync", str(src), str(dst), "--no-owner", "--no-group", "--no-xattrs", "--no-acls")
+    st = os.stat(dst / "d1" / "a")
+    assert (st.st_uid, st.st_gid) == (0, 0)
+    assert os.listxattr(dst / "d1" / "a") == []
+    assert os.listxattr(dst / "d1") == []
+
+
+def test_a_destination_without_xattrs_gets_one_warning_per_kind(tmp_path: Path):
+    _need_root_and("setfacl")
+    src, dst = tmp_path / "src", tmp_path / "ramfs"
+    for i in range(5):
+        write(src / f"f{i}", b"x" * 10)
+        os.setxattr(src / f"f{i}", "user.k", b"v")
+        subprocess.run(["setfacl", "-m", "u:4242:r", str(src / f"f{i}")], check=True)
+    dst.mkdir()
+    subprocess.run(["mount", "-t", "ramfs", "ramfs", str(dst)], check=True)
+    try:
+        proc = run_cli("sync", str(src), str(dst / "copy"), "--json", check=1)
+        warns = [e for e in json_events(proc.stdout) if e["event"] == "warning"]
+        assert len(warns) == 1 and warns[0]["msgid"] == "metadata"
+        assert "extended attributes and POSIX ACLs" in warns[0]["message"]
+        assert summary_of(proc.stdout)["files_copied"] == 5
+        assert sorted(os.listdir(dst / "copy")) == [f"f{i}" for i in range(5)]
+    finally:
+        subprocess.run(["umount", str(dst)], check=False)
