@@ -22,7 +22,7 @@ from posix.fcntl cimport AT_SYMLINK_NOFOLLOW, F_DUPFD_CLOEXEC, fcntl
 from posix.unistd cimport close
 from posix.stat cimport S_ISDIR, S_ISLNK, S_ISREG, fstatat, struct_stat
 
-ABI = 5
+ABI = 6
 
 cdef enum:
     K_FILE = 0
@@ -155,18 +155,19 @@ cdef int _list(int dir_fd, Ent **out, Py_ssize_t *count) noexcept nogil:
 
 
 cdef tuple _side(Ent *e):
-    return (e.kind, e.size, e.mtime_ns, e.atime_ns, e.mode, e.ino, e.dev)
+    return (e.kind, e.size, e.mtime_ns, e.atime_ns, e.mode, e.ino, e.dev, e.uid, e.gid)
 
 
-def scan_pair(int src_fd, int dst_fd, bint fold_unchanged):
+def scan_pair(int src_fd, int dst_fd, int fold_unchanged):
     """Compare one source directory with its destination twin, both given as open directory
     fds (dst_fd -1: the destination has no such directory).
 
     Returns ``(entries, folded)``: entries is a list, sorted by name, of
     ``(name, src, dst)`` where ``name`` is bytes and ``src``/``dst`` are
-    ``(kind, size, mtime_ns, atime_ns, mode, ino, dev)`` or None when that side lacks the
-    name; folded counts the unchanged regular files left out (always 0 without
-    ``fold_unchanged``). The caller opened the directories (confine.Tree.open_dir: no
+    ``(kind, size, mtime_ns, atime_ns, mode, ino, dev, uid, gid)`` or None when that side
+    lacks the name; folded counts the unchanged regular files left out (always 0 without
+    ``fold_unchanged``; 1: same size, mtime and permission bits; 2: and the same owner and
+    group, for a sync that keeps them). The caller opened the directories (confine.Tree.open_dir: no
     symlink followed on the way); an error reading the source raises OSError with
     filename None, one reading the destination OSError with filename b"dst".
     """
@@ -202,7 +203,9 @@ def scan_pair(int src_fd, int dst_fd, bint fold_unchanged):
             else:
                 if (fold_unchanged and s[i].kind == K_FILE and d[j].kind == K_FILE
                         and s[i].size == d[j].size and s[i].mtime_ns == d[j].mtime_ns
-                        and (s[i].mode & 0o7777) == (d[j].mode & 0o7777)):
+                        and (s[i].mode & 0o7777) == (d[j].mode & 0o7777)
+                        and (fold_unchanged < 2
+                             or (s[i].uid == d[j].uid and s[i].gid == d[j].gid))):
                     folded += 1
                 else:
                     out.append((<bytes>s[i].name, _side(&s[i]), _side(&d[j])))

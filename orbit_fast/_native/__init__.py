@@ -47,7 +47,7 @@ class CdcKernels(Protocol):
 
 class ScanKernels(Protocol):
     def scan_pair(
-        self, src_fd: int, dst_fd: int, fold_unchanged: bool
+        self, src_fd: int, dst_fd: int, fold_unchanged: int
     ) -> tuple[list[tuple[bytes, Side | None, Side | None]], int]: ...
     def scan_dir(self, dir_fd: int) -> list[tuple[bytes, Full]]: ...
     def open_beneath(self, dirfd: int, rel: bytes, flags: int, mode: int,

@@ -36,6 +36,8 @@ class Stat(NamedTuple):
     st_mode: int
     st_ino: int
     st_dev: int
+    st_uid: int
+    st_gid: int
 
 
 class Entry(NamedTuple):
@@ -57,6 +59,7 @@ def merge_walk(
     fold_unchanged: bool = False,
     on_folded: Callable[[int], None] = lambda n: None,
     delete_excluded: bool = False,
+    owners: bool = False,
 ) -> Iterator[Entry]:
     """Yield entries below the two roots, directories before their contents (`dst` None: a
     destination that does not exist yet, as in a dry run).
@@ -72,7 +75,8 @@ def merge_walk(
     source, whatever the source has: a mirror deletes it.
     """
     scan_pair = kernels().scan_pair
-    fold = fold_unchanged and not rules
+    # 2: a file whose owner or group differs is no longer unchanged (a sync that keeps them).
+    fold = (2 if owners else 1) if fold_unchanged and not rules else 0
     protecting = rules.protecting
     stack = [""]
     prune = prune if prune is not None else set()

@@ -64,6 +64,13 @@ def test_a_sync_keeps_what_rsync_aAX_keeps(tmp_path: Path):
     proc = run_cli("sync", str(src), str(dst), "--json")
     assert summary_of(proc.stdout)["files_copied"] == 0
     assert [e for e in json_events(proc.stdout) if e["event"] == "file_done"] == []
+    # Only a file's owner changes: the next run chowns it, copying nothing (rsync's
+    # attributes-only update).
+    os.chown(src / "d1" / "a", 77, 78)
+    os.chmod(src / "d2" / "big", 0o600)
+    proc = run_cli("sync", str(src), str(dst), "--json")
+    assert summary_of(proc.stdout)["files_copied"] == 0
+    assert _rsync_differences(src, dst) == []
     # A directory's owner and default ACL change: the next run brings them.
     os.chown(src / "d1" / "sub", 42, 43)
     subprocess.run(["setfacl", "-d", "-m", "u:99:r", str(src / "d1" / "sub")], check=True)

@@ -101,6 +101,13 @@ def test_folds_only_identical_regular_files(tmp_path: Path, fd) -> None:
     assert folded == 1
     assert [e[0] for e in entries] == [b"gone", b"mode", b"new"]
     assert scan.scan_pair(fd(src), fd(dst), False)[1] == 0
+    # Folding by owner too (2): a file whose owner differs is listed, natively and in the twin.
+    if os.geteuid() == 0:
+        os.chown(dst + b"/same", 4321, 4321)
+        for impl in (scan, reference):
+            entries, folded = impl.scan_pair(fd(src), fd(dst), 2)
+            assert folded == 0 and b"same" in [e[0] for e in entries]
+            assert impl.scan_pair(fd(src), fd(dst), 1)[1] == 1
 
 
 def test_no_destination_lists_the_source_alone(tmp_path: Path, fd) -> None:
@@ -109,7 +116,8 @@ def test_no_destination_lists_the_source_alone(tmp_path: Path, fd) -> None:
         entries, folded = impl.scan_pair(fd(os.fsencode(tmp_path)), -1, True)
         assert [e[0] for e in entries] == [b"f"] and entries[0][2] is None and folded == 0
         st_ = os.lstat(tmp_path / "f")
-        assert entries[0][1][5:] == (st_.st_ino, st_.st_dev)  # what a worker checks
+        assert entries[0][1][5:7] == (st_.st_ino, st_.st_dev)  # what a worker checks
+        assert entries[0][1][7:] == (st_.st_uid, st_.st_gid)  # what a sync keeping owners compares
 
 
 @pytest.mark.parametrize("kernel", ["native", "reference"])

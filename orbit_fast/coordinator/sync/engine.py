@@ -485,7 +485,7 @@ class SyncEngine:
         for d in pl.plan_entry(e.kind, e.dst_kind, e.src, e.dst, mirror=o.mirror,
                                checksum=o.checksum, same_link=same_link,
                                size_only=o.size_only, ignore_existing=o.ignore_existing,
-                               update=o.update):  # fmt: skip
+                               update=o.update, owners=tree.owners):  # fmt: skip
             if d == pl.DELETE and e.kind is None:
                 self.doomed.append((e.rel, e.dst_kind))  # after the copies, if the guards let
             elif d == pl.DELETE:  # in the way of the source's entry: replaced now
@@ -520,10 +520,10 @@ class SyncEngine:
             elif d == pl.SKIP:
                 c.files_unchanged += 1
             elif d == pl.META:
-                assert st is not None
+                assert st is not None and e.dst is not None
                 c.files_unchanged += 1
                 if not o.dry_run:
-                    tree.chmod(e.rel, st.st_mode)
+                    tree.fix_meta(e.rel, st, e.dst)
                 c.files_meta += 1
                 self.emit(p.FileDone(path=p.display_path(e.rel), action="meta", size=0))
             elif d in (pl.COPY, pl.UPDATE):

@@ -28,7 +28,8 @@ CONFLICT, SPECIAL, RECORD, MTIME = "conflict", "special", "record", "mtime"
 
 def plan_entry(kind: str | None, dst_kind: str | None, src: Stat | None, dst: Stat | None, *,
                mirror: bool, checksum: bool, same_link: bool = False, size_only: bool = False,
-               ignore_existing: bool = False, update: bool = False) -> tuple[str, ...]:  # fmt: skip
+               ignore_existing: bool = False, update: bool = False,
+               owners: bool = False) -> tuple[str, ...]:  # fmt: skip
     """Decisions for one entry of the merge-walk of two trees.
 
     `kind` / `dst_kind`: FILE, DIR, LINK, OTHER or None (absent on that side); `same_link`:
@@ -60,7 +61,9 @@ def plan_entry(kind: str | None, dst_kind: str | None, src: Stat | None, dst: St
         if dst.st_size == src.st_size and (size_only or dst.st_mtime_ns == src.st_mtime_ns):
             if checksum:
                 return (COMPARE,)
-            return (META,) if stat.S_IMODE(dst.st_mode) != stat.S_IMODE(src.st_mode) else (SKIP,)
+            moved = stat.S_IMODE(dst.st_mode) != stat.S_IMODE(src.st_mode) or (
+                owners and (dst.st_uid, dst.st_gid) != (src.st_uid, src.st_gid))
+            return (META,) if moved else (SKIP,)
     return (UPDATE,) if dst_kind is not None else (COPY,)
 
 

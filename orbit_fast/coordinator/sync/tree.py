@@ -144,6 +144,7 @@ class TreeLister:
             fold_unchanged=not opts.checksum,
             on_folded=lambda n: self._queued.append(Folded(n)),
             delete_excluded=opts.mirror and opts.delete_excluded,
+            owners=bool(opts.keep & (m.KEEP_OWNER | m.KEEP_GROUP)),
         )  # fmt: skip
 
     def start(self) -> None:
@@ -202,6 +203,7 @@ class TreeOps:
         self._dst = trees.dst
         self.job = job
         self.keep = keep  # messages.KEEP_*: owners, xattrs, ACLs (SyncOptions.keep)
+        self.owners = bool(keep & (m.KEEP_OWNER | m.KEEP_GROUP))
         self.dirs: list[tuple[str, int, int, int]] = []  # (rel, mode, atime, mtime)
 
     @property
@@ -227,6 +229,18 @@ class TreeOps:
 
     def chmod(self, rel: str, mode: int) -> None:
         self.dst.chmod(rel, stat.S_IMODE(mode))
+
+    def fix_meta(self, rel: str, src: Stat, dst: Stat) -> None:
+        """An unchanged file's owner and permission bits made the source's (rsync's
+        attributes-only update): the owner first, as chown clears setuid bits."""
+        uid = src.st_uid if self.keep & m.KEEP_OWNER else -1
+        gid = src.st_gid if self.keep & m.KEEP_GROUP else -1
+        if (uid >= 0 and uid != dst.st_uid) or (gid >= 0 and gid != dst.st_gid):
+            try:
+                self.dst.chown(rel, uid, gid)
+            except PermissionError:
+                pass
+        self.dst.chmod(rel, stat.S_IMODE(src.st_mode))
 
     def make_link(self, rel: str, target: str, st: Stat) -> None:
         d, name = os.path.split(rel)
