@@ -155,7 +155,8 @@ cdef int _list(int dir_fd, Ent **out, Py_ssize_t *count) noexcept nogil:
 
 
 cdef tuple _side(Ent *e):
-    return (e.kind, e.size, e.mtime_ns, e.atime_ns, e.mode, e.ino, e.dev, e.uid, e.gid)
+    return (e.kind, e.size, e.mtime_ns, e.atime_ns, e.mode, e.ino, e.dev, e.uid, e.gid,
+            e.ctime_ns)
 
 
 def scan_pair(int src_fd, int dst_fd, int fold_unchanged):
@@ -164,7 +165,7 @@ def scan_pair(int src_fd, int dst_fd, int fold_unchanged):
 
     Returns ``(entries, folded)``: entries is a list, sorted by name, of
     ``(name, src, dst)`` where ``name`` is bytes and ``src``/``dst`` are
-    ``(kind, size, mtime_ns, atime_ns, mode, ino, dev, uid, gid)`` or None when that side
+    ``(kind, size, mtime_ns, atime_ns, mode, ino, dev, uid, gid, ctime_ns)`` or None when that side
     lacks the name; folded counts the unchanged regular files left out (always 0 without
     ``fold_unchanged``; 1: same size, mtime and permission bits; 2: and the same owner and
     group, for a sync that keeps them). The caller opened the directories (confine.Tree.open_dir: no

@@ -27,7 +27,7 @@ def is_zero(buf: ReadableBuffer) -> bool:
 
 FILE, DIR, LINK, OTHER = 0, 1, 2, 3
 # What scan_pair reports per side: kind, size, mtime_ns, atime_ns, mode, ino, dev.
-Side: TypeAlias = tuple[int, int, int, int, int, int, int, int, int]
+Side: TypeAlias = tuple[int, int, int, int, int, int, int, int, int, int]
 # What scan_dir reports: kind, size, mtime_ns, atime_ns, mode, ctime_ns, ino, uid, gid, dev.
 Full: TypeAlias = tuple[int, int, int, int, int, int, int, int, int, int]
 
@@ -71,7 +71,8 @@ def scan_pair(
     (`dst_fd` -1: no such directory in the destination).
 
     Returns ``(entries, folded)``: entries is a list, sorted by name, of ``(name, src, dst)``
-    where ``src``/``dst`` are ``(kind, size, mtime_ns, atime_ns, mode, ino, dev, uid, gid)``
+    where ``src``/``dst`` are ``(kind, size, mtime_ns, atime_ns, mode, ino, dev, uid, gid,
+    ctime_ns)``
     or None when that side lacks the name; folded counts the unchanged regular files left out
     (same size, mtime and permission bits on both sides; with ``fold_unchanged`` 2 also the
     same owner and group), always 0 without ``fold_unchanged``. A destination that cannot be
@@ -80,7 +81,7 @@ def scan_pair(
 
     def side(st: os.stat_result) -> Side:
         return (_kind(st.st_mode), st.st_size, st.st_mtime_ns, st.st_atime_ns, st.st_mode,
-                st.st_ino, st.st_dev, st.st_uid, st.st_gid)  # fmt: skip
+                st.st_ino, st.st_dev, st.st_uid, st.st_gid, st.st_ctime_ns)  # fmt: skip
 
     src = [(name, side(st)) for name, st in _stats(src_fd)]
     try:

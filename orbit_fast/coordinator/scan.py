@@ -38,6 +38,7 @@ class Stat(NamedTuple):
     st_dev: int
     st_uid: int
     st_gid: int
+    st_ctime_ns: int
 
 
 class Entry(NamedTuple):

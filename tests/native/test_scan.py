@@ -117,7 +117,7 @@ def test_no_destination_lists_the_source_alone(tmp_path: Path, fd) -> None:
         assert [e[0] for e in entries] == [b"f"] and entries[0][2] is None and folded == 0
         st_ = os.lstat(tmp_path / "f")
         assert entries[0][1][5:7] == (st_.st_ino, st_.st_dev)  # what a worker checks
-        assert entries[0][1][7:] == (st_.st_uid, st_.st_gid)  # what a sync keeping owners compares
+        assert entries[0][1][7:9] == (st_.st_uid, st_.st_gid)  # what a sync keeping owners compares
 
 
 @pytest.mark.parametrize("kernel", ["native", "reference"])

@@ -510,7 +510,7 @@ class SyncEngine:
                         tree.mkdir(e.rel)
                     self.emit(p.FileDone(path=p.display_path(e.rel), action="mkdir", size=0))
                 if not o.dry_run:
-                    tree.note_dir(e.rel, st)
+                    tree.note_dir(e.rel, st, made=d == pl.MKDIR)
             elif d == pl.LINK_NEW:
                 assert st is not None
                 c.links_created += 1

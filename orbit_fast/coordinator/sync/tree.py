@@ -204,7 +204,8 @@ class TreeOps:
         self.job = job
         self.keep = keep  # messages.KEEP_*: owners, xattrs, ACLs (SyncOptions.keep)
         self.owners = bool(keep & (m.KEEP_OWNER | m.KEEP_GROUP))
-        self.dirs: list[tuple[str, int, int, int]] = []  # (rel, mode, atime, mtime)
+        # (rel, mode, atime, mtime, source ctime; 0: made by this run)
+        self.dirs: list[tuple[str, int, int, int, int]] = []
 
     @property
     def dst(self) -> Tree:
@@ -224,8 +225,9 @@ class TreeOps:
     def mkdir(self, rel: str) -> None:
         self.dst.mkdir(rel, 0o700)  # its mode is set once its contents are in
 
-    def note_dir(self, rel: str, st: Stat) -> None:
-        self.dirs.append((rel, st.st_mode, st.st_atime_ns, st.st_mtime_ns))
+    def note_dir(self, rel: str, st: Stat, made: bool = False) -> None:
+        self.dirs.append((rel, st.st_mode, st.st_atime_ns, st.st_mtime_ns,
+                          0 if made else st.st_ctime_ns))  # fmt: skip
 
     def chmod(self, rel: str, mode: int) -> None:
         self.dst.chmod(rel, stat.S_IMODE(mode))
@@ -325,10 +327,11 @@ class TreeOps:
         first, after their contents stopped changing; the messages.KEEP_* bits the destination
         refused."""
         root = self.src.lstat("")
-        self.dirs.insert(0, ("", root.st_mode, root.st_atime_ns, root.st_mtime_ns))
+        self.dirs.insert(0, ("", root.st_mode, root.st_atime_ns, root.st_mtime_ns,
+                             root.st_ctime_ns))  # fmt: skip
         dst = self.dst
         lost = 0
-        for rel, mode, atime_ns, mtime_ns in reversed(self.dirs):
+        for rel, mode, atime_ns, mtime_ns, src_ctime in reversed(self.dirs):
             # Read before writing: an unchanged tree costs one stat per directory, not two
             # metadata writes that the next syncfs would have to flush.
             try:
@@ -337,7 +340,10 @@ class TreeOps:
                 continue  # removed meanwhile (by someone else): nothing to finish
             if not stat.S_ISDIR(st.st_mode):
                 continue  # replaced meanwhile (a link, say): never act through it
-            if self.keep:
+            # Owner, xattrs and ACLs are compared only where the source directory changed
+            # (its ctime) after the destination's did, or the directory is new: a no-change
+            # run opens no directory again.
+            if self.keep and (src_ctime == 0 or src_ctime > st.st_ctime_ns):
                 lost |= self._dir_meta(rel)
             if stat.S_IMODE(st.st_mode) != stat.S_IMODE(mode):
                 dst.chmod(rel, stat.S_IMODE(mode))
