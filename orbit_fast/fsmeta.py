@@ -33,9 +33,14 @@ def read_meta(fd: int, st: os.stat_result, keep: int) -> Meta:
             names = os.listxattr(fd)
         except OSError:  # a source filesystem without xattrs
             names = []
+        root = os.geteuid() == 0
         for name in names:
             acl = name in _ACL_XATTRS
             if not (keep & (KEEP_ACLS if acl else KEEP_XATTRS)):
+                continue
+            if not (acl or root or name.startswith("user.")):
+                # Other namespaces (security.selinux, ...) only as root, as rsync -X: another
+                # user could never set them, and every run would warn.
                 continue
             try:
                 xattrs.append((name, os.getxattr(fd, name)))
