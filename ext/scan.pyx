@@ -58,6 +58,7 @@ cdef struct Ent:
     unsigned long long dev
     unsigned int uid
     unsigned int gid
+    unsigned long long nlink
 
 
 cdef int _cmp(const void *a, const void *b) noexcept nogil:
@@ -145,6 +146,7 @@ cdef int _list(int dir_fd, Ent **out, Py_ssize_t *count) noexcept nogil:
         ents[n].dev = st.st_dev
         ents[n].uid = st.st_uid
         ents[n].gid = st.st_gid
+        ents[n].nlink = st.st_nlink
         n += 1
     closedir(d)
     if n > 1:
@@ -156,7 +158,7 @@ cdef int _list(int dir_fd, Ent **out, Py_ssize_t *count) noexcept nogil:
 
 cdef tuple _side(Ent *e):
     return (e.kind, e.size, e.mtime_ns, e.atime_ns, e.mode, e.ino, e.dev, e.uid, e.gid,
-            e.ctime_ns)
+            e.ctime_ns, e.nlink)
 
 
 def scan_pair(int src_fd, int dst_fd, int fold_unchanged):
@@ -165,10 +167,11 @@ def scan_pair(int src_fd, int dst_fd, int fold_unchanged):
 
     Returns ``(entries, folded)``: entries is a list, sorted by name, of
     ``(name, src, dst)`` where ``name`` is bytes and ``src``/``dst`` are
-    ``(kind, size, mtime_ns, atime_ns, mode, ino, dev, uid, gid, ctime_ns)`` or None when that side
-    lacks the name; folded counts the unchanged regular files left out (always 0 without
-    ``fold_unchanged``; 1: same size, mtime and permission bits; 2: and the same owner and
-    group, for a sync that keeps them). The caller opened the directories (confine.Tree.open_dir: no
+    ``(kind, size, mtime_ns, atime_ns, mode, ino, dev, uid, gid, ctime_ns, nlink)`` or None
+    when that side lacks the name; folded counts the unchanged regular files left out (always
+    0 without ``fold_unchanged``). ``fold_unchanged`` is bits: 1 folds files of the same size,
+    mtime and permission bits; 2 also asks the same owner and group (a sync that keeps them);
+    4 folds no file with more than one link (a sync that keeps hard links sees them all). The caller opened the directories (confine.Tree.open_dir: no
     symlink followed on the way); an error reading the source raises OSError with
     filename None, one reading the destination OSError with filename b"dst".
     """
@@ -202,11 +205,12 @@ def scan_pair(int src_fd, int dst_fd, int fold_unchanged):
                 out.append((<bytes>d[j].name, None, _side(&d[j])))
                 j += 1
             else:
-                if (fold_unchanged and s[i].kind == K_FILE and d[j].kind == K_FILE
+                if (fold_unchanged & 1 and s[i].kind == K_FILE and d[j].kind == K_FILE
                         and s[i].size == d[j].size and s[i].mtime_ns == d[j].mtime_ns
                         and (s[i].mode & 0o7777) == (d[j].mode & 0o7777)
-                        and (fold_unchanged < 2
-                             or (s[i].uid == d[j].uid and s[i].gid == d[j].gid))):
+                        and (not fold_unchanged & 2
+                             or (s[i].uid == d[j].uid and s[i].gid == d[j].gid))
+                        and (not fold_unchanged & 4 or s[i].nlink == 1)):
                     folded += 1
                 else:
                     out.append((<bytes>s[i].name, _side(&s[i]), _side(&d[j])))

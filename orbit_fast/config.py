@@ -93,6 +93,8 @@ class SyncOptions(msgspec.Struct, kw_only=True, frozen=True):
     no_group: bool = False
     no_xattrs: bool = False
     no_acls: bool = False
+    # Hard links within the tree (rsync -H): each inode copied once, its other names linked.
+    no_hard_links: bool = False
 
     @property
     def keep(self) -> int:

@@ -27,7 +27,7 @@ def is_zero(buf: ReadableBuffer) -> bool:
 
 FILE, DIR, LINK, OTHER = 0, 1, 2, 3
 # What scan_pair reports per side: kind, size, mtime_ns, atime_ns, mode, ino, dev.
-Side: TypeAlias = tuple[int, int, int, int, int, int, int, int, int, int]
+Side: TypeAlias = tuple[int, int, int, int, int, int, int, int, int, int, int]
 # What scan_dir reports: kind, size, mtime_ns, atime_ns, mode, ctime_ns, ino, uid, gid, dev.
 Full: TypeAlias = tuple[int, int, int, int, int, int, int, int, int, int]
 
@@ -72,16 +72,17 @@ def scan_pair(
 
     Returns ``(entries, folded)``: entries is a list, sorted by name, of ``(name, src, dst)``
     where ``src``/``dst`` are ``(kind, size, mtime_ns, atime_ns, mode, ino, dev, uid, gid,
-    ctime_ns)``
+    ctime_ns, nlink)``
     or None when that side lacks the name; folded counts the unchanged regular files left out
-    (same size, mtime and permission bits on both sides; with ``fold_unchanged`` 2 also the
-    same owner and group), always 0 without ``fold_unchanged``. A destination that cannot be
-    read raises OSError with filename b"dst".
+    (``fold_unchanged`` bits: 1 same size, mtime and permission bits on both sides; 2 also the
+    same owner and group; 4 only files with one link), always 0 without ``fold_unchanged``. A
+    destination that cannot be read raises OSError with filename b"dst".
     """
 
     def side(st: os.stat_result) -> Side:
         return (_kind(st.st_mode), st.st_size, st.st_mtime_ns, st.st_atime_ns, st.st_mode,
-                st.st_ino, st.st_dev, st.st_uid, st.st_gid, st.st_ctime_ns)  # fmt: skip
+                st.st_ino, st.st_dev, st.st_uid, st.st_gid, st.st_ctime_ns,
+                st.st_nlink)  # fmt: skip
 
     src = [(name, side(st)) for name, st in _stats(src_fd)]
     try:
@@ -93,9 +94,10 @@ def scan_pair(
     folded = 0
     for name, s in src:
         d = dst.get(name)
-        if (fold_unchanged and d is not None and s[0] == d[0] == FILE and s[1] == d[1]
+        if (fold_unchanged & 1 and d is not None and s[0] == d[0] == FILE and s[1] == d[1]
                 and s[2] == d[2] and s[4] & 0o7777 == d[4] & 0o7777
-                and (fold_unchanged < 2 or (s[7], s[8]) == (d[7], d[8]))):  # fmt: skip
+                and (not fold_unchanged & 2 or (s[7], s[8]) == (d[7], d[8]))
+                and (not fold_unchanged & 4 or s[10] == 1)):  # fmt: skip
             folded += 1
             continue
         out.append((name, s, d))

@@ -158,6 +158,8 @@ class _FilterOrderCommand(click.Command):
 @click.option("--no-group", is_flag=True, help="Leave groups as the running user's.")
 @click.option("--no-xattrs", is_flag=True, help="Do not copy extended attributes.")
 @click.option("--no-acls", is_flag=True, help="Do not copy POSIX ACLs.")
+@click.option("--no-hard-links", is_flag=True,
+              help="Copy each name of a hard-linked file as a file of its own.")
 @click.option(
     "--retry-attempts",
     type=int,
@@ -227,6 +229,7 @@ def sync_cmd(
     no_group: bool,
     no_xattrs: bool,
     no_acls: bool,
+    no_hard_links: bool,
     retry_attempts: int,
     s3_endpoint: str,
     json_out: bool,
@@ -261,6 +264,7 @@ def sync_cmd(
         no_group=no_group,
         no_xattrs=no_xattrs,
         no_acls=no_acls,
+        no_hard_links=no_hard_links,
         retry_attempts=retry_attempts,
         s3_endpoint=s3_endpoint,
         files_from=files_from or "",

@@ -39,6 +39,7 @@ class Stat(NamedTuple):
     st_uid: int
     st_gid: int
     st_ctime_ns: int
+    st_nlink: int
 
 
 class Entry(NamedTuple):
@@ -61,6 +62,7 @@ def merge_walk(
     on_folded: Callable[[int], None] = lambda n: None,
     delete_excluded: bool = False,
     owners: bool = False,
+    hard_links: bool = False,
 ) -> Iterator[Entry]:
     """Yield entries below the two roots, directories before their contents (`dst` None: a
     destination that does not exist yet, as in a dry run).
@@ -76,8 +78,11 @@ def merge_walk(
     source, whatever the source has: a mirror deletes it.
     """
     scan_pair = kernels().scan_pair
-    # 2: a file whose owner or group differs is no longer unchanged (a sync that keeps them).
-    fold = (2 if owners else 1) if fold_unchanged and not rules else 0
+    # Bits for the kernel: 1 fold; 2 a file whose owner or group differs is not unchanged (a
+    # sync that keeps them); 4 a file with several links is never folded when hard links are
+    # kept: each of its names is seen.
+    fold = (1 | (2 if owners else 0) | (4 if hard_links else 0)) if (
+        fold_unchanged and not rules) else 0  # fmt: skip
     protecting = rules.protecting
     stack = [""]
     prune = prune if prune is not None else set()

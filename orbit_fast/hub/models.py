@@ -84,6 +84,7 @@ class JobConfig(Strict):
     no_group: bool | None = None
     no_xattrs: bool | None = None
     no_acls: bool | None = None
+    no_hard_links: bool | None = None
 
 
 class RunRequest(Strict):

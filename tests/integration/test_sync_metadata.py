@@ -108,3 +108,38 @@ def test_a_destination_without_xattrs_gets_one_warning_per_kind(tmp_path: Path):
         assert sorted(os.listdir(dst / "copy")) == [f"f{i}" for i in range(5)]
     finally:
         subprocess.run(["umount", str(dst)], check=False)
+
+
+def test_hard_links_are_kept_as_rsync_H_keeps_them(tmp_path: Path):
+    _need_root_and("rsync")
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    write(src / "a" / "one", b"1" * 5000)
+    write(src / "b" / "two", b"2" * 70_000)
+    os.link(src / "a" / "one", src / "b" / "one-again")
+    os.link(src / "a" / "one", src / "c-one")
+    os.link(src / "b" / "two", src / "a" / "two-again")
+    write(src / "single", b"s")
+    proc = run_cli("sync", str(src), str(dst), "--json")
+    s = summary_of(proc.stdout)
+    assert s["files_copied"] == 3 and s["links_created"] == 3  # each inode once
+    inodes = {p.stat().st_ino for p in dst.rglob("*") if p.is_file()}
+    assert len(inodes) == 3
+    r = subprocess.run(["rsync", "-aHAXS", "--numeric-ids", "-n", "-i", "--delete",
+                        f"{src}/", f"{dst}/"], capture_output=True, text=True, check=True)
+    assert r.stdout.strip() == ""
+    # A link added to a set, and a name that was a separate file before: linked on the rerun,
+    # nothing copied.
+    os.link(src / "single", src / "a" / "single-link")
+    write(dst / "a" / "single-link", b"s")  # a stale separate copy, as a run without -H left
+    proc = run_cli("sync", str(src), str(dst), "--json")
+    assert summary_of(proc.stdout)["files_copied"] == 0
+    assert os.stat(dst / "single").st_ino == os.stat(dst / "a" / "single-link").st_ino
+    r = subprocess.run(["rsync", "-aHAXS", "--numeric-ids", "-n", "-i", "--delete",
+                        f"{src}/", f"{dst}/"], capture_output=True, text=True, check=True)
+    assert r.stdout.strip() == ""
+    # A rerun with nothing changed touches nothing.
+    proc = run_cli("sync", str(src), str(dst), "--json")
+    assert [e for e in json_events(proc.stdout) if e["event"] == "file_done"] == []
+    # --no-hard-links copies each name on its own.
+    run_cli("sync", str(src), str(tmp_path / "flat"), "--no-hard-links")
+    assert len({p.stat().st_ino for p in (tmp_path / "flat").rglob("*") if p.is_file()}) == 7

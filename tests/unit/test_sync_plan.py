@@ -10,10 +10,10 @@ from orbit_fast.coordinator.sync import plan as pl
 from orbit_fast.filters import FilterRules
 
 F = Stat(st_size=10, st_mtime_ns=5, st_atime_ns=1, st_mode=0o100644, st_ino=7, st_dev=1,
-         st_uid=0, st_gid=0, st_ctime_ns=5)
+         st_uid=0, st_gid=0, st_ctime_ns=5, st_nlink=1)
 F_CHMOD = F._replace(st_mode=0o100600)
 F_NEWER = F._replace(st_mtime_ns=6)
-D = Stat(0, 5, 1, 0o40755, 8, 1, 0, 0, 5)
+D = Stat(0, 5, 1, 0o40755, 8, 1, 0, 0, 5, 2)
 
 
 @pytest.mark.parametrize(

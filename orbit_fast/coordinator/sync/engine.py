@@ -117,6 +117,10 @@ class SyncEngine:
         self.identity: guards.Identity | None = None  # the local source root's filesystem
         self.withheld: DeletionsWithheld | None = None
         self.partial = False  # exit code 1 with nothing skipped (metadata a destination lacks)
+        # Hard links (rsync -H): the first name seen of each multi-link source inode, and the
+        # other names, linked to it once the copies are done. Only multi-link files are held.
+        self.link_first: dict[tuple[int, int], str] = {}
+        self.link_later: list[tuple[str, str]] = []
         self.bandwidth = parse_bwlimit(opts.bwlimit)
         self.throttle: Throttle | None = None  # --bwlimit, shared by the run's workers
         # --backup-dir as this run fills it in, and where it keeps files between trees
@@ -362,6 +366,8 @@ class SyncEngine:
         o, c = self.opts, self.c
         if o.mirror:
             self._settle_deletions()
+        if self.link_later and not self.stopping:
+            self._hard_links()
         if self.tree is not None and not o.dry_run and not self.stopping:
             lost = self.tree.finish_dirs()
             if lost:
@@ -476,6 +482,13 @@ class SyncEngine:
             if (self.selection is not None and e.src is not None
                     and self.selection.leaves_out(e.src.st_size, e.src.st_mtime_ns)):  # fmt: skip
                 return  # neither copied nor, being in the source, deleted
+            if (e.src is not None and e.src.st_nlink > 1 and not o.no_hard_links
+                    and e.dst_kind in (None, FILE)):  # fmt: skip
+                key = (e.src.st_dev, e.src.st_ino)
+                first = self.link_first.setdefault(key, e.rel)
+                if first != e.rel:
+                    self.link_later.append((first, e.rel))
+                    return  # linked to the first name once its copy is in place
         target = ""
         same_link = False
         if e.kind == LINK:
@@ -532,6 +545,23 @@ class SyncEngine:
             elif d == pl.COMPARE:
                 assert st is not None
                 self._apply(self.copies.compare(self.copies.transfer(e.rel, st, pl.UPDATE)))
+
+    def _hard_links(self) -> None:
+        """The other names of each multi-link file, linked to its first name's copy."""
+        assert self.tree is not None
+        for first, rel in self.link_later:
+            if self.opts.dry_run:
+                self.emit(p.FileDone(path=p.display_path(rel), action="plan-hardlink", size=0))
+                continue
+            why = self.tree.hard_link(first, rel)
+            if why == MADE:
+                self.c.links_created += 1
+                self.emit(p.FileDone(path=p.display_path(rel), action="hardlink", size=0))
+            elif why == SAME:
+                self.c.files_unchanged += 1
+            else:
+                self._warn("hardlink", rel, why, skipped=True)
+        self.link_later.clear()
 
     def _special(self, e: Entry) -> None:
         """A fifo or device in the source: made alike at the destination (rsync -D)."""

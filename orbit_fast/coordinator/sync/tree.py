@@ -145,6 +145,7 @@ class TreeLister:
             on_folded=lambda n: self._queued.append(Folded(n)),
             delete_excluded=opts.mirror and opts.delete_excluded,
             owners=bool(opts.keep & (m.KEEP_OWNER | m.KEEP_GROUP)),
+            hard_links=not opts.no_hard_links,
         )  # fmt: skip
 
     def start(self) -> None:
@@ -261,6 +262,32 @@ class TreeOps:
                 pass
         self.dst.utime(tmp, (st.st_atime_ns, st.st_mtime_ns))
         self.dst.rename(tmp, rel)
+
+    def hard_link(self, first: str, rel: str) -> str:
+        """Make the destination's `rel` a link to its `first` (the name of the set copied):
+        MADE, SAME (already one inode), or why not (the first is not there: its copy failed)."""
+        try:
+            target = self.dst.lstat(first)
+        except (FileNotFoundError, NotADirectoryError):
+            return f"not linked to {first}: that name is not in the destination"
+        if not stat.S_ISREG(target.st_mode):
+            return f"not linked to {first}: it is not a regular file there"
+        try:
+            have = self.dst.lstat(rel)
+            if (have.st_dev, have.st_ino) == (target.st_dev, target.st_ino):
+                return SAME
+        except (FileNotFoundError, NotADirectoryError):
+            pass
+        d, name = os.path.split(rel)
+        tmp = os.path.join(d, temp_name(name, self.job.token))
+        try:
+            self.dst.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        with self.dst.parent(first) as (sfd, sname), self.dst.parent(tmp) as (dfd, dname):
+            os.link(sname, dname, src_dir_fd=sfd, dst_dir_fd=dfd, follow_symlinks=False)
+        self.dst.rename(tmp, rel)  # replaces a separate copy of an earlier run
+        return MADE
 
     def make_special(self, rel: str, dst_kind: str | None) -> str:
         """A fifo or a device node like the source's (devices as root), made under a temp name
