@@ -170,17 +170,11 @@ def list_dir(repository: str, snapshot: str, path: str = "", limit: int = 1000, 
     """One directory of `snapshot` (a browser's view): its own entry, its first `limit`
     entries in name order, and whether there are more. Reads the trees on `path` and that
     directory's, nothing else."""
-    from orbit_fast.names import shown
-    from orbit_fast.repo.tree import DIR, components, join
+    from orbit_fast.repo.tree import DIR, join
 
     with reading_repository(repository, universe_path, db_path, s3_endpoint, password,
                             claims) as (repo, reader):  # fmt: skip
-        _, snap = repo.resolve(snapshot)
-        parts = components(path)
-        top = reader.find(snap.root, parts)
-        if top is None:
-            raise UsageError(f"not in the snapshot: {shown(path)}")
-        at = b"/".join(parts)
+        at, top = _find(repo, reader, snapshot, path)
         if top.kind != DIR:
             return _listed(at, top), [], False
         out: list[Entry] = []
@@ -222,21 +216,29 @@ def list_entries(repository: str, snapshot: str, path: str = "", *, universe_pat
     RepositoryError, IntegrityError
         Not a repository, or a snapshot or tree is damaged (raised when it is reached).
     """
-    from orbit_fast.names import shown
-    from orbit_fast.repo.tree import DIR, components
+    from orbit_fast.repo.tree import DIR
 
     with reading_repository(repository, universe_path, db_path, s3_endpoint,
                             password) as (repo, reader):  # fmt: skip
-        _, snap = repo.resolve(snapshot)
-        parts = components(path)
-        top = reader.find(snap.root, parts)
-        if top is None:
-            raise UsageError(f"not in the snapshot: {shown(path)}")
-        start = b"/".join(parts)
+        start, top = _find(repo, reader, snapshot, path)
         yield _listed(start, top)
         if top.kind == DIR:
             for rel, e in _below(reader, start, top):
                 yield _listed(rel, e)
+
+
+def _find(repo: Repository, reader: TreeReader, snapshot: str,
+          path: str) -> tuple[bytes, TreeEntry]:  # fmt: skip
+    """`path` of `snapshot`: ("/"-joined path, its entry); UsageError if it is not there."""
+    from orbit_fast.names import shown
+    from orbit_fast.repo.tree import components
+
+    _, snap = repo.resolve(snapshot)
+    parts = components(path)
+    top = reader.find(snap.root, parts)
+    if top is None:
+        raise UsageError(f"not in the snapshot: {shown(path)}")
+    return b"/".join(parts), top
 
 
 def _listed(path: bytes, e: TreeEntry) -> Entry:

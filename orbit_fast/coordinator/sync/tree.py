@@ -245,13 +245,19 @@ class TreeOps:
                 pass
         self.dst.chmod(rel, stat.S_IMODE(src.st_mode))
 
-    def make_link(self, rel: str, target: str, st: Stat) -> None:
+    def _fresh_temp(self, rel: str) -> str:
+        """The temp name beside `rel` that an entry is made under before its rename into
+        place, with whatever an interrupted run left there removed (never followed)."""
         d, name = os.path.split(rel)
         tmp = os.path.join(d, temp_name(name, self.job.token))
         try:
             self.dst.unlink(tmp)
         except FileNotFoundError:
             pass
+        return tmp
+
+    def make_link(self, rel: str, target: str, st: Stat) -> None:
+        tmp = self._fresh_temp(rel)
         self.dst.symlink(target, tmp)
         if self.keep & (m.KEEP_OWNER | m.KEEP_GROUP):  # a link has an owner of its own
             src = self.src.lstat(rel)
@@ -278,12 +284,7 @@ class TreeOps:
                 return SAME
         except (FileNotFoundError, NotADirectoryError):
             pass
-        d, name = os.path.split(rel)
-        tmp = os.path.join(d, temp_name(name, self.job.token))
-        try:
-            self.dst.unlink(tmp)
-        except FileNotFoundError:
-            pass
+        tmp = self._fresh_temp(rel)
         with self.dst.parent(first) as (sfd, sname), self.dst.parent(tmp) as (dfd, dname):
             os.link(sname, dname, src_dir_fd=sfd, dst_dir_fd=dfd, follow_symlinks=False)
         self.dst.rename(tmp, rel)  # replaces a separate copy of an earlier run
@@ -308,12 +309,7 @@ class TreeOps:
                     and have.st_rdev == st.st_rdev and have.st_mode == st.st_mode
                     and (not self.keep & m.KEEP_OWNER or have.st_uid == st.st_uid)):  # fmt: skip
                 return SAME
-        d, name = os.path.split(rel)
-        tmp = os.path.join(d, temp_name(name, self.job.token))
-        try:
-            self.dst.unlink(tmp)
-        except FileNotFoundError:
-            pass
+        tmp = self._fresh_temp(rel)
         try:
             with self.dst.parent(tmp) as (fd, base):
                 os.mknod(base, st.st_mode, st.st_rdev, dir_fd=fd)
