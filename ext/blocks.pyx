@@ -10,7 +10,7 @@ from libc.stdint cimport uint8_t, uint64_t
 from libc.string cimport memcpy
 
 # Bumped whenever a signature or a result changes; orbit_fast._native checks it.
-ABI = 6
+ABI = 7
 
 
 def is_zero(const uint8_t[::1] buf):

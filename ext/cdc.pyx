@@ -17,7 +17,7 @@ that fills `out` stops there: call again with the rest (`consumed` says how far 
 
 from libc.stdint cimport uint8_t, uint64_t
 
-ABI = 6
+ABI = 7
 
 
 cdef class Chunker:

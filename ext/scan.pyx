@@ -22,7 +22,7 @@ from posix.fcntl cimport AT_SYMLINK_NOFOLLOW, F_DUPFD_CLOEXEC, fcntl
 from posix.unistd cimport close
 from posix.stat cimport S_ISDIR, S_ISLNK, S_ISREG, fstatat, struct_stat
 
-ABI = 6
+ABI = 7
 
 cdef enum:
     K_FILE = 0
@@ -171,7 +171,10 @@ def scan_pair(int src_fd, int dst_fd, int fold_unchanged):
     when that side lacks the name; folded counts the unchanged regular files left out (always
     0 without ``fold_unchanged``). ``fold_unchanged`` is bits: 1 folds files of the same size,
     mtime and permission bits; 2 also asks the same owner and group (a sync that keeps them);
-    4 folds no file with more than one link (a sync that keeps hard links sees them all). The caller opened the directories (confine.Tree.open_dir: no
+    4 folds no file with more than one link on either side (a sync that keeps hard links sees
+    every name of a set, and every name the destination links to another); 8 folds only files
+    whose source ctime is before the destination's (equal is not before: ctimes tick coarsely) (its xattrs or ACLs may have changed: a sync
+    that keeps them compares them). The caller opened the directories (confine.Tree.open_dir: no
     symlink followed on the way); an error reading the source raises OSError with
     filename None, one reading the destination OSError with filename b"dst".
     """
@@ -210,7 +213,8 @@ def scan_pair(int src_fd, int dst_fd, int fold_unchanged):
                         and (s[i].mode & 0o7777) == (d[j].mode & 0o7777)
                         and (not fold_unchanged & 2
                              or (s[i].uid == d[j].uid and s[i].gid == d[j].gid))
-                        and (not fold_unchanged & 4 or s[i].nlink == 1)):
+                        and (not fold_unchanged & 4 or (s[i].nlink == 1 and d[j].nlink == 1))
+                        and (not fold_unchanged & 8 or s[i].ctime_ns < d[j].ctime_ns)):
                     folded += 1
                 else:
                     out.append((<bytes>s[i].name, _side(&s[i]), _side(&d[j])))

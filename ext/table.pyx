@@ -19,7 +19,7 @@ from libc.errno cimport errno
 from libc.string cimport memcmp, memcpy
 from posix.unistd cimport pread
 
-ABI = 6
+ABI = 7
 
 DEF REC = 48
 DEF KEY = 32

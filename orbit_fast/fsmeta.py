@@ -1,7 +1,7 @@
 """Metadata a copy keeps beyond data, mode and times: owner and group, xattrs and POSIX ACLs
 (the system.posix_acl_* xattrs), read from one open fd and set on another, so neither end is
 reached by path (docs/sync.md, "What is copied"). Used by the workers for files and by the
-coordinator for directories.
+coordinator for directories and for files whose metadata alone changed.
 """
 
 from __future__ import annotations
@@ -75,10 +75,10 @@ def set_xattrs(fd: int, xattrs: list[tuple[str, bytes]]) -> int:
     return lost
 
 
-def sync_dir(sfd: int, dfd: int, keep: int) -> int:
-    """A destination directory's owner, xattrs and ACLs (the default ACL included) made the
-    source's, each only where it differs (a no-change run writes nothing); the KEEP_* bits
-    the destination refused."""
+def sync_meta(sfd: int, dfd: int, keep: int) -> int:
+    """A destination file's or directory's owner, xattrs and ACLs (a directory's default ACL
+    included) made the source's, each only where it differs (a no-change run writes
+    nothing); the KEEP_* bits the destination refused."""
     sst, dst = os.fstat(sfd), os.fstat(dfd)
     want = read_meta(sfd, sst, keep)
     lost = 0

@@ -16,7 +16,7 @@ if TYPE_CHECKING:
 
 # Every compiled module exports this same number; bump it (and theirs) on any change of a
 # signature or a result.
-ABI = 6
+ABI = 7
 
 
 def is_zero(buf: ReadableBuffer) -> bool:
@@ -75,7 +75,8 @@ def scan_pair(
     ctime_ns, nlink)``
     or None when that side lacks the name; folded counts the unchanged regular files left out
     (``fold_unchanged`` bits: 1 same size, mtime and permission bits on both sides; 2 also the
-    same owner and group; 4 only files with one link), always 0 without ``fold_unchanged``. A
+    same owner and group; 4 only files with one link on both sides; 8 only files whose source
+    ctime is before the destination's), always 0 without ``fold_unchanged``. A
     destination that cannot be read raises OSError with filename b"dst".
     """
 
@@ -97,7 +98,8 @@ def scan_pair(
         if (fold_unchanged & 1 and d is not None and s[0] == d[0] == FILE and s[1] == d[1]
                 and s[2] == d[2] and s[4] & 0o7777 == d[4] & 0o7777
                 and (not fold_unchanged & 2 or (s[7], s[8]) == (d[7], d[8]))
-                and (not fold_unchanged & 4 or s[10] == 1)):  # fmt: skip
+                and (not fold_unchanged & 4 or s[10] == d[10] == 1)
+                and (not fold_unchanged & 8 or s[9] < d[9])):  # fmt: skip
             folded += 1
             continue
         out.append((name, s, d))

@@ -63,6 +63,7 @@ def merge_walk(
     delete_excluded: bool = False,
     owners: bool = False,
     hard_links: bool = False,
+    xmeta: bool = False,
 ) -> Iterator[Entry]:
     """Yield entries below the two roots, directories before their contents (`dst` None: a
     destination that does not exist yet, as in a dry run).
@@ -75,13 +76,16 @@ def merge_walk(
     `prune` after receiving its entry is not descended into. Folding needs every name
     unfiltered, so it is off while there are filter rules. With `delete_excluded` (rsync's
     --delete-excluded) a destination entry the rules leave out is yielded as absent from the
-    source, whatever the source has: a mirror deletes it.
+    source, whatever the source has: a mirror deletes it. With `xmeta` (a sync that keeps
+    xattrs or ACLs) a file whose source ctime is not before the destination's is not folded: its
+    xattrs or ACLs may have changed, and the ctime is the only cheap sign of it.
     """
     scan_pair = kernels().scan_pair
     # Bits for the kernel: 1 fold; 2 a file whose owner or group differs is not unchanged (a
     # sync that keeps them); 4 a file with several links is never folded when hard links are
-    # kept: each of its names is seen.
-    fold = (1 | (2 if owners else 0) | (4 if hard_links else 0)) if (
+    # kept: each of its names is seen; 8 a file whose source ctime is not before the
+    # destination's is not unchanged (xattrs and ACLs kept).
+    fold = (1 | (2 if owners else 0) | (4 if hard_links else 0) | (8 if xmeta else 0)) if (
         fold_unchanged and not rules) else 0  # fmt: skip
     protecting = rules.protecting
     stack = [""]

@@ -77,6 +77,20 @@ def test_a_sync_keeps_what_rsync_aAX_keeps(tmp_path: Path):
     os.removexattr(src / "d2", "user.dir")
     run_cli("sync", str(src), str(dst))
     assert _rsync_differences(src, dst) == []
+    # Only a file's xattrs and ACL change (its size, mtime, mode and owner stay): found by
+    # its ctime, brought without a copy.
+    os.setxattr(src / "d1" / "a", "user.note", b"changed")
+    os.setxattr(src / "d1" / "sub" / "b", "user.new", b"added")
+    subprocess.run(["setfacl", "-m", "u:4243:r", str(src / "d1" / "a")], check=True)
+    subprocess.run(["setfacl", "-x", "u:4242", str(src / "d1" / "a")], check=True)
+    proc = run_cli("sync", str(src), str(dst), "--json")
+    assert summary_of(proc.stdout)["files_copied"] == 0
+    assert sorted(e["path"] for e in json_events(proc.stdout)
+                  if e["event"] == "file_done" and e["action"] == "meta") == ["d1/a", "d1/sub/b"]
+    assert _rsync_differences(src, dst) == []
+    # ... and the run after that compares nothing again.
+    proc = run_cli("sync", str(src), str(dst), "--json")
+    assert [e for e in json_events(proc.stdout) if e["event"] == "file_done"] == []
 
 
 def test_no_owner_no_xattrs_no_acls_turn_each_off(tmp_path: Path):
@@ -140,6 +154,21 @@ def test_hard_links_are_kept_as_rsync_H_keeps_them(tmp_path: Path):
     # A rerun with nothing changed touches nothing.
     proc = run_cli("sync", str(src), str(dst), "--json")
     assert [e for e in json_events(proc.stdout) if e["event"] == "file_done"] == []
+    # A name taken out of a set (a separate copy now, same content and times) is split
+    # from it in the destination: a later change to one would show through the other.
+    shutil.copy2(src / "c-one", src / "c-one.tmp")
+    os.replace(src / "c-one.tmp", src / "c-one")
+    os.unlink(src / "a" / "two-again")  # and a name removed: the set shrinks
+    proc = run_cli("sync", str(src), str(dst), "--mirror", "--json")
+    assert summary_of(proc.stdout)["files_copied"] == 1  # only the split name
+    assert os.stat(dst / "c-one").st_ino != os.stat(dst / "a" / "one").st_ino
+    assert os.stat(dst / "b" / "one-again").st_ino == os.stat(dst / "a" / "one").st_ino
+    assert os.stat(dst / "b" / "two").st_nlink == 1
+    r = subprocess.run(["rsync", "-aHAXS", "--numeric-ids", "-n", "-i", "--delete",
+                        f"{src}/", f"{dst}/"], capture_output=True, text=True, check=True)
+    assert r.stdout.strip() == ""
+    proc = run_cli("sync", str(src), str(dst), "--mirror", "--json")
+    assert [e for e in json_events(proc.stdout) if e["event"] == "file_done"] == []
     # --no-hard-links copies each name on its own.
     run_cli("sync", str(src), str(tmp_path / "flat"), "--no-hard-links")
-    assert len({p.stat().st_ino for p in (tmp_path / "flat").rglob("*") if p.is_file()}) == 7
+    assert len({p.stat().st_ino for p in (tmp_path / "flat").rglob("*") if p.is_file()}) == 6

@@ -5,6 +5,7 @@ Both list directories given as open fds (the walk opens them below its tree, con
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -69,8 +70,8 @@ def _populate(src: bytes, dst: bytes, plan: dict[bytes, tuple[str, str]]) -> Non
 
 
 @settings(max_examples=60, deadline=None)
-@given(st.dictionaries(NAMES, st.tuples(SIDE, SIDE), max_size=8), st.booleans())
-def test_matches_reference(tmp_path_factory, plan, fold: bool) -> None:
+@given(st.dictionaries(NAMES, st.tuples(SIDE, SIDE), max_size=8), st.integers(0, 15))
+def test_matches_reference(tmp_path_factory, plan, fold: int) -> None:
     root = tmp_path_factory.mktemp("scan")
     src, dst = os.fsencode(root / "s"), os.fsencode(root / "d")
     os.mkdir(src)
@@ -108,6 +109,20 @@ def test_folds_only_identical_regular_files(tmp_path: Path, fd) -> None:
             entries, folded = impl.scan_pair(fd(src), fd(dst), 3)
             assert folded == 0 and b"same" in [e[0] for e in entries]
             assert impl.scan_pair(fd(src), fd(dst), 1)[1] == 1
+        os.chown(dst + b"/same", 0, 0)
+    # By ctime (8): a source file whose ctime moved past the destination's (an xattr or ACL
+    # set on it) is listed.
+    same = os.stat(src + b"/same")
+    time.sleep(0.02)  # ctimes tick by the kernel's coarse clock (a few ms)
+    os.utime(dst + b"/same", ns=(same.st_atime_ns, same.st_mtime_ns))  # the same times
+    for impl in (scan, reference):  # the destination's ctime is later: folded
+        assert impl.scan_pair(fd(src), fd(dst), 9)[1] == 1
+    time.sleep(0.02)
+    os.chmod(src + b"/same", same.st_mode)  # the source's ctime alone moves
+    for impl in (scan, reference):
+        assert impl.scan_pair(fd(src), fd(dst), 1)[1] == 1
+        entries, folded = impl.scan_pair(fd(src), fd(dst), 9)
+        assert folded == 0 and b"same" in [e[0] for e in entries]
 
 
 def test_no_destination_lists_the_source_alone(tmp_path: Path, fd) -> None:

@@ -47,6 +47,22 @@ def test_plan_entry(kind, dst_kind, src, dst, mirror, checksum, same_link, want)
                          same_link=same_link) == want  # fmt: skip
 
 
+def test_plan_entry_metadata_only_changes():
+    other_owner = F._replace(st_uid=7)
+    assert pl.plan_entry(FILE, FILE, F, other_owner, mirror=False, checksum=False) == (pl.SKIP,)
+    assert pl.plan_entry(FILE, FILE, F, other_owner, mirror=False, checksum=False,
+                         owners=True) == (pl.META,)  # fmt: skip
+    # A source ctime after the destination's: xattrs or ACLs may differ.
+    changed = F._replace(st_ctime_ns=F.st_ctime_ns + 1)
+    assert pl.plan_entry(FILE, FILE, changed, F, mirror=False, checksum=False) == (pl.SKIP,)
+    assert pl.plan_entry(FILE, FILE, changed, F, mirror=False, checksum=False,
+                         xmeta=True) == (pl.META,)  # fmt: skip
+    assert pl.plan_entry(FILE, FILE, F, changed, mirror=False, checksum=False,
+                         xmeta=True) == (pl.SKIP,)  # fmt: skip
+    assert pl.plan_entry(FILE, FILE, F, F, mirror=False, checksum=False,
+                         xmeta=True) == (pl.META,)  # fmt: skip
+
+
 S = ObjectInfo("a/b", 10, 5, etag="e1")
 S_FILE = ObjectInfo("a/b", 10, 5)
 

@@ -22,7 +22,7 @@ from orbit_fast.cancel import CancelToken
 from orbit_fast.config import FsyncPolicy, SyncOptions, is_remote
 from orbit_fast.coordinator.dispatch import WorkerDeath
 from orbit_fast.coordinator.run import RunLedger
-from orbit_fast.coordinator.scan import DIR, FILE, LINK, OTHER, Entry
+from orbit_fast.coordinator.scan import DIR, FILE, LINK, OTHER, Entry, Stat
 from orbit_fast.coordinator.sync import guards, keep
 from orbit_fast.coordinator.sync import plan as pl
 from orbit_fast.coordinator.sync.outcome import (
@@ -121,6 +121,10 @@ class SyncEngine:
         # other names, linked to it once the copies are done. Only multi-link files are held.
         self.link_first: dict[tuple[int, int], str] = {}
         self.link_later: list[tuple[str, str]] = []
+        # Destination files with several links that this run leaves in place, by inode: the
+        # names and their source inodes (and link counts). Names the source no longer links
+        # together are split apart once the walk is done (_split_links).
+        self.dst_links: dict[tuple[int, int], list[tuple[str, tuple[int, int], int, Stat]]] = {}
         self.bandwidth = parse_bwlimit(opts.bwlimit)
         self.throttle: Throttle | None = None  # --bwlimit, shared by the run's workers
         # --backup-dir as this run fills it in, and where it keeps files between trees
@@ -329,6 +333,8 @@ class SyncEngine:
             while True:
                 if not self.stopping:
                     self._plan_some()
+                    if lister.done and self.dst_links:
+                        self._split_links()
                     self._apply(copies.fill(lambda: self.stopping))
                 if not board.tasks:
                     if self.stopping or (lister.done and not copies.busy()):
@@ -371,7 +377,7 @@ class SyncEngine:
         if self.tree is not None and not o.dry_run and not self.stopping:
             lost = self.tree.finish_dirs()
             if lost:
-                self._apply(self.copies._lost(lost, "."))
+                self._apply(self.copies.lost_meta(lost, "."))
         if not self.stopping:
             self._apply(self.copies.abort_stale_uploads())
         if not self.stopping and self._objects is not None:
@@ -498,7 +504,8 @@ class SyncEngine:
         for d in pl.plan_entry(e.kind, e.dst_kind, e.src, e.dst, mirror=o.mirror,
                                checksum=o.checksum, same_link=same_link,
                                size_only=o.size_only, ignore_existing=o.ignore_existing,
-                               update=o.update, owners=tree.owners):  # fmt: skip
+                               update=o.update, owners=tree.owners,
+                               xmeta=tree.xmeta):  # fmt: skip
             if d == pl.DELETE and e.kind is None:
                 self.doomed.append((e.rel, e.dst_kind))  # after the copies, if the guards let
             elif d == pl.DELETE:  # in the way of the source's entry: replaced now
@@ -532,11 +539,14 @@ class SyncEngine:
                     tree.make_link(e.rel, target, st)
             elif d == pl.SKIP:
                 c.files_unchanged += 1
+                self._note_dst_link(e)
             elif d == pl.META:
                 assert st is not None and e.dst is not None
+                self._note_dst_link(e)
                 c.files_unchanged += 1
-                if not o.dry_run:
-                    tree.fix_meta(e.rel, st, e.dst)
+                lost = 0 if o.dry_run else tree.fix_meta(e.rel, st, e.dst)
+                if lost:
+                    self._apply(self.copies.lost_meta(lost, e.rel))
                 c.files_meta += 1
                 self.emit(p.FileDone(path=p.display_path(e.rel), action="meta", size=0))
             elif d in (pl.COPY, pl.UPDATE):
@@ -545,6 +555,29 @@ class SyncEngine:
             elif d == pl.COMPARE:
                 assert st is not None
                 self._apply(self.copies.compare(self.copies.transfer(e.rel, st, pl.UPDATE)))
+
+    def _note_dst_link(self, e: Entry) -> None:
+        d, s = e.dst, e.src
+        if d is not None and s is not None and d.st_nlink > 1 and not self.opts.no_hard_links:
+            self.dst_links.setdefault((d.st_dev, d.st_ino), []).append(
+                (e.rel, (s.st_dev, s.st_ino), s.st_nlink, s))
+
+    def _split_links(self) -> None:
+        """Destination names linked together whose source files are no longer one inode (a
+        name taken out of a hard-link set): the names of the source's largest set stay, each
+        other one is copied anew, so a later change to one never shows through the other."""
+        groups, self.dst_links = self.dst_links, {}
+        for names in groups.values():
+            by_src: dict[tuple[int, int], list[tuple[str, int, Stat]]] = {}
+            for rel, key, nlink, st in names:
+                by_src.setdefault(key, []).append((rel, nlink, st))
+            if len(by_src) < 2:
+                continue
+            keep = max(by_src, key=lambda k: (by_src[k][0][1], len(by_src[k]), k))
+            for key, members in by_src.items():
+                if key != keep:
+                    for rel, _, st in members:
+                        self._start_copy(self.copies.transfer(rel, st, pl.UPDATE))
 
     def _hard_links(self) -> None:
         """The other names of each multi-link file, linked to its first name's copy."""

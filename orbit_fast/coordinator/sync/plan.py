@@ -1,9 +1,10 @@
 """Planning a sync: what to do with one entry, as pure functions of what both sides show.
 
 Decisions, in the order they are carried out for an entry: SKIP (unchanged), META (content
-unchanged, permission bits differ), COPY (absent from the destination), UPDATE (different
-there), COMPARE (--checksum: same size and mtime, so compare content), MKDIR, DIR (directory
-present on both sides: only its mode and mtime are set at the end), LINK, DELETE (--mirror:
+unchanged; permission bits, owner, xattrs or ACLs may differ), COPY (absent from the
+destination), UPDATE (different there), COMPARE (--checksum: same size and mtime, so compare
+content), MKDIR, DIR (directory present on both sides: only its mode and mtime are set at the
+end), LINK, DELETE (--mirror:
 absent from the source, or in the way of another kind), CONFLICT (another kind is in the way
 and --mirror is off: skipped, with a warning), SPECIAL (sockets, fifos, devices: skipped), and
 for object listings RECORD (unchanged, and worth recording so the next run needs no request)
@@ -29,13 +30,16 @@ CONFLICT, SPECIAL, RECORD, MTIME = "conflict", "special", "record", "mtime"
 def plan_entry(kind: str | None, dst_kind: str | None, src: Stat | None, dst: Stat | None, *,
                mirror: bool, checksum: bool, same_link: bool = False, size_only: bool = False,
                ignore_existing: bool = False, update: bool = False,
-               owners: bool = False) -> tuple[str, ...]:  # fmt: skip
+               owners: bool = False, xmeta: bool = False) -> tuple[str, ...]:  # fmt: skip
     """Decisions for one entry of the merge-walk of two trees.
 
     `kind` / `dst_kind`: FILE, DIR, LINK, OTHER or None (absent on that side); `same_link`:
     both are symlinks with the same target. Between two files: `ignore_existing` never
     replaces one (rsync --ignore-existing), `update` keeps one newer than the source (rsync
-    -u, rclone --update), `size_only` calls equal sizes unchanged (--size-only)."""
+    -u, rclone --update), `size_only` calls equal sizes unchanged (--size-only); `owners`
+    compares owner and group, `xmeta` (xattrs or ACLs kept) calls a file whose source ctime
+    is not before the destination's a META update: its xattrs or ACLs are compared then
+    (ctimes tick coarsely, so an equal one may be later)."""
     if kind is None:
         return (DELETE,) if mirror else ()
     if kind == OTHER:
@@ -61,8 +65,9 @@ def plan_entry(kind: str | None, dst_kind: str | None, src: Stat | None, dst: St
         if dst.st_size == src.st_size and (size_only or dst.st_mtime_ns == src.st_mtime_ns):
             if checksum:
                 return (COMPARE,)
-            moved = stat.S_IMODE(dst.st_mode) != stat.S_IMODE(src.st_mode) or (
-                owners and (dst.st_uid, dst.st_gid) != (src.st_uid, src.st_gid))
+            moved = (stat.S_IMODE(dst.st_mode) != stat.S_IMODE(src.st_mode)
+                     or (owners and (dst.st_uid, dst.st_gid) != (src.st_uid, src.st_gid))
+                     or (xmeta and src.st_ctime_ns >= dst.st_ctime_ns))  # fmt: skip
             return (META,) if moved else (SKIP,)
     return (UPDATE,) if dst_kind is not None else (COPY,)
 

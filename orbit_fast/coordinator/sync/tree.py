@@ -146,6 +146,7 @@ class TreeLister:
             delete_excluded=opts.mirror and opts.delete_excluded,
             owners=bool(opts.keep & (m.KEEP_OWNER | m.KEEP_GROUP)),
             hard_links=not opts.no_hard_links,
+            xmeta=bool(opts.keep & (m.KEEP_XATTRS | m.KEEP_ACLS)),
         )  # fmt: skip
 
     def start(self) -> None:
@@ -205,6 +206,7 @@ class TreeOps:
         self.job = job
         self.keep = keep  # messages.KEEP_*: owners, xattrs, ACLs (SyncOptions.keep)
         self.owners = bool(keep & (m.KEEP_OWNER | m.KEEP_GROUP))
+        self.xmeta = bool(keep & (m.KEEP_XATTRS | m.KEEP_ACLS))
         # (rel, mode, atime, mtime, source ctime; 0: made by this run)
         self.dirs: list[tuple[str, int, int, int, int]] = []
 
@@ -233,17 +235,34 @@ class TreeOps:
     def chmod(self, rel: str, mode: int) -> None:
         self.dst.chmod(rel, stat.S_IMODE(mode))
 
-    def fix_meta(self, rel: str, src: Stat, dst: Stat) -> None:
-        """An unchanged file's owner and permission bits made the source's (rsync's
-        attributes-only update): the owner first, as chown clears setuid bits."""
-        uid = src.st_uid if self.keep & m.KEEP_OWNER else -1
-        gid = src.st_gid if self.keep & m.KEEP_GROUP else -1
-        if (uid >= 0 and uid != dst.st_uid) or (gid >= 0 and gid != dst.st_gid):
+    def fix_meta(self, rel: str, src: Stat, dst: Stat) -> int:
+        """An unchanged file's owner, xattrs, ACLs and permission bits made the source's
+        (rsync's attributes-only update): the owner first, as chown clears setuid bits, the
+        mode last, as setting an ACL sets the group bits. Both files are opened (no link
+        followed) and changed through their fds; the KEEP_* bits the destination refused.
+        The chmod always happens, so the destination's ctime passes the source's and the
+        next run folds the file again."""
+        if not self.keep:
+            self.dst.chmod(rel, stat.S_IMODE(src.st_mode))
+            return 0
+        from orbit_fast.fsmeta import sync_meta
+
+        flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+        sfd = self.src.open_file(rel, flags)
+        try:
+            if not stat.S_ISREG(os.fstat(sfd).st_mode):
+                return 0  # replaced meanwhile: the next run sees it
+            dfd = self.dst.open_file(rel, flags)
             try:
-                self.dst.chown(rel, uid, gid)
-            except PermissionError:
-                pass
-        self.dst.chmod(rel, stat.S_IMODE(src.st_mode))
+                if not stat.S_ISREG(os.fstat(dfd).st_mode):
+                    return 0
+                lost = sync_meta(sfd, dfd, self.keep)
+                os.fchmod(dfd, stat.S_IMODE(src.st_mode))
+                return lost
+            finally:
+                os.close(dfd)
+        finally:
+            os.close(sfd)
 
     def _fresh_temp(self, rel: str) -> str:
         """The temp name beside `rel` that an entry is made under before its rename into
@@ -366,7 +385,7 @@ class TreeOps:
             # Owner, xattrs and ACLs are compared only where the source directory changed
             # (its ctime) after the destination's did, or the directory is new: a no-change
             # run opens no directory again.
-            if self.keep and (src_ctime == 0 or src_ctime > st.st_ctime_ns):
+            if self.keep and (src_ctime == 0 or src_ctime >= st.st_ctime_ns):
                 lost |= self._dir_meta(rel)
             if stat.S_IMODE(st.st_mode) != stat.S_IMODE(mode):
                 dst.chmod(rel, stat.S_IMODE(mode))
@@ -376,7 +395,7 @@ class TreeOps:
         return lost
 
     def _dir_meta(self, rel: str) -> int:
-        from orbit_fast.fsmeta import sync_dir
+        from orbit_fast.fsmeta import sync_meta
 
         try:
             sfd = self.src.open_dir(rel)
@@ -385,7 +404,7 @@ class TreeOps:
         try:
             dfd = self.dst.open_dir(rel)
             try:
-                return sync_dir(sfd, dfd, self.keep)
+                return sync_meta(sfd, dfd, self.keep)
             finally:
                 os.close(dfd)
         finally:
@@ -542,7 +561,7 @@ class BlockCopies:
                           atime_ns=tr.atime_ns, mode=tr.mode, src=tr.relb, src_id=tr.ident,
                           fsync=self._fsync_each, keep=self._keep)  # fmt: skip
 
-    def _lost(self, lost: int, rel: str) -> list[Outcome]:
+    def lost_meta(self, lost: int, rel: str) -> list[Outcome]:
         """A warning the first time the destination refuses each kind of metadata (one per
         kind per run, exit code 1); the data is in place."""
         new = lost & ~self.lost_reported
@@ -590,7 +609,7 @@ class BlockCopies:
         elif isinstance(res, m.FileDigested):
             return self._digested(tr, rec.kind, res)
         elif isinstance(res, m.FileFinalized):
-            return self._lost(res.lost, tr.rel) + self._file_done(tr)
+            return self.lost_meta(res.lost, tr.rel) + self._file_done(tr)
         elif isinstance(res, m.SourceChanged):
             tr.failed = tr.failed or "changed"
         elif isinstance(res, m.TaskFailed):
@@ -629,7 +648,7 @@ class BlockCopies:
             raise AssertionError(f"unexpected result of a CopyFiles task: {res!r}")
         out: list[Outcome] = []
         if isinstance(res, m.FilesCopied) and res.lost:
-            out += self._lost(res.lost, batch[0].rel)
+            out += self.lost_meta(res.lost, batch[0].rel)
         for i, tr in enumerate(batch):
             tr.outstanding -= 1
             why = failed.get(i)
