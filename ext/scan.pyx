@@ -59,6 +59,7 @@ cdef struct Ent:
     unsigned int uid
     unsigned int gid
     unsigned long long nlink
+    unsigned long long rdev
 
 
 cdef int _cmp(const void *a, const void *b) noexcept nogil:
@@ -147,6 +148,7 @@ cdef int _list(int dir_fd, Ent **out, Py_ssize_t *count) noexcept nogil:
         ents[n].uid = st.st_uid
         ents[n].gid = st.st_gid
         ents[n].nlink = st.st_nlink
+        ents[n].rdev = st.st_rdev
         n += 1
     closedir(d)
     if n > 1:
@@ -228,9 +230,9 @@ def scan_pair(int src_fd, int dst_fd, int fold_unchanged):
 
 def scan_dir(int dir_fd):
     """List one directory (an open fd, the caller's) for a backup: a list, sorted by name,
-    of ``(name, (kind, size, mtime_ns, atime_ns, mode, ctime_ns, ino, uid, gid, dev))``; the
-    fields a snapshot records and its "unchanged since the parent" test needs, from one
-    fstatat per entry."""
+    of ``(name, (kind, size, mtime_ns, atime_ns, mode, ctime_ns, ino, uid, gid, dev, nlink,
+    rdev))``; the fields a snapshot records and its "unchanged since the parent" test needs,
+    from one fstatat per entry."""
     cdef Ent *e = NULL
     cdef Py_ssize_t n = 0, i
     cdef int rc, err = 0
@@ -243,7 +245,7 @@ def scan_dir(int dir_fd):
     try:
         return [(<bytes>e[i].name, (e[i].kind, e[i].size, e[i].mtime_ns, e[i].atime_ns,
                                     e[i].mode, e[i].ctime_ns, e[i].ino, e[i].uid, e[i].gid,
-                                    e[i].dev))
+                                    e[i].dev, e[i].nlink, e[i].rdev))
                 for i in range(n)]
     finally:
         _free(e, n)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import errno
 import os
+from collections.abc import Callable
 from typing import NamedTuple
 
 from orbit_fast.messages import KEEP_ACLS, KEEP_GROUP, KEEP_OWNER, KEEP_XATTRS
@@ -24,30 +25,47 @@ class Meta(NamedTuple):
 _ACL_XATTRS = ("system.posix_acl_access", "system.posix_acl_default")
 
 
-def read_meta(fd: int, st: os.stat_result, keep: int) -> Meta:
-    """The source's owner and xattrs (ACLs are xattrs: system.posix_acl_*), read through its
-    open fd. An xattr that vanishes between the list and the read is left out."""
+def read_xattrs(at: int | str, keep: int) -> list[tuple[str, bytes]]:
+    """The xattrs of an open fd, or a path (followed), that `keep` asks for (ACLs are xattrs:
+    system.posix_acl_*). An xattr that vanishes between the list and the read is left out."""
     xattrs: list[tuple[str, bytes]] = []
-    if keep & (KEEP_XATTRS | KEEP_ACLS):
+    if not keep & (KEEP_XATTRS | KEEP_ACLS):
+        return xattrs
+    try:
+        names = os.listxattr(at)
+    except OSError:  # a filesystem without xattrs
+        return xattrs
+    root = os.geteuid() == 0
+    for name in names:
+        acl = name in _ACL_XATTRS
+        if not (keep & (KEEP_ACLS if acl else KEEP_XATTRS)):
+            continue
+        if not (acl or root or name.startswith("user.")):
+            # Other namespaces (security.selinux, ...) only as root, as rsync -X: another
+            # user could never set them, and every run would warn.
+            continue
         try:
-            names = os.listxattr(fd)
-        except OSError:  # a source filesystem without xattrs
-            names = []
-        root = os.geteuid() == 0
-        for name in names:
-            acl = name in _ACL_XATTRS
-            if not (keep & (KEEP_ACLS if acl else KEEP_XATTRS)):
-                continue
-            if not (acl or root or name.startswith("user.")):
-                # Other namespaces (security.selinux, ...) only as root, as rsync -X: another
-                # user could never set them, and every run would warn.
-                continue
-            try:
-                xattrs.append((name, os.getxattr(fd, name)))
-            except OSError:
-                continue
+            xattrs.append((name, os.getxattr(at, name)))
+        except OSError:
+            continue
+    return xattrs
+
+
+def xattrs_beneath(open_path: Callable[[int], int], keep: int) -> list[tuple[str, bytes]]:
+    """read_xattrs of an entry of any kind but a symlink, opened by `open_path(flags)` with
+    O_PATH (no link followed, no device or fifo opened for I/O) and read through its
+    /proc/self/fd name, which is that very inode."""
+    fd = open_path(os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        return read_xattrs(f"/proc/self/fd/{fd}", keep)
+    finally:
+        os.close(fd)
+
+
+def read_meta(fd: int, st: os.stat_result, keep: int) -> Meta:
+    """The source's owner and xattrs, read through its open fd."""
     return Meta(st.st_uid if keep & KEEP_OWNER else -1,
-                st.st_gid if keep & KEEP_GROUP else -1, xattrs)  # fmt: skip
+                st.st_gid if keep & KEEP_GROUP else -1, read_xattrs(fd, keep))  # fmt: skip
 
 
 def set_owner(fd: int, meta: Meta, keep: int) -> int:
@@ -60,7 +78,7 @@ def set_owner(fd: int, meta: Meta, keep: int) -> int:
     return 0
 
 
-def set_xattrs(fd: int, xattrs: list[tuple[str, bytes]]) -> int:
+def set_xattrs(fd: int | str, xattrs: list[tuple[str, bytes]]) -> int:
     """Set each xattr; the KEEP_* bits of those the destination refused (no support, or a
     namespace this process may not write)."""
     lost = 0

@@ -29,7 +29,7 @@ FILE, DIR, LINK, OTHER = 0, 1, 2, 3
 # What scan_pair reports per side: kind, size, mtime_ns, atime_ns, mode, ino, dev.
 Side: TypeAlias = tuple[int, int, int, int, int, int, int, int, int, int, int]
 # What scan_dir reports: kind, size, mtime_ns, atime_ns, mode, ctime_ns, ino, uid, gid, dev.
-Full: TypeAlias = tuple[int, int, int, int, int, int, int, int, int, int]
+Full: TypeAlias = tuple[int, int, int, int, int, int, int, int, int, int, int, int]
 
 
 def _stats(dir_fd: int) -> list[tuple[bytes, os.stat_result]]:
@@ -57,10 +57,11 @@ def _kind(m: int) -> int:
 
 
 def scan_dir(dir_fd: int) -> list[tuple[bytes, Full]]:
-    """Sorted (name, (kind, size, mtime_ns, atime_ns, mode, ctime_ns, ino, uid, gid, dev)) of
-    the directory open at `dir_fd`, for a backup."""
+    """Sorted (name, (kind, size, mtime_ns, atime_ns, mode, ctime_ns, ino, uid, gid, dev,
+    nlink, rdev)) of the directory open at `dir_fd`, for a backup."""
     return [(name, (_kind(st.st_mode), st.st_size, st.st_mtime_ns, st.st_atime_ns, st.st_mode,
-                    st.st_ctime_ns, st.st_ino, st.st_uid, st.st_gid, st.st_dev))
+                    st.st_ctime_ns, st.st_ino, st.st_uid, st.st_gid, st.st_dev, st.st_nlink,
+                    st.st_rdev))
             for name, st in _stats(dir_fd)]  # fmt: skip
 
 

@@ -200,8 +200,10 @@ def snapshots_cmd(repo: str, json_out: bool) -> None:
 @click.argument("path", required=False, default="")
 @with_state
 @json_option
+@click.option("-l", "--long", "long_", is_flag=True,
+              help="Owners, link counts, and + for a POSIX ACL, @ for other xattrs.")
 def ls_cmd(repo: str, snapshot: str, path: str, db_path: str, universe_path: str,
-           json_out: bool) -> None:  # fmt: skip
+           json_out: bool, long_: bool) -> None:  # fmt: skip
     """List what SNAPSHOT ("latest" or an id prefix) holds at or below PATH."""
     from orbit_fast.api import list_entries
     from orbit_fast.errors import OrbitError
@@ -214,12 +216,24 @@ def ls_cmd(repo: str, snapshot: str, path: str, db_path: str, universe_path: str
             if json_out:  # (the JSON encoder escapes control characters)
                 print(json.dumps({"path": n.path.decode("utf-8", "backslashreplace") or ".",
                                   "kind": n.kind, "size": n.size, "mode": n.mode,
-                                  "mtime_ns": n.mtime_ns, "chunks": n.chunks}))  # fmt: skip
+                                  "mtime_ns": n.mtime_ns, "chunks": n.chunks, "uid": n.uid,
+                                  "gid": n.gid, "user": n.user, "group": n.group,
+                                  "links": n.links, "xattrs": list(n.xattrs),
+                                  "rdev": n.rdev}))  # fmt: skip
             else:
                 suffix = ("/" if n.kind == "d" else f" -> {shown(n.target)}" if n.kind == "l"
                           else "")  # fmt: skip
-                click.echo(f"{n.kind} {oct(n.mode)[2:]:>4} {n.size:>12}  {_when(n.mtime_ns)}  "
-                           f"{shown(n.path) or '.'}{suffix}")  # fmt: skip
+                size = (f"{os.major(n.rdev)}, {os.minor(n.rdev)}" if n.kind in ("c", "b")
+                        else str(n.size))  # fmt: skip
+                if long_:
+                    mark = "+" if n.acl else "@" if n.xattrs else " "
+                    user, group = shown(n.user) or str(n.uid), shown(n.group) or str(n.gid)
+                    click.echo(f"{n.kind} {oct(n.mode)[2:]:>4}{mark} {n.links:>3} {user:<8} "
+                               f"{group:<8} {size:>12}  {_when(n.mtime_ns)}  "
+                               f"{shown(n.path) or '.'}{suffix}")  # fmt: skip
+                else:
+                    click.echo(f"{n.kind} {oct(n.mode)[2:]:>4} {size:>12}  "
+                               f"{_when(n.mtime_ns)}  {shown(n.path) or '.'}{suffix}")  # fmt: skip
     except OrbitError as err:
         _fail(err, json_out)
 
@@ -263,12 +277,17 @@ def diff_cmd(repo: str, snap1: str, snap2: str, db_path: str, universe_path: str
 @with_state
 @json_option
 @click.option("--no-progress", is_flag=True, help="No progress bar, even on a terminal.")
+@click.option("--numeric-ids", is_flag=True,
+              help="As root, owners by the ids in the snapshot, not by their names.")
 def restore_cmd(repo: str, snapshot: str, paths: tuple[str, ...], target: str, db_path: str,
-                universe_path: str, json_out: bool, no_progress: bool) -> None:  # fmt: skip
+                universe_path: str, json_out: bool, no_progress: bool,
+                numeric_ids: bool) -> None:  # fmt: skip
     """Restore SNAPSHOT ("latest" or an id prefix), or only PATHS of it, into --target.
 
-    Files are byte-identical with their mode and times (and owners as root). Rerun to resume:
-    files already in place are skipped.
+    Files are byte-identical with their mode and times, xattrs and ACLs; hard links are
+    links again, fifos and (as root) devices are made; as root, owners by name where this
+    system knows the name (--numeric-ids: by id). Rerun to resume: files already in place
+    are skipped.
     """
     from orbit_fast.api import restore
     from orbit_fast.cli.render import Renderer
@@ -278,7 +297,8 @@ def restore_cmd(repo: str, snapshot: str, paths: tuple[str, ...], target: str, d
     endpoint, pw = _endpoint(), _password()
     run_engine(lambda cancel: restore(repo, snapshot, target, paths, on_event=renderer,
                                       cancel=cancel, universe_path=universe_path,
-                                      db_path=db_path, s3_endpoint=endpoint, password=pw),
+                                      db_path=db_path, s3_endpoint=endpoint, password=pw,
+                                      numeric_ids=numeric_ids),
                renderer, json_out)  # fmt: skip
 
 

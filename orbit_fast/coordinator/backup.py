@@ -48,7 +48,9 @@ from orbit_fast.errors import (
     WorkerFailed,
 )
 from orbit_fast.filters import FilterRules
+from orbit_fast.fsmeta import xattrs_beneath
 from orbit_fast.index.universe import Universe
+from orbit_fast.messages import KEEP_ACLS, KEEP_XATTRS
 from orbit_fast.repo import snapshot as snapfmt
 from orbit_fast.repo import tree as treefmt
 from orbit_fast.repo.pack_writer import PackWriter
@@ -65,24 +67,61 @@ PROGRESS_EVERY_S = 0.25
 
 # A listing: (directory path, [(name, stat tuple)] sorted by name), or None for a directory
 # that could not be read. The stat tuple is scan_dir's (kind, size, mtime, atime, mode, ctime,
-# ino, uid, gid, dev).
+# ino, uid, gid, dev, nlink, rdev).
 Listing = tuple[bytes, "list[tuple[bytes, tuple[int, ...]]] | None"]
 
 _KINDS = (treefmt.FILE, treefmt.DIR, treefmt.LINK, "")  # by the scan kernel's kind codes
+_SPECIAL = {st.S_IFIFO: treefmt.FIFO, st.S_IFCHR: treefmt.CHR, st.S_IFBLK: treefmt.BLK}
 
 
-def entry_of(name: bytes, s: tuple[int, ...], target: bytes = b"") -> Entry:
-    """An entry from a scan_dir stat tuple."""
-    kind = _KINDS[s[0]]
+class Owners:
+    """User and group names by id, looked up once each (a name that does not resolve: "")."""
+
+    def __init__(self) -> None:
+        self.users: dict[int, str] = {}
+        self.groups: dict[int, str] = {}
+
+    def user(self, uid: int) -> str:
+        name = self.users.get(uid)
+        if name is None:
+            import pwd
+
+            try:
+                name = pwd.getpwuid(uid).pw_name
+            except KeyError:
+                name = ""
+            self.users[uid] = name
+        return name
+
+    def group(self, gid: int) -> str:
+        name = self.groups.get(gid)
+        if name is None:
+            import grp
+
+            try:
+                name = grp.getgrgid(gid).gr_name
+            except KeyError:
+                name = ""
+            self.groups[gid] = name
+        return name
+
+
+def entry_of(name: bytes, s: tuple[int, ...], target: bytes = b"",
+             owners: Owners | None = None) -> Entry:  # fmt: skip
+    """An entry from a scan_dir stat tuple (a fifo or device: its kind from the mode)."""
+    kind = _KINDS[s[0]] or _SPECIAL[st.S_IFMT(s[4])]
     return Entry(name=name, kind=kind, mode=st.S_IMODE(s[4]), uid=s[7], gid=s[8],
                  mtime_ns=s[2], atime_ns=s[3], ctime_ns=s[5], ino=s[6],
-                 size=s[1] if kind == treefmt.FILE else 0, target=target)  # fmt: skip
+                 size=s[1] if kind == treefmt.FILE else 0, target=target, dev=s[9],
+                 links=s[10], rdev=s[11] if kind in (treefmt.CHR, treefmt.BLK) else 0,
+                 user=owners.user(s[7]) if owners else "",
+                 group=owners.group(s[8]) if owners else "")  # fmt: skip
 
 
 def root_stat(root: Tree) -> tuple[int, ...]:
     r = root.lstat("")
     return (1, 0, r.st_mtime_ns, r.st_atime_ns, r.st_mode, r.st_ctime_ns, r.st_ino, r.st_uid,
-            r.st_gid, r.st_dev)  # fmt: skip
+            r.st_gid, r.st_dev, r.st_nlink, 0)  # fmt: skip
 
 
 def walk(root: Tree, rules: FilterRules, on_unreadable: Callable[[str, OSError], None]
@@ -90,9 +129,9 @@ def walk(root: Tree, rules: FilterRules, on_unreadable: Callable[[str, OSError],
     """The listing of every directory (the root's first), depth first, each directory before
     its subdirectories, names sorted; filtered; symlinks reported, never followed: each
     directory is opened below the root without following a link in any component
-    (confine.py), so one swapped for a link after it was listed is unreadable. Sockets,
-    fifos and devices are left out (docs/backup.md). Holds the directories still to visit:
-    the depth times the widest directory, not the file count."""
+    (confine.py), so one swapped for a link after it was listed is unreadable. Fifos and
+    devices are kept (as entries), sockets left out (docs/backup.md). Holds the directories
+    still to visit: the depth times the widest directory, not the file count."""
     scan_dir = kernels().scan_dir
     stack = [b""]
     while stack:
@@ -110,8 +149,8 @@ def walk(root: Tree, rules: FilterRules, on_unreadable: Callable[[str, OSError],
         kept: list[tuple[bytes, tuple[int, ...]]] = []
         subdirs = []
         for name, s in entries:
-            if s[0] == OTHER:
-                continue
+            if s[0] == OTHER and st.S_IFMT(s[4]) not in _SPECIAL:
+                continue  # a socket: its program makes it again when it listens
             if rules:
                 rel = rel_dir + b"/" + name if rel_dir else name
                 if not rules.included(os.fsdecode(rel), s[0] == DIR):
@@ -153,7 +192,7 @@ def walk_store(store: Any, rules: FilterRules, on_skip: OnSkip
             continue
         mtime = info.mtime_ns or 0
         ino = xxhash.xxh64_intdigest(info.sig.encode()) >> 1
-        files[info.name] = (0, info.size, mtime, mtime, 0o100644, 0, ino, uid, gid, 0)
+        files[info.name] = (0, info.size, mtime, mtime, 0o100644, 0, ino, uid, gid, 0, 1, 0)
         parent, _, _ = info.name.rpartition("/")
         child = info.name
         while True:
@@ -176,13 +215,13 @@ def walk_store(store: Any, rules: FilterRules, on_skip: OnSkip
                     kept.append((name, files[c]))
                 else:
                     mc = newest.get(c, 0)
-                    kept.append((name, (1, 0, mc, mc, 0o40755, 0, 0, uid, gid, 0)))
+                    kept.append((name, (1, 0, mc, mc, 0o40755, 0, 0, uid, gid, 0, 1, 0)))
                     subdirs.append(c)
             yield os.fsencode(d), kept
             stack.extend(reversed(subdirs))
 
     m0 = newest.get("", 0)
-    return (1, 0, m0, m0, 0o40755, 0, 0, uid, gid, 0), listings()
+    return (1, 0, m0, m0, 0o40755, 0, 0, uid, gid, 0, 1, 0), listings()
 
 
 def _unchanged(old: Entry | None, s: tuple[int, ...], remote: bool = False) -> bool:
@@ -335,9 +374,14 @@ class Backup:
             root_s = root_stat(self.tree)
             listings = walk(self.tree, rules,
                             lambda r, e: self._warn(r, "unreadable_dir", e.strerror or str(e)))
-        root = entry_of(b"", root_s)
+        self.owners = None if self.remote else Owners()
+        self.linked: dict[tuple[int, int], Entry] = {}  # files with several links, read
+        self.metas: dict[bytes, bytes] = {}  # encoded xattr set -> its id
+        root = entry_of(b"", root_s, owners=self.owners)
         if parent is not None and _same_inode(parent.root, root):
-            root.atime_ns = parent.root.atime_ns
+            root.atime_ns, root.meta = parent.root.atime_ns, parent.root.meta
+        else:
+            root.meta = self._meta_id(b"")
         self.root = root
         # Directories listed by their parent and not yet by the walk: (parent, slot, the
         # parent snapshot's tree of it).
@@ -461,31 +505,37 @@ class Backup:
                     except OSError as exc:
                         self._warn(os.fsdecode(rel), "unreadable", exc.strerror or str(exc))
                         continue
-                e = entry_of(name, s, target)
+                e = entry_of(name, s, target, self.owners)
                 while cur is not None and cur.name < name:
                     cur = next(old, None)
                 prev = cur if cur is not None and cur.name == name else None
                 at = len(d.entries)
                 d.entries.append(e)
-                if e.kind == treefmt.DIR:
+                if e.kind != treefmt.FILE:
                     if _same_inode(prev, e):
                         assert prev is not None
-                        e.atime_ns = prev.atime_ns
-                    self.waiting[rel] = (d, at, prev.subtree if prev is not None
-                                         and prev.kind == treefmt.DIR else b"")  # fmt: skip
-                    d.pending += 1
-                    continue
-                if e.kind == treefmt.LINK:
-                    if _same_inode(prev, e):
-                        assert prev is not None
-                        e.atime_ns = prev.atime_ns
+                        e.atime_ns, e.meta = prev.atime_ns, prev.meta
+                    elif e.kind != treefmt.LINK:  # (a symlink's xattrs are not kept)
+                        e.meta = self._meta_id(rel)
+                    if e.kind == treefmt.DIR:
+                        self.waiting[rel] = (d, at, prev.subtree if prev is not None
+                                             and prev.kind == treefmt.DIR else b"")  # fmt: skip
+                        d.pending += 1
                     continue
                 counters.files_scanned += 1
                 if _unchanged(prev, s, remote):
                     assert prev is not None
                     e.chunks, e.mtime_ns, e.atime_ns = prev.chunks, prev.mtime_ns, prev.atime_ns
+                    e.meta = prev.meta
                     self._count_file(e, prev is None, unchanged=True)
                     continue
+                e.meta = self._meta_id(rel)
+                if e.links > 1:  # another name of a file this run has read: not read again
+                    first = self.linked.get((e.dev, e.ino))
+                    if first is not None and first.size == e.size:
+                        e.chunks = first.chunks
+                        self._count_file(e, prev is None)
+                        continue
                 path = os.fsdecode(rel)
                 if remote and not e.mtime_ns:  # S3: the file's mtime is in the metadata
                     e.mtime_ns = e.atime_ns = self.src.stat_info(path).mtime_ns or 0
@@ -505,6 +555,27 @@ class Backup:
             self._progress()
         counters.scan_done = True
 
+    def _meta_id(self, rel: bytes) -> bytes:
+        """The id of the xattr set (ACLs among its xattrs) of the local entry `rel`, stored
+        once; b"" for none (a remote source has none)."""
+        tree = self.tree
+        if tree is None:
+            return b""
+        try:
+            xattrs = xattrs_beneath(lambda flags: tree.open_file(rel, flags), KEEP_XATTRS
+                                    | KEEP_ACLS)  # fmt: skip
+        except OSError:  # gone, or no longer what was listed: the next backup sees it
+            return b""
+        if not xattrs:
+            return b""
+        raw = treefmt.encode_meta([(os.fsencode(n), v) for n, v in xattrs])
+        mid = self.metas.get(raw)
+        if mid is None:
+            mid = self.trees.put_meta_raw(raw)
+            if len(self.metas) < 65536:
+                self.metas[raw] = mid
+        return mid
+
     def _count_file(self, e: Entry, new: bool, unchanged: bool = False) -> None:
         self.files_total += 1
         self.bytes_total += e.size
@@ -522,6 +593,8 @@ class Backup:
         e = f.dir.entries[f.slot]
         assert e is not None
         e.chunks = b"".join(f.chunks)
+        if e.links > 1:
+            self.linked[(e.dev, e.ino)] = e
         self._count_file(e, f.new)
         self.counters.files_done += 1
         self._settle(f.dir)

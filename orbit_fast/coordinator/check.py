@@ -90,6 +90,7 @@ def verify(repo: Repository, universe: Universe, quick: bool,
     snaps = repo.snapshot_names()
     reader = TreeReader(repo, universe)
     walked: set[bytes] = set()
+    metas_seen: set[bytes] = set()
     for sname in snaps:
         try:
             snap = repo.load_snapshot(sname)
@@ -103,8 +104,11 @@ def verify(repo: Repository, universe: Universe, quick: bool,
             problems.append(f"snapshot {sname[:8]}: {exc}")
             auth_failed |= isinstance(exc, AuthenticationFailed)
 
+        metas = [(b"", snap.root)]
         for where, run in reader.walk(snap.tree, walked, bad_tree):
             for e in run:
+                if e.meta and e.meta not in metas_seen:
+                    metas.append((where, e))
                 for cid in e.chunk_ids():
                     if cid in good:
                         continue
@@ -113,6 +117,18 @@ def verify(repo: Repository, universe: Universe, quick: bool,
                         f"snapshot {sname[:8]} file {shown(join(where, e.name))} "
                         f"chunk {cid.hex()[:16]}: {why}"
                     )
+        for where, e in metas:  # each xattr set read and checked once
+            mid = e.meta
+            if not mid or mid in metas_seen:
+                continue
+            assert isinstance(mid, bytes)
+            metas_seen.add(mid)
+            try:
+                reader.meta(mid)
+            except IntegrityError as exc:
+                problems.append(f"snapshot {sname[:8]} entry "
+                                f"{shown(join(where, e.name)) or '.'}: {exc}")  # fmt: skip
+                auth_failed |= isinstance(exc, AuthenticationFailed)
     summary = p.VerifySummary(
         exit_code=int(ExitCode.AUTHENTICATION if auth_failed else
                       ExitCode.INTEGRITY if problems else ExitCode.OK), quick=quick,

@@ -64,22 +64,28 @@ def plan_forget(snaps: list[tuple[str, snapfmt.Snapshot]], keep_last: int = 0,
 
 
 def live_blobs(repo: Repository, universe: Universe) -> np.ndarray:
-    """The sorted, unique ids (numpy "V32") of every tree and chunk some snapshot reaches.
+    """The sorted, unique ids (numpy "V32") of every tree, xattr set and chunk some snapshot
+    reaches.
     Each tree is read once however many snapshots share it; a snapshot or tree that cannot be
     read stops the prune (its chunks would look dead). Memory: 32 bytes per live blob, plus
     the ids gathered since the last merge (at most as many again), plus a set of tree ids."""
     reader = TreeReader(repo, universe)
     trees: set[bytes] = set()
+    metas: set[bytes] = set()  # xattr sets: few, however many entries name them
     merged = np.empty(0, "V32")
     pending = bytearray()
     for _, snap in repo.snapshots():
+        if snap.root.meta:
+            metas.add(snap.root.meta)  # type: ignore[arg-type]
         for _, entries in reader.walk(snap.tree, trees):
             for e in entries:
                 pending += e.chunks
+                if e.meta:
+                    metas.add(e.meta)  # type: ignore[arg-type]
             if len(pending) > max(32 << 20, 32 * len(merged)):
                 merged = np.unique(np.concatenate([merged, np.frombuffer(pending, "V32")]))
                 pending = bytearray()
-    pending += b"".join(trees)
+    pending += b"".join(trees) + b"".join(metas)
     return np.unique(np.concatenate([merged, np.frombuffer(bytes(pending), "V32")]))
 
 

@@ -10,6 +10,7 @@ CLI's start-up) stays cheap.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -46,12 +47,24 @@ class Entry(NamedTuple):
     """One file, directory or link of a snapshot, as `list_entries` lists it."""
 
     path: bytes  # relative to the backup root, "/"-joined; b"" is the root itself
-    kind: str  # "f" file, "d" directory, "l" link
+    kind: str  # "f" file, "d" directory, "l" link, "p" fifo, "c" / "b" device
     mode: int
     size: int
     mtime_ns: int
     target: bytes  # a link's target, else b""
     chunks: int  # how many chunks the file's content is stored in
+    uid: int = 0
+    gid: int = 0
+    user: str = ""  # the owner's name when the backup could resolve it
+    group: str = ""
+    links: int = 1  # names of this inode in the backup's source (hard links)
+    xattrs: tuple[str, ...] = ()  # names of its xattrs, POSIX ACLs among them
+    rdev: int = 0  # devices
+
+    @property
+    def acl(self) -> bool:
+        """It has a POSIX ACL (access or default): `ls -l` shows "+", as GNU ls does."""
+        return any(x.startswith("system.posix_acl_") for x in self.xattrs)
 
 
 def warn(message: str) -> None:
@@ -176,13 +189,13 @@ def list_dir(repository: str, snapshot: str, path: str = "", limit: int = 1000, 
                             claims) as (repo, reader):  # fmt: skip
         at, top = _find(repo, reader, snapshot, path)
         if top.kind != DIR:
-            return _listed(at, top), [], False
+            return _listed(at, top, reader), [], False
         out: list[Entry] = []
         for e in reader.entries(top.subtree, at):
             if len(out) == limit:
-                return _listed(at, top), out, True
-            out.append(_listed(join(at, e.name), e))
-        return _listed(at, top), out, False
+                return _listed(at, top, reader), out, True
+            out.append(_listed(join(at, e.name), e, reader))
+        return _listed(at, top, reader), out, False
 
 
 def list_entries(repository: str, snapshot: str, path: str = "", *, universe_path: str = "",
@@ -221,10 +234,10 @@ def list_entries(repository: str, snapshot: str, path: str = "", *, universe_pat
     with reading_repository(repository, universe_path, db_path, s3_endpoint,
                             password) as (repo, reader):  # fmt: skip
         start, top = _find(repo, reader, snapshot, path)
-        yield _listed(start, top)
+        yield _listed(start, top, reader)
         if top.kind == DIR:
             for rel, e in _below(reader, start, top):
-                yield _listed(rel, e)
+                yield _listed(rel, e, reader)
 
 
 def _find(repo: Repository, reader: TreeReader, snapshot: str,
@@ -241,8 +254,13 @@ def _find(repo: Repository, reader: TreeReader, snapshot: str,
     return b"/".join(parts), top
 
 
-def _listed(path: bytes, e: TreeEntry) -> Entry:
-    return Entry(path, e.kind, e.mode, e.size, e.mtime_ns, e.target, e.chunk_count)
+def _listed(path: bytes, e: TreeEntry, reader: TreeReader) -> Entry:
+    names: tuple[str, ...] = ()
+    if e.meta:
+        assert isinstance(e.meta, bytes)
+        names = tuple(os.fsdecode(k) for k, _ in reader.meta(e.meta).xattrs)
+    return Entry(path, e.kind, e.mode, e.size, e.mtime_ns, e.target, e.chunk_count, e.uid,
+                 e.gid, e.user, e.group, e.links, names, e.rdev)  # fmt: skip
 
 
 def _below(reader: TreeReader, rel: bytes, d: TreeEntry) -> Iterator[tuple[bytes, TreeEntry]]:
@@ -284,7 +302,8 @@ def diff_snapshots(
     (change, path)
         Each directory before its entries, names in byte order; change is "+" added, "-"
         removed (everything below an added or removed directory too), "M" content (or kind or
-        link target) changed, "T" metadata only (mode, owner, mtime).
+        link target) changed, "T" metadata only (mode, owner, mtime, xattrs and ACLs, hard
+        links).
 
     Raises
     ------
@@ -305,10 +324,11 @@ def diff_snapshots(
                 yield sign, path
 
         def changed(rel: bytes, x: TreeEntry, y: TreeEntry) -> Iterator[tuple[str, bytes]]:
-            if (x.kind, x.chunks, x.target) != (y.kind, y.chunks, y.target):
+            if (x.kind, x.chunks, x.target, x.rdev) != (y.kind, y.chunks, y.target, y.rdev):
                 yield "M", rel
-            elif (x.mode, x.uid, x.gid, x.mtime_ns) != (y.mode, y.uid, y.gid, y.mtime_ns):
-                yield "T", rel
+            elif (x.mode, x.uid, x.gid, x.mtime_ns, x.meta, x.links, x.user, x.group) != (
+                    y.mode, y.uid, y.gid, y.mtime_ns, y.meta, y.links, y.user, y.group):
+                yield "T", rel  # fmt: skip
             if x.kind == DIR and y.kind == DIR:
                 if x.subtree != y.subtree:
                     yield from merge(rel, x, y)
@@ -355,6 +375,7 @@ def restore(
     allowed_roots: tuple[str, ...] = (),
     password: PasswordSource | None = None,
     claims: StateClaims | None = None,
+    numeric_ids: bool = False,
 ) -> RestoreSummary:
     """Restore `paths` (default: everything) of `snapshot` into `target`.
 
@@ -379,6 +400,9 @@ def restore(
     allowed_roots
         When given, `target` must be reached from one of them through directories only
         when the restore starts (roots.check_roots), else OutsideRoots and nothing is written.
+    numeric_ids
+        As root, owners by the ids in the snapshot; by default by name where the snapshot
+        holds a name this system knows (tar and restic do the same), else by id.
 
     Returns
     -------
@@ -397,7 +421,7 @@ def restore(
                            s3_endpoint, password, claims) as (repo, universe):  # fmt: skip
         _, snap = repo.resolve(snapshot)
         return run(repo, universe, snap, target, paths, on_event or _quiet,
-                   cancel or CancelToken(), allowed_roots)  # fmt: skip
+                   cancel or CancelToken(), allowed_roots, numeric_ids)  # fmt: skip
 
 
 def verify(repository: str, quick: bool = False, *, on_event: Callable[[Event], None] | None = None,

@@ -17,8 +17,14 @@ mode, and no symlink exists in a directory while anything is written below it.
 
 Owners and the setuid, setgid and sticky bits are applied only when running as root, and only
 to entries this restore created (never to a directory that was already there); otherwise those
-bits are dropped. A rerun skips files already in place (a regular file of the same size and
-mtime), so an interrupted restore resumes.
+bits are dropped. Owners are restored by name where the snapshot has one that this system
+knows (as tar and restic do), else by id; `numeric_ids` always by id. xattrs and POSIX ACLs
+are set on the temp file's descriptor before its rename (on a directory's before its mode);
+what the target or this user cannot take (trusted.* and security.* need root, device nodes
+too) is reported once per kind, exit code 1. Names of one inode in the snapshot (hard links)
+are restored as links to the first one restored; fifos and device nodes are made. A rerun
+skips files already in place (a regular file of the same size and mtime), so an interrupted
+restore resumes.
 """
 
 from __future__ import annotations
@@ -47,7 +53,7 @@ from orbit_fast.index.universe import Universe
 from orbit_fast.names import shown
 from orbit_fast.repo import snapshot as snapfmt
 from orbit_fast.repo.repository import Repository
-from orbit_fast.repo.tree import DIR, LINK, Entry, components, join
+from orbit_fast.repo.tree import BLK, CHR, DIR, FIFO, LINK, SPECIALS, Entry, components, join
 from orbit_fast.repo.trees import TreeReader
 from orbit_fast.roots import Reached, check_run, open_end
 
@@ -109,15 +115,15 @@ def open_target(target: str, reached: Reached | None = None) -> tuple[Tree, bool
 
 def restore(repo: Repository, universe: Universe, snap: snapfmt.Snapshot, target: str,
             paths: tuple[str, ...], on_event: Callable[[p.Event], None],
-            cancel: CancelToken,
-            allowed_roots: tuple[str, ...] = ()) -> p.RestoreSummary:  # fmt: skip
+            cancel: CancelToken, allowed_roots: tuple[str, ...] = (),
+            numeric_ids: bool = False) -> p.RestoreSummary:  # fmt: skip
     t0 = time.monotonic()
     target = os.path.abspath(target)
     reached = check_run((("restore target", target),), allowed_roots)
     repo.sync_index(universe)
     reader = TreeReader(repo, universe)
     want = select(reader, snap, paths)  # before anything is written
-    run = _Restore(repo, universe, reader, on_event)
+    run = _Restore(repo, universe, reader, on_event, numeric_ids)
     # The root's first entry is taken before the target is made: a root tree that is refused
     # makes no target (and is read once).
     root_todo = run.todo(b"", snap.root, want)
@@ -148,9 +154,16 @@ class _Restore:
     tree: Tree  # the target, from run()
 
     def __init__(self, repo: Repository, universe: Universe, reader: TreeReader,
-                 on_event: Callable[[p.Event], None]) -> None:  # fmt: skip
+                 on_event: Callable[[p.Event], None],
+                 numeric_ids: bool = False) -> None:  # fmt: skip
         self.repo, self.universe, self.reader = repo, universe, reader
         self.on_event = on_event
+        self.numeric_ids = numeric_ids
+        self.ids: dict[tuple[str, str], int] = {}  # ("u"|"g", name) -> this system's id
+        # Files of several links restored so far: (dev, ino) -> path below the target.
+        self.first_link: dict[tuple[int, int], bytes] = {}
+        self.lost = 0  # messages.KEEP_* bits the target refused (said once each)
+        self.no_devices = False
         self.key = repo.config.key_bytes
         self.as_root = os.geteuid() == 0
         self.counters = p.Counters()
@@ -220,6 +233,16 @@ class _Restore:
                         stack.append(_Frame(rel, e, fd, self.todo(rel, e, below), created))
                     elif e.kind == LINK:
                         top.links.append(e)
+                    elif e.kind in SPECIALS:
+                        self._special(top.fd, e)
+                    elif e.links > 1 and (e.dev, e.ino) in self.first_link:
+                        if want is not None:
+                            counters.files_total += 1
+                            counters.bytes_total += e.size
+                        self._hard_link(top.fd, self.first_link[(e.dev, e.ino)], e)
+                        counters.bytes_done += e.size
+                        placed += e.size
+                        restored += 1
                     else:
                         if want is not None:
                             counters.files_total += 1
@@ -231,6 +254,10 @@ class _Restore:
                         elif self._file(top.fd, rel, e):
                             restored += 1
                             placed += e.size
+                        else:
+                            continue
+                        if e.links > 1:
+                            self.first_link[(e.dev, e.ino)] = rel
                 except OSError as exc:
                     raise self._error(rel, exc) from exc
                 now = time.monotonic()
@@ -245,7 +272,8 @@ class _Restore:
         problems = self.problems
         summary = p.RestoreSummary(
             exit_code=int(ExitCode.AUTHENTICATION if self.auth_failed else
-                          ExitCode.INTEGRITY if problems else ExitCode.OK),
+                          ExitCode.INTEGRITY if problems else
+                          ExitCode.PARTIAL if self.lost or self.no_devices else ExitCode.OK),
             files_restored=restored, files_skipped=skipped, bytes_total=placed,
             problems=problems, elapsed_s=round(time.monotonic() - t0, 3),
         )  # fmt: skip
@@ -341,9 +369,7 @@ class _Restore:
                 self.counters.bytes_done += len(data)
             if written != node.size:
                 return f"its chunks hold {written} bytes, the snapshot says {node.size}"
-            if self.as_root:  # before the mode: chown clears the setuid and setgid bits
-                os.fchown(fd, node.uid, node.gid)
-            os.fchmod(fd, self._mode(node, created=True))
+            self._meta(fd, node, created=True)
             os.utime(fd, ns=(node.atime_ns, node.mtime_ns))
             os.rename(tmp, name, src_dir_fd=pfd, dst_dir_fd=pfd)
             done = True
@@ -370,14 +396,136 @@ class _Restore:
             os.unlink(name, dir_fd=pfd)  # a directory there is an error, as it was
         os.symlink(node.target, name, dir_fd=pfd)
         if self.as_root:
-            os.chown(name, node.uid, node.gid, dir_fd=pfd, follow_symlinks=False)
+            os.chown(name, *self._owner(node), dir_fd=pfd, follow_symlinks=False)
         os.utime(name, ns=(node.atime_ns, node.mtime_ns), dir_fd=pfd, follow_symlinks=False)
 
     def _dir_meta(self, fd: int, node: Entry, created: bool) -> None:
-        if self.as_root and created:
-            os.fchown(fd, node.uid, node.gid)
-        os.fchmod(fd, self._mode(node, created))
+        if created:
+            self._meta(fd, node, created)
+        else:
+            os.fchmod(fd, self._mode(node, created))
         os.utime(fd, ns=(node.atime_ns, node.mtime_ns))
+
+    # ---- metadata beyond mode and times ------------------------------------------------------
+
+    def _owner(self, node: Entry) -> tuple[int, int]:
+        """The entry's owner on this system: by name where the snapshot has a name this
+        system knows (tar's and restic's rule), else (and with numeric_ids) by id."""
+        if self.numeric_ids:
+            return node.uid, node.gid
+        return (self._id("u", node.user, node.uid), self._id("g", node.group, node.gid))
+
+    def _id(self, kind: str, name: str, default: int) -> int:
+        if not name:
+            return default
+        got = self.ids.get((kind, name))
+        if got is None:
+            import grp
+            import pwd
+
+            try:
+                got = pwd.getpwnam(name).pw_uid if kind == "u" else grp.getgrnam(name).gr_gid
+            except KeyError:
+                got = -1
+            self.ids[(kind, name)] = got
+        return default if got < 0 else got
+
+    def _meta(self, at: int | str, node: Entry, created: bool) -> None:
+        """Owner (as root), xattrs and ACLs, then the mode, on an open fd (or a /proc/self/fd
+        path): chown clears the setuid and setgid bits, and setting an ACL sets group bits."""
+        if self.as_root:
+            os.chown(at, *self._owner(node))
+        if node.meta:
+            self._xattrs(at, node)
+        os.chmod(at, self._mode(node, created))
+
+    def _xattrs(self, at: int | str, node: Entry) -> None:
+        from orbit_fast.fsmeta import set_xattrs
+
+        assert isinstance(node.meta, bytes)
+        try:
+            ms = self.reader.meta(node.meta)
+        except IntegrityError as exc:
+            where = shown(node.name)
+            self.problems.append(f"{where}: {exc}")
+            self.on_event(p.Warning(msgid="integrity", path=where, message=str(exc)))
+            return
+        xattrs = [(os.fsdecode(k), v) for k, v in ms.xattrs]
+        if not self.as_root:  # what another user could never set: said once, not tried
+            from orbit_fast.messages import KEEP_XATTRS
+
+            keep = [(k, v) for k, v in xattrs if k.startswith(("user.", "system.posix_acl_"))]
+            if len(keep) != len(xattrs):
+                self._lose(KEEP_XATTRS, node)
+            xattrs = keep
+        self._lose(set_xattrs(at, xattrs), node)
+
+    def _lose(self, bits: int, node: Entry) -> None:
+        from orbit_fast.messages import KEEP_ACLS, KEEP_XATTRS
+
+        new = bits & ~self.lost
+        if not new:
+            return
+        self.lost |= new
+        what = " and ".join(name for bit, name in ((KEEP_XATTRS, "extended attributes"),
+                                                   (KEEP_ACLS, "POSIX ACLs")) if new & bit)
+        self.on_event(p.Warning(msgid="metadata", path=shown(node.name), message=(
+            f"the target does not take {what} (first at this entry; its filesystem lacks "
+            "them, or this user may not set them: trusted.* and security.* need root): "
+            "restored without them")))  # fmt: skip
+
+    def _hard_link(self, pfd: int, first: bytes, node: Entry) -> None:
+        """`node` made a link to `first` (restored earlier in this run), under a temp name
+        and renamed into place; already one inode: left."""
+        name = node.name
+        with self.tree.parent(first) as (ffd, fname):
+            src = os.stat(fname, dir_fd=ffd, follow_symlinks=False)
+            try:
+                have = os.stat(name, dir_fd=pfd, follow_symlinks=False)
+                if (have.st_dev, have.st_ino) == (src.st_dev, src.st_ino):
+                    return
+            except FileNotFoundError:
+                pass
+            tmp = _tmp_name(name)
+            try:
+                os.unlink(tmp, dir_fd=pfd)
+            except FileNotFoundError:
+                pass
+            os.link(fname, tmp, src_dir_fd=ffd, dst_dir_fd=pfd, follow_symlinks=False)
+        os.rename(tmp, name, src_dir_fd=pfd, dst_dir_fd=pfd)
+
+    def _special(self, pfd: int, node: Entry) -> None:
+        """A fifo or a device node (as root; otherwise said once and left out), made under a
+        temp name with its metadata (through an O_PATH descriptor of it: never followed) and
+        renamed into place; one already there alike is left."""
+        name = node.name
+        fmt = {FIFO: stat.S_IFIFO, CHR: stat.S_IFCHR, BLK: stat.S_IFBLK}[node.kind]
+        try:
+            have = os.stat(name, dir_fd=pfd, follow_symlinks=False)
+            if stat.S_IFMT(have.st_mode) == fmt and have.st_rdev == node.rdev:
+                return  # in place (resume)
+        except FileNotFoundError:
+            pass
+        tmp = _tmp_name(name)
+        try:
+            os.unlink(tmp, dir_fd=pfd)
+        except FileNotFoundError:
+            pass
+        try:
+            os.mknod(tmp, fmt | 0o600, node.rdev, dir_fd=pfd)
+        except PermissionError:
+            if not self.no_devices:
+                self.no_devices = True
+                self.on_event(p.Warning(msgid="metadata", path=shown(node.name), message=(
+                    "a device node: only root may make one; left out (first of them)")))
+            return
+        fd = os.open(tmp, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=pfd)
+        try:
+            self._meta(f"/proc/self/fd/{fd}", node, created=True)
+            os.utime(f"/proc/self/fd/{fd}", ns=(node.atime_ns, node.mtime_ns))
+        finally:
+            os.close(fd)
+        os.rename(tmp, name, src_dir_fd=pfd, dst_dir_fd=pfd)
 
 
 def _tmp_name(name: bytes) -> bytes:

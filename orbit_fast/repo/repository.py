@@ -55,10 +55,11 @@ from orbit_fast.repo import snapshot as snapfmt
 if TYPE_CHECKING:
     import numpy as np
 
-# 3: authenticated encryption (crypto.py, repo/keys.py). 2: directories as trees in packs,
-# snapshots naming a root tree (repo/tree.py). Earlier formats are refused: no repository of
-# them was deployed.
-FORMAT = 3
+# 4: tree entries keep xattrs and ACLs (shared MetaSet blobs), hard links, owner names and
+# special files. 3: authenticated encryption (crypto.py, repo/keys.py). 2: directories as
+# trees in packs, snapshots naming a root tree (repo/tree.py). Earlier formats are refused:
+# no repository of them was deployed.
+FORMAT = 4
 ENCRYPTION = "aes-256-gcm"  # crypto.py; "none": --insecure-no-encryption
 CONFIG_AD = b"config"
 LOCK = "locks/exclusive"
@@ -206,7 +207,8 @@ class Repository:
         if isinstance(version, int) and version < FORMAT:
             raise RepositoryError(
                 f"{url} is a format {version} repository, which this orbit-fast does not read "
-                f"(format {FORMAT} is encrypted and stores directories as trees). Back up into "
+                f"(format {FORMAT} is encrypted, stores directories as trees and keeps xattrs, "
+                "ACLs and hard links). Back up into "
                 "a new repository with this version; the old one is left as it is"
             )
         encryption = fields.get("encryption", "none")

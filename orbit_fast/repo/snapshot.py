@@ -11,7 +11,7 @@ Its name: in an encrypted repository, the keyed BLAKE3-256 (the chunk-id key) of
 which is sealed with that name as associated data, so a snapshot copied or replayed under
 another name fails authentication; in an unencrypted one, the BLAKE3-256 of the file.
 
-Snapshots of earlier formats ("ORBSNAP1", "ORBSNAP2") are refused with a message: no
+Snapshots of earlier formats ("ORBSNAP1" to "ORBSNAP3") are refused with a message: no
 repository of those formats was deployed, so none is read.
 """
 
@@ -30,8 +30,8 @@ from orbit_fast.repo.tree import DIR, Entry, check_entry
 if TYPE_CHECKING:
     from orbit_fast.crypto import Sealer
 
-MAGIC = b"ORBSNAP3"
-OLD_MAGICS = (b"ORBSNAP1", b"ORBSNAP2")
+MAGIC = b"ORBSNAP4"
+OLD_MAGICS = (b"ORBSNAP1", b"ORBSNAP2", b"ORBSNAP3")
 FLAG_SEALED = 1
 HEADER = struct.Struct("<8sII")
 HEADER_MAX_BYTES = 16 << 20  # time, host, source, tags: a few hundred bytes in practice

@@ -31,7 +31,9 @@ from orbit_fast.errors import IntegrityError
 from orbit_fast.names import shown
 
 FILE, DIR, LINK = "f", "d", "l"
-KINDS = frozenset((FILE, DIR, LINK))
+FIFO, CHR, BLK = "p", "c", "b"  # special files, as ls -l shows them
+SPECIALS = frozenset((FIFO, CHR, BLK))
+KINDS = frozenset((FILE, DIR, LINK)) | SPECIALS
 ID_BYTES = 32
 # A directory is stored in one tree up to this encoded size; larger ones are paged. 1 MiB is
 # about 8,000 entries of small files: a page read costs one ranged GET.
@@ -53,12 +55,24 @@ _Mode = Annotated[int, msgspec.Meta(ge=0, le=0o7777)]  # permission bits only
 _Id = Annotated[int, msgspec.Meta(ge=0, le=(1 << 32) - 2)]  # (1 << 32) - 1 is "no change"
 _Ns = Annotated[int, msgspec.Meta(ge=-(1 << 63), le=(1 << 63) - 1)]  # what utimensat takes
 _Size = Annotated[int, msgspec.Meta(ge=0)]
+_Count = Annotated[int, msgspec.Meta(ge=0, le=(1 << 32) - 1)]
+_Owner = Annotated[str, msgspec.Meta(max_length=256)]
+# An entry's xattr and ACL set: in a tree, the 1-based index of the set's id in the tree's
+# `metas` (0: none); once TreeReader.load has resolved it, and in a snapshot's root entry,
+# the id itself (b"": none).
+_MetaRef = Annotated[int, msgspec.Meta(ge=0, le=MAX_ENTRIES)] | bytes
 
 
 class Entry(msgspec.Struct, array_like=True):
-    """One name in a directory: a file (with its chunk ids), a directory (with its tree's id)
-    or a symlink (with its target). The snapshot's root has name b"". Not frozen: backup fills
-    a file's chunks in place once its workers are done with it."""
+    """One name in a directory: a file (with its chunk ids), a directory (with its tree's id),
+    a symlink (with its target) or a fifo or device (with its device number). The snapshot's
+    root has name b"". Not frozen: backup fills a file's chunks in place once its workers
+    are done with it.
+
+    `dev`, `ino` and `links` say which files are one inode (hard links: restored as links);
+    `user` and `group` are the owner's names when the backup could resolve them (a restore
+    by name uses them); `meta` names the entry's xattrs and POSIX ACLs (a MetaSet blob, stored
+    once however many entries share it)."""
 
     name: bytes
     kind: str  # FILE | DIR | LINK
@@ -73,6 +87,12 @@ class Entry(msgspec.Struct, array_like=True):
     target: bytes = b""  # links
     chunks: bytes = b""  # files: concatenated 32-byte chunk ids, in file order
     subtree: bytes = b""  # directories: the id of the directory's tree
+    rdev: int = 0  # devices
+    dev: int = 0
+    links: _Count = 1
+    user: _Owner = ""
+    group: _Owner = ""
+    meta: _MetaRef = b""
 
     def chunk_ids(self) -> list[bytes]:
         c = self.chunks
@@ -90,10 +110,45 @@ class Page(msgspec.Struct, array_like=True, frozen=True):
 
 
 class TreeBlob(msgspec.Struct, array_like=True):
-    """A directory's entries, or (a large directory) the index of its pages; never both."""
+    """A directory's entries, or (a large directory) the index of its pages; never both.
+    `metas`: the ids of the MetaSets its entries name, each once (an entry's `meta` is an
+    index into it), so a tree of files sharing one ACL holds its id once."""
 
     entries: list[Entry] = []
     pages: list[Page] = []
+    metas: list[bytes] = []
+
+
+class MetaSet(msgspec.Struct, array_like=True, frozen=True):
+    """An entry's extended attributes, its POSIX ACLs among them (the system.posix_acl_access
+    and system.posix_acl_default xattrs, in the kernel's binary form), sorted by name. Stored
+    as a blob named by its keyed hash, like a tree: ten million files with one ACL share one."""
+
+    xattrs: list[tuple[bytes, bytes]]
+
+
+ACL_NAMES = (b"system.posix_acl_access", b"system.posix_acl_default")
+MAX_META_BYTES = 4 << 20  # Linux: 64 KiB per value, and what listxattr can return
+_meta_decoder = msgspec.msgpack.Decoder(MetaSet)
+
+
+def encode_meta(xattrs: list[tuple[bytes, bytes]]) -> bytes:
+    return _encoder.encode(MetaSet(sorted(xattrs)))
+
+
+def decode_meta(label: str, raw: bytes) -> MetaSet:
+    """A MetaSet from its bytes, checked: names sorted, each once, none empty or holding NUL."""
+    try:
+        ms = _meta_decoder.decode(raw)
+    except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+        raise IntegrityError(f"{label} cannot be decoded ({exc}); run `orbit-fast verify`"
+                             ) from exc  # fmt: skip
+    prev = None
+    for name, _ in ms.xattrs:
+        if not name or b"\0" in name or (prev is not None and name <= prev):
+            raise hostile(label, f"xattr '{shown(name)}' is empty, out of order or twice")
+        prev = name
+    return ms
 
 
 _encoder = msgspec.msgpack.Encoder()
@@ -104,18 +159,37 @@ def encode(blob: TreeBlob) -> bytes:
     return _encoder.encode(blob)
 
 
+def encode_entries(entries: list[Entry]) -> bytes:
+    """The stored tree of `entries`, whose `meta` are set ids (b"": none): each distinct id
+    once in `metas`, in order of first use, and each entry's `meta` its 1-based index there.
+    The entries are given back as they came (their ids), after the encoding."""
+    ids: dict[bytes, int] = {}
+    held: list[tuple[Entry, bytes]] = []
+    for e in entries:
+        mid = e.meta
+        if isinstance(mid, bytes):
+            held.append((e, mid))
+            e.meta = ids.setdefault(mid, len(ids) + 1) if mid else 0
+    try:
+        return encode(TreeBlob(entries=entries, metas=list(ids)))
+    finally:
+        for e, mid in held:
+            e.meta = mid
+
+
 def split(entries: list[Entry]) -> tuple[list[list[Entry]], list[bytes]] | None:
     """None if `entries` fit one tree, else the runs of entries to store as pages and their
     encodings (deterministic: the same entries give the same pages)."""
     direct = 0
     sizes = []
     for e in entries:
-        n = len(e.name) + len(e.chunks) + len(e.target) + len(e.subtree) + 64
+        n = len(e.name) + len(e.chunks) + len(e.target) + len(e.subtree) + len(e.user) + len(
+            e.group) + 96  # fmt: skip
         sizes.append(n)
         direct += n
     if direct <= DIRECT_BYTES // 2:  # an over-estimate of the encoding: surely one tree
         return None
-    if len(encode(TreeBlob(entries=entries))) <= DIRECT_BYTES and len(entries) <= MAX_ENTRIES:
+    if len(encode_entries(entries)) <= DIRECT_BYTES and len(entries) <= MAX_ENTRIES:
         return None
     pages: list[list[Entry]] = []
     start = held = 0
@@ -128,7 +202,7 @@ def split(entries: list[Entry]) -> tuple[list[list[Entry]], list[bytes]] | None:
             start, held = i + 1, 0
     if start < len(entries):
         pages.append(entries[start:])
-    return pages, [encode(TreeBlob(entries=p)) for p in pages]
+    return pages, [encode_entries(p) for p in pages]
 
 
 def _count(raw: bytes) -> int:
@@ -181,10 +255,19 @@ def unsafe_name(name: bytes) -> str:
     return ""
 
 
-def check_entry(e: Entry) -> str:
-    """Why entry `e` cannot be restored (its name aside): "" if it can."""
+def check_entry(e: Entry, metas: int = -1) -> str:
+    """Why entry `e` cannot be restored (its name aside): "" if it can. `metas`: how many
+    MetaSet ids its tree lists (-1: a snapshot's root entry, which names its set's id)."""
     if e.kind not in KINDS:
         return f"has unknown kind {e.kind!r}"
+    if metas >= 0 and not (e.meta == b"" or (isinstance(e.meta, int) and e.meta <= metas)):
+        return "names an xattr set its tree does not list"
+    if metas < 0 and not (isinstance(e.meta, bytes) and len(e.meta) in (0, ID_BYTES)):
+        return "names a damaged xattr set id"
+    if e.rdev and e.kind not in (CHR, BLK):
+        return "is not a device but has a device number"
+    if e.kind in SPECIALS and e.size:
+        return "is a special file with a size"
     if e.kind == DIR:
         if len(e.subtree) != ID_BYTES or e.chunks or e.target:
             return "is a directory without a tree id"
@@ -204,7 +287,7 @@ def check_tree(label: str, blob: TreeBlob) -> None:
     one clean component each, names strictly increasing (so none twice), kinds consistent;
     an index lists pages in increasing order of first name and holds no entries itself."""
     if blob.pages:
-        if blob.entries:
+        if blob.entries or blob.metas:
             raise hostile(label, "it holds both entries and pages")
         if len(blob.pages) > MAX_PAGES:
             raise hostile(label, f"it lists {len(blob.pages)} pages")
@@ -218,15 +301,21 @@ def check_tree(label: str, blob: TreeBlob) -> None:
                 raise hostile(label, f"page '{shown(pg.first)}' {why}")
             prev = pg.first
         return
-    check_entries(label, blob.entries, None)
+    if blob.metas and (len(blob.metas) > MAX_ENTRIES
+                       or any(len(i) != ID_BYTES for i in blob.metas)):  # fmt: skip
+        raise hostile(label, "its list of xattr sets is damaged")
+    check_entries(label, blob.entries, None, len(blob.metas))
 
 
-def check_entries(label: str, entries: list[Entry], after: bytes | None) -> None:
-    """check_tree for a run of entries that must all come after the name `after`."""
+def check_entries(label: str, entries: list[Entry], after: bytes | None,
+                  metas: int | None = None) -> None:  # fmt: skip
+    """check_tree for a run of entries that must all come after the name `after`; `metas`:
+    the length of their tree's `metas` (None: entries resolved already, as TreeReader gives
+    them)."""
     prev = after
     for e in entries:
         name = e.name
-        why = unsafe_name(name) or check_entry(e)
+        why = unsafe_name(name) or check_entry(e, metas if metas is not None else -1)
         if not why and prev is not None and name <= prev:
             why = "is listed twice" if name == prev else "is out of order"
         if why:

@@ -40,6 +40,7 @@ class TreeReader:
         self.key = repo.config.key_bytes
         self.trees_read = 0
         self.bytes_read = 0
+        self._metas: dict[bytes, treefmt.MetaSet] = {}
 
     def load(self, tid: bytes, where: bytes = b"") -> TreeBlob:
         """The tree `tid` (of the directory `where`, for messages), checked. IntegrityError if
@@ -59,7 +60,38 @@ class TreeReader:
         if chunk_id(self.key, raw) != tid:
             raise IntegrityError(f"{what} is damaged (its content does not match its id); run "
                                  "`orbit-fast verify`")  # fmt: skip
-        return treefmt.decode(what, raw)
+        tree = treefmt.decode(what, raw)
+        if tree.metas:  # indices into the tree's list of sets: the ids themselves from here on
+            ids = [b"", *tree.metas]
+            for e in tree.entries:
+                e.meta = ids[e.meta] if e.meta != b"" else b""  # type: ignore[index]
+        else:
+            for e in tree.entries:
+                e.meta = b""
+        return tree
+
+    def meta(self, mid: bytes) -> treefmt.MetaSet:
+        """The xattr set `mid`, checked (and kept: a repository holds few distinct sets)."""
+        ms = self._metas.get(mid)
+        if ms is not None:
+            return ms
+        what = f"xattr set {mid.hex()[:8]}"
+        loc = self.universe.locate(self.repo.id, [mid])[0]
+        if loc is None:
+            raise IntegrityError(f"{what} is missing from the repository; run `orbit-fast "
+                                 "verify` to see which snapshots need it")  # fmt: skip
+        try:
+            raw = decompress(self.repo.read_blob(mid, loc, what),
+                             max_bytes=treefmt.MAX_META_BYTES)  # fmt: skip
+        except CorruptBlob as exc:
+            raise IntegrityError(f"{what} is damaged ({exc}); run `orbit-fast verify`") from exc
+        if chunk_id(self.key, raw) != mid:
+            raise IntegrityError(f"{what} is damaged (its content does not match its id); run "
+                                 "`orbit-fast verify`")  # fmt: skip
+        ms = treefmt.decode_meta(what, raw)
+        if len(self._metas) < 4096:
+            self._metas[mid] = ms
+        return ms
 
     def entries(self, tid: bytes, where: bytes = b"") -> Iterator[Entry]:
         """The entries of the directory whose tree is `tid`, in name order (a paged
@@ -171,11 +203,16 @@ class TreeWriter:
         would bring in: a no-change backup of 1M files touched ~10k of them)."""
         split = treefmt.split(entries)
         if split is None:
-            return self._store(treefmt.encode(TreeBlob(entries=entries)), old)
+            return self._store(treefmt.encode_entries(entries), old)
         pages, raws = split
         index = [treefmt.Page(p[0].name, self._store(raw), len(p))
                  for p, raw in zip(pages, raws, strict=True)]  # fmt: skip
         return self._store(treefmt.encode(TreeBlob(pages=index)), old)
+
+    def put_meta_raw(self, raw: bytes) -> bytes:
+        """Store an entry's xattrs (ACLs among them), a MetaSet as encode_meta gives it,
+        once; its id."""
+        return self._store(raw)
 
     def _store(self, raw: bytes, old: bytes = b"") -> bytes:
         tid = chunk_id(self.key, raw)

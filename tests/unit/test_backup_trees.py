@@ -40,10 +40,10 @@ class MemReader(TreeReader):
 
 
 def fstat(size: int, ino: int) -> tuple[int, ...]:
-    return (0, size, T, T, 0o100644, T, ino, 0, 0, 1)
+    return (0, size, T, T, 0o100644, T, ino, 0, 0, 1, 1, 0)
 
 
-DSTAT = (1, 0, T, T, 0o40755, T, 1, 0, 0, 1)
+DSTAT = (1, 0, T, T, 0o40755, T, 1, 0, 0, 1, 2, 0)
 LISTINGS = [
     (b"", [(b"a", fstat(5, 1)), (b"b", fstat(0, 2)), (b"c", fstat(7, 3)), (b"d", DSTAT),
            (b"e", DSTAT)]),
@@ -62,6 +62,7 @@ def build(order: str) -> tuple[MemReader, bytes, int]:
     run.trees = TreeWriter(writer, KEY)  # type: ignore[arg-type]
     run.waiting = {b"": (None, 0, b"")}
     run.inflight, run.idents, run.object_sizes = {}, {}, {}
+    run.owners, run.linked, run.metas = None, {}, {}
     run.root_tree = None
     run.files_new = run.files_changed = run.files_unchanged = 0
     run.files_total = run.dirs_total = run.bytes_total = 0

@@ -13,7 +13,7 @@ from orbit_fast.hashing import chunk_id
 from orbit_fast.repo import snapshot as snapfmt
 from orbit_fast.repo import tree as treefmt
 from orbit_fast.repo.snapshot import Snapshot
-from orbit_fast.repo.tree import DIR, FILE, LINK, Entry, Page, TreeBlob
+from orbit_fast.repo.tree import CHR, DIR, FIFO, FILE, LINK, Entry, Page, TreeBlob
 
 T = 1_700_000_000_000_000_000
 KEY = bytes(range(32))
@@ -30,24 +30,68 @@ def entry(name: bytes, kind: str = FILE, **kw: object) -> Entry:
     return Entry(**fields)
 
 
-GOLDEN = [entry(b"a", chunks=b"\x01" * 32, size=5), entry(b"d", DIR, mode=0o755),
-          entry(b"l", LINK, mode=0o777), entry(b"\xff\xfe", size=0)]  # fmt: skip
+ACL_SET = b"\x22" * 32
+GOLDEN = [entry(b"a", chunks=b"\x01" * 32, size=5, meta=ACL_SET, links=2, dev=3, user="ann",
+                group="staff"),
+          entry(b"c", CHR, mode=0o666, rdev=(1 << 8) | 3), entry(b"d", DIR, mode=0o755,
+                                                                 meta=ACL_SET),
+          entry(b"l", LINK, mode=0o777), entry(b"p", FIFO), entry(b"\xff\xfe", size=0)]
 
 
 def test_tree_encoding_is_golden() -> None:
-    raw = treefmt.encode(TreeBlob(entries=GOLDEN))
-    assert blake3.blake3(raw).hexdigest()[:32] == "cf6e7be93b11e277b1b5efb9e937be08"
-    assert chunk_id(KEY, raw).hex()[:32] == "226298da11e3e1f08e9168a89ec66194"
-    # and decodes to what was encoded
-    assert treefmt.decode("tree", raw).entries == GOLDEN
+    raw = treefmt.encode_entries(GOLDEN)
+    assert blake3.blake3(raw).hexdigest()[:32] == "894249ddfffcea93de550beb66f5a2f0"
+    assert chunk_id(KEY, raw).hex()[:32] == "c6250fd0d046a8a2e122be185fe0656d"
+    # The entries keep their set ids; the tree lists the one set once and names it by index.
+    assert [e.meta for e in GOLDEN] == [ACL_SET, b"", ACL_SET, b"", b"", b""]
+    blob = treefmt.decode("tree", raw)
+    assert blob.metas == [ACL_SET] and [e.meta for e in blob.entries] == [1, 0, 1, 0, 0, 0]
+    for e in blob.entries:  # as TreeReader.load gives them
+        e.meta = blob.metas[e.meta - 1] if e.meta else b""  # type: ignore[index,operator]
+    assert blob.entries == GOLDEN
+
+
+@pytest.mark.parametrize(("change", "why"), [
+    (dict(meta=2), "xattr set its tree does not list"),  # one set listed
+    (dict(meta=ACL_SET), "xattr set its tree does not list"),  # an id where an index goes
+    (dict(rdev=5, meta=0), "not a device but has a device number"),
+])
+def test_an_entry_naming_what_its_tree_cannot_hold_is_refused(change: dict, why: str) -> None:
+    e = entry(b"a", **change)
+    raw = treefmt.encode(TreeBlob(entries=[e], metas=[ACL_SET]))
+    with pytest.raises(IntegrityError, match=why):
+        treefmt.decode("tree", raw)
+
+
+def test_a_set_shared_by_a_whole_directory_costs_its_id_once() -> None:
+    """2,000 files with one ACL: the stored tree grows by the set's id, nothing per entry."""
+    import os
+
+    from orbit_fast.compression import compress, parse_codec
+
+    zstd = parse_codec("zstd:3")
+    files = [entry(b"f%05d" % i, ino=1000 + i, ctime_ns=T + i * 1000) for i in range(2000)]
+    plain = len(compress(zstd, treefmt.encode_entries(files)))
+    mid = os.urandom(32)
+    for e in files:
+        e.meta = mid
+    assert len(compress(zstd, treefmt.encode_entries(files))) - plain <= 40
+
+
+def test_an_xattr_set_is_checked() -> None:
+    raw = treefmt.encode_meta([(b"user.b", b"2"), (b"user.a", b"1")])
+    assert treefmt.decode_meta("set", raw).xattrs == [(b"user.a", b"1"), (b"user.b", b"2")]
+    twice = msgspec.msgpack.encode([[[b"user.a", b"1"], [b"user.a", b"2"]]])
+    with pytest.raises(IntegrityError, match="out of order or twice"):
+        treefmt.decode_meta("set", twice)
 
 
 def test_snapshot_encoding_is_golden() -> None:
     root = entry(b"", DIR, mode=0o755)
     snap = Snapshot(time_ns=T, hostname="h", source="/s", root=root, files_total=3)
     name, data = snapfmt.encode(snap, None, KEY)  # unencrypted: named by its whole file
-    assert data[:8] == b"ORBSNAP3" and name == blake3.blake3(data).hexdigest()
-    assert name[:32] == "a15427ba270e98e48fe5c7ea3a21784c"
+    assert data[:8] == b"ORBSNAP4" and name == blake3.blake3(data).hexdigest()
+    assert name[:32] == "15eec499d5afcba256def7f102c91f97"
     assert snapfmt.decode(name, data, None) == snap
 
 
@@ -69,7 +113,7 @@ def test_a_sealed_snapshot_opens_under_its_name_only() -> None:
         snapfmt.decode(name, data, None)  # a plain reader never takes a sealed one
 
 
-@pytest.mark.parametrize("magic", [b"ORBSNAP1", b"ORBSNAP2"])
+@pytest.mark.parametrize("magic", [b"ORBSNAP1", b"ORBSNAP2", b"ORBSNAP3"])
 def test_an_earlier_format_snapshot_is_refused_with_a_message(magic: bytes) -> None:
     data = magic + bytes(8)
     name = blake3.blake3(data).hexdigest()
@@ -109,7 +153,8 @@ def test_pages_are_content_defined_one_insert_rewrites_one_page() -> None:
         ([entry(b"x\0y")], "holds NUL"),
         ([entry(b"x"), entry(b"x")], "listed twice"),
         ([entry(b"b"), entry(b"a")], "out of order"),
-        ([entry(b"x", "c")], "unknown kind"),
+        ([entry(b"x", "s")], "unknown kind"),
+        ([entry(b"x", FIFO, size=3)], "special file with a size"),
         ([entry(b"x", chunks=b"\1" * 31)], "chunk list"),
         ([entry(b"l", LINK, target=b"")], "empty target"),
         ([entry(b"l", LINK, target=b"a\0b")], "NUL"),
