@@ -53,7 +53,9 @@ def _repository_error(exc: OrbitError) -> ApiError:
 def _entry(e: Any) -> dict[str, Any]:
     return {"path": e.path.decode("utf-8", "surrogateescape"), "kind": e.kind, "mode": e.mode,
             "size": e.size, "mtime_ns": e.mtime_ns,
-            "target": e.target.decode("utf-8", "surrogateescape")}  # fmt: skip
+            "target": e.target.decode("utf-8", "surrogateescape"), "uid": e.uid, "gid": e.gid,
+            "user": e.user, "group": e.group, "links": e.links, "xattrs": list(e.xattrs),
+            "acl": e.acl}  # fmt: skip
 
 
 @router.get("/api/jobs/{job_id}/snapshots", tags=["backups"])
