@@ -95,6 +95,9 @@ class SyncOptions(msgspec.Struct, kw_only=True, frozen=True):
     no_acls: bool = False
     # Hard links within the tree (rsync -H): each inode copied once, its other names linked.
     no_hard_links: bool = False
+    # Owners and setuid/setgid/sticky bits from an S3 object's metadata are applied to local
+    # files only with this: whoever can write the bucket wrote them (GHSA-945v-v9p3-v5xw).
+    trust_remote_metadata: bool = False
 
     @property
     def keep(self) -> int:

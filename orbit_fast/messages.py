@@ -173,6 +173,15 @@ class S3Settings(msgspec.Struct, array_like=True, frozen=True):
     region: str = ""  # when no endpoint says it (else AWS_REGION, else us-east-1)
 
 
+# A file's metadata in a sync between stores (docs/sync.md, "Remote storage"). Ends.meta: what
+# the run asks for; ObjectPut.left, UploadCompleted.left: what of it one copy left out.
+# What no object holds, from a local source: reported when the file has it.
+META_XATTRS, META_ACLS, META_LINKS = 1, 2, 4
+# From a remote source's metadata onto a local file: owners (as root) and the setuid, setgid
+# and sticky bits only with --trust-remote-metadata (META_TRUSTED); else left out, reported.
+META_OWNER, META_GROUP, META_SETID, META_TRUSTED = 8, 16, 32, 64
+
+
 class Ends(msgspec.Struct, array_like=True, frozen=True):
     """The two stores of a run, as each worker thread opens them."""
 
@@ -181,6 +190,7 @@ class Ends(msgspec.Struct, array_like=True, frozen=True):
     s3_endpoint: str
     attempts: int
     s3: S3Settings = S3Settings()  # how S3 objects are written (storage class, SSE, region)
+    meta: int = 0  # META_* bits: what of a file's metadata the run keeps or reports
 
 
 class PutObject(_Msg, frozen=True):
@@ -380,6 +390,7 @@ class ObjectPut(_Msg, frozen=True):
     length: int
     src_sig: str  # the source as read
     dst_sig: str  # the destination as written (what its next listing will show)
+    left: int = 0  # META_* bits of the file's metadata this copy left out
 
 
 class UploadBegun(_Msg, frozen=True):
@@ -396,6 +407,7 @@ class PartPut(_Msg, frozen=True):
 class UploadCompleted(_Msg, frozen=True):
     task_id: int
     dst_sig: str
+    left: int = 0  # as ObjectPut.left
 
 
 class ObjectDigested(_Msg, frozen=True):

@@ -12,7 +12,8 @@ DOC = Path(__file__).resolve().parent.parent / "docs" / "exit-codes.md"
 MEANING = {
     "OK": "success: the destination matches the source",
     "PARTIAL": "finished, but some source entries were skipped (listed in the summary and "
-    "in --json warnings); rerun once they are readable",
+    "in --json warnings); rerun once they are readable. Also: metadata the destination could "
+    "not keep, or that a sync from S3 left out (a `metadata` warning per kind, with a count)",
     "USAGE": "bad arguments or options (nothing was changed)",
     "SOURCE": "the source is missing, not a directory or unreadable",
     "DESTINATION": "the destination cannot be used: inside the source (or the reverse), "

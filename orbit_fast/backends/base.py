@@ -132,6 +132,23 @@ class Capabilities(NamedTuple):
     # Directories of its own, with times: list_info reports them to `on_dir`, a copy may
     # create them, and set_dir_mtime(name, mtime_ns) sets one (local, SMB; S3 has none).
     dir_mtimes: bool = False
+    # Keeps a file's FileMeta (mode, owner, atime) given to put_file, begin_upload or an
+    # upload's complete: S3 in rclone's metadata keys, a local directory on the file itself.
+    file_meta: bool = False
+
+
+class FileMeta(NamedTuple):
+    """A file's metadata beyond size and mtime, where a store has it (read_info and stat_info
+    with `meta=True`): a local file's from its stat and fd, an S3 object's from rclone's
+    user-metadata keys. -1 / None: not known."""
+
+    mode: int = -1  # st_mode: the permission bits, setuid/setgid/sticky, the file type
+    uid: int = -1
+    gid: int = -1
+    atime_ns: int | None = None
+    # What only a local file has, for the report of what an object cannot hold:
+    nlink: int = 1
+    xattrs: tuple[str, ...] = ()  # names (POSIX ACLs are the system.posix_acl_* ones)
 
 
 class ObjectInfo(NamedTuple):
@@ -142,6 +159,7 @@ class ObjectInfo(NamedTuple):
     part_bytes: int = 0  # S3 objects orbit-fast uploaded in parts: the part size (metadata)
     md5: str = ""  # S3: the whole-file MD5 (hex) of rclone's "md5chksum" metadata, if any
     storage_class: str = ""  # S3 listings: GLACIER and DEEP_ARCHIVE objects cannot be read
+    meta: FileMeta | None = None  # read_info / stat_info with meta=True, where the store has it
 
     @property
     def whole_md5(self) -> str:
@@ -223,11 +241,14 @@ class FileStore(Protocol):
       TEMP_NAME). Escaping names: as BlobStore.list.
     - `stat_info(name)` / `read_info(name, expect)` raise FileNotFoundError if it is absent;
       `read_info` returns the data and the info of what it read (`expect`, from a listing
-      moments ago, may spare a stat; a file changed since is read as it is now).
+      moments ago, may spare a stat; a file changed since is read as it is now). With
+      `meta=True` the info's `meta` is the file's FileMeta where the store has one (a local
+      file's xattr names through the fd it read, or holds for ranged reads), else None.
     - `read_range(name, offset, length)`: as BlobStore.read_range.
-    - `put_file(name, data, mtime_ns, durable)` stores the file whole or not at all, with its
-      mtime (kept to `capabilities.mtime_ns_precision`), and returns its info; `durable=False`
-      may skip the fsync of a local file.
+    - `put_file(name, data, mtime_ns, durable, meta)` stores the file whole or not at all, with
+      its mtime (kept to `capabilities.mtime_ns_precision`) and, where the store keeps them
+      (`capabilities.file_meta`), the mode, owner and atime of `meta` that are known; it
+      returns its info; `durable=False` may skip the fsync of a local file.
     - `delete_many(names)` deletes them all, absent ones included; RemoteError names what the
       server did not delete.
     """
@@ -241,15 +262,15 @@ class FileStore(Protocol):
                   on_skip: OnSkip | None = None,
                   on_dir: OnDir | None = None) -> Iterator[ObjectInfo]: ...  # fmt: skip
 
-    def stat_info(self, name: str) -> ObjectInfo: ...
+    def stat_info(self, name: str, meta: bool = False) -> ObjectInfo: ...
 
-    def read_info(self, name: str,
-                  expect: ObjectInfo | None = None) -> tuple[bytes, ObjectInfo]: ...  # fmt: skip
+    def read_info(self, name: str, expect: ObjectInfo | None = None,
+                  meta: bool = False) -> tuple[bytes, ObjectInfo]: ...  # fmt: skip
 
     def read_range(self, name: str, offset: int, length: int) -> bytes: ...
 
-    def put_file(self, name: str, data: bytes, mtime_ns: int,
-                 durable: bool = True) -> ObjectInfo: ...  # fmt: skip
+    def put_file(self, name: str, data: bytes, mtime_ns: int, durable: bool = True,
+                 meta: FileMeta | None = None) -> ObjectInfo: ...  # fmt: skip
 
     def delete_many(self, names: Sequence[str]) -> None: ...
 
@@ -284,9 +305,11 @@ class Upload(Protocol):
         FileNotFoundError when the upload itself is gone (start a new one)."""
         ...
 
-    def complete(self, tokens: dict[int, str], size: int) -> ObjectInfo:
+    def complete(self, tokens: dict[int, str], size: int,
+                 meta: FileMeta | None = None) -> ObjectInfo:  # fmt: skip
         """Assemble the object, check its size (and ETag on S3), return its info; RemoteError
-        (S3) or OSError (files) when what was assembled is not what was sent."""
+        (S3) or OSError (files) when what was assembled is not what was sent. A file store
+        gives the file `meta` (as put_file) before its rename; S3 took it at the start."""
         ...
 
     def abort(self) -> None:
@@ -300,10 +323,13 @@ class PartUploads(Protocol):
     `capabilities.min_part_bytes`..`max_part_bytes`, see upload_part_bytes)."""
 
     def begin_upload(self, name: str, size: int, part_bytes: int, mtime_ns: int,
-                     token: str = "", md5: str = "") -> Upload:  # fmt: skip
+                     token: str = "", md5: str = "",
+                     meta: FileMeta | None = None) -> Upload:  # fmt: skip
         """A new upload of `size` bytes to `name`, with the file's mtime; a file store writes
         it under the sync's temp name for the job's `token` (upload_temp_name). `md5`: the
-        whole file's MD5 (hex), kept by a store with `capabilities.whole_md5`, else ignored."""
+        whole file's MD5 (hex), kept by a store with `capabilities.whole_md5`, else ignored.
+        `meta`: kept by S3 from here (its metadata is set when the upload starts); a file
+        store takes it at complete()."""
         ...
 
     def resume_upload(self, name: str, state: str, size: int, part_bytes: int,

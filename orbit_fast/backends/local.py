@@ -30,6 +30,7 @@ from orbit_fast.backends.base import (
     CantCopy,
     Capabilities,
     Descend,
+    FileMeta,
     ObjectInfo,
     OnDir,
     OnSkip,
@@ -68,6 +69,32 @@ def _not_a_file(st: os.stat_result, shown: str) -> OSError:
     return FileNotFoundError(errno.ENOENT, f"no object there ({kind})", shown)
 
 
+def _xattr_names(fd: int) -> tuple[str, ...]:
+    try:
+        return tuple(os.listxattr(fd))
+    except OSError:  # a filesystem without xattrs
+        return ()
+
+
+def _file_meta(st: os.stat_result, xattrs: tuple[str, ...]) -> FileMeta:
+    """What a copy to another kind of store keeps or reports of a file."""
+    return FileMeta(st.st_mode, st.st_uid, st.st_gid, st.st_atime_ns, st.st_nlink, xattrs)
+
+
+def _give(fd: int, meta: FileMeta | None, mtime_ns: int) -> None:
+    """The file open at `fd` made as `meta` says (the caller decided what it may carry):
+    owner first, since a chown clears the setuid and setgid bits; then mode and times."""
+    atime = mtime_ns
+    if meta is not None:
+        if meta.uid >= 0 or meta.gid >= 0:
+            os.fchown(fd, meta.uid, meta.gid)
+        if meta.mode >= 0:
+            os.fchmod(fd, stat.S_IMODE(meta.mode))
+        if meta.atime_ns is not None:
+            atime = meta.atime_ns
+    os.utime(fd, ns=(atime, mtime_ns))
+
+
 def _read_to_end(fd: int, size: int) -> bytes:
     """The file's bytes, in one read(2) when it still has the `size` expected."""
     data = os.read(fd, min(size + 1, _MAX_READ))
@@ -80,7 +107,8 @@ def _read_to_end(fd: int, size: int) -> bytes:
 
 
 class LocalStore(FileUploads):
-    capabilities = Capabilities(min_part_bytes=0, max_part_bytes=0, dir_mtimes=True)
+    capabilities = Capabilities(min_part_bytes=0, max_part_bytes=0, dir_mtimes=True,
+                                file_meta=True)  # fmt: skip
 
     def __init__(self, root: str) -> None:
         self.root = os.path.abspath(root)
@@ -204,7 +232,7 @@ class LocalStore(FileUploads):
 
     def write(self, name: str, data: bytes | bytearray | memoryview,
               exclusive: bool = False, private: bool = False, mtime_ns: int | None = None,
-              durable: bool = True) -> None:  # fmt: skip
+              durable: bool = True, meta: FileMeta | None = None) -> None:  # fmt: skip
         b = _check(name)
         try:
             t = self._top(create=True)
@@ -212,15 +240,15 @@ class LocalStore(FileUploads):
         except OSError as exc:
             raise self._named(exc, name) from None
         try:
-            self._write_in(d, base, data, exclusive, private, mtime_ns, durable)
+            self._write_in(d, base, data, exclusive, private, mtime_ns, durable, meta)
         except OSError as exc:
             raise self._named(exc, name) from None
         finally:
             self._release(t, d)
 
     def _write_in(self, d: int, base: bytes, data: bytes | bytearray | memoryview,
-                  exclusive: bool, private: bool, mtime_ns: int | None,
-                  durable: bool) -> None:  # fmt: skip
+                  exclusive: bool, private: bool, mtime_ns: int | None, durable: bool,
+                  meta: FileMeta | None = None) -> None:  # fmt: skip
         tmp = _BTMP + secrets.token_hex(6).encode()
         # A private object is created 0600, so that it is never readable by others, not even
         # between its write and a chmod.
@@ -231,8 +259,8 @@ class LocalStore(FileUploads):
                 view = view[os.write(fd, view) :]
             if durable:
                 os.fsync(fd)
-            if mtime_ns is not None:
-                os.utime(fd, ns=(mtime_ns, mtime_ns))
+            if mtime_ns is not None:  # with the owner and mode of `meta`, before the rename
+                _give(fd, meta, mtime_ns)
         except BaseException:
             os.close(fd)
             os.unlink(tmp, dir_fd=d)
@@ -266,28 +294,34 @@ class LocalStore(FileUploads):
         self._fds[name] = fd
         return fd
 
-    def _read(self, name: str, size: int | None) -> tuple[bytes, os.stat_result]:
+    def _read(self, name: str, size: int | None,
+              meta: bool = False) -> tuple[bytes, os.stat_result, FileMeta | None]:  # fmt: skip
         """The bytes of object `name` and the fstat of the fd they were read from, taken after
         the read (what a copy compares with its listing). `size`: what the caller expects
-        (None: ask fstat first)."""
+        (None: ask fstat first). `meta`: the FileMeta too, its xattr names listed on that fd
+        while it is open (one listxattr), its atime as it was before this read moved it."""
+        got: FileMeta | None = None
         b = _check(name)
         try:
             fd = self._open(b, _READ)
             try:
-                if size is None:
+                atime = 0
+                if size is None or meta:
                     st = os.fstat(fd)
                     if not stat.S_ISREG(st.st_mode):
                         raise _not_a_file(st, self._show(name))
-                    size = st.st_size
+                    size, atime = size if size is not None else st.st_size, st.st_atime_ns
                 data = _read_to_end(fd, size)
                 st = os.fstat(fd)
+                if meta:
+                    got = _file_meta(st, _xattr_names(fd))._replace(atime_ns=atime)
             finally:
                 os.close(fd)
         except OSError as exc:
             raise self._named(exc, name) from None
         if not stat.S_ISREG(st.st_mode):
             raise _not_a_file(st, self._show(name))
-        return data, st
+        return data, st, got
 
     def read(self, name: str) -> bytes:
         return self._read(name, None)[0]
@@ -480,28 +514,39 @@ class LocalStore(FileUploads):
         directories with times: SMB); through the root's fd, no link followed."""
         self._top().utime(name, (mtime_ns, mtime_ns))
 
-    def stat_info(self, name: str) -> ObjectInfo:
+    def stat_info(self, name: str, meta: bool = False) -> ObjectInfo:
+        """The lstat of `name`; with `meta`, its FileMeta too, the xattr names listed on the
+        fd its ranged reads use (held for an upload in parts, opened if not)."""
         st = self._lstat(name)
-        return ObjectInfo(name, st.st_size, st.st_mtime_ns)
+        got = None
+        if meta:
+            try:
+                names = _xattr_names(self._fd(name))
+            except OSError as exc:
+                raise self._named(exc, name) from None
+            got = _file_meta(st, names)
+        return ObjectInfo(name, st.st_size, st.st_mtime_ns, meta=got)
 
-    def read_info(self, name: str, expect: ObjectInfo | None = None) -> tuple[bytes, ObjectInfo]:
+    def read_info(self, name: str, expect: ObjectInfo | None = None,
+                  meta: bool = False) -> tuple[bytes, ObjectInfo]:  # fmt: skip
         """The object and the info of what was read: the fstat of the fd it was read from,
         after the read. With `expect` (a listing's), one read(2) takes a file still of that
         size; the caller compares the info with it (a mismatch: replaced or written since)."""
-        data, st = self._read(name, None if expect is None else expect.size)
-        return data, ObjectInfo(name, len(data), st.st_mtime_ns)
+        data, st, got = self._read(name, None if expect is None else expect.size, meta)
+        return data, ObjectInfo(name, len(data), st.st_mtime_ns, meta=got)
 
-    def put_file(self, name: str, data: bytes, mtime_ns: int,
-                 durable: bool = True) -> ObjectInfo:  # fmt: skip
-        self.write(name, data, mtime_ns=mtime_ns, durable=durable)
+    def put_file(self, name: str, data: bytes, mtime_ns: int, durable: bool = True,
+                 meta: FileMeta | None = None) -> ObjectInfo:  # fmt: skip
+        self.write(name, data, mtime_ns=mtime_ns, durable=durable, meta=meta)
         return ObjectInfo(name, len(data), mtime_ns)
 
     # PartUploads (base.py), and FileOps for FileUpload (parts.py)
 
     def begin_upload(self, name: str, size: int, part_bytes: int, mtime_ns: int,
-                     token: str = "", md5: str = "") -> FileUpload:  # fmt: skip
+                     token: str = "", md5: str = "",
+                     meta: FileMeta | None = None) -> FileUpload:  # fmt: skip
         _check(name)  # the object's name is first used at commit: refuse a bad one at once
-        return super().begin_upload(name, size, part_bytes, mtime_ns, token, md5)
+        return super().begin_upload(name, size, part_bytes, mtime_ns, token, md5, meta)
 
     def create_sized(self, tmp: str, size: int) -> None:
         """A new temp file of `size` bytes: whatever is at its predictable name (a stale one
@@ -540,7 +585,8 @@ class LocalStore(FileUploads):
         finally:
             os.close(fd)
 
-    def commit(self, tmp: str, name: str, mtime_ns: int) -> ObjectInfo:
+    def commit(self, tmp: str, name: str, mtime_ns: int,
+               meta: FileMeta | None = None) -> ObjectInfo:  # fmt: skip
         self.delete_handle(tmp)
         self.delete_handle(name)
         sb, db = _check(tmp), _check(name)
@@ -552,7 +598,15 @@ class LocalStore(FileUploads):
                 same = _split(sb)[0] == _split(db)[0]
                 dd, dbase = (sd, _split(db)[1]) if same else self._parent(t, db)
                 try:
-                    os.utime(sbase, ns=(mtime_ns, mtime_ns), dir_fd=sd, follow_symlinks=False)
+                    if meta is None:
+                        os.utime(sbase, ns=(mtime_ns, mtime_ns), dir_fd=sd,
+                                 follow_symlinks=False)  # fmt: skip
+                    else:  # owner and mode before the rename: nobody sees the file without
+                        fd = os.open(sbase, _READ | os.O_NOFOLLOW, dir_fd=sd)
+                        try:
+                            _give(fd, meta, mtime_ns)
+                        finally:
+                            os.close(fd)
                     os.rename(sbase, dbase, src_dir_fd=sd, dst_dir_fd=dd)
                     st = os.stat(dbase, dir_fd=dd, follow_symlinks=False)
                 finally:

@@ -14,7 +14,7 @@ from typing import Protocol
 
 import xxhash
 
-from orbit_fast.backends.base import ObjectInfo, upload_temp_name
+from orbit_fast.backends.base import FileMeta, ObjectInfo, upload_temp_name
 
 
 class FileOps(Protocol):
@@ -28,7 +28,8 @@ class FileOps(Protocol):
 
     def size(self, name: str) -> int: ...
 
-    def commit(self, tmp: str, name: str, mtime_ns: int) -> ObjectInfo: ...
+    def commit(self, tmp: str, name: str, mtime_ns: int,
+               meta: FileMeta | None = None) -> ObjectInfo: ...  # fmt: skip
 
     def discard(self, tmp: str) -> None: ...
 
@@ -64,11 +65,12 @@ class FileUpload:
                 ok.add(number)
         return ok
 
-    def complete(self, tokens: dict[int, str], size: int) -> ObjectInfo:
+    def complete(self, tokens: dict[int, str], size: int,
+                 meta: FileMeta | None = None) -> ObjectInfo:  # fmt: skip
         got = self._ops.size(self.state)
         if got != size:
             raise OSError(f"{self.state}: {got} bytes assembled, {size} expected")
-        return self._ops.commit(self.state, self.name, self.mtime_ns)
+        return self._ops.commit(self.state, self.name, self.mtime_ns, meta)
 
     def abort(self) -> None:
         self._ops.discard(self.state)
@@ -85,8 +87,10 @@ class FileUploads:
         raise NotImplementedError
 
     def begin_upload(self, name: str, size: int, part_bytes: int, mtime_ns: int,
-                     token: str = "", md5: str = "") -> FileUpload:  # fmt: skip
-        tmp = upload_temp_name(name, token)  # `md5`: a file keeps none (no whole_md5)
+                     token: str = "", md5: str = "",
+                     meta: FileMeta | None = None) -> FileUpload:  # fmt: skip
+        # `md5`: a file keeps none (no whole_md5); `meta` is given at complete, by the rename.
+        tmp = upload_temp_name(name, token)
         self.create_sized(tmp, size)
         return FileUpload(self, name, tmp, part_bytes, mtime_ns)  # type: ignore[arg-type]
 

@@ -23,7 +23,9 @@ SHA-256 is the cheaper of the two where the CPU has SHA instructions, and over p
 boto3 signs the payload anyway, so parts paid for both. A repository's objects above
 MULTIPART_BYTES go up in parts of `part_bytes` (at least 5 MiB), PART_THREADS at a time; a
 sync's uploads in parts (begin_upload) carry the whole file's MD5 as rclone's "md5chksum"
-metadata, since their ETag is not one (MD5_META). A failed multipart upload is aborted.
+metadata, since their ETag is not one (MD5_META). A file's mode, owner and atime go into the
+user-metadata keys rclone's --metadata uses (meta_keys), so each tool restores the other's. A
+failed multipart upload is aborted.
 Exclusive writes use If-None-Match: * (atomic where the server supports it; otherwise
 check-then-write). Errors are classified: TransientError (retry), RemoteError (stop and say
 what to fix), FileNotFoundError / FileExistsError (the Store contract).
@@ -32,6 +34,9 @@ what to fix), FileNotFoundError / FileExistsError (the Store contract).
 from __future__ import annotations
 
 import base64
+import calendar
+import re
+import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -41,6 +46,7 @@ from orbit_fast.backends.base import (
     CantCopy,
     Capabilities,
     Descend,
+    FileMeta,
     ObjectInfo,
     OnDir,
     OnSkip,
@@ -102,6 +108,75 @@ def parse_mtime(text: str | None) -> int | None:
         return int(sec) * 1_000_000_000 + int((frac + "000000000")[:9] or 0)
     except ValueError:
         return None
+
+
+# A file's metadata beyond its mtime, in the user-metadata keys rclone's --metadata writes and
+# reads (its local backend's names): "mode" as the octal st_mode with the file type ("100644"),
+# "uid" and "gid" in decimal, "atime" in RFC 3339 with nanoseconds, UTC. Checked against rclone
+# 1.75: `rclone copy --metadata` writes exactly these, and reads them back onto local files.
+# (rclone shows "mtime" as RFC 3339 in its metadata listings, but stores it, as here, in seconds
+# with nine decimals: it reads no other form.)
+_RFC3339 = re.compile(r"(\d{4})-(\d\d)-(\d\d)[Tt ](\d\d):(\d\d):(\d\d)(?:\.(\d{1,9})\d*)?"
+                      r"(?:([Zz])|([+-])(\d\d):(\d\d))\Z")  # fmt: skip
+_MAX_ID = 1 << 32
+
+
+def format_rfc3339(ns: int) -> str:
+    """`ns` since the epoch as Go's RFC3339Nano in UTC (trailing zeros of the fraction
+    dropped), as rclone writes "atime"."""
+    sec, frac = divmod(ns, 1_000_000_000)
+    text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec))
+    return text + (f".{frac:09d}".rstrip("0") if frac else "") + "Z"
+
+
+def parse_rfc3339(text: str) -> int | None:
+    m = _RFC3339.match(text.strip())
+    if m is None:
+        return parse_mtime(text)  # seconds, as "mtime" is kept
+    y, mo, d, h, mi, sec, frac, _, sign, oh, om = m.groups()
+    try:
+        t = calendar.timegm((int(y), int(mo), int(d), int(h), int(mi), int(sec), 0, 0, 0))
+    except (ValueError, OverflowError):
+        return None
+    if sign:
+        t -= (1 if sign == "+" else -1) * (int(oh) * 3600 + int(om) * 60)
+    return t * 1_000_000_000 + int((frac or "").ljust(9, "0"))
+
+
+def meta_keys(meta: FileMeta | None) -> dict[str, str]:
+    """rclone's user-metadata keys for what `meta` knows of a file (mode, uid, gid, atime)."""
+    if meta is None:
+        return {}
+    out: dict[str, str] = {}
+    if meta.mode >= 0:
+        out["mode"] = f"{meta.mode:o}"
+    if meta.uid >= 0:
+        out["uid"] = str(meta.uid)
+    if meta.gid >= 0:
+        out["gid"] = str(meta.gid)
+    if meta.atime_ns is not None:
+        out["atime"] = format_rfc3339(meta.atime_ns)
+    return out
+
+
+def file_meta(keys: dict[str, str]) -> FileMeta | None:
+    """The FileMeta of an object's user metadata (rclone's keys); None if it has none of them.
+    A malformed value counts as absent: whoever wrote the bucket wrote these."""
+
+    def number(key: str, base: int, limit: int) -> int:
+        text = keys.get(key, "").strip()
+        try:
+            value = int(text, base) if text.isdigit() else -1
+        except ValueError:  # an 8 or 9 in an octal mode
+            return -1
+        return value if value < limit else -1
+
+    mode = number("mode", 8, 1 << 16)
+    uid, gid = number("uid", 10, _MAX_ID), number("gid", 10, _MAX_ID)
+    atime = parse_rfc3339(keys["atime"]) if "atime" in keys else None
+    if mode < 0 and uid < 0 and gid < 0 and atime is None:
+        return None
+    return FileMeta(mode, uid, gid, atime)
 
 
 def _etag(raw: str) -> str:
@@ -177,7 +252,7 @@ class S3Store(ProbesByListing):
         self._conditional = True  # If-None-Match: * works, until the server says it does not
         self.capabilities = Capabilities(min_part_bytes=MIN_PART, max_part_bytes=MAX_PART,
                                          max_copy_bytes=MAX_COPY_BYTES,
-                                         whole_md5=True)  # fmt: skip
+                                         whole_md5=True, file_meta=True)  # fmt: skip
         if any(getenv(v) for v in _PROFILE_VARS):
             # A named profile is checked now, as boto3 does when its client is made: a name
             # that does not exist is a mistake to report before any work, keys or not.
@@ -451,37 +526,38 @@ class S3Store(ProbesByListing):
         return (int(h["ContentLength"]), _etag(h.get("ETag", "")), h.get("Metadata") or {},
                 h.get("LastModified"))  # fmt: skip
 
-    def stat_info(self, name: str) -> ObjectInfo:
-        return _object_info(name, *self._head(name))
+    def stat_info(self, name: str, meta: bool = False) -> ObjectInfo:
+        return _object_info(name, *self._head(name), meta)
 
-    def read_info(self, name: str, expect: ObjectInfo | None = None) -> tuple[bytes, ObjectInfo]:
+    def read_info(self, name: str, expect: ObjectInfo | None = None,
+                  meta: bool = False) -> tuple[bytes, ObjectInfo]:  # fmt: skip
         key = self._key(name)
         fast = self._fast_for(key)
         if fast is not None:
-            data, *head = self._on_fast("read", name, lambda: fast.get(key))
+            data, size, etag, keys, modified = self._on_fast("read", name, lambda: fast.get(key))
         else:
             r = self._call("read", name, self._s3.get_object, Key=key)
             data = self._body(name, r)
-            head = [int(r["ContentLength"]), _etag(r.get("ETag", "")), r.get("Metadata") or {},
-                    r.get("LastModified")]  # fmt: skip
-        info = _object_info(name, *head)
+            size, etag, keys = int(r["ContentLength"]), _etag(r.get("ETag", "")), r.get(
+                "Metadata") or {}  # fmt: skip
+            modified = r.get("LastModified")
+        info = _object_info(name, size, etag, keys, modified, meta)
         if len(data) != info.size:
             raise TransientError(f"{self._where(name)}: short read ({len(data)} of {info.size})")
         return data, info
 
-    def put_file(self, name: str, data: bytes, mtime_ns: int,
-                 durable: bool = True) -> ObjectInfo:  # fmt: skip
+    def put_file(self, name: str, data: bytes, mtime_ns: int, durable: bool = True,
+                 meta: FileMeta | None = None) -> ObjectInfo:  # fmt: skip
         key = self._key(name)
         fast = self._fast_for(key) if not self._put_extra else None
         ctype = content_type(name)
+        keys = {"mtime": format_mtime(mtime_ns), **meta_keys(meta)}
         if fast is not None:
-            attrs = {"mtime": format_mtime(mtime_ns), **({"Content-Type": ctype} if ctype
-                                                         else {})}  # fmt: skip
+            attrs = {**keys, **({"Content-Type": ctype} if ctype else {})}
             etag = self._on_fast("write", name, lambda: fast.put(key, data, attrs))
             return ObjectInfo(name, len(data), mtime_ns, etag)
         r = self._call("write", name, self._s3.put_object, Key=self._key(name), Body=data,
-                       Metadata={"mtime": format_mtime(mtime_ns)},
-                       **self._object_args(name))  # fmt: skip
+                       Metadata=keys, **self._object_args(name))  # fmt: skip
         return ObjectInfo(name, len(data), mtime_ns, _etag(r.get("ETag", "")))
 
     def _object_args(self, name: str) -> dict[str, str]:
@@ -504,11 +580,13 @@ class S3Store(ProbesByListing):
                    ExtraArgs=dict(self._put_extra) or None)  # fmt: skip
 
     def begin_upload(self, name: str, size: int, part_bytes: int, mtime_ns: int,
-                     token: str = "", md5: str = "") -> S3Upload:  # fmt: skip
-        meta = {"mtime": format_mtime(mtime_ns), "orbit-part-bytes": str(part_bytes)}
+                     token: str = "", md5: str = "",
+                     meta: FileMeta | None = None) -> S3Upload:  # fmt: skip
+        keys = {"mtime": format_mtime(mtime_ns), "orbit-part-bytes": str(part_bytes),
+                **meta_keys(meta)}  # fmt: skip
         if md5:
-            meta[MD5_META] = base64.b64encode(bytes.fromhex(md5)).decode()
-        return self._start_upload(name, meta, part_bytes)
+            keys[MD5_META] = base64.b64encode(bytes.fromhex(md5)).decode()
+        return self._start_upload(name, keys, part_bytes)
 
     def _start_upload(self, name: str, meta: dict[str, str], part_bytes: int) -> S3Upload:
         r = self._call("start a multipart upload of", name, self._s3.create_multipart_upload,
@@ -578,16 +656,18 @@ def content_type(name: str) -> str:
     return mimetypes.guess_type(name, strict=False)[0] or ""
 
 
-def _object_info(name: str, size: int, etag: str, meta: dict[str, str],
-                 modified: Any) -> ObjectInfo:  # fmt: skip
+def _object_info(name: str, size: int, etag: str, meta: dict[str, str], modified: Any,
+                 with_meta: bool = False) -> ObjectInfo:  # fmt: skip
     """What a HEAD or GET says of an object: its user metadata's "mtime" (else the server's
-    Last-Modified, to the second), part size and "md5chksum"."""
+    Last-Modified, to the second), part size and "md5chksum"; `with_meta`: rclone's keys of
+    the file's mode, owner and atime too."""
     mtime = parse_mtime(meta.get("mtime"))
     if mtime is None and modified is not None:
         mtime = int(modified.timestamp()) * 1_000_000_000
     part = meta.get("orbit-part-bytes", "")
     return ObjectInfo(name, size, mtime, etag, int(part) if part.isdigit() else 0,
-                      md5_from_meta(meta.get(MD5_META)))  # fmt: skip
+                      md5_from_meta(meta.get(MD5_META)),
+                      meta=file_meta(meta) if with_meta else None)  # fmt: skip
 
 
 class S3Upload:
@@ -629,7 +709,9 @@ class S3Upload:
         return {n for n, token in recorded.items()
                 if n in listed and listed[n] == (token, lengths.get(n))}  # fmt: skip
 
-    def complete(self, tokens: dict[int, str], size: int) -> ObjectInfo:
+    def complete(self, tokens: dict[int, str], size: int,
+                 meta: FileMeta | None = None) -> ObjectInfo:  # fmt: skip
+        # `meta`: in the object's metadata since begin_upload (S3 takes it only then).
         order = sorted(tokens)
         parts = [{"PartNumber": n, "ETag": f'"{tokens[n]}"'} for n in order]
         try:

@@ -19,6 +19,7 @@ from typing import TypeVar
 from orbit_fast.backends.base import (
     Capabilities,
     Descend,
+    FileMeta,
     ObjectInfo,
     OnDir,
     OnSkip,
@@ -142,16 +143,18 @@ class RetryingStore(Retrier):
             except TransientError as exc:
                 self._after_failure(f"listing {prefix or '/'}", attempt, exc)
 
-    def stat_info(self, name: str) -> ObjectInfo:
-        return self._retry(f"stat of {name}", lambda: self.inner.stat_info(name))
+    def stat_info(self, name: str, meta: bool = False) -> ObjectInfo:
+        return self._retry(f"stat of {name}", lambda: self.inner.stat_info(name, meta))
 
-    def read_info(self, name: str, expect: ObjectInfo | None = None) -> tuple[bytes, ObjectInfo]:
-        return self._retry(f"reading {name}", lambda: self.inner.read_info(name, expect))
+    def read_info(self, name: str, expect: ObjectInfo | None = None,
+                  meta: bool = False) -> tuple[bytes, ObjectInfo]:  # fmt: skip
+        return self._retry(f"reading {name}", lambda: self.inner.read_info(name, expect, meta))
 
-    def put_file(self, name: str, data: bytes, mtime_ns: int,
-                 durable: bool = True) -> ObjectInfo:  # fmt: skip
+    def put_file(self, name: str, data: bytes, mtime_ns: int, durable: bool = True,
+                 meta: FileMeta | None = None) -> ObjectInfo:  # fmt: skip
         return self._retry(f"writing {name}",
-                           lambda: self.inner.put_file(name, data, mtime_ns, durable))  # fmt: skip
+                           lambda: self.inner.put_file(name, data, mtime_ns, durable,
+                                                       meta))  # fmt: skip
 
     def delete_many(self, names: Sequence[str]) -> None:
         self._retry(f"deleting {len(names)} objects", lambda: self.inner.delete_many(names))
@@ -174,9 +177,11 @@ class RetryingUploads(RetryingStore):
         self._uploads = inner
 
     def begin_upload(self, name: str, size: int, part_bytes: int, mtime_ns: int,
-                     token: str = "", md5: str = "") -> Upload:  # fmt: skip
+                     token: str = "", md5: str = "",
+                     meta: FileMeta | None = None) -> Upload:  # fmt: skip
         def begin() -> Upload:
-            return self._uploads.begin_upload(name, size, part_bytes, mtime_ns, token, md5)
+            return self._uploads.begin_upload(name, size, part_bytes, mtime_ns, token, md5,
+                                              meta)  # fmt: skip
 
         up = self._retry(f"starting the upload of {name}", begin)
         return RetryingUpload(up, self)
@@ -242,8 +247,10 @@ class RetryingUpload(Retrier):
         return self._retry("listing uploaded parts",
                            lambda: self.inner.confirmed(recorded, lengths))  # fmt: skip
 
-    def complete(self, tokens: dict[int, str], size: int) -> ObjectInfo:
-        return self._retry("completing an upload", lambda: self.inner.complete(tokens, size))
+    def complete(self, tokens: dict[int, str], size: int,
+                 meta: FileMeta | None = None) -> ObjectInfo:  # fmt: skip
+        return self._retry("completing an upload",
+                           lambda: self.inner.complete(tokens, size, meta))  # fmt: skip
 
     def abort(self) -> None:
         self._retry("aborting an upload", self.inner.abort)

@@ -160,6 +160,10 @@ class _FilterOrderCommand(click.Command):
 @click.option("--no-acls", is_flag=True, help="Do not copy POSIX ACLs.")
 @click.option("--no-hard-links", is_flag=True,
               help="Copy each name of a hard-linked file as a file of its own.")
+@click.option("--trust-remote-metadata", is_flag=True,
+              help="From an S3 source, apply owners (as root) and setuid/setgid/sticky bits "
+              "from the objects' metadata; without it files get mode & 0o777 and the running "
+              "user as owner, and the run says what it left out.")
 @click.option(
     "--retry-attempts",
     type=int,
@@ -230,6 +234,7 @@ def sync_cmd(
     no_xattrs: bool,
     no_acls: bool,
     no_hard_links: bool,
+    trust_remote_metadata: bool,
     retry_attempts: int,
     s3_endpoint: str,
     json_out: bool,
@@ -265,6 +270,7 @@ def sync_cmd(
         no_xattrs=no_xattrs,
         no_acls=no_acls,
         no_hard_links=no_hard_links,
+        trust_remote_metadata=trust_remote_metadata,
         retry_attempts=retry_attempts,
         s3_endpoint=s3_endpoint,
         files_from=files_from or "",

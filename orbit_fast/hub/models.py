@@ -85,6 +85,7 @@ class JobConfig(Strict):
     no_xattrs: bool | None = None
     no_acls: bool | None = None
     no_hard_links: bool | None = None
+    trust_remote_metadata: bool | None = None
 
 
 class RunRequest(Strict):

@@ -7,6 +7,10 @@ destination store inside this thread and never through the coordinator. Failures
 TaskFailed results: "source" (the file is skipped with a warning), "destination", "remote"
 (refused: the run stops) or "unavailable" (retries ran out: the run stops, and the hub runs
 it again after a while); a rerun resumes.
+
+A file's metadata beyond size and mtime goes with it where the destination keeps it, under the
+rules of _carried: as it is from a local file to S3, with what no object holds reported; and
+from a remote end's metadata onto a local file only as far as the run trusts that end.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import errno
 import functools
 import hashlib
 import os
+import stat
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -24,6 +29,7 @@ import xxhash
 
 from orbit_fast import messages as m
 from orbit_fast.backends.base import (
+    FileMeta,
     ObjectInfo,
     ServerCopy,
     Store,
@@ -35,6 +41,8 @@ from orbit_fast.errors import RemoteError, RemoteUnavailable
 
 _local = threading.local()
 DIGEST_READ_BYTES = 8 << 20
+_ACL_XATTRS = ("system.posix_acl_access", "system.posix_acl_default")
+_SETID = stat.S_ISUID | stat.S_ISGID | stat.S_ISVTX
 
 
 def _store(url: str, ends: m.Ends) -> Any:
@@ -87,6 +95,52 @@ def _server_copy(ends: m.Ends) -> ServerCopy:
     return copy
 
 
+def _carried(ends: m.Ends, meta: FileMeta | None) -> tuple[FileMeta | None, int]:
+    """What the destination is given of the source file's `meta`, and the META_* bits of
+    what it left out (ends.meta says what the run asks for).
+
+    From a local file: mode, owner and atime as they are (S3 keeps them in rclone's keys);
+    xattrs, POSIX ACLs and hard links, which no object holds, are reported where the file has
+    them: xattrs outside user.* only as root, as a sync between trees copies them.
+    From a remote end onto a local file: that metadata is whatever whoever can write there put
+    (rclone fixed this in GHSA-945v-v9p3-v5xw): owners (asked for only as root) and the setuid,
+    setgid and sticky bits only with META_TRUSTED; else the file gets the running user's owner
+    and mode & 0o777, and what would have differed is reported.
+    Between remote ends it travels as it is (S3 to S3 through us)."""
+    if meta is None:
+        return None, 0
+    asked, left = ends.meta, 0
+    if not is_remote(ends.src):
+        if meta.nlink > 1:
+            left |= asked & m.META_LINKS
+        root = os.geteuid() == 0
+        for name in meta.xattrs:
+            if name in _ACL_XATTRS:
+                left |= asked & m.META_ACLS
+            elif root or name.startswith("user."):
+                left |= asked & m.META_XATTRS
+        return meta, left
+    if is_remote(ends.dst):
+        return meta, 0
+    trusted = bool(asked & m.META_TRUSTED)
+    mode = meta.mode
+    if mode >= 0 and mode & _SETID and not trusted:
+        mode &= ~_SETID
+        left |= m.META_SETID
+    uid = gid = -1
+    if meta.uid >= 0 and asked & m.META_OWNER:
+        if trusted:
+            uid = meta.uid
+        elif meta.uid != os.geteuid():
+            left |= m.META_OWNER
+    if meta.gid >= 0 and asked & m.META_GROUP:
+        if trusted:
+            gid = meta.gid
+        elif meta.gid != os.getegid():
+            left |= m.META_GROUP
+    return FileMeta(mode, uid, gid, meta.atime_ns), left
+
+
 def run_object_task(task: m.Task) -> m.Result:
     tid = task.task_id  # type: ignore[union-attr]
     try:
@@ -113,7 +167,7 @@ def _put_object(t: m.PutObject) -> m.Result:
         copied: ObjectInfo = _on("destination", lambda: copy(t.name, t.size, mtime))
         return m.ObjectPut(task_id=t.task_id, length=t.size, src_sig="", dst_sig=copied.sig)
     expect = ObjectInfo(t.name, t.size, t.mtime_ns) if t.mtime_ns >= 0 else None
-    data, info = _on("source", lambda: src.read_info(t.name, expect))
+    data, info = _on("source", lambda: src.read_info(t.name, expect, meta=True))
     if info.mtime_ns is None:
         raise _Failed("source", errno.EIO, f"{t.name}: no modification time")
     # A local file is taken only as the listing saw it: `info` is the fstat of the fd it was
@@ -123,16 +177,24 @@ def _put_object(t: m.PutObject) -> m.Result:
         seen = expect if expect is not None else _on("source", lambda: src.stat_info(t.name))
         if seen.sig != info.sig:
             return m.SourceChanged(task_id=t.task_id, detail=f"{seen.sig} -> {info.sig}")
-    out: ObjectInfo = _on("destination",
-                          lambda: dst.put_file(t.name, data, info.mtime_ns, t.durable))  # fmt: skip
-    return m.ObjectPut(task_id=t.task_id, length=len(data), src_sig=info.sig, dst_sig=out.sig)
+    meta, left = _carried(t.ends, info.meta)
+    out: ObjectInfo = _on("destination", lambda: dst.put_file(t.name, data, info.mtime_ns,
+                                                              t.durable, meta))  # fmt: skip
+    return m.ObjectPut(task_id=t.task_id, length=len(data), src_sig=info.sig, dst_sig=out.sig,
+                       left=left)  # fmt: skip
 
 
 def _begin(t: m.BeginUpload) -> m.Result:
     src, dst = _store(t.ends.src, t.ends), _store(t.ends.dst, t.ends)
+    meta = None
+    if is_remote(t.ends.dst) and dst.capabilities.file_meta:  # S3 takes it now or never
+        # Before _whole_md5 reads the file and moves its atime; a local file's xattr names
+        # come from the fd that read and the parts' then go through.
+        now: ObjectInfo = _on("source", lambda: src.stat_info(t.name, meta=True))
+        meta = _carried(t.ends, now.meta)[0]
     md5 = _whole_md5(t, src) if t.md5 else ""
     up = _on("destination", lambda: dst.begin_upload(t.name, t.size, t.part_bytes, t.mtime_ns,
-                                                     t.token, md5))  # fmt: skip
+                                                     t.token, md5, meta))  # fmt: skip
     return m.UploadBegun(task_id=t.task_id, state=up.state)
 
 
@@ -170,13 +232,14 @@ def _put_part(t: m.PutPart) -> m.Result:
 
 def _complete(t: m.CompleteUpload) -> m.Result:
     src, dst = _store(t.ends.src, t.ends), _store(t.ends.dst, t.ends)
-    now = _on("source", lambda: src.stat_info(t.name))
+    now = _on("source", lambda: src.stat_info(t.name, meta=True))
     upload = dst.resume_upload(t.name, t.upload, t.size, t.part_bytes, t.mtime_ns)
     if now.sig != t.src_sig:
         _on("destination", upload.abort)
         return m.SourceChanged(task_id=t.task_id, detail=f"{t.src_sig} -> {now.sig}")
-    info = _on("destination", lambda: upload.complete(t.tokens, t.size))
-    return m.UploadCompleted(task_id=t.task_id, dst_sig=info.sig)
+    meta, left = _carried(t.ends, now.meta)  # a file store gives it the file before its rename
+    info = _on("destination", lambda: upload.complete(t.tokens, t.size, meta))
+    return m.UploadCompleted(task_id=t.task_id, dst_sig=info.sig, left=left)
 
 
 class MultipartEtags:

@@ -8,6 +8,7 @@ import base64
 import hashlib
 import os
 import shutil
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -95,3 +96,32 @@ def test_checksum_sync_over_rclone_multipart_objects_transfers_nothing(
     big.write_bytes(bytes(data))
     os.utime(big, ns=(st.st_atime_ns, st.st_mtime_ns))
     assert _sync(str(src), url, "--checksum")["files_copied"] == 1
+
+
+def test_file_metadata_round_trips_with_rclone_metadata(tmp_path: Path, rng, s3_bucket,
+                                                        moto) -> None:  # fmt: skip
+    """orbit-fast writes a file's mode, owner and atime in the keys `rclone copy --metadata`
+    reads back onto local files, and reads rclone's (issue #19)."""
+    src = tmp_path / "src"
+    files = {"big.bin": (rng.randbytes(MULTIPART), 0o600, 1_700_000_000_250_000_000),
+             "a/run.sh": (b"#!/bin/sh\n", 0o750, 1_600_000_000_123_456_789),
+             "a/b/notes.txt": (b"notes", 0o444, 1_500_000_000 * 10**9)}  # fmt: skip
+    for rel, (data, mode, mtime) in files.items():
+        write(src / rel, data, mode=mode)
+        os.utime(src / rel, ns=(mtime, mtime))
+
+    def kept(root: Path) -> dict[str, tuple[int, int]]:
+        return {rel: (stat.S_IMODE((root / rel).stat().st_mode), (root / rel).stat().st_mtime_ns)
+                for rel in files}  # fmt: skip
+
+    want = {rel: (mode, mtime) for rel, (_, mode, mtime) in files.items()}
+    assert _sync(str(src), f"s3://{s3_bucket}/o")["files_copied"] == 3
+    proc = _rclone(moto, "copy", "--metadata", f"s3:{s3_bucket}/o", str(tmp_path / "by-rclone"))
+    assert proc.returncode == 0, proc.stderr
+    assert kept(tmp_path / "by-rclone") == want
+    # And the other way: rclone's objects, synced here, give the files their modes.
+    proc = _rclone(moto, "copy", "--metadata", str(src), f"s3:{s3_bucket}/r",
+                   "--s3-chunk-size", "5M", "--s3-upload-cutoff", "5M")  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    _sync(f"s3://{s3_bucket}/r", str(tmp_path / "by-orbit"))
+    assert kept(tmp_path / "by-orbit") == want

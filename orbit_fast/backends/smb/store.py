@@ -24,6 +24,7 @@ from orbit_fast.backends.base import (
     CantCopy,
     Capabilities,
     Descend,
+    FileMeta,
     ObjectInfo,
     OnDir,
     OnSkip,
@@ -325,13 +326,15 @@ class SMBStore(ProbesByListing, FileUploads):
         """Give the directory `name` the source's time (kept at the share's 100 ns)."""
         self._do("set the time of", name, lambda w: w.set_mtime(name, mtime_ns, True))
 
-    def stat_info(self, name: str) -> ObjectInfo:
+    def stat_info(self, name: str, meta: bool = False) -> ObjectInfo:
+        # `meta`: a share has no FileMeta of ours (no POSIX mode or owner over SMB2).
         attrs = self._do("stat", name, lambda w: w.stat(name))
         if attrs.is_dir:
             raise IsADirectoryError(errno.EISDIR, "a directory", f"{self.url}/{name}")
         return ObjectInfo(name, attrs.size, attrs.mtime_ns)
 
-    def read_info(self, name: str, expect: ObjectInfo | None = None) -> tuple[bytes, ObjectInfo]:
+    def read_info(self, name: str, expect: ObjectInfo | None = None,
+                  meta: bool = False) -> tuple[bytes, ObjectInfo]:  # fmt: skip
         """The object and its info. With `expect` (from a listing moments ago) and a file
         below COMPOUND_READ, one compound request opens, reads (one byte more than expected,
         to see that the size still holds) and closes; the open's reply gives size and time."""
@@ -342,8 +345,9 @@ class SMBStore(ProbesByListing, FileUploads):
         info = self.stat_info(name)
         return self.read_range(name, 0, info.size), info
 
-    def put_file(self, name: str, data: bytes, mtime_ns: int,
-                 durable: bool = True) -> ObjectInfo:  # fmt: skip
+    def put_file(self, name: str, data: bytes, mtime_ns: int, durable: bool = True,
+                 meta: FileMeta | None = None) -> ObjectInfo:  # fmt: skip
+        # `meta`: not kept (capabilities.file_meta is false): a share has no POSIX mode.
         return self._put(name, data, mtime_ns, exclusive=False)
 
     # ---- ServerCopier (base.py) -------------------------------------------------------------
@@ -401,7 +405,8 @@ class SMBStore(ProbesByListing, FileUploads):
     def pwrite(self, tmp: str, offset: int, data: bytes) -> None:
         self._do("write", tmp, lambda w: w.pwrite(tmp, offset, data))
 
-    def commit(self, tmp: str, name: str, mtime_ns: int) -> ObjectInfo:
+    def commit(self, tmp: str, name: str, mtime_ns: int,
+               meta: FileMeta | None = None) -> ObjectInfo:  # fmt: skip
         attrs = self._do("write", name, lambda w: w.commit(tmp, name, mtime_ns))
         return ObjectInfo(name, attrs.size, attrs.mtime_ns)
 

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from orbit_fast import progress as p
 from orbit_fast.cancel import CancelToken
-from orbit_fast.config import FsyncPolicy, SyncOptions, is_remote
+from orbit_fast.config import FsyncPolicy, SyncOptions, is_remote, url_scheme
 from orbit_fast.coordinator.dispatch import WorkerDeath
 from orbit_fast.coordinator.run import RunLedger
 from orbit_fast.coordinator.scan import DIR, FILE, LINK, OTHER, Entry, Stat
@@ -117,6 +117,9 @@ class SyncEngine:
         self.identity: guards.Identity | None = None  # the local source root's filesystem
         self.withheld: DeletionsWithheld | None = None
         self.partial = False  # exit code 1 with nothing skipped (metadata a destination lacks)
+        # Symlinks and special files of a local source that a store cannot hold: each one is
+        # a skipped entry, and the run says so once per kind, with the count (_not_files).
+        self.not_files: dict[str, int] = {}
         # Hard links (rsync -H): the first name seen of each multi-link source inode, and the
         # other names, linked to it once the copies are done. Only multi-link files are held.
         self.link_first: dict[tuple[int, int], str] = {}
@@ -381,6 +384,8 @@ class SyncEngine:
         if not self.stopping:
             self._apply(self.copies.abort_stale_uploads())
         if not self.stopping and self._objects is not None:
+            self._apply(self.copies.left_out())
+            self._not_files()
             self._apply(self._unlisted())
             if not o.dry_run:
                 self._dir_mtimes()
@@ -410,6 +415,13 @@ class SyncEngine:
                 continue
             except OSError as exc:
                 self._warn("io", rel, f"could not set the directory's time: {exc}")
+
+    def _not_files(self) -> None:
+        """One warning per kind of the source's entries a store cannot hold, with the count."""
+        where = "S3" if url_scheme(self.opts.destination) == "s3" else "the destination"
+        for kind, n in sorted(self.not_files.items()):
+            self._warn("special", "", f"{kind}: {n} in the source, not copied: {where} keeps "
+                       "only files (each is in the summary's skipped list)")  # fmt: skip
 
     def _unlisted(self) -> list[Outcome]:
         """What the store listings found that is not a file of the tree: the destination's
@@ -471,6 +483,11 @@ class SyncEngine:
         ob = self._objects
         if isinstance(item, ob.Pair):
             self._plan_pair(item)
+        elif isinstance(item, ob.Unlisted) and item.msgid == "special":
+            self._skipped(item.rel, item.msgid, item.message)
+            kind = ("symlinks" if item.message.startswith("a symlink")
+                    else "special files (fifos, sockets, devices)")  # fmt: skip
+            self.not_files[kind] = self.not_files.get(kind, 0) + 1
         elif isinstance(item, ob.Unlisted):
             self._warn(item.msgid, item.rel, item.message, skipped=True)
         elif isinstance(item, ob.ListingFailed):
@@ -815,11 +832,14 @@ class SyncEngine:
 
     def _warn(self, msgid: str, rel: str, message: str, skipped: bool = False) -> None:
         self.c.warnings += 1
-        path = p.display_path(rel)
         if skipped:
-            self.c.skipped.append(path)
-            self.ledger.skipped(rel, msgid, message)
-        self.emit(p.Warning(msgid=msgid, path=path, message=message))
+            self._skipped(rel, msgid, message)
+        self.emit(p.Warning(msgid=msgid, path=p.display_path(rel), message=message))
+
+    def _skipped(self, rel: str, msgid: str, message: str) -> None:
+        """An entry missing from the destination after this run (exit code 1)."""
+        self.c.skipped.append(p.display_path(rel))
+        self.ledger.skipped(rel, msgid, message)
 
     def _on_death(self, death: WorkerDeath[Any]) -> None:
         self.emit(p.Warning(msgid="worker_died", path="",

@@ -23,7 +23,7 @@ from orbit_fast.backends.base import (
     server_copier,
     upload_part_bytes,
 )
-from orbit_fast.config import FsyncPolicy, SyncOptions
+from orbit_fast.config import FsyncPolicy, SyncOptions, url_scheme
 from orbit_fast.coordinator.dispatch import InFlight, TaskBoard
 from orbit_fast.coordinator.sync.objects import SINGLE_MAX, Obj
 from orbit_fast.coordinator.sync.outcome import (
@@ -49,6 +49,34 @@ from orbit_fast.index.jobs_db import Job, JobsDB
 # less than this long ago: a live upload in parts writes a part every few seconds.
 FOREIGN_TEMP_S = 3600
 
+# What a run says of the metadata its copies left out (workers/objects.py, _carried): one
+# warning per kind, with the count of files, when the run ends.
+_LEFT = (
+    (m.META_XATTRS, "extended attributes, which {dst} cannot hold: copied without them "
+     "(--no-xattrs stops this warning)"),
+    (m.META_ACLS, "POSIX ACLs, which {dst} cannot hold: copied without them (--no-acls stops "
+     "this warning)"),
+    (m.META_LINKS, "several hard links, which {dst} cannot hold: each name copied as a file "
+     "of its own (--no-hard-links stops this warning)"),
+    (m.META_SETID, "setuid, setgid or sticky bits in {its} metadata: left out, the mode "
+     "masked with 0o777 (--trust-remote-metadata applies them)"),
+    (m.META_OWNER, "another owner in {its} metadata: left to the running user "
+     "(--trust-remote-metadata applies it, --no-owner stops this warning)"),
+    (m.META_GROUP, "another group in {its} metadata: left to the running user's "
+     "(--trust-remote-metadata applies it, --no-group stops this warning)"),
+)  # fmt: skip
+
+
+def meta_asked(opts: SyncOptions) -> int:
+    """The META_* bits of what a run between stores keeps or reports (messages.Ends.meta)."""
+    keep = opts.keep  # owners only as root
+    return ((m.META_XATTRS if keep & m.KEEP_XATTRS else 0)
+            | (m.META_ACLS if keep & m.KEEP_ACLS else 0)
+            | (0 if opts.no_hard_links else m.META_LINKS)
+            | (m.META_OWNER if keep & m.KEEP_OWNER else 0)
+            | (m.META_GROUP if keep & m.KEEP_GROUP else 0)
+            | (m.META_TRUSTED if opts.trust_remote_metadata else 0))  # fmt: skip
+
 if TYPE_CHECKING:
     from orbit_fast.workers.pool import WorkerPool
 
@@ -63,7 +91,9 @@ class ObjectCopies:
         self.ends = m.Ends(src=opts.source, dst=opts.destination, s3_endpoint=opts.s3_endpoint,
                            attempts=opts.retry_attempts,
                            s3=m.S3Settings(opts.s3_storage_class, opts.s3_sse,
-                                           opts.s3_sse_kms_key_id, opts.s3_region))  # fmt: skip
+                                           opts.s3_sse_kms_key_id, opts.s3_region),
+                           meta=meta_asked(opts))  # fmt: skip
+        self.left: dict[int, int] = {}  # META_* bit -> files whose copy left it out
         procs = min(opts.workers, os.cpu_count() or 1)
         # A task queued behind each running one: no idle gap between objects.
         self.board: TaskBoard[Obj] = TaskBoard(workers=procs, threads=-(-opts.workers // procs),
@@ -273,6 +303,7 @@ class ObjectCopies:
         elif obj.failed:
             pass
         elif isinstance(res, m.ObjectPut):
+            self._count_left(res.left)
             out += self._copied(obj, res.length, res.src_sig or obj.info.sig, res.dst_sig,
                                 server_side=rec.kind == "copy")  # fmt: skip
         elif isinstance(res, m.PartPut):
@@ -283,6 +314,7 @@ class ObjectCopies:
             if len(obj.tokens) == obj.nparts:
                 self.ready.append((obj, "complete", 0))
         elif isinstance(res, m.UploadCompleted):
+            self._count_left(res.left)
             if self.db is not None:
                 self.db.queue_drop_upload(self.job.id, obj.rel)
             out += self._copied(obj, 0, obj.info.sig, res.dst_sig)
@@ -299,6 +331,26 @@ class ObjectCopies:
             # A copy that will not finish in this run leaves the progress totals.
             obj.started = False
             out.append(Dropped(obj.info.size, sum(obj.part_len(n) for n in obj.tokens)))
+        return out
+
+    def _count_left(self, left: int) -> None:
+        while left:
+            bit = left & -left
+            self.left[bit] = self.left.get(bit, 0) + 1
+            left ^= bit
+
+    def left_out(self) -> list[Outcome]:
+        """Once the copies are done: one warning per kind of metadata they left out, with the
+        number of files (exit code 1: the destination is not all the source is)."""
+        dst = {"s3": "S3 objects", "smb": "files orbit-fast writes to SMB"}.get(
+            url_scheme(self.ends.dst), "the destination")  # fmt: skip
+        out: list[Outcome] = []
+        for bit, what in _LEFT:
+            n = self.left.get(bit, 0)
+            if n:
+                files = "1 file has" if n == 1 else f"{n} files have"
+                what = what.format(dst=dst, its="its" if n == 1 else "their")
+                out.append(Warn("metadata", "", f"{files} {what}", partial=True))
         return out
 
     def lost(self, rec: InFlight[Obj]) -> list[Outcome]:
