@@ -172,3 +172,51 @@ def test_hard_links_are_kept_as_rsync_H_keeps_them(tmp_path: Path):
     # --no-hard-links copies each name on its own.
     run_cli("sync", str(src), str(tmp_path / "flat"), "--no-hard-links")
     assert len({p.stat().st_ino for p in (tmp_path / "flat").rglob("*") if p.is_file()}) == 6
+
+
+def test_a_sync_as_another_user_keeps_what_it_may(tmp_path: Path):
+    """Run as uid 65534 (setpriv, keeping only the right to search directories so that this
+    Python can be run at all): no failure, the files are the user's, user.* xattrs and ACLs
+    kept; a fifo is made; the hard links kept. Nothing to warn about: what a user cannot set
+    (trusted.*) it cannot read either, so it is never asked for."""
+    _need_root_and("rsync", "setfacl", "setpriv")
+    import tempfile
+
+    from tests.conftest import ORBIT
+
+    # Not below pytest's root-only base directory: the user checks its own access to the ends.
+    tmp_path = Path(tempfile.mkdtemp(prefix="orbit-nobody-"))
+    try:
+        _sync_as_nobody(tmp_path, ORBIT)
+    finally:
+        shutil.rmtree(tmp_path)
+
+
+def _sync_as_nobody(tmp_path: Path, orbit: list[str]) -> None:
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    write(src / "f", b"data")
+    os.setxattr(src / "f", "user.k", b"v")
+    subprocess.run(["setfacl", "-m", "u:4242:r", str(src / "f")], check=True)
+    os.link(src / "f", src / "f2")
+    os.mkfifo(src / "pipe")
+    subprocess.run(["chown", "-R", "65534:65534", str(src)], check=True)
+    os.chmod(tmp_path, 0o755)
+    os.chown(tmp_path, 65534, 65534)
+    state = tmp_path / "state"
+    state.mkdir()
+    os.chown(state, 65534, 65534)
+    as_nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                 "--inh-caps=+dac_read_search", "--ambient-caps=+dac_read_search"]
+    proc = subprocess.run([*as_nobody, *orbit, "sync", str(src), str(dst), "--json"],
+                          capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "ORBIT_STATE_DIR": str(state), "HOME": str(state)})
+    assert proc.returncode == 0, (proc.stdout, proc.stderr)
+    assert [e for e in json_events(proc.stdout) if e["event"] == "warning"] == []
+    st = os.stat(dst / "f")
+    assert (st.st_uid, st.st_gid) == (65534, 65534)
+    assert os.getxattr(dst / "f", "user.k") == b"v"
+    acl = subprocess.run(["getfacl", "-c", str(dst / "f")], capture_output=True, text=True)
+    assert "user:4242:r--" in acl.stdout
+    assert os.stat(dst / "f2").st_ino == st.st_ino
+    assert (dst / "pipe").is_fifo()
+    assert _rsync_differences(src, dst) == []
