@@ -180,6 +180,9 @@ META_XATTRS, META_ACLS, META_LINKS = 1, 2, 4
 # From a remote source's metadata onto a local file: owners (as root) and the setuid, setgid
 # and sticky bits only with --trust-remote-metadata (META_TRUSTED); else left out, reported.
 META_OWNER, META_GROUP, META_SETID, META_TRUSTED = 8, 16, 32, 64
+# Between SMB ends: the destination did not keep the creation time or DOS attributes it was
+# given (a share that stores no DOS attributes): reported, tried again on the next run.
+META_DOS = 128
 
 
 class Ends(msgspec.Struct, array_like=True, frozen=True):
@@ -196,7 +199,9 @@ class Ends(msgspec.Struct, array_like=True, frozen=True):
 class PutObject(_Msg, frozen=True):
     """Copy a whole object (read in one request, written in one) with its mtime; or, with
     `server_side`, have the server copy it (both ends on one server: S3 CopyObject, SMB
-    FSCTL_SRV_COPYCHUNK), as `size` bytes with `mtime_ns` (-1: keep the source's)."""
+    FSCTL_SRV_COPYCHUNK), as `size` bytes with `mtime_ns` (-1: keep the source's) and, on
+    SMB, the creation time and DOS attributes the listing showed (`dos_attrs` -1: the
+    source's, asked)."""
 
     task_id: int
     ends: Ends
@@ -205,6 +210,20 @@ class PutObject(_Msg, frozen=True):
     server_side: bool = False
     size: int = 0
     mtime_ns: int = -1
+    btime_ns: int | None = None
+    dos_attrs: int = -1
+
+
+class SetFileMeta(_Msg, frozen=True):
+    """Give the destination's file `name`, whose data is the source's already, the source's
+    creation time and DOS attributes (FileMeta.btime_ns, dos_attrs; None, -1: not known)
+    and nothing else: an attributes-only update between SMB ends."""
+
+    task_id: int
+    ends: Ends
+    name: str
+    btime_ns: int | None
+    dos_attrs: int
 
 
 class BeginUpload(_Msg, frozen=True):
@@ -294,7 +313,8 @@ class DetachRing(_Msg, frozen=True):
 # The tasks of a coordinator's job: each carries a task_id naming that coordinator's ring. The
 # rest of Task is the pool's control of the worker itself.
 JobTask = (CopyBlock | CopyFiles | VerifyBlock | DigestFile | FinalizeFile | ChunkRange
-           | PutObject | BeginUpload | PutPart | CompleteUpload | DigestObject)  # fmt: skip
+           | PutObject | BeginUpload | PutPart | CompleteUpload | DigestObject
+           | SetFileMeta)  # fmt: skip
 Task = JobTask | Shutdown | AttachRing | DetachRing
 
 
@@ -415,6 +435,12 @@ class ObjectDigested(_Msg, frozen=True):
     digest: str
 
 
+class FileMetaSet(_Msg, frozen=True):
+    task_id: int
+    dst_sig: str  # the destination after (its data and mtime are as they were)
+    left: int = 0  # as ObjectPut.left
+
+
 Result = (
     WorkerReady
     | ObjectPut
@@ -422,6 +448,7 @@ Result = (
     | PartPut
     | UploadCompleted
     | ObjectDigested
+    | FileMetaSet
     | RangeChunked
     | BlockCopied
     | FilesCopied

@@ -48,6 +48,14 @@ SMB_CONF = """[global]
    read only = yes
    valid users = {user}
    force user = root
+# a share that keeps no creation times or DOS attributes (tests/backends/test_smb_metadata.py)
+[nodos]
+   path = {d}/nodos
+   read only = no
+   valid users = {user}
+   force user = root
+   store dos attributes = no
+   map archive = no
 """
 
 
@@ -131,7 +139,8 @@ class SambaServer:
     def __init__(self, workdir: Path) -> None:
         self.port = free_port()
         self.dir = str(workdir)
-        for sub in ("private", "lock", "state", "cache", "run", "ncalrpc", "log", "share"):
+        for sub in ("private", "lock", "state", "cache", "run", "ncalrpc", "log", "share",
+                    "nodos"):  # fmt: skip
             os.makedirs(os.path.join(self.dir, sub), exist_ok=True)
         self.conf = os.path.join(self.dir, "smb.conf")
         with open(self.conf, "w") as f:

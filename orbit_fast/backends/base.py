@@ -135,12 +135,18 @@ class Capabilities(NamedTuple):
     # Keeps a file's FileMeta (mode, owner, atime) given to put_file, begin_upload or an
     # upload's complete: S3 in rclone's metadata keys, a local directory on the file itself.
     file_meta: bool = False
+    # Keeps a file's creation time and DOS attributes (FileMeta.btime_ns, dos_attrs; SMB):
+    # given to put_file, an upload's complete and a server copy, reported by list_info,
+    # stat_info and read_info with meta=True, and set alone by set_meta(name, meta), which
+    # returns the file's info (an attributes-only update: no data is written).
+    dos_meta: bool = False
 
 
 class FileMeta(NamedTuple):
     """A file's metadata beyond size and mtime, where a store has it (read_info and stat_info
     with `meta=True`): a local file's from its stat and fd, an S3 object's from rclone's
-    user-metadata keys. -1 / None: not known."""
+    user-metadata keys, an SMB file's from the server's reply (also in listings with
+    `meta=True`). -1 / None: not known."""
 
     mode: int = -1  # st_mode: the permission bits, setuid/setgid/sticky, the file type
     uid: int = -1
@@ -149,6 +155,15 @@ class FileMeta(NamedTuple):
     # What only a local file has, for the report of what an object cannot hold:
     nlink: int = 1
     xattrs: tuple[str, ...] = ()  # names (POSIX ACLs are the system.posix_acl_* ones)
+    # What only an SMB file has (capabilities.dos_meta): its creation time, and of its DOS
+    # attributes the ones a copy keeps, DOS_ATTRS_KEPT (0: none of them).
+    btime_ns: int | None = None
+    dos_attrs: int = -1
+
+
+# FILE_ATTRIBUTE_READONLY, _HIDDEN, _SYSTEM and _ARCHIVE ([MS-FSCC] 2.6): what a file's users
+# set. The others are the server's (directory, sparse, reparse point, compressed, ...).
+DOS_ATTRS_KEPT = 0x1 | 0x2 | 0x4 | 0x20
 
 
 class ObjectInfo(NamedTuple):
@@ -238,7 +253,8 @@ class FileStore(Protocol):
       disk an entry that is not a file (symlink, device) and a directory that cannot be read
       go to `on_skip` (name, why) when given (else the latter raises); a directory that
       vanished is skipped; a writer's temp file (is_temp) goes to `on_skip` as (name,
-      TEMP_NAME). Escaping names: as BlobStore.list.
+      TEMP_NAME). Escaping names: as BlobStore.list. With `meta=True` a store whose listings
+      carry a file's metadata (`capabilities.dos_meta`) gives each info's `meta`; else None.
     - `stat_info(name)` / `read_info(name, expect)` raise FileNotFoundError if it is absent;
       `read_info` returns the data and the info of what it read (`expect`, from a listing
       moments ago, may spare a stat; a file changed since is read as it is now). With
@@ -247,8 +263,9 @@ class FileStore(Protocol):
     - `read_range(name, offset, length)`: as BlobStore.read_range.
     - `put_file(name, data, mtime_ns, durable, meta)` stores the file whole or not at all, with
       its mtime (kept to `capabilities.mtime_ns_precision`) and, where the store keeps them
-      (`capabilities.file_meta`), the mode, owner and atime of `meta` that are known; it
-      returns its info; `durable=False` may skip the fsync of a local file.
+      (`capabilities.file_meta`), the mode, owner and atime of `meta` that are known, or
+      (`capabilities.dos_meta`) its creation time and DOS attributes; it returns its info;
+      `durable=False` may skip the fsync of a local file.
     - `delete_many(names)` deletes them all, absent ones included; RemoteError names what the
       server did not delete.
     """
@@ -259,8 +276,8 @@ class FileStore(Protocol):
     def capabilities(self) -> Capabilities: ...
 
     def list_info(self, prefix: str, descend: Descend | None = None,
-                  on_skip: OnSkip | None = None,
-                  on_dir: OnDir | None = None) -> Iterator[ObjectInfo]: ...  # fmt: skip
+                  on_skip: OnSkip | None = None, on_dir: OnDir | None = None,
+                  meta: bool = False) -> Iterator[ObjectInfo]: ...  # fmt: skip
 
     def stat_info(self, name: str, meta: bool = False) -> ObjectInfo: ...
 
@@ -343,11 +360,15 @@ class ServerCopy(Protocol):
     """Copies objects from one store into another on their server: no byte comes through
     us. Made by server_copier(src, dst)."""
 
-    def __call__(self, name: str, size: int, mtime_ns: int | None) -> ObjectInfo:
+    def __call__(self, name: str, size: int, mtime_ns: int | None,
+                 meta: FileMeta | None = None) -> ObjectInfo:  # fmt: skip
         """Copy the source's `name` (`size` bytes, as listed) to the destination's `name`
         whole or not at all, with mtime `mtime_ns` (None: the source's own) and return its
-        info. CantCopy when the server cannot copy this object (above the destination's
-        `capabilities.max_copy_bytes`); FileNotFoundError if the source is absent."""
+        info. `meta`: the source's FileMeta as listed, for a destination that keeps what it
+        can hold of it (`capabilities.dos_meta`; None: the source's own); S3 copies an
+        object's metadata with it. CantCopy when the server cannot copy this object (above
+        the destination's `capabilities.max_copy_bytes`); FileNotFoundError if the source is
+        absent."""
         ...
 
 

@@ -475,11 +475,12 @@ class LocalStore(FileUploads):
     # ---- FileStore (base.py) ----------------------------------------------------------------
 
     def list_info(self, prefix: str, descend: Descend | None = None,
-                  on_skip: OnSkip | None = None,
-                  on_dir: OnDir | None = None) -> Iterator[ObjectInfo]:  # fmt: skip
+                  on_skip: OnSkip | None = None, on_dir: OnDir | None = None,
+                  meta: bool = False) -> Iterator[ObjectInfo]:  # fmt: skip
         """Regular files below prefix, depth first in name order. Symlinks, devices and the like
         are reported to `on_skip` (objects have no such kinds); a symlink to a directory is
-        never entered; directories `descend` refuses are not read."""
+        never entered; directories `descend` refuses are not read. `meta`: no FileMeta in
+        listings here (no dos_meta)."""
 
         def unreadable(rel: str, exc: OSError) -> None:
             if on_skip is None:

@@ -509,10 +509,10 @@ class S3Store(ProbesByListing):
     # ---- FileStore and PartUploads (base.py) ------------------------------------------------
 
     def list_info(self, prefix: str, descend: Descend | None = None,
-                  on_skip: OnSkip | None = None,
-                  on_dir: OnDir | None = None) -> Iterator[ObjectInfo]:  # fmt: skip
+                  on_skip: OnSkip | None = None, on_dir: OnDir | None = None,
+                  meta: bool = False) -> Iterator[ObjectInfo]:  # fmt: skip
         # No directories to prune on S3: the caller filters names. mtime is in the metadata,
-        # which listings do not return (stat_info has it).
+        # which listings do not return (stat_info has it); so is `meta` (no dos_meta).
         for name, size, etag, cls in self._list(prefix, on_skip):
             yield ObjectInfo(name, size, None, etag, storage_class=cls)
 
@@ -622,7 +622,9 @@ class S3Store(ProbesByListing):
                 ca is None or cb is None or ca.access_key != cb.access_key):  # fmt: skip
             return None
 
-        def copy(name: str, size: int, mtime_ns: int | None) -> ObjectInfo:
+        def copy(name: str, size: int, mtime_ns: int | None,
+                 meta: FileMeta | None = None) -> ObjectInfo:  # fmt: skip
+            # `meta`: CopyObject copies the object's metadata with it (MetadataDirective).
             return self.copy_from(src, name, size, mtime_ns)
 
         return copy

@@ -125,9 +125,15 @@ class RetryingStore(Retrier):
         set_time: Callable[[str, int], None] = getattr(self.inner, "set_dir_mtime")  # noqa: B009
         self._retry(f"setting the time of {name}", lambda: set_time(name, mtime_ns))
 
+    def set_meta(self, name: str, meta: FileMeta) -> ObjectInfo:
+        # Only where capabilities.dos_meta says the store has it, as set_dir_mtime.
+        inner = self.inner
+        set_meta: Callable[[str, FileMeta], ObjectInfo] = getattr(inner, "set_meta")  # noqa: B009
+        return self._retry(f"setting the attributes of {name}", lambda: set_meta(name, meta))
+
     def list_info(self, prefix: str, descend: Descend | None = None,
-                  on_skip: OnSkip | None = None,
-                  on_dir: OnDir | None = None) -> Iterator[ObjectInfo]:  # fmt: skip
+                  on_skip: OnSkip | None = None, on_dir: OnDir | None = None,
+                  meta: bool = False) -> Iterator[ObjectInfo]:  # fmt: skip
         # Entries stream as the backend finds them (a sync starts copying while the listing
         # goes on). A listing cut in the middle cannot be resumed portably, so a retry lists
         # again from the start and yields only the names not yielded yet; `on_skip` may hear
@@ -135,7 +141,7 @@ class RetryingStore(Retrier):
         yielded: set[str] = set()
         for attempt in range(1, self.attempts + 1):
             try:
-                for info in self.inner.list_info(prefix, descend, on_skip, on_dir):
+                for info in self.inner.list_info(prefix, descend, on_skip, on_dir, meta):
                     if info.name not in yielded:
                         yielded.add(info.name)
                         yield info
@@ -208,9 +214,10 @@ class RetryingCopies(RetryingStore):
         if copy is None:
             return None
 
-        def retried(name: str, size: int, mtime_ns: int | None) -> ObjectInfo:
+        def retried(name: str, size: int, mtime_ns: int | None,
+                    meta: FileMeta | None = None) -> ObjectInfo:  # fmt: skip
             return self._retry(f"copying {name} on the server",
-                               lambda: copy(name, size, mtime_ns))  # fmt: skip
+                               lambda: copy(name, size, mtime_ns, meta))  # fmt: skip
 
         return retried
 

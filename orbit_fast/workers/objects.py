@@ -10,7 +10,9 @@ it again after a while); a rerun resumes.
 
 A file's metadata beyond size and mtime goes with it where the destination keeps it, under the
 rules of _carried: as it is from a local file to S3, with what no object holds reported; and
-from a remote end's metadata onto a local file only as far as the run trusts that end.
+from a remote end's metadata onto a local file only as far as the run trusts that end. Between
+SMB ends a file's creation time and DOS attributes go with every copy, or alone (SetFileMeta)
+when only they changed; a share that did not keep them is reported (_unkept).
 """
 
 from __future__ import annotations
@@ -154,6 +156,8 @@ def run_object_task(task: m.Task) -> m.Result:
             return _complete(task)
         if isinstance(task, m.DigestObject):
             return _digest(task)
+        if isinstance(task, m.SetFileMeta):
+            return _set_meta(task)
     except _Failed as f:
         return m.TaskFailed(task_id=tid, side=f.side, errno=f.errno, message=f.message)
     raise TypeError(f"unexpected task {task!r}")
@@ -163,9 +167,12 @@ def _put_object(t: m.PutObject) -> m.Result:
     src, dst = _store(t.ends.src, t.ends), _store(t.ends.dst, t.ends)
     if t.server_side:
         mtime = None if t.mtime_ns < 0 else t.mtime_ns
+        listed = FileMeta(btime_ns=t.btime_ns, dos_attrs=t.dos_attrs) if t.dos_attrs >= 0 \
+            else None  # fmt: skip
         copy = _server_copy(t.ends)
-        copied: ObjectInfo = _on("destination", lambda: copy(t.name, t.size, mtime))
-        return m.ObjectPut(task_id=t.task_id, length=t.size, src_sig="", dst_sig=copied.sig)
+        copied: ObjectInfo = _on("destination", lambda: copy(t.name, t.size, mtime, listed))
+        return m.ObjectPut(task_id=t.task_id, length=t.size, src_sig="", dst_sig=copied.sig,
+                           left=_unkept(dst, listed, copied))  # fmt: skip
     expect = ObjectInfo(t.name, t.size, t.mtime_ns) if t.mtime_ns >= 0 else None
     data, info = _on("source", lambda: src.read_info(t.name, expect, meta=True))
     if info.mtime_ns is None:
@@ -181,7 +188,33 @@ def _put_object(t: m.PutObject) -> m.Result:
     out: ObjectInfo = _on("destination", lambda: dst.put_file(t.name, data, info.mtime_ns,
                                                               t.durable, meta))  # fmt: skip
     return m.ObjectPut(task_id=t.task_id, length=len(data), src_sig=info.sig, dst_sig=out.sig,
-                       left=left)  # fmt: skip
+                       left=left | _unkept(dst, meta, out))  # fmt: skip
+
+
+def _unkept(dst: Any, given: FileMeta | None, got: ObjectInfo) -> int:
+    """META_DOS when `dst` keeps creation times and DOS attributes (SMB) but the file it
+    wrote has other ones than it was `given` (a share that stores no DOS attributes)."""
+    if given is None or given.dos_attrs < 0 or not dst.capabilities.dos_meta:
+        return 0
+    now = got.meta
+    if now is None or now.dos_attrs != given.dos_attrs or (
+            given.btime_ns is not None and now.btime_ns != given.btime_ns):  # fmt: skip
+        return m.META_DOS
+    return 0
+
+
+def _set_meta(t: m.SetFileMeta) -> m.Result:
+    """An attributes-only update; a file gone from the destination since it was listed is
+    copied again instead (SourceChanged: the engine starts its copy anew)."""
+    dst = _store(t.ends.dst, t.ends)
+    meta = FileMeta(btime_ns=t.btime_ns, dos_attrs=t.dos_attrs)
+    try:
+        out: ObjectInfo = _on("destination", lambda: dst.set_meta(t.name, meta))
+    except _Failed as f:
+        if f.side == "destination" and f.errno == errno.ENOENT:
+            return m.SourceChanged(task_id=t.task_id, detail="gone from the destination")
+        raise
+    return m.FileMetaSet(task_id=t.task_id, dst_sig=out.sig, left=_unkept(dst, meta, out))
 
 
 def _begin(t: m.BeginUpload) -> m.Result:
@@ -239,7 +272,8 @@ def _complete(t: m.CompleteUpload) -> m.Result:
         return m.SourceChanged(task_id=t.task_id, detail=f"{t.src_sig} -> {now.sig}")
     meta, left = _carried(t.ends, now.meta)  # a file store gives it the file before its rename
     info = _on("destination", lambda: upload.complete(t.tokens, t.size, meta))
-    return m.UploadCompleted(task_id=t.task_id, dst_sig=info.sig, left=left)
+    return m.UploadCompleted(task_id=t.task_id, dst_sig=info.sig,
+                             left=left | _unkept(dst, meta, info))  # fmt: skip
 
 
 class MultipartEtags:

@@ -270,7 +270,7 @@ class _Runner:
             if isinstance(task, m.ChunkRange):
                 return self._chunk_range(task)
             if isinstance(task, m.PutObject | m.BeginUpload | m.PutPart | m.CompleteUpload
-                          | m.DigestObject):  # fmt: skip
+                          | m.DigestObject | m.SetFileMeta):  # fmt: skip
                 from orbit_fast.workers.objects import run_object_task
 
                 return run_object_task(task)

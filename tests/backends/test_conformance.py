@@ -280,7 +280,8 @@ def test_wrappers_have_exactly_the_abilities_of_what_they_wrap(tmp_path) -> None
             if not isinstance(src, Copier):
                 return None
 
-            def copy(name: str, size: int, mtime_ns: int | None) -> ObjectInfo:
+            def copy(name: str, size: int, mtime_ns: int | None,
+                     meta: object = None) -> ObjectInfo:  # fmt: skip
                 self.calls += 1
                 if self.calls == 1:
                     raise TransientError("connection reset")
@@ -321,7 +322,8 @@ def test_retrying_store_retries_transient_then_gives_up() -> None:
         def size(self, name: str) -> int:
             raise TransientError("down")
 
-        def list_info(self, prefix, descend=None, on_skip=None, on_dir=None):  # noqa: ANN001, ANN201
+        def list_info(self, prefix, descend=None, on_skip=None, on_dir=None,  # noqa: ANN001, ANN201
+                      meta=False):  # noqa: ANN001
             from orbit_fast.backends.base import ObjectInfo
 
             self.calls += 1

@@ -245,9 +245,9 @@ def _attack_when_listed(name: str, script: str) -> Iterator[list[str]]:
     real = LocalStore.list_info
     done: list[str] = []
 
-    def list_info(self: LocalStore, prefix: str, descend: Any = None,
-                  on_skip: Any = None, on_dir: Any = None) -> Iterator[Any]:  # fmt: skip
-        for info in real(self, prefix, descend, on_skip, on_dir):
+    def list_info(self: LocalStore, prefix: str, descend: Any = None, on_skip: Any = None,
+                  on_dir: Any = None, meta: bool = False) -> Iterator[Any]:  # fmt: skip
+        for info in real(self, prefix, descend, on_skip, on_dir, meta):
             if info.name == name and not done:
                 as_nobody(script)
                 done.append(name)

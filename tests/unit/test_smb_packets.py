@@ -102,6 +102,13 @@ def test_set_info_matches_smbprotocol() -> None:
     assert ours[:32] == theirs[:32] and len(ours) == len(theirs) == 32 + 40
     assert struct.unpack_from("<Q", ours, 32 + 16)[0] == p.filetime(t)
     assert p.filetime_ns(p.filetime(t)) == t // 100 * 100
+    # The creation time and DOS attributes a copy between SMB ends gives a file.
+    basic = FileBasicInformation()
+    basic["file_attributes"] = 0x23
+    ours = p.set_info(p.BASIC_INFO, p.basic_info(btime_ns=t, attributes=0x23), FID)
+    theirs = _set_info(FileInformationClass.FILE_BASIC_INFORMATION, basic)
+    assert ours[:32] == theirs[:32] and ours[32 + 8 :] == theirs[32 + 8 :]
+    assert struct.unpack_from("<Q", ours, 32)[0] == p.filetime(t)
     for replace in (True, False):
         rename = FileRenameInformation()
         rename["replace_if_exists"] = replace
@@ -155,11 +162,12 @@ def test_credit_charges() -> None:
     assert credit_charge(p.CREATE, p.create("a", 1, 1), b"") == 1
 
 
-def record(name: str, attrs: int, size: int, ft: int, last: bool) -> bytes:
+def record(name: str, attrs: int, size: int, ft: int, last: bool,
+           created: int = p.filetime(1_600_000_000_000_000_000)) -> bytes:  # fmt: skip
     """One FILE_ID_FULL_DIR_INFORMATION record as a server sends it."""
     n = name.encode("utf-16-le", "surrogatepass")
-    rec = struct.pack("<IIQQQQQQIIII8s", 0, 0, 0, 0, ft, 0, size, 0, attrs, len(n), 0, 0,
-                      b"\x00" * 8) + n  # fmt: skip
+    rec = struct.pack("<IIQQQQQQIIII8s", 0, 0, created, 0, ft, 0, size, 0, attrs, len(n), 0,
+                      0, b"\x00" * 8) + n  # fmt: skip
     rec += b"\x00" * (-len(rec) % 8)
     return rec if last else struct.pack("<I", len(rec)) + rec[4:]
 
@@ -169,8 +177,20 @@ def test_entries_and_replies_parse() -> None:
     buf = (record(".", p.ATTR_DIRECTORY, 0, ft, False) + record("f", 0x20, 5, ft, False)
            + record("link", p.ATTR_DIRECTORY | p.ATTR_REPARSE, 0, ft, False)
            + record("d", p.ATTR_DIRECTORY, 0, ft, True))  # fmt: skip
-    assert p.parse_entries(buf) == [p.Entry("f", False, 5, 1_700_000_000_000_000_100),
-                                    p.Entry("d", True, 0, 1_700_000_000_000_000_100)]
+    assert p.parse_entries(buf) == [
+        p.Entry("f", False, 5, 1_700_000_000_000_000_100, 1_600_000_000_000_000_000, 0x20),
+        p.Entry("d", True, 0, 1_700_000_000_000_000_100, 1_600_000_000_000_000_000,
+                p.ATTR_DIRECTORY)]  # fmt: skip
+    # A server with no creation time for a file sends 0: none, not 1601.
+    (e,) = p.parse_entries(record("g", 0x21, 1, ft, True, created=0))
+    assert e.btime_ns is None and e.attributes == 0x21
+    # A CREATE reply ([MS-SMB2] 2.2.14) and a CLOSE reply (2.2.16) put the times, the size
+    # and the attributes at the same offsets.
+    reply = struct.pack("<HBBIQQQQQQII", 89, 0, 0, 1, p.filetime(1_500_000_000_000_000_000),
+                        0, ft, 0, 4096, 5, 0x23, 0) + FID + b"\x00" * 8  # fmt: skip
+    attrs = p.close_reply(memoryview(reply))
+    assert attrs == p.Attrs(1_700_000_000_000_000_100, 5, 0x23, 1_500_000_000_000_000_000)
+    assert p.create_reply(memoryview(reply)) == (FID, attrs)
     err = p.StatusError(p.STATUS_OBJECT_NAME_NOT_FOUND, "a\\b", "open")
     assert err.errno == 2 and "STATUS_OBJECT_NAME_NOT_FOUND" in str(err)
 

@@ -78,6 +78,31 @@ def test_plan_object():
     assert pl.plan_object(S, d._replace(size=11), None, checksum=True) == pl.UPDATE
 
 
+def test_plan_object_with_smb_creation_times_and_dos_attributes():
+    """Between SMB ends the listings carry each file's creation time and DOS attributes: a
+    difference in only those, content unchanged, is a COMPARE (set alone, no copy), whatever
+    the record says; a listing without them never differs."""
+    from orbit_fast.backends.base import FileMeta
+
+    hidden = S_FILE._replace(meta=FileMeta(btime_ns=100, dos_attrs=0x22))
+    plain = S_FILE._replace(meta=FileMeta(btime_ns=100, dos_attrs=0x20))
+    born_later = plain._replace(meta=FileMeta(btime_ns=200, dos_attrs=0x20))
+    same = (S_FILE.sig, S_FILE.sig)
+    assert pl.dos_meta_differs(hidden, plain) and pl.dos_meta_differs(plain, born_later)
+    assert not pl.dos_meta_differs(plain, plain) and not pl.dos_meta_differs(hidden, S_FILE)
+    assert not pl.dos_meta_differs(plain, plain._replace(meta=FileMeta(dos_attrs=0x20)))
+    assert pl.plan_object(plain, plain, same, checksum=False) == pl.SKIP
+    assert pl.plan_object(hidden, plain, same, checksum=False) == pl.COMPARE
+    assert pl.plan_object(born_later, plain, None, checksum=False) == pl.COMPARE
+    assert pl.plan_object(hidden, plain, same, checksum=False, size_only=True) == pl.COMPARE
+    assert pl.plan_object(plain, plain, None, checksum=False, size_only=True) == pl.SKIP
+    assert pl.plan_object(hidden, plain, same, checksum=True) == pl.COMPARE
+    # Another mtime: the times decide (a copy brings the attributes along).
+    assert pl.plan_object(hidden, plain._replace(mtime_ns=6), None, checksum=False) == pl.MTIME
+    assert pl.plan_object(hidden, plain._replace(size=11), same, checksum=False) == pl.UPDATE
+    assert pl.plan_object(hidden, plain, same, checksum=False, ignore_existing=True) == pl.SKIP
+
+
 def test_same_mtime_at_the_coarser_precision():
     assert pl.same_mtime(1_000_123, 1_000_999, 1000)
     assert not pl.same_mtime(1_000_123, 1_001_000, 1000)

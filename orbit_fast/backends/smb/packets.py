@@ -30,6 +30,7 @@ OPEN, CREATE_NEW, OPEN_IF, OVERWRITE_IF = 1, 2, 3, 5
 # Create options
 DIRECTORY_FILE, NON_DIRECTORY_FILE, DELETE_ON_CLOSE = 0x1, 0x40, 0x1000
 ATTR_DIRECTORY, ATTR_NORMAL, ATTR_REPARSE = 0x10, 0x80, 0x400
+ATTR_READONLY = 0x1  # a file with it cannot be written or deleted ([MS-FSA] 2.1.5.1.2.1)
 _IMPERSONATION = 2  # SecurityImpersonation, as smbclient asks
 
 # File information classes ([MS-FSCC] 2.4)
@@ -52,6 +53,7 @@ STATUS_SHARING_VIOLATION = 0xC0000043
 STATUS_DELETE_PENDING = 0xC0000056
 STATUS_FILE_IS_A_DIRECTORY = 0xC00000BA
 STATUS_NOT_A_DIRECTORY = 0xC0000103
+STATUS_CANNOT_DELETE = 0xC0000121  # delete-on-close of a file with ATTR_READONLY
 STATUS_DIRECTORY_NOT_EMPTY = 0xC0000101
 STATUS_NOT_FOUND = 0xC0000225
 
@@ -112,13 +114,16 @@ def query_directory(first: bool, output: int, fid: bytes = RELATED_FID) -> bytes
                                  0, fid, 96, len(_STAR), output) + _STAR  # fmt: skip
 
 
-def basic_info(mtime_ns: int | None = None, atime_ns: int | None = None) -> bytes:
+def basic_info(mtime_ns: int | None = None, atime_ns: int | None = None,
+               btime_ns: int | None = None, attributes: int = 0) -> bytes:  # fmt: skip
     """FileBasicInformation ([MS-FSCC] 2.4.7): zero leaves a time and the attributes as
-    they are; a last-write time set on a handle also stops the server from moving it on the
-    handle's later writes ([MS-FSA] 2.1.5.14.2)."""
+    they are (ATTR_NORMAL clears them all); a last-write time set on a handle also stops the
+    server from moving it on the handle's later writes ([MS-FSA] 2.1.5.14.2). `btime_ns`:
+    the creation time."""
     wt = filetime(mtime_ns) if mtime_ns is not None else 0
     at = filetime(atime_ns) if atime_ns is not None else 0
-    return _BASIC.pack(0, at, wt, 0, 0, 0)
+    ct = filetime(btime_ns) if btime_ns is not None else 0
+    return _BASIC.pack(ct, at, wt, 0, attributes, 0)
 
 
 def rename_info(target: str, replace: bool) -> bytes:
@@ -137,6 +142,7 @@ class Attrs(NamedTuple):
     mtime_ns: int
     size: int
     attributes: int
+    btime_ns: int | None = None  # the creation time; None: the server has none (0)
 
     @property
     def is_dir(self) -> bool:
@@ -150,11 +156,14 @@ def create_reply(body: memoryview) -> tuple[bytes, Attrs]:
 
 def close_reply(body: memoryview) -> Attrs:
     """The attributes of a CLOSE reply with POSTQUERY_ATTRIB ([MS-SMB2] 2.2.16), or of a
-    CREATE reply: last write time at 24, end of file at 48, attributes at 56 in both."""
+    CREATE reply: creation time at 8, last write time at 24, end of file at 48, attributes at
+    56 in both."""
+    creation, = struct.unpack_from("<Q", body, 8)
     write_time, = struct.unpack_from("<Q", body, 24)
     eof, = struct.unpack_from("<Q", body, 48)
     attributes, = struct.unpack_from("<I", body, 56)
-    return Attrs(filetime_ns(write_time), eof, attributes)
+    return Attrs(filetime_ns(write_time), eof, attributes,
+                 filetime_ns(creation) if creation else None)  # fmt: skip
 
 
 def read_reply(body: memoryview) -> memoryview:
@@ -180,12 +189,15 @@ class Entry(NamedTuple):
     is_dir: bool
     size: int
     mtime_ns: int
+    btime_ns: int | None = None  # the creation time; None: the server has none (0)
+    attributes: int = 0
 
 
 def parse_entries(buf: bytes) -> list[Entry]:
     """FILE_ID_FULL_DIR_INFORMATION records ([MS-FSCC] 2.4.18): the next-entry offset at 0,
-    last write time at 24, end of file at 40, attributes at 56, name length at 60, name at
-    80 (UTF-16LE). Links to directories (reparse points) are left out: never followed.
+    creation time at 8, last write time at 24, end of file at 40, attributes at 56, name
+    length at 60, name at 80 (UTF-16LE). Links to directories (reparse points) are left out:
+    never followed.
 
     A record that runs past the buffer is a MalformedReply, whatever the server meant. A name
     with an unpaired UTF-16 surrogate (NTFS allows them) is kept as such (surrogatepass): the
@@ -195,7 +207,7 @@ def parse_entries(buf: bytes) -> list[Entry]:
     while at < len(buf):
         if at + 80 > len(buf):
             raise MalformedReply(f"a directory record at {at} of {len(buf)} bytes is cut short")
-        (nxt,) = struct.unpack_from("<I", buf, at)
+        nxt, creation = struct.unpack_from("<I4xQ", buf, at)
         (write,) = struct.unpack_from("<Q", buf, at + 24)
         (eof,) = struct.unpack_from("<Q", buf, at + 40)
         attrs, name_len = struct.unpack_from("<II", buf, at + 56)
@@ -204,7 +216,8 @@ def parse_entries(buf: bytes) -> list[Entry]:
                                  f"does not fit its {len(buf)}-byte reply")  # fmt: skip
         name = buf[at + 80 : at + 80 + name_len].decode("utf-16-le", "surrogatepass")
         if name not in (".", "..") and not (attrs & ATTR_DIRECTORY and attrs & ATTR_REPARSE):
-            out.append(Entry(name, bool(attrs & ATTR_DIRECTORY), eof, filetime_ns(write)))
+            out.append(Entry(name, bool(attrs & ATTR_DIRECTORY), eof, filetime_ns(write),
+                             filetime_ns(creation) if creation else None, attrs))  # fmt: skip
         if not nxt:
             break
         at += nxt
@@ -231,6 +244,7 @@ _ERRNO = {
     STATUS_OBJECT_NAME_COLLISION: errno.EEXIST, STATUS_ACCESS_DENIED: errno.EACCES,
     STATUS_FILE_IS_A_DIRECTORY: errno.EISDIR, STATUS_NOT_A_DIRECTORY: errno.ENOTDIR,
     STATUS_DIRECTORY_NOT_EMPTY: errno.ENOTEMPTY, STATUS_SHARING_VIOLATION: errno.EBUSY,
+    STATUS_CANNOT_DELETE: errno.EACCES,
 }  # fmt: skip
 _NAMES = {
     STATUS_OBJECT_NAME_NOT_FOUND: "STATUS_OBJECT_NAME_NOT_FOUND",
@@ -244,4 +258,5 @@ _NAMES = {
     STATUS_SHARING_VIOLATION: "STATUS_SHARING_VIOLATION",
     STATUS_STOPPED_ON_SYMLINK: "STATUS_STOPPED_ON_SYMLINK",
     STATUS_END_OF_FILE: "STATUS_END_OF_FILE",
+    STATUS_CANNOT_DELETE: "STATUS_CANNOT_DELETE",
 }  # fmt: skip

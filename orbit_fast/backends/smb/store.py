@@ -8,6 +8,12 @@ Writes go to a temp name beside the object and are renamed into place in the sam
 (replace, or, for an exclusive write, a rename that fails if the name exists), so readers never
 see part of an object. Reads and writes use requests of at most IO_BYTES (1 MiB: the fastest
 size on loopback, RECIPES.md 8). Times are kept to the share's 100 ns.
+
+A file's creation time and its DOS attributes READONLY, HIDDEN, SYSTEM and ARCHIVE are its
+FileMeta here (capabilities.dos_meta): every reply about a file and every directory record
+carries them, so stats, reads and listings give them with meta=True at no cost (the infos of
+writes always); writes, commits and server copies given a FileMeta with them set them
+(docs/sync.md, "File metadata").
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 from orbit_fast.backends.base import (
+    DOS_ATTRS_KEPT,
     TEMP_NAME,
     TMP_PREFIX,
     CantCopy,
@@ -37,12 +44,28 @@ from orbit_fast.backends.base import (
 )
 from orbit_fast.backends.parts import FileUploads
 from orbit_fast.backends.smb.credentials import resolve
-from orbit_fast.backends.smb.packets import TIME_PRECISION_NS, Entry, StatusError
+from orbit_fast.backends.smb.packets import TIME_PRECISION_NS, Attrs, Entry, StatusError
 from orbit_fast.backends.smb.wire import COMPOUND_READ, Wire
 from orbit_fast.environment import getenv
 from orbit_fast.errors import RemoteError
 
 _LISTS_IN_FLIGHT = 16
+
+
+def _meta(attrs: Attrs | Entry) -> FileMeta:
+    """What a reply or a directory record says of a file's creation time and DOS attributes."""
+    return FileMeta(btime_ns=attrs.btime_ns, dos_attrs=attrs.attributes & DOS_ATTRS_KEPT)
+
+
+def _info(name: str, attrs: Attrs, meta: bool = True) -> ObjectInfo:
+    return ObjectInfo(name, attrs.size, attrs.mtime_ns, meta=_meta(attrs) if meta else None)
+
+
+def _dos(meta: FileMeta | None) -> tuple[int | None, int]:
+    """The creation time and DOS attributes of `meta` to give a file (None, -1: none)."""
+    if meta is None:
+        return None, -1
+    return meta.btime_ns, meta.dos_attrs & DOS_ATTRS_KEPT if meta.dos_attrs >= 0 else -1
 
 
 class _ThreadConn:
@@ -56,7 +79,7 @@ class _ThreadConn:
 class SMBStore(ProbesByListing, FileUploads):
     capabilities = Capabilities(min_part_bytes=0, max_part_bytes=0,
                                 mtime_ns_precision=TIME_PRECISION_NS,
-                                dir_mtimes=True)  # fmt: skip
+                                dir_mtimes=True, dos_meta=True)  # fmt: skip
 
     def __init__(self, url: str) -> None:
         import smbclient
@@ -233,23 +256,27 @@ class SMBStore(ProbesByListing, FileUploads):
             self._dirs_made.add(directory)
         return directory
 
-    def _put(self, name: str, data: Any, mtime_ns: int | None, exclusive: bool) -> ObjectInfo:
+    def _put(self, name: str, data: Any, mtime_ns: int | None, exclusive: bool,
+             meta: FileMeta | None = None) -> ObjectInfo:  # fmt: skip
         directory = self._makedirs_for(name)
         tmp = (f"{directory}/" if directory else "") + TMP_PREFIX + secrets.token_hex(6)
+        btime_ns, dos_attrs = _dos(meta)
+
+        def put(w: Wire) -> Attrs:
+            return w.put(tmp, name, data, mtime_ns, not exclusive, btime_ns, dos_attrs)
+
         try:
-            attrs = self._do("write", name, lambda w: w.put(tmp, name, data, mtime_ns,
-                                                            replace=not exclusive))  # fmt: skip
+            attrs = self._do("write", name, put)
         except FileNotFoundError:  # the directory went away since we made it: once more
             self._dirs_made.discard(directory)
             self._makedirs_for(name)
-            attrs = self._do("write", name, lambda w: w.put(tmp, name, data, mtime_ns,
-                                                            replace=not exclusive))  # fmt: skip
+            attrs = self._do("write", name, put)
         except TransientError:
             self._orphans.add(tmp)  # the connection broke mid-write: remove it when back
             raise
         for orphan in list(self._orphans):  # the server is back: clean up after the outage
             self._quiet_remove(orphan)
-        return ObjectInfo(name, attrs.size, attrs.mtime_ns)
+        return _info(name, attrs)
 
     def write(self, name: str, data: bytes | bytearray | memoryview, exclusive: bool = False,
               private: bool = False, mtime_ns: int | None = None) -> None:  # fmt: skip
@@ -284,8 +311,8 @@ class SMBStore(ProbesByListing, FileUploads):
             yield info.name, info.size
 
     def list_info(self, prefix: str, descend: Descend | None = None,
-                  on_skip: OnSkip | None = None,
-                  on_dir: OnDir | None = None) -> Iterator[ObjectInfo]:  # fmt: skip
+                  on_skip: OnSkip | None = None, on_dir: OnDir | None = None,
+                  meta: bool = False) -> Iterator[ObjectInfo]:  # fmt: skip
         # Depth-first in name order, with the next directories on the stack listed ahead:
         # up to _LISTS_IN_FLIGHT compound requests wait on the connection at once.
         stack = [prefix.strip("/")]
@@ -319,7 +346,7 @@ class SMBStore(ProbesByListing, FileUploads):
                     if on_skip is not None:  # not a file of the tree, but users see it
                         on_skip(child, TEMP_NAME)
                 elif listed_name(child, self.url, on_skip):
-                    yield ObjectInfo(child, e.size, e.mtime_ns)
+                    yield ObjectInfo(child, e.size, e.mtime_ns, meta=_meta(e) if meta else None)
             stack.extend(reversed(subdirs))
 
     def set_dir_mtime(self, name: str, mtime_ns: int) -> None:
@@ -327,11 +354,11 @@ class SMBStore(ProbesByListing, FileUploads):
         self._do("set the time of", name, lambda w: w.set_mtime(name, mtime_ns, True))
 
     def stat_info(self, name: str, meta: bool = False) -> ObjectInfo:
-        # `meta`: a share has no FileMeta of ours (no POSIX mode or owner over SMB2).
+        # `meta`: the creation time and DOS attributes; no POSIX mode or owner over SMB2.
         attrs = self._do("stat", name, lambda w: w.stat(name))
         if attrs.is_dir:
             raise IsADirectoryError(errno.EISDIR, "a directory", f"{self.url}/{name}")
-        return ObjectInfo(name, attrs.size, attrs.mtime_ns)
+        return _info(name, attrs, meta)
 
     def read_info(self, name: str, expect: ObjectInfo | None = None,
                   meta: bool = False) -> tuple[bytes, ObjectInfo]:  # fmt: skip
@@ -341,14 +368,22 @@ class SMBStore(ProbesByListing, FileUploads):
         if expect is not None and expect.size < COMPOUND_READ:
             data, attrs = self._do("read", name, lambda w: w.read(name, 0, expect.size + 1))
             if len(data) == attrs.size:
-                return data, ObjectInfo(name, attrs.size, attrs.mtime_ns)
-        info = self.stat_info(name)
+                return data, _info(name, attrs, meta)
+        info = self.stat_info(name, meta)
         return self.read_range(name, 0, info.size), info
 
     def put_file(self, name: str, data: bytes, mtime_ns: int, durable: bool = True,
                  meta: FileMeta | None = None) -> ObjectInfo:  # fmt: skip
-        # `meta`: not kept (capabilities.file_meta is false): a share has no POSIX mode.
-        return self._put(name, data, mtime_ns, exclusive=False)
+        # `meta`: its creation time and DOS attributes; a share has no POSIX mode or owner.
+        return self._put(name, data, mtime_ns, exclusive=False, meta=meta)
+
+    def set_meta(self, name: str, meta: FileMeta) -> ObjectInfo:
+        """Give the file `name` the creation time and DOS attributes of `meta` alone (an
+        attributes-only update: no data is written, the mtime stays): its info after."""
+        btime_ns, dos_attrs = _dos(meta)
+        attrs = self._do("set the attributes of", name,
+                         lambda w: w.set_meta(name, btime_ns, dos_attrs))  # fmt: skip
+        return _info(name, attrs)
 
     # ---- ServerCopier (base.py) -------------------------------------------------------------
 
@@ -358,18 +393,22 @@ class SMBStore(ProbesByListing, FileUploads):
                 and src._login == self._login):  # fmt: skip
             return None
 
-        def copy(name: str, size: int, mtime_ns: int | None) -> ObjectInfo:
-            return self.copy_from(src, name, size, mtime_ns)
+        def copy(name: str, size: int, mtime_ns: int | None,
+                 meta: FileMeta | None = None) -> ObjectInfo:  # fmt: skip
+            return self.copy_from(src, name, size, mtime_ns, meta)
 
         return copy
 
-    def copy_from(self, other: SMBStore, name: str, size: int,
-                  mtime_ns: int | None) -> ObjectInfo:  # fmt: skip
+    def copy_from(self, other: SMBStore, name: str, size: int, mtime_ns: int | None,
+                  meta: FileMeta | None = None) -> ObjectInfo:  # fmt: skip
         """Server-side copy (FSCTL_SRV_COPYCHUNK, smbclient's): the data never leaves the
-        server. The copy has the server's time of copying, so it gets `mtime_ns`, else the
-        source's."""
-        if mtime_ns is None:
-            mtime_ns = other.stat_info(name).mtime_ns
+        server. The copy has the server's time of copying and its attributes of a new file,
+        so it gets `mtime_ns` and the creation time and DOS attributes of `meta` (as listed),
+        else the source's."""
+        if mtime_ns is None or meta is None:
+            now = other.stat_info(name, meta=True)
+            mtime_ns = now.mtime_ns if mtime_ns is None else mtime_ns
+            meta = now.meta if meta is None else meta
         self._makedirs_for(name)
         tmp = upload_temp_name(name)
         try:
@@ -377,15 +416,16 @@ class SMBStore(ProbesByListing, FileUploads):
         except BaseException:
             self._quiet_remove(tmp)
             raise
-        return self.commit(tmp, name, mtime_ns or 0)
+        return self.commit(tmp, name, mtime_ns or 0, meta)
 
     def keep_from(self, src: object, name: str, target: str) -> None:
         """--backup-dir: `src`'s file `name` copied to `target` here on the server
-        (FSCTL_SRV_COPYCHUNK) before it is overwritten or deleted, with its mtime."""
+        (FSCTL_SRV_COPYCHUNK) before it is overwritten or deleted, with its mtime, creation
+        time and DOS attributes."""
         if not (isinstance(src, SMBStore) and (src.host, src.port) == (self.host, self.port)
                 and src._login == self._login):  # fmt: skip
             raise CantCopy(f"{self._p(target)}: cannot keep {name} from another server")
-        mtime_ns = src.stat_info(name).mtime_ns
+        kept = src.stat_info(name, meta=True)
         self._makedirs_for(target)
         tmp = upload_temp_name(target)
         try:
@@ -394,7 +434,7 @@ class SMBStore(ProbesByListing, FileUploads):
         except BaseException:
             self._quiet_remove(tmp)
             raise
-        self.commit(tmp, target, mtime_ns or 0)
+        self.commit(tmp, target, kept.mtime_ns or 0, kept.meta)
 
     # FileOps for FileUpload (parts.py)
 
@@ -407,8 +447,10 @@ class SMBStore(ProbesByListing, FileUploads):
 
     def commit(self, tmp: str, name: str, mtime_ns: int,
                meta: FileMeta | None = None) -> ObjectInfo:  # fmt: skip
-        attrs = self._do("write", name, lambda w: w.commit(tmp, name, mtime_ns))
-        return ObjectInfo(name, attrs.size, attrs.mtime_ns)
+        btime_ns, dos_attrs = _dos(meta)
+        attrs = self._do("write", name,
+                         lambda w: w.commit(tmp, name, mtime_ns, btime_ns, dos_attrs))  # fmt: skip
+        return _info(name, attrs)
 
     def discard(self, tmp: str) -> None:
         self.delete(tmp)

@@ -2,10 +2,12 @@
 small-file operation is one related compound, one round trip.
 
 - put: CREATE of a fresh temp name + WRITE + SET_INFO (times) + SET_INFO (rename into place)
-  + CLOSE, which reports the final attributes; a file larger than one request has its first
-  WRITE in the compound and the others pipelined on the handle.
+  [+ SET_INFO (DOS attributes)] + CLOSE, which reports the final attributes; a file larger
+  than one request has its first WRITE in the compound and the others pipelined on the
+  handle. The attributes go after the rename: Samba sets ARCHIVE on a file it renames, and
+  READONLY on the temp file would make a failed rename's cleanup fail.
 - read: CREATE + READs of IO_BYTES + CLOSE; the CREATE reply gives size and time, so no stat.
-- stat, delete, mkdir: CREATE + CLOSE.
+- stat, delete, mkdir: CREATE + CLOSE; set_meta: CREATE + SET_INFO + CLOSE.
 - scan: CREATE + QUERY_DIRECTORY + CLOSE; a directory whose reply fills more than half the
   buffer is opened again and paged.
 
@@ -53,10 +55,11 @@ class Wire:
 
     # ---- files ----------------------------------------------------------------------------
 
-    def put(self, tmp: str, final: str, data: Any, mtime_ns: int | None,
-            replace: bool) -> p.Attrs:  # fmt: skip
-        """Write `data` to the fresh temp name `tmp`, set its time, rename it to `final`
-        (over an existing file if `replace`) and close: the final file's attributes."""
+    def put(self, tmp: str, final: str, data: Any, mtime_ns: int | None, replace: bool,
+            btime_ns: int | None = None, attributes: int = -1) -> p.Attrs:  # fmt: skip
+        """Write `data` to the fresh temp name `tmp`, set its times (`btime_ns`: creation),
+        rename it to `final` (over an existing file if `replace`), give it `attributes` (DOS
+        attributes, -1: the server's) and close: the final file's attributes."""
         view = memoryview(data).cast("B")
         tmp_path, final_path = self.path(tmp), self.path(final)
         first = view[:IO_BYTES]
@@ -80,11 +83,7 @@ class Wire:
             msgs = []
         else:
             fid = p.RELATED_FID
-        if mtime_ns is not None:
-            msgs.append((p.SET_INFO, p.set_info(p.BASIC_INFO, p.basic_info(mtime_ns), fid), b""))
-        msgs.append((p.SET_INFO, p.set_info(p.RENAME_INFO, p.rename_info(final_path, replace),
-                                            fid), b""))  # fmt: skip
-        msgs.append((p.CLOSE, p.close(fid, postquery=True), b""))
+        renamed = self._finish(msgs, fid, final_path, replace, mtime_ns, btime_ns, attributes)
         replies = self.run(msgs, related=fid == p.RELATED_FID)
         if replies[0].status != p.STATUS_SUCCESS and fid == p.RELATED_FID:
             raise p.StatusError(replies[0].status, tmp_path, "create")
@@ -92,10 +91,28 @@ class Wire:
         if failed is not None:
             if replies[-1].status != p.STATUS_SUCCESS and fid != p.RELATED_FID:
                 self._close_quietly(fid)
+            if replies[renamed].status == p.STATUS_SUCCESS:  # in place; its attributes failed
+                raise p.StatusError(failed.status, final_path, "set the attributes of")
             self.delete(tmp)  # the temp file is closed, under its own name: remove it
             raise p.StatusError(failed.status, final_path if failed.command == p.SET_INFO
                                 else tmp_path, "write")  # fmt: skip
         return p.close_reply(replies[-1].body)
+
+    @staticmethod
+    def _finish(msgs: list[tuple[int, bytes, Any]], fid: bytes, final_path: str, replace: bool,
+                mtime_ns: int | None, btime_ns: int | None, attributes: int) -> int:
+        """Append to `msgs` what gives the open temp file its times, renames it to
+        `final_path`, gives it its DOS attributes and closes it: the index of the rename."""
+        if mtime_ns is not None or btime_ns is not None:
+            msgs.append((p.SET_INFO, p.set_info(p.BASIC_INFO, p.basic_info(
+                mtime_ns, btime_ns=btime_ns), fid), b""))  # fmt: skip
+        msgs.append((p.SET_INFO, p.set_info(p.RENAME_INFO, p.rename_info(final_path, replace),
+                                            fid), b""))  # fmt: skip
+        if attributes >= 0:  # after the rename: Samba sets ARCHIVE on the file it renames
+            msgs.append((p.SET_INFO, p.set_info(p.BASIC_INFO, p.basic_info(
+                attributes=attributes or p.ATTR_NORMAL), fid), b""))  # fmt: skip
+        msgs.append((p.CLOSE, p.close(fid, postquery=True), b""))
+        return len(msgs) - 2 - (attributes >= 0)
 
     def _write_on(self, fid: bytes, offset: int, view: memoryview, path: str) -> None:
         """WRITEs of IO_BYTES on an open handle, _IN_FLIGHT at a time."""
@@ -246,29 +263,52 @@ class Wire:
         finally:
             self._close_quietly(fid)
 
-    def commit(self, tmp: str, final: str, mtime_ns: int | None) -> p.Attrs:
-        """Set the temp file's time and rename it over `final`: the final attributes."""
+    def commit(self, tmp: str, final: str, mtime_ns: int | None, btime_ns: int | None = None,
+               attributes: int = -1) -> p.Attrs:  # fmt: skip
+        """Set the temp file's times, rename it over `final` and give it `attributes` (as
+        put): the final attributes."""
         tmp_path, final_path = self.path(tmp), self.path(final)
         msgs: list[tuple[int, bytes, Any]] = [
             (p.CREATE, p.create(tmp_path, p.READ_ATTRIBUTES | p.WRITE_ATTRIBUTES | p.DELETE
                                 | p.SYNCHRONIZE, p.OPEN, p.NON_DIRECTORY_FILE), b"")]  # fmt: skip
-        if mtime_ns is not None:
-            msgs.append((p.SET_INFO, p.set_info(p.BASIC_INFO, p.basic_info(mtime_ns)), b""))
-        msgs.append((p.SET_INFO, p.set_info(p.RENAME_INFO, p.rename_info(final_path, True)),
-                     b""))  # fmt: skip
-        msgs.append((p.CLOSE, p.close(postquery=True), b""))
+        self._finish(msgs, p.RELATED_FID, final_path, True, mtime_ns, btime_ns, attributes)
         replies = self.run(msgs)
         self._first_failure(replies, final_path, "rename")
+        return p.close_reply(replies[-1].body)
+
+    def set_meta(self, rel: str, btime_ns: int | None, attributes: int) -> p.Attrs:
+        """Give the file `rel` the creation time `btime_ns` (None: leave it) and the DOS
+        attributes `attributes` (-1: leave them), nothing else: its attributes after."""
+        path = self.path(rel)
+        basic = p.basic_info(btime_ns=btime_ns, attributes=0 if attributes < 0
+                             else attributes or p.ATTR_NORMAL)  # fmt: skip
+        replies = self.run([
+            (p.CREATE, p.create(path, p.READ_ATTRIBUTES | p.WRITE_ATTRIBUTES | p.SYNCHRONIZE,
+                                p.OPEN, p.NON_DIRECTORY_FILE), b""),
+            (p.SET_INFO, p.set_info(p.BASIC_INFO, basic), b""),
+            (p.CLOSE, p.close(postquery=True), b"")])  # fmt: skip
+        self._first_failure(replies, path, "set the attributes of")
         return p.close_reply(replies[-1].body)
 
     def delete(self, rel: str) -> None:
         self.delete_path(self.path(rel))
 
-    def delete_path(self, path: str) -> None:
+    def delete_path(self, path: str, readonly_cleared: bool = False) -> None:
         replies = self.run([
             (p.CREATE, p.create(path, p.DELETE | p.READ_ATTRIBUTES, p.OPEN,
                                 p.NON_DIRECTORY_FILE | p.DELETE_ON_CLOSE), b""),
             (p.CLOSE, p.close(), b"")])  # fmt: skip
+        if replies[0].status == p.STATUS_CANNOT_DELETE and not readonly_cleared:
+            # READONLY (a copy kept the source's): a mirror still deletes it, as rsync
+            # deletes a file whatever its mode. Cleared first, once; what else it has goes too.
+            self.run([
+                (p.CREATE, p.create(path, p.WRITE_ATTRIBUTES | p.SYNCHRONIZE, p.OPEN,
+                                    p.NON_DIRECTORY_FILE), b""),
+                (p.SET_INFO, p.set_info(p.BASIC_INFO, p.basic_info(attributes=p.ATTR_NORMAL)),
+                 b""),
+                (p.CLOSE, p.close(), b"")])  # fmt: skip
+            self.delete_path(path, readonly_cleared=True)
+            return
         self._first_failure(replies[:1], path, "delete")
 
     def set_mtime(self, rel: str, mtime_ns: int, directory: bool = False) -> None:

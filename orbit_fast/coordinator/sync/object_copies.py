@@ -2,7 +2,9 @@
 resume; and what the run records about objects (the "unchanged" records, the deletes).
 
 Results flow up as outcomes (sync/outcome.py); the jobs DB rows written here are the resume
-and "unchanged" records of this job, which only the copies know how to read back.
+and "unchanged" records of this job, which only the copies know how to read back. Between SMB
+ends a file whose content is unchanged but whose creation time or DOS attributes are not the
+source's gets them alone (a "meta" task), and counts as unchanged.
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ from orbit_fast.coordinator.sync.outcome import (
     Warn,
 )
 from orbit_fast.coordinator.sync.paths import dest_error
-from orbit_fast.coordinator.sync.plan import digest_styles, digests_match
+from orbit_fast.coordinator.sync.plan import digest_styles, digests_match, dos_meta_differs
 from orbit_fast.errors import OrbitError, RemoteError, RemoteUnavailable
 from orbit_fast.fsinfo import temp_token
 from orbit_fast.index.jobs_db import Job, JobsDB
@@ -64,6 +66,8 @@ _LEFT = (
      "(--trust-remote-metadata applies it, --no-owner stops this warning)"),
     (m.META_GROUP, "another group in {its} metadata: left to the running user's "
      "(--trust-remote-metadata applies it, --no-group stops this warning)"),
+    (m.META_DOS, "a creation time or DOS attributes the destination share did not keep (does "
+     "it store DOS attributes? Samba: `store dos attributes = yes`); each run sets them again"),
 )  # fmt: skip
 
 
@@ -150,7 +154,14 @@ class ObjectCopies:
     # ---- comparing and starting ---------------------------------------------------------------
 
     def compare(self, s: ObjectInfo, d: ObjectInfo) -> list[Outcome]:
+        """plan_object's COMPARE: with --checksum, the content is compared; without, the
+        listing called it unchanged and only the creation time or DOS attributes differ
+        (SMB ends, plan.dos_meta_differs). Content found equal with those differing gets
+        them alone (a "meta" task), not a copy."""
         obj = Obj(s, "update")
+        obj.meta_only = dos_meta_differs(s, d)
+        if not self.opts.checksum:
+            return self._compared(obj, equal=True)
         if s.etag != d.etag:
             # A multipart object's whole MD5 ("md5chksum") and part size are in its metadata,
             # which listings lack: one HEAD each, only for objects uploaded in parts.
@@ -163,15 +174,20 @@ class ObjectCopies:
             return [Differs(obj)]
         obj.digests, obj.want = styles
         if not obj.want:
-            return [self._compared(obj)]
+            return self._compared(obj)
         for side, _ in obj.want:
             self.ready.append((obj, "digest:" + side, 0))
         return []
 
-    def _compared(self, obj: Obj) -> Outcome:
-        if digests_match(obj.digests.get("src", ""), obj.digests.get("dst", "")):
-            return Same(obj.rel)
-        return Differs(obj)
+    def _compared(self, obj: Obj, equal: bool | None = None) -> list[Outcome]:
+        if equal is None:
+            equal = digests_match(obj.digests.get("src", ""), obj.digests.get("dst", ""))
+        if not equal:
+            return [Differs(obj)]
+        if obj.meta_only and not self.opts.dry_run:
+            self.ready.append((obj, "meta", 0))
+            return []
+        return [Same(obj.rel)]
 
     def begin(self, obj: Obj) -> list[Outcome]:
         self.todo.append(obj)
@@ -267,10 +283,13 @@ class ObjectCopies:
     def _msg(self, obj: Obj, kind: str, part: int) -> m.Task:
         e, size = self.ends, obj.info.size
         if kind in ("put", "copy"):
+            listed = obj.info.meta  # SMB ends: what the server copy gives the file
             return m.PutObject(task_id=0, ends=e, name=obj.rel,
                                durable=self.opts.fsync == FsyncPolicy.FILE,
                                server_side=kind == "copy", size=size,
-                               mtime_ns=-1 if obj.mtime_ns is None else obj.mtime_ns)  # fmt: skip
+                               mtime_ns=-1 if obj.mtime_ns is None else obj.mtime_ns,
+                               btime_ns=listed.btime_ns if listed else None,
+                               dos_attrs=listed.dos_attrs if listed else -1)  # fmt: skip
         if kind == "begin":
             return m.BeginUpload(task_id=0, ends=e, name=obj.rel, size=size,
                                  part_bytes=obj.part_bytes, mtime_ns=obj.mtime_ns or 0,
@@ -286,6 +305,11 @@ class ObjectCopies:
                                     size=size, part_bytes=obj.part_bytes,
                                     mtime_ns=obj.mtime_ns or 0, tokens=dict(obj.tokens),
                                     src_sig=obj.info.sig)  # fmt: skip
+        if kind == "meta":
+            meta = obj.info.meta
+            assert meta is not None  # compared: plan.dos_meta_differs found both
+            return m.SetFileMeta(task_id=0, ends=e, name=obj.rel, btime_ns=meta.btime_ns,
+                                 dos_attrs=meta.dos_attrs)  # fmt: skip
         side = kind.split(":", 1)[1]
         style = next(st for sd, st in obj.want if sd == side)
         return m.DigestObject(task_id=0, ends=e, side=side, name=obj.rel, style=style)
@@ -321,7 +345,11 @@ class ObjectCopies:
         elif isinstance(res, m.ObjectDigested):
             obj.digests[rec.kind.split(":", 1)[1]] = res.digest
             if all(sd in obj.digests for sd, _ in obj.want):
-                out.append(self._compared(obj))
+                out += self._compared(obj)
+        elif isinstance(res, m.FileMetaSet):  # an attributes-only update: the data was equal
+            self._count_left(res.left)
+            self.record(obj.rel, obj.info.sig, res.dst_sig)
+            out.append(Same(obj.rel))
         elif isinstance(res, m.SourceChanged):
             obj.failed = "changed"
             if self.db is not None and obj.upload:

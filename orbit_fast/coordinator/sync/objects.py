@@ -6,6 +6,10 @@ file is unchanged when the jobs DB says this job copied it (or compared it equal
 source object that is there now to the destination object that is there now: the listing alone
 decides, with no request per file (plan.plan_object).
 
+Between two SMB ends both listings carry each file's creation time and DOS attributes, so a
+change of only those is found without a request per file and set without a copy (plan.py,
+ObjectCopies.compare).
+
 Copies run in the worker pool (workers/objects.py), `concurrency` at a time. When both ends are
 on one server with one login the server copies (S3 CopyObject up to 5 GiB, SMB server-side
 copy) and no data comes to this machine. An object up to SINGLE_MAX (or one part) moves in one
@@ -37,7 +41,7 @@ class Obj:
 
     __slots__ = ("rel", "info", "action", "mtime_ns", "part_bytes", "nparts", "upload",
                  "tokens", "outstanding", "failed", "attempts", "digests", "want",
-                 "started")  # fmt: skip
+                 "started", "meta_only")  # fmt: skip
 
     def __init__(self, info: ObjectInfo, action: str, attempts: int = 0) -> None:
         self.rel = info.name
@@ -54,6 +58,9 @@ class Obj:
         self.digests: dict[str, str] = {}
         self.want: tuple[tuple[str, str], ...] = ()  # digest tasks: (side, style)
         self.started = False  # counted in the run's totals (not just compared)
+        # Compared equal, but the destination's creation time or DOS attributes differ
+        # from the source's: they are set alone (SetFileMeta), no copy.
+        self.meta_only = False
 
     @property
     def size(self) -> int:
@@ -116,6 +123,9 @@ class StoreLister:
     def __init__(self, opts: SyncOptions, rules: FilterRules, src: Any, dst: Any) -> None:
         self.opts, self.rules = opts, rules
         self.src_store, self.dst_store = src, dst
+        # Both listings with each file's creation time and DOS attributes, where both ends
+        # keep them (SMB): the planner compares them (plan.dos_meta_differs).
+        self.meta = src.capabilities.dos_meta and dst.capabilities.dos_meta
         self.done = False
         self.dstl: dict[str, ObjectInfo] = {}
         self._dst_dirs: set[str] = set()  # directories the destination has (or will have)
@@ -162,7 +172,8 @@ class StoreLister:
         purge = self.opts.mirror and self.opts.delete_excluded
         try:
             listed = self.dst_store.list_info("", None if purge else self._descend, odd,
-                                              self.dst_dir_mtimes.__setitem__)  # fmt: skip
+                                              self.dst_dir_mtimes.__setitem__,
+                                              self.meta)  # fmt: skip
             self.dstl = {}
             for i in listed:
                 if self.included(i.name):
@@ -194,7 +205,7 @@ class StoreLister:
                       else None)  # fmt: skip
             for info in self.src_store.list_info("", self._descend,
                                                  lambda rel, why: put(("skip", (rel, why))),
-                                                 on_dir):  # fmt: skip
+                                                 on_dir, self.meta):  # fmt: skip
                 if self._stop.is_set():
                     break
                 put(("file", info))

@@ -8,8 +8,10 @@ end), LINK, DELETE (--mirror:
 absent from the source, or in the way of another kind), CONFLICT (another kind is in the way
 and --mirror is off: skipped, with a warning), SPECIAL (sockets, fifos, devices: skipped), and
 for object listings RECORD (unchanged, and worth recording so the next run needs no request)
-and MTIME (same size, no record: compare modification times). No I/O happens here; callers
-pass what they read (tests/unit/test_sync_plan.py covers every branch).
+and MTIME (same size, no record: compare modification times); COMPARE also stands for an
+object whose content is unchanged but whose creation time or DOS attributes differ (between SMB
+ends: ObjectCopies.compare sets them). No I/O happens here; callers pass what they read
+(tests/unit/test_sync_plan.py covers every branch).
 """
 
 from __future__ import annotations
@@ -79,20 +81,38 @@ def plan_object(s: ObjectInfo, d: ObjectInfo | None, record: tuple[str, str] | N
 
     `record` is what the jobs DB holds for the name: the (source, destination) signatures of
     the last copy or match. When it equals both signatures now, the listing alone decides.
-    (--update needs both times: the engine asks for them when this says UPDATE or MTIME.)"""
+    (--update needs both times: the engine asks for them when this says UPDATE or MTIME.)
+    Where both listings show creation times and DOS attributes (SMB), content the listing
+    calls unchanged (same size and mtime, or --size-only) with other ones is COMPARE: they
+    are set alone. The record does not cover them: a change of only them moves no mtime."""
     if d is None:
         return COPY
     if ignore_existing:
         return SKIP
     if size_only:
-        return SKIP if s.size == d.size else UPDATE
+        if s.size != d.size:
+            return UPDATE
+        return COMPARE if dos_meta_differs(s, d) else SKIP
     if checksum:
         return UPDATE if s.size != d.size else COMPARE
-    if record == (s.sig, d.sig):
-        return SKIP
     if s.size != d.size:
         return UPDATE
+    if s.mtime_ns == d.mtime_ns and dos_meta_differs(s, d):  # both SMB: both to 100 ns
+        return COMPARE
+    if record == (s.sig, d.sig):
+        return SKIP
     return MTIME
+
+
+def dos_meta_differs(s: ObjectInfo, d: ObjectInfo) -> bool:
+    """Whether two files' creation times or kept DOS attributes differ, where both infos have
+    them (SMB listings with meta=True); False when either lacks them."""
+    a, b = s.meta, d.meta
+    if a is None or b is None or a.dos_attrs < 0 or b.dos_attrs < 0:
+        return False
+    if a.dos_attrs != b.dos_attrs:
+        return True
+    return a.btime_ns is not None and b.btime_ns is not None and a.btime_ns != b.btime_ns
 
 
 def same_mtime(src_ns: int | None, dst_ns: int | None, precision_ns: int) -> bool:
