@@ -164,3 +164,25 @@ def test_a_restore_as_another_user_applies_what_it_may(tmp_path: Path) -> None:
     acl = subprocess.run(["getfacl", "-c", str(f)], capture_output=True, text=True).stdout
     assert "user:4242:r--" in acl
     assert (out / "r" / "pipe").is_fifo() and not (out / "r" / "null").exists()
+
+
+def test_a_restore_onto_a_filesystem_without_xattrs_warns_once_per_kind(tmp_path: Path) -> None:
+    """ramfs holds neither xattrs nor ACLs: one warning per kind, every file restored."""
+    _need_root_and("setfacl")
+    src, repo, mnt = tmp_path / "src", tmp_path / "repo", tmp_path / "ramfs"
+    for i in range(5):
+        write(src / f"f{i}", b"x" * 10)
+        os.setxattr(src / f"f{i}", "user.k", b"v")
+        subprocess.run(["setfacl", "-m", "u:4242:r", str(src / f"f{i}")], check=True)
+    _backup(src, repo)
+    mnt.mkdir()
+    subprocess.run(["mount", "-t", "ramfs", "ramfs", str(mnt)], check=True)
+    try:
+        proc = run_cli("restore", "-r", str(repo), "latest", "--target", str(mnt / "r"),
+                       "--json", check=1)  # fmt: skip
+        warns = [e for e in json_events(proc.stdout) if e["event"] == "warning"]
+        assert [w["msgid"] for w in warns] == ["metadata"], warns
+        assert "extended attributes and POSIX ACLs" in warns[0]["message"]
+        assert sorted(os.listdir(mnt / "r")) == [f"f{i}" for i in range(5)]
+    finally:
+        subprocess.run(["umount", str(mnt)], check=False)
