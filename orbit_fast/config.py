@@ -98,6 +98,10 @@ class SyncOptions(msgspec.Struct, kw_only=True, frozen=True):
     # Owners and setuid/setgid/sticky bits from an S3 object's metadata are applied to local
     # files only with this: whoever can write the bucket wrote them (GHSA-945v-v9p3-v5xw).
     trust_remote_metadata: bool = False
+    # Between SMB ends, each file's NT security descriptor (owner, group, DACL) goes with it
+    # (docs/sync.md, "File metadata"); the account needs WRITE_DAC, WRITE_OWNER and, to set
+    # another owner, SeRestorePrivilege.
+    smb_security: bool = False
 
     @property
     def keep(self) -> int:
@@ -226,6 +230,10 @@ def validate(opts: SyncOptions) -> SyncOptions:
                 f"{what} {url}: unknown scheme {scheme}://; use a local path, "
                 "s3://bucket/prefix or smb://[user@]host[:port]/share/path", what
             )
+    if opts.smb_security and not url_scheme(opts.source) == url_scheme(opts.destination) == "smb":
+        raise UsageError("smb_security copies NT security descriptors between SMB ends: the "
+                         "source and the destination must both be smb:// URLs",
+                         "smb_security")  # fmt: skip
     if not (isinstance(opts.retry_attempts, int) and 0 <= opts.retry_attempts <= 100):
         raise UsageError(f"retry_attempts must be a whole number from 1 to 100, "
                          f"got {opts.retry_attempts!r}", "retry_attempts")  # fmt: skip

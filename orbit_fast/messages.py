@@ -183,6 +183,9 @@ META_OWNER, META_GROUP, META_SETID, META_TRUSTED = 8, 16, 32, 64
 # Between SMB ends: the destination did not keep the creation time or DOS attributes it was
 # given (a share that stores no DOS attributes): reported, tried again on the next run.
 META_DOS = 128
+# --smb-security: between SMB ends each copy, and each attributes-only update, carries the NT
+# security descriptor (owner, group, DACL); with --checksum every file's is compared.
+META_SECURITY = 256
 
 
 class Ends(msgspec.Struct, array_like=True, frozen=True):

@@ -7,11 +7,13 @@ SMB tests skip with the reason. Recipes and pitfalls: ../shared/RECIPES.md secti
 
 from __future__ import annotations
 
+import atexit
 import os
 import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -48,6 +50,19 @@ SMB_CONF = """[global]
    read only = yes
    valid users = {user}
    force user = root
+# NT security descriptors stored as they are set, in security.NTACL (--smb-security's tests)
+[acl]
+   path = {d}/acl
+   read only = no
+   valid users = {user}
+   force user = root
+   vfs objects = acl_xattr
+# the same, with the account's own rights (no `force user`): it may not give files other owners
+[acluser]
+   path = {u}
+   read only = no
+   valid users = {user}
+   vfs objects = acl_xattr
 # a share that keeps no creation times or DOS attributes (tests/backends/test_smb_metadata.py)
 [nodos]
    path = {d}/nodos
@@ -140,11 +155,16 @@ class SambaServer:
         self.port = free_port()
         self.dir = str(workdir)
         for sub in ("private", "lock", "state", "cache", "run", "ncalrpc", "log", "share",
-                    "nodos"):  # fmt: skip
+                    "nodos", "acl"):  # fmt: skip
             os.makedirs(os.path.join(self.dir, sub), exist_ok=True)
+        # [acluser]: the account writes there as itself, so its path is outside pytest's
+        # temp root (mode 0700): a directory of its own in /tmp, removed at exit.
+        self.user_dir = tempfile.mkdtemp(prefix="orbit-smb-user-")
+        os.chmod(self.user_dir, 0o1777)
+        atexit.register(shutil.rmtree, self.user_dir, True)
         self.conf = os.path.join(self.dir, "smb.conf")
         with open(self.conf, "w") as f:
-            f.write(SMB_CONF.format(port=self.port, d=self.dir, user=SMB_USER))
+            f.write(SMB_CONF.format(port=self.port, d=self.dir, u=self.user_dir, user=SMB_USER))
         if subprocess.run(["id", SMB_USER], capture_output=True).returncode != 0:
             subprocess.run(["useradd", "-M", "-s", "/usr/sbin/nologin", SMB_USER], check=True)
         subprocess.run(["smbpasswd", "-c", self.conf, "-s", "-a", SMB_USER],

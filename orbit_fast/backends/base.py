@@ -140,6 +140,9 @@ class Capabilities(NamedTuple):
     # stat_info and read_info with meta=True, and set alone by set_meta(name, meta), which
     # returns the file's info (an attributes-only update: no data is written).
     dos_meta: bool = False
+    # Keeps a file's NT security descriptor (FileMeta.security: owner, group, DACL) given as
+    # dos_meta's are, and reads one with security(name) -> (bytes, ObjectInfo) (SMB).
+    nt_security: bool = False
 
 
 class FileMeta(NamedTuple):
@@ -159,6 +162,9 @@ class FileMeta(NamedTuple):
     # attributes the ones a copy keeps, DOS_ATTRS_KEPT (0: none of them).
     btime_ns: int | None = None
     dos_attrs: int = -1
+    # Its NT security descriptor, self-relative, as the server gave it (owner, group, DACL;
+    # capabilities.nt_security), where a sync asks for it (--smb-security); None: left alone.
+    security: bytes | None = None
 
 
 # FILE_ATTRIBUTE_READONLY, _HIDDEN, _SYSTEM and _ARCHIVE ([MS-FSCC] 2.6): what a file's users

@@ -131,6 +131,12 @@ class RetryingStore(Retrier):
         set_meta: Callable[[str, FileMeta], ObjectInfo] = getattr(inner, "set_meta")  # noqa: B009
         return self._retry(f"setting the attributes of {name}", lambda: set_meta(name, meta))
 
+    def security(self, name: str) -> tuple[bytes, ObjectInfo]:
+        # Only where capabilities.nt_security says the store has it.
+        inner = self.inner
+        get: Callable[[str], tuple[bytes, ObjectInfo]] = getattr(inner, "security")  # noqa: B009
+        return self._retry(f"reading the security descriptor of {name}", lambda: get(name))
+
     def list_info(self, prefix: str, descend: Descend | None = None,
                   on_skip: OnSkip | None = None, on_dir: OnDir | None = None,
                   meta: bool = False) -> Iterator[ObjectInfo]:  # fmt: skip

@@ -164,6 +164,10 @@ class _FilterOrderCommand(click.Command):
               help="From an S3 source, apply owners (as root) and setuid/setgid/sticky bits "
               "from the objects' metadata; without it files get mode & 0o777 and the running "
               "user as owner, and the run says what it left out.")
+@click.option("--smb-security", is_flag=True,
+              help="Between SMB ends, copy each file's NT security descriptor (owner, group, "
+              "DACL) too; the account needs WRITE_DAC and WRITE_OWNER, and SeRestorePrivilege "
+              "to set other owners. With --checksum, every file's is compared.")
 @click.option(
     "--retry-attempts",
     type=int,
@@ -235,6 +239,7 @@ def sync_cmd(
     no_acls: bool,
     no_hard_links: bool,
     trust_remote_metadata: bool,
+    smb_security: bool,
     retry_attempts: int,
     s3_endpoint: str,
     json_out: bool,
@@ -271,6 +276,7 @@ def sync_cmd(
         no_acls=no_acls,
         no_hard_links=no_hard_links,
         trust_remote_metadata=trust_remote_metadata,
+        smb_security=smb_security,
         retry_attempts=retry_attempts,
         s3_endpoint=s3_endpoint,
         files_from=files_from or "",

@@ -36,7 +36,8 @@ FIELD_MODES: dict[str, tuple[str, ...]] = {
                      "min_size", "max_size", "min_age", "max_age", "size_only",
                      "ignore_existing", "update", "s3_storage_class", "s3_sse",
                      "s3_sse_kms_key_id", "s3_region", "no_owner", "no_group", "no_xattrs",
-                     "no_acls", "no_hard_links", "trust_remote_metadata"), ("sync", "mirror")),
+                     "no_acls", "no_hard_links", "trust_remote_metadata", "smb_security"),
+                    ("sync", "mirror")),
 }
 DEFAULT_RETRY_ATTEMPTS = 5
 # A hub mirror's deletions above this are withheld unless its config says otherwise: a job
@@ -48,7 +49,8 @@ FILE_FIELDS = ("include_from", "exclude_from", "filter_from", "files_from", "pas
 PASSED = ("checksum", "backup_dir", "suffix", "bwlimit", "from0", "size_only",
           "ignore_existing", "update", "delete_excluded", "s3_storage_class", "s3_sse",
           "s3_sse_kms_key_id", "s3_region", "min_age", "max_age", "files_from", "no_owner",
-          "no_group", "no_xattrs", "no_acls", "no_hard_links", "trust_remote_metadata")
+          "no_group", "no_xattrs", "no_acls", "no_hard_links", "trust_remote_metadata",
+          "smb_security")
 
 
 def mode_warnings(mode: str, given: set[str]) -> list[str]:

@@ -86,6 +86,7 @@ class JobConfig(Strict):
     no_acls: bool | None = None
     no_hard_links: bool | None = None
     trust_remote_metadata: bool | None = None
+    smb_security: bool | None = None
 
 
 class RunRequest(Strict):

@@ -12,7 +12,8 @@ A file's metadata beyond size and mtime goes with it where the destination keeps
 rules of _carried: as it is from a local file to S3, with what no object holds reported; and
 from a remote end's metadata onto a local file only as far as the run trusts that end. Between
 SMB ends a file's creation time and DOS attributes go with every copy, or alone (SetFileMeta)
-when only they changed; a share that did not keep them is reported (_unkept).
+when only they changed; a share that did not keep them is reported (_unkept). With
+--smb-security (META_SECURITY) the source's NT security descriptor goes with them (_sd_asked).
 """
 
 from __future__ import annotations
@@ -169,6 +170,9 @@ def _put_object(t: m.PutObject) -> m.Result:
         mtime = None if t.mtime_ns < 0 else t.mtime_ns
         listed = FileMeta(btime_ns=t.btime_ns, dos_attrs=t.dos_attrs) if t.dos_attrs >= 0 \
             else None  # fmt: skip
+        if _sd_asked(t.ends, src, dst):
+            sd, now = _on("source", lambda: src.security(t.name))
+            listed = now.meta._replace(security=sd)  # fresher than the listing, no request more
         copy = _server_copy(t.ends)
         copied: ObjectInfo = _on("destination", lambda: copy(t.name, t.size, mtime, listed))
         return m.ObjectPut(task_id=t.task_id, length=t.size, src_sig="", dst_sig=copied.sig,
@@ -185,6 +189,8 @@ def _put_object(t: m.PutObject) -> m.Result:
         if seen.sig != info.sig:
             return m.SourceChanged(task_id=t.task_id, detail=f"{seen.sig} -> {info.sig}")
     meta, left = _carried(t.ends, info.meta)
+    if meta is not None and _sd_asked(t.ends, src, dst):
+        meta = meta._replace(security=_on("source", lambda: src.security(t.name))[0])
     out: ObjectInfo = _on("destination", lambda: dst.put_file(t.name, data, info.mtime_ns,
                                                               t.durable, meta))  # fmt: skip
     return m.ObjectPut(task_id=t.task_id, length=len(data), src_sig=info.sig, dst_sig=out.sig,
@@ -203,12 +209,29 @@ def _unkept(dst: Any, given: FileMeta | None, got: ObjectInfo) -> int:
     return 0
 
 
+def _sd_asked(ends: m.Ends, src: Any, dst: Any) -> bool:
+    """--smb-security, between two stores that keep NT security descriptors."""
+    return bool(ends.meta & m.META_SECURITY) and src.capabilities.nt_security and \
+        dst.capabilities.nt_security  # fmt: skip
+
+
 def _set_meta(t: m.SetFileMeta) -> m.Result:
-    """An attributes-only update; a file gone from the destination since it was listed is
-    copied again instead (SourceChanged: the engine starts its copy anew)."""
-    dst = _store(t.ends.dst, t.ends)
+    """An attributes-only update: the creation time and DOS attributes the task carries
+    (None, -1: they are equal), and with --smb-security the source's security descriptor
+    where the destination's is another (both read: one request each). Nothing to set, nothing
+    written. A file gone from the destination since it was listed is copied again instead
+    (SourceChanged: the engine starts its copy anew)."""
+    src, dst = _store(t.ends.src, t.ends), _store(t.ends.dst, t.ends)
     meta = FileMeta(btime_ns=t.btime_ns, dos_attrs=t.dos_attrs)
     try:
+        if _sd_asked(t.ends, src, dst):
+            sd = _on("source", lambda: src.security(t.name))[0]
+            now: ObjectInfo
+            there, now = _on("destination", lambda: dst.security(t.name))
+            if there != sd:
+                meta = meta._replace(security=sd)
+            elif t.btime_ns is None and t.dos_attrs < 0:
+                return m.FileMetaSet(task_id=t.task_id, dst_sig=now.sig)
         out: ObjectInfo = _on("destination", lambda: dst.set_meta(t.name, meta))
     except _Failed as f:
         if f.side == "destination" and f.errno == errno.ENOENT:
@@ -265,7 +288,11 @@ def _put_part(t: m.PutPart) -> m.Result:
 
 def _complete(t: m.CompleteUpload) -> m.Result:
     src, dst = _store(t.ends.src, t.ends), _store(t.ends.dst, t.ends)
-    now = _on("source", lambda: src.stat_info(t.name, meta=True))
+    if _sd_asked(t.ends, src, dst):  # the stat and the descriptor in one request
+        sd, now = _on("source", lambda: src.security(t.name))
+        now = now._replace(meta=now.meta._replace(security=sd))
+    else:
+        now = _on("source", lambda: src.stat_info(t.name, meta=True))
     upload = dst.resume_upload(t.name, t.upload, t.size, t.part_bytes, t.mtime_ns)
     if now.sig != t.src_sig:
         _on("destination", upload.abort)

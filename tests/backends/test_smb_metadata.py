@@ -1,9 +1,10 @@
 """A file's creation time and DOS attributes between SMB ends in `orbit-fast sync` (issue #19):
 kept by every copy (server-side, through orbit-fast, in parts), a change of only them applied
-without a copy, a no-change run setting nothing (Samba, which keeps both in user.DOSATTRIB).
+without a copy, a no-change run setting nothing (Samba, which keeps both in user.DOSATTRIB);
+with --smb-security, its NT security descriptor too (a share with vfs objects = acl_xattr).
 
 The source's attributes are set, and the destination's read back, with smbprotocol's own
-smbclient API and Samba's smbclient CLI, not orbit-fast's requests."""
+smbclient API and Samba's smbclient and smbcacls CLIs, not orbit-fast's requests."""
 
 from __future__ import annotations
 
@@ -202,3 +203,140 @@ def test_a_share_that_keeps_no_dos_attributes_is_reported(samba, smb_dir: str, s
     for name in FILES:
         got = samba.share_dir.parent / "nodos" / smb_dir / name
         assert got.read_bytes() == (samba.share_dir / smb_dir / "src" / name).read_bytes()
+
+
+# ---- --smb-security ------------------------------------------------------------------------
+
+
+@pytest.fixture
+def smbcacls(samba) -> Iterator[Any]:
+    """Samba's smbcacls on the test server: it has no port option (it dials 445, then 139),
+    so a relay listens on port 445 of a loopback address of its own and forwards to Samba.
+    Returns run(share, path, *args) -> its output lines."""
+    import random
+    import socket
+    import threading
+
+    if shutil.which("smbcacls") is None:
+        pytest.skip("needs Samba's smbcacls (apt-get install smbclient)")
+    lst = socket.socket()
+    for _ in range(20):  # another test run may hold one address: take another
+        host = f"127.{random.randrange(1, 255)}.{random.randrange(256)}.{random.randrange(1, 255)}"
+        try:
+            lst.bind((host, 445))
+            break
+        except OSError:
+            continue
+    else:
+        pytest.fail("no loopback address with port 445 free for the smbcacls relay")
+    lst.listen(16)
+    conns: list[socket.socket] = []  # closed when the test is over
+
+    def pipe(a: socket.socket, b: socket.socket) -> None:
+        try:
+            while data := a.recv(1 << 16):
+                b.sendall(data)
+            b.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
+
+    def accept() -> None:
+        while True:
+            try:
+                c, _ = lst.accept()
+            except OSError:
+                return  # closed: the test is over
+            s = socket.create_connection(("127.0.0.1", samba.port))
+            conns.extend((c, s))
+            threading.Thread(target=pipe, args=(c, s), daemon=True).start()
+            threading.Thread(target=pipe, args=(s, c), daemon=True).start()
+
+    threading.Thread(target=accept, daemon=True).start()
+
+    def run(share: str, path: str, *args: str) -> list[str]:
+        proc = subprocess.run(["smbcacls", f"//{host}/{share}", path.replace("/", "\\"), "-U",
+                               f"{SMB_USER}%{SMB_PASSWORD}", *args],
+                              capture_output=True, text=True, timeout=60)  # fmt: skip
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        return proc.stdout.splitlines()
+
+    yield run
+    lst.close()
+    for c in conns:
+        c.close()
+
+
+SECURED = {"a/granted.txt": "ACL:orbitsmb:ALLOWED/0x0/READ",
+           "denied.txt": "ACL:orbitsmb:DENIED/0x0/D",
+           "big.bin": "ACL:orbitsmb:ALLOWED/0x0/FULL"}  # fmt: skip
+
+
+@pytest.mark.parametrize("way", ["server", "through"])
+def test_smb_security_carries_descriptors_set_by_smbcacls(samba, smb_dir: str, smbcacls,
+                                                          way: str) -> None:  # fmt: skip
+    """--smb-security: the owner, group and DACL smbcacls gave source files are the copies',
+    on the server and through orbit-fast (big.bin in parts); without the flag they are not;
+    with --checksum a change of only a DACL reaches the destination without a copy, and an
+    unchanged tree is left alone."""
+    root = samba.share_dir.parent / "acl" / smb_dir
+    for name in (*SECURED, "plain.txt"):
+        write(root / "src" / name, os.urandom(9 << 20) if name == "big.bin" else b"x" * 100,
+              mtime=MTIME)  # fmt: skip
+    for name, ace in SECURED.items():
+        smbcacls("acl", f"{smb_dir}/src/{name}", "-a", ace)
+    smbcacls("acl", f"{smb_dir}/src/a/granted.txt", "-C", SMB_USER)  # another owner
+
+    def acl(side: str, name: str) -> list[str]:
+        return smbcacls("acl", f"{smb_dir}/{side}/{name}")
+
+    src = samba.url(smb_dir + "/src", share="acl")
+    dst = samba.url(smb_dir + "/dst", share="acl")
+    if way == "through":
+        dst = dst.replace("@127.0.0.1:", "@localhost:")
+    s, _ = _sync(src, dst, "--smb-security")
+    assert s["files_copied"] == 4 and s["exit_code"] == 0, s
+    for name, ace in SECURED.items():
+        got = acl("dst", name)
+        assert got == acl("src", name) and ace.split(":", 1)[1] in "".join(got), name
+    assert f"\\{SMB_USER}" in next(x for x in acl("dst", "a/granted.txt") if x.startswith("OWNER"))
+    # Without the flag: the share's default, not the source's.
+    s, _ = _sync(src, samba.url(smb_dir + "/plain", share="acl"))
+    assert s["files_copied"] == 4
+    assert acl("plain", "denied.txt") != acl("src", "denied.txt")
+    # A change of only a DACL moves nothing a listing shows: --checksum compares them all.
+    smbcacls("acl", f"{smb_dir}/src/plain.txt", "-a", "ACL:orbitsmb:ALLOWED/0x0/R")
+    inodes = {n: (root / "dst" / n).stat() for n in (*SECURED, "plain.txt")}
+    s, _ = _sync(src, dst, "--smb-security", "--checksum")
+    assert (s["files_copied"], s["files_unchanged"]) == (0, 4), s
+    assert acl("dst", "plain.txt") == acl("src", "plain.txt")
+    after = {n: (root / "dst" / n).stat() for n in inodes}
+    assert {n for n in inodes if after[n].st_ctime_ns != inodes[n].st_ctime_ns} == {"plain.txt"}
+    assert all(after[n].st_ino == inodes[n].st_ino for n in inodes)  # set, not copied
+    s, _ = _sync(src, dst, "--smb-security", "--checksum")  # equal now: nothing set
+    assert {n: (root / "dst" / n).stat().st_ctime_ns for n in inodes} == \
+        {n: after[n].st_ctime_ns for n in inodes}  # fmt: skip
+
+
+def test_smb_security_needs_two_smb_ends(tmp_path: Path, samba, smb_dir: str) -> None:
+    proc = run_cli("sync", str(tmp_path), samba.url(smb_dir), "--smb-security", check=None)
+    assert proc.returncode == 2 and "smb_security" in proc.stderr + proc.stdout, proc
+
+
+def test_a_descriptor_the_destination_refuses_stops_the_run_before_the_rename(
+        samba, smb_dir: str) -> None:  # fmt: skip
+    """Writing as itself (no `force user`), the account may not give a file another owner:
+    the run stops with an error naming the rights, and the file never appears under its
+    name without the descriptor (it is set and checked before the rename)."""
+    root = samba.share_dir.parent / "acl" / smb_dir
+    write(root / "src" / "owned.txt", b"x" * 100, mtime=MTIME)  # owned by root (force user)
+    write(root / "src" / "big.bin", os.urandom(9 << 20), mtime=MTIME)  # in parts
+    src = samba.url(smb_dir + "/src", share="acl")
+    for dst in (samba.url(smb_dir, share="acluser"),
+                samba.url(smb_dir, share="acluser").replace("@127.0.0.1:", "@localhost:")):
+        proc = run_cli("sync", src, dst, "--smb-security", "--json", "--chunk-size-mb", "5",
+                       check=None)  # fmt: skip
+        assert proc.returncode == 14, proc.stdout + proc.stderr  # ExitCode.REMOTE
+        assert "refused the security descriptor" in proc.stdout + proc.stderr
+        assert "SeRestorePrivilege" in proc.stdout + proc.stderr
+        assert not (Path(samba.user_dir) / smb_dir / "owned.txt").exists()
+        assert not (Path(samba.user_dir) / smb_dir / "big.bin").exists()

@@ -24,6 +24,7 @@ from smbprotocol.open import (  # noqa: E402
     SMB2CloseRequest,
     SMB2CreateRequest,
     SMB2QueryDirectoryRequest,
+    SMB2QueryInfoRequest,
     SMB2ReadRequest,
     SMB2SetInfoRequest,
     SMB2WriteRequest,
@@ -119,6 +120,28 @@ def test_set_info_matches_smbprotocol() -> None:
     eof["end_of_file"] = 12345
     assert p.set_info(p.END_OF_FILE_INFO, p.end_of_file_info(12345), FID) == \
         _set_info(FileInformationClass.FILE_END_OF_FILE_INFORMATION, eof)
+
+
+def test_security_descriptor_requests_match_smbprotocol() -> None:
+    """--smb-security: QUERY_INFO and SET_INFO of the owner, group and DACL."""
+    ref = SMB2QueryInfoRequest()
+    ref["info_type"], ref["file_info_class"] = 3, 0
+    ref["output_buffer_length"] = 64 << 10
+    ref["additional_information"] = 0x7
+    ref["file_id"] = FID
+    assert p.query_security(FID) == ref.pack()
+    sd = bytes(range(1, 100))
+    ref = SMB2SetInfoRequest()
+    ref["info_type"], ref["file_info_class"], ref["additional_information"] = 3, 0, 0x7
+    ref["file_id"] = FID
+    ref["buffer"] = sd
+    assert p.set_security(sd, FID) == ref.pack()
+    # The reply: the buffer at its offset from the header; one past the reply is refused.
+    reply = struct.pack("<HHI", 9, 64 + 8, len(sd)) + sd
+    assert p.query_info_reply(memoryview(reply)) == sd
+    assert p.query_info_reply(memoryview(struct.pack("<HHI", 9, 0, 0))) == b""
+    with pytest.raises(p.MalformedReply, match="does not fit"):
+        p.query_info_reply(memoryview(struct.pack("<HHI", 9, 64 + 8, 1000) + sd))
 
 
 def test_header_matches_smbprotocol() -> None:

@@ -1,5 +1,6 @@
 """SMB2 request bodies and reply fields as `struct` templates ([MS-SMB2] 2.2, [MS-FSCC] 2.4),
-for the requests of the data path: create, close, read, write, set-info and query-directory.
+for the requests of the data path: create, close, read, write, set-info, query-directory and
+query-info (a file's security descriptor).
 
 smbprotocol builds every message from per-field `Structure` objects, which cost about
 0.25 ms of CPU per message; a small file's life is five messages. Here each body is one
@@ -15,7 +16,8 @@ import struct
 from typing import NamedTuple
 
 # Commands ([MS-SMB2] 2.2.1.2)
-CREATE, CLOSE, READ, WRITE, QUERY_DIRECTORY, SET_INFO = 0x05, 0x06, 0x08, 0x09, 0x0E, 0x11
+CREATE, CLOSE, READ, WRITE, QUERY_DIRECTORY, QUERY_INFO, SET_INFO = (
+    0x05, 0x06, 0x08, 0x09, 0x0E, 0x10, 0x11)
 
 # Header flags
 FLAG_ASYNC, FLAG_RELATED, FLAG_SIGNED = 0x2, 0x4, 0x8
@@ -23,6 +25,7 @@ FLAG_ASYNC, FLAG_RELATED, FLAG_SIGNED = 0x2, 0x4, 0x8
 # Access masks ([MS-SMB2] 2.2.13.1)
 READ_DATA, WRITE_DATA, READ_ATTRIBUTES, WRITE_ATTRIBUTES = 0x1, 0x2, 0x80, 0x100
 DELETE, SYNCHRONIZE = 0x10000, 0x100000
+READ_CONTROL, WRITE_DAC, WRITE_OWNER = 0x20000, 0x40000, 0x80000  # the security descriptor
 # Share access: others may read, write and rename/delete beside us (as a POSIX open)
 SHARE_ALL = 0x7
 # Create dispositions
@@ -33,6 +36,12 @@ ATTR_DIRECTORY, ATTR_NORMAL, ATTR_REPARSE = 0x10, 0x80, 0x400
 ATTR_READONLY = 0x1  # a file with it cannot be written or deleted ([MS-FSA] 2.1.5.1.2.1)
 _IMPERSONATION = 2  # SecurityImpersonation, as smbclient asks
 
+# Info types of QUERY_INFO and SET_INFO ([MS-SMB2] 2.2.37): a file information class, or the
+# security descriptor, of which SECURITY_PARTS: OWNER, GROUP and DACL (not the SACL, which
+# needs SeSecurityPrivilege).
+INFO_FILE, INFO_SECURITY = 1, 3
+SECURITY_PARTS = 0x1 | 0x2 | 0x4
+SECURITY_BYTES = 64 << 10  # a descriptor's largest size (its ACLs' sizes are 16-bit)
 # File information classes ([MS-FSCC] 2.4)
 BASIC_INFO, RENAME_INFO, END_OF_FILE_INFO, ID_FULL_DIRECTORY_INFO = 4, 10, 20, 38
 RELATED_FID = b"\xff" * 16  # "the handle the previous request of this compound opened"
@@ -54,6 +63,7 @@ STATUS_DELETE_PENDING = 0xC0000056
 STATUS_FILE_IS_A_DIRECTORY = 0xC00000BA
 STATUS_NOT_A_DIRECTORY = 0xC0000103
 STATUS_CANNOT_DELETE = 0xC0000121  # delete-on-close of a file with ATTR_READONLY
+STATUS_INVALID_OWNER = 0xC000005A  # a descriptor's owner SID the server may not give a file
 STATUS_DIRECTORY_NOT_EMPTY = 0xC0000101
 STATUS_NOT_FOUND = 0xC0000225
 
@@ -64,6 +74,7 @@ _CREATE = struct.Struct("<HBBIQQIIIIIHHII")  # 56 bytes, name at 64 + 56
 _WRITE = struct.Struct("<HHIQ16sIIHHI")  # 48 bytes, data at 64 + 48
 _READ = struct.Struct("<HBBIQ16sIIIHHx")  # 49 bytes (one byte of buffer)
 _SET_INFO = struct.Struct("<HBBIHHI16s")  # 32 bytes, buffer at 64 + 32
+_QUERY_INFO = struct.Struct("<HBBIHHIII16s")  # 40 bytes, no input buffer
 _CLOSE = struct.Struct("<HHI16s")
 _QUERY_DIRECTORY = struct.Struct("<HBBI16sHHI")  # 32 bytes, pattern at 64 + 32
 _BASIC = struct.Struct("<QQQQII")
@@ -101,7 +112,31 @@ def read(offset: int, length: int, fid: bytes = RELATED_FID) -> bytes:
 
 def set_info(info_class: int, buffer: bytes, fid: bytes = RELATED_FID) -> bytes:
     """SET_INFO ([MS-SMB2] 2.2.39) of a file information class."""
-    return _SET_INFO.pack(33, 1, info_class, len(buffer), 96, 0, 0, fid) + buffer
+    return _SET_INFO.pack(33, INFO_FILE, info_class, len(buffer), 96, 0, 0, fid) + buffer
+
+
+def set_security(descriptor: bytes, fid: bytes = RELATED_FID) -> bytes:
+    """SET_INFO of the owner, group and DACL of a self-relative security descriptor."""
+    return _SET_INFO.pack(33, INFO_SECURITY, 0, len(descriptor), 96, 0, SECURITY_PARTS,
+                          fid) + descriptor  # fmt: skip
+
+
+def query_security(fid: bytes = RELATED_FID) -> bytes:
+    """QUERY_INFO ([MS-SMB2] 2.2.37) of the owner, group and DACL, self-relative."""
+    return _QUERY_INFO.pack(41, INFO_SECURITY, 0, SECURITY_BYTES, 0, 0, 0, SECURITY_PARTS, 0,
+                            fid)  # fmt: skip
+
+
+def query_info_reply(body: memoryview) -> bytes:
+    """The output buffer of a QUERY_INFO reply ([MS-SMB2] 2.2.38): offset from the header at
+    2, length at 4; a MalformedReply if it runs past the reply."""
+    offset, length = struct.unpack_from("<HI", body, 2)
+    if not length:
+        return b""
+    if offset < 64 + 8 or offset - 64 + length > len(body):
+        raise MalformedReply(f"a QUERY_INFO reply's buffer ({length} bytes at {offset}) does "
+                             f"not fit its {len(body) + 64}-byte reply")  # fmt: skip
+    return bytes(body[offset - 64 : offset - 64 + length])
 
 
 def close(fid: bytes = RELATED_FID, postquery: bool = False) -> bytes:
@@ -224,6 +259,16 @@ def parse_entries(buf: bytes) -> list[Entry]:
     return out
 
 
+class SecurityRefused(OSError):
+    """The server refused to give a file a security descriptor (--smb-security)."""
+
+    def __init__(self, status: int, path: str) -> None:
+        self.status = status
+        name = _NAMES.get(status, "see [MS-ERREF]")
+        super().__init__(_ERRNO.get(status, errno.EIO), "setting its security descriptor "
+                         f"failed: NTSTATUS 0x{status:08X} ({name})", path)  # fmt: skip
+
+
 class MalformedReply(ValueError):
     """A reply that does not hold what its own lengths and offsets say."""
 
@@ -259,4 +304,5 @@ _NAMES = {
     STATUS_STOPPED_ON_SYMLINK: "STATUS_STOPPED_ON_SYMLINK",
     STATUS_END_OF_FILE: "STATUS_END_OF_FILE",
     STATUS_CANNOT_DELETE: "STATUS_CANNOT_DELETE",
+    STATUS_INVALID_OWNER: "STATUS_INVALID_OWNER",
 }  # fmt: skip

@@ -44,7 +44,14 @@ from orbit_fast.backends.base import (
 )
 from orbit_fast.backends.parts import FileUploads
 from orbit_fast.backends.smb.credentials import resolve
-from orbit_fast.backends.smb.packets import TIME_PRECISION_NS, Attrs, Entry, StatusError
+from orbit_fast.backends.smb.packets import (
+    STATUS_INVALID_OWNER,
+    TIME_PRECISION_NS,
+    Attrs,
+    Entry,
+    SecurityRefused,
+    StatusError,
+)
 from orbit_fast.backends.smb.wire import COMPOUND_READ, Wire
 from orbit_fast.environment import getenv
 from orbit_fast.errors import RemoteError
@@ -61,11 +68,13 @@ def _info(name: str, attrs: Attrs, meta: bool = True) -> ObjectInfo:
     return ObjectInfo(name, attrs.size, attrs.mtime_ns, meta=_meta(attrs) if meta else None)
 
 
-def _dos(meta: FileMeta | None) -> tuple[int | None, int]:
-    """The creation time and DOS attributes of `meta` to give a file (None, -1: none)."""
+def _dos(meta: FileMeta | None) -> tuple[int | None, int, bytes | None]:
+    """The creation time, DOS attributes and security descriptor of `meta` to give a file
+    (None, -1, None: none)."""
     if meta is None:
-        return None, -1
-    return meta.btime_ns, meta.dos_attrs & DOS_ATTRS_KEPT if meta.dos_attrs >= 0 else -1
+        return None, -1, None
+    attrs = meta.dos_attrs & DOS_ATTRS_KEPT if meta.dos_attrs >= 0 else -1
+    return meta.btime_ns, attrs, meta.security
 
 
 class _ThreadConn:
@@ -79,7 +88,7 @@ class _ThreadConn:
 class SMBStore(ProbesByListing, FileUploads):
     capabilities = Capabilities(min_part_bytes=0, max_part_bytes=0,
                                 mtime_ns_precision=TIME_PRECISION_NS,
-                                dir_mtimes=True, dos_meta=True)  # fmt: skip
+                                dir_mtimes=True, dos_meta=True, nt_security=True)  # fmt: skip
 
     def __init__(self, url: str) -> None:
         import smbclient
@@ -194,6 +203,16 @@ class SMBStore(ProbesByListing, FileUploads):
         )
 
         where = f"{self.url}/{name}" if name else self.url
+        if isinstance(exc, SecurityRefused):  # --smb-security
+            why = ("its owner is an account the destination does not know, or may not give "
+                   "it (a local account of another server?)"
+                   if exc.status == STATUS_INVALID_OWNER else exc.strerror)  # fmt: skip
+            return RemoteError(
+                f"the SMB server refused the security descriptor of {where}: {why}; "
+                "--smb-security needs WRITE_DAC and WRITE_OWNER on the files the account "
+                "writes, and SeRestorePrivilege (Samba: root, or `net sam rights grant "
+                "ACCOUNT SeRestorePrivilege`) to give them another owner"
+            )
         if isinstance(exc, FileNotFoundError | FileExistsError | IsADirectoryError | RemoteError
                       | TransientError):  # fmt: skip
             return exc
@@ -260,10 +279,11 @@ class SMBStore(ProbesByListing, FileUploads):
              meta: FileMeta | None = None) -> ObjectInfo:  # fmt: skip
         directory = self._makedirs_for(name)
         tmp = (f"{directory}/" if directory else "") + TMP_PREFIX + secrets.token_hex(6)
-        btime_ns, dos_attrs = _dos(meta)
+        btime_ns, dos_attrs, security = _dos(meta)
 
         def put(w: Wire) -> Attrs:
-            return w.put(tmp, name, data, mtime_ns, not exclusive, btime_ns, dos_attrs)
+            return w.put(tmp, name, data, mtime_ns, not exclusive, btime_ns, dos_attrs,
+                         security)  # fmt: skip
 
         try:
             attrs = self._do("write", name, put)
@@ -378,12 +398,20 @@ class SMBStore(ProbesByListing, FileUploads):
         return self._put(name, data, mtime_ns, exclusive=False, meta=meta)
 
     def set_meta(self, name: str, meta: FileMeta) -> ObjectInfo:
-        """Give the file `name` the creation time and DOS attributes of `meta` alone (an
-        attributes-only update: no data is written, the mtime stays): its info after."""
-        btime_ns, dos_attrs = _dos(meta)
+        """Give the file `name` the creation time, DOS attributes and security descriptor
+        of `meta` that are known, alone (an attributes-only update: no data is written, the
+        mtime stays): its info after."""
+        btime_ns, dos_attrs, security = _dos(meta)
         attrs = self._do("set the attributes of", name,
-                         lambda w: w.set_meta(name, btime_ns, dos_attrs))  # fmt: skip
+                         lambda w: w.set_meta(name, btime_ns, dos_attrs, security))  # fmt: skip
         return _info(name, attrs)
+
+    def security(self, name: str) -> tuple[bytes, ObjectInfo]:
+        """The file's NT security descriptor (owner, group, DACL; self-relative, as the
+        server gives it) and its info (--smb-security)."""
+        sd, attrs = self._do("read the security descriptor of", name,
+                             lambda w: w.security(name))  # fmt: skip
+        return sd, _info(name, attrs)
 
     # ---- ServerCopier (base.py) -------------------------------------------------------------
 
@@ -413,10 +441,10 @@ class SMBStore(ProbesByListing, FileUploads):
         tmp = upload_temp_name(name)
         try:
             self._smbclient("copy", name, self._smb.copyfile, other._p(name), self._p(tmp))
+            return self.commit(tmp, name, mtime_ns or 0, meta)
         except BaseException:
-            self._quiet_remove(tmp)
+            self._quiet_remove(tmp)  # a one-off name: nothing would resume it
             raise
-        return self.commit(tmp, name, mtime_ns or 0, meta)
 
     def keep_from(self, src: object, name: str, target: str) -> None:
         """--backup-dir: `src`'s file `name` copied to `target` here on the server
@@ -447,9 +475,9 @@ class SMBStore(ProbesByListing, FileUploads):
 
     def commit(self, tmp: str, name: str, mtime_ns: int,
                meta: FileMeta | None = None) -> ObjectInfo:  # fmt: skip
-        btime_ns, dos_attrs = _dos(meta)
-        attrs = self._do("write", name,
-                         lambda w: w.commit(tmp, name, mtime_ns, btime_ns, dos_attrs))  # fmt: skip
+        btime_ns, dos_attrs, security = _dos(meta)
+        attrs = self._do("write", name, lambda w: w.commit(tmp, name, mtime_ns, btime_ns,
+                                                           dos_attrs, security))  # fmt: skip
         return _info(name, attrs)
 
     def discard(self, tmp: str) -> None:

@@ -5,9 +5,13 @@ small-file operation is one related compound, one round trip.
   [+ SET_INFO (DOS attributes)] + CLOSE, which reports the final attributes; a file larger
   than one request has its first WRITE in the compound and the others pipelined on the
   handle. The attributes go after the rename: Samba sets ARCHIVE on a file it renames, and
-  READONLY on the temp file would make a failed rename's cleanup fail.
+  READONLY on the temp file would make a failed rename's cleanup fail. A security
+  descriptor (--smb-security) is set and checked in a compound before the one that renames:
+  a failed request does not stop the rest of a related compound (Samba renamed a file after
+  refusing its descriptor), and the file must not appear under its name without it.
 - read: CREATE + READs of IO_BYTES + CLOSE; the CREATE reply gives size and time, so no stat.
-- stat, delete, mkdir: CREATE + CLOSE; set_meta: CREATE + SET_INFO + CLOSE.
+- stat, delete, mkdir: CREATE + CLOSE; set_meta: CREATE + SET_INFOs + CLOSE; security:
+  CREATE + QUERY_INFO + CLOSE.
 - scan: CREATE + QUERY_DIRECTORY + CLOSE; a directory whose reply fills more than half the
   buffer is opened again and paged.
 
@@ -29,6 +33,7 @@ _LIST_REPLY = 256 << 10
 _IN_FLIGHT = 8
 _WRITE_ACCESS = p.WRITE_DATA | p.READ_ATTRIBUTES | p.WRITE_ATTRIBUTES | p.DELETE | p.SYNCHRONIZE
 _READ_ACCESS = p.READ_DATA | p.READ_ATTRIBUTES | p.SYNCHRONIZE
+_SECURITY_WRITE = p.WRITE_DAC | p.WRITE_OWNER
 
 
 class Wire:
@@ -56,17 +61,20 @@ class Wire:
     # ---- files ----------------------------------------------------------------------------
 
     def put(self, tmp: str, final: str, data: Any, mtime_ns: int | None, replace: bool,
-            btime_ns: int | None = None, attributes: int = -1) -> p.Attrs:  # fmt: skip
-        """Write `data` to the fresh temp name `tmp`, set its times (`btime_ns`: creation),
-        rename it to `final` (over an existing file if `replace`), give it `attributes` (DOS
-        attributes, -1: the server's) and close: the final file's attributes."""
+            btime_ns: int | None = None, attributes: int = -1,
+            security: bytes | None = None) -> p.Attrs:  # fmt: skip
+        """Write `data` to the fresh temp name `tmp`, set its times (`btime_ns`: creation)
+        and its `security` descriptor (self-relative: owner, group, DACL), rename it to
+        `final` (over an existing file if `replace`), give it `attributes` (DOS attributes,
+        -1: the server's) and close: the final file's attributes."""
         view = memoryview(data).cast("B")
         tmp_path, final_path = self.path(tmp), self.path(final)
         first = view[:IO_BYTES]
+        access = _WRITE_ACCESS | (_SECURITY_WRITE if security is not None else 0)
         msgs: list[tuple[int, bytes, Any]] = [
             # Not shared: while we write, nobody else opens it, and a sweep of stale temps
             # (sync/object_copies.py) gets a sharing violation instead of deleting it.
-            (p.CREATE, p.create(tmp_path, _WRITE_ACCESS, p.CREATE_NEW, p.NON_DIRECTORY_FILE,
+            (p.CREATE, p.create(tmp_path, access, p.CREATE_NEW, p.NON_DIRECTORY_FILE,
                                 p.ATTR_NORMAL, share=0), b""),  # fmt: skip
         ]
         if len(first):
@@ -83,6 +91,9 @@ class Wire:
             msgs = []
         else:
             fid = p.RELATED_FID
+        if security is not None:
+            self._secure_written(msgs, fid, tmp_path, security)
+            return self.commit(tmp, final, mtime_ns, btime_ns, attributes, replace=replace)
         renamed = self._finish(msgs, fid, final_path, replace, mtime_ns, btime_ns, attributes)
         replies = self.run(msgs, related=fid == p.RELATED_FID)
         if replies[0].status != p.STATUS_SUCCESS and fid == p.RELATED_FID:
@@ -97,6 +108,38 @@ class Wire:
             raise p.StatusError(failed.status, final_path if failed.command == p.SET_INFO
                                 else tmp_path, "write")  # fmt: skip
         return p.close_reply(replies[-1].body)
+
+    def _secure_written(self, msgs: list[tuple[int, bytes, Any]], fid: bytes, tmp_path: str,
+                        security: bytes) -> None:  # fmt: skip
+        """Give the temp file open as `fid` (or by the CREATE in `msgs`) its `security`
+        descriptor and close it; on any failure remove it and raise (SecurityRefused for
+        the descriptor)."""
+        msgs.append((p.SET_INFO, p.set_security(security, fid), b""))
+        msgs.append((p.CLOSE, p.close(fid), b""))
+        replies = self.run(msgs, related=fid == p.RELATED_FID)
+        failed = next((r for r in replies if r.status != p.STATUS_SUCCESS), None)
+        if failed is None:
+            return
+        if replies[0].status != p.STATUS_SUCCESS and fid == p.RELATED_FID:
+            raise p.StatusError(replies[0].status, tmp_path, "create")
+        if replies[-1].status != p.STATUS_SUCCESS and fid != p.RELATED_FID:
+            self._close_quietly(fid)
+        self.delete_path(tmp_path)
+        if failed is replies[-2]:
+            raise p.SecurityRefused(failed.status, tmp_path)
+        raise p.StatusError(failed.status, tmp_path, "write")
+
+    def secure(self, rel: str, security: bytes) -> None:
+        """Give the existing file `rel` the `security` descriptor (owner, group, DACL)."""
+        path = self.path(rel)
+        replies = self.run([
+            (p.CREATE, p.create(path, _SECURITY_WRITE | p.SYNCHRONIZE, p.OPEN,
+                                p.NON_DIRECTORY_FILE), b""),
+            (p.SET_INFO, p.set_security(security), b""),
+            (p.CLOSE, p.close(), b"")])  # fmt: skip
+        self._first_failure(replies[:1], path, "open")
+        if replies[1].status != p.STATUS_SUCCESS:
+            raise p.SecurityRefused(replies[1].status, path)
 
     @staticmethod
     def _finish(msgs: list[tuple[int, bytes, Any]], fid: bytes, final_path: str, replace: bool,
@@ -264,31 +307,57 @@ class Wire:
             self._close_quietly(fid)
 
     def commit(self, tmp: str, final: str, mtime_ns: int | None, btime_ns: int | None = None,
-               attributes: int = -1) -> p.Attrs:  # fmt: skip
-        """Set the temp file's times, rename it over `final` and give it `attributes` (as
-        put): the final attributes."""
+               attributes: int = -1, security: bytes | None = None,
+               replace: bool = True) -> p.Attrs:  # fmt: skip
+        """Set the temp file's times and `security` (first, alone: see put), rename it over
+        `final` and give it `attributes` (as put): the final attributes."""
+        if security is not None:
+            self.secure(tmp, security)
         tmp_path, final_path = self.path(tmp), self.path(final)
         msgs: list[tuple[int, bytes, Any]] = [
             (p.CREATE, p.create(tmp_path, p.READ_ATTRIBUTES | p.WRITE_ATTRIBUTES | p.DELETE
                                 | p.SYNCHRONIZE, p.OPEN, p.NON_DIRECTORY_FILE), b"")]  # fmt: skip
-        self._finish(msgs, p.RELATED_FID, final_path, True, mtime_ns, btime_ns, attributes)
+        self._finish(msgs, p.RELATED_FID, final_path, replace, mtime_ns, btime_ns, attributes)
         replies = self.run(msgs)
         self._first_failure(replies, final_path, "rename")
         return p.close_reply(replies[-1].body)
 
-    def set_meta(self, rel: str, btime_ns: int | None, attributes: int) -> p.Attrs:
-        """Give the file `rel` the creation time `btime_ns` (None: leave it) and the DOS
-        attributes `attributes` (-1: leave them), nothing else: its attributes after."""
+    def set_meta(self, rel: str, btime_ns: int | None, attributes: int,
+                 security: bytes | None = None) -> p.Attrs:  # fmt: skip
+        """Give the file `rel` the creation time `btime_ns` (None: leave it), the DOS
+        attributes `attributes` (-1: leave them) and the `security` descriptor (None: leave
+        it), nothing else: its attributes after."""
         path = self.path(rel)
-        basic = p.basic_info(btime_ns=btime_ns, attributes=0 if attributes < 0
-                             else attributes or p.ATTR_NORMAL)  # fmt: skip
+        access = p.READ_ATTRIBUTES | p.SYNCHRONIZE
+        msgs: list[tuple[int, bytes, Any]] = []
+        if btime_ns is not None or attributes >= 0:
+            access |= p.WRITE_ATTRIBUTES
+            basic = p.basic_info(btime_ns=btime_ns, attributes=0 if attributes < 0
+                                 else attributes or p.ATTR_NORMAL)  # fmt: skip
+            msgs.append((p.SET_INFO, p.set_info(p.BASIC_INFO, basic), b""))
+        if security is not None:
+            access |= _SECURITY_WRITE
+            msgs.append((p.SET_INFO, p.set_security(security), b""))
         replies = self.run([
-            (p.CREATE, p.create(path, p.READ_ATTRIBUTES | p.WRITE_ATTRIBUTES | p.SYNCHRONIZE,
-                                p.OPEN, p.NON_DIRECTORY_FILE), b""),
-            (p.SET_INFO, p.set_info(p.BASIC_INFO, basic), b""),
+            (p.CREATE, p.create(path, access, p.OPEN, p.NON_DIRECTORY_FILE), b""), *msgs,
             (p.CLOSE, p.close(postquery=True), b"")])  # fmt: skip
+        self._first_failure(replies[:-2], path, "set the attributes of")
+        if security is not None and replies[-2].status != p.STATUS_SUCCESS:
+            raise p.SecurityRefused(replies[-2].status, path)
         self._first_failure(replies, path, "set the attributes of")
         return p.close_reply(replies[-1].body)
+
+    def security(self, rel: str) -> tuple[bytes, p.Attrs]:
+        """The file's security descriptor (owner, group, DACL; self-relative), and its
+        attributes."""
+        path = self.path(rel)
+        replies = self.run([
+            (p.CREATE, p.create(path, p.READ_CONTROL | p.READ_ATTRIBUTES | p.SYNCHRONIZE,
+                                p.OPEN, p.NON_DIRECTORY_FILE), b""),
+            (p.QUERY_INFO, p.query_security(), b""),
+            (p.CLOSE, p.close(), b"")])  # fmt: skip
+        self._first_failure(replies[:2], path, "read the security descriptor of")
+        return p.query_info_reply(replies[1].body), p.create_reply(replies[0].body)[1]
 
     def delete(self, rel: str) -> None:
         self.delete_path(self.path(rel))

@@ -4,7 +4,8 @@ resume; and what the run records about objects (the "unchanged" records, the del
 Results flow up as outcomes (sync/outcome.py); the jobs DB rows written here are the resume
 and "unchanged" records of this job, which only the copies know how to read back. Between SMB
 ends a file whose content is unchanged but whose creation time or DOS attributes are not the
-source's gets them alone (a "meta" task), and counts as unchanged.
+source's gets them alone (a "meta" task), and counts as unchanged; with --smb-security and
+--checksum every file found equal gets one, which compares the security descriptors.
 """
 
 from __future__ import annotations
@@ -79,7 +80,8 @@ def meta_asked(opts: SyncOptions) -> int:
             | (0 if opts.no_hard_links else m.META_LINKS)
             | (m.META_OWNER if keep & m.KEEP_OWNER else 0)
             | (m.META_GROUP if keep & m.KEEP_GROUP else 0)
-            | (m.META_TRUSTED if opts.trust_remote_metadata else 0))  # fmt: skip
+            | (m.META_TRUSTED if opts.trust_remote_metadata else 0)
+            | (m.META_SECURITY if opts.smb_security else 0))  # fmt: skip
 
 if TYPE_CHECKING:
     from orbit_fast.workers.pool import WorkerPool
@@ -157,7 +159,9 @@ class ObjectCopies:
         """plan_object's COMPARE: with --checksum, the content is compared; without, the
         listing called it unchanged and only the creation time or DOS attributes differ
         (SMB ends, plan.dos_meta_differs). Content found equal with those differing gets
-        them alone (a "meta" task), not a copy."""
+        them alone (a "meta" task), not a copy; so does, with --smb-security, every file
+        --checksum finds equal: the task compares the security descriptors too (a change of
+        only one moves nothing a listing shows)."""
         obj = Obj(s, "update")
         obj.meta_only = dos_meta_differs(s, d)
         if not self.opts.checksum:
@@ -184,7 +188,8 @@ class ObjectCopies:
             equal = digests_match(obj.digests.get("src", ""), obj.digests.get("dst", ""))
         if not equal:
             return [Differs(obj)]
-        if obj.meta_only and not self.opts.dry_run:
+        security = self.opts.smb_security and self.opts.checksum
+        if (obj.meta_only or security) and not self.opts.dry_run:
             self.ready.append((obj, "meta", 0))
             return []
         return [Same(obj.rel)]
@@ -305,9 +310,11 @@ class ObjectCopies:
                                     size=size, part_bytes=obj.part_bytes,
                                     mtime_ns=obj.mtime_ns or 0, tokens=dict(obj.tokens),
                                     src_sig=obj.info.sig)  # fmt: skip
-        if kind == "meta":
+        if kind == "meta":  # the creation time and DOS attributes where they differ
             meta = obj.info.meta
-            assert meta is not None  # compared: plan.dos_meta_differs found both
+            if not obj.meta_only or meta is None:  # only the security descriptors to compare
+                return m.SetFileMeta(task_id=0, ends=e, name=obj.rel, btime_ns=None,
+                                     dos_attrs=-1)  # fmt: skip
             return m.SetFileMeta(task_id=0, ends=e, name=obj.rel, btime_ns=meta.btime_ns,
                                  dos_attrs=meta.dos_attrs)  # fmt: skip
         side = kind.split(":", 1)[1]
