@@ -181,5 +181,6 @@ def test_scan_dir_matches_reference(tmp_path_factory, plan) -> None:
     for name, full in got:
         s = os.lstat(os.path.join(path, name))
         assert full[1:] == (s.st_size, s.st_mtime_ns, s.st_atime_ns, s.st_mode, s.st_ctime_ns,
-                            s.st_ino, s.st_uid, s.st_gid, s.st_dev)  # fmt: skip
+                            s.st_ino, s.st_uid, s.st_gid, s.st_dev, s.st_nlink,
+                            s.st_rdev)  # fmt: skip
     assert st_.st_ino not in [f[6] for _, f in got]
