@@ -80,8 +80,16 @@ def _source(samba, smb_dir: str, smb: dict[str, Any]) -> Path:
 
 def _sync(src: str, dst: str, *extra: str, check: int = 0) -> tuple[dict, list[dict]]:
     proc = run_cli("sync", src, dst, "--json", "--chunk-size-mb", "5", *extra, check=check)
-    return summary_of(proc.stdout), [e for e in json_events(proc.stdout)
-                                     if e["event"] == "warning"]  # fmt: skip
+    _SEEN[:] = json_events(proc.stdout)
+    return summary_of(proc.stdout), [e for e in _SEEN if e["event"] == "warning"]
+
+
+_SEEN: list[dict] = []  # the last _sync's events
+
+
+def _meta_done() -> set[str]:
+    """The files the last _sync updated by their metadata alone (its "meta" events)."""
+    return {e["path"] for e in _SEEN if e["event"] == "file_done" and e["action"] == "meta"}
 
 
 def _inodes(root: Path) -> dict[str, tuple[int, int]]:
@@ -135,6 +143,7 @@ def test_smb_to_smb_keeps_creation_times_and_dos_attributes(samba, smb_dir: str,
     _set(smb, _unc(smb_dir, "src", "a/system.txt"), SYSTEM, 1_300_000_000_000_000_000)
     s, warnings = _sync(src, dst)
     assert (s["files_copied"], s["files_unchanged"], s["warnings"]) == (0, n, 0), s
+    assert _meta_done() == {"a/b/none.txt", "a/system.txt"}  # said, as between trees
     kept()
     after = _inodes(root)
     moved = {k for k in FILES if after[k] != before[k]}
@@ -165,11 +174,12 @@ def test_checksum_and_size_only_set_attributes_without_copying(samba, smb_dir: s
         assert _seen(smb, _unc(smb_dir, "dst", "a/hidden.txt"))[0] == attrs, flag
         after = _inodes(root)
         assert {k for k in FILES if after[k] != before[k]} == {"a/hidden.txt"}, flag
-    # --dry-run sets nothing.
+    # --dry-run sets nothing, and says what it would set.
     _set(smb, _unc(smb_dir, "src", "a/hidden.txt"), READONLY)
     before = _inodes(root)
     _sync(src, dst, "--dry-run")
     assert _inodes(root) == before
+    assert _meta_done() == {"a/hidden.txt"}
 
 
 def test_local_and_smb_ends_leave_dos_attributes_out(tmp_path: Path, samba, smb_dir: str,

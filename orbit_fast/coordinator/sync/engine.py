@@ -799,6 +799,9 @@ class SyncEngine:
                                      size=out.size))  # fmt: skip
             elif isinstance(out, Same):
                 c.files_unchanged += 1
+                if out.meta:  # an attributes-only update, as between trees (META)
+                    c.files_meta += 1
+                    self.emit(p.FileDone(path=p.display_path(out.rel), action="meta", size=0))
             elif isinstance(out, Differs):
                 self._start_copy(out.item)
             elif isinstance(out, Dropped):

@@ -192,7 +192,7 @@ class ObjectCopies:
         if (obj.meta_only or security) and not self.opts.dry_run:
             self.ready.append((obj, "meta", 0))
             return []
-        return [Same(obj.rel)]
+        return [Same(obj.rel, meta=obj.meta_only)]  # a dry run: what it would set
 
     def begin(self, obj: Obj) -> list[Outcome]:
         self.todo.append(obj)
@@ -356,7 +356,7 @@ class ObjectCopies:
         elif isinstance(res, m.FileMetaSet):  # an attributes-only update: the data was equal
             self._count_left(res.left)
             self.record(obj.rel, obj.info.sig, res.dst_sig)
-            out.append(Same(obj.rel))
+            out.append(Same(obj.rel, meta=obj.meta_only))  # (else descriptors only: unknown)
         elif isinstance(res, m.SourceChanged):
             obj.failed = "changed"
             if self.db is not None and obj.upload:

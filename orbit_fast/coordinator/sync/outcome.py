@@ -31,9 +31,11 @@ class Done(NamedTuple):
 
 
 class Same(NamedTuple):
-    """Compared by content (--checksum) and found equal: nothing to copy."""
+    """Compared by content (--checksum) and found equal: nothing to copy. `meta`: its
+    metadata alone was set (or, in a dry run, would be): an attributes-only update."""
 
     rel: str
+    meta: bool = False
 
 
 class Differs(NamedTuple):
