@@ -101,3 +101,31 @@ def test_the_hubs_global_bandwidth_limit(hub_factory: Any, tmp_path: Path) -> No
         assert _run(hub, c, job["id"])["state"] == "completed"
         took = time.monotonic() - t0
     assert took >= 2.4, f"48 MiB at 16 MiB/s took {took:.1f} s"
+
+
+def test_only_an_admin_makes_or_changes_a_job_that_trusts_remote_metadata(
+        hub: HubProcess, admin: httpx.Client, tmp_path: Path) -> None:  # fmt: skip
+    """trust_remote_metadata makes whoever writes the bucket as strong as the hub's user: an
+    operator can neither turn it on nor re-point a job that has it."""
+    admin.post("/api/users", json={"username": "op", "password": "op-password-12",
+                                   "role": "operator"})  # fmt: skip
+    with hub.client(hub.login("op", "op-password-12")) as op:
+        _trust_is_admin_only(admin, op, tmp_path)
+
+
+def _trust_is_admin_only(admin: httpx.Client, op: httpx.Client, tmp_path: Path) -> None:
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    src.mkdir()
+    body = _job(src, dst, "t", mode="sync", trust_remote_metadata=True)
+    r = op.post("/api/jobs", json=body)
+    assert r.status_code == 403 and "trust_remote_metadata" in r.text, r.text
+    job = admin.post("/api/jobs", json=body).json()
+    assert job["config"]["trust_remote_metadata"] is True
+    other = tmp_path / "elsewhere"
+    other.mkdir()
+    r = op.patch(f"/api/jobs/{job['id']}", json={"source": str(other)})
+    assert r.status_code == 403, r.text
+    plain = op.post("/api/jobs", json=_job(src, dst, "p", mode="sync")).json()
+    r = op.patch(f"/api/jobs/{plain['id']}", json={"config": {"trust_remote_metadata": True}})
+    assert r.status_code == 403, r.text
+    assert admin.patch(f"/api/jobs/{job['id']}", json={"source": str(other)}).status_code == 200

@@ -50,13 +50,24 @@ def _invalid(exc: OrbitError) -> ApiError:
     return ApiError(400, "invalid_job", str(exc), **details)
 
 
+def _trusting_needs_admin(config: dict[str, Any], who: auth.Principal) -> None:
+    """A job that applies owners and setuid bits from a remote end's metadata makes whoever
+    can write that end as strong as the hub's user (root, in the guide): only an admin may
+    make or change one, as only an admin may make users."""
+    if config.get("trust_remote_metadata") and auth.RANK[who.role] < auth.RANK["admin"]:
+        raise ApiError(403, "forbidden", "config.trust_remote_metadata applies owners and "
+                       "setuid bits from the remote end's metadata as the hub's user: only "
+                       "an admin may create or change a job that has it")  # fmt: skip
+
+
 def create(hub: Hub, body: models.JobCreate, who: auth.Principal) -> JSONResponse:
     from orbit_fast.hub.schedule import check, next_after
 
     settings, store = hub.settings, hub.store
+    config = body.config.model_dump(exclude_none=True)
+    _trusting_needs_admin(config, who)
     fields = {"name": body.name, "mode": body.mode, "source": body.source,
-              "destination": body.destination,
-              "config": body.config.model_dump(exclude_none=True)}  # fmt: skip
+              "destination": body.destination, "config": config}  # fmt: skip
     try:
         warnings = check_job(fields, settings.db_path, settings.universe_path,
                              settings.allowed_roots, settings.protected_paths)  # fmt: skip
@@ -110,6 +121,10 @@ def update_job(job_id: RowId, body: models.JobUpdate, request: Request,
         given["config"] = body.config.model_dump(exclude_none=True) if body.config else {}
     fields = {k: given.get(k, job[k]) for k in ("name", "mode", "source", "destination",
                                                  "config")}  # fmt: skip
+    # The job as it would be, and as it is: an operator may neither turn it on nor point a
+    # job that has it at another source.
+    _trusting_needs_admin(fields["config"], who)
+    _trusting_needs_admin(job["config"], who)
     try:
         warnings = check_job(fields, settings.db_path, settings.universe_path,
                              settings.allowed_roots, settings.protected_paths)  # fmt: skip
