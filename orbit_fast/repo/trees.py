@@ -46,29 +46,33 @@ class TreeReader:
         """The tree `tid` (of the directory `where`, for messages), checked. IntegrityError if
         it is missing, damaged or unsafe."""
         what = label(tid, where)
-        loc = self.universe.locate(self.repo.id, [tid])[0]
+        raw = self._read_checked(tid, what, treefmt.MAX_TREE_BYTES)
+        self.trees_read += 1
+        tree = treefmt.decode(what, raw)
+        ids = [b"", *tree.metas]  # an entry's index into its tree's sets: the id from here on
+        for e in tree.entries:
+            if isinstance(e.meta, int):
+                e.meta = ids[e.meta]
+        return tree
+
+    def _read_checked(self, bid: bytes, what: str, max_bytes: int) -> bytes:
+        """The raw bytes of metadata blob `bid` (a tree or an xattr set): located through the
+        universe, decompressed under `max_bytes` and checked against its keyed id;
+        IntegrityError naming `what` if it is missing or damaged."""
+        loc = self.universe.locate(self.repo.id, [bid])[0]
         if loc is None:
             raise IntegrityError(f"{what} is missing from the repository; run `orbit-fast "
                                  "verify` to see which snapshots need it")  # fmt: skip
-        blob = self.repo.read_blob(tid, loc, what)
-        self.trees_read += 1
+        blob = self.repo.read_blob(bid, loc, what)
         self.bytes_read += len(blob)
         try:
-            raw = decompress(blob, max_bytes=treefmt.MAX_TREE_BYTES)
+            raw = decompress(blob, max_bytes=max_bytes)
         except CorruptBlob as exc:
             raise IntegrityError(f"{what} is damaged ({exc}); run `orbit-fast verify`") from exc
-        if chunk_id(self.key, raw) != tid:
+        if chunk_id(self.key, raw) != bid:
             raise IntegrityError(f"{what} is damaged (its content does not match its id); run "
                                  "`orbit-fast verify`")  # fmt: skip
-        tree = treefmt.decode(what, raw)
-        if tree.metas:  # indices into the tree's list of sets: the ids themselves from here on
-            ids = [b"", *tree.metas]
-            for e in tree.entries:
-                e.meta = ids[e.meta] if e.meta != b"" else b""  # type: ignore[index]
-        else:
-            for e in tree.entries:
-                e.meta = b""
-        return tree
+        return raw
 
     def meta(self, mid: bytes) -> treefmt.MetaSet:
         """The xattr set `mid`, checked (and kept: a repository holds few distinct sets)."""
@@ -76,18 +80,7 @@ class TreeReader:
         if ms is not None:
             return ms
         what = f"xattr set {mid.hex()[:8]}"
-        loc = self.universe.locate(self.repo.id, [mid])[0]
-        if loc is None:
-            raise IntegrityError(f"{what} is missing from the repository; run `orbit-fast "
-                                 "verify` to see which snapshots need it")  # fmt: skip
-        try:
-            raw = decompress(self.repo.read_blob(mid, loc, what),
-                             max_bytes=treefmt.MAX_META_BYTES)  # fmt: skip
-        except CorruptBlob as exc:
-            raise IntegrityError(f"{what} is damaged ({exc}); run `orbit-fast verify`") from exc
-        if chunk_id(self.key, raw) != mid:
-            raise IntegrityError(f"{what} is damaged (its content does not match its id); run "
-                                 "`orbit-fast verify`")  # fmt: skip
+        raw = self._read_checked(mid, what, treefmt.MAX_META_BYTES)
         ms = treefmt.decode_meta(what, raw)
         if len(self._metas) < 4096:
             self._metas[mid] = ms
