@@ -22,6 +22,7 @@ plus packs (chunks and trees) the rerun dedups against.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import os
 import socket
@@ -78,32 +79,18 @@ class Owners:
     """User and group names by id, looked up once each (a name that does not resolve: "")."""
 
     def __init__(self) -> None:
-        self.users: dict[int, str] = {}
-        self.groups: dict[int, str] = {}
+        import grp
+        import pwd
 
-    def user(self, uid: int) -> str:
-        name = self.users.get(uid)
-        if name is None:
-            import pwd
+        self.user = functools.cache(lambda uid: _name(pwd.getpwuid, uid, "pw_name"))
+        self.group = functools.cache(lambda gid: _name(grp.getgrgid, gid, "gr_name"))
 
-            try:
-                name = pwd.getpwuid(uid).pw_name
-            except KeyError:
-                name = ""
-            self.users[uid] = name
-        return name
 
-    def group(self, gid: int) -> str:
-        name = self.groups.get(gid)
-        if name is None:
-            import grp
-
-            try:
-                name = grp.getgrgid(gid).gr_name
-            except KeyError:
-                name = ""
-            self.groups[gid] = name
-        return name
+def _name(lookup: Callable[[int], Any], ident: int, field: str) -> str:
+    try:
+        return str(getattr(lookup(ident), field))
+    except KeyError:
+        return ""
 
 
 def entry_of(name: bytes, s: tuple[int, ...], target: bytes = b"",
