@@ -48,8 +48,10 @@ from orbit_fast.errors import (
     Interrupted,
     UsageError,
 )
+from orbit_fast.fsmeta import set_xattrs
 from orbit_fast.hashing import chunk_id
 from orbit_fast.index.universe import Universe
+from orbit_fast.messages import KEEP_ACLS, KEEP_XATTRS
 from orbit_fast.names import shown
 from orbit_fast.repo import snapshot as snapfmt
 from orbit_fast.repo.repository import Repository
@@ -440,8 +442,6 @@ class _Restore:
         os.chmod(at, self._mode(node, created))
 
     def _xattrs(self, at: int | str, node: Entry) -> None:
-        from orbit_fast.fsmeta import set_xattrs
-
         assert isinstance(node.meta, bytes)
         try:
             ms = self.reader.meta(node.meta)
@@ -452,8 +452,6 @@ class _Restore:
             return
         xattrs = [(os.fsdecode(k), v) for k, v in ms.xattrs]
         if not self.as_root:  # what another user could never set: said once, not tried
-            from orbit_fast.messages import KEEP_XATTRS
-
             keep = [(k, v) for k, v in xattrs if k.startswith(("user.", "system.posix_acl_"))]
             if len(keep) != len(xattrs):
                 self._lose(KEEP_XATTRS, node)
@@ -461,8 +459,6 @@ class _Restore:
         self._lose(set_xattrs(at, xattrs), node)
 
     def _lose(self, bits: int, node: Entry) -> None:
-        from orbit_fast.messages import KEEP_ACLS, KEEP_XATTRS
-
         new = bits & ~self.lost
         if not new:
             return
@@ -486,11 +482,7 @@ class _Restore:
                     return
             except FileNotFoundError:
                 pass
-            tmp = _tmp_name(name)
-            try:
-                os.unlink(tmp, dir_fd=pfd)
-            except FileNotFoundError:
-                pass
+            tmp = _fresh_tmp(pfd, name)
             os.link(fname, tmp, src_dir_fd=ffd, dst_dir_fd=pfd, follow_symlinks=False)
         os.rename(tmp, name, src_dir_fd=pfd, dst_dir_fd=pfd)
 
@@ -506,11 +498,7 @@ class _Restore:
                 return  # in place (resume)
         except FileNotFoundError:
             pass
-        tmp = _tmp_name(name)
-        try:
-            os.unlink(tmp, dir_fd=pfd)
-        except FileNotFoundError:
-            pass
+        tmp = _fresh_tmp(pfd, name)
         try:
             os.mknod(tmp, fmt | 0o600, node.rdev, dir_fd=pfd)
         except PermissionError:
@@ -526,6 +514,17 @@ class _Restore:
         finally:
             os.close(fd)
         os.rename(tmp, name, src_dir_fd=pfd, dst_dir_fd=pfd)
+
+
+def _fresh_tmp(pfd: int, name: bytes) -> bytes:
+    """The temp name beside `name` (_tmp_name), with whatever an interrupted restore left
+    there removed (never followed)."""
+    tmp = _tmp_name(name)
+    try:
+        os.unlink(tmp, dir_fd=pfd)
+    except FileNotFoundError:
+        pass
+    return tmp
 
 
 def _tmp_name(name: bytes) -> bytes:
