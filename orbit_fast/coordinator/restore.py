@@ -220,7 +220,7 @@ class _Restore:
                     try:
                         for link in top.links:
                             self._link(top.fd, link)
-                        self._dir_meta(top.fd, top.entry, top.created)
+                        self._dir_meta(top.fd, top.rel, top.entry, top.created)
                     except OSError as exc:
                         raise self._error(top.rel, exc) from exc
                     stack.pop()
@@ -236,7 +236,7 @@ class _Restore:
                     elif e.kind == LINK:
                         top.links.append(e)
                     elif e.kind in SPECIALS:
-                        self._special(top.fd, e)
+                        self._special(top.fd, rel, e)
                     elif e.links > 1 and (e.dev, e.ino) in self.first_link:
                         if want is not None:
                             counters.files_total += 1
@@ -329,14 +329,15 @@ class _Restore:
 
     def _file(self, pfd: int, rel: bytes, node: Entry) -> bool:
         """Write one file; False (and a problem listed) if a chunk is missing or damaged."""
-        bad = self._write(pfd, node.name, node)
+        bad = self._write(pfd, rel, node)
         if bad:
             where = shown(rel)
             self.problems.append(f"{where}: {bad}")
             self.on_event(p.Warning(msgid="integrity", path=where, message=bad))
         return not bad
 
-    def _write(self, pfd: int, name: bytes, node: Entry) -> str | None:
+    def _write(self, pfd: int, rel: bytes, node: Entry) -> str | None:
+        name = node.name
         ids = node.chunk_ids()
         locs = self.universe.locate(self.repo.id, ids)
         for cid, loc in zip(ids, locs, strict=True):
@@ -371,7 +372,7 @@ class _Restore:
                 self.counters.bytes_done += len(data)
             if written != node.size:
                 return f"its chunks hold {written} bytes, the snapshot says {node.size}"
-            self._meta(fd, node, created=True)
+            self._meta(fd, rel, node, created=True)
             os.utime(fd, ns=(node.atime_ns, node.mtime_ns))
             os.rename(tmp, name, src_dir_fd=pfd, dst_dir_fd=pfd)
             done = True
@@ -401,9 +402,9 @@ class _Restore:
             os.chown(name, *self._owner(node), dir_fd=pfd, follow_symlinks=False)
         os.utime(name, ns=(node.atime_ns, node.mtime_ns), dir_fd=pfd, follow_symlinks=False)
 
-    def _dir_meta(self, fd: int, node: Entry, created: bool) -> None:
+    def _dir_meta(self, fd: int, rel: bytes, node: Entry, created: bool) -> None:
         if created:
-            self._meta(fd, node, created)
+            self._meta(fd, rel, node, created)
         else:
             os.fchmod(fd, self._mode(node, created))
         os.utime(fd, ns=(node.atime_ns, node.mtime_ns))
@@ -432,21 +433,21 @@ class _Restore:
             self.ids[(kind, name)] = got
         return default if got < 0 else got
 
-    def _meta(self, at: int | str, node: Entry, created: bool) -> None:
+    def _meta(self, at: int | str, rel: bytes, node: Entry, created: bool) -> None:
         """Owner (as root), xattrs and ACLs, then the mode, on an open fd (or a /proc/self/fd
         path): chown clears the setuid and setgid bits, and setting an ACL sets group bits."""
         if self.as_root:
             os.chown(at, *self._owner(node))
         if node.meta:
-            self._xattrs(at, node)
+            self._xattrs(at, rel, node)
         os.chmod(at, self._mode(node, created))
 
-    def _xattrs(self, at: int | str, node: Entry) -> None:
+    def _xattrs(self, at: int | str, rel: bytes, node: Entry) -> None:
         assert isinstance(node.meta, bytes)
         try:
             ms = self.reader.meta(node.meta)
         except IntegrityError as exc:
-            where = shown(node.name)
+            where = shown(rel) or "."
             self.problems.append(f"{where}: {exc}")
             self.on_event(p.Warning(msgid="integrity", path=where, message=str(exc)))
             return
@@ -454,18 +455,18 @@ class _Restore:
         if not self.as_root:  # what another user could never set: said once, not tried
             keep = [(k, v) for k, v in xattrs if k.startswith(("user.", "system.posix_acl_"))]
             if len(keep) != len(xattrs):
-                self._lose(KEEP_XATTRS, node)
+                self._lose(KEEP_XATTRS, rel)
             xattrs = keep
-        self._lose(set_xattrs(at, xattrs), node)
+        self._lose(set_xattrs(at, xattrs), rel)
 
-    def _lose(self, bits: int, node: Entry) -> None:
+    def _lose(self, bits: int, rel: bytes) -> None:
         new = bits & ~self.lost
         if not new:
             return
         self.lost |= new
         what = " and ".join(name for bit, name in ((KEEP_XATTRS, "extended attributes"),
                                                    (KEEP_ACLS, "POSIX ACLs")) if new & bit)
-        self.on_event(p.Warning(msgid="metadata", path=shown(node.name), message=(
+        self.on_event(p.Warning(msgid="metadata", path=shown(rel) or ".", message=(
             f"the target does not take {what} (first at this entry; its filesystem lacks "
             "them, or this user may not set them: trusted.* and security.* need root): "
             "restored without them")))  # fmt: skip
@@ -486,7 +487,7 @@ class _Restore:
             os.link(fname, tmp, src_dir_fd=ffd, dst_dir_fd=pfd, follow_symlinks=False)
         os.rename(tmp, name, src_dir_fd=pfd, dst_dir_fd=pfd)
 
-    def _special(self, pfd: int, node: Entry) -> None:
+    def _special(self, pfd: int, rel: bytes, node: Entry) -> None:
         """A fifo or a device node (as root; otherwise said once and left out), made under a
         temp name with its metadata (through an O_PATH descriptor of it: never followed) and
         renamed into place; one already there alike is left."""
@@ -504,12 +505,12 @@ class _Restore:
         except PermissionError:
             if not self.no_devices:
                 self.no_devices = True
-                self.on_event(p.Warning(msgid="metadata", path=shown(node.name), message=(
+                self.on_event(p.Warning(msgid="metadata", path=shown(rel) or ".", message=(
                     "a device node: only root may make one; left out (first of them)")))
             return
         fd = os.open(tmp, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=pfd)
         try:
-            self._meta(f"/proc/self/fd/{fd}", node, created=True)
+            self._meta(f"/proc/self/fd/{fd}", rel, node, created=True)
             os.utime(f"/proc/self/fd/{fd}", ns=(node.atime_ns, node.mtime_ns))
         finally:
             os.close(fd)
