@@ -28,6 +28,7 @@ from orbit_fast.compression import BLOB_FORMAT, LZ4, ZSTD, compress, parse_codec
 from orbit_fast.compression import HEADER as BLOB_HEADER
 from orbit_fast.errors import ExitCode
 from orbit_fast.hashing import chunk_id
+from orbit_fast.repo import tree as treefmt
 from orbit_fast.repo.repository import Repository
 from orbit_fast.repo.snapshot import Snapshot
 from orbit_fast.repo.tree import LINK, Entry, Page, TreeBlob
@@ -373,6 +374,30 @@ def test_setuid_bits_dropped_when_restoring_as_nobody(place: Place, tmp_path: Pa
         assert stat.S_IMODE((base / "out" / "sgid" / "x").stat().st_mode) == 0o755
     finally:
         subprocess.run(["rm", "-rf", str(base)], check=True)
+
+
+def test_hard_link_and_xattr_set_claims_stay_inside_the_target(place: Place) -> None:
+    """Format 4's new fields as an attacker writes them: names claiming one inode are linked
+    only to a file this restore made (a symlink claiming the same inode, pointing at the
+    sibling, stays a link and lends nothing), and an entry naming an xattr set the repository
+    lacks is restored without it and named (exit 13)."""
+    twin = dict(links=2, dev=1, ino=4242)
+    crafted = [
+        msgspec.structs.replace(place.link("0-link", str(place.sibling / "keep.txt")), **twin),
+        place.file("a.txt", **twin),
+        place.dir("d", [place.file("x", **twin)]),
+        msgspec.structs.replace(place.d, name=b"m", subtree=place.store(treefmt.encode_entries(
+            [place.file("z-meta", meta=b"\x55" * 32)]))),  # the set's index, listed
+    ]
+    name = place.craft(crafted)
+    proc = place.restore(name, check=13)
+    assert "m/z-meta" in proc.stderr + proc.stdout and "xattr set 55555555" in proc.stderr
+    out = place.target
+    assert (out / "d" / "x").stat().st_ino == (out / "a.txt").stat().st_ino
+    assert (out / "0-link").is_symlink()
+    assert (out / "a.txt").stat().st_ino != (place.sibling / "keep.txt").stat().st_ino
+    assert os.listxattr(out / "m" / "z-meta") == []
+    place.assert_outside_untouched()
 
 
 # ---- bombs -----------------------------------------------------------------------------------
